@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh Debian machine: the CNCF distribution registry and skopeo
+# (tests and quickstart), then fetches the default model. Idempotent: what is present is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v python3 >/dev/null || need+=(python3 python3-venv)
+if ((${#need[@]})); then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+scripts/fetch-default-model.sh >/dev/null

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what is missing, then unit and integration tests against the real
+# registry and the real default model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}"

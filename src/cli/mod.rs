@@ -1,0 +1,317 @@
+//! The `model` command line: argument definitions and the store commands (`pull`, `push`, `ls`, ...).
+//!
+//! Each command turns its arguments into calls on the store, registry and package modules and prints the
+//! result; errors travel up to `main`, which prints one line.
+
+mod progress_view;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::artifact::human_size;
+use crate::package::{PackageSpec, package};
+use crate::reference::{ModelRef, ModelSource};
+use crate::registry::{self, RegistryOptions};
+use crate::store::{LocalModel, Store};
+
+#[derive(Debug, Parser)]
+#[command(name = "model", version, about = "Run, serve and manage local LLMs packaged as OCI artifacts")]
+pub struct Cli {
+    /// Store root (default: model-runner under the user's data directory).
+    #[arg(long, global = true, env = crate::store::HOME_ENV, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull a model from a registry (or hf.co/ORG/REPO[:QUANT]) into the local store.
+    Pull {
+        /// Model reference, e.g. ai/smollm2 or 127.0.0.1:5000/ai/smollm2:v1.
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Push a model from the local store to its registry.
+    Push {
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Give a stored model another reference.
+    Tag { source: String, target: String },
+    /// Remove models from the local store.
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+        /// Remove every reference of a model named by ID.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// List the models in the local store.
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON, in Docker Model Runner's model API shape.
+        #[arg(long)]
+        json: bool,
+        /// Print model IDs only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show a stored model as JSON.
+    Inspect { reference: String },
+    /// Show the local store's disk usage.
+    Df,
+    /// Package a GGUF file as a model artifact in the store, and optionally push it.
+    Package {
+        /// The GGUF file (any shard of a split model).
+        #[arg(long, value_name = "FILE")]
+        gguf: PathBuf,
+        /// License files to include (repeatable).
+        #[arg(long, value_name = "FILE")]
+        license: Vec<PathBuf>,
+        /// A Jinja chat template that overrides the GGUF's.
+        #[arg(long, value_name = "FILE")]
+        chat_template: Option<PathBuf>,
+        /// Context size to record in the config (default: the GGUF's context length).
+        #[arg(long, value_name = "N")]
+        context_size: Option<u64>,
+        /// Push to the registry after packaging.
+        #[arg(long)]
+        push: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Reference to store (and push) the model under.
+        reference: String,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Use plain HTTP for this registry (loopback registries always do).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> RegistryOptions {
+        RegistryOptions {
+            insecure: self.insecure,
+        }
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<()> {
+    let store = Store::open(cli.home.unwrap_or_else(Store::default_root))?;
+    match cli.command {
+        Command::Pull { reference, registry } => pull(&store, &reference, &registry.options()).await,
+        Command::Push { reference, registry } => {
+            push(&store, &reference, &registry.options()).await
+        }
+        Command::Tag { source, target } => {
+            let target = ModelRef::parse(&target)?;
+            let id = store.tag(&source, &target)?;
+            println!("Tagged {} as {}", id.short(), target.familiar());
+            Ok(())
+        }
+        Command::Rm { references, force } => remove(&store, &references, force),
+        Command::Ls { json, quiet } => list(&store, json, quiet),
+        Command::Inspect { reference } => {
+            let model = store.resolve(&reference)?;
+            println!("{}", serde_json::to_string_pretty(&model.to_api_json())?);
+            Ok(())
+        }
+        Command::Df => disk_usage(&store),
+        Command::Package {
+            gguf,
+            license,
+            chat_template,
+            context_size,
+            push: and_push,
+            registry,
+            reference,
+        } => {
+            let target = ModelRef::parse(&reference)?;
+            let spec = PackageSpec {
+                gguf,
+                licenses: license,
+                chat_template,
+                context_size,
+            };
+            let progress = progress_view::stderr_progress();
+            let store_for_task = store.clone();
+            let target_for_task = target.clone();
+            let id = tokio::task::spawn_blocking(move || {
+                package(&store_for_task, &spec, &target_for_task, &progress)
+            })
+            .await??;
+            println!("Packaged {} ({id})", target.familiar());
+            if and_push {
+                push(&store, &target.to_string(), &registry.options()).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn pull(store: &Store, reference: &str, options: &RegistryOptions) -> Result<()> {
+    let progress = progress_view::stderr_progress();
+    match ModelSource::parse(reference)? {
+        ModelSource::Registry(model_ref) => {
+            let id = registry::pull(store, &model_ref, options, progress).await?;
+            println!("Pulled {} ({id})", model_ref.familiar());
+        }
+        ModelSource::HuggingFace(hf) => {
+            let id = crate::huggingface::pull(store, &hf, progress).await?;
+            println!("Pulled {} ({id})", hf.store_ref().familiar());
+        }
+    }
+    Ok(())
+}
+
+async fn push(store: &Store, reference: &str, options: &RegistryOptions) -> Result<()> {
+    let target = ModelRef::parse(reference)?;
+    let model = store.resolve(reference)?;
+    let digest = registry::push(
+        store,
+        &model,
+        &target,
+        options,
+        progress_view::stderr_progress(),
+    )
+    .await?;
+    println!("Pushed {} ({digest})", target.familiar());
+    Ok(())
+}
+
+fn remove(store: &Store, references: &[String], force: bool) -> Result<()> {
+    let mut failures = 0;
+    for reference in references {
+        match store.remove(reference, force) {
+            Ok(removal) => {
+                for name in &removal.untagged {
+                    let shown = ModelRef::parse(name).map_or(name.clone(), |r| r.familiar());
+                    println!("Untagged: {shown}");
+                }
+                for id in &removal.deleted_models {
+                    println!("Deleted: {id}");
+                }
+            }
+            Err(e) if references.len() == 1 => return Err(e.into()),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failures += 1;
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} of {} removals failed", references.len());
+    }
+    Ok(())
+}
+
+fn list(store: &Store, json: bool, quiet: bool) -> Result<()> {
+    let models = store.list()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let shapes: Vec<_> = models.iter().map(LocalModel::to_api_json).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&shapes)?)?;
+        return Ok(());
+    }
+    if quiet {
+        for model in &models {
+            writeln!(out, "{}", model.id.short())?;
+        }
+        return Ok(());
+    }
+    let mut rows = vec![[
+        "MODEL NAME",
+        "PARAMETERS",
+        "QUANTIZATION",
+        "ARCHITECTURE",
+        "MODEL ID",
+        "CREATED",
+        "CONTEXT",
+        "SIZE",
+    ]
+    .map(String::from)];
+    for model in &models {
+        let c = &model.config.config;
+        for name in model.familiar_names() {
+            rows.push([
+                name,
+                c.parameters.clone(),
+                c.quantization.clone(),
+                c.architecture.clone(),
+                model.id.short().to_string(),
+                model.created().map_or_else(String::new, |t| ago(t)),
+                c.context_size.map_or_else(String::new, |n| n.to_string()),
+                human_size(model.size()),
+            ]);
+        }
+    }
+    write_table(&mut out, &rows)?;
+    Ok(())
+}
+
+fn disk_usage(store: &Store) -> Result<()> {
+    let usage = store.disk_usage()?;
+    let rows = vec![
+        ["TYPE", "COUNT", "SIZE"].map(String::from),
+        [
+            "Models".into(),
+            usage.models.to_string(),
+            human_size(usage.blob_bytes),
+        ],
+        [
+            "Partial downloads".into(),
+            "-".into(),
+            human_size(usage.partial_bytes),
+        ],
+    ];
+    write_table(&mut std::io::stdout().lock(), &rows)?;
+    println!("\nStore: {}", usage.root.display());
+    Ok(())
+}
+
+fn write_table<const N: usize>(out: &mut impl Write, rows: &[[String; N]]) -> Result<()> {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end()).context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+/// "3 minutes ago", as Docker prints ages.
+fn ago(time: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = (chrono::Utc::now() - time).num_seconds().max(0);
+    let (n, unit) = match secs {
+        s if s < 60 => return "Less than a minute ago".into(),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86_400 => (s / 3600, "hour"),
+        s if s < 86_400 * 30 => (s / 86_400, "day"),
+        s if s < 86_400 * 365 => (s / (86_400 * 30), "month"),
+        s => (s / (86_400 * 365), "year"),
+    };
+    let plural = if n == 1 { "" } else { "s" };
+    if n == 1 && unit == "hour" {
+        "About an hour ago".into()
+    } else {
+        format!("{n} {unit}{plural} ago")
+    }
+}

@@ -1,0 +1,321 @@
+//! Shared set-up for integration tests: the real `model` binary with its own store, a real registry
+//! (Debian's `docker-registry`, the CNCF distribution registry) on a free loopback port, the real default
+//! model, and a loopback TCP proxy that can cut a transfer short.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The default model's GGUF, fetched once by the project's own script.
+pub fn default_model_gguf() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/fetch-default-model.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/fetch-default-model.sh");
+        assert!(out.status.success(), "fetching the default model failed");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// A free port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not start listening on 127.0.0.1:{port}");
+}
+
+/// A CNCF distribution registry with filesystem storage in a temp dir, killed on drop.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub storage: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let binary = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("docker-registry is not installed (apt-get install docker-registry)");
+        let storage = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        wait_for_port(port, "docker-registry");
+        Self {
+            child,
+            port,
+            storage,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The file holding a blob's bytes in the registry's storage.
+    pub fn blob_data_path(&self, digest_hex: &str) -> PathBuf {
+        self.storage
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&digest_hex[..2])
+            .join(digest_hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `model` binary with a store of its own.
+pub struct ModelCli {
+    pub home: tempfile::TempDir,
+}
+
+impl ModelCli {
+    pub fn new() -> Self {
+        Self {
+            home: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_model"));
+        cmd.args(args)
+            .env("MODEL_RUNNER_HOME", self.home.path())
+            .env_remove("MODEL_RUNNER_REGISTRY_USERNAME")
+            .env_remove("MODEL_RUNNER_REGISTRY_TOKEN")
+            .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run model")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "model {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "model {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.home.path().join("blobs/sha256")
+    }
+
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.home.path().join("incoming")
+    }
+
+    /// Files under blobs/ and partial downloads, for "the store is unchanged" checks.
+    pub fn stored_files(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for dir in [self.blobs_dir(), self.home.path().join("manifests/sha256")] {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                names.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.incoming_dir()) {
+            names.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".partial")),
+            );
+        }
+        names.sort();
+        names
+    }
+}
+
+/// How the proxy treats traffic.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ProxyMode {
+    /// Forward everything.
+    Pass = 0,
+    /// Cut every connection once this many response bytes have passed on it (set by `cut_after`).
+    CutAfter = 1,
+    /// Answer every request with HTTP 500.
+    Fail500 = 2,
+}
+
+/// A loopback TCP proxy in front of a registry that counts response bytes and can cut them short.
+pub struct Proxy {
+    pub port: u16,
+    mode: Arc<AtomicU64>,
+    cut_after: Arc<AtomicU64>,
+    pub response_bytes: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let proxy = Self {
+            port,
+            mode: Arc::new(AtomicU64::new(ProxyMode::Pass as u64)),
+            cut_after: Arc::new(AtomicU64::new(u64::MAX)),
+            response_bytes: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (mode, cut_after, counter, stop) = (
+            proxy.mode.clone(),
+            proxy.cut_after.clone(),
+            proxy.response_bytes.clone(),
+            proxy.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        let (mode, cut_after, counter) = (mode.clone(), cut_after.clone(), counter.clone());
+                        std::thread::spawn(move || serve(client, upstream_port, mode, cut_after, counter));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        proxy
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_mode(&self, mode: ProxyMode, cut_after: u64) {
+        self.cut_after.store(cut_after, Ordering::SeqCst);
+        self.mode.store(mode as u64, Ordering::SeqCst);
+    }
+
+    pub fn reset_count(&self) {
+        self.response_bytes.store(0, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(
+    mut client: TcpStream,
+    upstream_port: u16,
+    mode: Arc<AtomicU64>,
+    cut_after: Arc<AtomicU64>,
+    counter: Arc<AtomicU64>,
+) {
+    if mode.load(Ordering::SeqCst) == ProxyMode::Fail500 as u64 {
+        let mut buf = [0u8; 4096];
+        let _ = client.read(&mut buf);
+        let body = r#"{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}"#;
+        let _ = write!(
+            client,
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+        return;
+    };
+    let (Ok(mut client_read), Ok(mut upstream_write)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_read, &mut upstream_write);
+        let _ = upstream_write.shutdown(Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut passed = 0u64;
+    loop {
+        let n = match upstream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let cutting = mode.load(Ordering::SeqCst) == ProxyMode::CutAfter as u64;
+        let limit = cut_after.load(Ordering::SeqCst);
+        let n = if cutting && passed + n as u64 > limit {
+            (limit - passed.min(limit)) as usize
+        } else {
+            n
+        };
+        if client.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        passed += n as u64;
+        counter.fetch_add(n as u64, Ordering::SeqCst);
+        if cutting && passed >= limit {
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = upstream.shutdown(Shutdown::Both);
+}

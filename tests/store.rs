@@ -1,0 +1,352 @@
+//! The model store end to end: the real `model` binary, the real default model, a real OCI registry.
+
+mod common;
+
+use std::process::Command;
+
+use common::{ModelCli, Proxy, ProxyMode, Registry, default_model_gguf};
+use serde_json::Value;
+
+fn inspect(cli: &ModelCli, reference: &str) -> Value {
+    serde_json::from_str(&cli.ok(&["inspect", reference])).expect("inspect prints JSON")
+}
+
+/// Packages the default model and pushes it as `ai/smollm2:test`; returns the reference and GGUF digest.
+fn push_default_model(registry: &Registry) -> (String, String) {
+    let publisher = ModelCli::new();
+    let reference = format!("{}/ai/smollm2:test", registry.host());
+    let gguf = default_model_gguf();
+    publisher.ok(&["package", "--gguf", gguf.to_str().unwrap(), "--push", &reference]);
+    let model = inspect(&publisher, &reference);
+    let gguf_digest = model["config"]["gguf"].is_object().then_some(());
+    assert!(gguf_digest.is_some());
+    let manifest = std::fs::read_dir(publisher.home.path().join("manifests/sha256"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    (reference, layer)
+}
+
+#[test]
+fn package_push_rm_pull_round_trip_is_byte_identical() {
+    let registry = Registry::start();
+    let cli = ModelCli::new();
+    let reference = format!("{}/ai/smollm2:test", registry.host());
+    let gguf = default_model_gguf();
+    cli.ok(&["package", "--gguf", gguf.to_str().unwrap(), "--push", &reference]);
+
+    let model = inspect(&cli, &reference);
+    let config = &model["config"];
+    assert_eq!(config["format"], "gguf");
+    assert_eq!(config["architecture"], "llama");
+    assert_eq!(config["quantization"], "Q4_1");
+    assert_eq!(config["parameters"], "134.52M");
+    assert_eq!(config["context_size"], 8192);
+    assert!(config["size"].as_str().unwrap().ends_with("MiB"));
+    assert_eq!(config["gguf"]["general.architecture"], "llama");
+    assert_eq!(model["tags"][0], reference);
+
+    // Another reference to the same content, then remove both; the store empties.
+    cli.ok(&["tag", &reference, "mine/smollm2:copy"]);
+    assert!(cli.ok(&["ls"]).contains("mine/smollm2:copy"));
+    cli.ok(&["rm", &reference, "mine/smollm2:copy"]);
+    assert_eq!(cli.ok(&["ls", "--json"]).trim(), "[]");
+    assert!(cli.stored_files().is_empty(), "rm left {:?}", cli.stored_files());
+
+    let out = cli.run(&["pull", &reference]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("done"), "pull shows progress: {progress}");
+
+    let listing = cli.ok(&["ls"]);
+    let header = listing.lines().next().unwrap();
+    for column in [
+        "MODEL NAME",
+        "PARAMETERS",
+        "QUANTIZATION",
+        "ARCHITECTURE",
+        "MODEL ID",
+        "CREATED",
+        "CONTEXT",
+        "SIZE",
+    ] {
+        assert!(header.contains(column), "ls header lacks {column}: {header}");
+    }
+    let row = listing.lines().nth(1).expect("one model listed");
+    for cell in [reference.as_str(), "134.52M", "Q4_1", "llama", "8192"] {
+        assert!(row.contains(cell), "ls row lacks {cell}: {row}");
+    }
+
+    // The pulled GGUF layer is the source file, byte for byte.
+    let manifest_path = std::fs::read_dir(cli.home.path().join("manifests/sha256"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let stored = cli.blobs_dir().join(layer.trim_start_matches("sha256:"));
+    assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(&gguf).unwrap());
+
+    // Another OCI tool sees our manifest with Docker Model Runner's media types.
+    let skopeo = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(skopeo.status.success(), "{}", String::from_utf8_lossy(&skopeo.stderr));
+    let remote: Value = serde_json::from_slice(&skopeo.stdout).unwrap();
+    assert_eq!(remote["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        remote["config"]["mediaType"],
+        "application/vnd.docker.ai.model.config.v0.1+json"
+    );
+    assert_eq!(remote["layers"][0]["mediaType"], "application/vnd.docker.ai.gguf.v3");
+    assert_eq!(remote, manifest);
+}
+
+#[test]
+fn tampered_blob_fails_with_digest_error_and_store_unchanged() {
+    let registry = Registry::start();
+    let (reference, layer) = push_default_model(&registry);
+    let data = registry.blob_data_path(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let cli = ModelCli::new();
+    let error = cli.fails(&["pull", &reference]);
+    assert!(error.to_lowercase().contains("digest"), "error names the digest: {error}");
+    assert_eq!(error.trim().lines().last().unwrap().matches("Error:").count(), 1);
+    assert_eq!(cli.ok(&["ls", "--json"]).trim(), "[]");
+    let partials: Vec<_> = cli.stored_files().into_iter().filter(|f| f.contains(&layer[7..])).collect();
+    assert!(partials.is_empty(), "tampered data stayed in the store: {partials:?}");
+}
+
+#[test]
+fn interrupted_pull_resumes_with_range_request() {
+    let registry = Registry::start();
+    let (reference, layer) = push_default_model(&registry);
+    let blob_size = std::fs::metadata(default_model_gguf()).unwrap().len();
+    let proxy = Proxy::start(registry.port);
+    let via_proxy = reference.replace(&registry.host(), &proxy.host());
+
+    // The connection breaks 30 MiB into the big layer.
+    proxy.set_mode(ProxyMode::CutAfter, 30 << 20);
+    let cli = ModelCli::new();
+    cli.fails(&["pull", &via_proxy]);
+    let partial = cli.incoming_dir().join(format!("{}.partial", &layer[7..]));
+    let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert!(kept > 10 << 20, "the partial download was kept ({kept} bytes)");
+
+    proxy.set_mode(ProxyMode::Pass, u64::MAX);
+    proxy.reset_count();
+    cli.ok(&["pull", &via_proxy]);
+    let transferred = proxy.response_bytes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        transferred < blob_size - (10 << 20),
+        "resume moved {transferred} bytes for a {blob_size}-byte blob"
+    );
+    let stored = cli.blobs_dir().join(&layer[7..]);
+    assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(default_model_gguf()).unwrap());
+    assert!(!partial.exists());
+}
+
+#[test]
+fn concurrent_pulls_of_one_model_both_succeed() {
+    let registry = Registry::start();
+    let (reference, layer) = push_default_model(&registry);
+    let cli = ModelCli::new();
+    let children: Vec<_> = (0..2)
+        .map(|_| cli.command(&["pull", &reference]).spawn().expect("spawn pull"))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+    }
+    let listing: Value = serde_json::from_str(&cli.ok(&["ls", "--json"])).unwrap();
+    assert_eq!(listing.as_array().unwrap().len(), 1);
+    let files = cli.stored_files();
+    assert!(files.iter().all(|f| !f.ends_with(".partial")), "{files:?}");
+    assert_eq!(files.iter().filter(|f| **f == layer[7..]).count(), 1);
+    let stored = cli.blobs_dir().join(&layer[7..]);
+    assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(default_model_gguf()).unwrap());
+}
+
+/// Writes an OCI layout holding `gguf` under a config of `config_media_type`, with CNCF layer types.
+fn oci_layout_with(dir: &std::path::Path, gguf: &std::path::Path, config_media_type: &str) {
+    let script = r#"
+import hashlib, json, os, shutil, sys
+out, gguf, config_type = sys.argv[1], sys.argv[2], sys.argv[3]
+blobs = os.path.join(out, "blobs", "sha256"); os.makedirs(blobs, exist_ok=True)
+def put(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(os.path.join(blobs, d), "wb").write(data); return "sha256:" + d, len(data)
+h = hashlib.sha256()
+with open(gguf, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+layer_digest = "sha256:" + h.hexdigest()
+shutil.copyfile(gguf, os.path.join(blobs, h.hexdigest()))
+config = json.dumps({"descriptor": {"createdAt": "2025-06-01T00:00:00Z"},
+    "config": {"architecture": "llama", "format": "gguf", "paramSize": "135M", "quantization": "Q4_1"},
+    "modelfs": {"type": "layers", "diffIds": [layer_digest]}}).encode()
+cd, cs = put(config)
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": config_type, "digest": cd, "size": cs},
+    "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.gguf", "digest": layer_digest,
+                "size": os.path.getsize(gguf)}]}).encode()
+md, ms = put(manifest)
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "v1"}}]},
+    open(os.path.join(out, "index.json"), "w"))
+open(os.path.join(out, "oci-layout"), "w").write('{"imageLayoutVersion": "1.0.0"}')
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .arg(gguf)
+        .arg(config_media_type)
+        .status()
+        .expect("python3");
+    assert!(status.success());
+}
+
+fn skopeo_copy(layout: &std::path::Path, target: &str) {
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--preserve-digests"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{target}"))
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn artifact_pushed_by_skopeo_pulls_and_lists() {
+    let registry = Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    oci_layout_with(layout.path(), &default_model_gguf(), "application/vnd.cncf.model.config.v1+json");
+    let target = format!("{}/cncf/smollm2:v1", registry.host());
+    skopeo_copy(layout.path(), &target);
+
+    let cli = ModelCli::new();
+    cli.ok(&["pull", &target]);
+    let listing = cli.ok(&["ls"]);
+    let row = listing.lines().nth(1).expect("one model");
+    for cell in [target.as_str(), "135M", "Q4_1", "llama"] {
+        assert!(row.contains(cell), "ls row lacks {cell}: {row}");
+    }
+    assert_eq!(inspect(&cli, &target)["config"]["format"], "gguf");
+}
+
+#[test]
+fn non_model_artifacts_and_broken_registries_give_one_line_errors() {
+    let registry = Registry::start();
+    let cli = ModelCli::new();
+
+    // An OCI image that is not a model.
+    let layout = tempfile::tempdir().unwrap();
+    oci_layout_with(layout.path(), &default_model_gguf(), "application/vnd.oci.image.config.v1+json");
+    let image = format!("{}/not/a-model:v1", registry.host());
+    skopeo_copy(layout.path(), &image);
+    let error = cli.fails(&["pull", &image]);
+    assert!(error.contains("not a model"), "{error}");
+
+    // A tag the registry does not have.
+    let error = cli.fails(&["pull", &format!("{}/ai/missing:v1", registry.host())]);
+    assert!(error.contains("not found"), "{error}");
+
+    // A registry that answers 500.
+    let proxy = Proxy::start(registry.port);
+    proxy.set_mode(ProxyMode::Fail500, 0);
+    let error = cli.fails(&["pull", &format!("{}/ai/smollm2:v1", proxy.host())]);
+    assert!(error.contains("500") || error.contains("injected failure"), "{error}");
+
+    // A registry that is down.
+    let down = format!("127.0.0.1:{}/ai/smollm2:v1", common::free_port());
+    let error = cli.fails(&["pull", &down]);
+    assert!(error.contains("cannot reach registry"), "{error}");
+
+    assert!(cli.stored_files().is_empty(), "{:?}", cli.stored_files());
+    for error in [
+        cli.fails(&["pull", "Bad/Reference"]),
+        cli.fails(&["pull", "ai/smollm2:bad tag"]),
+        cli.fails(&["rm", "ai/never-pulled"]),
+        cli.fails(&["inspect", "ai/never-pulled"]),
+    ] {
+        assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+        assert!(error.starts_with("Error: "), "{error}");
+    }
+}
+
+#[test]
+fn package_refuses_files_that_are_not_whole_gguf() {
+    let cli = ModelCli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.gguf");
+    std::fs::write(&text, "this is not a model").unwrap();
+    let error = cli.fails(&["package", "--gguf", text.to_str().unwrap(), "ai/bad:v1"]);
+    assert!(error.contains("not a GGUF file"), "{error}");
+
+    let source = std::fs::read(default_model_gguf()).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &source[..source.len() / 2]).unwrap();
+    let error = cli.fails(&["package", "--gguf", truncated.to_str().unwrap(), "ai/bad:v1"]);
+    assert!(error.contains("truncated"), "{error}");
+    assert!(cli.stored_files().is_empty(), "{:?}", cli.stored_files());
+}
+
+#[test]
+fn package_records_license_template_and_context_size() {
+    let cli = ModelCli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let license = dir.path().join("LICENSE");
+    std::fs::write(&license, "Apache-2.0").unwrap();
+    let template = dir.path().join("template.jinja");
+    std::fs::write(&template, "{% for m in messages %}{{ m.content }}{% endfor %}").unwrap();
+    let gguf = default_model_gguf();
+    cli.ok(&[
+        "package",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--license",
+        license.to_str().unwrap(),
+        "--chat-template",
+        template.to_str().unwrap(),
+        "--context-size",
+        "2048",
+        "ai/smollm2:ctx2k",
+    ]);
+    let model = inspect(&cli, "smollm2:ctx2k");
+    assert_eq!(model["config"]["context_size"], 2048);
+    let id = model["id"].as_str().unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(cli.home.path().join("manifests/sha256").join(&id[7..])).unwrap())
+            .unwrap();
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.docker.ai.gguf.v3",
+            "application/vnd.docker.ai.license",
+            "application/vnd.docker.ai.chat.template.jinja"
+        ]
+    );
+    // Resolvable by the short ID `ls -q` prints, too.
+    let short = cli.ok(&["ls", "-q"]).trim().to_string();
+    assert_eq!(inspect(&cli, &short)["id"], id);
+    let df = cli.ok(&["df"]);
+    assert!(df.contains("Models"), "{df}");
+}
