@@ -57,7 +57,10 @@ pub struct Descriptor {
 
 impl Descriptor {
     pub fn title(&self) -> Option<&str> {
-        self.annotations.as_ref()?.get(TITLE_ANNOTATION).map(String::as_str)
+        self.annotations
+            .as_ref()?
+            .get(TITLE_ANNOTATION)
+            .map(String::as_str)
     }
 }
 
@@ -114,7 +117,9 @@ impl Manifest {
     }
 
     pub fn chat_template_layer(&self) -> Option<&Descriptor> {
-        self.layers.iter().find(|l| l.media_type == CHAT_TEMPLATE_LAYER)
+        self.layers
+            .iter()
+            .find(|l| l.media_type == CHAT_TEMPLATE_LAYER)
     }
 
     /// Every blob the manifest names: config first, then layers.
@@ -306,11 +311,17 @@ mod tests {
         assert!(Manifest::parse_model(&manifest(CONFIG_V01, &[GGUF_LAYER, LICENSE_LAYER])).is_ok());
         assert!(Manifest::parse_model(&manifest(CNCF_CONFIG, &[CNCF_GGUF_LAYER])).is_ok());
         assert!(matches!(
-            Manifest::parse_model(&manifest("application/vnd.oci.image.config.v1+json", &[GGUF_LAYER])),
+            Manifest::parse_model(&manifest(
+                "application/vnd.oci.image.config.v1+json",
+                &[GGUF_LAYER]
+            )),
             Err(ArtifactError::NotAModel(_))
         ));
         assert!(matches!(
-            Manifest::parse_model(&manifest(CONFIG_V01, &["application/vnd.oci.image.layer.v1.tar"])),
+            Manifest::parse_model(&manifest(
+                CONFIG_V01,
+                &["application/vnd.oci.image.layer.v1.tar"]
+            )),
             Err(ArtifactError::LayerMediaType(_))
         ));
         assert!(matches!(

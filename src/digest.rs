@@ -23,10 +23,16 @@ impl Digest {
         let hex = s
             .strip_prefix("sha256:")
             .ok_or_else(|| DigestError(s.to_string()))?;
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        {
             return Err(DigestError(s.to_string()));
         }
-        Ok(Self { hex: hex.to_string() })
+        Ok(Self {
+            hex: hex.to_string(),
+        })
     }
 
     /// The digest of a byte slice.

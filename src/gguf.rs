@@ -28,9 +28,16 @@ pub enum GgufError {
     #[error("{path}: truncated or corrupt GGUF header: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("{path}: truncated GGUF: tensor data needs {needed} bytes, the file has {actual}")]
-    Truncated { path: String, needed: u64, actual: u64 },
+    Truncated {
+        path: String,
+        needed: u64,
+        actual: u64,
+    },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// One metadata value. Arrays keep their elements; tokenizer vocabularies are arrays of strings.
@@ -193,7 +200,9 @@ impl GgufHeader {
 
     /// `split.count` for a model sharded over several files; 1 otherwise.
     pub fn split_count(&self) -> u64 {
-        self.get("split.count").and_then(GgufValue::as_u64).unwrap_or(1)
+        self.get("split.count")
+            .and_then(GgufValue::as_u64)
+            .unwrap_or(1)
     }
 }
 
@@ -280,9 +289,9 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
     }
 
     fn header(&mut self) -> Result<GgufHeader, GgufError> {
-        let magic = self
-            .u32()
-            .map_err(|_| GgufError::NotGguf { path: self.path.to_string() })?;
+        let magic = self.u32().map_err(|_| GgufError::NotGguf {
+            path: self.path.to_string(),
+        })?;
         if magic != MAGIC {
             return Err(GgufError::NotGguf {
                 path: self.path.to_string(),
@@ -351,38 +360,38 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
 /// (elements per block, bytes per block) for each ggml tensor type, as ggml's type traits define them.
 pub fn ggml_type_layout(ggml_type: u32) -> Option<(u64, u64)> {
     Some(match ggml_type {
-        0 => (1, 4),     // F32
-        1 => (1, 2),     // F16
-        2 => (32, 18),   // Q4_0
-        3 => (32, 20),   // Q4_1
-        6 => (32, 22),   // Q5_0
-        7 => (32, 24),   // Q5_1
-        8 => (32, 34),   // Q8_0
-        9 => (32, 36),   // Q8_1
-        10 => (256, 84), // Q2_K
+        0 => (1, 4),      // F32
+        1 => (1, 2),      // F16
+        2 => (32, 18),    // Q4_0
+        3 => (32, 20),    // Q4_1
+        6 => (32, 22),    // Q5_0
+        7 => (32, 24),    // Q5_1
+        8 => (32, 34),    // Q8_0
+        9 => (32, 36),    // Q8_1
+        10 => (256, 84),  // Q2_K
         11 => (256, 110), // Q3_K
         12 => (256, 144), // Q4_K
         13 => (256, 176), // Q5_K
         14 => (256, 210), // Q6_K
         15 => (256, 292), // Q8_K
-        16 => (256, 66), // IQ2_XXS
-        17 => (256, 74), // IQ2_XS
-        18 => (256, 98), // IQ3_XXS
-        19 => (256, 50), // IQ1_S
-        20 => (32, 18),  // IQ4_NL
+        16 => (256, 66),  // IQ2_XXS
+        17 => (256, 74),  // IQ2_XS
+        18 => (256, 98),  // IQ3_XXS
+        19 => (256, 50),  // IQ1_S
+        20 => (32, 18),   // IQ4_NL
         21 => (256, 110), // IQ3_S
-        22 => (256, 82), // IQ2_S
+        22 => (256, 82),  // IQ2_S
         23 => (256, 136), // IQ4_XS
-        24 => (1, 1),    // I8
-        25 => (1, 2),    // I16
-        26 => (1, 4),    // I32
-        27 => (1, 8),    // I64
-        28 => (1, 8),    // F64
-        29 => (256, 56), // IQ1_M
-        30 => (1, 2),    // BF16
-        34 => (256, 54), // TQ1_0
-        35 => (256, 66), // TQ2_0
-        39 => (32, 17),  // MXFP4
+        24 => (1, 1),     // I8
+        25 => (1, 2),     // I16
+        26 => (1, 4),     // I32
+        27 => (1, 8),     // I64
+        28 => (1, 8),     // F64
+        29 => (256, 56),  // IQ1_M
+        30 => (1, 2),     // BF16
+        34 => (256, 54),  // TQ1_0
+        35 => (256, 66),  // TQ2_0
+        39 => (32, 17),   // MXFP4
         _ => return None,
     })
 }
@@ -536,11 +545,17 @@ mod tests {
             Err(GgufError::Truncated { .. })
         ));
         let f = write_temp(b"PK\x03\x04 not a gguf");
-        assert!(matches!(GgufHeader::read_file(f.path()), Err(GgufError::NotGguf { .. })));
+        assert!(matches!(
+            GgufHeader::read_file(f.path()),
+            Err(GgufError::NotGguf { .. })
+        ));
         let mut cut_header = tiny_gguf(10, 0);
         cut_header.truncate(40);
         let f = write_temp(&cut_header);
-        assert!(matches!(GgufHeader::read_file(f.path()), Err(GgufError::Corrupt { .. })));
+        assert!(matches!(
+            GgufHeader::read_file(f.path()),
+            Err(GgufError::Corrupt { .. })
+        ));
     }
 
     #[test]

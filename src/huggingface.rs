@@ -23,7 +23,10 @@ pub enum HuggingFaceError {
     #[error("{repo} has no GGUF file{}", quant.as_ref().map(|q| format!(" for quantization {q}")).unwrap_or_default())]
     NoGguf { repo: String, quant: Option<String> },
     #[error("writing the download to {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Package(#[from] PackageError),
     #[error("internal task failed: {0}")]
@@ -41,7 +44,10 @@ pub async fn pull(
         message: e.to_string(),
     };
     let client = hf_hub::HFClient::builder().build().map_err(hub)?;
-    let (owner, name) = reference.repo.split_once('/').unwrap_or(("", &reference.repo));
+    let (owner, name) = reference
+        .repo
+        .split_once('/')
+        .unwrap_or(("", &reference.repo));
     let repo = client.model(owner, name);
     let mut files = Vec::new();
     let listing = repo.list_tree().recursive(true).send().map_err(hub)?;
@@ -67,7 +73,9 @@ pub async fn pull(
         })?;
     let mut local_paths = Vec::new();
     for (file, size) in &chosen {
-        let local = download_dir.path().join(Path::new(file).file_name().unwrap_or_default());
+        let local = download_dir
+            .path()
+            .join(Path::new(file).file_name().unwrap_or_default());
         progress(TransferEvent::Started {
             id: file.clone(),
             total: *size,
@@ -144,7 +152,10 @@ fn choose_files(files: &[(String, u64)], quantization: Option<&str>) -> Option<V
         None => {
             let default = matches(DEFAULT_QUANTIZATION);
             if default.is_empty() {
-                ggufs.first().map(|first| shards_of(&ggufs, first)).unwrap_or_default()
+                ggufs
+                    .first()
+                    .map(|first| shards_of(&ggufs, first))
+                    .unwrap_or_default()
             } else {
                 default
             }
@@ -155,7 +166,10 @@ fn choose_files(files: &[(String, u64)], quantization: Option<&str>) -> Option<V
 }
 
 /// `first` and its sibling shards (`-00002-of-00003.gguf`), or just `first` when unsplit.
-fn shards_of<'a>(candidates: &[&'a (String, u64)], first: &'a (String, u64)) -> Vec<&'a (String, u64)> {
+fn shards_of<'a>(
+    candidates: &[&'a (String, u64)],
+    first: &'a (String, u64),
+) -> Vec<&'a (String, u64)> {
     match first.0.split_once("-00001-of-") {
         Some((prefix, _)) => candidates
             .iter()
@@ -175,7 +189,11 @@ mod tests {
     }
 
     fn names(picked: Option<Vec<(String, u64)>>) -> Vec<String> {
-        picked.unwrap_or_default().into_iter().map(|(n, _)| n).collect()
+        picked
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
     }
 
     #[test]
@@ -186,11 +204,20 @@ mod tests {
             "model-Q8_0.gguf",
             "mmproj-model-f16.gguf",
         ]);
-        assert_eq!(names(choose_files(&repo, Some("Q8_0"))), ["model-Q8_0.gguf"]);
+        assert_eq!(
+            names(choose_files(&repo, Some("Q8_0"))),
+            ["model-Q8_0.gguf"]
+        );
         assert_eq!(names(choose_files(&repo, None)), ["model-Q4_K_M.gguf"]);
         let only = files(&["SmolLM2-135M-Instruct.Q4_1.gguf"]);
-        assert_eq!(names(choose_files(&only, None)), ["SmolLM2-135M-Instruct.Q4_1.gguf"]);
-        assert_eq!(names(choose_files(&only, Some("q4_1"))), ["SmolLM2-135M-Instruct.Q4_1.gguf"]);
+        assert_eq!(
+            names(choose_files(&only, None)),
+            ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+        );
+        assert_eq!(
+            names(choose_files(&only, Some("q4_1"))),
+            ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+        );
         assert!(choose_files(&only, Some("Q2_K")).is_none());
     }
 

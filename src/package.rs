@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
-use crate::artifact::{self, ConfigDescriptor, ConfigFile, Descriptor, Manifest, ModelConfig, RootFs};
+use crate::artifact::{
+    self, ConfigDescriptor, ConfigFile, Descriptor, Manifest, ModelConfig, RootFs,
+};
 use crate::digest::Digest;
 use crate::gguf::{GgufError, GgufHeader, format_parameter_count};
 use crate::progress::{ProgressSink, TransferEvent};
@@ -22,7 +24,11 @@ pub enum PackageError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}: shard {index} of {count} is missing")]
-    MissingShard { path: String, index: u64, count: u64 },
+    MissingShard {
+        path: String,
+        index: u64,
+        count: u64,
+    },
 }
 
 /// What goes into a model artifact.
@@ -59,7 +65,12 @@ pub fn package(
         layers.push(import(store, path, artifact::LICENSE_LAYER, progress)?);
     }
     if let Some(path) = &spec.chat_template {
-        layers.push(import(store, path, artifact::CHAT_TEMPLATE_LAYER, progress)?);
+        layers.push(import(
+            store,
+            path,
+            artifact::CHAT_TEMPLATE_LAYER,
+            progress,
+        )?);
     }
 
     let config = describe(&headers, &layers, spec.context_size);
@@ -81,7 +92,11 @@ pub fn package(
 }
 
 /// The config blob for these GGUF shards and layers.
-fn describe(headers: &[GgufHeader], layers: &[Descriptor], context_size: Option<u64>) -> ConfigFile {
+fn describe(
+    headers: &[GgufHeader],
+    layers: &[Descriptor],
+    context_size: Option<u64>,
+) -> ConfigFile {
     let first = &headers[0];
     let weights: Vec<&Descriptor> = layers
         .iter()
@@ -157,7 +172,10 @@ fn shard_paths(path: &Path, count: u64) -> Result<Vec<PathBuf>, PackageError> {
     if count <= 1 {
         return Ok(vec![path.to_path_buf()]);
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let missing = |index| PackageError::MissingShard {
         path: path.display().to_string(),
         index,

@@ -191,13 +191,16 @@ impl ModelRef {
 
     /// Whether Docker would talk plain HTTP to this registry without being told: loopback only.
     pub fn is_loopback_registry(&self) -> bool {
-        let host = self.registry.rsplit_once(':').map_or(&*self.registry, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                &self.registry
-            }
-        });
+        let host = self
+            .registry
+            .rsplit_once(':')
+            .map_or(&*self.registry, |(h, port)| {
+                if port.chars().all(|c| c.is_ascii_digit()) {
+                    h
+                } else {
+                    &self.registry
+                }
+            });
         matches!(host, "localhost" | "127.0.0.1" | "[::1]") || host.starts_with("127.")
     }
 
@@ -279,9 +282,9 @@ fn validate_registry(registry: &str) -> Result<(), String> {
     }
     let host_ok = !host.is_empty()
         && (host.starts_with('[') && host.ends_with(']')
-            || host
-                .split('.')
-                .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')));
+            || host.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }));
     if host_ok {
         Ok(())
     } else {
@@ -296,9 +299,9 @@ fn validate_repository(repository: &str) -> Result<(), String> {
     }
     for component in repository.split('/') {
         let ok = !component.is_empty()
-            && component
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+            && component.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
             && component.starts_with(|c: char| c.is_ascii_alphanumeric())
             && component.ends_with(|c: char| c.is_ascii_alphanumeric())
             && !component.contains("..")
@@ -343,7 +346,10 @@ mod tests {
         assert_eq!(full("ai/smollm2"), "docker.io/ai/smollm2:latest");
         assert_eq!(full("smollm2:135M-Q4_1"), "docker.io/ai/smollm2:135M-Q4_1");
         assert_eq!(full("docker.io/ai/smollm2"), "docker.io/ai/smollm2:latest");
-        assert_eq!(full("index.docker.io/ai/smollm2"), "docker.io/ai/smollm2:latest");
+        assert_eq!(
+            full("index.docker.io/ai/smollm2"),
+            "docker.io/ai/smollm2:latest"
+        );
     }
 
     #[test]
@@ -357,13 +363,24 @@ mod tests {
         let r = ModelRef::parse(&format!("ai/smollm2@{digest}")).unwrap();
         assert_eq!(r.tag(), None);
         assert_eq!(r.digest().unwrap().to_string(), digest);
-        assert!(ModelRef::parse("127.0.0.1:5000/ai/smollm2").unwrap().is_loopback_registry());
-        assert!(!ModelRef::parse("ai/smollm2").unwrap().is_loopback_registry());
+        assert!(
+            ModelRef::parse("127.0.0.1:5000/ai/smollm2")
+                .unwrap()
+                .is_loopback_registry()
+        );
+        assert!(
+            !ModelRef::parse("ai/smollm2")
+                .unwrap()
+                .is_loopback_registry()
+        );
     }
 
     #[test]
     fn familiar_form_drops_docker_hub() {
-        assert_eq!(ModelRef::parse("smollm2").unwrap().familiar(), "ai/smollm2:latest");
+        assert_eq!(
+            ModelRef::parse("smollm2").unwrap().familiar(),
+            "ai/smollm2:latest"
+        );
         assert_eq!(
             ModelRef::parse("localhost:5000/a/b:c").unwrap().familiar(),
             "localhost:5000/a/b:c"
@@ -390,13 +407,17 @@ mod tests {
 
     #[test]
     fn hugging_face_references_name_a_repo_and_quantization() {
-        let ModelSource::HuggingFace(hf) = ModelSource::parse("hf.co/bartowski/SmolLM2-GGUF:Q4_K_M").unwrap()
+        let ModelSource::HuggingFace(hf) =
+            ModelSource::parse("hf.co/bartowski/SmolLM2-GGUF:Q4_K_M").unwrap()
         else {
             panic!("expected a Hugging Face reference");
         };
         assert_eq!(hf.repo, "bartowski/SmolLM2-GGUF");
         assert_eq!(hf.quantization.as_deref(), Some("Q4_K_M"));
-        assert_eq!(hf.store_ref().to_string(), "hf.co/bartowski/smollm2-gguf:Q4_K_M");
+        assert_eq!(
+            hf.store_ref().to_string(),
+            "hf.co/bartowski/smollm2-gguf:Q4_K_M"
+        );
         assert!(ModelSource::parse("hf.co/only-org").is_err());
     }
 }

@@ -16,7 +16,13 @@ fn push_default_model(registry: &Registry) -> (String, String) {
     let publisher = ModelCli::new();
     let reference = format!("{}/ai/smollm2:test", registry.host());
     let gguf = default_model_gguf();
-    publisher.ok(&["package", "--gguf", gguf.to_str().unwrap(), "--push", &reference]);
+    publisher.ok(&[
+        "package",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--push",
+        &reference,
+    ]);
     let model = inspect(&publisher, &reference);
     let gguf_digest = model["config"]["gguf"].is_object().then_some(());
     assert!(gguf_digest.is_some());
@@ -27,7 +33,10 @@ fn push_default_model(registry: &Registry) -> (String, String) {
         .unwrap()
         .path();
     let manifest: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     (reference, layer)
 }
 
@@ -37,7 +46,13 @@ fn package_push_rm_pull_round_trip_is_byte_identical() {
     let cli = ModelCli::new();
     let reference = format!("{}/ai/smollm2:test", registry.host());
     let gguf = default_model_gguf();
-    cli.ok(&["package", "--gguf", gguf.to_str().unwrap(), "--push", &reference]);
+    cli.ok(&[
+        "package",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--push",
+        &reference,
+    ]);
 
     let model = inspect(&cli, &reference);
     let config = &model["config"];
@@ -55,10 +70,18 @@ fn package_push_rm_pull_round_trip_is_byte_identical() {
     assert!(cli.ok(&["ls"]).contains("mine/smollm2:copy"));
     cli.ok(&["rm", &reference, "mine/smollm2:copy"]);
     assert_eq!(cli.ok(&["ls", "--json"]).trim(), "[]");
-    assert!(cli.stored_files().is_empty(), "rm left {:?}", cli.stored_files());
+    assert!(
+        cli.stored_files().is_empty(),
+        "rm left {:?}",
+        cli.stored_files()
+    );
 
     let out = cli.run(&["pull", &reference]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let progress = String::from_utf8_lossy(&out.stderr);
     assert!(progress.contains("done"), "pull shows progress: {progress}");
 
@@ -74,7 +97,10 @@ fn package_push_rm_pull_round_trip_is_byte_identical() {
         "CONTEXT",
         "SIZE",
     ] {
-        assert!(header.contains(column), "ls header lacks {column}: {header}");
+        assert!(
+            header.contains(column),
+            "ls header lacks {column}: {header}"
+        );
     }
     let row = listing.lines().nth(1).expect("one model listed");
     for cell in [reference.as_str(), "134.52M", "Q4_1", "llama", "8192"] {
@@ -91,7 +117,10 @@ fn package_push_rm_pull_round_trip_is_byte_identical() {
     let manifest: Value = serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
     let layer = manifest["layers"][0]["digest"].as_str().unwrap();
     let stored = cli.blobs_dir().join(layer.trim_start_matches("sha256:"));
-    assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(&gguf).unwrap());
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(&gguf).unwrap()
+    );
 
     // Another OCI tool sees our manifest with Docker Model Runner's media types.
     let skopeo = Command::new("skopeo")
@@ -99,14 +128,24 @@ fn package_push_rm_pull_round_trip_is_byte_identical() {
         .arg(format!("docker://{reference}"))
         .output()
         .expect("run skopeo");
-    assert!(skopeo.status.success(), "{}", String::from_utf8_lossy(&skopeo.stderr));
+    assert!(
+        skopeo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&skopeo.stderr)
+    );
     let remote: Value = serde_json::from_slice(&skopeo.stdout).unwrap();
-    assert_eq!(remote["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        remote["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     assert_eq!(
         remote["config"]["mediaType"],
         "application/vnd.docker.ai.model.config.v0.1+json"
     );
-    assert_eq!(remote["layers"][0]["mediaType"], "application/vnd.docker.ai.gguf.v3");
+    assert_eq!(
+        remote["layers"][0]["mediaType"],
+        "application/vnd.docker.ai.gguf.v3"
+    );
     assert_eq!(remote, manifest);
 }
 
@@ -122,11 +161,30 @@ fn tampered_blob_fails_with_digest_error_and_store_unchanged() {
 
     let cli = ModelCli::new();
     let error = cli.fails(&["pull", &reference]);
-    assert!(error.to_lowercase().contains("digest"), "error names the digest: {error}");
-    assert_eq!(error.trim().lines().last().unwrap().matches("Error:").count(), 1);
+    assert!(
+        error.to_lowercase().contains("digest"),
+        "error names the digest: {error}"
+    );
+    assert_eq!(
+        error
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .matches("Error:")
+            .count(),
+        1
+    );
     assert_eq!(cli.ok(&["ls", "--json"]).trim(), "[]");
-    let partials: Vec<_> = cli.stored_files().into_iter().filter(|f| f.contains(&layer[7..])).collect();
-    assert!(partials.is_empty(), "tampered data stayed in the store: {partials:?}");
+    let partials: Vec<_> = cli
+        .stored_files()
+        .into_iter()
+        .filter(|f| f.contains(&layer[7..]))
+        .collect();
+    assert!(
+        partials.is_empty(),
+        "tampered data stayed in the store: {partials:?}"
+    );
 }
 
 #[test]
@@ -143,18 +201,26 @@ fn interrupted_pull_resumes_with_range_request() {
     cli.fails(&["pull", &via_proxy]);
     let partial = cli.incoming_dir().join(format!("{}.partial", &layer[7..]));
     let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-    assert!(kept > 10 << 20, "the partial download was kept ({kept} bytes)");
+    assert!(
+        kept > 10 << 20,
+        "the partial download was kept ({kept} bytes)"
+    );
 
     proxy.set_mode(ProxyMode::Pass, u64::MAX);
     proxy.reset_count();
     cli.ok(&["pull", &via_proxy]);
-    let transferred = proxy.response_bytes.load(std::sync::atomic::Ordering::SeqCst);
+    let transferred = proxy
+        .response_bytes
+        .load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         transferred < blob_size - (10 << 20),
         "resume moved {transferred} bytes for a {blob_size}-byte blob"
     );
     let stored = cli.blobs_dir().join(&layer[7..]);
-    assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(default_model_gguf()).unwrap());
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(default_model_gguf()).unwrap()
+    );
     assert!(!partial.exists());
 }
 
@@ -164,7 +230,11 @@ fn concurrent_pulls_of_one_model_both_succeed() {
     let (reference, layer) = push_default_model(&registry);
     let cli = ModelCli::new();
     let children: Vec<_> = (0..2)
-        .map(|_| cli.command(&["pull", &reference]).spawn().expect("spawn pull"))
+        .map(|_| {
+            cli.command(&["pull", &reference])
+                .spawn()
+                .expect("spawn pull")
+        })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
@@ -176,7 +246,10 @@ fn concurrent_pulls_of_one_model_both_succeed() {
     assert!(files.iter().all(|f| !f.ends_with(".partial")), "{files:?}");
     assert_eq!(files.iter().filter(|f| **f == layer[7..]).count(), 1);
     let stored = cli.blobs_dir().join(&layer[7..]);
-    assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(default_model_gguf()).unwrap());
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(default_model_gguf()).unwrap()
+    );
 }
 
 /// Writes an OCI layout holding `gguf` under a config of `config_media_type`, with CNCF layer types.
@@ -225,14 +298,22 @@ fn skopeo_copy(layout: &std::path::Path, target: &str) {
         .arg(format!("docker://{target}"))
         .output()
         .expect("run skopeo");
-    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn artifact_pushed_by_skopeo_pulls_and_lists() {
     let registry = Registry::start();
     let layout = tempfile::tempdir().unwrap();
-    oci_layout_with(layout.path(), &default_model_gguf(), "application/vnd.cncf.model.config.v1+json");
+    oci_layout_with(
+        layout.path(),
+        &default_model_gguf(),
+        "application/vnd.cncf.model.config.v1+json",
+    );
     let target = format!("{}/cncf/smollm2:v1", registry.host());
     skopeo_copy(layout.path(), &target);
 
@@ -253,7 +334,11 @@ fn non_model_artifacts_and_broken_registries_give_one_line_errors() {
 
     // An OCI image that is not a model.
     let layout = tempfile::tempdir().unwrap();
-    oci_layout_with(layout.path(), &default_model_gguf(), "application/vnd.oci.image.config.v1+json");
+    oci_layout_with(
+        layout.path(),
+        &default_model_gguf(),
+        "application/vnd.oci.image.config.v1+json",
+    );
     let image = format!("{}/not/a-model:v1", registry.host());
     skopeo_copy(layout.path(), &image);
     let error = cli.fails(&["pull", &image]);
@@ -267,7 +352,10 @@ fn non_model_artifacts_and_broken_registries_give_one_line_errors() {
     let proxy = Proxy::start(registry.port);
     proxy.set_mode(ProxyMode::Fail500, 0);
     let error = cli.fails(&["pull", &format!("{}/ai/smollm2:v1", proxy.host())]);
-    assert!(error.contains("500") || error.contains("injected failure"), "{error}");
+    assert!(
+        error.contains("500") || error.contains("injected failure"),
+        "{error}"
+    );
 
     // A registry that is down.
     let down = format!("127.0.0.1:{}/ai/smollm2:v1", common::free_port());
@@ -298,7 +386,12 @@ fn package_refuses_files_that_are_not_whole_gguf() {
     let source = std::fs::read(default_model_gguf()).unwrap();
     let truncated = dir.path().join("truncated.gguf");
     std::fs::write(&truncated, &source[..source.len() / 2]).unwrap();
-    let error = cli.fails(&["package", "--gguf", truncated.to_str().unwrap(), "ai/bad:v1"]);
+    let error = cli.fails(&[
+        "package",
+        "--gguf",
+        truncated.to_str().unwrap(),
+        "ai/bad:v1",
+    ]);
     assert!(error.contains("truncated"), "{error}");
     assert!(cli.stored_files().is_empty(), "{:?}", cli.stored_files());
 }
@@ -310,7 +403,11 @@ fn package_records_license_template_and_context_size() {
     let license = dir.path().join("LICENSE");
     std::fs::write(&license, "Apache-2.0").unwrap();
     let template = dir.path().join("template.jinja");
-    std::fs::write(&template, "{% for m in messages %}{{ m.content }}{% endfor %}").unwrap();
+    std::fs::write(
+        &template,
+        "{% for m in messages %}{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
     let gguf = default_model_gguf();
     cli.ok(&[
         "package",
@@ -327,9 +424,10 @@ fn package_records_license_template_and_context_size() {
     let model = inspect(&cli, "smollm2:ctx2k");
     assert_eq!(model["config"]["context_size"], 2048);
     let id = model["id"].as_str().unwrap();
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(cli.home.path().join("manifests/sha256").join(&id[7..])).unwrap())
-            .unwrap();
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(cli.home.path().join("manifests/sha256").join(&id[7..])).unwrap(),
+    )
+    .unwrap();
     let types: Vec<&str> = manifest["layers"]
         .as_array()
         .unwrap()
@@ -349,4 +447,88 @@ fn package_records_license_template_and_context_size() {
     assert_eq!(inspect(&cli, &short)["id"], id);
     let df = cli.ok(&["df"]);
     assert!(df.contains("Models"), "{df}");
+}
+
+#[test]
+fn hugging_face_pull_stores_the_same_artifact() {
+    // A loopback stand-in for the hub: the routes hf-hub uses, served by Python's file server.
+    let hub = tempfile::tempdir().unwrap();
+    let gguf = default_model_gguf();
+    let size = std::fs::metadata(&gguf).unwrap().len();
+    let repo = hub.path().join("test-org/SmolLM2-135M-Instruct-GGUF");
+    std::fs::create_dir_all(repo.join("resolve/main")).unwrap();
+    std::fs::copy(
+        &gguf,
+        repo.join("resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    )
+    .unwrap();
+    let tree = hub
+        .path()
+        .join("api/models/test-org/SmolLM2-135M-Instruct-GGUF/tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(
+        tree.join("main"),
+        serde_json::json!([
+            {"type": "file", "oid": "1", "size": 12, "path": "README.md"},
+            {"type": "file", "oid": "2", "size": size, "path": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let port = common::free_port();
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(hub.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let cli = ModelCli::new();
+    let out = cli
+        .command(&["pull", "hf.co/test-org/SmolLM2-135M-Instruct-GGUF:Q4_1"])
+        .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("HF_HOME", cli.home.path().join("hf-home"))
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let model = inspect(&cli, "hf.co/test-org/smollm2-135m-instruct-gguf:Q4_1");
+    assert_eq!(model["config"]["architecture"], "llama");
+    assert_eq!(model["config"]["quantization"], "Q4_1");
+    let row = cli.ok(&["ls"]);
+    assert!(
+        row.contains("hf.co/test-org/smollm2-135m-instruct-gguf:Q4_1"),
+        "{row}"
+    );
+    let id = model["id"].as_str().unwrap();
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(cli.home.path().join("manifests/sha256").join(&id[7..])).unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(cli.blobs_dir().join(&layer[7..])).unwrap(),
+        std::fs::read(&gguf).unwrap()
+    );
 }

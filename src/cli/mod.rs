@@ -18,7 +18,11 @@ use crate::registry::{self, RegistryOptions};
 use crate::store::{LocalModel, Store};
 
 #[derive(Debug, Parser)]
-#[command(name = "model", version, about = "Run, serve and manage local LLMs packaged as OCI artifacts")]
+#[command(
+    name = "model",
+    version,
+    about = "Run, serve and manage local LLMs packaged as OCI artifacts"
+)]
 pub struct Cli {
     /// Store root (default: model-runner under the user's data directory).
     #[arg(long, global = true, env = crate::store::HOME_ENV, value_name = "DIR")]
@@ -109,10 +113,14 @@ impl RegistryArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     let store = Store::open(cli.home.unwrap_or_else(Store::default_root))?;
     match cli.command {
-        Command::Pull { reference, registry } => pull(&store, &reference, &registry.options()).await,
-        Command::Push { reference, registry } => {
-            push(&store, &reference, &registry.options()).await
-        }
+        Command::Pull {
+            reference,
+            registry,
+        } => pull(&store, &reference, &registry.options()).await,
+        Command::Push {
+            reference,
+            registry,
+        } => push(&store, &reference, &registry.options()).await,
         Command::Tag { source, target } => {
             let target = ModelRef::parse(&target)?;
             let id = store.tag(&source, &target)?;
@@ -229,17 +237,19 @@ fn list(store: &Store, json: bool, quiet: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let mut rows = vec![[
-        "MODEL NAME",
-        "PARAMETERS",
-        "QUANTIZATION",
-        "ARCHITECTURE",
-        "MODEL ID",
-        "CREATED",
-        "CONTEXT",
-        "SIZE",
-    ]
-    .map(String::from)];
+    let mut rows = vec![
+        [
+            "MODEL NAME",
+            "PARAMETERS",
+            "QUANTIZATION",
+            "ARCHITECTURE",
+            "MODEL ID",
+            "CREATED",
+            "CONTEXT",
+            "SIZE",
+        ]
+        .map(String::from),
+    ];
     for model in &models {
         let c = &model.config.config;
         for name in model.familiar_names() {
@@ -249,7 +259,7 @@ fn list(store: &Store, json: bool, quiet: bool) -> Result<()> {
                 c.quantization.clone(),
                 c.architecture.clone(),
                 model.id.short().to_string(),
-                model.created().map_or_else(String::new, |t| ago(t)),
+                model.created().map_or_else(String::new, ago),
                 c.context_size.map_or_else(String::new, |n| n.to_string()),
                 human_size(model.size()),
             ]);

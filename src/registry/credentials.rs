@@ -87,11 +87,15 @@ mod tests {
             "https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},
             "127.0.0.1:5000":{"auth":"YWxpY2U6czNjcjN0"}}}"#;
         match auth_from_config(config, "docker.io") {
-            Some(RegistryAuth::Basic(u, p)) => assert_eq!((u.as_str(), p.as_str()), ("user", "pass")),
+            Some(RegistryAuth::Basic(u, p)) => {
+                assert_eq!((u.as_str(), p.as_str()), ("user", "pass"))
+            }
             other => panic!("unexpected {other:?}"),
         }
         match auth_from_config(config, "127.0.0.1:5000") {
-            Some(RegistryAuth::Basic(u, p)) => assert_eq!((u.as_str(), p.as_str()), ("alice", "s3cr3t")),
+            Some(RegistryAuth::Basic(u, p)) => {
+                assert_eq!((u.as_str(), p.as_str()), ("alice", "s3cr3t"))
+            }
             other => panic!("unexpected {other:?}"),
         }
         assert!(auth_from_config(config, "ghcr.io").is_none());

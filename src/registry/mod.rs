@@ -27,7 +27,9 @@ pub enum RegistryError {
     Unreachable { registry: String, reason: String },
     #[error("model not found in registry: {0}")]
     NotFound(String),
-    #[error("unauthorized: the registry refused credentials for {0} (log in, or set MODEL_RUNNER_REGISTRY_USERNAME/_PASSWORD)")]
+    #[error(
+        "unauthorized: the registry refused credentials for {0} (log in, or set MODEL_RUNNER_REGISTRY_USERNAME/_PASSWORD)"
+    )]
     Unauthorized(String),
     #[error("registry {registry} failed: {message}")]
     Registry { registry: String, message: String },
@@ -80,7 +82,8 @@ fn classify(reference: &ModelRef, error: OciDistributionError) -> RegistryError 
         OciDistributionError::ImageManifestNotFoundError(_) => {
             RegistryError::NotFound(reference.familiar())
         }
-        OciDistributionError::AuthenticationFailure(_) | OciDistributionError::UnauthorizedError { .. } => {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => {
             RegistryError::Unauthorized(reference.familiar())
         }
         OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
@@ -109,7 +112,8 @@ fn classify(reference: &ModelRef, error: OciDistributionError) -> RegistryError 
             let unauthorized = envelope.errors.iter().any(|e| {
                 matches!(
                     e.code,
-                    oci_client::errors::OciErrorCode::Unauthorized | oci_client::errors::OciErrorCode::Denied
+                    oci_client::errors::OciErrorCode::Unauthorized
+                        | oci_client::errors::OciErrorCode::Denied
                 )
             });
             if not_found {

@@ -65,9 +65,7 @@ pub async fn pull(
     futures::stream::iter(manifest.blobs().cloned())
         .map(|descriptor| {
             let (client, oci_ref, progress) = (&client, &oci_ref, progress.clone());
-            async move {
-                fetch_blob(client, oci_ref, store, &descriptor, progress).await
-            }
+            async move { fetch_blob(client, oci_ref, store, &descriptor, progress).await }
         })
         .buffer_unordered(CONCURRENT_TRANSFERS)
         .try_collect::<Vec<()>>()
@@ -166,7 +164,11 @@ async fn stream_into(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| RegistryError::Registry {
             registry: oci_ref.registry().to_string(),
-            message: format!("download of {} broke off: {}", descriptor.digest, super::root_cause(&e)),
+            message: format!(
+                "download of {} broke off: {}",
+                descriptor.digest,
+                super::root_cause(&e)
+            ),
         })?;
         partial.write(&chunk)?;
         progress(TransferEvent::Advanced {

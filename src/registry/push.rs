@@ -49,7 +49,10 @@ pub async fn push(
         )
         .await
         .map_err(|e| classify(target, e))?;
-    progress(TransferEvent::Note(format!("{}: pushed manifest {digest}", target.familiar())));
+    progress(TransferEvent::Note(format!(
+        "{}: pushed manifest {digest}",
+        target.familiar()
+    )));
     Ok(digest)
 }
 
@@ -71,12 +74,13 @@ async fn push_blob(
         return Ok(());
     }
     let path = store.blob_path(&descriptor.digest);
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|source| crate::store::StoreError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let file =
+        tokio::fs::File::open(&path)
+            .await
+            .map_err(|source| crate::store::StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
     progress(TransferEvent::Started {
         id: id.clone(),
         total: descriptor.size,
@@ -96,7 +100,10 @@ async fn push_blob(
                     progress(TransferEvent::Advanced { id, done: sent });
                     Some((Ok(bytes::Bytes::from(buf)), (file, sent)))
                 }
-                Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), (file, sent))),
+                Err(e) => Some((
+                    Err(oci_client::errors::OciDistributionError::IoError(e)),
+                    (file, sent),
+                )),
             }
         }
     });

@@ -61,7 +61,7 @@ pub enum BlobIngest {
     /// Already stored and verified: nothing to fetch.
     Present,
     /// Not stored yet: write the rest of it (from `PartialBlob::offset`).
-    Partial(PartialBlob),
+    Partial(Box<PartialBlob>),
 }
 
 pub(crate) fn begin(
@@ -97,7 +97,7 @@ pub(crate) fn begin(
     }
     file.seek(SeekFrom::Start(written))
         .map_err(io_error(&partial_path))?;
-    Ok(BlobIngest::Partial(PartialBlob {
+    Ok(BlobIngest::Partial(Box::new(PartialBlob {
         expected: digest.clone(),
         expected_size: size,
         partial_path,
@@ -106,7 +106,7 @@ pub(crate) fn begin(
         hasher,
         written,
         _lock: lock,
-    }))
+    })))
 }
 
 fn blob_is_present(path: &Path, size: u64) -> bool {
@@ -184,9 +184,7 @@ impl PartialBlob {
                 actual: actual.to_string(),
             });
         }
-        self.file
-            .sync_all()
-            .map_err(io_error(&self.partial_path))?;
+        self.file.sync_all().map_err(io_error(&self.partial_path))?;
         fs::rename(&self.partial_path, &self.final_path).map_err(io_error(&self.final_path))?;
         Ok(())
     }
@@ -204,7 +202,11 @@ pub(crate) fn import_file(
     on_progress: &mut dyn FnMut(u64),
 ) -> Result<(Digest, u64), StoreError> {
     let mut input = File::open(source).map_err(io_error(source))?;
-    let temp_path = incoming_dir.join(format!("import-{}-{}.partial", std::process::id(), unique()));
+    let temp_path = incoming_dir.join(format!(
+        "import-{}-{}.partial",
+        std::process::id(),
+        unique()
+    ));
     let result = (|| {
         let mut out = File::create(&temp_path).map_err(io_error(&temp_path))?;
         let mut hasher = Sha256::new();
@@ -237,7 +239,11 @@ pub(crate) fn import_file(
 }
 
 /// Writes small content (a manifest, a config) under its digest, atomically.
-pub(crate) fn put_bytes(dir: &Path, incoming_dir: &Path, bytes: &[u8]) -> Result<Digest, StoreError> {
+pub(crate) fn put_bytes(
+    dir: &Path,
+    incoming_dir: &Path,
+    bytes: &[u8],
+) -> Result<Digest, StoreError> {
     let digest = Digest::of_bytes(bytes);
     let final_path = dir.join(digest.hex());
     if blob_is_present(&final_path, bytes.len() as u64) {
@@ -248,7 +254,11 @@ pub(crate) fn put_bytes(dir: &Path, incoming_dir: &Path, bytes: &[u8]) -> Result
 }
 
 /// Writes a whole file through a temporary sibling and a rename, so readers never see half of it.
-pub(crate) fn write_atomically(temp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_atomically(
+    temp_dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
     let temp_path = temp_dir.join(format!("write-{}-{}.tmp", std::process::id(), unique()));
     let result = (|| {
         let mut f = File::create(&temp_path).map_err(io_error(&temp_path))?;

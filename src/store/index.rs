@@ -42,7 +42,10 @@ impl ReferenceIndex {
     pub(crate) fn by_manifest(&self) -> BTreeMap<Digest, Vec<String>> {
         let mut grouped: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
         for (reference, digest) in &self.references {
-            grouped.entry(digest.clone()).or_default().push(reference.clone());
+            grouped
+                .entry(digest.clone())
+                .or_default()
+                .push(reference.clone());
         }
         grouped
     }

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use blobs::{BlobIngest, PartialBlob};
 pub use blobs::FileLock;
+pub use blobs::{BlobIngest, PartialBlob};
 use index::ReferenceIndex;
 
 use crate::artifact::{ArtifactError, ConfigFile, Manifest};
@@ -37,10 +37,15 @@ pub const HOME_ENV: &str = "MODEL_RUNNER_HOME";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("model not found: {0}")]
     NotFound(String),
-    #[error("{reference} is {count} references of one model ({names}); name one, or use --force to remove them all")]
+    #[error(
+        "{reference} is {count} references of one model ({names}); name one, or use --force to remove them all"
+    )]
     Ambiguous {
         reference: String,
         count: usize,
@@ -224,7 +229,11 @@ impl Store {
     }
 
     /// Indexes a model whose blobs are all stored: writes its manifest and points `reference` at it.
-    pub fn add_model(&self, reference: &ModelRef, manifest_bytes: &[u8]) -> Result<Digest, StoreError> {
+    pub fn add_model(
+        &self,
+        reference: &ModelRef,
+        manifest_bytes: &[u8],
+    ) -> Result<Digest, StoreError> {
         let manifest = Manifest::parse_model(manifest_bytes)?;
         for blob in manifest.blobs() {
             if !fs::metadata(self.blob_path(&blob.digest)).is_ok_and(|m| m.len() == blob.size) {
@@ -233,7 +242,9 @@ impl Store {
         }
         let digest = blobs::put_bytes(&self.manifests_dir, &self.incoming_dir, manifest_bytes)?;
         self.update_index(|index| {
-            index.references.insert(reference.to_string(), digest.clone());
+            index
+                .references
+                .insert(reference.to_string(), digest.clone());
             Ok(())
         })?;
         Ok(digest)
@@ -363,8 +374,9 @@ impl Store {
                 Ok(ModelSource::Registry(r)) if r.digest().is_none() => {
                     Some(r.to_string()).filter(|r| index.references.contains_key(r))
                 }
-                Ok(ModelSource::HuggingFace(hf)) => Some(hf.store_ref().to_string())
-                    .filter(|r| index.references.contains_key(r)),
+                Ok(ModelSource::HuggingFace(hf)) => {
+                    Some(hf.store_ref().to_string()).filter(|r| index.references.contains_key(r))
+                }
                 _ => None,
             };
             let doomed: Vec<String> = match names_reference {
@@ -427,7 +439,9 @@ impl Store {
         let mut out = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_error(dir))? {
             let entry = entry.map_err(io_error(dir))?;
-            if let Ok(digest) = Digest::parse(&format!("sha256:{}", entry.file_name().to_string_lossy())) {
+            if let Ok(digest) =
+                Digest::parse(&format!("sha256:{}", entry.file_name().to_string_lossy()))
+            {
                 out.push(digest);
             }
         }
@@ -442,7 +456,9 @@ impl Store {
             ..Default::default()
         };
         for entry in fs::read_dir(&self.blobs_dir).map_err(io_error(&self.blobs_dir))? {
-            let meta = entry.and_then(|e| e.metadata()).map_err(io_error(&self.blobs_dir))?;
+            let meta = entry
+                .and_then(|e| e.metadata())
+                .map_err(io_error(&self.blobs_dir))?;
             usage.blobs += 1;
             usage.blob_bytes += meta.len();
         }

@@ -176,7 +176,11 @@ impl ModelCli {
         let mut names = Vec::new();
         for dir in [self.blobs_dir(), self.home.path().join("manifests/sha256")] {
             if let Ok(entries) = std::fs::read_dir(&dir) {
-                names.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+                names.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
             }
         }
         if let Ok(entries) = std::fs::read_dir(self.incoming_dir()) {
@@ -235,8 +239,11 @@ impl Proxy {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
-                        let (mode, cut_after, counter) = (mode.clone(), cut_after.clone(), counter.clone());
-                        std::thread::spawn(move || serve(client, upstream_port, mode, cut_after, counter));
+                        let (mode, cut_after, counter) =
+                            (mode.clone(), cut_after.clone(), counter.clone());
+                        std::thread::spawn(move || {
+                            serve(client, upstream_port, mode, cut_after, counter)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -286,7 +293,8 @@ fn serve(
     let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
         return;
     };
-    let (Ok(mut client_read), Ok(mut upstream_write)) = (client.try_clone(), upstream.try_clone()) else {
+    let (Ok(mut client_read), Ok(mut upstream_write)) = (client.try_clone(), upstream.try_clone())
+    else {
         return;
     };
     std::thread::spawn(move || {
