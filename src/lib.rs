@@ -3,10 +3,16 @@
 pub mod artifact;
 pub mod cli;
 pub mod digest;
+pub mod engine;
 pub mod gguf;
 pub mod huggingface;
+pub mod metrics;
 pub mod package;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod runtime;
+pub mod scheduler;
+pub mod server;
 pub mod store;
+pub mod validation;

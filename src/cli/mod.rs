@@ -3,7 +3,10 @@
 //! Each command turns its arguments into calls on the store, registry and package modules and prints the
 //! result; errors travel up to `main`, which prints one line.
 
+mod client;
 mod progress_view;
+pub mod run;
+mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +36,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Chat with a model: one prompt, or interactively.
+    Run(run::RunArgs),
+    /// Serve the OpenAI-compatible API.
+    Serve(serve::ServeArgs),
+    /// List the models a running server has loaded.
+    Ps,
+    /// Unload a model (or all) from a running server.
+    Unload {
+        reference: Option<String>,
+        #[arg(long, conflicts_with = "reference")]
+        all: bool,
+    },
     /// Pull a model from a registry (or hf.co/ORG/REPO[:QUANT]) into the local store.
     Pull {
         /// Model reference, e.g. ai/smollm2 or 127.0.0.1:5000/ai/smollm2:v1.
@@ -113,6 +128,15 @@ impl RegistryArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     let store = Store::open(cli.home.unwrap_or_else(Store::default_root))?;
     match cli.command {
+        Command::Run(args) => run::run(&store, args).await,
+        Command::Serve(args) => serve::serve(store, args).await,
+        Command::Ps => client::ps().await,
+        Command::Unload { reference, all } => {
+            if reference.is_none() && !all {
+                bail!("name a model to unload, or pass --all");
+            }
+            client::unload(reference.as_deref()).await
+        }
         Command::Pull {
             reference,
             registry,

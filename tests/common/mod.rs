@@ -327,3 +327,81 @@ fn serve(
     let _ = client.shutdown(Shutdown::Both);
     let _ = upstream.shutdown(Shutdown::Both);
 }
+
+/// The Python interpreter of the test venv (made by scripts/setup.sh) with the `openai` package.
+pub fn python() -> PathBuf {
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "run scripts/setup.sh first: it makes .venv with the openai package"
+    );
+    venv
+}
+
+/// A store holding the default model as `ai/smollm2:latest`.
+pub fn cli_with_default_model() -> ModelCli {
+    let cli = ModelCli::new();
+    let gguf = default_model_gguf();
+    cli.ok(&[
+        "package",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "ai/smollm2:latest",
+    ]);
+    cli
+}
+
+/// `model serve` on a free loopback port, killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(cli: &ModelCli, extra: &[&str]) -> Self {
+        let port = free_port();
+        let port_text = port.to_string();
+        let mut args = vec!["serve", "--host", "127.0.0.1", "--port", &port_text];
+        args.extend_from_slice(extra);
+        let child = cli
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start model serve");
+        wait_for_port(port, "model serve");
+        Self { child, port }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Runs a Python test script against this server with the default model.
+    pub fn run_python(&self, script: &str) -> String {
+        let out = Command::new(python())
+            .arg(repo_root().join("tests/python").join(script))
+            .env("BASE_URL", self.base_url())
+            .env("MODEL", "ai/smollm2:latest")
+            .output()
+            .expect("run python");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,84 @@
+//! The packed batch one forward step runs over: the new tokens of many sequences, concatenated.
+//!
+//! Each token carries its own position; each sequence carries its own block table into the paged KV cache.
+//! Linear layers see one `[tokens, hidden]` matrix for the whole batch, so weights are read once per step
+//! however many sequences share it; attention alone works per sequence.
+
+/// Which logits a sequence needs from this step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// None: an intermediate chunk of a long prompt.
+    None,
+    /// The last token's: decoding, or the end of a prompt.
+    Last,
+    /// Every token's: prompt logprobs or echo.
+    All,
+}
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone)]
+pub struct SequenceSlice {
+    /// Index of this sequence's first token in `StepBatch::tokens`.
+    pub token_start: usize,
+    /// How many new tokens this sequence brings.
+    pub len: usize,
+    /// Tokens already in this sequence's cache: the first new token sits at this position.
+    pub cached: usize,
+    /// The cache blocks holding positions `0..cached + len`, in order.
+    pub block_table: Vec<u32>,
+    pub logits: LogitsWanted,
+}
+
+impl SequenceSlice {
+    pub fn tokens(&self) -> std::ops::Range<usize> {
+        self.token_start..self.token_start + self.len
+    }
+}
+
+/// The input of one forward step.
+#[derive(Debug, Clone, Default)]
+pub struct StepBatch {
+    pub tokens: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub sequences: Vec<SequenceSlice>,
+}
+
+impl StepBatch {
+    /// Appends a sequence's new tokens; they take positions `cached..cached + tokens.len()`.
+    pub fn push(
+        &mut self,
+        tokens: &[u32],
+        cached: usize,
+        block_table: Vec<u32>,
+        logits: LogitsWanted,
+    ) {
+        let token_start = self.tokens.len();
+        self.tokens.extend_from_slice(tokens);
+        self.positions
+            .extend((cached..cached + tokens.len()).map(|p| p as u32));
+        self.sequences.push(SequenceSlice {
+            token_start,
+            len: tokens.len(),
+            cached,
+            block_table,
+            logits,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The rows of the packed batch whose logits are wanted, in sequence order.
+    pub fn logit_rows(&self) -> Vec<u32> {
+        let mut rows = Vec::new();
+        for s in &self.sequences {
+            match s.logits {
+                LogitsWanted::None => {}
+                LogitsWanted::Last => rows.push((s.token_start + s.len - 1) as u32),
+                LogitsWanted::All => rows.extend(s.tokens().map(|t| t as u32)),
+            }
+        }
+        rows
+    }
+}

@@ -1,0 +1,134 @@
+//! The pre-norm decoder stack that Llama, Qwen 2/3 and Phi-3 share: token embedding, then per layer
+//! `x += attn(norm(x)); x += mlp(norm(x))`, then a final norm and the output head (tied to the embedding
+//! when the file has no `output.weight`). The architectures differ only in what they load into it.
+
+use candle_core::Tensor;
+
+use crate::attention::{Attention, AttentionShape, Rope, RopeStyle};
+use crate::batch::StepBatch;
+use crate::kv_cache::PagedKvCache;
+use crate::layers::{Activation, Embedding, GatedMlp, Linear, RmsNorm};
+use crate::weights::GgufWeights;
+use crate::{ModelError, ModelInfo};
+
+/// What distinguishes one pre-norm architecture from another at load time.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderOptions {
+    pub rope_style: RopeStyle,
+    pub activation: Activation,
+    /// Gate and up projections stored as one `ffn_up` (Phi-3).
+    pub fused_gate_up: bool,
+    pub default_rope_base: f32,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attn_norm: RmsNorm,
+    attention: Attention,
+    ffn_norm: RmsNorm,
+    mlp: GatedMlp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    info: ModelInfo,
+    embedding: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    output: Linear,
+    rope: Rope,
+}
+
+impl Decoder {
+    pub fn load(w: &mut GgufWeights, options: DecoderOptions) -> Result<Self, ModelError> {
+        let layers = w.arch_usize("block_count")?;
+        let hidden = w.arch_usize("embedding_length")?;
+        let heads = w.arch_usize("attention.head_count")?;
+        let kv_heads = w.arch_usize_or("attention.head_count_kv", heads)?;
+        let head_dim = w.arch_usize_or("attention.key_length", hidden / heads)?;
+        let rope_dims = w.arch_usize_or("rope.dimension_count", head_dim)?;
+        let eps = w.arch_f32_or("attention.layer_norm_rms_epsilon", 1e-5)?;
+        let rope_base = w.arch_f32_or("rope.freq_base", options.default_rope_base)?;
+        let context_length = w.arch_usize_or("context_length", 4096)?;
+        let shape = AttentionShape {
+            heads,
+            kv_heads,
+            head_dim,
+        };
+
+        let embedding = Embedding::load(w, "token_embd.weight")?;
+        let output = if w.has_tensor("output.weight") {
+            Linear::load(w, "output")?
+        } else {
+            // Tied embeddings (SmolLM2): the output head is the embedding matrix, still quantized.
+            Linear::from_qmatmul(w.qmatmul("token_embd.weight")?)
+        };
+        let mut blocks = Vec::with_capacity(layers);
+        for layer in 0..layers {
+            let p = format!("blk.{layer}");
+            let mlp = if options.fused_gate_up {
+                GatedMlp::load_fused(w, &p, options.activation)?
+            } else {
+                GatedMlp::load(w, &p, options.activation)?
+            };
+            blocks.push(Block {
+                attn_norm: RmsNorm::load(w, &format!("{p}.attn_norm.weight"), eps)?,
+                attention: Attention::load(w, layer, shape, eps)?,
+                ffn_norm: RmsNorm::load(w, &format!("{p}.ffn_norm.weight"), eps)?,
+                mlp,
+            });
+        }
+        Ok(Self {
+            info: ModelInfo {
+                architecture: w.architecture().to_string(),
+                vocab_size: embedding.vocab_size(),
+                hidden_size: hidden,
+                layers,
+                kv_heads,
+                head_dim,
+                context_length,
+            },
+            embedding,
+            blocks,
+            norm: RmsNorm::load(w, "output_norm.weight", eps)?,
+            output,
+            rope: Rope::new(rope_dims, rope_base, options.rope_style),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn hidden_states(
+        &self,
+        batch: &StepBatch,
+        cache: &mut PagedKvCache,
+    ) -> Result<Tensor, ModelError> {
+        let device = self.norm_device();
+        let tokens = Tensor::new(batch.tokens.as_slice(), &device)?;
+        let mut x = self.embedding.forward(&tokens)?;
+        let angles = self.rope.angles(&batch.positions);
+        for block in &self.blocks {
+            let attended = block.attention.forward(
+                &block.attn_norm.forward(&x)?,
+                batch,
+                &self.rope,
+                &angles,
+                cache,
+            )?;
+            x = (x + attended)?;
+            let mixed = block.mlp.forward(&block.ffn_norm.forward(&x)?)?;
+            x = (x + mixed)?;
+        }
+        Ok(self.norm.forward(&x)?)
+    }
+
+    pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.output.forward(hidden)?)
+    }
+
+    fn norm_device(&self) -> candle_core::Device {
+        self.embedding.device()
+    }
+}

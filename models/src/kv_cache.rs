@@ -1,0 +1,290 @@
+//! The paged KV cache: fixed-size blocks of key/value slots, and leases on them.
+//!
+//! Storage is one preallocated buffer per layer for keys and one for values, laid out
+//! `[block][slot][kv_head][head_dim]` (vLLM's paged layout). A sequence owns a `BlockLease`: the blocks
+//! holding its positions, in order. Dropping a lease returns its blocks to the pool, so a cancelled or
+//! failed sequence cannot leak cache memory. Blocks are reference counted so that sequences sharing a
+//! prompt prefix can share the blocks that hold it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The shape of one model's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLayout {
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Token positions per block.
+    pub block_size: usize,
+}
+
+impl KvLayout {
+    /// f32 values one token position takes in one layer, for keys or for values.
+    pub fn token_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Bytes one block takes across all layers, keys and values.
+    pub fn bytes_per_block(&self) -> usize {
+        self.layers * 2 * self.block_size * self.token_width() * std::mem::size_of::<f32>()
+    }
+
+    /// Blocks needed to hold `tokens` positions.
+    pub fn blocks_for(&self, tokens: usize) -> usize {
+        tokens.div_ceil(self.block_size)
+    }
+}
+
+/// Key and value storage for every layer.
+pub struct PagedKvCache {
+    layout: KvLayout,
+    num_blocks: usize,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+impl PagedKvCache {
+    pub fn new(layout: KvLayout, num_blocks: usize) -> Self {
+        let per_layer = num_blocks * layout.block_size * layout.token_width();
+        Self {
+            layout,
+            num_blocks,
+            keys: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
+            values: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
+        }
+    }
+
+    pub fn layout(&self) -> KvLayout {
+        self.layout
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+
+    /// Where position `position` of a sequence with `block_table` starts in a layer's buffer.
+    #[inline]
+    pub fn slot_offset(&self, block_table: &[u32], position: usize) -> usize {
+        let block = block_table[position / self.layout.block_size] as usize;
+        (block * self.layout.block_size + position % self.layout.block_size)
+            * self.layout.token_width()
+    }
+
+    /// Stores one position's keys and values (`kv_heads * head_dim` each) for one layer.
+    pub fn write(
+        &mut self,
+        layer: usize,
+        block_table: &[u32],
+        position: usize,
+        key: &[f32],
+        value: &[f32],
+    ) {
+        let offset = self.slot_offset(block_table, position);
+        let width = self.layout.token_width();
+        self.keys[layer][offset..offset + width].copy_from_slice(key);
+        self.values[layer][offset..offset + width].copy_from_slice(value);
+    }
+
+    /// A layer's key and value buffers.
+    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+        (&self.keys[layer], &self.values[layer])
+    }
+}
+
+/// Free blocks and reference counts. Shared by leases through a `BlockPool`.
+#[derive(Debug)]
+pub struct BlockAllocator {
+    free: Vec<u32>,
+    refs: Vec<u32>,
+}
+
+impl BlockAllocator {
+    pub fn new(num_blocks: usize) -> Self {
+        Self {
+            // Pop from the end: low block ids are handed out first.
+            free: (0..num_blocks as u32).rev().collect(),
+            refs: vec![0; num_blocks],
+        }
+    }
+
+    pub fn free_blocks(&self) -> usize {
+        self.free.len()
+    }
+
+    pub fn total_blocks(&self) -> usize {
+        self.refs.len()
+    }
+
+    fn allocate(&mut self, n: usize) -> Option<Vec<u32>> {
+        if self.free.len() < n {
+            return None;
+        }
+        let blocks = self.free.split_off(self.free.len() - n);
+        for &b in &blocks {
+            self.refs[b as usize] = 1;
+        }
+        Some(blocks)
+    }
+
+    fn retain(&mut self, block: u32) {
+        self.refs[block as usize] += 1;
+    }
+
+    fn release(&mut self, block: u32) {
+        let r = &mut self.refs[block as usize];
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            self.free.push(block);
+        }
+    }
+}
+
+/// A shareable handle on a cache's block allocator.
+#[derive(Debug, Clone)]
+pub struct BlockPool {
+    inner: Arc<Mutex<BlockAllocator>>,
+    block_size: usize,
+}
+
+/// Not enough free blocks for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("KV cache is full: {needed} blocks needed, {free} free")]
+pub struct OutOfBlocks {
+    pub needed: usize,
+    pub free: usize,
+}
+
+impl BlockPool {
+    pub fn new(num_blocks: usize, block_size: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(BlockAllocator::new(num_blocks))),
+            block_size,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BlockAllocator> {
+        // A panic while holding the lock leaves the counts consistent (every method is one short update).
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub fn free_blocks(&self) -> usize {
+        self.lock().free_blocks()
+    }
+
+    pub fn total_blocks(&self) -> usize {
+        self.lock().total_blocks()
+    }
+
+    /// An empty lease that grows as its sequence does.
+    pub fn lease(&self) -> BlockLease {
+        BlockLease {
+            pool: self.clone(),
+            blocks: Vec::new(),
+        }
+    }
+}
+
+/// The blocks one sequence holds. Returned to the pool when dropped.
+#[derive(Debug)]
+pub struct BlockLease {
+    pool: BlockPool,
+    blocks: Vec<u32>,
+}
+
+impl BlockLease {
+    pub fn blocks(&self) -> &[u32] {
+        &self.blocks
+    }
+
+    /// Positions the lease can hold.
+    pub fn capacity(&self) -> usize {
+        self.blocks.len() * self.pool.block_size
+    }
+
+    /// Makes room for `tokens` positions in all, taking new blocks as needed.
+    pub fn reserve(&mut self, tokens: usize) -> Result<(), OutOfBlocks> {
+        let needed = tokens
+            .div_ceil(self.pool.block_size)
+            .saturating_sub(self.blocks.len());
+        if needed == 0 {
+            return Ok(());
+        }
+        let mut allocator = self.pool.lock();
+        let free = allocator.free_blocks();
+        let new = allocator
+            .allocate(needed)
+            .ok_or(OutOfBlocks { needed, free })?;
+        self.blocks.extend(new);
+        Ok(())
+    }
+
+    /// Shares `blocks` (held by another lease) as this lease's first blocks.
+    pub fn share_prefix(&mut self, blocks: &[u32]) {
+        let mut allocator = self.pool.lock();
+        for &b in blocks {
+            allocator.retain(b);
+        }
+        drop(allocator);
+        let rest = std::mem::take(&mut self.blocks);
+        self.blocks = blocks.to_vec();
+        self.blocks.extend(rest);
+    }
+
+    /// Gives every block back; the lease stays usable and empty.
+    pub fn clear(&mut self) {
+        let mut allocator = self.pool.lock();
+        for b in self.blocks.drain(..) {
+            allocator.release(b);
+        }
+    }
+}
+
+impl Drop for BlockLease {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_grow_by_blocks_and_return_them_when_dropped() {
+        let pool = BlockPool::new(4, 16);
+        let mut a = pool.lease();
+        a.reserve(17).unwrap();
+        assert_eq!(a.blocks().len(), 2);
+        assert_eq!(pool.free_blocks(), 2);
+        let mut b = pool.lease();
+        assert_eq!(b.reserve(48), Err(OutOfBlocks { needed: 3, free: 2 }));
+        b.reserve(32).unwrap();
+        assert_eq!(pool.free_blocks(), 0);
+        drop(a);
+        assert_eq!(pool.free_blocks(), 2);
+        drop(b);
+        assert_eq!(pool.free_blocks(), 4);
+    }
+
+    #[test]
+    fn shared_blocks_are_freed_by_their_last_holder() {
+        let pool = BlockPool::new(4, 16);
+        let mut a = pool.lease();
+        a.reserve(16).unwrap();
+        let mut b = pool.lease();
+        b.share_prefix(a.blocks());
+        b.reserve(32).unwrap();
+        assert_eq!(b.blocks()[0], a.blocks()[0]);
+        assert_eq!(pool.free_blocks(), 2);
+        drop(a);
+        assert_eq!(pool.free_blocks(), 2);
+        drop(b);
+        assert_eq!(pool.free_blocks(), 4);
+    }
+}

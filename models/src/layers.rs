@@ -1,0 +1,156 @@
+//! Building blocks the architectures share: linear layers over quantized weights, RMS norms, token
+//! embeddings, and the gated feed-forward block.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{Module, Tensor};
+
+use crate::ModelError;
+use crate::weights::GgufWeights;
+
+/// `y = x W^T (+ b)` with quantized `W`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `<name>.weight`, and `<name>.bias` when the file has one.
+    pub fn load(w: &mut GgufWeights, name: &str) -> Result<Self, ModelError> {
+        Ok(Self {
+            weight: w.qmatmul(&format!("{name}.weight"))?,
+            bias: w.optional_dequantized(&format!("{name}.bias"))?,
+        })
+    }
+
+    pub fn from_qmatmul(weight: QMatMul) -> Self {
+        Self { weight, bias: None }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Root-mean-square normalisation over the last dimension.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(w: &mut GgufWeights, name: &str, eps: f32) -> Result<Self, ModelError> {
+        Ok(Self {
+            weight: w.dequantized(name)?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+    }
+}
+
+/// The token embedding table, dequantized once at load.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: Tensor,
+}
+
+impl Embedding {
+    pub fn load(w: &mut GgufWeights, name: &str) -> Result<Self, ModelError> {
+        Ok(Self {
+            table: w.dequantized(name)?,
+        })
+    }
+
+    pub fn device(&self) -> candle_core::Device {
+        self.table.device().clone()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.table.dim(0).unwrap_or(0)
+    }
+
+    /// Rows for `tokens` (a u32 tensor of ids): `[tokens, hidden]`.
+    pub fn forward(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        self.table.index_select(tokens, 0)
+    }
+}
+
+/// The nonlinearity of a gated feed-forward block.
+#[derive(Debug, Clone, Copy)]
+pub enum Activation {
+    Silu,
+    /// GELU, tanh approximation (Gemma).
+    GeluTanh,
+}
+
+/// `down(act(gate(x)) * up(x))`. Gate and up may be one fused matrix (Phi-3), split in halves.
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    gate_up: GateUp,
+    down: Linear,
+    activation: Activation,
+}
+
+#[derive(Debug, Clone)]
+enum GateUp {
+    Separate { gate: Linear, up: Linear },
+    Fused(Linear),
+}
+
+impl GatedMlp {
+    /// `ffn_gate`, `ffn_up`, `ffn_down` under `prefix`.
+    pub fn load(
+        w: &mut GgufWeights,
+        prefix: &str,
+        activation: Activation,
+    ) -> Result<Self, ModelError> {
+        Ok(Self {
+            gate_up: GateUp::Separate {
+                gate: Linear::load(w, &format!("{prefix}.ffn_gate"))?,
+                up: Linear::load(w, &format!("{prefix}.ffn_up"))?,
+            },
+            down: Linear::load(w, &format!("{prefix}.ffn_down"))?,
+            activation,
+        })
+    }
+
+    /// A fused `ffn_up` holding gate then up, as Phi-3 stores it.
+    pub fn load_fused(
+        w: &mut GgufWeights,
+        prefix: &str,
+        activation: Activation,
+    ) -> Result<Self, ModelError> {
+        Ok(Self {
+            gate_up: GateUp::Fused(Linear::load(w, &format!("{prefix}.ffn_up"))?),
+            down: Linear::load(w, &format!("{prefix}.ffn_down"))?,
+            activation,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (gate, up) = match &self.gate_up {
+            GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
+            GateUp::Fused(gate_up) => {
+                let both = gate_up.forward(x)?;
+                let half = both.dim(candle_core::D::Minus1)? / 2;
+                (
+                    both.narrow(candle_core::D::Minus1, 0, half)?,
+                    both.narrow(candle_core::D::Minus1, half, half)?,
+                )
+            }
+        };
+        let gate = match self.activation {
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
+        self.down.forward(&(gate * up)?)
+    }
+}

@@ -1,0 +1,167 @@
+//! Model architectures for model-runner: GGUF weights on candle, one forward pass over a packed batch of
+//! many sequences, each with its own position and its own slice of a paged KV cache.
+//!
+//! Unlike candle-transformers' quantized models, which keep one KV cache inside the layers and one position
+//! for the whole batch, a model here holds only weights: the cache and the batch layout come in with each
+//! step, so sequences at different positions (prefill chunks and decodes) share one forward.
+
+pub mod attention;
+pub mod batch;
+pub mod decoder;
+pub mod gemma3;
+pub mod kv_cache;
+pub mod layers;
+pub mod llama;
+pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+
+pub use batch::{LogitsWanted, SequenceSlice, StepBatch};
+pub use kv_cache::{BlockLease, BlockPool, KvLayout, OutOfBlocks, PagedKvCache};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: truncated or corrupt GGUF: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("unsupported model architecture {0:?} (supported: llama, qwen2, qwen3, gemma3, phi3)")]
+    UnknownArchitecture(String),
+    #[error("the GGUF lacks tensor {0}")]
+    MissingTensor(String),
+    #[error("the GGUF lacks metadata key {0}")]
+    MissingMetadata(String),
+    #[error("the GGUF metadata key {0} has an unexpected type")]
+    BadMetadata(String),
+    #[error("cannot load tensor {name}: {reason}")]
+    Tensor { name: String, reason: String },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl ModelError {
+    fn corrupt(path: &Path, e: candle_core::Error) -> Self {
+        let reason = e.to_string();
+        if reason.contains("unknown dtype") {
+            return ModelError::Unsupported(format!(
+                "{}: a tensor type this engine cannot run ({reason}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K",
+                path.display()
+            ));
+        }
+        ModelError::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        }
+    }
+}
+
+/// A model's dimensions, as the engine and scheduler need them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// The context length the model was trained for.
+    pub context_length: usize,
+}
+
+impl ModelInfo {
+    pub fn kv_layout(&self, block_size: usize) -> KvLayout {
+        KvLayout {
+            layers: self.layers,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            block_size,
+        }
+    }
+}
+
+/// A loaded causal language model: weights only; the cache and batch come with each step.
+#[derive(Debug, Clone)]
+pub enum CausalModel {
+    /// llama, qwen2, qwen3 and phi3 share the pre-norm decoder.
+    Decoder(decoder::Decoder),
+    Gemma3(gemma3::Gemma3),
+}
+
+impl CausalModel {
+    pub fn info(&self) -> &ModelInfo {
+        match self {
+            CausalModel::Decoder(m) => m.info(),
+            CausalModel::Gemma3(m) => m.info(),
+        }
+    }
+
+    /// Final-normalised hidden states, `[batch tokens, hidden]`, after writing the batch into the cache.
+    pub fn hidden_states(
+        &self,
+        batch: &StepBatch,
+        cache: &mut PagedKvCache,
+    ) -> Result<Tensor, ModelError> {
+        match self {
+            CausalModel::Decoder(m) => m.hidden_states(batch, cache),
+            CausalModel::Gemma3(m) => m.hidden_states(batch, cache),
+        }
+    }
+
+    /// One step: logits `[rows, vocab]` for `batch.logit_rows()`, in order. Empty when none are wanted.
+    pub fn forward(
+        &self,
+        batch: &StepBatch,
+        cache: &mut PagedKvCache,
+    ) -> Result<Tensor, ModelError> {
+        let hidden = self.hidden_states(batch, cache)?;
+        let rows = batch.logit_rows();
+        if rows.is_empty() {
+            return Ok(Tensor::zeros(
+                (0, self.info().vocab_size),
+                candle_core::DType::F32,
+                hidden.device(),
+            )?);
+        }
+        let rows = Tensor::new(rows.as_slice(), hidden.device())?;
+        let selected = hidden.index_select(&rows, 0)?;
+        match self {
+            CausalModel::Decoder(m) => m.lm_head(&selected),
+            CausalModel::Gemma3(m) => m.lm_head(&selected),
+        }
+    }
+}
+
+/// A model and the GGUF metadata its tokenizer and chat template are built from.
+pub struct LoadedModel {
+    pub model: CausalModel,
+    pub metadata: HashMap<String, gguf_file::Value>,
+}
+
+/// Loads a GGUF file onto `device`, choosing the architecture from `general.architecture`.
+pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
+    let mut weights = weights::GgufWeights::open(path, device)?;
+    let model = match weights.architecture() {
+        "llama" | "mistral" => CausalModel::Decoder(llama::load(&mut weights)?),
+        "qwen2" => CausalModel::Decoder(qwen2::load(&mut weights)?),
+        "qwen3" => CausalModel::Decoder(qwen3::load(&mut weights)?),
+        "phi3" => CausalModel::Decoder(phi3::load(&mut weights)?),
+        "gemma3" => CausalModel::Gemma3(gemma3::Gemma3::load(&mut weights)?),
+        other => return Err(ModelError::UnknownArchitecture(other.to_string())),
+    };
+    Ok(LoadedModel {
+        model,
+        metadata: weights.into_metadata(),
+    })
+}

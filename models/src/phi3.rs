@@ -1,0 +1,25 @@
+//! Phi-3 (GGUF architecture `phi3`): fused QKV (`attn_qkv`) and fused gate/up (`ffn_up`, gate first), NeoX
+//! rotary embedding. The long-context variants' per-frequency rope factors are not supported.
+
+use crate::ModelError;
+use crate::attention::RopeStyle;
+use crate::decoder::{Decoder, DecoderOptions};
+use crate::layers::Activation;
+use crate::weights::GgufWeights;
+
+pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
+    if w.has_tensor("rope_factors_long.weight") {
+        return Err(ModelError::Unsupported(
+            "Phi-3 long-context rope scaling (rope_factors_long)".into(),
+        ));
+    }
+    Decoder::load(
+        w,
+        DecoderOptions {
+            rope_style: RopeStyle::Neox,
+            activation: Activation::Silu,
+            fused_gate_up: true,
+            default_rope_base: 10_000.0,
+        },
+    )
+}

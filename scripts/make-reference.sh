@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerates tests/fixtures/*.json from llama.cpp itself: builds the pinned llama-cpp-python (which vendors
+# llama.cpp) into a venv outside the repository, then runs scripts/make-reference.py on both real models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${REFERENCE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/model-runner/reference-venv}
+if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+  python3 -m venv "$venv"
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install -q numpy llama-cpp-python==0.3.36
+fi
+mkdir -p tests/fixtures
+"$venv/bin/python" scripts/make-reference.py "$(scripts/fetch-default-model.sh)" tests/fixtures/smollm2-135m-instruct-q4_1.json
+"$venv/bin/python" scripts/make-reference.py "$(scripts/fetch-gemma3-270m.sh)" tests/fixtures/gemma3-270m-q4_k_m.json

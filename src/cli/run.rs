@@ -1,0 +1,260 @@
+//! `model run`: one prompt or an interactive chat with a stored model, streaming tokens to the terminal.
+//! Pulls the model first when the store lacks it, as `docker model run` does.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::artifact::Manifest;
+use crate::engine::chat_template::ChatMessage;
+use crate::engine::sampler::SamplingParams;
+use crate::engine::{Engine, EngineOptions, GenerateRequest, Generation, ModelFiles};
+use crate::registry::RegistryOptions;
+use crate::store::{LocalModel, Store, StoreError};
+
+/// Options of `model run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The model (pulled first if not in the store).
+    pub reference: String,
+    /// A prompt for one answer; without it (and with no piped input) an interactive chat starts.
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Context size in tokens (default: the package's, else 4096 capped by the model).
+    #[arg(long)]
+    pub context_size: Option<usize>,
+    /// Print load time and prompt/decode speeds after each answer.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// The files the engine loads for a stored model: its GGUF, and its own chat template if it has one.
+pub fn model_files(store: &Store, model: &LocalModel) -> Result<ModelFiles> {
+    let weights: Vec<_> = model.manifest.gguf_layers().collect();
+    if weights.len() > 1 {
+        bail!(
+            "{} is split over {} GGUF files; the engine runs single-file GGUF models",
+            model.id.short(),
+            weights.len()
+        );
+    }
+    let gguf = store.blob_path(&weights[0].digest);
+    let chat_template = chat_template_layer(store, &model.manifest)?;
+    Ok(ModelFiles {
+        gguf,
+        chat_template,
+        context_size: model.config.config.context_size.map(|c| c as usize),
+    })
+}
+
+fn chat_template_layer(store: &Store, manifest: &Manifest) -> Result<Option<String>> {
+    let Some(layer) = manifest.chat_template_layer() else {
+        return Ok(None);
+    };
+    let bytes = store.read_blob(&layer.digest)?;
+    Ok(Some(
+        String::from_utf8(bytes).context("the chat template layer is not UTF-8")?,
+    ))
+}
+
+/// Finds the model in the store, pulling it when missing.
+pub async fn resolve_or_pull(store: &Store, reference: &str) -> Result<LocalModel> {
+    match store.resolve(reference) {
+        Ok(model) => Ok(model),
+        Err(StoreError::NotFound(_)) => {
+            eprintln!("Unable to find model '{reference}' locally. Pulling from the server.");
+            super::pull(store, reference, &RegistryOptions::default()).await?;
+            Ok(store.resolve(reference)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn run(store: &Store, args: RunArgs) -> Result<()> {
+    let model = resolve_or_pull(store, &args.reference).await?;
+    let files = model_files(store, &model)?;
+    let options = EngineOptions {
+        context_size: args.context_size,
+        ..Default::default()
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let generating = Arc::new(AtomicBool::new(false));
+    {
+        let (cancel, generating) = (cancel.clone(), generating.clone());
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if generating.load(Ordering::Relaxed) {
+                    cancel.store(true, Ordering::Relaxed);
+                } else {
+                    eprintln!("\nUse Ctrl + d or /bye to exit.");
+                }
+            }
+        });
+    }
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut engine = Engine::load(&files, &options)?;
+        let session = Session {
+            args,
+            load_time: started.elapsed(),
+            cancel,
+            generating,
+        };
+        session.run(&mut engine)
+    })
+    .await?
+}
+
+struct Session {
+    args: RunArgs,
+    load_time: Duration,
+    cancel: Arc<AtomicBool>,
+    generating: Arc<AtomicBool>,
+}
+
+impl Session {
+    fn run(&self, engine: &mut Engine) -> Result<()> {
+        let mut history = Vec::new();
+        if let Some(system) = &self.args.system {
+            history.push(ChatMessage::new("system", system.clone()));
+        }
+        let stdin = std::io::stdin();
+        let piped = if stdin.is_terminal() {
+            None
+        } else {
+            let mut text = String::new();
+            stdin.lock().read_to_string(&mut text)?;
+            Some(text).filter(|t| !t.trim().is_empty())
+        };
+        let one_shot = match (&self.args.prompt, piped) {
+            (Some(prompt), Some(input)) => Some(format!("{prompt}\n\n{input}")),
+            (Some(prompt), None) => Some(prompt.clone()),
+            (None, Some(input)) => Some(input),
+            (None, None) => None,
+        };
+        if let Some(prompt) = one_shot {
+            history.push(ChatMessage::new("user", prompt));
+            self.answer(engine, &history)?;
+            return Ok(());
+        }
+        self.chat(engine, history)
+    }
+
+    fn chat(&self, engine: &mut Engine, mut history: Vec<ChatMessage>) -> Result<()> {
+        let stdin = std::io::stdin();
+        let mut lines = stdin.lock().lines();
+        loop {
+            print!(">>> ");
+            std::io::stdout().flush()?;
+            let Some(line) = lines.next().transpose()? else {
+                println!();
+                return Ok(());
+            };
+            let mut input = line;
+            if let Some(rest) = input.trim_start().strip_prefix("\"\"\"") {
+                // Multi-line input until a line ending in """.
+                let mut text = rest.to_string();
+                while !text.trim_end().ends_with("\"\"\"") {
+                    print!("... ");
+                    std::io::stdout().flush()?;
+                    let Some(next) = lines.next().transpose()? else {
+                        break;
+                    };
+                    text.push('\n');
+                    text.push_str(&next);
+                }
+                input = text.trim_end().trim_end_matches("\"\"\"").to_string();
+            }
+            match input.trim() {
+                "" => continue,
+                "/bye" | "/exit" => return Ok(()),
+                "/clear" => {
+                    history.retain(|m| m.role == "system");
+                    println!("Cleared session context");
+                    continue;
+                }
+                "/?" | "/help" => {
+                    println!(
+                        "/bye to exit, /clear to forget the conversation, \"\"\" to begin and end multi-line input"
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            history.push(ChatMessage::new("user", input));
+            match self.answer(engine, &history) {
+                Ok(reply) => history.push(ChatMessage::new("assistant", reply)),
+                Err(e) => {
+                    history.pop();
+                    eprintln!("Error: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// Streams one answer to stdout and returns its text.
+    fn answer(&self, engine: &mut Engine, history: &[ChatMessage]) -> Result<String> {
+        let prompt_text = engine.template.render(history, None, true)?;
+        let prompt = engine.tokenizer.encode(&prompt_text, true)?;
+        let defaults = SamplingParams::default();
+        let request = GenerateRequest {
+            prompt,
+            sampling: SamplingParams {
+                temperature: self.args.temperature.unwrap_or(defaults.temperature),
+                seed: self.args.seed,
+                ..defaults
+            },
+            max_tokens: self.args.max_tokens,
+            stop: Vec::new(),
+            ignore_eos: false,
+        };
+        let mut reply = String::new();
+        let mut stdout = std::io::stdout();
+        self.cancel.store(false, Ordering::Relaxed);
+        self.generating.store(true, Ordering::Relaxed);
+        let result = engine.generate(
+            &request,
+            &mut |piece| {
+                reply.push_str(piece);
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            },
+            &self.cancel,
+        );
+        self.generating.store(false, Ordering::Relaxed);
+        let generation = result?;
+        println!();
+        if self.args.verbose {
+            self.report(&generation);
+        }
+        Ok(reply)
+    }
+
+    fn report(&self, g: &Generation) {
+        let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+        eprintln!("load duration:        {:.3}s", self.load_time.as_secs_f64());
+        eprintln!("prompt eval count:    {} token(s)", g.prompt_tokens);
+        eprintln!("prompt eval duration: {:.3}s", g.prompt_time.as_secs_f64());
+        eprintln!(
+            "prompt eval rate:     {:.2} tokens/s",
+            rate(g.prompt_tokens, g.prompt_time)
+        );
+        eprintln!("eval count:           {} token(s)", g.tokens.len());
+        eprintln!("eval duration:        {:.3}s", g.decode_time.as_secs_f64());
+        eprintln!(
+            "eval rate:            {:.2} tokens/s",
+            rate(g.tokens.len(), g.decode_time)
+        );
+    }
+}

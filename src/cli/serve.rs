@@ -1,0 +1,88 @@
+//! `model serve`: turns flags into the server's and runtime's configuration and runs the server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::engine::{EngineOptions, PREFILL_CHUNK};
+use crate::runtime::{DEFAULT_KEEP_ALIVE, ModelRuntime, RuntimeOptions};
+use crate::scheduler::SchedulerConfig;
+use crate::scheduler::plan::StepBudget;
+use crate::server::{AppState, DEFAULT_PORT, ServerConfig};
+use crate::store::Store;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "MODEL_RUNNER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "MODEL_RUNNER_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Context size per model (default: the package's, else 4096 capped by the model).
+    #[arg(long)]
+    pub context_size: Option<usize>,
+    /// Most sequences decoded together per model.
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    /// KV cache blocks (16 tokens each) per model (default: parallel full contexts, within a quarter of free memory).
+    #[arg(long)]
+    pub kv_cache_blocks: Option<usize>,
+    /// Most tokens in one forward step (chunked prefill budget).
+    #[arg(long, default_value_t = 512)]
+    pub step_tokens: usize,
+    /// Most requests waiting per model; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "MODEL_RUNNER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Allowed CORS origin (repeatable; `*` for any). CORS is off without it.
+    #[arg(long = "cors")]
+    pub cors_origins: Vec<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub body_limit: usize,
+    /// Seconds a model stays loaded after its last request (negative: forever).
+    #[arg(long, default_value_t = DEFAULT_KEEP_ALIVE.as_secs() as i64, allow_negative_numbers = true)]
+    pub keep_alive: i64,
+    /// Most models loaded at once; the least recently used idle one gives way.
+    #[arg(long, default_value_t = 2)]
+    pub max_loaded_models: usize,
+}
+
+pub async fn serve(store: Store, args: ServeArgs) -> Result<()> {
+    let addr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid --host/--port: {e}"))?;
+    let runtime = ModelRuntime::new(
+        store,
+        RuntimeOptions {
+            engine: EngineOptions {
+                context_size: args.context_size,
+                kv_blocks: args.kv_cache_blocks,
+                sequences: args.parallel,
+                ..Default::default()
+            },
+            scheduler: SchedulerConfig {
+                max_running: args.parallel.max(1),
+                max_waiting: args.max_queue,
+                budget: StepBudget {
+                    tokens: args.step_tokens.max(1),
+                    prefill_chunk: PREFILL_CHUNK.min(args.step_tokens.max(1)),
+                },
+            },
+            max_loaded: args.max_loaded_models,
+            keep_alive: u64::try_from(args.keep_alive).ok().map(Duration::from_secs),
+        },
+    );
+    let state = Arc::new(AppState {
+        runtime,
+        config: ServerConfig {
+            addr,
+            api_key: args.api_key,
+            cors_origins: args.cors_origins,
+            body_limit_bytes: args.body_limit,
+        },
+    });
+    crate::server::serve(state).await
+}

@@ -1,0 +1,295 @@
+//! The inference engine: a loaded model with its tokenizer, chat template and paged KV cache, and the
+//! generation loop that drives it.
+//!
+//! `Engine::step` runs one packed forward over any number of sequences; the server's scheduler calls it
+//! with many, `Engine::generate` with one. The engine knows nothing of HTTP or OpenAI shapes.
+
+pub mod chat_template;
+pub mod sampler;
+pub mod text_stream;
+pub mod tokenizer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use models::{BlockPool, CausalModel, LogitsWanted, ModelInfo, PagedKvCache, StepBatch};
+
+use chat_template::{CHATML_TEMPLATE, ChatTemplate, TemplateError};
+use sampler::{SampledToken, Sampler, SamplingParams};
+use text_stream::{StopMatcher, StopScan, TextStream};
+use tokenizer::{Tokenizer, TokenizerError};
+
+/// Context size when neither the package nor the user names one, capped by what the model was trained for.
+pub const DEFAULT_CONTEXT_SIZE: usize = 4096;
+/// Positions per KV cache block.
+pub const KV_BLOCK_SIZE: usize = 16;
+/// Most prompt tokens one step takes from one sequence.
+pub const PREFILL_CHUNK: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] models::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("the prompt is {prompt} tokens, more than the context size of {context}")]
+    ContextOverflow { prompt: usize, context: usize },
+    #[error(transparent)]
+    OutOfBlocks(#[from] models::OutOfBlocks),
+    #[error("inference failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub gguf: PathBuf,
+    /// A template shipped beside the weights; wins over the GGUF's own.
+    pub chat_template: Option<String>,
+    /// The context size the package records, if any.
+    pub context_size: Option<usize>,
+}
+
+/// How to load it.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub device: Device,
+    /// Overrides the package's and the default context size.
+    pub context_size: Option<usize>,
+    /// KV cache blocks; default: enough for `sequences` full contexts.
+    pub kv_blocks: Option<usize>,
+    pub sequences: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            context_size: None,
+            kv_blocks: None,
+            sequences: 1,
+        }
+    }
+}
+
+/// A model ready to run.
+pub struct Engine {
+    model: CausalModel,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: Arc<ChatTemplate>,
+    cache: PagedKvCache,
+    pool: BlockPool,
+    context_size: usize,
+}
+
+impl Engine {
+    pub fn load(files: &ModelFiles, options: &EngineOptions) -> Result<Self, EngineError> {
+        let loaded = models::load(&files.gguf, &options.device)?;
+        let tokenizer = Tokenizer::from_gguf(&loaded.metadata)?;
+        let token_text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.token_text(i))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let gguf_template = match loaded.metadata.get("tokenizer.chat_template") {
+            Some(candle_core::quantized::gguf_file::Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let source = files
+            .chat_template
+            .clone()
+            .or(gguf_template)
+            .unwrap_or_else(|| CHATML_TEMPLATE.to_string());
+        let template = ChatTemplate::new(
+            &source,
+            &token_text(tokenizer.bos),
+            &token_text(tokenizer.eos),
+        )?;
+        let info = loaded.model.info().clone();
+        let context_size = options
+            .context_size
+            .or(files.context_size)
+            .unwrap_or(DEFAULT_CONTEXT_SIZE.min(info.context_length))
+            .max(1);
+        let layout = info.kv_layout(KV_BLOCK_SIZE);
+        let blocks = options.kv_blocks.unwrap_or_else(|| {
+            let wanted = layout.blocks_for(context_size) * options.sequences.max(1);
+            // At most a quarter of free memory, but always room for one full context.
+            let affordable =
+                available_memory_bytes().map_or(wanted, |m| m / 4 / layout.bytes_per_block());
+            wanted.min(affordable).max(layout.blocks_for(context_size))
+        });
+        Ok(Self {
+            model: loaded.model,
+            tokenizer: Arc::new(tokenizer),
+            template: Arc::new(template),
+            cache: PagedKvCache::new(layout, blocks),
+            pool: BlockPool::new(blocks, KV_BLOCK_SIZE),
+            context_size,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        self.model.info()
+    }
+
+    pub fn context_size(&self) -> usize {
+        self.context_size
+    }
+
+    /// The allocator of this engine's KV cache blocks.
+    pub fn pool(&self) -> &BlockPool {
+        &self.pool
+    }
+
+    /// One packed forward: logits `[rows, vocab]` for `batch.logit_rows()`.
+    pub fn step(&mut self, batch: &StepBatch) -> Result<Tensor, EngineError> {
+        Ok(self.model.forward(batch, &mut self.cache)?)
+    }
+
+    /// Final hidden states for a batch (for embeddings).
+    pub fn hidden_states(&mut self, batch: &StepBatch) -> Result<Tensor, EngineError> {
+        Ok(self.model.hidden_states(batch, &mut self.cache)?)
+    }
+
+    /// Generates one completion of `request.prompt`, calling `on_text` with each piece of text.
+    pub fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &AtomicBool,
+    ) -> Result<Generation, EngineError> {
+        let prompt = &request.prompt;
+        if prompt.len() >= self.context_size {
+            return Err(EngineError::ContextOverflow {
+                prompt: prompt.len(),
+                context: self.context_size,
+            });
+        }
+        let mut lease = self.pool.lease();
+        let mut sampler = Sampler::new(request.sampling.clone());
+        for &t in prompt.iter().rev().take(sampler::PENALTY_WINDOW).rev() {
+            sampler.observe(t);
+        }
+        let started = Instant::now();
+        let mut logits = None;
+        for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
+            let cached = i * PREFILL_CHUNK;
+            lease.reserve(cached + chunk.len())?;
+            let mut batch = StepBatch::default();
+            let last = cached + chunk.len() == prompt.len();
+            let wanted = if last {
+                LogitsWanted::Last
+            } else {
+                LogitsWanted::None
+            };
+            batch.push(chunk, cached, lease.blocks().to_vec(), wanted);
+            logits = Some(self.step(&batch)?);
+        }
+        let prompt_time = started.elapsed();
+
+        let decode_started = Instant::now();
+        let max_tokens = request
+            .max_tokens
+            .unwrap_or(usize::MAX)
+            .min(self.context_size - prompt.len());
+        let mut text = TextStream::new();
+        let mut stops = StopMatcher::new(request.stop.clone());
+        let mut tokens = Vec::new();
+        let mut finish = FinishReason::Length;
+        let mut position = prompt.len();
+        while tokens.len() < max_tokens {
+            if cancel.load(Ordering::Relaxed) {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            let row = logits
+                .take()
+                .map(|l| l.squeeze(0).and_then(|r| r.to_vec1::<f32>()))
+                .transpose()?
+                .unwrap_or_default();
+            let sampled = sampler.sample(&row);
+            tokens.push(sampled.clone());
+            if self.tokenizer.is_end_of_generation(sampled.id) && !request.ignore_eos {
+                finish = FinishReason::Stop;
+                break;
+            }
+            match stops.push(&text.push(&self.tokenizer, sampled.id)) {
+                StopScan::Continue(piece) => on_text(&piece),
+                StopScan::Stopped(piece) => {
+                    on_text(&piece);
+                    finish = FinishReason::Stop;
+                    break;
+                }
+            }
+            if tokens.len() == max_tokens {
+                break;
+            }
+            lease.reserve(position + 1)?;
+            let mut batch = StepBatch::default();
+            batch.push(
+                &[sampled.id],
+                position,
+                lease.blocks().to_vec(),
+                LogitsWanted::Last,
+            );
+            logits = Some(self.step(&batch)?);
+            position += 1;
+        }
+        // Text held back as a possible stop string's start, when no stop string came.
+        let held = stops.finish();
+        if !held.is_empty() {
+            on_text(&held);
+        }
+        Ok(Generation {
+            prompt_tokens: prompt.len(),
+            tokens,
+            finish,
+            prompt_time,
+            decode_time: decode_started.elapsed(),
+        })
+    }
+}
+
+/// Memory the system could give us now (`MemAvailable`), where the platform tells.
+fn available_memory_bytes() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// One completion to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    pub max_tokens: Option<usize>,
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (benchmarks with fixed lengths).
+    pub ignore_eos: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the context size.
+    Length,
+    Cancelled,
+}
+
+/// What a completion produced, with timings.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    pub tokens: Vec<SampledToken>,
+    pub finish: FinishReason,
+    pub prompt_time: Duration,
+    pub decode_time: Duration,
+}

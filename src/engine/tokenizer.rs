@@ -1,0 +1,355 @@
+//! A `tokenizers::Tokenizer` built from a GGUF's `tokenizer.ggml.*` metadata, tokenizing as llama.cpp does.
+//!
+//! - `gpt2`: byte-level BPE from the vocabulary and merges, with the pre-tokenizer regexes that
+//!   `tokenizer.ggml.pre` names (llama.cpp's table, applied one after another).
+//! - `llama`: SentencePiece-style BPE. The merges are derived from the token scores (a merge's rank is its
+//!   merged piece's score, highest first), which merges exactly as llama.cpp's SPM tokenizer does; spaces
+//!   become `▁`, unknown characters fall back to byte tokens.
+//!
+//! Control tokens become special added tokens (matched in text, so rendered chat templates tokenize into
+//! their markers); user-defined tokens become plain added tokens.
+
+use std::collections::{BTreeSet, HashMap};
+
+use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+};
+
+const TOKEN_TYPE_NORMAL: i32 = 1;
+const TOKEN_TYPE_CONTROL: i32 = 3;
+const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+
+/// Texts llama.cpp also treats as end-of-generation when they are control tokens.
+const END_OF_GENERATION_TEXTS: [&str; 10] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<|return|>",
+    "<|eom_id|>",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("the GGUF has no tokenizer ({0} missing)")]
+    Missing(&'static str),
+    #[error("unsupported tokenizer model {0:?} (supported: gpt2, llama)")]
+    UnsupportedModel(String),
+    #[error("cannot build the tokenizer: {0}")]
+    Build(String),
+    #[error("tokenization failed: {0}")]
+    Encode(String),
+}
+
+fn build_error(e: impl std::fmt::Display) -> TokenizerError {
+    TokenizerError::Build(e.to_string())
+}
+
+/// The model's tokenizer and the special tokens generation needs.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    /// Every token that ends generation (EOS, EOT, and llama.cpp's known end markers).
+    pub end_of_generation: BTreeSet<u32>,
+    pub add_bos: bool,
+    tokens: Vec<String>,
+}
+
+impl Tokenizer {
+    pub fn from_gguf(metadata: &HashMap<String, Value>) -> Result<Self, TokenizerError> {
+        let model = string(metadata, "tokenizer.ggml.model")
+            .ok_or(TokenizerError::Missing("tokenizer.ggml.model"))?;
+        let tokens = string_array(metadata, "tokenizer.ggml.tokens")
+            .ok_or(TokenizerError::Missing("tokenizer.ggml.tokens"))?;
+        let types = int_array(metadata, "tokenizer.ggml.token_type")
+            .unwrap_or_else(|| vec![TOKEN_TYPE_NORMAL; tokens.len()]);
+        let bos = uint(metadata, "tokenizer.ggml.bos_token_id");
+        let eos = uint(metadata, "tokenizer.ggml.eos_token_id");
+        let (mut inner, default_add_bos) = match model.as_str() {
+            "gpt2" => (byte_level_bpe(metadata, &tokens)?, false),
+            "llama" => (sentencepiece_bpe(metadata, &tokens)?, true),
+            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
+        let added: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| matches!(**t, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED))
+            .map(|(text, t)| {
+                AddedToken::from(text.clone(), *t == TOKEN_TYPE_CONTROL).normalized(false)
+            })
+            .collect();
+        inner.add_special_tokens(&added);
+
+        let mut end_of_generation: BTreeSet<u32> = [
+            eos,
+            uint(metadata, "tokenizer.ggml.eot_token_id"),
+            uint(metadata, "tokenizer.ggml.eom_token_id"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (id, (text, t)) in tokens.iter().zip(&types).enumerate() {
+            if *t == TOKEN_TYPE_CONTROL && END_OF_GENERATION_TEXTS.contains(&text.as_str()) {
+                end_of_generation.insert(id as u32);
+            }
+        }
+        let add_bos = match metadata.get("tokenizer.ggml.add_bos_token") {
+            Some(Value::Bool(b)) => *b,
+            _ => default_add_bos,
+        };
+        Ok(Self {
+            inner,
+            bos,
+            eos,
+            end_of_generation,
+            add_bos: add_bos && bos.is_some(),
+            tokens,
+        })
+    }
+
+    /// Tokenizes `text`, matching special-token markers in it (as llama.cpp's `parse_special`), and adds
+    /// BOS when the model wants it and the text does not already start with it.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let mut ids = encoding.get_ids().to_vec();
+        if add_bos
+            && self.add_bos
+            && let Some(bos) = self.bos
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
+    }
+
+    /// Text for `ids`; special tokens are left out when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        self.inner.decode(ids, skip_special).unwrap_or_default()
+    }
+
+    /// The piece a token stands for in the vocabulary.
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The token whose piece is exactly `text`, if any.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text)
+    }
+
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.contains(&id)
+    }
+
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+/// llama.cpp's pre-tokenizer regexes for each `tokenizer.ggml.pre`, applied in order.
+fn pre_tokenizer_regexes(pre: &str) -> Vec<&'static str> {
+    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" | "pixtral" => {
+            vec![LLAMA3]
+        }
+        "qwen2" | "qwen35" | "stablelm2" | "hunyuan" | "deepseek-r1-qwen" | "megrez" => vec![QWEN2],
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
+            vec![r"\p{N}", GPT2]
+        }
+        "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" | "trillion" => vec![GPT2],
+        _ => vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
+    }
+}
+
+fn byte_level_bpe(
+    metadata: &HashMap<String, Value>,
+    tokens: &[String],
+) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let merges = string_array(metadata, "tokenizer.ggml.merges")
+        .ok_or(TokenizerError::Missing("tokenizer.ggml.merges"))?;
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .filter_map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let pre = string(metadata, "tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(matches!(pre.as_str(), "llama3" | "llama-v3" | "llama-bpe"))
+        .build()
+        .map_err(build_error)?;
+    let mut tokenizer = tokenizers::Tokenizer::new(bpe);
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
+    for regex in pre_tokenizer_regexes(&pre) {
+        let split = Split::new(
+            SplitPattern::Regex(regex.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(build_error)?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, false, false).into());
+    tokenizer.with_pre_tokenizer(Some(PreSequence::new(steps)));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(tokenizer)
+}
+
+fn sentencepiece_bpe(
+    metadata: &HashMap<String, Value>,
+    tokens: &[String],
+) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let scores = float_array(metadata, "tokenizer.ggml.scores")
+        .ok_or(TokenizerError::Missing("tokenizer.ggml.scores"))?;
+    let types = int_array(metadata, "tokenizer.ggml.token_type").unwrap_or_default();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    // Only normal pieces take part in merges; control and byte tokens are reached otherwise.
+    let mergeable = |id: u32| {
+        types
+            .get(id as usize)
+            .is_none_or(|t| *t == TOKEN_TYPE_NORMAL || *t == TOKEN_TYPE_USER_DEFINED)
+    };
+    let mut ranked: Vec<(f32, u32, u32, String, String)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        if !mergeable(id as u32) || piece.chars().count() < 2 {
+            continue;
+        }
+        let score = scores.get(id).copied().unwrap_or(0.0);
+        for (split, _) in piece.char_indices().skip(1) {
+            let (left, right) = piece.split_at(split);
+            if let (Some(&l), Some(&r)) = (vocab.get(left), vocab.get(right)) {
+                ranked.push((score, l, r, left.to_string(), right.to_string()));
+            }
+        }
+    }
+    // Highest merged score first; ties by the ids of the parts, as transformers' converter orders them.
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let merges: Vec<(String, String)> = ranked.into_iter().map(|(_, _, _, l, r)| (l, r)).collect();
+    let unk = uint(metadata, "tokenizer.ggml.unknown_token_id")
+        .and_then(|id| tokens.get(id as usize).cloned());
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk);
+    }
+    let bpe = builder.build().map_err(build_error)?;
+    let add_space_prefix = match metadata.get("tokenizer.ggml.add_space_prefix") {
+        Some(Value::Bool(b)) => *b,
+        _ => true,
+    };
+    let mut tokenizer = tokenizers::Tokenizer::new(bpe);
+    let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
+    if add_space_prefix {
+        normalizers.push(Prepend::new("▁".into()).into());
+    }
+    normalizers.push(Replace::new(" ", "▁").map_err(build_error)?.into());
+    tokenizer.with_normalizer(Some(NormalizerSequence::new(normalizers)));
+    let mut decoders: Vec<DecoderWrapper> = Vec::new();
+    decoders.push(Replace::new("▁", " ").map_err(build_error)?.into());
+    decoders.push(ByteFallback::new().into());
+    decoders.push(Fuse::new().into());
+    if add_space_prefix {
+        decoders.push(Strip::new(' ', 1, 0).into());
+    }
+    tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(tokenizer)
+}
+
+fn string(metadata: &HashMap<String, Value>, key: &str) -> Option<String> {
+    match metadata.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn uint(metadata: &HashMap<String, Value>, key: &str) -> Option<u32> {
+    match metadata.get(key)? {
+        Value::U32(v) => Some(*v),
+        Value::I32(v) if *v >= 0 => Some(*v as u32),
+        Value::U64(v) => u32::try_from(*v).ok(),
+        Value::I64(v) => u32::try_from(*v).ok(),
+        Value::U16(v) => Some(*v as u32),
+        Value::U8(v) => Some(*v as u32),
+        _ => None,
+    }
+}
+
+fn array<'a>(metadata: &'a HashMap<String, Value>, key: &str) -> Option<&'a Vec<Value>> {
+    match metadata.get(key)? {
+        Value::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn string_array(metadata: &HashMap<String, Value>, key: &str) -> Option<Vec<String>> {
+    array(metadata, key)?
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn int_array(metadata: &HashMap<String, Value>, key: &str) -> Option<Vec<i32>> {
+    array(metadata, key)?
+        .iter()
+        .map(|v| match v {
+            Value::I32(x) => Some(*x),
+            Value::U32(x) => Some(*x as i32),
+            Value::I8(x) => Some(*x as i32),
+            Value::U8(x) => Some(*x as i32),
+            _ => None,
+        })
+        .collect()
+}
+
+fn float_array(metadata: &HashMap<String, Value>, key: &str) -> Option<Vec<f32>> {
+    array(metadata, key)?
+        .iter()
+        .map(|v| match v {
+            Value::F32(x) => Some(*x),
+            Value::F64(x) => Some(*x as f32),
+            _ => None,
+        })
+        .collect()
+}

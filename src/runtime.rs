@@ -1,0 +1,217 @@
+//! Model lifecycle in the server: models load from the local store on first use, each with its own
+//! scheduler, stay loaded for their keep-alive, and give way (least recently used, idle first) when more
+//! are wanted than the budget allows. An unknown name is an error, never a pull.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::digest::Digest;
+use crate::engine::chat_template::ChatTemplate;
+use crate::engine::tokenizer::Tokenizer;
+use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::reference::ReferenceError;
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::{LocalModel, Store, StoreError};
+
+/// How long a model stays loaded after its last request unless told otherwise (Ollama's default).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("The model `{0}` does not exist")]
+    NotFound(String),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("cannot read the model from the store: {0}")]
+    Store(StoreError),
+    #[error("cannot load the model: {0}")]
+    Load(String),
+}
+
+impl From<StoreError> for RuntimeError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(name) => RuntimeError::NotFound(name),
+            StoreError::Reference(r) => RuntimeError::Reference(r),
+            other => RuntimeError::Store(other),
+        }
+    }
+}
+
+/// How models are loaded and kept.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub engine: EngineOptions,
+    pub scheduler: SchedulerConfig,
+    /// Most models loaded at once.
+    pub max_loaded: usize,
+    pub keep_alive: Option<Duration>,
+}
+
+/// What a loaded model offers request handlers: its scheduler and what validation needs.
+pub struct LoadedModel {
+    pub id: Digest,
+    /// The name it was first asked for by (`ai/smollm2:latest`).
+    pub name: String,
+    pub scheduler: Scheduler,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: Arc<ChatTemplate>,
+    pub context_size: usize,
+    pub vocab_size: usize,
+    pub architecture: String,
+    pub size_bytes: u64,
+    pub loaded_at: Instant,
+    usage: Mutex<Usage>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    last_used: Instant,
+    /// None: never unload.
+    keep_alive: Option<Duration>,
+}
+
+impl LoadedModel {
+    /// Marks the model used now, and sets how long it stays after this use.
+    pub fn touch(&self, keep_alive: Option<Option<Duration>>) {
+        if let Ok(mut usage) = self.usage.lock() {
+            usage.last_used = Instant::now();
+            if let Some(k) = keep_alive {
+                usage.keep_alive = k;
+            }
+        }
+    }
+
+    /// When it unloads if left alone (None: never).
+    pub fn expires_at(&self) -> Option<Instant> {
+        let usage = self.usage.lock().ok()?;
+        usage.keep_alive.map(|k| usage.last_used + k)
+    }
+
+    fn is_idle(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.scheduler.stats.running.load(Ordering::Relaxed) == 0
+            && self.scheduler.stats.waiting.load(Ordering::Relaxed) == 0
+    }
+
+    fn last_used(&self) -> Instant {
+        self.usage
+            .lock()
+            .map(|u| u.last_used)
+            .unwrap_or_else(|_| Instant::now())
+    }
+}
+
+/// The set of loaded models.
+pub struct ModelRuntime {
+    store: Store,
+    options: RuntimeOptions,
+    loaded: tokio::sync::Mutex<HashMap<Digest, Arc<LoadedModel>>>,
+}
+
+impl ModelRuntime {
+    pub fn new(store: Store, options: RuntimeOptions) -> Self {
+        Self {
+            store,
+            options,
+            loaded: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The loaded model `reference` names, loading it if needed.
+    pub async fn get(&self, reference: &str) -> Result<Arc<LoadedModel>, RuntimeError> {
+        let local = self.store.resolve(reference)?;
+        let mut loaded = self.loaded.lock().await;
+        if let Some(model) = loaded.get(&local.id) {
+            model.touch(None);
+            return Ok(model.clone());
+        }
+        while loaded.len() >= self.options.max_loaded.max(1) {
+            let Some(victim) = loaded
+                .values()
+                .filter(|m| m.is_idle())
+                .min_by_key(|m| m.last_used())
+                .map(|m| m.id.clone())
+            else {
+                break;
+            };
+            tracing::info!(model = %victim, "unloading the least recently used model to make room");
+            loaded.remove(&victim);
+        }
+        let model = Arc::new(self.load(local).await?);
+        loaded.insert(model.id.clone(), model.clone());
+        Ok(model)
+    }
+
+    async fn load(&self, local: LocalModel) -> Result<LoadedModel, RuntimeError> {
+        let files = crate::cli::run::model_files(&self.store, &local)
+            .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
+        let options = self.options.engine.clone();
+        let started = Instant::now();
+        let engine = tokio::task::spawn_blocking(move || Engine::load(&files, &options))
+            .await
+            .map_err(|e| RuntimeError::Load(e.to_string()))?
+            .map_err(|e: EngineError| RuntimeError::Load(e.to_string()))?;
+        let name = local
+            .familiar_names()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| local.id.to_string());
+        tracing::info!(model = %name, seconds = started.elapsed().as_secs_f64(), "model loaded");
+        Ok(LoadedModel {
+            id: local.id.clone(),
+            name,
+            tokenizer: engine.tokenizer.clone(),
+            template: engine.template.clone(),
+            context_size: engine.context_size(),
+            vocab_size: engine.info().vocab_size,
+            architecture: engine.info().architecture.clone(),
+            size_bytes: local.size(),
+            loaded_at: Instant::now(),
+            scheduler: Scheduler::start(engine, self.options.scheduler),
+            usage: Mutex::new(Usage {
+                last_used: Instant::now(),
+                keep_alive: self.options.keep_alive,
+            }),
+        })
+    }
+
+    /// Models loaded now.
+    pub async fn loaded(&self) -> Vec<Arc<LoadedModel>> {
+        self.loaded.lock().await.values().cloned().collect()
+    }
+
+    /// Unloads one model (by any reference form) or all; returns how many went.
+    pub async fn unload(&self, reference: Option<&str>) -> Result<usize, RuntimeError> {
+        let mut loaded = self.loaded.lock().await;
+        match reference {
+            None => {
+                let n = loaded.len();
+                loaded.clear();
+                Ok(n)
+            }
+            Some(r) => {
+                let id = self.store.resolve(r)?.id;
+                Ok(usize::from(loaded.remove(&id).is_some()))
+            }
+        }
+    }
+
+    /// Unloads idle models whose keep-alive has passed. Called periodically.
+    pub async fn expire(&self) {
+        let now = Instant::now();
+        let mut loaded = self.loaded.lock().await;
+        loaded.retain(|_, m| {
+            let expired = m.is_idle() && m.expires_at().is_some_and(|t| t <= now);
+            if expired {
+                tracing::info!(model = %m.name, "keep-alive expired, unloading");
+            }
+            !expired
+        });
+    }
+}

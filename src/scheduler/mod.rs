@@ -1,0 +1,522 @@
+//! Continuous batching: one scheduler thread per loaded model owns its engine and runs steps forever.
+//!
+//! Requests join the running set at the next step and leave when done; every step is ONE packed forward
+//! over all running sequences (decodes plus prompt chunks under a token budget), then each sequence samples.
+//! KV memory is a budget of blocks: a request is admitted only when its prompt fits, and when decoding runs
+//! out of blocks the youngest sequence is preempted (its blocks freed, its tokens re-queued for recompute).
+//! A client that goes away closes its event channel; its sequence and blocks are dropped at the next step.
+//!
+//! Architecture Invariant: the scheduler thread is the only user of its engine and of the KV cache's blocks.
+
+pub mod plan;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use models::{BlockLease, LogitsWanted, StepBatch};
+use tokio::sync::mpsc;
+
+use crate::engine::sampler::{SampledToken, Sampler, SamplingParams};
+use crate::engine::text_stream::{StopMatcher, StopScan, TextStream};
+use crate::engine::{Engine, FinishReason, PREFILL_CHUNK};
+use crate::metrics::Histogram;
+use plan::{Pending, StepBudget, plan_step};
+
+/// A request the scheduler accepts: validated, tokenized, within the context.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// Most tokens to generate; validation has capped it to the context left after the prompt.
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    pub ignore_eos: bool,
+}
+
+/// Token counts, as `usage` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub cached_tokens: usize,
+}
+
+/// What a request's stream carries.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// One generated token and the text it completes (may be empty, or held back for a stop string).
+    Token { text: String, token: SampledToken },
+    /// The end: why, and the counts.
+    Done {
+        finish: FinishReason,
+        usage: Usage,
+        text: String,
+    },
+    /// The step failed for this request.
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the server is busy: {waiting} requests are waiting already")]
+    QueueFull { waiting: usize },
+    #[error("the model's scheduler has stopped")]
+    Stopped,
+}
+
+/// Tunables of a scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// Most sequences running at once.
+    pub max_running: usize,
+    /// Most requests waiting to start; past it, submissions are refused.
+    pub max_waiting: usize,
+    pub budget: StepBudget,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_running: 16,
+            max_waiting: 256,
+            budget: StepBudget {
+                tokens: 512,
+                prefill_chunk: PREFILL_CHUNK,
+            },
+        }
+    }
+}
+
+/// Counters the server exports; updated by the scheduler thread, read by anyone.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    pub running: AtomicUsize,
+    pub waiting: AtomicUsize,
+    pub prompt_tokens: AtomicU64,
+    pub generation_tokens: AtomicU64,
+    pub requests_finished: AtomicU64,
+    pub preemptions: AtomicU64,
+    pub steps: AtomicU64,
+    pub kv_blocks_total: AtomicUsize,
+    pub kv_blocks_used: AtomicUsize,
+    pub time_to_first_token: Histogram,
+    pub inter_token_latency: Histogram,
+}
+
+struct Submission {
+    request: ValidRequest,
+    events: mpsc::UnboundedSender<Event>,
+    arrived: Instant,
+}
+
+/// An embedding to compute: mean-pooled, L2-normalised final hidden states of `tokens`.
+struct EmbedJob {
+    tokens: Vec<u32>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<f32>, String>>,
+}
+
+enum Work {
+    Generate(Submission),
+    Embed(EmbedJob),
+}
+
+/// The handle the server holds: submit requests, read stats.
+#[derive(Clone)]
+pub struct Scheduler {
+    submissions: std::sync::mpsc::Sender<Work>,
+    pub stats: Arc<SchedulerStats>,
+    max_waiting: usize,
+}
+
+impl Scheduler {
+    /// Starts the scheduler thread, which owns `engine` until every handle is dropped.
+    pub fn start(engine: Engine, config: SchedulerConfig) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stats = Arc::new(SchedulerStats::default());
+        stats
+            .kv_blocks_total
+            .store(engine.pool().total_blocks(), Ordering::Relaxed);
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || Loop::new(engine, config, rx, thread_stats).run())
+            .ok();
+        Self {
+            submissions: tx,
+            stats,
+            max_waiting: config.max_waiting,
+        }
+    }
+
+    /// Queues a request; its events arrive on the returned channel. Dropping the receiver cancels it.
+    pub fn submit(
+        &self,
+        request: ValidRequest,
+    ) -> Result<mpsc::UnboundedReceiver<Event>, SubmitError> {
+        let waiting = self.stats.waiting.load(Ordering::Relaxed);
+        if waiting >= self.max_waiting {
+            return Err(SubmitError::QueueFull { waiting });
+        }
+        let (events, rx) = mpsc::unbounded_channel();
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        self.submissions
+            .send(Work::Generate(Submission {
+                request,
+                events,
+                arrived: Instant::now(),
+            }))
+            .map_err(|_| SubmitError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Computes an embedding between steps; the prompt must fit the context.
+    pub async fn embed(&self, tokens: Vec<u32>) -> Result<Vec<f32>, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.submissions
+            .send(Work::Embed(EmbedJob { tokens, reply }))
+            .map_err(|_| SubmitError::Stopped.to_string())?;
+        rx.await.map_err(|_| SubmitError::Stopped.to_string())?
+    }
+}
+
+/// One running (or re-queued) sequence.
+struct Sequence {
+    submission: Submission,
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    /// Tokens whose keys and values are in the cache.
+    cached: usize,
+    lease: BlockLease,
+    sampler: Sampler,
+    text: TextStream,
+    stops: StopMatcher,
+    generated: usize,
+    last_token_at: Option<Instant>,
+}
+
+impl Sequence {
+    fn new(submission: Submission, lease: BlockLease) -> Self {
+        let mut sampler = Sampler::new(submission.request.sampling.clone());
+        let prompt = submission.request.prompt.clone();
+        for &t in prompt
+            .iter()
+            .rev()
+            .take(crate::engine::sampler::PENALTY_WINDOW)
+            .rev()
+        {
+            sampler.observe(t);
+        }
+        Self {
+            stops: StopMatcher::new(submission.request.stop.clone()),
+            tokens: prompt,
+            cached: 0,
+            lease,
+            sampler,
+            text: TextStream::new(),
+            generated: 0,
+            last_token_at: None,
+            submission,
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.submission.events.is_closed()
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.submission.request.prompt.len(),
+            completion_tokens: self.generated,
+            cached_tokens: 0,
+        }
+    }
+}
+
+struct Loop {
+    engine: Engine,
+    config: SchedulerConfig,
+    submissions: std::sync::mpsc::Receiver<Work>,
+    stats: Arc<SchedulerStats>,
+    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence>,
+    embeds: VecDeque<EmbedJob>,
+}
+
+impl Loop {
+    fn new(
+        engine: Engine,
+        config: SchedulerConfig,
+        submissions: std::sync::mpsc::Receiver<Work>,
+        stats: Arc<SchedulerStats>,
+    ) -> Self {
+        Self {
+            engine,
+            config,
+            submissions,
+            stats,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            embeds: VecDeque::new(),
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() && self.embeds.is_empty() {
+                // Idle: block until work arrives; all handles gone means shut down.
+                match self.submissions.recv() {
+                    Ok(s) => self.enqueue(s),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(s) = self.submissions.try_recv() {
+                self.enqueue(s);
+            }
+            self.drop_cancelled();
+            if let Some(job) = self.embeds.pop_front() {
+                let result = self.embed(&job.tokens).map_err(|e| e.to_string());
+                let _ = job.reply.send(result);
+            }
+            self.admit();
+            if !self.running.is_empty() {
+                self.step();
+            }
+            self.publish();
+        }
+    }
+
+    fn enqueue(&mut self, work: Work) {
+        match work {
+            Work::Generate(submission) => {
+                let lease = self.engine.pool().lease();
+                self.waiting.push_back(Sequence::new(submission, lease));
+            }
+            Work::Embed(job) => self.embeds.push_back(job),
+        }
+    }
+
+    /// Mean of the final hidden states over `tokens`, L2-normalised (llama.cpp's mean pooling).
+    fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, crate::engine::EngineError> {
+        if tokens.is_empty() || tokens.len() > self.engine.context_size() {
+            return Err(crate::engine::EngineError::ContextOverflow {
+                prompt: tokens.len(),
+                context: self.engine.context_size(),
+            });
+        }
+        let mut lease = self.engine.pool().lease();
+        lease.reserve(tokens.len())?;
+        let mut sum: Vec<f32> = Vec::new();
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let mut batch = StepBatch::default();
+            batch.push(
+                chunk,
+                i * PREFILL_CHUNK,
+                lease.blocks().to_vec(),
+                LogitsWanted::None,
+            );
+            let hidden = self
+                .engine
+                .hidden_states(&batch)?
+                .sum(0)?
+                .to_vec1::<f32>()?;
+            if sum.is_empty() {
+                sum = hidden;
+            } else {
+                sum.iter_mut().zip(&hidden).for_each(|(s, h)| *s += h);
+            }
+        }
+        let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        Ok(sum.into_iter().map(|x| x / norm).collect())
+    }
+
+    fn drop_cancelled(&mut self) {
+        self.running.retain(|s| !s.cancelled());
+        let before = self.waiting.len();
+        self.waiting.retain(|s| !s.cancelled());
+        let gone = before - self.waiting.len();
+        self.stats.waiting.fetch_sub(gone, Ordering::Relaxed);
+    }
+
+    /// Starts waiting sequences, oldest first, while there is room and blocks for their whole prompt.
+    fn admit(&mut self) {
+        while self.running.len() < self.config.max_running {
+            let Some(mut next) = self.waiting.pop_front() else {
+                break;
+            };
+            if next.lease.reserve(next.tokens.len() + 1).is_err() {
+                // Not enough blocks yet: it stays first in line.
+                self.waiting.push_front(next);
+                break;
+            }
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.running.push(next);
+        }
+    }
+
+    /// Frees the youngest running sequence's blocks and puts it back at the head of the queue.
+    fn preempt_youngest(&mut self) -> bool {
+        let Some(youngest) = self
+            .running
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, s)| s.submission.arrived)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let mut seq = self.running.swap_remove(youngest);
+        seq.lease.clear();
+        seq.cached = 0;
+        self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        self.waiting.push_front(seq);
+        true
+    }
+
+    fn step(&mut self) {
+        // Every sequence needs room for the token it is about to add.
+        let mut i = 0;
+        while i < self.running.len() {
+            let need = self.running[i].tokens.len() + 1;
+            if self.running[i].lease.reserve(need).is_ok() {
+                i += 1;
+            } else if !self.preempt_youngest() {
+                break;
+            } else {
+                i = 0;
+            }
+        }
+        if self.running.is_empty() {
+            return;
+        }
+        let pending: Vec<Pending> = self
+            .running
+            .iter()
+            .map(|s| Pending {
+                uncached: s.tokens.len() - s.cached,
+            })
+            .collect();
+        let take = plan_step(&pending, self.config.budget);
+        let mut batch = StepBatch::default();
+        let mut sampled_rows = Vec::new();
+        for (i, seq) in self.running.iter().enumerate() {
+            if take[i] == 0 {
+                continue;
+            }
+            let end = seq.cached + take[i];
+            let completes = end == seq.tokens.len();
+            let wanted = if completes {
+                LogitsWanted::Last
+            } else {
+                LogitsWanted::None
+            };
+            batch.push(
+                &seq.tokens[seq.cached..end],
+                seq.cached,
+                seq.lease.blocks().to_vec(),
+                wanted,
+            );
+            if completes {
+                sampled_rows.push(i);
+            }
+        }
+        let prompt_tokens: usize = take
+            .iter()
+            .zip(&pending)
+            .filter(|(_, p)| p.uncached > 1)
+            .map(|(t, _)| *t)
+            .sum();
+        let logits = self
+            .engine
+            .step(&batch)
+            .and_then(|l| Ok(l.to_vec2::<f32>()?));
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .prompt_tokens
+            .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                for seq in self.running.drain(..) {
+                    let _ = seq.submission.events.send(Event::Failed(e.to_string()));
+                }
+                return;
+            }
+        };
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            seq.cached += take[i];
+        }
+        let mut finished = Vec::new();
+        for (row, &i) in sampled_rows.iter().enumerate() {
+            if let Some(finish) = self.sample(i, &logits[row]) {
+                finished.push((i, finish));
+            }
+        }
+        finished.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, finish) in finished {
+            let mut seq = self.running.swap_remove(i);
+            let text = seq.stops.finish();
+            let _ = seq.submission.events.send(Event::Done {
+                finish,
+                usage: seq.usage(),
+                text,
+            });
+            self.stats.requests_finished.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Samples the next token of running sequence `i`; returns why it ends, if it does.
+    fn sample(&mut self, i: usize, logits: &[f32]) -> Option<FinishReason> {
+        let tokenizer = &self.engine.tokenizer;
+        let context = self.engine.context_size();
+        let seq = &mut self.running[i];
+        let token = seq.sampler.sample(logits);
+        let now = Instant::now();
+        match seq.last_token_at {
+            None => self
+                .stats
+                .time_to_first_token
+                .observe((now - seq.submission.arrived).as_secs_f64()),
+            Some(t) => self
+                .stats
+                .inter_token_latency
+                .observe((now - t).as_secs_f64()),
+        }
+        seq.last_token_at = Some(now);
+        seq.generated += 1;
+        self.stats.generation_tokens.fetch_add(1, Ordering::Relaxed);
+        if tokenizer.is_end_of_generation(token.id) && !seq.submission.request.ignore_eos {
+            let _ = seq.submission.events.send(Event::Token {
+                text: String::new(),
+                token,
+            });
+            return Some(FinishReason::Stop);
+        }
+        seq.tokens.push(token.id);
+        let piece = seq.text.push(tokenizer, token.id);
+        let (text, stopped) = match seq.stops.push(&piece) {
+            StopScan::Continue(text) => (text, false),
+            StopScan::Stopped(text) => (text, true),
+        };
+        let _ = seq.submission.events.send(Event::Token { text, token });
+        if stopped {
+            return Some(FinishReason::Stop);
+        }
+        if seq.generated >= seq.submission.request.max_tokens || seq.tokens.len() >= context {
+            return Some(FinishReason::Length);
+        }
+        None
+    }
+
+    fn publish(&self) {
+        self.stats
+            .running
+            .store(self.running.len(), Ordering::Relaxed);
+        let pool = self.engine.pool();
+        self.stats
+            .kv_blocks_used
+            .store(pool.total_blocks() - pool.free_blocks(), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,116 @@
+//! Docker Model Runner's store API, for its CLI's habits: `GET /models`, `GET /models/{name}`,
+//! `POST /models/create` (pull, streaming JSON progress lines) and `DELETE /models/{name}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::errors::ApiError;
+use super::openai::parse_body;
+use crate::progress::TransferEvent;
+use crate::reference::ModelSource;
+use crate::runtime::RuntimeError;
+
+/// `GET /models`: every stored model in DMR's JSON shape (as `model ls --json`).
+pub async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let models = app
+        .runtime
+        .store()
+        .list()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!(
+        models.iter().map(|m| m.to_api_json()).collect::<Vec<_>>()
+    )))
+}
+
+/// `GET /models/{name}`.
+pub async fn get(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let model = app
+        .runtime
+        .store()
+        .resolve(&name)
+        .map_err(|e| ApiError::from(RuntimeError::from(e)))?;
+    Ok(Json(json!(model.to_api_json())))
+}
+
+/// `DELETE /models/{name}`.
+pub async fn delete(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let _ = app.runtime.unload(Some(&name)).await;
+    let removal = app
+        .runtime
+        .store()
+        .remove(&name, false)
+        .map_err(|e| ApiError::from(RuntimeError::from(e)))?;
+    Ok(Json(
+        json!({"untagged": removal.untagged, "deleted": removal.deleted_models}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateRequest {
+    pub from: String,
+}
+
+/// `POST /models/create {"from": REF}`: pulls, streaming one JSON progress object per line.
+pub async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: CreateRequest = parse_body(&body)?;
+    let source = ModelSource::parse(&request.from)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("from")))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let progress_tx = tx.clone();
+    let progress: crate::progress::ProgressSink = Arc::new(move |event| {
+        let line = match event {
+            TransferEvent::Started { id, total, done } => {
+                json!({"type": "progress", "message": format!("Downloading {id}"), "layer": {"id": id, "size": total, "current": done}})
+            }
+            TransferEvent::Advanced { id, done } => {
+                json!({"type": "progress", "message": format!("Downloading {id}"), "layer": {"id": id, "current": done}})
+            }
+            TransferEvent::Finished { id, .. } => {
+                json!({"type": "progress", "message": format!("Downloaded {id}"), "layer": {"id": id}})
+            }
+            TransferEvent::Note(note) => json!({"type": "progress", "message": note}),
+        };
+        let _ = progress_tx.send(line);
+    });
+    let store = app.runtime.store().clone();
+    tokio::spawn(async move {
+        let result = match source {
+            ModelSource::Registry(r) => {
+                crate::registry::pull(&store, &r, &Default::default(), progress)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            ModelSource::HuggingFace(hf) => crate::huggingface::pull(&store, &hf, progress)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let _ = match result {
+            Ok(id) => tx.send(
+                json!({"type": "success", "message": format!("Model pulled successfully: {id}")}),
+            ),
+            Err(e) => tx.send(json!({"type": "error", "message": e})),
+        };
+    });
+    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+        .map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}

@@ -1,0 +1,301 @@
+//! `model serve`: the HTTP server. OpenAI's `/v1` API (also under Docker Model Runner's `/engines/v1` and
+//! `/engines/{backend}/v1` paths), health and Prometheus metrics, optional bearer-key auth and CORS.
+//!
+//! Data flows one way: handler -> validation -> runtime (model lifecycle) -> scheduler -> events back.
+//! Handlers never touch tensors.
+
+pub mod dmr;
+pub mod errors;
+pub mod generation;
+pub mod ollama;
+pub mod openai;
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::metrics::{describe, label};
+use crate::runtime::ModelRuntime;
+use errors::ApiError;
+
+/// Docker Model Runner's port.
+pub const DEFAULT_PORT: u16 = 12434;
+
+/// What the server is started with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub api_key: Option<String>,
+    /// Allowed CORS origins; empty: CORS off.
+    pub cors_origins: Vec<String>,
+    pub body_limit_bytes: usize,
+}
+
+/// State shared by every handler.
+pub struct AppState {
+    pub runtime: ModelRuntime,
+    pub config: ServerConfig,
+}
+
+/// The full router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/chat/completions", post(openai::chat_completions))
+        .route("/completions", post(openai::completions))
+        .route("/embeddings", post(openai::embeddings))
+        .route("/models", get(openai::list_models))
+        .route("/models/{*id}", get(openai::get_model));
+    let mut app = Router::new()
+        .nest("/v1", v1.clone())
+        .nest("/engines/v1", v1.clone())
+        .nest("/engines/{backend}/v1", v1)
+        .route("/metrics", get(metrics))
+        .route("/models", get(dmr::list))
+        .route("/models/create", post(dmr::create))
+        .route("/models/{*name}", get(dmr::get).delete(dmr::delete))
+        .route("/api/version", get(ollama::version))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/pull", post(ollama::pull))
+        .route("/api/delete", axum::routing::delete(ollama::delete))
+        .route("/api/embed", post(ollama::embed))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ))
+        .route("/health", get(health))
+        .route("/", get(|| async { "model-runner is running" }))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(middleware::from_fn(body_too_large_as_json));
+    if !state.config.cors_origins.is_empty() {
+        app = app.layer(cors(&state.config.cors_origins));
+    }
+    app.with_state(state)
+}
+
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        let list = origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect::<Vec<_>>();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+/// Every route but `/health` needs the key when one is set.
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(key.as_str()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// axum answers an oversized body with plain text; clients expect OpenAI's JSON.
+async fn body_too_large_as_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            kind: "invalid_request_error",
+            code: Some("request_too_large"),
+            param: None,
+            message: "the request body is larger than the server accepts".into(),
+        }
+        .into_response();
+    }
+    response
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let loaded = state.runtime.loaded().await;
+    axum::Json(json!({
+        "status": "ok",
+        "device": "cpu",
+        "models_loaded": loaded.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+    }))
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let models = state.runtime.loaded().await;
+    let mut out = String::new();
+    type Gauge = fn(&crate::scheduler::SchedulerStats) -> f64;
+    let series: [(&str, &str, &str, Gauge); 9] = [
+        (
+            "model_runner:num_requests_running",
+            "gauge",
+            "Requests in the running batch.",
+            |s| s.running.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:num_requests_waiting",
+            "gauge",
+            "Requests waiting to start.",
+            |s| s.waiting.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:prompt_tokens_total",
+            "counter",
+            "Prompt tokens processed.",
+            |s| s.prompt_tokens.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:generation_tokens_total",
+            "counter",
+            "Tokens generated.",
+            |s| s.generation_tokens.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:request_success_total",
+            "counter",
+            "Requests finished.",
+            |s| s.requests_finished.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:num_preemptions_total",
+            "counter",
+            "Sequences preempted for KV memory.",
+            |s| s.preemptions.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:kv_cache_blocks_used",
+            "gauge",
+            "KV cache blocks held by sequences.",
+            |s| s.kv_blocks_used.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:kv_cache_blocks_total",
+            "gauge",
+            "KV cache blocks in all.",
+            |s| s.kv_blocks_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:steps_total",
+            "counter",
+            "Forward steps run.",
+            |s| s.steps.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        describe(&mut out, name, kind, help);
+        for m in &models {
+            let _ = writeln!(
+                out,
+                "{name}{{model=\"{}\"}} {}",
+                label(&m.name),
+                value(&m.scheduler.stats)
+            );
+        }
+    }
+    describe(
+        &mut out,
+        "model_runner:context_size",
+        "gauge",
+        "Context size of each loaded model, in tokens.",
+    );
+    for m in &models {
+        let _ = writeln!(
+            out,
+            "model_runner:context_size{{model=\"{}\"}} {}",
+            label(&m.name),
+            m.context_size
+        );
+    }
+    describe(
+        &mut out,
+        "model_runner:time_to_first_token_seconds",
+        "histogram",
+        "Time from arrival to first token.",
+    );
+    for m in &models {
+        m.scheduler.stats.time_to_first_token.render(
+            &mut out,
+            "model_runner:time_to_first_token_seconds",
+            &format!("model=\"{}\"", label(&m.name)),
+        );
+    }
+    describe(
+        &mut out,
+        "model_runner:inter_token_latency_seconds",
+        "histogram",
+        "Time between tokens of a stream.",
+    );
+    for m in &models {
+        m.scheduler.stats.inter_token_latency.render(
+            &mut out,
+            "model_runner:inter_token_latency_seconds",
+            &format!("model=\"{}\"", label(&m.name)),
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Serves until Ctrl-C or SIGTERM, then lets in-flight streams finish (bounded) and returns.
+pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
+    let addr = state.config.addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let expiring = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            expiring.runtime.expire().await;
+        }
+    });
+    tracing::info!(%addr, "serving");
+    eprintln!("model-runner listening on http://{addr}");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

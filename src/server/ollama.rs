@@ -1,0 +1,488 @@
+//! Ollama's API (`/api/...`) for the many tools that speak it: tags, ps, show, chat and generate (NDJSON
+//! streams by default, as Ollama), pull (NDJSON progress), delete, version and embed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::errors::ApiError;
+use super::generation::{self, ChoiceEvent};
+use super::openai::{PromptField, embed_all, parse_body};
+use crate::engine::FinishReason;
+use crate::engine::chat_template::ChatMessage;
+use crate::progress::TransferEvent;
+use crate::reference::ModelSource;
+use crate::runtime::LoadedModel;
+use crate::store::LocalModel;
+use crate::validation::{GenerationParams, validate};
+
+/// The Ollama API version we answer like.
+const OLLAMA_VERSION: &str = "0.12.0";
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Options {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub num_predict: Option<i64>,
+    pub seed: Option<i64>,
+    pub stop: Option<Vec<String>>,
+    pub repeat_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+}
+
+impl Options {
+    fn params(&self) -> GenerationParams {
+        GenerationParams {
+            // Ollama: -1 means no limit.
+            max_tokens: self.num_predict.filter(|n| *n >= 0),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repetition_penalty: self.repeat_penalty,
+            seed: self.seed,
+            stop: self.stop.clone().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Ollama's keep_alive: a duration string ("5m", "30s", "1h"), seconds, 0 to unload, negative for ever.
+fn keep_alive(value: &Option<Value>) -> Result<Option<Option<Duration>>, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "keep_alive must be a duration like \"5m\" or a number of seconds",
+            Some("keep_alive"),
+        )
+    };
+    let seconds = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(bad)?,
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            let (number, unit) =
+                s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+            let n: f64 = number.parse().map_err(|_| bad())?;
+            n * match unit {
+                "" | "s" => 1.0,
+                "ms" => 0.001,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(bad()),
+            }
+        }
+        Some(_) => return Err(bad()),
+    };
+    Ok(Some(if seconds < 0.0 {
+        None
+    } else {
+        Some(Duration::from_secs_f64(seconds))
+    }))
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn details(model: &LocalModel) -> Value {
+    let c = &model.config.config;
+    json!({
+        "parent_model": "",
+        "format": if c.format.is_empty() { "gguf" } else { &c.format },
+        "family": c.architecture,
+        "families": [c.architecture],
+        "parameter_size": c.parameters,
+        "quantization_level": c.quantization,
+    })
+}
+
+/// `GET /api/version`.
+pub async fn version() -> Json<Value> {
+    Json(json!({"version": OLLAMA_VERSION}))
+}
+
+/// `GET /api/tags`: the store's models.
+pub async fn tags(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let models = app
+        .runtime
+        .store()
+        .list()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let list: Vec<Value> = models
+        .iter()
+        .flat_map(|m| {
+            let modified = m.created().map(|t| t.to_rfc3339()).unwrap_or_default();
+            m.familiar_names().into_iter().map(move |name| {
+                json!({"name": name, "model": name, "modified_at": modified, "size": m.size(),
+                       "digest": m.id.hex(), "details": details(m)})
+            })
+        })
+        .collect();
+    Ok(Json(json!({"models": list})))
+}
+
+/// `GET /api/ps`: the loaded models, with when they unload and their context size.
+pub async fn ps(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let mut list = Vec::new();
+    for m in app.runtime.loaded().await {
+        let local = app.runtime.store().resolve(&m.id.to_string()).ok();
+        let expires_at = m
+            .expires_at()
+            .map(|t| chrono::Utc::now() + (t.saturating_duration_since(Instant::now())))
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "9999-12-31T23:59:59Z".into());
+        list.push(json!({
+            "name": m.name, "model": m.name, "size": m.size_bytes, "digest": m.id.hex(),
+            "details": local.as_ref().map(details), "expires_at": expires_at, "size_vram": 0,
+            "context_length": m.context_size,
+        }));
+    }
+    Ok(Json(json!({"models": list})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ModelName {
+    pub model: Option<String>,
+    pub name: Option<String>,
+    #[serde(default = "yes")]
+    pub stream: bool,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ModelName {
+    fn get(&self) -> Result<&str, ApiError> {
+        self.model
+            .as_deref()
+            .or(self.name.as_deref())
+            .ok_or_else(|| ApiError::invalid("model is required", Some("model")))
+    }
+}
+
+/// `POST /api/show`.
+pub async fn show(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let request: ModelName = parse_body(&body)?;
+    let model = app
+        .runtime
+        .store()
+        .resolve(request.get()?)
+        .map_err(|e| ApiError::from(crate::runtime::RuntimeError::from(e)))?;
+    let c = &model.config.config;
+    let template = c
+        .gguf
+        .get("tokenizer.chat_template")
+        .cloned()
+        .unwrap_or_default();
+    let mut info: serde_json::Map<String, Value> =
+        c.gguf.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    info.remove("tokenizer.chat_template");
+    Ok(Json(json!({
+        "license": "", "modelfile": "", "parameters": "", "template": template,
+        "details": details(&model), "model_info": info, "capabilities": ["completion", "embedding"],
+        "modified_at": model.created().map(|t| t.to_rfc3339()),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    #[serde(default)]
+    pub messages: Vec<OllamaMessage>,
+    #[serde(default = "yes")]
+    pub stream: bool,
+    #[serde(default)]
+    pub options: Options,
+    pub keep_alive: Option<Value>,
+    pub format: Option<Value>,
+    pub tools: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OllamaMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GenerateRequest {
+    pub model: String,
+    #[serde(default)]
+    pub prompt: String,
+    pub system: Option<String>,
+    #[serde(default)]
+    pub raw: bool,
+    #[serde(default = "yes")]
+    pub stream: bool,
+    #[serde(default)]
+    pub options: Options,
+    pub keep_alive: Option<Value>,
+    pub format: Option<Value>,
+}
+
+/// Loads (or unloads) a model as a request with no messages or prompt asks, applying its keep_alive.
+async fn model_for(
+    app: &AppState,
+    name: &str,
+    keep: &Option<Value>,
+) -> Result<Option<Arc<LoadedModel>>, ApiError> {
+    let keep = keep_alive(keep)?;
+    if keep == Some(Some(Duration::ZERO)) {
+        app.runtime.unload(Some(name)).await?;
+        return Ok(None);
+    }
+    let model = app.runtime.get(name).await?;
+    model.touch(keep);
+    Ok(Some(model))
+}
+
+fn unsupported_format(format: &Option<Value>) -> Result<(), ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s.is_empty() => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "format (JSON output) needs grammar-constrained decoding, which this server does not have yet",
+            Some("format"),
+        )),
+    }
+}
+
+/// `POST /api/chat`.
+pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ChatRequest = parse_body(&body)?;
+    unsupported_format(&request.format)?;
+    let Some(model) = model_for(&app, &request.model, &request.keep_alive).await? else {
+        return Ok(Json(json!({"model": request.model, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": ""}, "done_reason": "unload", "done": true})).into_response());
+    };
+    if request.messages.is_empty() {
+        return Ok(Json(json!({"model": model.name, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true})).into_response());
+    }
+    let messages: Vec<ChatMessage> = request
+        .messages
+        .iter()
+        .map(|m| ChatMessage::new(&m.role, m.content.clone()))
+        .collect();
+    let tools = request
+        .tools
+        .as_ref()
+        .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+    let text = model
+        .template
+        .render(&messages, tools, true)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    respond(model, &text, &request.options, request.stream, true).await
+}
+
+/// `POST /api/generate`.
+pub async fn generate(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: GenerateRequest = parse_body(&body)?;
+    unsupported_format(&request.format)?;
+    let Some(model) = model_for(&app, &request.model, &request.keep_alive).await? else {
+        return Ok(Json(json!({"model": request.model, "created_at": now_rfc3339(), "response": "", "done_reason": "unload", "done": true})).into_response());
+    };
+    if request.prompt.is_empty() {
+        return Ok(Json(json!({"model": model.name, "created_at": now_rfc3339(), "response": "", "done_reason": "load", "done": true})).into_response());
+    }
+    let text = if request.raw {
+        request.prompt.clone()
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = &request.system {
+            messages.push(ChatMessage::new("system", system.clone()));
+        }
+        messages.push(ChatMessage::new("user", request.prompt.clone()));
+        model
+            .template
+            .render(&messages, None, true)
+            .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?
+    };
+    respond(model, &text, &request.options, request.stream, false).await
+}
+
+/// Runs one generation and answers as Ollama does: NDJSON lines while streaming, else one object.
+async fn respond(
+    model: Arc<LoadedModel>,
+    prompt_text: &str,
+    options: &Options,
+    stream: bool,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let prompt = model
+        .tokenizer
+        .encode(prompt_text, true)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
+    let valid = validate(
+        prompt,
+        &options.params(),
+        model.vocab_size,
+        model.context_size,
+    )?;
+    let receivers = generation::submit(&model, &valid, 1)?;
+    let name = model.name.clone();
+    let piece = move |text: &str, done: Option<(FinishReason, usize, usize)>| -> Value {
+        let mut line = json!({"model": name, "created_at": now_rfc3339(), "done": done.is_some()});
+        if chat {
+            line["message"] = json!({"role": "assistant", "content": text});
+        } else {
+            line["response"] = json!(text);
+        }
+        if let Some((finish, prompt_tokens, completion_tokens)) = done {
+            let total = started.elapsed().as_nanos() as u64;
+            line["done_reason"] = json!(generation::finish_reason(finish));
+            line["total_duration"] = json!(total);
+            line["load_duration"] = json!(0);
+            line["prompt_eval_count"] = json!(prompt_tokens);
+            line["eval_count"] = json!(completion_tokens);
+            line["eval_duration"] = json!(total);
+        }
+        line
+    };
+    if !stream {
+        let choice = generation::collect(receivers).await?.remove(0);
+        let finish = choice.finish.unwrap_or(FinishReason::Stop);
+        return Ok(Json(piece(
+            &choice.text,
+            Some((
+                finish,
+                choice.usage.prompt_tokens,
+                choice.usage.completion_tokens,
+            )),
+        ))
+        .into_response());
+    }
+    let lines = generation::merged(receivers).filter_map(move |event| {
+        let line = match event {
+            ChoiceEvent::Token { text, .. } if text.is_empty() => None,
+            ChoiceEvent::Token { text, .. } => Some(piece(&text, None)),
+            ChoiceEvent::Done {
+                finish,
+                text,
+                usage,
+                ..
+            } => Some(piece(
+                &text,
+                Some((finish, usage.prompt_tokens, usage.completion_tokens)),
+            )),
+            ChoiceEvent::Failed(message) => Some(json!({"error": message})),
+        };
+        futures::future::ready(line.map(|l| Ok::<_, std::convert::Infallible>(format!("{l}\n"))))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// `POST /api/pull`: pulls into the store, streaming progress lines.
+pub async fn pull(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ModelName = parse_body(&body)?;
+    let name = request.get()?.to_string();
+    let source =
+        ModelSource::parse(&name).map_err(|e| ApiError::invalid(e.to_string(), Some("model")))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let progress_tx = tx.clone();
+    let progress: crate::progress::ProgressSink = Arc::new(move |event| {
+        let line = match event {
+            TransferEvent::Started { id, total, done } => {
+                json!({"status": format!("pulling {id}"), "digest": id, "total": total, "completed": done})
+            }
+            TransferEvent::Advanced { id, done } => {
+                json!({"status": format!("pulling {id}"), "digest": id, "completed": done})
+            }
+            TransferEvent::Finished { id, .. } => {
+                json!({"status": format!("pulling {id}"), "digest": id, "completed": true})
+            }
+            TransferEvent::Note(note) => json!({"status": note}),
+        };
+        let _ = progress_tx.send(line);
+    });
+    let store = app.runtime.store().clone();
+    let options = crate::registry::RegistryOptions {
+        insecure: request.insecure,
+    };
+    let task = tokio::spawn(async move {
+        let _ = tx.send(json!({"status": "pulling manifest"}));
+        let result = match source {
+            ModelSource::Registry(r) => crate::registry::pull(&store, &r, &options, progress)
+                .await
+                .map_err(|e| e.to_string()),
+            ModelSource::HuggingFace(hf) => crate::huggingface::pull(&store, &hf, progress)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let _ = match result {
+            Ok(_) => tx.send(json!({"status": "success"})),
+            Err(e) => tx.send(json!({"error": e})),
+        };
+    });
+    if !request.stream {
+        let mut last = json!({});
+        let mut rx = rx;
+        while let Some(line) = rx.recv().await {
+            last = line;
+        }
+        let _ = task.await;
+        if let Some(error) = last.get("error").and_then(Value::as_str) {
+            return Err(ApiError::invalid(error.to_string(), Some("model")));
+        }
+        return Ok(Json(last).into_response());
+    }
+    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+        .map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/delete`.
+pub async fn delete(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ModelName = parse_body(&body)?;
+    let name = request.get()?;
+    let _ = app.runtime.unload(Some(name)).await;
+    app.runtime
+        .store()
+        .remove(name, false)
+        .map_err(|e| ApiError::from(crate::runtime::RuntimeError::from(e)))?;
+    Ok(Json(json!({})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmbedRequest {
+    pub model: String,
+    pub input: PromptField,
+    pub keep_alive: Option<Value>,
+}
+
+/// `POST /api/embed`.
+pub async fn embed(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let request: EmbedRequest = parse_body(&body)?;
+    let Some(model) = model_for(&app, &request.model, &request.keep_alive).await? else {
+        return Ok(Json(json!({"model": request.model, "embeddings": []})));
+    };
+    let started = Instant::now();
+    let (vectors, tokens) = embed_all(&model, request.input).await?;
+    Ok(Json(json!({"model": model.name, "embeddings": vectors,
+                   "total_duration": started.elapsed().as_nanos() as u64, "prompt_eval_count": tokens})))
+}

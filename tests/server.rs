@@ -1,0 +1,217 @@
+//! `model serve` with real clients: the openai Python SDK, concurrent streams, and raw HTTP for the error
+//! paths, disconnects and metrics. Every loop is bounded and talks only to 127.0.0.1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, cli_with_default_model};
+use serde_json::{Value, json};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn post(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body");
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn openai_sdk_works_by_base_url_alone() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    let out = server.run_python("openai_basics.py");
+    assert!(out.contains("openai SDK checks passed"), "{out}");
+}
+
+#[test]
+fn sixteen_concurrent_streams_match_solo_runs_and_share_steps() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--parallel", "16"]);
+    server.run_python("concurrent_streams.py");
+    runtime().block_on(async {
+        let generated = metric(&server, "model_runner:generation_tokens_total").await;
+        let finished = metric(&server, "model_runner:request_success_total").await;
+        let steps = metric(&server, "model_runner:steps_total").await;
+        assert_eq!(finished, 32.0, "16 solo + 16 concurrent requests");
+        // Shared steps: far fewer forward passes than tokens generated.
+        assert!(
+            steps < generated * 0.8,
+            "{steps} steps for {generated} tokens"
+        );
+        let text = reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("model_runner:time_to_first_token_seconds_count"),
+            "{text}"
+        );
+    });
+}
+
+#[test]
+fn errors_come_back_in_openai_shape_with_the_right_status() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--context-size", "256", "--body-limit", "65536"]);
+    let url = server.url("/v1/chat/completions");
+    runtime().block_on(async {
+        for (body, param) in [
+            ("{not json".to_string(), None),
+            (json!({"model": "ai/smollm2", "messages": "hi"}).to_string(), Some("messages")),
+            (json!({"model": "ai/smollm2", "messages": []}).to_string(), Some("messages")),
+            (json!({"model": "ai/smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}).to_string(), Some("max_tokens")),
+            (json!({"model": "ai/smollm2", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}).to_string(), Some("temperature")),
+            (json!({"model": "ai/smollm2", "messages": [{"role": "wizard", "content": "hi"}]}).to_string(), Some("messages[0].role")),
+        ] {
+            let (status, _, error) = post(&url, body.clone()).await;
+            assert_eq!(status, 400, "{body} -> {error}");
+            assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+            if let Some(param) = param {
+                assert_eq!(error["error"]["param"], param, "{body} -> {error}");
+            }
+        }
+        let long = "word ".repeat(400);
+        let (status, _, error) = post(&url, json!({"model": "ai/smollm2", "messages": [{"role": "user", "content": long}]}).to_string()).await;
+        assert_eq!(status, 400, "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("256"), "the limit is named: {message}");
+        let (status, _, error) = post(&url, json!({"model": "ai/unknown", "messages": [{"role": "user", "content": "hi"}]}).to_string()).await;
+        assert_eq!((status, error["error"]["code"].as_str()), (404, Some("model_not_found")));
+        let (status, _, error) = post(&url, "x".repeat(100_000)).await;
+        assert_eq!(status, 413, "{error}");
+        assert!(error["error"]["message"].is_string());
+    });
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--parallel", "1", "--max-queue", "1"]);
+    let url = server.url("/v1/completions");
+    runtime().block_on(async {
+        let body = json!({"model": "ai/smollm2", "prompt": "Tell me a long story.", "max_tokens": 64, "ignore_eos": true}).to_string();
+        let requests: Vec<_> = (0..6).map(|_| post(&url, body.clone())).collect();
+        let results = futures::future::join_all(requests).await;
+        let refused: Vec<_> = results.iter().filter(|(s, _, _)| *s == 503).collect();
+        assert!(!refused.is_empty(), "some of 6 requests must be refused with a queue of 1");
+        for (_, headers, error) in refused {
+            assert!(headers.contains_key("retry-after"));
+            assert_eq!(error["error"]["code"], "server_overloaded");
+        }
+        assert!(results.iter().any(|(s, _, _)| *s == 200));
+    });
+}
+
+#[test]
+fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    runtime().block_on(async {
+        let mut response = reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(json!({"model": "ai/smollm2", "stream": true, "max_tokens": 2000, "ignore_eos": true,
+                          "messages": [{"role": "user", "content": "Write a long essay."}]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let mut received = 0;
+        while received < 3 {
+            response.chunk().await.unwrap().expect("stream chunk");
+            received += 1;
+        }
+        assert!(metric(&server, "model_runner:kv_cache_blocks_used").await > 0.0);
+        drop(response);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let used = metric(&server, "model_runner:kv_cache_blocks_used").await;
+            let running = metric(&server, "model_runner:num_requests_running").await;
+            if used == 0.0 && running == 0.0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "blocks still held after disconnect: {used}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+#[test]
+fn api_key_guards_every_route_but_health() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--api-key", "s3cret"]);
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        assert_eq!(
+            client
+                .get(server.url("/health"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+        assert_eq!(
+            client
+                .get(server.url("/v1/models"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            401
+        );
+        let ok = client
+            .get(server.url("/v1/models"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status().as_u16(), 200);
+        let dmr = client
+            .get(server.url("/engines/llama.cpp/v1/models"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(dmr.status().as_u16(), 200);
+    });
+}
