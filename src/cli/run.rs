@@ -207,6 +207,7 @@ impl Session {
     fn answer(&self, engine: &mut Engine, history: &[ChatMessage]) -> Result<String> {
         let prompt_text = engine.template.render(history, None, true)?;
         let prompt = engine.tokenizer.encode(&prompt_text, true)?;
+        tracing::debug!(prompt = %prompt_text, tokens = prompt.len(), "rendered chat prompt");
         let defaults = SamplingParams::default();
         let request = GenerateRequest {
             prompt,

@@ -59,7 +59,9 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// Sampling fields shared by chat and completions (plus llama.cpp's extensions).
+/// Sampling fields shared by chat and completions (plus llama.cpp's extensions). Parsed from the same body
+/// as the request itself rather than `#[serde(flatten)]`ed into it, which would lose the field paths that
+/// errors name.
 #[derive(Debug, Default, Deserialize)]
 pub struct SamplingFields {
     pub max_tokens: Option<i64>,
@@ -141,8 +143,6 @@ pub struct ChatMessageIn {
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessageIn>,
-    #[serde(flatten)]
-    pub sampling: SamplingFields,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
     pub tools: Option<Value>,
@@ -236,7 +236,8 @@ pub async fn chat_completions(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse_body(&body)?;
-    let n = request.sampling.choices()?;
+    let sampling: SamplingFields = parse_body(&body)?;
+    let n = sampling.choices()?;
     let model = app.runtime.get(&request.model).await?;
     let messages = to_chat_messages(request.messages)?;
     let tools = request
@@ -263,15 +264,14 @@ pub async fn chat_completions(
             Some("top_logprobs"),
         ));
     }
-    let stream = request.sampling.stream;
-    let include_usage = request
-        .sampling
+    let stream = sampling.stream;
+    let include_usage = sampling
         .stream_options
         .as_ref()
         .is_some_and(|o| o.include_usage);
     let valid = validate(
         prompt,
-        &request.sampling.params(top),
+        &sampling.params(top),
         model.vocab_size,
         model.context_size,
     )?;
@@ -377,8 +377,6 @@ pub enum PromptField {
 pub struct CompletionRequest {
     pub model: String,
     pub prompt: PromptField,
-    #[serde(flatten)]
-    pub sampling: SamplingFields,
     pub logprobs: Option<i64>,
     #[serde(default)]
     pub echo: bool,
@@ -392,6 +390,7 @@ pub async fn completions(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: CompletionRequest = parse_body(&body)?;
+    let sampling: SamplingFields = parse_body(&body)?;
     if request.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid(
             "suffix is not supported: this server does not do fill-in-the-middle",
@@ -404,7 +403,7 @@ pub async fn completions(
             Some("best_of"),
         ));
     }
-    let n = request.sampling.choices()?;
+    let n = sampling.choices()?;
     let model = app.runtime.get(&request.model).await?;
     let prompts: Vec<Vec<u32>> = match request.prompt {
         PromptField::Text(t) => vec![encode(&model, &t)?],
@@ -431,13 +430,12 @@ pub async fn completions(
             Some("prompt"),
         ));
     }
-    let stream = request.sampling.stream;
-    let include_usage = request
-        .sampling
+    let stream = sampling.stream;
+    let include_usage = sampling
         .stream_options
         .as_ref()
         .is_some_and(|o| o.include_usage);
-    let params = request.sampling.params(request.logprobs);
+    let params = sampling.params(request.logprobs);
     let mut receivers = Vec::new();
     for prompt in &prompts {
         let valid = validate(

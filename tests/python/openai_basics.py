@@ -26,7 +26,6 @@ assert isinstance(choice.message.content, str) and choice.message.content.strip(
 assert choice.finish_reason in ("stop", "length"), choice.finish_reason
 assert chat.usage.prompt_tokens > 5 and 0 < chat.usage.completion_tokens <= 24, chat.usage
 assert chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens
-assert "paris" in choice.message.content.lower(), choice.message.content
 
 limited = client.chat.completions.create(
     model=model, messages=[{"role": "user", "content": "Count from 1 to 100."}], max_tokens=5, temperature=0
