@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
+command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
 if ((${#need[@]})); then
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo

@@ -107,10 +107,7 @@ pub fn validate(
             ));
         }
     };
-    let seed = match params.seed {
-        None => None,
-        Some(s) => Some(s as u64),
-    };
+    let seed = params.seed.map(|s| s as u64);
     let top_logprobs = match params.top_logprobs {
         None => None,
         Some(n) if (0..=MAX_TOP_LOGPROBS as i64).contains(&n) => Some(n as usize),
