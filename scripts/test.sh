@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}"
+cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-2}"

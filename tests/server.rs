@@ -162,7 +162,9 @@ fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
         drop(response);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let used = metric(&server, "model_runner:kv_cache_blocks_used").await;
+            // Blocks still in use are only those the prefix cache keeps for the next request.
+            let used = metric(&server, "model_runner:kv_cache_blocks_used").await
+                - metric(&server, "model_runner:prefix_cache_blocks").await;
             let running = metric(&server, "model_runner:num_requests_running").await;
             if used == 0.0 && running == 0.0 {
                 break;
@@ -213,5 +215,47 @@ fn api_key_guards_every_route_but_health() {
             .await
             .unwrap();
         assert_eq!(dmr.status().as_u16(), 200);
+    });
+}
+
+#[test]
+fn a_repeated_prompt_prefix_is_served_from_the_prefix_cache() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    let url = server.url("/v1/chat/completions");
+    let system = "You are a meticulous assistant. ".repeat(12);
+    let ask = |question: &str| {
+        json!({"model": "ai/smollm2", "temperature": 0, "max_tokens": 16,
+               "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]})
+        .to_string()
+    };
+    runtime().block_on(async {
+        let (_, _, first) = post(&url, ask("Name a fruit.")).await;
+        assert_eq!(
+            first["usage"]["prompt_tokens_details"]["cached_tokens"], 0,
+            "{first}"
+        );
+        let (_, _, again) = post(&url, ask("Name a fruit.")).await;
+        let cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        let prompt = again["usage"]["prompt_tokens"].as_u64().unwrap();
+        assert!(
+            cached >= 64 && cached < prompt,
+            "cached {cached} of {prompt}"
+        );
+        assert_eq!(
+            again["choices"][0]["message"]["content"],
+            first["choices"][0]["message"]["content"]
+        );
+        let (_, _, other) = post(&url, ask("Name a country.")).await;
+        assert!(
+            other["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap()
+                >= 64,
+            "{other}"
+        );
+        assert!(metric(&server, "model_runner:prefix_cache_hits_total").await >= 128.0);
     });
 }

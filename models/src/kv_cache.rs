@@ -130,6 +130,10 @@ impl BlockAllocator {
         self.refs[block as usize] += 1;
     }
 
+    fn refs(&self, block: u32) -> u32 {
+        self.refs[block as usize]
+    }
+
     fn release(&mut self, block: u32) {
         let r = &mut self.refs[block as usize];
         *r = r.saturating_sub(1);
@@ -179,6 +183,11 @@ impl BlockPool {
 
     pub fn total_blocks(&self) -> usize {
         self.lock().total_blocks()
+    }
+
+    /// How many leases hold `block`.
+    pub fn holders(&self, block: u32) -> u32 {
+        self.lock().refs(block)
     }
 
     /// An empty lease that grows as its sequence does.
@@ -234,6 +243,20 @@ impl BlockLease {
         let rest = std::mem::take(&mut self.blocks);
         self.blocks = blocks.to_vec();
         self.blocks.extend(rest);
+    }
+
+    /// Takes a share of `block` (held by another lease) at the end of this lease.
+    pub fn adopt(&mut self, block: u32) {
+        self.pool.lock().retain(block);
+        self.blocks.push(block);
+    }
+
+    /// Gives back this lease's share of `block`.
+    pub fn give_back(&mut self, block: u32) {
+        if let Some(at) = self.blocks.iter().position(|&b| b == block) {
+            self.blocks.swap_remove(at);
+            self.pool.lock().release(block);
+        }
     }
 
     /// Gives every block back; the lease stays usable and empty.

@@ -9,6 +9,7 @@
 //! Architecture Invariant: the scheduler thread is the only user of its engine and of the KV cache's blocks.
 
 pub mod plan;
+pub mod prefix_cache;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::engine::text_stream::{StopMatcher, StopScan, TextStream};
 use crate::engine::{Engine, FinishReason, PREFILL_CHUNK};
 use crate::metrics::Histogram;
 use plan::{Pending, StepBudget, plan_step};
+use prefix_cache::PrefixCache;
 
 /// A request the scheduler accepts: validated, tokenized, within the context.
 #[derive(Debug, Clone)]
@@ -101,6 +103,11 @@ pub struct SchedulerStats {
     pub steps: AtomicU64,
     pub kv_blocks_total: AtomicUsize,
     pub kv_blocks_used: AtomicUsize,
+    /// Blocks the prefix cache holds (some may also be held by running sequences).
+    pub prefix_cache_blocks: AtomicUsize,
+    /// Prompt tokens looked up in the prefix cache, and those found there.
+    pub prefix_cache_queries: AtomicU64,
+    pub prefix_cache_hits: AtomicU64,
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
 }
@@ -194,6 +201,10 @@ struct Sequence {
     stops: StopMatcher,
     generated: usize,
     last_token_at: Option<Instant>,
+    /// Prompt tokens found in the prefix cache at admission.
+    prefix_hit: usize,
+    /// Whether this sequence's prompt blocks are in the prefix cache.
+    prompt_cached: bool,
 }
 
 impl Sequence {
@@ -217,6 +228,8 @@ impl Sequence {
             text: TextStream::new(),
             generated: 0,
             last_token_at: None,
+            prefix_hit: 0,
+            prompt_cached: false,
             submission,
         }
     }
@@ -229,7 +242,7 @@ impl Sequence {
         Usage {
             prompt_tokens: self.submission.request.prompt.len(),
             completion_tokens: self.generated,
-            cached_tokens: 0,
+            cached_tokens: self.prefix_hit,
         }
     }
 }
@@ -242,6 +255,7 @@ struct Loop {
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     embeds: VecDeque<EmbedJob>,
+    prefix: PrefixCache,
 }
 
 impl Loop {
@@ -252,13 +266,14 @@ impl Loop {
         stats: Arc<SchedulerStats>,
     ) -> Self {
         Self {
-            engine,
             config,
             submissions,
             stats,
             waiting: VecDeque::new(),
             running: Vec::new(),
             embeds: VecDeque::new(),
+            prefix: PrefixCache::new(engine.pool()),
+            engine,
         }
     }
 
@@ -345,13 +360,41 @@ impl Loop {
             let Some(mut next) = self.waiting.pop_front() else {
                 break;
             };
-            if next.lease.reserve(next.tokens.len() + 1).is_err() {
-                // Not enough blocks yet: it stays first in line.
+            let shared = self.prefix.lookup(&next.tokens);
+            if !shared.is_empty() {
+                next.lease.share_prefix(&shared);
+                next.cached = shared.len() * self.engine.pool().block_size();
+            }
+            if !self.reserve_or_evict(&mut next.lease, next.tokens.len() + 1) {
+                // Not enough blocks yet: it stays first in line, holding nothing.
+                next.lease.clear();
+                next.cached = 0;
                 self.waiting.push_front(next);
                 break;
             }
+            if next.generated == 0 {
+                next.prefix_hit = next.cached;
+                self.stats
+                    .prefix_cache_queries
+                    .fetch_add(next.tokens.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .prefix_cache_hits
+                    .fetch_add(next.cached as u64, Ordering::Relaxed);
+            }
             self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
             self.running.push(next);
+        }
+    }
+
+    /// Reserves room for `tokens` positions, evicting unused prefix-cache blocks if that makes room.
+    fn reserve_or_evict(&mut self, lease: &mut BlockLease, tokens: usize) -> bool {
+        loop {
+            if lease.reserve(tokens).is_ok() {
+                return true;
+            }
+            if !self.prefix.evict_one() {
+                return false;
+            }
         }
     }
 
@@ -380,7 +423,11 @@ impl Loop {
         let mut i = 0;
         while i < self.running.len() {
             let need = self.running[i].tokens.len() + 1;
-            if self.running[i].lease.reserve(need).is_ok() {
+            let mut lease =
+                std::mem::replace(&mut self.running[i].lease, self.engine.pool().lease());
+            let reserved = self.reserve_or_evict(&mut lease, need);
+            self.running[i].lease = lease;
+            if reserved {
                 i += 1;
             } else if !self.preempt_youngest() {
                 break;
@@ -447,6 +494,12 @@ impl Loop {
         };
         for (i, seq) in self.running.iter_mut().enumerate() {
             seq.cached += take[i];
+            let prompt = seq.submission.request.prompt.len();
+            if !seq.prompt_cached && seq.cached >= prompt {
+                self.prefix
+                    .insert(&seq.tokens[..prompt], seq.lease.blocks());
+                seq.prompt_cached = true;
+            }
         }
         let mut finished = Vec::new();
         for (row, &i) in sampled_rows.iter().enumerate() {
@@ -514,6 +567,9 @@ impl Loop {
         self.stats
             .running
             .store(self.running.len(), Ordering::Relaxed);
+        self.stats
+            .prefix_cache_blocks
+            .store(self.prefix.blocks(), Ordering::Relaxed);
         let pool = self.engine.pool();
         self.stats
             .kv_blocks_used

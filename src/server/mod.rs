@@ -150,7 +150,25 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let models = state.runtime.loaded().await;
     let mut out = String::new();
     type Gauge = fn(&crate::scheduler::SchedulerStats) -> f64;
-    let series: [(&str, &str, &str, Gauge); 9] = [
+    let series: [(&str, &str, &str, Gauge); 12] = [
+        (
+            "model_runner:prefix_cache_blocks",
+            "gauge",
+            "KV cache blocks kept by the prefix cache.",
+            |s| s.prefix_cache_blocks.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:prefix_cache_queries_total",
+            "counter",
+            "Prompt tokens looked up in the prefix cache.",
+            |s| s.prefix_cache_queries.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "model_runner:prefix_cache_hits_total",
+            "counter",
+            "Prompt tokens found in the prefix cache.",
+            |s| s.prefix_cache_hits.load(Ordering::Relaxed) as f64,
+        ),
         (
             "model_runner:num_requests_running",
             "gauge",
