@@ -3,6 +3,7 @@
 //! Each command turns its arguments into calls on the store, registry and package modules and prints the
 //! result; errors travel up to `main`, which prints one line.
 
+mod bench;
 mod client;
 mod progress_view;
 pub mod run;
@@ -40,6 +41,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the OpenAI-compatible API.
     Serve(serve::ServeArgs),
+    /// Measure throughput: the engine in process, or any OpenAI-compatible endpoint under load.
+    Bench(bench::BenchArgs),
     /// List the models a running server has loaded.
     Ps,
     /// Unload a model (or all) from a running server.
@@ -130,6 +133,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(&store, args).await,
         Command::Serve(args) => serve::serve(store, args).await,
+        Command::Bench(args) => bench::bench(&store, args).await,
         Command::Ps => client::ps().await,
         Command::Unload { reference, all } => {
             if reference.is_none() && !all {

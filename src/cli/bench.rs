@@ -1,0 +1,320 @@
+//! `model bench`: throughput, measured two ways.
+//!
+//! - `--local REF`: the engine alone, in process: prompt processing (512 tokens), single-stream decode
+//!   (128 tokens), and aggregate decode of 4/8/16 sequences sharing each packed step.
+//! - `--url URL`: a load test of any OpenAI-compatible endpoint (ours, llama.cpp's `llama-server`, ...):
+//!   streaming chat requests at each concurrency, reporting aggregate tok/s, time to first token and
+//!   inter-token latency percentiles, and errors. `--compare URL2` runs the same load against a second
+//!   endpoint in alternation and prints the ratios. Every loop is bounded by `--requests`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::engine::sampler::{Sampler, SamplingParams};
+use crate::engine::{Engine, EngineOptions};
+use models::{LogitsWanted, StepBatch};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Benchmark the engine in process on this stored model.
+    #[arg(long, conflicts_with = "url")]
+    pub local: Option<String>,
+    /// Benchmark an OpenAI-compatible endpoint (base URL ending in /v1).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// A second endpoint to compare against, run in alternation with the first.
+    #[arg(long, requires = "url")]
+    pub compare: Option<String>,
+    /// Model name to request from the endpoint(s).
+    #[arg(long, default_value = "ai/smollm2")]
+    pub model: String,
+    /// Concurrency levels (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    pub concurrency: Vec<usize>,
+    /// Requests per concurrency level (at least the concurrency).
+    #[arg(long, default_value_t = 32)]
+    pub requests: usize,
+    /// Tokens per answer (sent with ignore_eos so every answer has this length where supported).
+    #[arg(long, default_value_t = 96)]
+    pub max_tokens: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn bench(store: &crate::store::Store, args: BenchArgs) -> Result<()> {
+    match (&args.local, &args.url) {
+        (Some(reference), _) => local(store, reference, &args),
+        (None, Some(url)) => http(url, &args).await,
+        (None, None) => bail!("name --local MODEL or --url URL"),
+    }
+}
+
+fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Result<()> {
+    let model = store.resolve(reference)?;
+    let files = super::run::model_files(store, &model)?;
+    let mut engine = Engine::load(
+        &files,
+        &EngineOptions {
+            context_size: Some(1024),
+            sequences: 16,
+            ..Default::default()
+        },
+    )?;
+    let vocab = engine.info().vocab_size as u32;
+    let prompt: Vec<u32> = (0..512u32).map(|i| (i * 7919 + 13) % vocab).collect();
+
+    // Warm-up, then prompt processing: 512 tokens in one step.
+    timed_prefill(&mut engine, &prompt[..64])?;
+    let pp = timed_prefill(&mut engine, &prompt)?;
+    let mut results = vec![json!({"test": "pp512", "tokens_per_second": 512.0 / pp.as_secs_f64()})];
+    for sequences in [1usize, 4, 8, 16] {
+        let steps = if sequences == 1 { 128 } else { 64 };
+        let rate = decode_rate(&mut engine, sequences, steps, &prompt[..32])?;
+        let name = if sequences == 1 {
+            "tg128".to_string()
+        } else {
+            format!("decode x{sequences}")
+        };
+        results.push(json!({"test": name, "tokens_per_second": rate}));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        println!("{:<14} {:>12}", "TEST", "TOKENS/S");
+        for r in &results {
+            println!(
+                "{:<14} {:>12.1}",
+                r["test"].as_str().unwrap_or_default(),
+                r["tokens_per_second"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn timed_prefill(engine: &mut Engine, tokens: &[u32]) -> Result<Duration> {
+    let mut lease = engine.pool().lease();
+    lease.reserve(tokens.len())?;
+    let mut batch = StepBatch::default();
+    batch.push(tokens, 0, lease.blocks().to_vec(), LogitsWanted::Last);
+    let started = Instant::now();
+    engine.step(&batch)?;
+    Ok(started.elapsed())
+}
+
+/// Generated tokens per second in all, `sequences` decoding together for `steps` packed steps.
+fn decode_rate(engine: &mut Engine, sequences: usize, steps: usize, prompt: &[u32]) -> Result<f64> {
+    let mut leases = Vec::new();
+    let mut batch = StepBatch::default();
+    for _ in 0..sequences {
+        let mut lease = engine.pool().lease();
+        lease.reserve(prompt.len() + steps + 1)?;
+        batch.push(prompt, 0, lease.blocks().to_vec(), LogitsWanted::Last);
+        leases.push(lease);
+    }
+    let mut logits = engine.step(&batch)?.to_vec2::<f32>()?;
+    let mut samplers: Vec<Sampler> = (0..sequences)
+        .map(|_| Sampler::new(SamplingParams::greedy()))
+        .collect();
+    let started = Instant::now();
+    for step in 0..steps {
+        let mut batch = StepBatch::default();
+        for (s, lease) in leases.iter().enumerate() {
+            let token = samplers[s].sample(&logits[s]).id;
+            batch.push(
+                &[token],
+                prompt.len() + step,
+                lease.blocks().to_vec(),
+                LogitsWanted::Last,
+            );
+        }
+        logits = engine.step(&batch)?.to_vec2::<f32>()?;
+    }
+    Ok((sequences * steps) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One streamed request's timings.
+struct Sample {
+    ttft: Duration,
+    gaps: Vec<Duration>,
+    tokens: usize,
+}
+
+async fn http(url: &str, args: &BenchArgs) -> Result<()> {
+    let endpoints: Vec<&str> = std::iter::once(url)
+        .chain(args.compare.as_deref())
+        .collect();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let mut rows = Vec::new();
+    for &concurrency in &args.concurrency {
+        for endpoint in &endpoints {
+            let row = load(&client, endpoint, concurrency, args).await?;
+            rows.push(row);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "ENDPOINT", "CONC", "TOK/S", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "ERRORS"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:>5} {:>10.1} {:>9.0}ms {:>9.0}ms {:>9.1}ms {:>9.1}ms {:>7}",
+            r["endpoint"].as_str().unwrap_or_default(),
+            r["concurrency"],
+            r["tokens_per_second"].as_f64().unwrap_or(0.0),
+            r["ttft_ms_p50"].as_f64().unwrap_or(0.0),
+            r["ttft_ms_p99"].as_f64().unwrap_or(0.0),
+            r["itl_ms_p50"].as_f64().unwrap_or(0.0),
+            r["itl_ms_p99"].as_f64().unwrap_or(0.0),
+            r["errors"],
+        );
+    }
+    if endpoints.len() == 2 {
+        println!("\nRATIOS (first / second)");
+        for pair in rows.chunks(2) {
+            let ratio = |key: &str| {
+                pair[0][key].as_f64().unwrap_or(0.0) / pair[1][key].as_f64().unwrap_or(f64::NAN)
+            };
+            println!(
+                "concurrency {:>3}: tok/s x{:.2}, TTFT p50 x{:.2}",
+                pair[0]["concurrency"],
+                ratio("tokens_per_second"),
+                ratio("ttft_ms_p50")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn load(
+    client: &reqwest::Client,
+    endpoint: &str,
+    concurrency: usize,
+    args: &BenchArgs,
+) -> Result<Value> {
+    let requests = args.requests.max(concurrency);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, endpoint, next, model) = (
+                client.clone(),
+                endpoint.to_string(),
+                next.clone(),
+                args.model.clone(),
+            );
+            let max_tokens = args.max_tokens;
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                let mut errors = 0usize;
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                    match one_request(&client, &endpoint, &model, max_tokens).await {
+                        Ok(sample) => samples.push(sample),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (samples, errors)
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        let (s, e) = worker.await?;
+        samples.extend(s);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let tokens: usize = samples.iter().map(|s| s.tokens).sum();
+    let mut ttft: Vec<f64> = samples.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect();
+    let mut itl: Vec<f64> = samples
+        .iter()
+        .flat_map(|s| s.gaps.iter().map(|g| g.as_secs_f64() * 1e3))
+        .collect();
+    Ok(json!({
+        "endpoint": endpoint, "concurrency": concurrency, "requests": samples.len(), "errors": errors,
+        "tokens_per_second": tokens as f64 / elapsed,
+        "ttft_ms_p50": percentile(&mut ttft, 0.5), "ttft_ms_p99": percentile(&mut ttft, 0.99),
+        "itl_ms_p50": percentile(&mut itl, 0.5), "itl_ms_p99": percentile(&mut itl, 0.99),
+    }))
+}
+
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+/// One streaming chat request; each SSE chunk with content counts as one token.
+async fn one_request(
+    client: &reqwest::Client,
+    endpoint: &str,
+    model: &str,
+    max_tokens: usize,
+) -> Result<Sample> {
+    let body = json!({
+        "model": model, "stream": true, "max_tokens": max_tokens, "ignore_eos": true, "temperature": 0,
+        "messages": [{"role": "user", "content": "Write a story about a lighthouse keeper."}],
+    });
+    let started = Instant::now();
+    let mut response = client
+        .post(format!(
+            "{}/chat/completions",
+            endpoint.trim_end_matches('/')
+        ))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .context("request failed")?;
+    if !response.status().is_success() {
+        bail!("HTTP {}", response.status());
+    }
+    let mut buffer = String::new();
+    let mut last: Option<Instant> = None;
+    let mut sample = Sample {
+        ttft: Duration::ZERO,
+        gaps: Vec::new(),
+        tokens: 0,
+    };
+    while let Some(chunk) = response.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                return Ok(sample);
+            }
+            let Ok(event) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            let has_content = event["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty());
+            if has_content {
+                let now = Instant::now();
+                match last {
+                    None => sample.ttft = now - started,
+                    Some(t) => sample.gaps.push(now - t),
+                }
+                last = Some(now);
+                sample.tokens += 1;
+            }
+        }
+    }
+    Ok(sample)
+}
