@@ -259,3 +259,11 @@ fn a_repeated_prompt_prefix_is_served_from_the_prefix_cache() {
         assert!(metric(&server, "model_runner:prefix_cache_hits_total").await >= 128.0);
     });
 }
+
+#[test]
+fn ollama_clients_chat_with_streaming_ndjson() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    let out = server.run_python("ollama_chat.py");
+    assert!(out.contains("ollama API checks passed"), "{out}");
+}

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::errors::ApiError;
 use super::openai::parse_body;
+use super::pulling::PullUpdate;
 use crate::progress::TransferEvent;
 use crate::reference::ModelSource;
 use crate::runtime::RuntimeError;
@@ -70,44 +71,22 @@ pub async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Res
     let request: CreateRequest = parse_body(&body)?;
     let source = ModelSource::parse(&request.from)
         .map_err(|e| ApiError::invalid(e.to_string(), Some("from")))?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let progress_tx = tx.clone();
-    let progress: crate::progress::ProgressSink = Arc::new(move |event| {
-        let line = match event {
-            TransferEvent::Started { id, total, done } => {
-                json!({"type": "progress", "message": format!("Downloading {id}"), "layer": {"id": id, "size": total, "current": done}})
-            }
-            TransferEvent::Advanced { id, done } => {
-                json!({"type": "progress", "message": format!("Downloading {id}"), "layer": {"id": id, "current": done}})
-            }
-            TransferEvent::Finished { id, .. } => {
-                json!({"type": "progress", "message": format!("Downloaded {id}"), "layer": {"id": id}})
-            }
-            TransferEvent::Note(note) => json!({"type": "progress", "message": note}),
-        };
-        let _ = progress_tx.send(line);
+    let updates = super::pulling::start(app.runtime.store().clone(), source, Default::default());
+    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(updates).map(|update| match update {
+        PullUpdate::Progress(TransferEvent::Started { id, total, done }) => {
+            json!({"type": "progress", "message": format!("Downloading {id}"), "layer": {"id": id, "size": total, "current": done}})
+        }
+        PullUpdate::Progress(TransferEvent::Advanced { id, done }) => {
+            json!({"type": "progress", "message": format!("Downloading {id}"), "layer": {"id": id, "current": done}})
+        }
+        PullUpdate::Progress(TransferEvent::Finished { id, .. }) => {
+            json!({"type": "progress", "message": format!("Downloaded {id}"), "layer": {"id": id}})
+        }
+        PullUpdate::Progress(TransferEvent::Note(note)) => json!({"type": "progress", "message": note}),
+        PullUpdate::Finished(Ok(id)) => json!({"type": "success", "message": format!("Model pulled successfully: {id}")}),
+        PullUpdate::Finished(Err(e)) => json!({"type": "error", "message": e}),
     });
-    let store = app.runtime.store().clone();
-    tokio::spawn(async move {
-        let result = match source {
-            ModelSource::Registry(r) => {
-                crate::registry::pull(&store, &r, &Default::default(), progress)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            ModelSource::HuggingFace(hf) => crate::huggingface::pull(&store, &hf, progress)
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        let _ = match result {
-            Ok(id) => tx.send(
-                json!({"type": "success", "message": format!("Model pulled successfully: {id}")}),
-            ),
-            Err(e) => tx.send(json!({"type": "error", "message": e})),
-        };
-    });
-    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
-        .map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
+    let lines = lines.map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(lines),

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod generation;
 pub mod ollama;
 pub mod openai;
+pub mod pulling;
 
 use std::fmt::Write;
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@ use super::AppState;
 use super::errors::ApiError;
 use super::generation::{self, ChoiceEvent};
 use super::openai::{PromptField, embed_all, parse_body};
+use super::pulling::PullUpdate;
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::progress::TransferEvent;
@@ -399,56 +400,32 @@ pub async fn pull(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Respo
     let name = request.get()?.to_string();
     let source =
         ModelSource::parse(&name).map_err(|e| ApiError::invalid(e.to_string(), Some("model")))?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let progress_tx = tx.clone();
-    let progress: crate::progress::ProgressSink = Arc::new(move |event| {
-        let line = match event {
-            TransferEvent::Started { id, total, done } => {
-                json!({"status": format!("pulling {id}"), "digest": id, "total": total, "completed": done})
-            }
-            TransferEvent::Advanced { id, done } => {
-                json!({"status": format!("pulling {id}"), "digest": id, "completed": done})
-            }
-            TransferEvent::Finished { id, .. } => {
-                json!({"status": format!("pulling {id}"), "digest": id, "completed": true})
-            }
-            TransferEvent::Note(note) => json!({"status": note}),
-        };
-        let _ = progress_tx.send(line);
-    });
-    let store = app.runtime.store().clone();
     let options = crate::registry::RegistryOptions {
         insecure: request.insecure,
     };
-    let task = tokio::spawn(async move {
-        let _ = tx.send(json!({"status": "pulling manifest"}));
-        let result = match source {
-            ModelSource::Registry(r) => crate::registry::pull(&store, &r, &options, progress)
-                .await
-                .map_err(|e| e.to_string()),
-            ModelSource::HuggingFace(hf) => crate::huggingface::pull(&store, &hf, progress)
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        let _ = match result {
-            Ok(_) => tx.send(json!({"status": "success"})),
-            Err(e) => tx.send(json!({"error": e})),
-        };
-    });
-    if !request.stream {
-        let mut last = json!({});
-        let mut rx = rx;
-        while let Some(line) = rx.recv().await {
-            last = line;
+    let updates = super::pulling::start(app.runtime.store().clone(), source, options);
+    let lines = std::iter::once(json!({"status": "pulling manifest"}));
+    let progress = tokio_stream::wrappers::UnboundedReceiverStream::new(updates).map(|update| match update {
+        PullUpdate::Progress(TransferEvent::Started { id, total, done }) => {
+            json!({"status": format!("pulling {id}"), "digest": id, "total": total, "completed": done})
         }
-        let _ = task.await;
+        PullUpdate::Progress(TransferEvent::Advanced { id, done }) => {
+            json!({"status": format!("pulling {id}"), "digest": id, "completed": done})
+        }
+        PullUpdate::Progress(TransferEvent::Finished { id, .. }) => json!({"status": format!("pulling {id}"), "digest": id}),
+        PullUpdate::Progress(TransferEvent::Note(note)) => json!({"status": note}),
+        PullUpdate::Finished(Ok(_)) => json!({"status": "success"}),
+        PullUpdate::Finished(Err(e)) => json!({"error": e}),
+    });
+    let lines = futures::stream::iter(lines).chain(progress);
+    if !request.stream {
+        let last = lines.fold(json!({}), |_, line| async move { line }).await;
         if let Some(error) = last.get("error").and_then(Value::as_str) {
             return Err(ApiError::invalid(error.to_string(), Some("model")));
         }
         return Ok(Json(last).into_response());
     }
-    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
-        .map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
+    let lines = lines.map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),

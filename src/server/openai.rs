@@ -326,8 +326,7 @@ fn chat_stream(
             chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]))
         })
         .collect();
-    let mut usages = vec![Usage::default(); choices];
-    let mut open = choices;
+    let mut tally = UsageTally::new(choices);
     let events = generation::merged(receivers).flat_map(move |event| {
         let mut out: Vec<Value> = Vec::new();
         match event {
@@ -342,11 +341,11 @@ fn chat_stream(
                     out.push(chunk(json!([{"index": index, "delta": {"content": text}, "logprobs": null, "finish_reason": null}])));
                 }
                 out.push(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_reason(finish)}])));
-                usages[index] = usage;
-                open -= 1;
-                if open == 0 && include_usage {
+                if let Some(total) = tally.finish(index, usage)
+                    && include_usage
+                {
                     let mut last = chunk(json!([]));
-                    last["usage"] = usage_json(total_usage(usages.iter().copied()));
+                    last["usage"] = usage_json(total);
                     out.push(last);
                 }
             }
@@ -354,6 +353,35 @@ fn chat_stream(
         }
         futures::stream::iter(out)
     });
+    sse(first, events)
+}
+
+/// Counts finished choices; gives the summed usage when the last one finishes.
+struct UsageTally {
+    usages: Vec<Usage>,
+    open: usize,
+}
+
+impl UsageTally {
+    fn new(choices: usize) -> Self {
+        Self {
+            usages: vec![Usage::default(); choices],
+            open: choices,
+        }
+    }
+
+    fn finish(&mut self, index: usize, usage: Usage) -> Option<Usage> {
+        self.usages[index] = usage;
+        self.open -= 1;
+        (self.open == 0).then(|| total_usage(self.usages.iter().copied()))
+    }
+}
+
+/// An SSE response: the opening chunks, the event chunks, then `data: [DONE]`.
+fn sse(
+    first: Vec<Value>,
+    events: impl futures::Stream<Item = Value> + Send + 'static,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = futures::stream::iter(first)
         .chain(events)
         .map(|v| SseEvent::default().data(v.to_string()))
@@ -558,8 +586,7 @@ fn completion_stream(
             chunk(json!([{"index": i, "text": t, "logprobs": null, "finish_reason": null}]))
         })
         .collect();
-    let mut usages = vec![Usage::default(); choices];
-    let mut open = choices;
+    let mut tally = UsageTally::new(choices);
     let events = generation::merged(receivers).flat_map(move |event| {
         let mut out = Vec::new();
         match event {
@@ -573,11 +600,11 @@ fn completion_stream(
             }
             ChoiceEvent::Done { index, finish, text, usage } => {
                 out.push(chunk(json!([{"index": index, "text": text, "logprobs": null, "finish_reason": finish_reason(finish)}])));
-                usages[index] = usage;
-                open -= 1;
-                if open == 0 && include_usage {
+                if let Some(total) = tally.finish(index, usage)
+                    && include_usage
+                {
                     let mut last = chunk(json!([]));
-                    last["usage"] = usage_json(total_usage(usages.iter().copied()));
+                    last["usage"] = usage_json(total);
                     out.push(last);
                 }
             }
@@ -585,14 +612,7 @@ fn completion_stream(
         }
         futures::stream::iter(out)
     });
-    let stream = futures::stream::iter(first)
-        .chain(events)
-        .map(|v| SseEvent::default().data(v.to_string()))
-        .chain(futures::stream::once(async {
-            SseEvent::default().data("[DONE]")
-        }))
-        .map(Ok);
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    sse(first, events)
 }
 
 fn model_json(name: &str, created: i64) -> Value {

@@ -1,0 +1,48 @@
+"""A small Ollama client: /api/chat streaming NDJSON, /api/tags, /api/ps, /api/show, /api/embed."""
+import json
+import os
+import urllib.request
+
+base = os.environ["BASE_URL"].removesuffix("/v1")
+model = os.environ["MODEL"]
+
+
+def call(path, body=None, method=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data else "GET"),
+                                 headers={"content-type": "application/json"})
+    return urllib.request.urlopen(req, timeout=120)
+
+
+tags = json.load(call("/api/tags"))
+assert any(m["name"] == model for m in tags["models"]), tags
+assert tags["models"][0]["details"]["quantization_level"] == "Q4_1", tags
+
+lines = []
+with call("/api/chat", {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
+                        "options": {"temperature": 0, "num_predict": 12}}) as response:
+    assert response.headers["content-type"].startswith("application/x-ndjson"), response.headers
+    for raw in response:
+        if raw.strip():
+            lines.append(json.loads(raw))
+assert len(lines) >= 2 and not lines[0]["done"], lines
+assert all(l["message"]["role"] == "assistant" for l in lines)
+final = lines[-1]
+assert final["done"] and final["done_reason"] in ("stop", "length"), final
+assert final["eval_count"] <= 12 and final["prompt_eval_count"] > 0, final
+text = "".join(l["message"]["content"] for l in lines)
+assert text.strip(), lines
+
+whole = json.load(call("/api/chat", {"model": model, "stream": False, "messages": [{"role": "user", "content": "Say hello."}],
+                                     "options": {"temperature": 0, "num_predict": 12}}))
+assert whole["message"]["content"] == text, (whole, text)
+
+ps = json.load(call("/api/ps"))
+assert ps["models"][0]["name"] == model and ps["models"][0]["context_length"] > 0, ps
+show = json.load(call("/api/show", {"model": model}))
+assert show["details"]["family"] == "llama" and "general.architecture" in show["model_info"], show
+embed = json.load(call("/api/embed", {"model": model, "input": ["hello", "world"]}))
+assert len(embed["embeddings"]) == 2 and len(embed["embeddings"][0]) == 576, len(embed["embeddings"][0])
+norm = sum(x * x for x in embed["embeddings"][0]) ** 0.5
+assert abs(norm - 1.0) < 1e-3, norm
+print("ollama API checks passed")
