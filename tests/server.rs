@@ -267,3 +267,65 @@ fn ollama_clients_chat_with_streaming_ndjson() {
     let out = server.run_python("ollama_chat.py");
     assert!(out.contains("ollama API checks passed"), "{out}");
 }
+
+#[test]
+fn model_run_answers_in_process_and_through_a_running_server() {
+    let cli = cli_with_default_model();
+    let args = [
+        "run",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+        "ai/smollm2",
+        "Name a color.",
+    ];
+    let alone = cli.ok(&args);
+    assert!(!alone.trim().is_empty(), "an answer in process");
+    // Piped stdin is the prompt when none is given.
+    let mut piped = cli
+        .command(&[
+            "run",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+            "ai/smollm2",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    piped
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Name a color.")
+        .unwrap();
+    let out = piped.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), alone);
+
+    let server = Server::start(&cli, &[]);
+    let through = cli
+        .command(&args)
+        .env("MODEL_RUNNER_PORT", server.port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        through.status.success(),
+        "{}",
+        String::from_utf8_lossy(&through.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&through.stdout),
+        alone,
+        "the server gives the same greedy answer"
+    );
+    runtime().block_on(async {
+        assert_eq!(
+            metric(&server, "model_runner:request_success_total").await,
+            1.0
+        );
+    });
+}

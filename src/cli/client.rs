@@ -91,3 +91,157 @@ pub async fn unload(reference: Option<&str>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether a model runner answers `/health` at the configured address (quickly, or not at all).
+pub async fn server_answers() -> bool {
+    let probe = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .unwrap_or_default();
+    probe
+        .get(format!("{}/health", server_url()))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// `model run` through a running server: the same conversation, streamed over its OpenAI API.
+pub async fn run_remote(args: super::run::RunArgs) -> Result<()> {
+    use super::run::{Input, opening, read_input};
+    use crate::engine::chat_template::ChatMessage;
+    use std::io::BufRead;
+
+    let (mut history, one_shot) = opening(&args)?;
+    if let Some(prompt) = one_shot {
+        history.push(ChatMessage::new("user", prompt));
+        ask_remote(&args, &history).await?;
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        let input = match read_input(&mut lines)? {
+            None => continue,
+            Some(Input::Quit) => return Ok(()),
+            Some(Input::Clear) => {
+                history.retain(|m| m.role == "system");
+                println!("Cleared session context");
+                continue;
+            }
+            Some(Input::Message(text)) => text,
+        };
+        history.push(ChatMessage::new("user", input));
+        match ask_remote(&args, &history).await {
+            Ok(reply) => history.push(ChatMessage::new("assistant", reply)),
+            Err(e) => {
+                history.pop();
+                eprintln!("Error: {e:#}");
+            }
+        }
+    }
+}
+
+/// Streams one answer from the server to stdout; pulls the model through the server first if it lacks it.
+async fn ask_remote(
+    args: &super::run::RunArgs,
+    history: &[crate::engine::chat_template::ChatMessage],
+) -> Result<String> {
+    use std::io::Write;
+    let mut body = json!({
+        "model": args.reference, "stream": true, "stream_options": {"include_usage": true},
+        "messages": history.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+    });
+    if let Some(t) = args.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(n) = args.max_tokens {
+        body["max_tokens"] = json!(n);
+    }
+    if let Some(seed) = args.seed {
+        body["seed"] = json!(seed);
+    }
+    let url = format!("{}/engines/v1/chat/completions", server_url());
+    let streaming = reqwest::Client::builder().build().unwrap_or_default();
+    let started = std::time::Instant::now();
+    let mut response = streaming
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    if response.status().as_u16() == 404 {
+        eprintln!(
+            "Unable to find model '{}' on the runner. Pulling it.",
+            args.reference
+        );
+        let pull = streaming
+            .post(format!("{}/models/create", server_url()))
+            .header("content-type", "application/json")
+            .body(json!({"from": args.reference}).to_string())
+            .send()
+            .await?
+            .text()
+            .await?;
+        if let Some(error) = pull
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["type"] == "error")
+        {
+            bail!("{}", error["message"].as_str().unwrap_or("pull failed"));
+        }
+        response = streaming
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+    }
+    if !response.status().is_success() {
+        let error: Value = serde_json::from_slice(&response.bytes().await?).unwrap_or(Value::Null);
+        bail!(
+            "{}",
+            error["error"]["message"]
+                .as_str()
+                .unwrap_or("the server refused the request")
+        );
+    }
+    let mut reply = String::new();
+    let mut buffer = String::new();
+    let mut usage = Value::Null;
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = response.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            if let Some(piece) = event["choices"][0]["delta"]["content"].as_str() {
+                reply.push_str(piece);
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            }
+            if !event["usage"].is_null() {
+                usage = event["usage"].clone();
+            }
+        }
+    }
+    println!();
+    if args.verbose {
+        let elapsed = started.elapsed().as_secs_f64();
+        let tokens = usage["completion_tokens"].as_u64().unwrap_or(0);
+        eprintln!(
+            "prompt eval count:    {} token(s)",
+            usage["prompt_tokens"].as_u64().unwrap_or(0)
+        );
+        eprintln!("eval count:           {tokens} token(s)");
+        eprintln!(
+            "total duration:       {elapsed:.3}s (through the server at {})",
+            server_url()
+        );
+    }
+    Ok(reply)
+}

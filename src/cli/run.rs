@@ -82,6 +82,10 @@ pub async fn resolve_or_pull(store: &Store, reference: &str) -> Result<LocalMode
 }
 
 pub async fn run(store: &Store, args: RunArgs) -> Result<()> {
+    // As `docker model run` talks to its runner: a server that answers does the work.
+    if super::client::server_answers().await {
+        return super::client::run_remote(args).await;
+    }
     let model = resolve_or_pull(store, &args.reference).await?;
     let files = model_files(store, &model)?;
     let options = EngineOptions {
@@ -123,26 +127,77 @@ struct Session {
     generating: Arc<AtomicBool>,
 }
 
+/// The conversation's start: the system message, and the one-shot prompt (argument and/or piped stdin).
+pub fn opening(args: &RunArgs) -> Result<(Vec<ChatMessage>, Option<String>)> {
+    let mut history = Vec::new();
+    if let Some(system) = &args.system {
+        history.push(ChatMessage::new("system", system.clone()));
+    }
+    let stdin = std::io::stdin();
+    let piped = if stdin.is_terminal() {
+        None
+    } else {
+        let mut text = String::new();
+        stdin.lock().read_to_string(&mut text)?;
+        Some(text).filter(|t| !t.trim().is_empty())
+    };
+    let one_shot = match (&args.prompt, piped) {
+        (Some(prompt), Some(input)) => Some(format!("{prompt}\n\n{input}")),
+        (Some(prompt), None) => Some(prompt.clone()),
+        (None, Some(input)) => Some(input),
+        (None, None) => None,
+    };
+    Ok((history, one_shot))
+}
+
+/// What the user typed at the interactive prompt.
+pub enum Input {
+    Message(String),
+    Clear,
+    Quit,
+}
+
+/// Reads the next message: handles `"""` multi-line input and the slash commands; None for nothing to do.
+pub fn read_input(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+) -> Result<Option<Input>> {
+    print!(">>> ");
+    std::io::stdout().flush()?;
+    let Some(line) = lines.next().transpose()? else {
+        println!();
+        return Ok(Some(Input::Quit));
+    };
+    let mut input = line;
+    if let Some(rest) = input.trim_start().strip_prefix("\"\"\"") {
+        let mut text = rest.to_string();
+        while !text.trim_end().ends_with("\"\"\"") {
+            print!("... ");
+            std::io::stdout().flush()?;
+            let Some(next) = lines.next().transpose()? else {
+                break;
+            };
+            text.push('\n');
+            text.push_str(&next);
+        }
+        input = text.trim_end().trim_end_matches("\"\"\"").to_string();
+    }
+    Ok(match input.trim() {
+        "" => None,
+        "/bye" | "/exit" => Some(Input::Quit),
+        "/clear" => Some(Input::Clear),
+        "/?" | "/help" => {
+            println!(
+                "/bye to exit, /clear to forget the conversation, \"\"\" to begin and end multi-line input"
+            );
+            None
+        }
+        _ => Some(Input::Message(input)),
+    })
+}
+
 impl Session {
     fn run(&self, engine: &mut Engine) -> Result<()> {
-        let mut history = Vec::new();
-        if let Some(system) = &self.args.system {
-            history.push(ChatMessage::new("system", system.clone()));
-        }
-        let stdin = std::io::stdin();
-        let piped = if stdin.is_terminal() {
-            None
-        } else {
-            let mut text = String::new();
-            stdin.lock().read_to_string(&mut text)?;
-            Some(text).filter(|t| !t.trim().is_empty())
-        };
-        let one_shot = match (&self.args.prompt, piped) {
-            (Some(prompt), Some(input)) => Some(format!("{prompt}\n\n{input}")),
-            (Some(prompt), None) => Some(prompt.clone()),
-            (None, Some(input)) => Some(input),
-            (None, None) => None,
-        };
+        let (mut history, one_shot) = opening(&self.args)?;
         if let Some(prompt) = one_shot {
             history.push(ChatMessage::new("user", prompt));
             self.answer(engine, &history)?;
@@ -155,43 +210,16 @@ impl Session {
         let stdin = std::io::stdin();
         let mut lines = stdin.lock().lines();
         loop {
-            print!(">>> ");
-            std::io::stdout().flush()?;
-            let Some(line) = lines.next().transpose()? else {
-                println!();
-                return Ok(());
-            };
-            let mut input = line;
-            if let Some(rest) = input.trim_start().strip_prefix("\"\"\"") {
-                // Multi-line input until a line ending in """.
-                let mut text = rest.to_string();
-                while !text.trim_end().ends_with("\"\"\"") {
-                    print!("... ");
-                    std::io::stdout().flush()?;
-                    let Some(next) = lines.next().transpose()? else {
-                        break;
-                    };
-                    text.push('\n');
-                    text.push_str(&next);
-                }
-                input = text.trim_end().trim_end_matches("\"\"\"").to_string();
-            }
-            match input.trim() {
-                "" => continue,
-                "/bye" | "/exit" => return Ok(()),
-                "/clear" => {
+            let input = match read_input(&mut lines)? {
+                None => continue,
+                Some(Input::Quit) => return Ok(()),
+                Some(Input::Clear) => {
                     history.retain(|m| m.role == "system");
                     println!("Cleared session context");
                     continue;
                 }
-                "/?" | "/help" => {
-                    println!(
-                        "/bye to exit, /clear to forget the conversation, \"\"\" to begin and end multi-line input"
-                    );
-                    continue;
-                }
-                _ => {}
-            }
+                Some(Input::Message(text)) => text,
+            };
             history.push(ChatMessage::new("user", input));
             match self.answer(engine, &history) {
                 Ok(reply) => history.push(ChatMessage::new("assistant", reply)),

@@ -132,6 +132,9 @@ impl ModelCli {
             .env_remove("MODEL_RUNNER_REGISTRY_USERNAME")
             .env_remove("MODEL_RUNNER_REGISTRY_TOKEN")
             .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
+            // No runner answers here unless a test starts one: `run` stays in process.
+            .env("MODEL_RUNNER_HOST", "127.0.0.1")
+            .env("MODEL_RUNNER_PORT", "1")
             .stdin(Stdio::null());
         cmd
     }
