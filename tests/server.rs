@@ -329,3 +329,27 @@ fn model_run_answers_in_process_and_through_a_running_server() {
         );
     });
 }
+
+#[test]
+fn a_prompt_larger_than_the_whole_kv_cache_fails_instead_of_waiting_forever() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--kv-cache-blocks", "2", "--context-size", "256"]);
+    runtime().block_on(async {
+        let body = json!({"model": "ai/smollm2", "max_tokens": 4,
+                          "messages": [{"role": "user", "content": "word ".repeat(60)}]})
+        .to_string();
+        let url = server.url("/v1/chat/completions");
+        let request = post(&url, body);
+        let (status, _, error) = tokio::time::timeout(Duration::from_secs(60), request)
+            .await
+            .expect("no hang");
+        assert!(status >= 400, "{error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("KV cache"),
+            "{error}"
+        );
+    });
+}

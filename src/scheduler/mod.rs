@@ -360,6 +360,26 @@ impl Loop {
             let Some(mut next) = self.waiting.pop_front() else {
                 break;
             };
+            let pool = self.engine.pool();
+            if pool.block_size() * pool.total_blocks() < next.tokens.len() + 1 {
+                // It could never fit, however long it waited: end it now rather than hang.
+                self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                let event = if next.generated > 0 {
+                    Event::Done {
+                        finish: FinishReason::Length,
+                        usage: next.usage(),
+                        text: next.stops.finish(),
+                    }
+                } else {
+                    Event::Failed(format!(
+                        "the prompt needs {} KV cache positions, the cache has {} (raise --kv-cache-blocks)",
+                        next.tokens.len() + 1,
+                        pool.block_size() * pool.total_blocks()
+                    ))
+                };
+                let _ = next.submission.events.send(event);
+                continue;
+            }
             let shared = self.prefix.lookup(&next.tokens);
             if !shared.is_empty() {
                 next.lease.share_prefix(&shared);
