@@ -126,6 +126,18 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+impl AttentionShape {
+    /// Heads, KV heads and head size from `<arch>.attention.*` (head size defaults to hidden / heads).
+    pub fn read(w: &GgufWeights, hidden: usize) -> Result<Self, ModelError> {
+        let heads = w.arch_usize("attention.head_count")?;
+        Ok(Self {
+            heads,
+            kv_heads: w.arch_usize_or("attention.head_count_kv", heads)?,
+            head_dim: w.arch_usize_or("attention.key_length", hidden / heads.max(1))?,
+        })
+    }
+}
+
 impl Attention {
     /// Loads `attn_q/k/v/output` (or fused `attn_qkv`) and, if present, `attn_q_norm`/`attn_k_norm`.
     pub fn load(

@@ -43,26 +43,14 @@ impl Decoder {
     pub fn load(w: &mut GgufWeights, options: DecoderOptions) -> Result<Self, ModelError> {
         let layers = w.arch_usize("block_count")?;
         let hidden = w.arch_usize("embedding_length")?;
-        let heads = w.arch_usize("attention.head_count")?;
-        let kv_heads = w.arch_usize_or("attention.head_count_kv", heads)?;
-        let head_dim = w.arch_usize_or("attention.key_length", hidden / heads)?;
-        let rope_dims = w.arch_usize_or("rope.dimension_count", head_dim)?;
+        let shape = AttentionShape::read(w, hidden)?;
+        let rope_dims = w.arch_usize_or("rope.dimension_count", shape.head_dim)?;
         let eps = w.arch_f32_or("attention.layer_norm_rms_epsilon", 1e-5)?;
         let rope_base = w.arch_f32_or("rope.freq_base", options.default_rope_base)?;
         let context_length = w.arch_usize_or("context_length", 4096)?;
-        let shape = AttentionShape {
-            heads,
-            kv_heads,
-            head_dim,
-        };
 
         let embedding = Embedding::load(w, "token_embd.weight")?;
-        let output = if w.has_tensor("output.weight") {
-            Linear::load(w, "output")?
-        } else {
-            // Tied embeddings (SmolLM2): the output head is the embedding matrix, still quantized.
-            Linear::from_qmatmul(w.qmatmul("token_embd.weight")?)
-        };
+        let output = Linear::output_head(w)?;
         let mut blocks = Vec::with_capacity(layers);
         for layer in 0..layers {
             let p = format!("blk.{layer}");
@@ -84,8 +72,8 @@ impl Decoder {
                 vocab_size: embedding.vocab_size(),
                 hidden_size: hidden,
                 layers,
-                kv_heads,
-                head_dim,
+                kv_heads: shape.kv_heads,
+                head_dim: shape.head_dim,
                 context_length,
             },
             embedding,

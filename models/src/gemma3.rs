@@ -45,26 +45,15 @@ impl Gemma3 {
     pub fn load(w: &mut GgufWeights) -> Result<Self, ModelError> {
         let layers = w.arch_usize("block_count")?;
         let hidden = w.arch_usize("embedding_length")?;
-        let heads = w.arch_usize("attention.head_count")?;
-        let kv_heads = w.arch_usize_or("attention.head_count_kv", heads)?;
-        let head_dim = w.arch_usize_or("attention.key_length", hidden / heads)?;
+        let shape = AttentionShape::read(w, hidden)?;
         let eps = w.arch_f32_or("attention.layer_norm_rms_epsilon", 1e-6)?;
         let window = w.arch_usize_or("attention.sliding_window", 512)?;
         let global_base = w.arch_f32_or("rope.freq_base", 1_000_000.0)?;
         let scale = w.arch_f32_or("rope.scaling.factor", 1.0)?;
         let context_length = w.arch_usize_or("context_length", 32_768)?;
-        let shape = AttentionShape {
-            heads,
-            kv_heads,
-            head_dim,
-        };
 
         let embedding = Embedding::load(w, "token_embd.weight")?;
-        let output = if w.has_tensor("output.weight") {
-            Linear::load(w, "output")?
-        } else {
-            Linear::from_qmatmul(w.qmatmul("token_embd.weight")?)
-        };
+        let output = Linear::output_head(w)?;
         let mut blocks = Vec::with_capacity(layers);
         for layer in 0..layers {
             let p = format!("blk.{layer}");
@@ -91,8 +80,8 @@ impl Gemma3 {
                 vocab_size: embedding.vocab_size(),
                 hidden_size: hidden,
                 layers,
-                kv_heads,
-                head_dim,
+                kv_heads: shape.kv_heads,
+                head_dim: shape.head_dim,
                 context_length,
             },
             embedding,
@@ -100,8 +89,9 @@ impl Gemma3 {
             blocks,
             norm: RmsNorm::load(w, "output_norm.weight", eps)?,
             output,
-            local_rope: Rope::new(head_dim, LOCAL_ROPE_BASE, RopeStyle::Neox),
-            global_rope: Rope::new(head_dim, global_base, RopeStyle::Neox).with_linear_scale(scale),
+            local_rope: Rope::new(shape.head_dim, LOCAL_ROPE_BASE, RopeStyle::Neox),
+            global_rope: Rope::new(shape.head_dim, global_base, RopeStyle::Neox)
+                .with_linear_scale(scale),
         })
     }
 

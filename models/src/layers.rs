@@ -23,8 +23,16 @@ impl Linear {
         })
     }
 
-    pub fn from_qmatmul(weight: QMatMul) -> Self {
-        Self { weight, bias: None }
+    /// The output head: `output.weight`, or the (still quantized) embedding matrix when tied, as in SmolLM2.
+    pub fn output_head(w: &mut GgufWeights) -> Result<Self, ModelError> {
+        if w.has_tensor("output.weight") {
+            Self::load(w, "output")
+        } else {
+            Ok(Self {
+                weight: w.qmatmul("token_embd.weight")?,
+                bias: None,
+            })
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
