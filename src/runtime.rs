@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::digest::Digest;
 use crate::engine::chat_template::ChatTemplate;
 use crate::engine::tokenizer::Tokenizer;
-use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::engine::{Engine, EngineError, EngineOptions, ModelFiles};
 use crate::reference::ReferenceError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{LocalModel, Store, StoreError};
@@ -37,6 +37,33 @@ impl From<StoreError> for RuntimeError {
             other => RuntimeError::Store(other),
         }
     }
+}
+
+/// The files the engine loads for a stored model: its GGUF, and its own chat template if it has one.
+pub fn model_files(store: &Store, model: &LocalModel) -> Result<ModelFiles, RuntimeError> {
+    let weights: Vec<_> = model.manifest.gguf_layers().collect();
+    if weights.len() > 1 {
+        return Err(RuntimeError::Load(format!(
+            "{} is split over {} GGUF files; the engine runs single-file GGUF models",
+            model.id.short(),
+            weights.len()
+        )));
+    }
+    let chat_template =
+        match model.manifest.chat_template_layer() {
+            Some(layer) => {
+                let bytes = store.read_blob(&layer.digest)?;
+                Some(String::from_utf8(bytes).map_err(|_| {
+                    RuntimeError::Load("the chat template layer is not UTF-8".into())
+                })?)
+            }
+            None => None,
+        };
+    Ok(ModelFiles {
+        gguf: store.blob_path(&weights[0].digest),
+        chat_template,
+        context_size: model.config.config.context_size.map(|c| c as usize),
+    })
 }
 
 /// How models are loaded and kept.
@@ -149,8 +176,7 @@ impl ModelRuntime {
     }
 
     async fn load(&self, local: LocalModel) -> Result<LoadedModel, RuntimeError> {
-        let files = crate::cli::run::model_files(&self.store, &local)
-            .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
+        let files = model_files(&self.store, &local)?;
         let options = self.options.engine.clone();
         let started = Instant::now();
         let engine = tokio::task::spawn_blocking(move || Engine::load(&files, &options))

@@ -54,7 +54,7 @@ pub async fn bench(store: &crate::store::Store, args: BenchArgs) -> Result<()> {
 
 fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Result<()> {
     let model = store.resolve(reference)?;
-    let files = super::run::model_files(store, &model)?;
+    let files = crate::runtime::model_files(store, &model)?;
     let mut engine = Engine::load(
         &files,
         &EngineOptions {

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
-use crate::artifact::Manifest;
 use crate::engine::chat_template::ChatMessage;
 use crate::engine::sampler::SamplingParams;
-use crate::engine::{Engine, EngineOptions, GenerateRequest, Generation, ModelFiles};
+use crate::engine::{Engine, EngineOptions, GenerateRequest, Generation};
 use crate::registry::RegistryOptions;
 use crate::store::{LocalModel, Store, StoreError};
 
@@ -39,35 +38,6 @@ pub struct RunArgs {
     pub verbose: bool,
 }
 
-/// The files the engine loads for a stored model: its GGUF, and its own chat template if it has one.
-pub fn model_files(store: &Store, model: &LocalModel) -> Result<ModelFiles> {
-    let weights: Vec<_> = model.manifest.gguf_layers().collect();
-    if weights.len() > 1 {
-        bail!(
-            "{} is split over {} GGUF files; the engine runs single-file GGUF models",
-            model.id.short(),
-            weights.len()
-        );
-    }
-    let gguf = store.blob_path(&weights[0].digest);
-    let chat_template = chat_template_layer(store, &model.manifest)?;
-    Ok(ModelFiles {
-        gguf,
-        chat_template,
-        context_size: model.config.config.context_size.map(|c| c as usize),
-    })
-}
-
-fn chat_template_layer(store: &Store, manifest: &Manifest) -> Result<Option<String>> {
-    let Some(layer) = manifest.chat_template_layer() else {
-        return Ok(None);
-    };
-    let bytes = store.read_blob(&layer.digest)?;
-    Ok(Some(
-        String::from_utf8(bytes).context("the chat template layer is not UTF-8")?,
-    ))
-}
-
 /// Finds the model in the store, pulling it when missing.
 pub async fn resolve_or_pull(store: &Store, reference: &str) -> Result<LocalModel> {
     match store.resolve(reference) {
@@ -87,7 +57,7 @@ pub async fn run(store: &Store, args: RunArgs) -> Result<()> {
         return super::client::run_remote(args).await;
     }
     let model = resolve_or_pull(store, &args.reference).await?;
-    let files = model_files(store, &model)?;
+    let files = crate::runtime::model_files(store, &model)?;
     let options = EngineOptions {
         context_size: args.context_size,
         ..Default::default()

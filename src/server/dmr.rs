@@ -18,15 +18,10 @@ use super::openai::parse_body;
 use super::pulling::PullUpdate;
 use crate::progress::TransferEvent;
 use crate::reference::ModelSource;
-use crate::runtime::RuntimeError;
 
 /// `GET /models`: every stored model in DMR's JSON shape (as `model ls --json`).
 pub async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let models = app
-        .runtime
-        .store()
-        .list()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let models = app.runtime.store().list()?;
     Ok(Json(json!(
         models.iter().map(|m| m.to_api_json()).collect::<Vec<_>>()
     )))
@@ -37,11 +32,7 @@ pub async fn get(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = app
-        .runtime
-        .store()
-        .resolve(&name)
-        .map_err(|e| ApiError::from(RuntimeError::from(e)))?;
+    let model = app.runtime.store().resolve(&name)?;
     Ok(Json(json!(model.to_api_json())))
 }
 
@@ -51,11 +42,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let _ = app.runtime.unload(Some(&name)).await;
-    let removal = app
-        .runtime
-        .store()
-        .remove(&name, false)
-        .map_err(|e| ApiError::from(RuntimeError::from(e)))?;
+    let removal = app.runtime.store().remove(&name, false)?;
     Ok(Json(
         json!({"untagged": removal.untagged, "deleted": removal.deleted_models}),
     ))

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::runtime::RuntimeError;
 use crate::scheduler::SubmitError;
+use crate::store::StoreError;
 use crate::validation::ValidationError;
 
 /// Seconds a client is asked to wait after a 503.
@@ -133,6 +134,12 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Reference(_) => Self::invalid(e.to_string(), Some("model")),
             other => Self::internal(other.to_string()),
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        RuntimeError::from(e).into()
     }
 }
 

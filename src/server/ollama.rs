@@ -118,11 +118,7 @@ pub async fn version() -> Json<Value> {
 
 /// `GET /api/tags`: the store's models.
 pub async fn tags(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let models = app
-        .runtime
-        .store()
-        .list()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let models = app.runtime.store().list()?;
     let list: Vec<Value> = models
         .iter()
         .flat_map(|m| {
@@ -181,11 +177,7 @@ impl ModelName {
 /// `POST /api/show`.
 pub async fn show(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let request: ModelName = parse_body(&body)?;
-    let model = app
-        .runtime
-        .store()
-        .resolve(request.get()?)
-        .map_err(|e| ApiError::from(crate::runtime::RuntimeError::from(e)))?;
+    let model = app.runtime.store().resolve(request.get()?)?;
     let c = &model.config.config;
     let template = c
         .gguf
@@ -438,10 +430,7 @@ pub async fn delete(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Res
     let request: ModelName = parse_body(&body)?;
     let name = request.get()?;
     let _ = app.runtime.unload(Some(name)).await;
-    app.runtime
-        .store()
-        .remove(name, false)
-        .map_err(|e| ApiError::from(crate::runtime::RuntimeError::from(e)))?;
+    app.runtime.store().remove(name, false)?;
     Ok(Json(json!({})).into_response())
 }
 

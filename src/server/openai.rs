@@ -621,11 +621,7 @@ fn model_json(name: &str, created: i64) -> Value {
 
 /// `GET /v1/models`: every model in the store, by each of its names.
 pub async fn list_models(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let models = app
-        .runtime
-        .store()
-        .list()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let models = app.runtime.store().list()?;
     let data: Vec<Value> = models
         .iter()
         .flat_map(|m| {
@@ -643,11 +639,7 @@ pub async fn get_model(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = app
-        .runtime
-        .store()
-        .resolve(&id)
-        .map_err(|e| ApiError::from(crate::runtime::RuntimeError::from(e)))?;
+    let model = app.runtime.store().resolve(&id)?;
     Ok(Json(model_json(
         &id,
         model.created().map_or(0, |c| c.timestamp()),
