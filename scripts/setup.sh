@@ -19,7 +19,7 @@ scripts/fetch-default-model.sh >/dev/null
 scripts/fetch-gemma3-270m.sh >/dev/null
 
 # The real clients the tests drive: the openai Python SDK (and, for MCP later, the mcp SDK).
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import openai' 2>/dev/null; then
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import openai, jsonschema' 2>/dev/null; then
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<3'
+  .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<3' 'jsonschema>=4,<5'
 fi

@@ -15,4 +15,5 @@ pub mod runtime;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod tools;
 pub mod validation;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::engine::chat_template::ChatTemplate;
+use crate::engine::grammar::{Grammar, GrammarError};
 use crate::engine::tokenizer::Tokenizer;
 use crate::engine::{Engine, EngineError, EngineOptions, ModelFiles};
 use crate::reference::ReferenceError;
@@ -90,6 +91,8 @@ pub struct LoadedModel {
     pub size_bytes: u64,
     pub loaded_at: Instant,
     usage: Mutex<Usage>,
+    /// Built on the first constrained request: most requests never need it.
+    grammar: std::sync::OnceLock<Result<Arc<Grammar>, String>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +103,18 @@ struct Usage {
 }
 
 impl LoadedModel {
+    /// The model's grammar engine, built on first use (blocking: call it off the async runtime).
+    pub fn grammar(&self) -> Result<Arc<Grammar>, GrammarError> {
+        self.grammar
+            .get_or_init(|| {
+                Grammar::new(self.tokenizer.clone())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(GrammarError::Setup)
+    }
+
     /// Marks the model used now, and sets how long it stays after this use.
     pub fn touch(&self, keep_alive: Option<Option<Duration>>) {
         if let Ok(mut usage) = self.usage.lock() {
@@ -204,6 +219,7 @@ impl ModelRuntime {
                 last_used: Instant::now(),
                 keep_alive: self.options.keep_alive,
             }),
+            grammar: std::sync::OnceLock::new(),
         })
     }
 

@@ -189,6 +189,7 @@ pub fn validate(
         max_tokens,
         stop: params.stop.clone(),
         ignore_eos: params.ignore_eos,
+        constraint: None,
     })
 }
 

@@ -58,6 +58,20 @@ fn openai_sdk_works_by_base_url_alone() {
     assert!(out.contains("openai SDK checks passed"), "{out}");
 }
 
+/// Forced tool calls and json_schema answers validate (`jsonschema`), streamed calls reassemble through the
+/// SDK's helper, `none` never calls, a round trip completes, bad schemas are 400s; the masks were timed.
+#[test]
+fn tool_calls_and_structured_output_follow_their_schemas() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    let out = server.run_python("tool_calls.py");
+    assert!(out.contains("tool calls ok"), "{out}");
+    runtime().block_on(async {
+        let masks = metric(&server, "model_runner:grammar_mask_seconds_count").await;
+        assert!(masks > 500.0, "constrained tokens were masked: {masks}");
+    });
+}
+
 #[test]
 fn sixteen_concurrent_streams_match_solo_runs_and_share_steps() {
     let cli = cli_with_default_model();

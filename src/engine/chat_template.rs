@@ -49,6 +49,7 @@ impl ChatMessage {
 /// A compiled chat template and the special-token texts it may refer to.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -71,9 +72,15 @@ impl ChatTemplate {
             .map_err(|e| TemplateError::Compile(describe(&e)))?;
         Ok(Self {
             env,
+            source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
         })
+    }
+
+    /// The Jinja source, for telling what the template supports (tools, their format).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Renders a conversation; `tools` (OpenAI function specs) are passed to templates that take them.

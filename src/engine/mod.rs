@@ -5,6 +5,7 @@
 //! with many, `Engine::generate` with one. The engine knows nothing of HTTP or OpenAI shapes.
 
 pub mod chat_template;
+pub mod grammar;
 pub mod sampler;
 pub mod text_stream;
 pub mod tokenizer;

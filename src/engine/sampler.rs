@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 
 use rand::rngs::StdRng;
+
+use super::grammar::TokenMask;
 use rand::{Rng, SeedableRng};
 
 /// Tokens looked back on for penalties, as llama.cpp's `penalty_last_n` default.
@@ -93,8 +95,16 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one row, vocabulary wide).
     pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
+        self.sample_allowed(logits, None)
+    }
+
+    /// Picks the next token among those `allowed` (grammar-constrained decoding), or any when `None`.
+    pub fn sample_allowed(&mut self, logits: &[f32], allowed: Option<&TokenMask>) -> SampledToken {
         let mut scores = logits.to_vec();
         let (logprob_of, top_logprobs) = self.logprobs(logits);
+        if let Some(mask) = allowed {
+            mask.apply(&mut scores);
+        }
         for &(token, bias) in &self.params.logit_bias {
             if let Some(s) = scores.get_mut(token as usize) {
                 *s += bias;

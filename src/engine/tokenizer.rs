@@ -29,6 +29,7 @@ use tokenizers::{
 const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+const TOKEN_TYPE_BYTE: i32 = 6;
 
 /// Texts llama.cpp also treats as end-of-generation when they are control tokens.
 const END_OF_GENERATION_TEXTS: [&str; 10] = [
@@ -69,6 +70,8 @@ pub struct Tokenizer {
     pub end_of_generation: BTreeSet<u32>,
     pub add_bos: bool,
     tokens: Vec<String>,
+    types: Vec<i32>,
+    byte_level: bool,
 }
 
 impl Tokenizer {
@@ -81,6 +84,7 @@ impl Tokenizer {
             .unwrap_or_else(|| vec![TOKEN_TYPE_NORMAL; tokens.len()]);
         let bos = uint(metadata, "tokenizer.ggml.bos_token_id");
         let eos = uint(metadata, "tokenizer.ggml.eos_token_id");
+        let byte_level = model == "gpt2";
         let (mut inner, default_add_bos) = match model.as_str() {
             "gpt2" => (byte_level_bpe(metadata, &tokens)?, false),
             "llama" => (sentencepiece_bpe(metadata, &tokens)?, true),
@@ -120,6 +124,8 @@ impl Tokenizer {
             end_of_generation,
             add_bos: add_bos && bos.is_some(),
             tokens,
+            types,
+            byte_level,
         })
     }
 
@@ -151,6 +157,43 @@ impl Tokenizer {
         self.tokens.get(id as usize).map(String::as_str)
     }
 
+    /// Whether a token is a control token (chat markers, EOS): never text, only the model's own signal.
+    pub fn is_control(&self, id: u32) -> bool {
+        self.types.get(id as usize) == Some(&TOKEN_TYPE_CONTROL)
+    }
+
+    /// The bytes a token adds to the text (control tokens: their marker text). Byte-level BPE pieces map
+    /// back through GPT-2's byte-to-character table; SentencePiece pieces turn `▁` into spaces and
+    /// `<0xNN>` byte tokens into their byte.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(piece) = self.tokens.get(id as usize) else {
+            return Vec::new();
+        };
+        let kind = self
+            .types
+            .get(id as usize)
+            .copied()
+            .unwrap_or(TOKEN_TYPE_NORMAL);
+        if matches!(kind, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED) {
+            return piece.as_bytes().to_vec();
+        }
+        if self.byte_level {
+            let table = byte_level_decoding();
+            return piece
+                .chars()
+                .map(|c| table.get(&c).copied())
+                .collect::<Option<Vec<u8>>>()
+                .unwrap_or_else(|| piece.as_bytes().to_vec());
+        }
+        if kind == TOKEN_TYPE_BYTE
+            && let Some(hex) = piece.strip_prefix("<0x").and_then(|h| h.strip_suffix('>'))
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            return vec![byte];
+        }
+        piece.replace('▁', " ").into_bytes()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
     }
@@ -167,6 +210,26 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+}
+
+/// GPT-2's byte-level alphabet inverted: the character that stands for each byte, back to the byte.
+fn byte_level_decoding() -> &'static HashMap<char, u8> {
+    static TABLE: std::sync::OnceLock<HashMap<char, u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let mut shifted = 0u32;
+        (0..=255u8)
+            .map(|b| {
+                let c = if printable(b) {
+                    char::from(b)
+                } else {
+                    shifted += 1;
+                    char::from_u32(255 + shifted).unwrap_or('\0')
+                };
+                (c, b)
+            })
+            .collect()
+    })
 }
 
 /// llama.cpp's pre-tokenizer regexes for each `tokenizer.ggml.pre`, applied in order.

@@ -19,6 +19,7 @@ use std::time::Instant;
 use models::{BlockLease, LogitsWanted, StepBatch};
 use tokio::sync::mpsc;
 
+use crate::engine::grammar::{Constraint, TokenMask};
 use crate::engine::sampler::{SampledToken, Sampler, SamplingParams};
 use crate::engine::text_stream::{StopMatcher, StopScan, TextStream};
 use crate::engine::{Engine, FinishReason, PREFILL_CHUNK};
@@ -35,6 +36,8 @@ pub struct ValidRequest {
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
+    /// A grammar the output must match (structured output, forced tool calls).
+    pub constraint: Option<Constraint>,
 }
 
 /// Token counts, as `usage` reports them.
@@ -110,6 +113,8 @@ pub struct SchedulerStats {
     pub prefix_cache_hits: AtomicU64,
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
+    /// Time to compute one constrained sequence's token mask.
+    pub grammar_mask_time: Histogram,
 }
 
 struct Submission {
@@ -125,7 +130,7 @@ struct EmbedJob {
 }
 
 enum Work {
-    Generate(Submission),
+    Generate(Box<Submission>),
     Embed(EmbedJob),
 }
 
@@ -169,11 +174,11 @@ impl Scheduler {
         let (events, rx) = mpsc::unbounded_channel();
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         self.submissions
-            .send(Work::Generate(Submission {
+            .send(Work::Generate(Box::new(Submission {
                 request,
                 events,
                 arrived: Instant::now(),
-            }))
+            })))
             .map_err(|_| SubmitError::Stopped)?;
         Ok(rx)
     }
@@ -197,6 +202,9 @@ struct Sequence {
     cached: usize,
     lease: BlockLease,
     sampler: Sampler,
+    constraint: Option<Constraint>,
+    /// The model wanted to end inside an incomplete grammar: its output is being closed.
+    closing: bool,
     text: TextStream,
     stops: StopMatcher,
     generated: usize,
@@ -221,6 +229,8 @@ impl Sequence {
         }
         Self {
             stops: StopMatcher::new(submission.request.stop.clone()),
+            constraint: submission.request.constraint.clone(),
+            closing: false,
             tokens: prompt,
             cached: 0,
             lease,
@@ -245,6 +255,22 @@ impl Sequence {
             cached_tokens: self.prefix_hit,
         }
     }
+}
+
+/// Tokens before the budget runs out at which a constrained answer is steered to close its JSON.
+fn closing_window(max_tokens: usize) -> usize {
+    (max_tokens / 4).clamp(8, 48)
+}
+
+/// Whether `generated` ends in one short cycle of tokens repeated over and over (`1111…`, `a, b, a, b…`).
+fn is_looping(generated: &[u32]) -> bool {
+    (1..=8).any(|period| {
+        let window = (4 * period).max(16);
+        generated.len() >= window && {
+            let tail = &generated[generated.len() - window..];
+            (period..window).all(|i| tail[i] == tail[i - period])
+        }
+    })
 }
 
 struct Loop {
@@ -306,7 +332,7 @@ impl Loop {
         match work {
             Work::Generate(submission) => {
                 let lease = self.engine.pool().lease();
-                self.waiting.push_back(Sequence::new(submission, lease));
+                self.waiting.push_back(Sequence::new(*submission, lease));
             }
             Work::Embed(job) => self.embeds.push_back(job),
         }
@@ -495,10 +521,37 @@ impl Loop {
             .filter(|(_, p)| p.uncached > 1)
             .map(|(t, _)| *t)
             .sum();
-        let logits = self
-            .engine
-            .step(&batch)
-            .and_then(|l| Ok(l.to_vec2::<f32>()?));
+        // The grammar masks depend only on tokens already chosen: compute them while the forward runs.
+        let engine = &mut self.engine;
+        let mask_time = &self.stats.grammar_mask_time;
+        let mut constraints: Vec<Option<&mut Constraint>> = {
+            let mut by_index: Vec<Option<&mut Constraint>> = self
+                .running
+                .iter_mut()
+                .map(|s| s.constraint.as_mut())
+                .collect();
+            sampled_rows.iter().map(|&i| by_index[i].take()).collect()
+        };
+        let (logits, mut masks) = std::thread::scope(|scope| {
+            let masks = constraints.iter().any(Option::is_some).then(|| {
+                scope.spawn(|| {
+                    constraints
+                        .iter_mut()
+                        .map(|c| {
+                            c.as_mut().map(|c| {
+                                let started = Instant::now();
+                                let mask = c.allowed();
+                                mask_time.observe(started.elapsed().as_secs_f64());
+                                mask
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            });
+            let logits = engine.step(&batch).and_then(|l| Ok(l.to_vec2::<f32>()?));
+            let masks = masks.and_then(|m| m.join().ok()).unwrap_or_default();
+            (logits, masks)
+        });
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         self.stats
             .prompt_tokens
@@ -521,31 +574,79 @@ impl Loop {
                 seq.prompt_cached = true;
             }
         }
+        masks.resize_with(sampled_rows.len(), || None);
         let mut finished = Vec::new();
-        for (row, &i) in sampled_rows.iter().enumerate() {
-            if let Some(finish) = self.sample(i, &logits[row]) {
-                finished.push((i, finish));
+        for ((row, &i), mask) in sampled_rows.iter().enumerate().zip(masks) {
+            let outcome = match mask.transpose() {
+                Ok(mask) => self.sample(i, &logits[row], mask.as_ref()),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(Some(finish)) => finished.push((i, Ok(finish))),
+                Ok(None) => {}
+                Err(message) => finished.push((i, Err(message))),
             }
         }
         finished.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
-        for (i, finish) in finished {
+        for (i, outcome) in finished {
             let mut seq = self.running.swap_remove(i);
-            let text = seq.stops.finish();
-            let _ = seq.submission.events.send(Event::Done {
-                finish,
-                usage: seq.usage(),
-                text,
-            });
+            let event = match outcome {
+                Ok(finish) => Event::Done {
+                    finish,
+                    usage: seq.usage(),
+                    text: seq.stops.finish(),
+                },
+                Err(message) => Event::Failed(message),
+            };
+            let _ = seq.submission.events.send(event);
             self.stats.requests_finished.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Samples the next token of running sequence `i`; returns why it ends, if it does.
-    fn sample(&mut self, i: usize, logits: &[f32]) -> Option<FinishReason> {
+    /// Samples the next token of running sequence `i` among those `allowed`; returns why it ends, if it
+    /// does, or the grammar's error.
+    fn sample(
+        &mut self,
+        i: usize,
+        logits: &[f32],
+        allowed: Option<&TokenMask>,
+    ) -> Result<Option<FinishReason>, String> {
         let tokenizer = &self.engine.tokenizer;
         let context = self.engine.context_size();
         let seq = &mut self.running[i];
-        let token = seq.sampler.sample(logits);
+        let steered: Vec<f32>;
+        let logits = match (&seq.constraint, allowed) {
+            (Some(c), Some(mask)) => {
+                // The model would end here but the grammar is not complete, or it is stuck repeating
+                // itself: from now on, finish the value.
+                let top = crate::engine::sampler::argmax(logits);
+                let wants_end = tokenizer.is_end_of_generation(top) && !mask.allows(top);
+                let prompt = seq.submission.request.prompt.len();
+                seq.closing |= wants_end || is_looping(&seq.tokens[prompt..]);
+                let remaining = seq
+                    .submission
+                    .request
+                    .max_tokens
+                    .saturating_sub(seq.generated);
+                if seq.closing || remaining <= closing_window(seq.submission.request.max_tokens) {
+                    let mut l = logits.to_vec();
+                    c.steer_to_close(mask, &mut l);
+                    steered = l;
+                    &steered
+                } else {
+                    logits
+                }
+            }
+            _ => logits,
+        };
+        let token = seq.sampler.sample_allowed(logits, allowed);
+        let grammar_done = match seq.constraint.as_mut() {
+            Some(c) => {
+                c.commit(token.id).map_err(|e| e.to_string())?;
+                c.is_finished()
+            }
+            None => false,
+        };
         let now = Instant::now();
         match seq.last_token_at {
             None => self
@@ -560,12 +661,14 @@ impl Loop {
         seq.last_token_at = Some(now);
         seq.generated += 1;
         self.stats.generation_tokens.fetch_add(1, Ordering::Relaxed);
-        if tokenizer.is_end_of_generation(token.id) && !seq.submission.request.ignore_eos {
+        let is_end = tokenizer.is_end_of_generation(token.id)
+            && (!seq.submission.request.ignore_eos || seq.constraint.is_some());
+        if is_end {
             let _ = seq.submission.events.send(Event::Token {
                 text: String::new(),
                 token,
             });
-            return Some(FinishReason::Stop);
+            return Ok(Some(FinishReason::Stop));
         }
         seq.tokens.push(token.id);
         let piece = seq.text.push(tokenizer, token.id);
@@ -574,13 +677,13 @@ impl Loop {
             StopScan::Stopped(text) => (text, true),
         };
         let _ = seq.submission.events.send(Event::Token { text, token });
-        if stopped {
-            return Some(FinishReason::Stop);
+        if stopped || grammar_done {
+            return Ok(Some(FinishReason::Stop));
         }
         if seq.generated >= seq.submission.request.max_tokens || seq.tokens.len() >= context {
-            return Some(FinishReason::Length);
+            return Ok(Some(FinishReason::Length));
         }
-        None
+        Ok(None)
     }
 
     fn publish(&self) {
@@ -594,5 +697,20 @@ impl Loop {
         self.stats
             .kv_blocks_used
             .store(pool.total_blocks() - pool.free_blocks(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_looping;
+
+    #[test]
+    fn loops_are_short_cycles_repeated() {
+        assert!(is_looping(&[7; 16]));
+        assert!(!is_looping(&[7; 15]));
+        let cycle: Vec<u32> = [1, 2, 3].iter().cycle().take(20).copied().collect();
+        assert!(is_looping(&cycle));
+        let varied: Vec<u32> = (0..40).collect();
+        assert!(!is_looping(&varied));
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::runtime::RuntimeError;
 use crate::scheduler::SubmitError;
 use crate::store::StoreError;
+use crate::tools::ToolError;
 use crate::validation::ValidationError;
 
 /// Seconds a client is asked to wait after a 503.
@@ -152,5 +153,11 @@ impl From<SubmitError> for ApiError {
             param: None,
             message: e.to_string(),
         }
+    }
+}
+
+impl From<ToolError> for ApiError {
+    fn from(e: ToolError) -> Self {
+        ApiError::invalid(e.to_string(), Some(e.param()))
     }
 }

@@ -10,6 +10,7 @@ pub mod generation;
 pub mod ollama;
 pub mod openai;
 pub mod pulling;
+pub mod structured;
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -273,6 +274,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         m.scheduler.stats.inter_token_latency.render(
             &mut out,
             "model_runner:inter_token_latency_seconds",
+            &format!("model=\"{}\"", label(&m.name)),
+        );
+    }
+    describe(
+        &mut out,
+        "model_runner:grammar_mask_seconds",
+        "histogram",
+        "Time to compute one constrained sequence's allowed-token mask (overlaps the forward pass).",
+    );
+    for m in &models {
+        m.scheduler.stats.grammar_mask_time.render(
+            &mut out,
+            "model_runner:grammar_mask_seconds",
             &format!("model=\"{}\"", label(&m.name)),
         );
     }

@@ -18,12 +18,14 @@ use super::errors::ApiError;
 use super::generation::{self, ChoiceEvent};
 use super::openai::{PromptField, embed_all, parse_body};
 use super::pulling::PullUpdate;
+use super::structured::{self, ChatOptions, PreparedChat, SplitAnswer};
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::progress::TransferEvent;
 use crate::reference::ModelSource;
 use crate::runtime::LoadedModel;
 use crate::store::LocalModel;
+use crate::tools::parser::{ToolCall, ToolCallParser, ToolEvent};
 use crate::validation::{GenerationParams, validate};
 
 /// The Ollama API version we answer like.
@@ -213,6 +215,29 @@ pub struct OllamaMessage {
     pub role: String,
     #[serde(default)]
     pub content: String,
+    /// `[{"function": {"name", "arguments": {..}}}]` on assistant turns.
+    pub tool_calls: Option<Value>,
+    /// On tool turns: which tool answered.
+    pub tool_name: Option<String>,
+}
+
+impl OllamaMessage {
+    fn to_chat_message(&self) -> ChatMessage {
+        let mut message = ChatMessage::new(&self.role, self.content.clone());
+        message.name = self.tool_name.clone();
+        message.tool_calls = self.tool_calls.as_ref().and_then(Value::as_array).map(|calls| {
+            Value::Array(
+                calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        json!({"id": format!("call_{i}"), "type": "function", "function": c.get("function").cloned().unwrap_or(Value::Null)})
+                    })
+                    .collect(),
+            )
+        });
+        message
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,21 +272,10 @@ async fn model_for(
     Ok(Some(model))
 }
 
-fn unsupported_format(format: &Option<Value>) -> Result<(), ApiError> {
-    match format {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::invalid(
-            "format (JSON output) needs grammar-constrained decoding, which this server does not have yet",
-            Some("format"),
-        )),
-    }
-}
-
 /// `POST /api/chat`.
 pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let request: ChatRequest = parse_body(&body)?;
-    unsupported_format(&request.format)?;
+    let output = structured::ollama_format(request.format.as_ref())?;
     let Some(model) = model_for(&app, &request.model, &request.keep_alive).await? else {
         return Ok(Json(json!({"model": request.model, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": ""}, "done_reason": "unload", "done": true})).into_response());
     };
@@ -271,23 +285,26 @@ pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Respo
     let messages: Vec<ChatMessage> = request
         .messages
         .iter()
-        .map(|m| ChatMessage::new(&m.role, m.content.clone()))
+        .map(OllamaMessage::to_chat_message)
         .collect();
-    let tools = request
-        .tools
-        .as_ref()
-        .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
-    let text = model
-        .template
-        .render(&messages, tools, true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
-    respond(model, &text, &request.options, request.stream, true).await
+    let prepared = structured::prepare_chat(
+        &model,
+        messages,
+        ChatOptions {
+            tools: request.tools.as_ref(),
+            tool_choice: None,
+            parallel_tool_calls: true,
+            output: output.map(|g| (g, "format")),
+        },
+    )
+    .await?;
+    respond(model, prepared, &request.options, request.stream, true).await
 }
 
 /// `POST /api/generate`.
 pub async fn generate(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let request: GenerateRequest = parse_body(&body)?;
-    unsupported_format(&request.format)?;
+    let output = structured::ollama_format(request.format.as_ref())?;
     let Some(model) = model_for(&app, &request.model, &request.keep_alive).await? else {
         return Ok(Json(json!({"model": request.model, "created_at": now_rfc3339(), "response": "", "done_reason": "unload", "done": true})).into_response());
     };
@@ -307,34 +324,64 @@ pub async fn generate(State(app): State<Arc<AppState>>, body: Bytes) -> Result<R
             .render(&messages, None, true)
             .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?
     };
-    respond(model, &text, &request.options, request.stream, false).await
+    let prompt = model
+        .tokenizer
+        .encode(&text, true)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
+    let constraint = match output {
+        Some(spec) => Some(structured::compile(&model, spec, "format").await?),
+        None => None,
+    };
+    let prepared = PreparedChat {
+        prompt,
+        constraint,
+        tool_format: None,
+    };
+    respond(model, prepared, &request.options, request.stream, false).await
+}
+
+/// Ollama's `tool_calls`: arguments as objects, no ids.
+fn ollama_tool_calls(calls: &[ToolCall]) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| {
+                let arguments: Value =
+                    serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+                json!({"function": {"name": c.name, "arguments": arguments}})
+            })
+            .collect(),
+    )
 }
 
 /// Runs one generation and answers as Ollama does: NDJSON lines while streaming, else one object.
 async fn respond(
     model: Arc<LoadedModel>,
-    prompt_text: &str,
+    prepared: PreparedChat,
     options: &Options,
     stream: bool,
     chat: bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let prompt = model
-        .tokenizer
-        .encode(prompt_text, true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
-    let valid = validate(
-        prompt,
+    let mut valid = validate(
+        prepared.prompt,
         &options.params(),
         model.vocab_size,
         model.context_size,
     )?;
+    valid.constraint = prepared.constraint;
     let receivers = generation::submit(&model, &valid, 1)?;
     let name = model.name.clone();
-    let piece = move |text: &str, done: Option<(FinishReason, usize, usize)>| -> Value {
+    let piece = move |text: &str,
+                      calls: &[ToolCall],
+                      done: Option<(FinishReason, usize, usize)>|
+          -> Value {
         let mut line = json!({"model": name, "created_at": now_rfc3339(), "done": done.is_some()});
         if chat {
             line["message"] = json!({"role": "assistant", "content": text});
+            if !calls.is_empty() {
+                line["message"]["tool_calls"] = ollama_tool_calls(calls);
+            }
         } else {
             line["response"] = json!(text);
         }
@@ -349,11 +396,20 @@ async fn respond(
         }
         line
     };
+    let tool_format = prepared.tool_format;
     if !stream {
         let choice = generation::collect(receivers).await?.remove(0);
         let finish = choice.finish.unwrap_or(FinishReason::Stop);
+        let answer = match tool_format {
+            Some(format) => structured::split_answer(format, &choice.text),
+            None => SplitAnswer {
+                content: choice.text,
+                calls: Vec::new(),
+            },
+        };
         return Ok(Json(piece(
-            &choice.text,
+            &answer.content,
+            &answer.calls,
             Some((
                 finish,
                 choice.usage.prompt_tokens,
@@ -362,22 +418,68 @@ async fn respond(
         ))
         .into_response());
     }
-    let lines = generation::merged(receivers).filter_map(move |event| {
-        let line = match event {
-            ChoiceEvent::Token { text, .. } if text.is_empty() => None,
-            ChoiceEvent::Token { text, .. } => Some(piece(&text, None)),
+    let mut parser = tool_format.map(ToolCallParser::new);
+    let lines = generation::merged(receivers).flat_map(move |event| {
+        let mut lines = Vec::new();
+        // Ollama streams content as it comes and each tool call whole, just before the end.
+        let content = |parser: &mut Option<ToolCallParser>, text: &str, at_end: bool| -> String {
+            match parser.as_mut() {
+                None => text.to_string(),
+                Some(p) => {
+                    let mut events = p.push(text);
+                    if at_end {
+                        events.extend(p.finish());
+                    }
+                    events
+                        .into_iter()
+                        .filter_map(|e| match e {
+                            ToolEvent::Content(t) => Some(t),
+                            _ => None,
+                        })
+                        .collect()
+                }
+            }
+        };
+        match event {
+            ChoiceEvent::Token { text, .. } => {
+                let text = content(&mut parser, &text, false);
+                if !text.is_empty() {
+                    lines.push(piece(&text, &[], None));
+                }
+            }
             ChoiceEvent::Done {
                 finish,
                 text,
                 usage,
                 ..
-            } => Some(piece(
-                &text,
-                Some((finish, usage.prompt_tokens, usage.completion_tokens)),
-            )),
-            ChoiceEvent::Failed(message) => Some(json!({"error": message})),
-        };
-        futures::future::ready(line.map(|l| Ok::<_, std::convert::Infallible>(format!("{l}\n"))))
+            } => {
+                let text = content(&mut parser, &text, true);
+                let calls = parser
+                    .as_ref()
+                    .map(|p| p.calls().to_vec())
+                    .unwrap_or_default();
+                if !calls.is_empty() {
+                    lines.push(piece(&text, &calls, None));
+                    lines.push(piece(
+                        "",
+                        &[],
+                        Some((finish, usage.prompt_tokens, usage.completion_tokens)),
+                    ));
+                } else {
+                    lines.push(piece(
+                        &text,
+                        &[],
+                        Some((finish, usage.prompt_tokens, usage.completion_tokens)),
+                    ));
+                }
+            }
+            ChoiceEvent::Failed(message) => lines.push(json!({"error": message})),
+        }
+        futures::stream::iter(
+            lines
+                .into_iter()
+                .map(|l| Ok::<_, std::convert::Infallible>(format!("{l}\n"))),
+        )
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],

@@ -17,11 +17,15 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::errors::ApiError;
 use super::generation::{self, Choice, ChoiceEvent, finish_reason, token_text, total_usage};
+use super::structured::{self, ChatOptions};
+use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::engine::sampler::SampledToken;
 use crate::engine::tokenizer::Tokenizer;
 use crate::runtime::LoadedModel;
 use crate::scheduler::Usage;
+use crate::tools::ToolFormat;
+use crate::tools::parser::{ToolCallParser, ToolEvent};
 use crate::validation::{GenerationParams, validate};
 
 /// Most choices per request.
@@ -147,6 +151,7 @@ pub struct ChatRequest {
     pub top_logprobs: Option<i64>,
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<Value>,
 }
 
@@ -240,18 +245,18 @@ pub async fn chat_completions(
     let n = sampling.choices()?;
     let model = app.runtime.get(&request.model).await?;
     let messages = to_chat_messages(request.messages)?;
-    let tools = request
-        .tools
-        .as_ref()
-        .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
-    let prompt_text = model
-        .template
-        .render(&messages, tools, true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
-    let prompt = model
-        .tokenizer
-        .encode(&prompt_text, true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    let output = structured::response_format(request.response_format.as_ref())?;
+    let prepared = structured::prepare_chat(
+        &model,
+        messages,
+        ChatOptions {
+            tools: request.tools.as_ref(),
+            tool_choice: request.tool_choice.as_ref(),
+            parallel_tool_calls: request.parallel_tool_calls.unwrap_or(true),
+            output: output.map(|g| (g, "response_format")),
+        },
+    )
+    .await?;
     let want_logprobs = request.logprobs.unwrap_or(false);
     let top = if want_logprobs {
         Some(request.top_logprobs.unwrap_or(0))
@@ -269,20 +274,26 @@ pub async fn chat_completions(
         .stream_options
         .as_ref()
         .is_some_and(|o| o.include_usage);
-    let valid = validate(
-        prompt,
+    let mut valid = validate(
+        prepared.prompt,
         &sampling.params(top),
         model.vocab_size,
         model.context_size,
     )?;
+    valid.constraint = prepared.constraint;
+    let tool_format = prepared.tool_format;
     let receivers = generation::submit(&model, &valid, n)?;
     let id = request_id("chatcmpl");
     let created = unix_now();
     if stream {
-        return Ok(
-            chat_stream(model, receivers, id, created, want_logprobs, include_usage)
-                .into_response(),
-        );
+        let stream = ChatStream {
+            id,
+            created,
+            want_logprobs,
+            include_usage,
+            tool_format,
+        };
+        return Ok(chat_stream(model, receivers, stream).into_response());
     }
     let choices = generation::collect(receivers).await?;
     let usage = total_usage(choices.iter().map(|c| c.usage));
@@ -292,30 +303,60 @@ pub async fn chat_completions(
         "created": created,
         "model": model.name,
         "system_fingerprint": null,
-        "choices": choices.iter().enumerate().map(|(i, c)| json!({
-            "index": i,
-            "message": {"role": "assistant", "content": c.text, "refusal": null},
-            "logprobs": want_logprobs.then(|| json!({
-                "content": c.tokens.iter().map(|t| chat_logprob_entry(&model.tokenizer, t)).collect::<Vec<_>>()
-            })),
-            "finish_reason": c.finish.map(finish_reason),
-        })).collect::<Vec<_>>(),
+        "choices": choices.iter().enumerate().map(|(i, c)| {
+            let mut message = json!({"role": "assistant", "content": c.text, "refusal": null});
+            let mut finish = c.finish.map(finish_reason);
+            if let Some(format) = tool_format {
+                let answer = structured::split_answer(format, &c.text);
+                if !answer.calls.is_empty() {
+                    if c.finish == Some(FinishReason::Stop) {
+                        finish = Some("tool_calls");
+                    }
+                    message["content"] = if answer.content.trim().is_empty() { Value::Null } else { json!(answer.content) };
+                    message["tool_calls"] = structured::tool_calls_json(&answer.calls);
+                } else {
+                    message["content"] = json!(answer.content);
+                }
+            }
+            json!({
+                "index": i,
+                "message": message,
+                "logprobs": want_logprobs.then(|| json!({
+                    "content": c.tokens.iter().map(|t| chat_logprob_entry(&model.tokenizer, t)).collect::<Vec<_>>()
+                })),
+                "finish_reason": finish,
+            })
+        }).collect::<Vec<_>>(),
         "usage": usage_json(usage),
     });
     Ok(Json(body).into_response())
 }
 
-fn chat_stream(
-    model: Arc<LoadedModel>,
-    receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<crate::scheduler::Event>>,
+/// How a chat answer streams.
+struct ChatStream {
     id: String,
     created: i64,
     want_logprobs: bool,
     include_usage: bool,
+    /// Read the answer for tool calls in this format.
+    tool_format: Option<ToolFormat>,
+}
+
+fn chat_stream(
+    model: Arc<LoadedModel>,
+    receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<crate::scheduler::Event>>,
+    options: ChatStream,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let choices = receivers.len();
+    let ChatStream {
+        id,
+        created,
+        want_logprobs,
+        include_usage,
+        tool_format,
+    } = options;
     let chunk = {
-        let (id, name) = (id.clone(), model.name.clone());
+        let name = model.name.clone();
         move |choices: Value| {
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
                    "system_fingerprint": null, "choices": choices})
@@ -326,21 +367,43 @@ fn chat_stream(
             chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]))
         })
         .collect();
+    let mut parsers: Vec<Option<ToolCallParser>> = (0..choices)
+        .map(|_| tool_format.map(ToolCallParser::new))
+        .collect();
     let mut tally = UsageTally::new(choices);
     let events = generation::merged(receivers).flat_map(move |event| {
         let mut out: Vec<Value> = Vec::new();
         match event {
             ChoiceEvent::Token { index, text, token } => {
-                if !text.is_empty() || want_logprobs {
-                    let logprobs = want_logprobs.then(|| json!({"content": [chat_logprob_entry(&model.tokenizer, &token)]}));
-                    out.push(chunk(json!([{"index": index, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": null}])));
+                let logprobs = want_logprobs.then(|| json!({"content": [chat_logprob_entry(&model.tokenizer, &token)]}));
+                let deltas = match parsers[index].as_mut() {
+                    Some(parser) => parser.push(&text).iter().map(tool_event_delta).collect(),
+                    None if text.is_empty() => Vec::new(),
+                    None => vec![json!({"content": text})],
+                };
+                if deltas.is_empty() && logprobs.is_some() {
+                    out.push(chunk(json!([{"index": index, "delta": {}, "logprobs": logprobs, "finish_reason": null}])));
+                }
+                for (k, delta) in deltas.into_iter().enumerate() {
+                    let logprobs = if k == 0 { logprobs.clone() } else { None };
+                    out.push(chunk(json!([{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": null}])));
                 }
             }
             ChoiceEvent::Done { index, finish, text, usage } => {
-                if !text.is_empty() {
-                    out.push(chunk(json!([{"index": index, "delta": {"content": text}, "logprobs": null, "finish_reason": null}])));
+                let (deltas, called): (Vec<Value>, bool) = match parsers[index].as_mut() {
+                    Some(parser) => {
+                        let mut events = parser.push(&text);
+                        events.extend(parser.finish());
+                        (events.iter().map(tool_event_delta).collect(), !parser.calls().is_empty())
+                    }
+                    None if text.is_empty() => (Vec::new(), false),
+                    None => (vec![json!({"content": text})], false),
+                };
+                for delta in deltas {
+                    out.push(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
                 }
-                out.push(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_reason(finish)}])));
+                let reason = if called && finish == FinishReason::Stop { "tool_calls" } else { finish_reason(finish) };
+                out.push(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}])));
                 if let Some(total) = tally.finish(index, usage)
                     && include_usage
                 {
@@ -354,6 +417,19 @@ fn chat_stream(
         futures::stream::iter(out)
     });
     sse(first, events)
+}
+
+/// The `delta` of one parsed piece of a streamed answer.
+fn tool_event_delta(event: &ToolEvent) -> Value {
+    match event {
+        ToolEvent::Content(text) => json!({"content": text}),
+        ToolEvent::CallStart { index, id, name } => json!({"tool_calls": [{
+            "index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}
+        }]}),
+        ToolEvent::CallArguments { index, delta } => json!({"tool_calls": [{
+            "index": index, "function": {"arguments": delta}
+        }]}),
+    }
 }
 
 /// Counts finished choices; gives the summed usage when the last one finishes.

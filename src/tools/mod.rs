@@ -1,0 +1,513 @@
+//! Tool calling: offering OpenAI-style function tools to a model, constraining its output when the
+//! request demands a call, and turning what it writes back into `tool_calls`.
+//!
+//! Each model family writes calls its own way (`ToolFormat`, told from its chat template). Templates that
+//! know tools get them through their `tools` variable and speak their native format; templates that do
+//! not (the default SmolLM2's) get llama.cpp's generic fallback: a system section that lists the tools and
+//! asks for `{"tool_calls": [...]}` or `{"response": "..."}`, enforced by a grammar. The server calls
+//! `ToolPlan::prepare_messages` before rendering, `ToolPlan::grammar` for the constraint, and feeds the
+//! generated text through a `parser::ToolCallParser`.
+
+pub mod json_scan;
+pub mod parser;
+
+use serde_json::{Value, json};
+
+use crate::engine::chat_template::ChatMessage;
+use crate::engine::grammar::GrammarSpec;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ToolError {
+    #[error("{message}")]
+    Invalid { message: String, param: String },
+}
+
+impl ToolError {
+    fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
+        ToolError::Invalid {
+            message: message.into(),
+            param: param.into(),
+        }
+    }
+
+    /// The request field at fault, as OpenAI's `param`.
+    pub fn param(&self) -> &str {
+        match self {
+            ToolError::Invalid { param, .. } => param,
+        }
+    }
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionTool {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the arguments object.
+    pub parameters: Value,
+}
+
+/// What the request lets or makes the model do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// Never call: tools are not even shown.
+    None,
+    /// Answer or call, as the model decides.
+    Auto,
+    /// Call at least one tool.
+    Required,
+    /// Call this function.
+    Function(String),
+}
+
+/// How a model family writes tool calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFormat {
+    /// Templates without tool support: `{"tool_calls": [...]}` or `{"response": "..."}` (llama.cpp's generic).
+    Generic,
+    /// Hermes, Qwen 2.5/3, SmolLM3: `<tool_call>{"name": .., "arguments": ..}</tool_call>`.
+    Hermes,
+    /// Mistral: `[TOOL_CALLS][{"name": .., "arguments": ..}]`.
+    Mistral,
+    /// Llama 3.x: `{"name": .., "parameters": ..}`, optionally after `<|python_tag|>`.
+    Llama3,
+}
+
+impl ToolFormat {
+    /// Tells the format from a chat template's source.
+    pub fn detect(template: &str) -> Self {
+        if !template.contains("tools") {
+            ToolFormat::Generic
+        } else if template.contains("<tool_call>") {
+            ToolFormat::Hermes
+        } else if template.contains("[TOOL_CALLS]") {
+            ToolFormat::Mistral
+        } else if template.contains("<|python_tag|>") || template.contains("<|eom_id|>") {
+            ToolFormat::Llama3
+        } else if template.contains("tool_call") {
+            // Templates that know tools but not a family marker most often follow Hermes.
+            ToolFormat::Hermes
+        } else {
+            ToolFormat::Generic
+        }
+    }
+}
+
+/// Reads OpenAI's `tools` array (function tools; other types are refused).
+pub fn parse_tools(tools: &Value) -> Result<Vec<FunctionTool>, ToolError> {
+    let Some(list) = tools.as_array() else {
+        return Err(ToolError::invalid("tools must be an array", "tools"));
+    };
+    let mut parsed: Vec<FunctionTool> = Vec::with_capacity(list.len());
+    for (i, tool) in list.iter().enumerate() {
+        let kind = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("function");
+        if kind != "function" {
+            return Err(ToolError::invalid(
+                format!("tools[{i}].type {kind:?} is not supported; use \"function\""),
+                format!("tools[{i}].type"),
+            ));
+        }
+        let function = tool.get("function").unwrap_or(tool);
+        let name = function.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        {
+            return Err(ToolError::invalid(
+                format!(
+                    "tools[{i}].function.name {name:?} must be 1-64 letters, digits, '_', '-' or '.'"
+                ),
+                format!("tools[{i}].function.name"),
+            ));
+        }
+        if parsed.iter().any(|t| t.name == name) {
+            return Err(ToolError::invalid(
+                format!("tools[{i}].function.name {name:?} is given twice"),
+                format!("tools[{i}].function.name"),
+            ));
+        }
+        let parameters = match function.get("parameters") {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p) if p.is_object() => p.clone(),
+            Some(_) => {
+                return Err(ToolError::invalid(
+                    format!("tools[{i}].function.parameters must be a JSON Schema object"),
+                    format!("tools[{i}].function.parameters"),
+                ));
+            }
+        };
+        parsed.push(FunctionTool {
+            name: name.to_string(),
+            description: function
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            parameters,
+        });
+    }
+    Ok(parsed)
+}
+
+/// Reads OpenAI's `tool_choice` (absent: `auto` when there are tools).
+pub fn parse_choice(
+    choice: Option<&Value>,
+    tools: &[FunctionTool],
+) -> Result<ToolChoice, ToolError> {
+    let choice = match choice {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ToolError::invalid(
+                    format!("tool_choice {other:?} is not one of none, auto, required"),
+                    "tool_choice",
+                ));
+            }
+        },
+        Some(object) => {
+            let name = object
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ToolError::invalid(
+                        "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                        "tool_choice",
+                    )
+                })?;
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(ToolError::invalid(
+                    format!("tool_choice names function {name:?}, which is not in tools"),
+                    "tool_choice",
+                ));
+            }
+            ToolChoice::Function(name.to_string())
+        }
+    };
+    if tools.is_empty() && matches!(choice, ToolChoice::Required | ToolChoice::Function(_)) {
+        return Err(ToolError::invalid(
+            "tool_choice requires a tool call but no tools were given",
+            "tool_choice",
+        ));
+    }
+    Ok(choice)
+}
+
+/// The tools of one request and how the model will be asked to use them.
+#[derive(Debug, Clone)]
+pub struct ToolPlan {
+    pub format: ToolFormat,
+    pub choice: ToolChoice,
+    /// The tools the model may call (one when a function is named).
+    pub tools: Vec<FunctionTool>,
+    pub parallel: bool,
+}
+
+impl ToolPlan {
+    /// A plan, or None when the model is not to see tools at all.
+    pub fn new(
+        format: ToolFormat,
+        tools: Vec<FunctionTool>,
+        choice: ToolChoice,
+        parallel: bool,
+    ) -> Option<Self> {
+        if tools.is_empty() || choice == ToolChoice::None {
+            return None;
+        }
+        let tools = match &choice {
+            ToolChoice::Function(name) => tools.into_iter().filter(|t| &t.name == name).collect(),
+            _ => tools,
+        };
+        Some(Self {
+            format,
+            choice,
+            tools,
+            parallel,
+        })
+    }
+
+    /// Whether the output must be a call.
+    pub fn forces_call(&self) -> bool {
+        matches!(self.choice, ToolChoice::Required | ToolChoice::Function(_))
+    }
+
+    /// The `tools` value for templates that render tools themselves (None for the generic format).
+    pub fn template_tools(&self) -> Option<Value> {
+        (self.format != ToolFormat::Generic).then(|| {
+            Value::Array(
+                self.tools
+                    .iter()
+                    .map(|t| json!({"type": "function", "function": function_json(t)}))
+                    .collect(),
+            )
+        })
+    }
+
+    /// Adapts the conversation to the format: the generic format gets its system section, and past
+    /// calls and results are written the way the model is asked to write them.
+    pub fn prepare_messages(&self, messages: &mut Vec<ChatMessage>) {
+        if self.format != ToolFormat::Generic {
+            for message in messages.iter_mut() {
+                arguments_as_objects(message);
+            }
+            return;
+        }
+        for message in messages.iter_mut() {
+            generic_history(message);
+        }
+        let section = self.generic_system_section();
+        match messages.first_mut() {
+            Some(first) if first.role == "system" => {
+                first.content = format!("{}\n\n{section}", first.content);
+            }
+            _ => messages.insert(0, ChatMessage::new("system", section)),
+        }
+    }
+
+    fn generic_system_section(&self) -> String {
+        let listed: Vec<Value> = self.tools.iter().map(function_json).collect();
+        let listed = serde_json::to_string_pretty(&listed).unwrap_or_default();
+        let call = r#"{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}]}"#;
+        if self.forces_call() {
+            format!(
+                "You have access to these tools:\n{listed}\n\nCall a tool now. Respond with JSON only, in this form:\n{call}"
+            )
+        } else {
+            format!(
+                "You have access to these tools:\n{listed}\n\nRespond with JSON only. To call tools, use:\n{call}\nTo answer the user directly, use:\n{{\"response\": \"<your answer>\"}}"
+            )
+        }
+    }
+
+    /// The grammar the output must follow, if any. The generic format is always constrained (its
+    /// answers are JSON); native formats are constrained when a call is required.
+    pub fn grammar(&self, special_token_id: impl Fn(&str) -> Option<u32>) -> Option<GrammarSpec> {
+        let items = Value::Array(
+            self.tools
+                .iter()
+                .map(|t| call_schema(t, "arguments"))
+                .collect(),
+        );
+        let calls = {
+            let mut schema = json!({"type": "array", "items": {"anyOf": items}, "minItems": 1});
+            if !self.parallel {
+                schema["maxItems"] = json!(1);
+            }
+            schema
+        };
+        match self.format {
+            ToolFormat::Generic => {
+                let call = json!({
+                    "type": "object",
+                    "properties": {"tool_calls": calls},
+                    "required": ["tool_calls"],
+                    "additionalProperties": false,
+                });
+                if self.forces_call() {
+                    return Some(GrammarSpec::JsonSchema(call));
+                }
+                let response = json!({
+                    "type": "object",
+                    "properties": {"response": {"type": "string"}},
+                    "required": ["response"],
+                    "additionalProperties": false,
+                });
+                Some(GrammarSpec::JsonSchema(json!({"anyOf": [call, response]})))
+            }
+            _ if !self.forces_call() => None,
+            ToolFormat::Hermes => {
+                let one = lark_json(&json!({"anyOf": items}));
+                let repeat = if self.parallel { "+" } else { "" };
+                Some(GrammarSpec::Lark(format!(
+                    "start: call{repeat}\ncall: \"<tool_call>\\n\" {one} \"\\n</tool_call>\" \"\\n\"?\n"
+                )))
+            }
+            ToolFormat::Mistral => {
+                let marker = special_token_id("[TOOL_CALLS]")
+                    .map(|id| format!("<[{id}]>"))
+                    .unwrap_or_else(|| "\"[TOOL_CALLS]\"".to_string());
+                Some(GrammarSpec::Lark(format!(
+                    "start: {marker} {}\n",
+                    lark_json(&calls)
+                )))
+            }
+            ToolFormat::Llama3 => {
+                let items: Vec<Value> = self
+                    .tools
+                    .iter()
+                    .map(|t| call_schema(t, "parameters"))
+                    .collect();
+                Some(GrammarSpec::JsonSchema(json!({"anyOf": items})))
+            }
+        }
+    }
+}
+
+/// `{"name", "description", "parameters"}` of a tool.
+fn function_json(tool: &FunctionTool) -> Value {
+    let mut f = json!({"name": tool.name, "parameters": tool.parameters});
+    if let Some(d) = &tool.description {
+        f["description"] = json!(d);
+    }
+    f
+}
+
+/// The schema of one call to `tool`, with its arguments under `arguments_key`.
+fn call_schema(tool: &FunctionTool, arguments_key: &str) -> Value {
+    json!({
+        "type": "object",
+        "properties": {"name": {"const": tool.name}, arguments_key: tool.parameters},
+        "required": ["name", arguments_key],
+        "additionalProperties": false,
+    })
+}
+
+/// A schema embedded in a Lark grammar, laid out as `GrammarSpec::JsonSchema` lays it out.
+fn lark_json(schema: &Value) -> String {
+    let mut schema = schema.clone();
+    crate::engine::grammar::close_objects(&mut schema);
+    format!(
+        "%json {}",
+        crate::engine::grammar::with_compact_layout(schema)
+    )
+}
+
+/// Templates that render past calls expect `arguments` as an object; OpenAI sends a JSON string.
+fn arguments_as_objects(message: &mut ChatMessage) {
+    let Some(Value::Array(calls)) = message.tool_calls.as_mut() else {
+        return;
+    };
+    for call in calls {
+        if let Some(arguments) = call.pointer_mut("/function/arguments")
+            && let Some(text) = arguments.as_str()
+            && let Ok(parsed) = serde_json::from_str::<Value>(text)
+        {
+            *arguments = parsed;
+        }
+    }
+}
+
+/// In the generic format, past calls are the JSON the model was asked for, and results are user turns.
+fn generic_history(message: &mut ChatMessage) {
+    if let Some(Value::Array(calls)) = message.tool_calls.take() {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|c| {
+                let name = c.pointer("/function/name").cloned().unwrap_or(Value::Null);
+                let arguments = match c.pointer("/function/arguments") {
+                    Some(Value::String(s)) => {
+                        serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+                    }
+                    Some(v) => v.clone(),
+                    None => json!({}),
+                };
+                json!({"name": name, "arguments": arguments})
+            })
+            .collect();
+        message.content = json!({"tool_calls": calls}).to_string();
+    } else if message.role == "assistant" && !message.content.is_empty() {
+        message.content = json!({"response": message.content}).to_string();
+    }
+    if message.role == "tool" {
+        let mut result = json!({"content": message.content});
+        if let Some(id) = message.tool_call_id.take() {
+            result["tool_call_id"] = json!(id);
+        }
+        if let Some(name) = message.name.take() {
+            result["tool"] = json!(name);
+        }
+        message.role = "user".to_string();
+        message.content = json!({"tool_response": result}).to_string();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weather() -> Value {
+        json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+    }
+
+    #[test]
+    fn formats_are_told_from_templates() {
+        assert_eq!(ToolFormat::detect("{{ messages }}"), ToolFormat::Generic);
+        assert_eq!(
+            ToolFormat::detect("{% if tools %}<tool_call>{% endif %}"),
+            ToolFormat::Hermes
+        );
+        assert_eq!(
+            ToolFormat::detect("{% if tools %}[TOOL_CALLS]{% endif %}"),
+            ToolFormat::Mistral
+        );
+        assert_eq!(
+            ToolFormat::detect("{% if tools %}<|python_tag|>{% endif %}"),
+            ToolFormat::Llama3
+        );
+    }
+
+    #[test]
+    fn bad_tools_and_choices_name_the_field() {
+        let e = parse_tools(&json!([{"type": "retrieval"}])).unwrap_err();
+        assert_eq!(e.param(), "tools[0].type");
+        let e =
+            parse_tools(&json!([{"type": "function", "function": {"name": "a b"}}])).unwrap_err();
+        assert_eq!(e.param(), "tools[0].function.name");
+        let tools = parse_tools(&weather()).unwrap();
+        let e = parse_choice(
+            Some(&json!({"type": "function", "function": {"name": "nope"}})),
+            &tools,
+        )
+        .unwrap_err();
+        assert_eq!(e.param(), "tool_choice");
+        assert!(parse_choice(Some(&json!("required")), &[]).is_err());
+        assert_eq!(
+            parse_choice(Some(&json!("none")), &tools).unwrap(),
+            ToolChoice::None
+        );
+    }
+
+    #[test]
+    fn generic_format_adds_a_system_section_and_rewrites_history() {
+        let tools = parse_tools(&weather()).unwrap();
+        let plan = ToolPlan::new(ToolFormat::Generic, tools, ToolChoice::Auto, true).unwrap();
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = Some(json!([{"id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]));
+        let mut result = ChatMessage::new("tool", "18C");
+        result.tool_call_id = Some("c1".into());
+        let mut messages = vec![ChatMessage::new("user", "Weather?"), call, result];
+        plan.prepare_messages(&mut messages);
+        assert_eq!(messages[0].role, "system");
+        assert!(messages[0].content.contains("get_weather"));
+        let history: Value = serde_json::from_str(&messages[2].content).unwrap();
+        assert_eq!(history["tool_calls"][0]["arguments"]["city"], "Paris");
+        assert_eq!(messages[3].role, "user");
+        assert!(messages[3].content.contains("tool_response"));
+        assert!(matches!(
+            plan.grammar(|_| None),
+            Some(GrammarSpec::JsonSchema(_))
+        ));
+    }
+
+    #[test]
+    fn none_hides_tools_and_auto_leaves_native_formats_free() {
+        let tools = parse_tools(&weather()).unwrap();
+        assert!(ToolPlan::new(ToolFormat::Hermes, tools.clone(), ToolChoice::None, true).is_none());
+        let plan =
+            ToolPlan::new(ToolFormat::Hermes, tools.clone(), ToolChoice::Auto, true).unwrap();
+        assert_eq!(plan.grammar(|_| None), None);
+        let plan = ToolPlan::new(ToolFormat::Hermes, tools, ToolChoice::Required, false).unwrap();
+        assert!(
+            matches!(plan.grammar(|_| None), Some(GrammarSpec::Lark(g)) if g.contains("<tool_call>"))
+        );
+    }
+}

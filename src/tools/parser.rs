@@ -1,0 +1,588 @@
+//! Turning generated text into content and tool calls as it streams.
+//!
+//! Content before a call streams as content; a call streams as soon as its name is known, then its
+//! arguments in pieces as they are written. Text that only looked like the start of a call is given back
+//! as content, never dropped.
+
+use super::ToolFormat;
+use super::json_scan::scan_call;
+
+const HERMES_OPEN: &str = "<tool_call>";
+const HERMES_CLOSE: &str = "</tool_call>";
+const MISTRAL_MARKER: &str = "[TOOL_CALLS]";
+const LLAMA_MARKER: &str = "<|python_tag|>";
+
+/// A piece of the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolEvent {
+    Content(String),
+    /// A new call, index 0.. in order.
+    CallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of call `index`'s arguments JSON.
+    CallArguments {
+        index: usize,
+        delta: String,
+    },
+}
+
+/// A finished call, as the non-streaming response carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing decided yet (formats whose calls open the answer hold text back here).
+    Start,
+    /// Plain content, watching for a call marker.
+    Text,
+    /// The generic format's `{"response": "` string, streamed unescaped.
+    Response,
+    /// Between the items of a JSON array of calls.
+    CallList,
+    /// Inside a call object.
+    Call,
+    /// After a Hermes call object, before `</tool_call>`.
+    HermesClose,
+    /// Done with structure; the rest (closing brackets) is not content.
+    Tail,
+}
+
+/// A streaming parser for one choice.
+#[derive(Debug)]
+pub struct ToolCallParser {
+    format: ToolFormat,
+    state: State,
+    /// Text received and not yet given out.
+    pending: String,
+    /// Whether the current call object sits in a JSON array.
+    in_list: bool,
+    calls: Vec<ToolCall>,
+    /// For the call being read: its name is out, and this much of its arguments.
+    started: bool,
+    arguments_sent: usize,
+    /// The raw text of the current structure, given back as content if it turns out malformed.
+    raw: String,
+    /// A call just closed: whitespace before the next call or text is layout, not content.
+    after_call: bool,
+}
+
+impl ToolCallParser {
+    pub fn new(format: ToolFormat) -> Self {
+        Self {
+            format,
+            state: State::Start,
+            pending: String::new(),
+            in_list: false,
+            calls: Vec::new(),
+            started: false,
+            arguments_sent: 0,
+            raw: String::new(),
+            after_call: false,
+        }
+    }
+
+    /// The calls read so far.
+    pub fn calls(&self) -> &[ToolCall] {
+        &self.calls
+    }
+
+    pub fn push(&mut self, text: &str) -> Vec<ToolEvent> {
+        self.pending.push_str(text);
+        let mut events = Vec::new();
+        while self.advance(&mut events, false) {}
+        events
+    }
+
+    /// The end of the answer: whatever is held back comes out.
+    pub fn finish(&mut self) -> Vec<ToolEvent> {
+        let mut events = Vec::new();
+        while self.advance(&mut events, true) {}
+        match self.state {
+            State::Call if !self.started => {
+                let raw = std::mem::take(&mut self.raw) + &self.pending;
+                push_content(&mut events, raw);
+            }
+            State::Call => {
+                // Cut short (a length limit): close what was sent so the arguments stay one value.
+                self.close_call(&mut events, None);
+            }
+            State::Text | State::Start => {
+                push_content(&mut events, std::mem::take(&mut self.pending))
+            }
+            _ => {}
+        }
+        self.pending.clear();
+        events
+    }
+
+    /// One move of the state machine; false when it needs more text.
+    fn advance(&mut self, events: &mut Vec<ToolEvent>, at_end: bool) -> bool {
+        match self.state {
+            State::Start => self.start(at_end),
+            State::Text => self.text(events, at_end),
+            State::Response => self.response(events),
+            State::CallList => self.call_list(events),
+            State::Call => self.call(events),
+            State::HermesClose => self.hermes_close(at_end),
+            State::Tail => {
+                self.pending.clear();
+                false
+            }
+        }
+    }
+
+    fn start(&mut self, at_end: bool) -> bool {
+        let trimmed = self.pending.trim_start();
+        if trimmed.is_empty() && !at_end {
+            return false;
+        }
+        match self.format {
+            ToolFormat::Generic => {
+                // `{"tool_calls": [` or `{"response": "`; anything else is plain content.
+                let compact: String = trimmed.chars().filter(|c| !c.is_whitespace()).collect();
+                for (opening, next) in [
+                    ("{\"tool_calls\":[", State::CallList),
+                    ("{\"response\":\"", State::Response),
+                ] {
+                    if compact.starts_with(opening) {
+                        let cut = byte_after_compact(&self.pending, opening.len());
+                        self.raw = self.pending[..cut].to_string();
+                        self.pending.drain(..cut);
+                        self.state = next;
+                        self.in_list = next == State::CallList;
+                        return true;
+                    }
+                    if opening.starts_with(&compact) && !at_end {
+                        return false;
+                    }
+                }
+                self.state = State::Text;
+            }
+            ToolFormat::Mistral | ToolFormat::Llama3 => {
+                let marker = if self.format == ToolFormat::Mistral {
+                    MISTRAL_MARKER
+                } else {
+                    LLAMA_MARKER
+                };
+                let opening = if self.format == ToolFormat::Mistral {
+                    "[{"
+                } else {
+                    "{\""
+                };
+                let after_marker = trimmed.strip_prefix(marker).unwrap_or(trimmed).trim_start();
+                let compact: String = after_marker
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                if compact.starts_with(opening) {
+                    let skip = self.pending.len() - after_marker.len();
+                    self.raw = self.pending[..skip].to_string();
+                    self.pending.drain(..skip);
+                    if self.format == ToolFormat::Mistral {
+                        let bracket = self.pending.find('[').map_or(0, |i| i + 1);
+                        self.raw.extend(self.pending.drain(..bracket));
+                        self.in_list = true;
+                        self.state = State::CallList;
+                    } else {
+                        self.state = State::Call;
+                    }
+                    return true;
+                }
+                let undecided = (marker.starts_with(trimmed) || opening.starts_with(&compact))
+                    || (trimmed.starts_with(marker) && compact.len() < opening.len());
+                if undecided && !at_end {
+                    return false;
+                }
+                self.state = State::Text;
+            }
+            ToolFormat::Hermes => self.state = State::Text,
+        }
+        true
+    }
+
+    fn text(&mut self, events: &mut Vec<ToolEvent>, at_end: bool) -> bool {
+        if self.after_call {
+            let kept = self.pending.trim_start().len();
+            self.pending.drain(..self.pending.len() - kept);
+            if self.pending.is_empty() {
+                return false;
+            }
+            self.after_call = false;
+        }
+        let marker = match self.format {
+            ToolFormat::Hermes => HERMES_OPEN,
+            ToolFormat::Mistral => MISTRAL_MARKER,
+            _ => {
+                push_content(events, std::mem::take(&mut self.pending));
+                return false;
+            }
+        };
+        if let Some(at) = self.pending.find(marker) {
+            push_content(events, self.pending[..at].to_string());
+            self.raw = marker.to_string();
+            self.pending.drain(..at + marker.len());
+            if self.format == ToolFormat::Mistral {
+                self.state = State::Start;
+            } else {
+                self.state = State::Call;
+                self.in_list = false;
+            }
+            return true;
+        }
+        // Hold back a tail that may be the marker's beginning.
+        let keep = if at_end {
+            0
+        } else {
+            partial_suffix(&self.pending, marker)
+        };
+        let out = self.pending.len() - keep;
+        push_content(events, self.pending[..out].to_string());
+        self.pending.drain(..out);
+        false
+    }
+
+    fn response(&mut self, events: &mut Vec<ToolEvent>) -> bool {
+        let mut out = String::new();
+        let mut consumed = 0;
+        let bytes = self.pending.as_bytes();
+        while consumed < bytes.len() {
+            match bytes[consumed] {
+                b'"' => {
+                    consumed += 1;
+                    self.state = State::Tail;
+                    break;
+                }
+                b'\\' => {
+                    let Some(len) = escape_len(&self.pending[consumed..]) else {
+                        break;
+                    };
+                    let literal = format!("\"{}\"", &self.pending[consumed..consumed + len]);
+                    match serde_json::from_str::<String>(&literal) {
+                        Ok(s) => out.push_str(&s),
+                        Err(_) => out.push_str(&self.pending[consumed..consumed + len]),
+                    }
+                    consumed += len;
+                }
+                _ => {
+                    let ch = self.pending[consumed..].chars().next().unwrap_or('\0');
+                    out.push(ch);
+                    consumed += ch.len_utf8();
+                }
+            }
+        }
+        self.pending.drain(..consumed);
+        push_content(events, out);
+        self.state == State::Tail
+    }
+
+    fn call_list(&mut self, _events: &mut Vec<ToolEvent>) -> bool {
+        let trimmed = self
+            .pending
+            .trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        let skip = self.pending.len() - trimmed.len();
+        match trimmed.chars().next() {
+            None => {
+                self.pending.clear();
+                false
+            }
+            Some('{') => {
+                self.pending.drain(..skip);
+                self.state = State::Call;
+                true
+            }
+            Some(_) => {
+                // `]` closes the list; whatever follows is structure, not content.
+                self.state = State::Tail;
+                true
+            }
+        }
+    }
+
+    fn call(&mut self, events: &mut Vec<ToolEvent>) -> bool {
+        let scan = scan_call(&self.pending);
+        if scan.invalid {
+            if self.started {
+                self.close_call(events, None);
+            } else {
+                let raw = std::mem::take(&mut self.raw) + &std::mem::take(&mut self.pending);
+                push_content(events, raw);
+            }
+            self.state = State::Text;
+            return true;
+        }
+        if !self.started
+            && let Some(name) = &scan.name
+        {
+            let index = self.calls.len();
+            let id = call_id();
+            events.push(ToolEvent::CallStart {
+                index,
+                id: id.clone(),
+                name: name.clone(),
+            });
+            self.calls.push(ToolCall {
+                id,
+                name: name.clone(),
+                arguments: String::new(),
+            });
+            self.started = true;
+            self.arguments_sent = 0;
+        }
+        if self.started
+            && let Some(start) = scan.arguments_start
+        {
+            let end = scan.arguments_end.unwrap_or(self.pending.len());
+            let from = start + self.arguments_sent;
+            if end > from
+                && self.pending.is_char_boundary(from)
+                && self.pending.is_char_boundary(end)
+            {
+                let delta = self.pending[from..end].to_string();
+                self.arguments_sent += delta.len();
+                self.send_arguments(events, delta);
+            }
+        }
+        let Some(end) = scan.end else {
+            return false;
+        };
+        if !self.started {
+            // A complete object without a name is not a call.
+            let raw = std::mem::take(&mut self.raw) + &self.pending[..end];
+            push_content(events, raw);
+            self.pending.drain(..end);
+            self.state = State::Text;
+            return true;
+        }
+        self.close_call(events, Some(scan.arguments_start.is_some()));
+        self.pending.drain(..end);
+        self.state = match (self.format, self.in_list) {
+            (_, true) => State::CallList,
+            (ToolFormat::Hermes, false) => State::HermesClose,
+            (ToolFormat::Llama3, false) => State::Start,
+            _ => State::Tail,
+        };
+        true
+    }
+
+    fn send_arguments(&mut self, events: &mut Vec<ToolEvent>, delta: String) {
+        let index = self.calls.len() - 1;
+        if let Some(call) = self.calls.last_mut() {
+            call.arguments.push_str(&delta);
+        }
+        events.push(ToolEvent::CallArguments { index, delta });
+    }
+
+    /// Ends the current call; a call that never wrote arguments gets `{}`.
+    fn close_call(&mut self, events: &mut Vec<ToolEvent>, had_arguments: Option<bool>) {
+        if had_arguments != Some(true) && self.arguments_sent == 0 {
+            self.send_arguments(events, "{}".to_string());
+        }
+        self.started = false;
+        self.arguments_sent = 0;
+        self.raw.clear();
+    }
+
+    fn hermes_close(&mut self, at_end: bool) -> bool {
+        let trimmed = self.pending.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(HERMES_CLOSE) {
+            self.pending = rest.to_string();
+            self.state = State::Text;
+            self.after_call = true;
+            return true;
+        }
+        if HERMES_CLOSE.starts_with(trimmed) && !at_end {
+            return false;
+        }
+        self.state = State::Text;
+        true
+    }
+}
+
+fn push_content(events: &mut Vec<ToolEvent>, text: String) {
+    if text.is_empty() {
+        return;
+    }
+    if let Some(ToolEvent::Content(last)) = events.last_mut() {
+        last.push_str(&text);
+    } else {
+        events.push(ToolEvent::Content(text));
+    }
+}
+
+/// The byte offset in `text` after `count` non-whitespace characters (all ASCII here).
+fn byte_after_compact(text: &str, count: usize) -> usize {
+    let mut seen = 0;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            continue;
+        }
+        seen += 1;
+        if seen == count {
+            return i + c.len_utf8();
+        }
+    }
+    text.len()
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `marker`.
+fn partial_suffix(text: &str, marker: &str) -> usize {
+    (1..marker.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| {
+            text.is_char_boundary(text.len() - n) && marker.starts_with(&text[text.len() - n..])
+        })
+        .unwrap_or(0)
+}
+
+/// Length of the JSON escape at the start of `text`, if it is complete (a surrogate pair counts whole).
+fn escape_len(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    match bytes.get(1)? {
+        b'u' => {
+            if bytes.len() < 6 {
+                return None;
+            }
+            let high = u16::from_str_radix(text.get(2..6)?, 16).ok()?;
+            if (0xD800..0xDC00).contains(&high) {
+                (bytes.len() >= 12).then_some(12)
+            } else {
+                Some(6)
+            }
+        }
+        _ => Some(2),
+    }
+}
+
+/// An id in OpenAI's style.
+fn call_id() -> String {
+    use rand::Rng;
+    let n: u128 = rand::rng().random();
+    format!("call_{:024x}", n & ((1u128 << 96) - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `text` in pieces of `step` bytes (on char boundaries) and gathers content and calls.
+    fn run(format: ToolFormat, text: &str, step: usize) -> (String, Vec<(String, String)>) {
+        let mut parser = ToolCallParser::new(format);
+        let mut events = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut cut = step.min(rest.len());
+            while !rest.is_char_boundary(cut) {
+                cut += 1;
+            }
+            events.extend(parser.push(&rest[..cut]));
+            rest = &rest[cut..];
+        }
+        events.extend(parser.finish());
+        let mut content = String::new();
+        let mut calls: Vec<(String, String)> = Vec::new();
+        for e in events {
+            match e {
+                ToolEvent::Content(t) => content.push_str(&t),
+                ToolEvent::CallStart { index, name, .. } => {
+                    assert_eq!(index, calls.len());
+                    calls.push((name, String::new()));
+                }
+                ToolEvent::CallArguments { index, delta } => calls[index].1.push_str(&delta),
+            }
+        }
+        let recorded: Vec<(String, String)> = parser
+            .calls()
+            .iter()
+            .map(|c| (c.name.clone(), c.arguments.clone()))
+            .collect();
+        assert_eq!(recorded, calls);
+        (content, calls)
+    }
+
+    #[test]
+    fn generic_calls_and_responses_stream_in_any_pieces() {
+        let text = r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "now", "arguments": {}}]}"#;
+        for step in [1, 3, 7, 1000] {
+            let (content, calls) = run(ToolFormat::Generic, text, step);
+            assert_eq!(content, "");
+            assert_eq!(
+                calls,
+                [
+                    (
+                        "get_weather".to_string(),
+                        r#"{"city": "Paris"}"#.to_string()
+                    ),
+                    ("now".to_string(), "{}".to_string())
+                ]
+            );
+            let (content, calls) = run(
+                ToolFormat::Generic,
+                r#"{"response": "Hi \"you\"\n\u00e9\ud83d\ude00!"}"#,
+                step,
+            );
+            assert_eq!(content, "Hi \"you\"\né😀!");
+            assert!(calls.is_empty());
+        }
+        let (content, _) = run(ToolFormat::Generic, "just text", 2);
+        assert_eq!(content, "just text");
+    }
+
+    #[test]
+    fn hermes_content_then_calls() {
+        let text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>";
+        for step in [1, 4, 1000] {
+            let (content, calls) = run(ToolFormat::Hermes, text, step);
+            assert_eq!(content, "Let me check.\n");
+            assert_eq!(calls.len(), 2);
+            assert_eq!(calls[0].1, r#"{"city": "Oslo"}"#);
+        }
+        let (content, calls) = run(ToolFormat::Hermes, "a < b and <tool_c", 1);
+        assert_eq!(content, "a < b and <tool_c");
+        assert!(calls.is_empty());
+    }
+
+    #[test]
+    fn malformed_calls_come_back_as_content() {
+        let (content, calls) = run(ToolFormat::Hermes, "<tool_call>not json</tool_call>", 3);
+        assert!(calls.is_empty());
+        assert_eq!(content, "<tool_call>not json</tool_call>");
+        let (content, calls) = run(ToolFormat::Hermes, "<tool_call>{\"city\": 1}", 3);
+        assert!(calls.is_empty());
+        assert_eq!(content, "<tool_call>{\"city\": 1}");
+    }
+
+    #[test]
+    fn mistral_and_llama_formats() {
+        let (content, calls) = run(
+            ToolFormat::Mistral,
+            r#"[TOOL_CALLS][{"name": "f", "arguments": {"x": 1}}, {"name": "g", "arguments": {}}]"#,
+            2,
+        );
+        assert_eq!(content, "");
+        assert_eq!(calls.len(), 2);
+        let (_, calls) = run(
+            ToolFormat::Mistral,
+            r#"[{"name": "f", "arguments": {"x": 1}}]"#,
+            5,
+        );
+        assert_eq!(calls[0].1, r#"{"x": 1}"#);
+        let (content, calls) = run(
+            ToolFormat::Llama3,
+            r#"{"name": "f", "parameters": {"x": [1, 2]}}"#,
+            3,
+        );
+        assert_eq!(content, "");
+        assert_eq!(calls, [("f".to_string(), r#"{"x": [1, 2]}"#.to_string())]);
+        let (content, calls) = run(ToolFormat::Llama3, "The answer is 4.", 3);
+        assert_eq!(content, "The answer is 4.");
+        assert!(calls.is_empty());
+    }
+}
