@@ -19,8 +19,13 @@ if [[ ! -x $server ]]; then
   "$cache/venv/bin/cmake" -S "$src" -B "$src/build" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
   "$cache/venv/bin/cmake" --build "$src/build" --target llama-server -j"$(nproc)" >/dev/null
 fi
-cargo build --release --quiet
-model=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/model
+# MODEL_BIN: a `model` binary already built (skips the release build).
+if [[ -n ${MODEL_BIN:-} ]]; then
+  model=$MODEL_BIN
+else
+  cargo build --release --quiet
+  model=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/model
+fi
 gguf=$(scripts/fetch-default-model.sh)
 home=$(mktemp -d)
 trap 'kill $ours $theirs 2>/dev/null; rm -rf "$home"' EXIT

@@ -74,6 +74,8 @@ pub struct RuntimeOptions {
     pub scheduler: SchedulerConfig,
     /// Most models loaded at once.
     pub max_loaded: usize,
+    /// Bytes loaded models (weights and KV caches) may take together; None: no limit.
+    pub memory_budget: Option<u64>,
     pub keep_alive: Option<Duration>,
 }
 
@@ -89,6 +91,8 @@ pub struct LoadedModel {
     pub vocab_size: usize,
     pub architecture: String,
     pub size_bytes: u64,
+    /// Weights plus KV cache: what the model holds in memory.
+    pub memory_bytes: u64,
     pub loaded_at: Instant,
     usage: Mutex<Usage>,
     /// Built on the first constrained request: most requests never need it.
@@ -173,7 +177,14 @@ impl ModelRuntime {
             model.touch(None);
             return Ok(model.clone());
         }
-        while loaded.len() >= self.options.max_loaded.max(1) {
+        // Room by count and by memory; the KV cache of the newcomer is not known yet, so its weights stand in.
+        let budget = self.options.memory_budget.unwrap_or(u64::MAX);
+        let over = |loaded: &HashMap<Digest, Arc<LoadedModel>>| {
+            let used: u64 = loaded.values().map(|m| m.memory_bytes).sum();
+            loaded.len() >= self.options.max_loaded.max(1)
+                || (!loaded.is_empty() && used.saturating_add(local.size()) > budget)
+        };
+        while over(&loaded) {
             let Some(victim) = loaded
                 .values()
                 .filter(|m| m.is_idle())
@@ -213,6 +224,7 @@ impl ModelRuntime {
             vocab_size: engine.info().vocab_size,
             architecture: engine.info().architecture.clone(),
             size_bytes: local.size(),
+            memory_bytes: local.size() + engine.kv_cache_bytes(),
             loaded_at: Instant::now(),
             scheduler: Scheduler::start(engine, self.options.scheduler),
             usage: Mutex::new(Usage {

@@ -342,6 +342,20 @@ fn model_run_answers_in_process_and_through_a_running_server() {
             1.0
         );
     });
+
+    // `ls` with no store named asks the server, whose store is elsewhere (an empty HOME here).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let listed = cli
+        .command(&["ls"])
+        .env_remove("MODEL_RUNNER_HOME")
+        .env("HOME", elsewhere.path())
+        .env("XDG_DATA_HOME", elsewhere.path())
+        .env("MODEL_RUNNER_PORT", server.port.to_string())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("ai/smollm2:latest"), "{listed}");
+    assert!(listed.contains("Q4_1"), "{listed}");
 }
 
 #[test]

@@ -44,6 +44,11 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Value> {
     Ok(body)
 }
 
+/// The server's stored models (`GET /models`, Docker Model Runner's store API).
+pub async fn list_models() -> Result<Value> {
+    send(client().get(format!("{}/models", server_url()))).await
+}
+
 /// `model ps`: the models the server has loaded.
 pub async fn ps() -> Result<()> {
     let body = send(client().get(format!("{}/api/ps", server_url()))).await?;

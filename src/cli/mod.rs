@@ -129,6 +129,9 @@ impl RegistryArgs {
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<()> {
+    // Without a store named on the command line (or in the environment), `ls` asks a running server,
+    // whose store may live elsewhere (a container, another user), as `docker model ls` asks its runner.
+    let store_named = cli.home.is_some();
     let store = Store::open(cli.home.unwrap_or_else(Store::default_root))?;
     match cli.command {
         Command::Run(args) => run::run(&store, args).await,
@@ -156,7 +159,20 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Rm { references, force } => remove(&store, &references, force),
-        Command::Ls { json, quiet } => list(&store, json, quiet),
+        Command::Ls { json, quiet } => {
+            if !store_named && client::server_answers().await {
+                let listed = client::list_models().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&listed)?);
+                    return Ok(());
+                }
+                let models: Vec<ListedModel> = serde_json::from_value(listed).map_err(|e| {
+                    anyhow::anyhow!("the server's model list is not understood: {e}")
+                })?;
+                return print_models(&models, quiet);
+            }
+            list(&store, json, quiet)
+        }
         Command::Inspect { reference } => {
             let model = store.resolve(&reference)?;
             println!("{}", serde_json::to_string_pretty(&model.to_api_json())?);
@@ -251,17 +267,52 @@ fn remove(store: &Store, references: &[String], force: bool) -> Result<()> {
     Ok(())
 }
 
+/// A model as `ls` shows it, from the local store or a server's `GET /models`.
+#[derive(Debug, serde::Deserialize)]
+struct ListedModel {
+    id: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    created: i64,
+    #[serde(default)]
+    config: crate::artifact::ModelConfig,
+}
+
 fn list(store: &Store, json: bool, quiet: bool) -> Result<()> {
     let models = store.list()?;
-    let mut out = std::io::stdout().lock();
     if json {
         let shapes: Vec<_> = models.iter().map(LocalModel::to_api_json).collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&shapes)?)?;
+        println!("{}", serde_json::to_string_pretty(&shapes)?);
         return Ok(());
     }
+    let listed: Vec<ListedModel> = models
+        .iter()
+        .map(|model| {
+            let mut config = model.config.config.clone();
+            if config.size.is_empty() {
+                config.size = human_size(model.size());
+            }
+            ListedModel {
+                id: model.id.to_string(),
+                tags: model.familiar_names(),
+                created: model.created().map_or(0, |c| c.timestamp()),
+                config,
+            }
+        })
+        .collect();
+    print_models(&listed, quiet)
+}
+
+fn print_models(models: &[ListedModel], quiet: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let short = |id: &str| {
+        let hex = id.strip_prefix("sha256:").unwrap_or(id);
+        hex.chars().take(12).collect::<String>()
+    };
     if quiet {
-        for model in &models {
-            writeln!(out, "{}", model.id.short())?;
+        for model in models {
+            writeln!(out, "{}", short(&model.id))?;
         }
         return Ok(());
     }
@@ -278,18 +329,26 @@ fn list(store: &Store, json: bool, quiet: bool) -> Result<()> {
         ]
         .map(String::from),
     ];
-    for model in &models {
-        let c = &model.config.config;
-        for name in model.familiar_names() {
+    for model in models {
+        let c = &model.config;
+        let created = chrono::DateTime::from_timestamp(model.created, 0)
+            .filter(|_| model.created > 0)
+            .map_or_else(String::new, ago);
+        let names = if model.tags.is_empty() {
+            vec!["<untagged>".to_string()]
+        } else {
+            model.tags.clone()
+        };
+        for name in names {
             rows.push([
                 name,
                 c.parameters.clone(),
                 c.quantization.clone(),
                 c.architecture.clone(),
-                model.id.short().to_string(),
-                model.created().map_or_else(String::new, ago),
+                short(&model.id),
+                created.clone(),
                 c.context_size.map_or_else(String::new, |n| n.to_string()),
-                human_size(model.size()),
+                c.size.clone(),
             ]);
         }
     }

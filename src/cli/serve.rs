@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Most models loaded at once; the least recently used idle one gives way.
     #[arg(long, default_value_t = 2)]
     pub max_loaded_models: usize,
+    /// Memory (MiB) that loaded models, weights and KV caches together, may take; past it the least
+    /// recently used idle model gives way. Default: 3/4 of the memory available at start.
+    #[arg(long, value_name = "MIB")]
+    pub memory_budget: Option<u64>,
 }
 
 pub async fn serve(store: Store, args: ServeArgs) -> Result<()> {
@@ -72,6 +76,10 @@ pub async fn serve(store: Store, args: ServeArgs) -> Result<()> {
                 },
             },
             max_loaded: args.max_loaded_models,
+            memory_budget: args
+                .memory_budget
+                .map(|mib| mib << 20)
+                .or_else(|| crate::engine::available_memory_bytes().map(|b| b as u64 / 4 * 3)),
             keep_alive: u64::try_from(args.keep_alive).ok().map(Duration::from_secs),
         },
     );

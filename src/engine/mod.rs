@@ -143,6 +143,11 @@ impl Engine {
         self.context_size
     }
 
+    /// Bytes the KV cache holds, all blocks counted.
+    pub fn kv_cache_bytes(&self) -> u64 {
+        (self.cache.num_blocks() * self.cache.layout().bytes_per_block()) as u64
+    }
+
     /// The allocator of this engine's KV cache blocks.
     pub fn pool(&self) -> &BlockPool {
         &self.pool
@@ -258,7 +263,7 @@ impl Engine {
 }
 
 /// Memory the system could give us now (`MemAvailable`), where the platform tells.
-fn available_memory_bytes() -> Option<usize> {
+pub fn available_memory_bytes() -> Option<usize> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;

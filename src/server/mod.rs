@@ -239,6 +239,20 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
     describe(
         &mut out,
+        "model_runner:model_memory_bytes",
+        "gauge",
+        "Memory a loaded model holds: weights and KV cache.",
+    );
+    for m in &models {
+        let _ = writeln!(
+            out,
+            "model_runner:model_memory_bytes{{model=\"{}\"}} {}",
+            label(&m.name),
+            m.memory_bytes
+        );
+    }
+    describe(
+        &mut out,
         "model_runner:context_size",
         "gauge",
         "Context size of each loaded model, in tokens.",

@@ -145,7 +145,7 @@ pub async fn ps(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiErro
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "9999-12-31T23:59:59Z".into());
         list.push(json!({
-            "name": m.name, "model": m.name, "size": m.size_bytes, "digest": m.id.hex(),
+            "name": m.name, "model": m.name, "size": m.memory_bytes, "digest": m.id.hex(),
             "details": local.as_ref().map(details), "expires_at": expires_at, "size_vram": 0,
             "context_length": m.context_size,
         }));
