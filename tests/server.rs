@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, cli_with_default_model};
+use common::{ModelCli, Server, cli_with_default_model, default_model_gguf, repo_root};
 use serde_json::{Value, json};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -70,6 +70,25 @@ fn tool_calls_and_structured_output_follow_their_schemas() {
         let masks = metric(&server, "model_runner:grammar_mask_seconds_count").await;
         assert!(masks > 500.0, "constrained tokens were masked: {masks}");
     });
+}
+
+/// The native Hermes format (`<tool_call>` tags, Lark grammar) with the real model under a Qwen-style
+/// template that renders `tools`, past calls and tool results.
+#[test]
+fn native_hermes_tool_calls_with_a_tools_aware_template() {
+    let cli = ModelCli::new();
+    let template = repo_root().join("tests/fixtures/hermes-chat-template.jinja");
+    cli.ok(&[
+        "package",
+        "--gguf",
+        default_model_gguf().to_str().unwrap(),
+        "--chat-template",
+        template.to_str().unwrap(),
+        "ai/smollm2-hermes:latest",
+    ]);
+    let server = Server::start(&cli, &[]);
+    let out = server.run_python_with("hermes_tools.py", "ai/smollm2-hermes:latest");
+    assert!(out.contains("hermes tools ok"), "{out}");
 }
 
 #[test]

@@ -100,7 +100,8 @@ pub fn with_compact_layout(mut schema: serde_json::Value) -> serde_json::Value {
 pub struct Grammar {
     factory: ParserFactory,
     vocab_size: usize,
-    closers: Arc<[bool]>,
+    closers: Arc<[Closer]>,
+    eos: u32,
 }
 
 impl Grammar {
@@ -127,7 +128,7 @@ impl Grammar {
             tok_end_of_turn: None,
             ..TokRxInfo::new(vocab_size as u32, eos)
         };
-        let closers: Arc<[bool]> = words.iter().map(|w| is_closer(w)).collect();
+        let closers: Arc<[Closer]> = words.iter().map(|w| Closer::of(w)).collect();
         let trie = TokTrie::from(&info, &words);
         let env: TokEnv = Arc::new(TrieEnv { trie, tokenizer });
         let mut factory =
@@ -137,6 +138,7 @@ impl Grammar {
             factory,
             vocab_size,
             closers,
+            eos,
         })
     }
 
@@ -154,6 +156,9 @@ impl Grammar {
             matcher,
             vocab_size: self.vocab_size,
             closers: self.closers.clone(),
+            in_string: false,
+            escaped: false,
+            eos: self.eos,
         })
     }
 }
@@ -163,8 +168,13 @@ impl Grammar {
 pub struct Constraint {
     matcher: Matcher,
     vocab_size: usize,
-    /// Tokens made only of JSON closing marks (`"`, `}`, `]`, spaces).
-    closers: Arc<[bool]>,
+    /// What each token closes, for steering an answer to its end.
+    closers: Arc<[Closer]>,
+    /// Whether the output so far ends inside a JSON string (and after a backslash in it).
+    in_string: bool,
+    escaped: bool,
+    /// The end-of-sequence token the grammar allows when complete.
+    eos: u32,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -192,14 +202,45 @@ impl Constraint {
     pub fn commit(&mut self, token: u32) -> Result<(), GrammarError> {
         self.matcher
             .consume_token(token)
-            .map_err(|e| GrammarError::Matcher(e.to_string()))
+            .map_err(|e| GrammarError::Matcher(e.to_string()))?;
+        let bytes = self
+            .matcher
+            .tok_env()
+            .map(|env| env.tok_trie().token(token).to_vec())
+            .unwrap_or_default();
+        for b in bytes {
+            if self.escaped {
+                self.escaped = false;
+            } else if self.in_string && b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = !self.in_string;
+            }
+        }
+        Ok(())
     }
 
     /// When the token budget is nearly spent, steers toward finishing the value: among allowed tokens,
     /// those that only close strings, objects and arrays win whenever one is allowed. Output then ends
     /// as valid JSON instead of being cut mid-value (small models can loop inside a string forever).
     pub fn steer_to_close(&self, mask: &TokenMask, logits: &mut [f32]) {
-        let closes = |id: usize| mask.allows(id as u32) && self.closers.get(id) == Some(&true);
+        // Complete already: end here.
+        if mask.allows(self.eos) {
+            for (id, logit) in logits.iter_mut().enumerate() {
+                if id != self.eos as usize {
+                    *logit = f32::NEG_INFINITY;
+                }
+            }
+            return;
+        }
+        // Inside a string, close it (and what encloses it, if one token does both); outside, close brackets.
+        let wanted = if self.in_string {
+            Closer::String
+        } else {
+            Closer::Brackets
+        };
+        let closes =
+            |id: usize| mask.allows(id as u32) && self.closers.get(id).copied() == Some(wanted);
         if !(0..logits.len()).any(closes) {
             return;
         }
@@ -238,11 +279,27 @@ impl TokenMask {
     }
 }
 
-fn is_closer(bytes: &[u8]) -> bool {
-    bytes.iter().any(|b| matches!(b, b'"' | b'}' | b']'))
-        && bytes
-            .iter()
-            .all(|b| matches!(b, b'"' | b'}' | b']' | b' ' | b'\n'))
+/// What a token can close: a string (`"`, maybe with brackets after it), or brackets only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closer {
+    None,
+    String,
+    Brackets,
+}
+
+impl Closer {
+    fn of(bytes: &[u8]) -> Self {
+        let closing = |b: &u8| matches!(b, b'}' | b']' | b' ' | b'\n');
+        match bytes.split_first() {
+            Some((b'"', rest)) if rest.iter().all(closing) => Closer::String,
+            Some(_)
+                if bytes.iter().all(closing) && bytes.iter().any(|b| matches!(b, b'}' | b']')) =>
+            {
+                Closer::Brackets
+            }
+            _ => Closer::None,
+        }
+    }
 }
 
 /// The trie and tokenizer that llguidance asks for.

@@ -262,10 +262,11 @@ fn closing_window(max_tokens: usize) -> usize {
     (max_tokens / 4).clamp(8, 48)
 }
 
-/// Whether `generated` ends in one short cycle of tokens repeated over and over (`1111…`, `a, b, a, b…`).
+/// Whether `generated` ends in one cycle of tokens repeated over and over (`1111…`, `a, b, a, b…`, the
+/// same tool call again and again).
 fn is_looping(generated: &[u32]) -> bool {
-    (1..=8).any(|period| {
-        let window = (4 * period).max(16);
+    (1..=48).any(|period| {
+        let window = (3 * period).max(16);
         generated.len() >= window && {
             let tail = &generated[generated.len() - window..];
             (period..window).all(|i| tail[i] == tail[i - period])

@@ -386,10 +386,15 @@ impl Server {
 
     /// Runs a Python test script against this server with the default model.
     pub fn run_python(&self, script: &str) -> String {
+        self.run_python_with(script, "ai/smollm2:latest")
+    }
+
+    /// Runs a Python test script against this server with `model`.
+    pub fn run_python_with(&self, script: &str, model: &str) -> String {
         let out = Command::new(python())
             .arg(repo_root().join("tests/python").join(script))
             .env("BASE_URL", self.base_url())
-            .env("MODEL", "ai/smollm2:latest")
+            .env("MODEL", model)
             .output()
             .expect("run python");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
