@@ -182,11 +182,19 @@ impl Attention {
         })
     }
 
-    fn project(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    fn project(
+        &self,
+        x: &Tensor,
+        dense_from: usize,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         match &self.projections {
-            Projections::Separate { q, k, v } => Ok((q.forward(x)?, k.forward(x)?, v.forward(x)?)),
+            Projections::Separate { q, k, v } => Ok((
+                q.forward(x, dense_from)?,
+                k.forward(x, dense_from)?,
+                v.forward(x, dense_from)?,
+            )),
             Projections::Fused(qkv) => {
-                let all = qkv.forward(x)?;
+                let all = qkv.forward(x, dense_from)?;
                 let (q_width, kv_width) =
                     (self.heads * self.head_dim, self.kv_heads * self.head_dim);
                 Ok((
@@ -225,7 +233,8 @@ impl Attention {
         cache: &mut PagedKvCache,
     ) -> Result<Tensor, ModelError> {
         let tokens = x.dim(0)?;
-        let (q, k, v) = self.project(x)?;
+        let dense_from = batch.dense_from();
+        let (q, k, v) = self.project(x, dense_from)?;
         let q = Self::head_norm(self.q_norm.as_ref(), q, self.heads, self.head_dim)?;
         let k = Self::head_norm(self.k_norm.as_ref(), k, self.kv_heads, self.head_dim)?;
         let mut q = host_vec(&q)?;
@@ -250,7 +259,7 @@ impl Attention {
         let out = self.attend(&q, batch, cache);
         let out = Tensor::from_vec(out, (tokens, self.heads * self.head_dim), &Device::Cpu)?
             .to_device(x.device())?;
-        Ok(self.output.forward(&out)?)
+        Ok(self.output.forward(&out, dense_from)?)
     }
 
     /// Softmax attention of every (token, head) row against its own sequence's cached positions.

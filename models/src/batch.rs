@@ -65,6 +65,15 @@ impl StepBatch {
         });
     }
 
+    /// The first row of the step's prompt part: every slice from the first one with several tokens on.
+    /// Callers put decode slices (one token each) before prompt slices, so rows below this are decodes.
+    pub fn dense_from(&self) -> usize {
+        self.sequences
+            .iter()
+            .find(|s| s.len > 1)
+            .map_or(self.tokens.len(), |s| s.token_start)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }

@@ -106,14 +106,16 @@ impl Decoder {
                 cache,
             )?;
             x = (x + attended)?;
-            let mixed = block.mlp.forward(&block.ffn_norm.forward(&x)?)?;
+            let mixed = block
+                .mlp
+                .forward(&block.ffn_norm.forward(&x)?, batch.dense_from())?;
             x = (x + mixed)?;
         }
         Ok(self.norm.forward(&x)?)
     }
 
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.output.forward(hidden)?)
+        Ok(self.output.forward(hidden, usize::MAX)?)
     }
 
     fn norm_device(&self) -> candle_core::Device {

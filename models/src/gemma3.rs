@@ -122,13 +122,15 @@ impl Gemma3 {
                 cache,
             )?;
             x = (x + block.post_attention_norm.forward(&attended)?)?;
-            let mixed = block.mlp.forward(&block.ffn_norm.forward(&x)?)?;
+            let mixed = block
+                .mlp
+                .forward(&block.ffn_norm.forward(&x)?, batch.dense_from())?;
             x = (x + block.post_ffw_norm.forward(&mixed)?)?;
         }
         Ok(self.norm.forward(&x)?)
     }
 
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.output.forward(hidden)?)
+        Ok(self.output.forward(hidden, usize::MAX)?)
     }
 }

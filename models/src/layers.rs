@@ -7,10 +7,14 @@ use candle_core::{Module, Tensor};
 use crate::ModelError;
 use crate::weights::GgufWeights;
 
-/// `y = x W^T (+ b)` with quantized `W`.
+/// `y = x W^T (+ b)` with quantized `W`, and for small models on CPU a dense f32 copy that prompt rows go
+/// through: candle's quantized matmul reads the whole weight once per row, a dense GEMM once per step.
+/// Decode rows always take the quantized path and prompt rows the dense one, whatever else shares the
+/// step, so a sequence computes the same numbers alone or batched.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: QMatMul,
+    dense: Option<Tensor>,
     bias: Option<Tensor>,
 }
 
@@ -19,24 +23,43 @@ impl Linear {
     pub fn load(w: &mut GgufWeights, name: &str) -> Result<Self, ModelError> {
         Ok(Self {
             weight: w.qmatmul(&format!("{name}.weight"))?,
+            dense: w.dense_copy(&format!("{name}.weight"))?,
             bias: w.optional_dequantized(&format!("{name}.bias"))?,
         })
     }
 
     /// The output head: `output.weight`, or the (still quantized) embedding matrix when tied, as in SmolLM2.
+    /// Only sampled rows reach it, few per step: it stays quantized.
     pub fn output_head(w: &mut GgufWeights) -> Result<Self, ModelError> {
         if w.has_tensor("output.weight") {
-            Self::load(w, "output")
+            Ok(Self {
+                weight: w.qmatmul("output.weight")?,
+                dense: None,
+                bias: w.optional_dequantized("output.bias")?,
+            })
         } else {
             Ok(Self {
                 weight: w.qmatmul("token_embd.weight")?,
+                dense: None,
                 bias: None,
             })
         }
     }
 
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
+    /// `x` is `[rows, in]`; rows from `dense_from` on are prompt rows (`StepBatch::dense_from`).
+    pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
+        let rows = x.dim(0)?;
+        let y = match &self.dense {
+            Some(w) if dense_from == 0 => x.matmul(&w.t()?)?,
+            Some(w) if dense_from < rows => {
+                let decode = self.weight.forward(&x.narrow(0, 0, dense_from)?)?;
+                let prompt = x
+                    .narrow(0, dense_from, rows - dense_from)?
+                    .matmul(&w.t()?)?;
+                Tensor::cat(&[decode, prompt], 0)?
+            }
+            _ => self.weight.forward(x)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -143,11 +166,13 @@ impl GatedMlp {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
         let (gate, up) = match &self.gate_up {
-            GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
+            GateUp::Separate { gate, up } => {
+                (gate.forward(x, dense_from)?, up.forward(x, dense_from)?)
+            }
             GateUp::Fused(gate_up) => {
-                let both = gate_up.forward(x)?;
+                let both = gate_up.forward(x, dense_from)?;
                 let half = both.dim(candle_core::D::Minus1)? / 2;
                 (
                     both.narrow(candle_core::D::Minus1, 0, half)?,
@@ -159,6 +184,6 @@ impl GatedMlp {
             Activation::Silu => candle_nn::ops::silu(&gate)?,
             Activation::GeluTanh => gate.gelu()?,
         };
-        self.down.forward(&(gate * up)?)
+        self.down.forward(&(gate * up)?, dense_from)
     }
 }

@@ -16,7 +16,12 @@ pub struct GgufWeights {
     reader: BufReader<File>,
     device: Device,
     architecture: String,
+    /// Keep f32 copies of linear weights for steps with many rows (small models on CPU only).
+    dense_linears: bool,
 }
+
+/// Largest model (all tensors as f32) whose linear weights also get a dense f32 copy.
+const DENSE_LIMIT_BYTES: u64 = 1 << 30;
 
 impl GgufWeights {
     pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
@@ -31,11 +36,20 @@ impl GgufWeights {
             Some(gguf_file::Value::String(a)) => a.clone(),
             _ => return Err(ModelError::MissingMetadata("general.architecture".into())),
         };
+        let f32_bytes: u64 = content
+            .tensor_infos
+            .values()
+            .map(|t| t.shape.elem_count() as u64 * 4)
+            .sum();
+        let dense_linears = device.is_cpu()
+            && f32_bytes <= DENSE_LIMIT_BYTES
+            && std::env::var("MODEL_RUNNER_DENSE_LINEARS").map_or(true, |v| v != "0");
         Ok(Self {
             content,
             reader,
             device: device.clone(),
             architecture,
+            dense_linears,
         })
     }
 
@@ -113,6 +127,15 @@ impl GgufWeights {
 
     pub fn qmatmul(&mut self, name: &str) -> Result<QMatMul, ModelError> {
         Ok(QMatMul::from_qtensor(self.qtensor(name)?)?)
+    }
+
+    /// A dense f32 copy of a linear weight, when this model keeps them.
+    pub fn dense_copy(&mut self, name: &str) -> Result<Option<Tensor>, ModelError> {
+        if self.dense_linears {
+            self.dequantized(name).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// A tensor dequantized to f32 (norm weights, biases, embeddings).

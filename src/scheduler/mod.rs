@@ -259,7 +259,7 @@ impl Sequence {
 
 /// Tokens before the budget runs out at which a constrained answer is steered to close its JSON.
 fn closing_window(max_tokens: usize) -> usize {
-    (max_tokens / 4).clamp(8, 48)
+    (max_tokens / 3).clamp(8, 64)
 }
 
 /// Whether `generated` ends in one cycle of tokens repeated over and over (`1111…`, `a, b, a, b…`, the
@@ -495,10 +495,12 @@ impl Loop {
         let take = plan_step(&pending, self.config.budget);
         let mut batch = StepBatch::default();
         let mut sampled_rows = Vec::new();
-        for (i, seq) in self.running.iter().enumerate() {
-            if take[i] == 0 {
-                continue;
-            }
+        // Single-token (decode) slices first, prompt slices after: `StepBatch::dense_from` relies on it.
+        let order = (0..self.running.len())
+            .filter(|&i| take[i] == 1)
+            .chain((0..self.running.len()).filter(|&i| take[i] > 1));
+        for i in order {
+            let seq = &self.running[i];
             let end = seq.cached + take[i];
             let completes = end == seq.tokens.len();
             let wanted = if completes {

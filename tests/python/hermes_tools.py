@@ -18,7 +18,7 @@ SCHEMAS = {"get_weather": CITY, "get_news": TOOLS[1]["function"]["parameters"]}
 
 for i, prompt in enumerate(["Weather in Paris?", "Any news on football?", "Is it cold in Oslo?", "Headlines about science", "Rain in Rome?"]):
     r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], tools=TOOLS,
-                                       tool_choice="required", temperature=0.7, seed=i, max_tokens=100)
+                                       tool_choice="required", temperature=0.7, seed=i, max_tokens=160)
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls, r
     for call in choice.message.tool_calls:

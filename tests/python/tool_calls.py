@@ -57,7 +57,7 @@ for i, prompt in enumerate(PROMPTS):
 # A named function: the call is to it.
 r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello there"}], tools=TOOLS,
                                    tool_choice={"type": "function", "function": {"name": "get_time"}}, temperature=0, max_tokens=80)
-assert [c.function.name for c in r.choices[0].message.tool_calls] == ["get_time"], r
+assert {c.function.name for c in r.choices[0].message.tool_calls} == {"get_time"}, r
 
 # Streamed, reassembled by the SDK's stream helper; and the raw deltas have the shape OpenAI sends.
 for i, prompt in enumerate(PROMPTS[:3]):
