@@ -15,6 +15,9 @@ pub enum LogitsWanted {
     All,
 }
 
+/// Prompts at least this long go through dense weights (shorter ones are faster quantized).
+pub const DENSE_MIN_PROMPT: usize = 64;
+
 /// One sequence's share of a step.
 #[derive(Debug, Clone)]
 pub struct SequenceSlice {
@@ -27,6 +30,8 @@ pub struct SequenceSlice {
     /// The cache blocks holding positions `0..cached + len`, in order.
     pub block_table: Vec<u32>,
     pub logits: LogitsWanted,
+    /// Prompt rows of a long prompt: they go through dense weights where the model keeps them.
+    pub dense: bool,
 }
 
 impl SequenceSlice {
@@ -62,15 +67,25 @@ impl StepBatch {
             cached,
             block_table,
             logits,
+            dense: false,
         });
     }
 
-    /// The first row of the step's prompt part: every slice from the first one with several tokens on.
-    /// Callers put decode slices (one token each) before prompt slices, so rows below this are decodes.
+    /// Marks the slice just pushed as prompt rows of a prompt of `prompt_len` tokens: dense when the prompt
+    /// is long enough for one GEMM to beat per-row quantized products. Decided by the whole prompt's length,
+    /// not the chunk's, so that chunking never changes a sequence's numbers.
+    pub fn mark_prompt(&mut self, prompt_len: usize) {
+        if let Some(last) = self.sequences.last_mut() {
+            last.dense = prompt_len >= DENSE_MIN_PROMPT;
+        }
+    }
+
+    /// The first dense row: every slice from the first one marked dense on. Callers push the other slices
+    /// first, so rows below this take the quantized path.
     pub fn dense_from(&self) -> usize {
         self.sequences
             .iter()
-            .find(|s| s.len > 1)
+            .find(|s| s.dense)
             .map_or(self.tokens.len(), |s| s.token_start)
     }
 

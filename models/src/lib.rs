@@ -23,7 +23,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 
-pub use batch::{LogitsWanted, SequenceSlice, StepBatch};
+pub use batch::{DENSE_MIN_PROMPT, LogitsWanted, SequenceSlice, StepBatch};
 pub use kv_cache::{BlockLease, BlockPool, KvLayout, OutOfBlocks, PagedKvCache};
 
 #[derive(Debug, thiserror::Error)]

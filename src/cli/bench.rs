@@ -100,6 +100,7 @@ fn timed_prefill(engine: &mut Engine, tokens: &[u32]) -> Result<Duration> {
     lease.reserve(tokens.len())?;
     let mut batch = StepBatch::default();
     batch.push(tokens, 0, lease.blocks().to_vec(), LogitsWanted::Last);
+    batch.mark_prompt(tokens.len());
     let started = Instant::now();
     engine.step(&batch)?;
     Ok(started.elapsed())
@@ -113,6 +114,7 @@ fn decode_rate(engine: &mut Engine, sequences: usize, steps: usize, prompt: &[u3
         let mut lease = engine.pool().lease();
         lease.reserve(prompt.len() + steps + 1)?;
         batch.push(prompt, 0, lease.blocks().to_vec(), LogitsWanted::Last);
+        batch.mark_prompt(prompt.len());
         leases.push(lease);
     }
     let mut logits = engine.step(&batch)?.to_vec2::<f32>()?;

@@ -195,6 +195,7 @@ impl Engine {
                 LogitsWanted::None
             };
             batch.push(chunk, cached, lease.blocks().to_vec(), wanted);
+            batch.mark_prompt(prompt.len());
             logits = Some(self.step(&batch)?);
         }
         let prompt_time = started.elapsed();

@@ -358,6 +358,7 @@ impl Loop {
                 lease.blocks().to_vec(),
                 LogitsWanted::None,
             );
+            batch.mark_prompt(tokens.len());
             let hidden = self
                 .engine
                 .hidden_states(&batch)?
@@ -495,10 +496,14 @@ impl Loop {
         let take = plan_step(&pending, self.config.budget);
         let mut batch = StepBatch::default();
         let mut sampled_rows = Vec::new();
-        // Single-token (decode) slices first, prompt slices after: `StepBatch::dense_from` relies on it.
+        // Quantized slices first, dense prompt slices after: `StepBatch::dense_from` relies on it.
+        let dense = |seq: &Sequence| {
+            let prompt = seq.submission.request.prompt.len();
+            seq.cached < prompt && prompt >= models::DENSE_MIN_PROMPT
+        };
         let order = (0..self.running.len())
-            .filter(|&i| take[i] == 1)
-            .chain((0..self.running.len()).filter(|&i| take[i] > 1));
+            .filter(|&i| take[i] > 0 && !dense(&self.running[i]))
+            .chain((0..self.running.len()).filter(|&i| take[i] > 0 && dense(&self.running[i])));
         for i in order {
             let seq = &self.running[i];
             let end = seq.cached + take[i];
@@ -514,6 +519,9 @@ impl Loop {
                 seq.lease.blocks().to_vec(),
                 wanted,
             );
+            if dense(seq) {
+                batch.mark_prompt(seq.submission.request.prompt.len());
+            }
             if completes {
                 sampled_rows.push(i);
             }
