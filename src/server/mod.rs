@@ -265,44 +265,33 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             m.context_size
         );
     }
-    describe(
-        &mut out,
-        "model_runner:time_to_first_token_seconds",
-        "histogram",
-        "Time from arrival to first token.",
-    );
-    for m in &models {
-        m.scheduler.stats.time_to_first_token.render(
-            &mut out,
+    type Pick = fn(&crate::scheduler::SchedulerStats) -> &crate::metrics::Histogram;
+    let histograms: [(&str, &str, Pick); 3] = [
+        (
             "model_runner:time_to_first_token_seconds",
-            &format!("model=\"{}\"", label(&m.name)),
-        );
-    }
-    describe(
-        &mut out,
-        "model_runner:inter_token_latency_seconds",
-        "histogram",
-        "Time between tokens of a stream.",
-    );
-    for m in &models {
-        m.scheduler.stats.inter_token_latency.render(
-            &mut out,
+            "Time from arrival to first token.",
+            |s| &s.time_to_first_token,
+        ),
+        (
             "model_runner:inter_token_latency_seconds",
-            &format!("model=\"{}\"", label(&m.name)),
-        );
-    }
-    describe(
-        &mut out,
-        "model_runner:grammar_mask_seconds",
-        "histogram",
-        "Time to compute one constrained sequence's allowed-token mask (overlaps the forward pass).",
-    );
-    for m in &models {
-        m.scheduler.stats.grammar_mask_time.render(
-            &mut out,
+            "Time between tokens of a stream.",
+            |s| &s.inter_token_latency,
+        ),
+        (
             "model_runner:grammar_mask_seconds",
-            &format!("model=\"{}\"", label(&m.name)),
-        );
+            "Time to compute one constrained sequence's allowed-token mask (overlaps the forward pass).",
+            |s| &s.grammar_mask_time,
+        ),
+    ];
+    for (name, help, pick) in histograms {
+        describe(&mut out, name, "histogram", help);
+        for m in &models {
+            pick(&m.scheduler.stats).render(
+                &mut out,
+                name,
+                &format!("model=\"{}\"", label(&m.name)),
+            );
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
