@@ -112,7 +112,7 @@ pub async fn server_answers() -> bool {
 
 /// `model run` through a running server: the same conversation, streamed over its OpenAI API.
 pub async fn run_remote(args: super::run::RunArgs) -> Result<()> {
-    use super::run::{Input, opening, read_input};
+    use super::run::{next_turn, opening, record_reply};
     use crate::engine::chat_template::ChatMessage;
     use std::io::BufRead;
 
@@ -124,26 +124,11 @@ pub async fn run_remote(args: super::run::RunArgs) -> Result<()> {
     }
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
-    loop {
-        let input = match read_input(&mut lines)? {
-            None => continue,
-            Some(Input::Quit) => return Ok(()),
-            Some(Input::Clear) => {
-                history.retain(|m| m.role == "system");
-                println!("Cleared session context");
-                continue;
-            }
-            Some(Input::Message(text)) => text,
-        };
-        history.push(ChatMessage::new("user", input));
-        match ask_remote(&args, &history).await {
-            Ok(reply) => history.push(ChatMessage::new("assistant", reply)),
-            Err(e) => {
-                history.pop();
-                eprintln!("Error: {e:#}");
-            }
-        }
+    while next_turn(&mut lines, &mut history)? {
+        let reply = ask_remote(&args, &history).await;
+        record_reply(&mut history, reply);
     }
+    Ok(())
 }
 
 /// Streams one answer from the server to stdout; pulls the model through the server first if it lacks it.

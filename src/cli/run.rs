@@ -121,16 +121,46 @@ pub fn opening(args: &RunArgs) -> Result<(Vec<ChatMessage>, Option<String>)> {
 }
 
 /// What the user typed at the interactive prompt.
-pub enum Input {
+enum Input {
     Message(String),
     Clear,
     Quit,
 }
 
-/// Reads the next message: handles `"""` multi-line input and the slash commands; None for nothing to do.
-pub fn read_input(
+/// Reads the user's next turn into `history`, handling `/clear`; false when they leave.
+pub fn next_turn(
     lines: &mut impl Iterator<Item = std::io::Result<String>>,
-) -> Result<Option<Input>> {
+    history: &mut Vec<ChatMessage>,
+) -> Result<bool> {
+    loop {
+        match read_input(lines)? {
+            None => continue,
+            Some(Input::Quit) => return Ok(false),
+            Some(Input::Clear) => {
+                history.retain(|m| m.role == "system");
+                println!("Cleared session context");
+            }
+            Some(Input::Message(text)) => {
+                history.push(ChatMessage::new("user", text));
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Ends a turn: the reply joins the history; on an error the question leaves it and the error is shown.
+pub fn record_reply(history: &mut Vec<ChatMessage>, reply: Result<String>) {
+    match reply {
+        Ok(reply) => history.push(ChatMessage::new("assistant", reply)),
+        Err(e) => {
+            history.pop();
+            eprintln!("Error: {e:#}");
+        }
+    }
+}
+
+/// Reads the next message: handles `"""` multi-line input and the slash commands; None for nothing to do.
+fn read_input(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Result<Option<Input>> {
     print!(">>> ");
     std::io::stdout().flush()?;
     let Some(line) = lines.next().transpose()? else {
@@ -179,26 +209,11 @@ impl Session {
     fn chat(&self, engine: &mut Engine, mut history: Vec<ChatMessage>) -> Result<()> {
         let stdin = std::io::stdin();
         let mut lines = stdin.lock().lines();
-        loop {
-            let input = match read_input(&mut lines)? {
-                None => continue,
-                Some(Input::Quit) => return Ok(()),
-                Some(Input::Clear) => {
-                    history.retain(|m| m.role == "system");
-                    println!("Cleared session context");
-                    continue;
-                }
-                Some(Input::Message(text)) => text,
-            };
-            history.push(ChatMessage::new("user", input));
-            match self.answer(engine, &history) {
-                Ok(reply) => history.push(ChatMessage::new("assistant", reply)),
-                Err(e) => {
-                    history.pop();
-                    eprintln!("Error: {e:#}");
-                }
-            }
+        while next_turn(&mut lines, &mut history)? {
+            let reply = self.answer(engine, &history);
+            record_reply(&mut history, reply);
         }
+        Ok(())
     }
 
     /// Streams one answer to stdout and returns its text.

@@ -41,7 +41,7 @@ pub fn scan_call(text: &str) -> CallScan {
                     let literal = &text[string_start..=i];
                     if value_start == Some(string_start) {
                         let value: Option<String> = serde_json::from_str(literal).ok();
-                        finish_value(&mut scan, key.as_deref(), string_start, i + 1, value);
+                        finish_value(&mut scan, key.as_deref(), i + 1, value);
                         value_start = None;
                     } else if !expecting_value {
                         key = serde_json::from_str(literal).ok();
@@ -77,10 +77,8 @@ pub fn scan_call(text: &str) -> CallScan {
             b'{' | b'[' => depth += 1,
             b'}' | b']' => {
                 depth -= 1;
-                if depth == 1
-                    && let Some(start) = value_start.take()
-                {
-                    finish_value(&mut scan, key.as_deref(), start, i + 1, None);
+                if depth == 1 && value_start.take().is_some() {
+                    finish_value(&mut scan, key.as_deref(), i + 1, None);
                 } else if depth == 0 {
                     if let Some(start) = value_start.take() {
                         finish_primitive(&mut scan, key.as_deref(), text, start, i);
@@ -106,13 +104,7 @@ fn is_arguments(key: Option<&str>) -> bool {
     matches!(key, Some("arguments" | "parameters"))
 }
 
-fn finish_value(
-    scan: &mut CallScan,
-    key: Option<&str>,
-    _start: usize,
-    end: usize,
-    string: Option<String>,
-) {
+fn finish_value(scan: &mut CallScan, key: Option<&str>, end: usize, string: Option<String>) {
     if key == Some("name") {
         scan.name = string;
     } else if is_arguments(key) {
@@ -123,7 +115,7 @@ fn finish_value(
 /// A number, `true`, `false` or `null` ends at the `,` or `}` after it.
 fn finish_primitive(scan: &mut CallScan, key: Option<&str>, text: &str, start: usize, end: usize) {
     let trimmed = text[start..end].trim_end().len();
-    finish_value(scan, key, start, start + trimmed, None);
+    finish_value(scan, key, start + trimmed, None);
 }
 
 #[cfg(test)]

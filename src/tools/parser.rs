@@ -129,7 +129,7 @@ impl ToolCallParser {
             State::Start => self.start(at_end),
             State::Text => self.text(events, at_end),
             State::Response => self.response(events),
-            State::CallList => self.call_list(events),
+            State::CallList => self.call_list(),
             State::Call => self.call(events),
             State::HermesClose => self.hermes_close(at_end),
             State::Tail => {
@@ -283,7 +283,7 @@ impl ToolCallParser {
         self.state == State::Tail
     }
 
-    fn call_list(&mut self, _events: &mut Vec<ToolEvent>) -> bool {
+    fn call_list(&mut self) -> bool {
         let trimmed = self
             .pending
             .trim_start_matches(|c: char| c.is_whitespace() || c == ',');
