@@ -6,6 +6,7 @@ pub mod digest;
 pub mod engine;
 pub mod gguf;
 pub mod huggingface;
+pub mod mcp;
 pub mod metrics;
 pub mod package;
 pub mod progress;

@@ -41,6 +41,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the OpenAI-compatible API.
     Serve(serve::ServeArgs),
+    /// Serve the MCP gateway (its servers' tools, `chat`, `list_models`) over stdio for MCP clients.
+    Mcp(serve::McpArgs),
     /// Measure throughput: the engine in process, or any OpenAI-compatible endpoint under load.
     Bench(bench::BenchArgs),
     /// List the models a running server has loaded.
@@ -136,6 +138,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(&store, args).await,
         Command::Serve(args) => serve::serve(store, args).await,
+        Command::Mcp(args) => serve::mcp(store, args).await,
         Command::Bench(args) => bench::bench(&store, args).await,
         Command::Ps => client::ps().await,
         Command::Unload { reference, all } => {

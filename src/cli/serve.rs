@@ -6,9 +6,13 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::engine::{EngineOptions, PREFILL_CHUNK};
+use crate::mcp::Gateway;
+use crate::mcp::endpoint::{Endpoint, LocalModels};
 use crate::runtime::{DEFAULT_KEEP_ALIVE, ModelRuntime, RuntimeOptions};
 use crate::scheduler::SchedulerConfig;
 use crate::scheduler::plan::StepBudget;
+use crate::server::agent::DefaultMcpTools;
+use crate::server::mcp::RunnerModels;
 use crate::server::{AppState, DEFAULT_PORT, ServerConfig};
 use crate::store::Store;
 
@@ -52,12 +56,66 @@ pub struct ServeArgs {
     /// recently used idle model gives way. Default: 3/4 of the memory available at start.
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<u64>,
+    /// MCP servers for the gateway: a JSON or YAML file in the `mcpServers` shape (reloaded on SIGHUP).
+    #[arg(long, env = "MODEL_RUNNER_MCP_CONFIG", value_name = "FILE")]
+    pub mcp_config: Option<std::path::PathBuf>,
+    /// MCP tools given to chat requests that bring no tools of their own.
+    #[arg(long, value_enum, default_value_t = DefaultMcpTools::None)]
+    pub mcp_tools: DefaultMcpTools,
+}
+
+/// `model mcp`: the gateway over stdio for desktop MCP clients.
+#[derive(Debug, Clone, clap::Args)]
+pub struct McpArgs {
+    /// A gateway client token: the calls are made as that client.
+    #[arg(long, env = "MODEL_RUNNER_MCP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 pub async fn serve(store: Store, args: ServeArgs) -> Result<()> {
+    let state = app_state(store, args)?;
+    crate::server::serve(state).await
+}
+
+/// Serves the gateway's MCP endpoint (its tools, `chat`, `list_models`) on stdin/stdout.
+pub async fn mcp(store: Store, args: McpArgs) -> Result<()> {
+    use rmcp::ServiceExt;
+    let state = app_state(store, args.serve)?;
+    let Some(gateway) = state.gateway.clone() else {
+        anyhow::bail!("model mcp needs --mcp-config FILE naming the MCP servers to serve");
+    };
+    let caller = gateway
+        .authenticate(args.token.as_deref())
+        .ok_or_else(|| anyhow::anyhow!("--token is not a gateway client's token"))?;
+    if gateway.is_enforced() && matches!(caller, crate::mcp::Caller::Anonymous) {
+        anyhow::bail!("this gateway has clients: pass --token with one of their tokens");
+    }
+    gateway.spawn_maintenance();
+    let models: Arc<dyn LocalModels> = Arc::new(RunnerModels(state.clone()));
+    let endpoint = Endpoint::new(gateway.clone(), Some(models), caller);
+    let outcome = async {
+        let running = endpoint
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| anyhow::anyhow!("MCP session did not start: {e}"))?;
+        running.waiting().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    gateway.shutdown().await;
+    outcome
+}
+
+fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
     let addr = format!("{}:{}", args.host, args.port)
         .parse()
         .map_err(|e| anyhow::anyhow!("invalid --host/--port: {e}"))?;
+    let gateway = match &args.mcp_config {
+        Some(path) => Some(Gateway::from_file(path.clone())?),
+        None => None,
+    };
     let runtime = ModelRuntime::new(
         store,
         RuntimeOptions {
@@ -83,14 +141,15 @@ pub async fn serve(store: Store, args: ServeArgs) -> Result<()> {
             keep_alive: u64::try_from(args.keep_alive).ok().map(Duration::from_secs),
         },
     );
-    let state = Arc::new(AppState {
+    Ok(Arc::new(AppState {
         runtime,
         config: ServerConfig {
             addr,
             api_key: args.api_key,
             cors_origins: args.cors_origins,
             body_limit_bytes: args.body_limit,
+            default_mcp_tools: args.mcp_tools,
         },
-    });
-    crate::server::serve(state).await
+        gateway,
+    }))
 }

@@ -60,6 +60,17 @@ impl ApiError {
         }
     }
 
+    /// The caller is known but may not do this (OpenAI's `permission_error`).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            kind: "permission_error",
+            code: None,
+            param: None,
+            message: message.into(),
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,

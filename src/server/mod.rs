@@ -4,9 +4,11 @@
 //! Data flows one way: handler -> validation -> runtime (model lifecycle) -> scheduler -> events back.
 //! Handlers never touch tensors.
 
+pub mod agent;
 pub mod dmr;
 pub mod errors;
 pub mod generation;
+pub mod mcp;
 pub mod ollama;
 pub mod openai;
 pub mod pulling;
@@ -41,12 +43,16 @@ pub struct ServerConfig {
     /// Allowed CORS origins; empty: CORS off.
     pub cors_origins: Vec<String>,
     pub body_limit_bytes: usize,
+    /// MCP tools a chat request without `tools` gets (`--mcp-tools`).
+    pub default_mcp_tools: agent::DefaultMcpTools,
 }
 
 /// State shared by every handler.
 pub struct AppState {
     pub runtime: ModelRuntime,
     pub config: ServerConfig,
+    /// The MCP gateway, when `--mcp-config` names servers.
+    pub gateway: Option<Arc<crate::mcp::Gateway>>,
 }
 
 /// The full router.
@@ -78,7 +84,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             require_api_key,
         ))
-        .route("/health", get(health))
+        .route("/health", get(health));
+    if let Some(gateway) = state.gateway.clone() {
+        // Outside the API-key layer: /mcp names its callers by gateway client tokens.
+        app = app.merge(mcp::routes(&state, gateway));
+    }
+    app = app
         .route("/", get(|| async { "model-runner is running" }))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
@@ -111,11 +122,16 @@ async fn require_api_key(
     next: Next,
 ) -> Response {
     if let Some(key) = &state.config.api_key {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(key.as_str()) {
+        let presented = mcp::bearer(&headers);
+        // Gateway clients' tokens are API keys too: their chat requests are told apart by them.
+        let gateway_client = state.gateway.as_ref().is_some_and(|g| {
+            g.is_enforced()
+                && matches!(
+                    g.authenticate(presented),
+                    Some(crate::mcp::Caller::Client(_))
+                )
+        });
+        if presented != Some(key.as_str()) && !gateway_client {
             return ApiError::unauthorized().into_response();
         }
     }
@@ -293,6 +309,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             );
         }
     }
+    if let Some(gateway) = &state.gateway {
+        gateway.render_metrics(&mut out).await;
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -312,9 +331,17 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
     });
     tracing::info!(%addr, "serving");
     eprintln!("model-runner listening on http://{addr}");
-    axum::serve(listener, router(state))
+    if let Some(gateway) = &state.gateway {
+        gateway.spawn_maintenance();
+    }
+    let gateway = state.gateway.clone();
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        .await;
+    if let Some(gateway) = gateway {
+        gateway.shutdown().await;
+    }
+    served?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::agent;
 use super::errors::ApiError;
 use super::generation::{self, Choice, ChoiceEvent, finish_reason, token_text, total_usage};
 use super::structured::{self, ChatOptions};
@@ -238,6 +240,7 @@ fn chat_logprob_entry(tokenizer: &Tokenizer, token: &SampledToken) -> Value {
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse_body(&body)?;
@@ -245,6 +248,58 @@ pub async fn chat_completions(
     let n = sampling.choices()?;
     let model = app.runtime.get(&request.model).await?;
     let messages = to_chat_messages(request.messages)?;
+    if let Some(looped) = mcp_request(&app, &headers, &request.tools).await? {
+        if n != 1 {
+            return Err(ApiError::invalid("n must be 1 with MCP tools", Some("n")));
+        }
+        if request.logprobs == Some(true) {
+            return Err(ApiError::invalid(
+                "logprobs are not returned with MCP tools",
+                Some("logprobs"),
+            ));
+        }
+        if request
+            .response_format
+            .as_ref()
+            .is_some_and(|f| !f.is_null())
+        {
+            return Err(ApiError::invalid(
+                "response_format cannot be combined with MCP tools",
+                Some("response_format"),
+            ));
+        }
+        let McpChat {
+            gateway,
+            caller,
+            mut functions,
+            selection,
+        } = looped;
+        functions.extend(selection.functions);
+        let stream = sampling.stream;
+        let include_usage = sampling
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage);
+        let agent_request = agent::AgentRequest {
+            model,
+            gateway,
+            caller,
+            messages,
+            tools: Value::Array(functions),
+            mcp_names: selection.names,
+            tool_choice: request.tool_choice,
+            parallel_tool_calls: request.parallel_tool_calls.unwrap_or(true),
+            params: sampling.params(None),
+            id: request_id("chatcmpl"),
+            created: unix_now(),
+            include_usage,
+        };
+        return if stream {
+            Ok(agent::stream(agent_request))
+        } else {
+            agent::respond(agent_request).await
+        };
+    }
     let output = structured::response_format(request.response_format.as_ref())?;
     let prepared = structured::prepare_chat(
         &model,
@@ -330,6 +385,62 @@ pub async fn chat_completions(
         "usage": usage_json(usage),
     });
     Ok(Json(body).into_response())
+}
+
+/// A chat request that the server loops over MCP tools.
+struct McpChat {
+    gateway: Arc<crate::mcp::Gateway>,
+    caller: crate::mcp::Caller,
+    /// The client's own function tools.
+    functions: Vec<Value>,
+    selection: agent::McpSelection,
+}
+
+/// Reads `tools` for MCP entries (or applies `--mcp-tools` when there are no tools); `None`: a plain
+/// chat request.
+async fn mcp_request(
+    app: &AppState,
+    headers: &HeaderMap,
+    tools: &Option<Value>,
+) -> Result<Option<McpChat>, ApiError> {
+    let split = agent::split_tools(tools.as_ref());
+    let Some(gateway) = app.gateway.clone() else {
+        return match split {
+            Some(_) => Err(ApiError::invalid(
+                "mcp tools need a server started with --mcp-config",
+                Some("tools"),
+            )),
+            None => Ok(None),
+        };
+    };
+    let no_tools = tools
+        .as_ref()
+        .is_none_or(|t| t.is_null() || t.as_array().is_some_and(Vec::is_empty));
+    if split.is_none()
+        && !(no_tools && app.config.default_mcp_tools != agent::DefaultMcpTools::None)
+    {
+        return Ok(None);
+    }
+    let caller = gateway
+        .authenticate(super::mcp::bearer(headers))
+        .ok_or_else(|| ApiError::forbidden("this key may not use MCP tools"))?;
+    let (functions, selection) = match split {
+        Some((functions, entries)) => {
+            (functions, agent::select(&gateway, &caller, &entries).await?)
+        }
+        None => {
+            match agent::default_selection(&gateway, &caller, app.config.default_mcp_tools).await {
+                Some(selection) => (Vec::new(), selection),
+                None => return Ok(None),
+            }
+        }
+    };
+    Ok(Some(McpChat {
+        gateway,
+        caller,
+        functions,
+        selection,
+    }))
 }
 
 /// How a chat answer streams.

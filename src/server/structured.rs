@@ -59,8 +59,9 @@ pub async fn prepare_chat(
         (Some(g), None) => Some((g, "tools")),
         (None, output) => output,
     };
-    if let Some(plan) = &plan {
-        plan.prepare_messages(&mut messages);
+    match &plan {
+        Some(plan) => plan.prepare_messages(&mut messages),
+        None => crate::tools::generic_history_only(format, &mut messages),
     }
     let template_tools = plan.as_ref().and_then(ToolPlan::template_tools);
     let prompt_text = model

@@ -395,6 +395,18 @@ fn arguments_as_objects(message: &mut ChatMessage) {
 }
 
 /// In the generic format, past calls are the JSON the model was asked for, and results are user turns.
+/// Rewrites past calls and tool results into the generic format's JSON, for a generic-format model
+/// that is shown a tool conversation without being offered tools this turn (`tool_choice: "none"`).
+pub fn generic_history_only(format: ToolFormat, messages: &mut [ChatMessage]) {
+    if format == ToolFormat::Generic {
+        for message in messages.iter_mut() {
+            if message.tool_calls.is_some() || message.role == "tool" {
+                generic_history(message);
+            }
+        }
+    }
+}
+
 fn generic_history(message: &mut ChatMessage) {
     if let Some(Value::Array(calls)) = message.tool_calls.take() {
         let calls: Vec<Value> = calls

@@ -1,0 +1,472 @@
+//! The gateway's configuration file: Claude Desktop's and Cursor's `mcpServers` shape (a `command` with
+//! `args`/`env`, or a `url` with `headers`), per-server options, and a `gateway` section with clients and
+//! secrets. JSON or YAML; `${NAME}` in an env value or header is a secret of that name, else an
+//! environment variable, resolved when the file is loaded so that a missing one is an error at start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read MCP config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid MCP config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("MCP config: {0}")]
+    Invalid(String),
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    mcp_servers: BTreeMap<String, RawServer>,
+    #[serde(default)]
+    gateway: RawGateway,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawServer {
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Claude Desktop's `type` (`stdio`, `http`, `streamable-http`, `sse`); told from command/url when absent.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+    /// Only these tools are offered (all when absent).
+    tools: Option<Vec<String>>,
+    call_timeout_secs: Option<f64>,
+    idle_timeout_secs: Option<f64>,
+    #[serde(default)]
+    long_lived: bool,
+    cache_ttl_secs: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawGateway {
+    #[serde(default)]
+    clients: Vec<RawClient>,
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+    max_rounds: Option<usize>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown_secs: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawClient {
+    name: String,
+    token: String,
+    /// Servers this client may use; `["*"]` or absent: all.
+    servers: Option<Vec<String>>,
+    /// Namespaced tools (`server__tool`) this client may call; absent: every tool of its servers.
+    tools: Option<Vec<String>>,
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRateLimit {
+    per_minute: u32,
+    burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<PathBuf>,
+    value: Option<String>,
+}
+
+/// How the gateway reaches a server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<PathBuf>,
+    },
+    Http {
+        url: String,
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// One configured MCP server, secrets resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub name: String,
+    pub transport: Transport,
+    pub tools: Option<Vec<String>>,
+    pub call_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub long_lived: bool,
+    pub cache_ttl: Option<Duration>,
+}
+
+/// A gateway client: who a bearer token stands for and what it may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    pub name: String,
+    pub token: String,
+    pub servers: Option<Vec<String>>,
+    pub tools: Option<Vec<String>>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpConfig {
+    pub servers: Vec<ServerConfig>,
+    pub clients: Vec<ClientConfig>,
+    /// Every resolved secret value, for redaction.
+    pub secret_values: Vec<String>,
+    pub max_rounds: usize,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            clients: Vec::new(),
+            secret_values: Vec::new(),
+            max_rounds: DEFAULT_MAX_ROUNDS,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+pub const DEFAULT_MAX_ROUNDS: usize = 8;
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl McpConfig {
+    /// Reads a JSON or YAML file (by extension; content that starts with `{` is JSON either way).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) && !text.trim_start().starts_with('{');
+        let raw: RawConfig = if yaml {
+            yaml_serde::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?
+        } else {
+            let de = &mut serde_json::Deserializer::from_str(&text);
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("{} at {}", e.inner(), e.path()),
+            })?
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        resolve(raw, base, &|name| std::env::var(name).ok())
+    }
+}
+
+fn seconds(value: Option<f64>, default: Duration, field: &str) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(ConfigError::Invalid(format!(
+            "{field} must be a positive number of seconds, got {s}"
+        ))),
+    }
+}
+
+fn resolve(
+    raw: RawConfig,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<McpConfig, ConfigError> {
+    let mut secrets: HashMap<String, String> = HashMap::new();
+    for (name, secret) in &raw.gateway.secrets {
+        let value = match (&secret.env, &secret.file, &secret.value) {
+            (Some(var), None, None) => env(var).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "secret {name}: environment variable {var} is not set"
+                ))
+            })?,
+            (None, Some(file), None) => {
+                let file = base.join(file);
+                std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "secret {name}: cannot read {}: {e}",
+                            file.display()
+                        ))
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string()
+            }
+            (None, None, Some(value)) => value.clone(),
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "secret {name} needs exactly one of env, file, value"
+                )));
+            }
+        };
+        secrets.insert(name.clone(), value);
+    }
+    let lookup = |name: &str| secrets.get(name).cloned().or_else(|| env(name));
+    let mut servers = Vec::new();
+    for (name, server) in raw.mcp_servers {
+        if server.disabled {
+            continue;
+        }
+        if name.is_empty() {
+            return Err(ConfigError::Invalid("a server name is empty".into()));
+        }
+        let interpolate_map = |map: &BTreeMap<String, String>, what: &str| {
+            map.iter()
+                .map(|(k, v)| {
+                    interpolate(v, &lookup)
+                        .map(|v| (k.clone(), v))
+                        .map_err(|missing| {
+                            ConfigError::Invalid(format!(
+                                "server {name}: {what} {k} refers to ${{{missing}}}, which is neither a secret nor set in the environment"
+                            ))
+                        })
+                })
+                .collect::<Result<BTreeMap<_, _>, _>>()
+        };
+        let kind = server.kind.as_deref().unwrap_or("");
+        let transport = match (&server.command, &server.url) {
+            (Some(command), None) if matches!(kind, "" | "stdio") => Transport::Stdio {
+                command: command.clone(),
+                args: server.args.clone(),
+                env: interpolate_map(&server.env, "env")?,
+                cwd: server.cwd.clone(),
+            },
+            (None, Some(url))
+                if matches!(kind, "" | "http" | "streamable-http" | "streamableHttp") =>
+            {
+                Transport::Http {
+                    url: url.clone(),
+                    headers: interpolate_map(&server.headers, "header")?,
+                }
+            }
+            (None, Some(_)) if kind == "sse" => {
+                return Err(ConfigError::Invalid(format!(
+                    "server {name}: the legacy SSE transport is not supported; use its streamable HTTP URL"
+                )));
+            }
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "server {name} needs either a command or a url"
+                )));
+            }
+        };
+        servers.push(ServerConfig {
+            transport,
+            tools: server.tools,
+            call_timeout: seconds(
+                server.call_timeout_secs,
+                DEFAULT_CALL_TIMEOUT,
+                "callTimeoutSecs",
+            )?,
+            idle_timeout: seconds(
+                server.idle_timeout_secs,
+                DEFAULT_IDLE_TIMEOUT,
+                "idleTimeoutSecs",
+            )?,
+            long_lived: server.long_lived,
+            cache_ttl: server
+                .cache_ttl_secs
+                .map(|s| seconds(Some(s), Duration::ZERO, "cacheTtlSecs"))
+                .transpose()?,
+            name,
+        });
+    }
+    let mut clients = Vec::new();
+    for client in raw.gateway.clients {
+        let token = interpolate(&client.token, &lookup).map_err(|missing| {
+            ConfigError::Invalid(format!(
+                "client {}: token refers to ${{{missing}}}, which is not set",
+                client.name
+            ))
+        })?;
+        if token.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "client {} has an empty token",
+                client.name
+            )));
+        }
+        let rate_limit = match client.rate_limit {
+            None => None,
+            Some(r) if r.per_minute == 0 => {
+                return Err(ConfigError::Invalid(format!(
+                    "client {}: rateLimit.perMinute must be at least 1",
+                    client.name
+                )));
+            }
+            Some(r) => Some(RateLimit {
+                per_minute: r.per_minute,
+                burst: r.burst.unwrap_or(r.per_minute).max(1),
+            }),
+        };
+        clients.push(ClientConfig {
+            name: client.name,
+            token,
+            servers: client.servers,
+            tools: client.tools,
+            rate_limit,
+        });
+    }
+    let mut secret_values: Vec<String> = secrets.into_values().collect();
+    secret_values.extend(clients.iter().map(|c| c.token.clone()));
+    secret_values.retain(|s| s.len() >= 4);
+    secret_values.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    Ok(McpConfig {
+        servers,
+        clients,
+        secret_values,
+        max_rounds: raw.gateway.max_rounds.unwrap_or(DEFAULT_MAX_ROUNDS).max(1),
+        breaker_failures: raw.gateway.breaker_failures.unwrap_or(5).max(1),
+        breaker_cooldown: seconds(
+            raw.gateway.breaker_cooldown_secs,
+            Duration::from_secs(30),
+            "breakerCooldownSecs",
+        )?,
+    })
+}
+
+/// Replaces `${NAME}` with its value; the error is the first name that has none.
+fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let name = &rest[start + 2..start + 2 + len];
+        out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str, env: &[(&str, &str)]) -> Result<McpConfig, ConfigError> {
+        let raw: RawConfig = serde_json::from_str(json).expect("test JSON");
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve(raw, Path::new("."), &|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn claude_desktop_shape_with_secrets() {
+        let config = parse(
+            r#"{"mcpServers": {
+                "fs": {"command": "npx", "args": ["-y", "server-filesystem", "/tmp"], "env": {"TOKEN": "${API_TOKEN}"}},
+                "web": {"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer ${HTTP_TOKEN}"}, "cacheTtlSecs": 5},
+                "off": {"command": "x", "disabled": true}
+              },
+              "gateway": {"secrets": {"API_TOKEN": {"value": "s3cret-value"}},
+                          "clients": [{"name": "cursor", "token": "tok-123", "servers": ["fs"],
+                                       "rateLimit": {"perMinute": 10}}]}}"#,
+            &[("HTTP_TOKEN", "from-env")],
+        )
+        .expect("valid config");
+        assert_eq!(config.servers.len(), 2);
+        let fs = config.servers.iter().find(|s| s.name == "fs").expect("fs");
+        match &fs.transport {
+            Transport::Stdio { env, args, .. } => {
+                assert_eq!(env["TOKEN"], "s3cret-value");
+                assert_eq!(args.len(), 3);
+            }
+            other => panic!("fs is stdio, got {other:?}"),
+        }
+        let web = config
+            .servers
+            .iter()
+            .find(|s| s.name == "web")
+            .expect("web");
+        match &web.transport {
+            Transport::Http { headers, .. } => {
+                assert_eq!(headers["Authorization"], "Bearer from-env")
+            }
+            other => panic!("web is http, got {other:?}"),
+        }
+        assert_eq!(web.cache_ttl, Some(Duration::from_secs(5)));
+        assert_eq!(
+            config.clients[0].rate_limit,
+            Some(RateLimit {
+                per_minute: 10,
+                burst: 10
+            })
+        );
+        assert!(config.secret_values.contains(&"s3cret-value".to_string()));
+        assert!(config.secret_values.contains(&"tok-123".to_string()));
+    }
+
+    #[test]
+    fn a_missing_reference_names_server_and_variable() {
+        let err = parse(
+            r#"{"mcpServers": {"fs": {"command": "x", "env": {"K": "${NOPE}"}}}}"#,
+            &[],
+        )
+        .expect_err("missing variable");
+        let message = err.to_string();
+        assert!(
+            message.contains("fs") && message.contains("NOPE"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_server_needs_a_command_or_a_url() {
+        let err = parse(r#"{"mcpServers": {"bad": {}}}"#, &[]).expect_err("no transport");
+        assert!(err.to_string().contains("bad"));
+    }
+
+    #[test]
+    fn yaml_is_read_too() {
+        let raw: RawConfig = yaml_serde::from_str(
+            "mcpServers:\n  time:\n    command: mcp-server-time\n    args: [--local-timezone, UTC]\n",
+        )
+        .expect("yaml");
+        let config = resolve(raw, Path::new("."), &|_| None).expect("valid");
+        assert_eq!(config.servers[0].name, "time");
+    }
+}

@@ -1,0 +1,413 @@
+//! One configured MCP server as the gateway sees it: started on first use (or at once when long-lived),
+//! its tool list kept while it sleeps, stopped after its idle timeout, restarted after a crash with
+//! exponential backoff, and guarded by a circuit breaker. Stdio servers run in their own process group,
+//! so stopping one kills everything it started (`docker run -i` clients, `npx` children).
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    ProtocolVersion, Tool,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientCacheConfig, ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
+use tokio::io::AsyncBufReadExt;
+
+use super::McpError;
+use super::breaker::Breaker;
+use super::config::{ServerConfig, Transport};
+use super::redact::Redactor;
+
+/// How long a server may take to start and answer `initialize` and `tools/list`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping server gets to exit before its process group is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A running connection.
+struct Connection {
+    service: RunningService<RoleClient, Listener>,
+    peer: Peer<RoleClient>,
+    pid: Option<u32>,
+}
+
+/// What the lifecycle knows besides the connection.
+#[derive(Debug, Default)]
+struct Health {
+    /// Failed starts in a row, for backoff.
+    start_failures: u32,
+    next_start: Option<Instant>,
+    /// Set when a running server was found dead.
+    crashes: u64,
+}
+
+pub struct Upstream {
+    pub config: ServerConfig,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+    tools: Mutex<Option<Vec<Tool>>>,
+    breaker: Mutex<Breaker>,
+    health: Mutex<Health>,
+    last_used: Mutex<Instant>,
+    in_flight: AtomicUsize,
+    /// Called when the server's tool list changes (the gateway rebuilds its catalogue).
+    on_tools_changed: Arc<dyn Fn() + Send + Sync>,
+    redactor: Arc<Redactor>,
+}
+
+/// The client side's handler: follows `notifications/tools/list_changed`, logs server log messages.
+#[derive(Clone)]
+struct Listener {
+    upstream: Weak<Upstream>,
+}
+
+impl ClientHandler for Listener {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("model-runner", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
+        let Some(upstream) = self.upstream.upgrade() else {
+            return;
+        };
+        match context.peer.list_all_tools().await {
+            Ok(tools) => {
+                tracing::info!(server = %upstream.config.name, tools = tools.len(), "MCP server's tools changed");
+                upstream.set_tools(tools);
+            }
+            Err(e) => {
+                tracing::warn!(server = %upstream.config.name, "cannot list changed tools: {e}")
+            }
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(upstream) = self.upstream.upgrade() {
+            let data = upstream.redactor.redact(&params.data.to_string());
+            tracing::debug!(server = %upstream.config.name, level = ?params.level, "{data}");
+        }
+    }
+}
+
+impl Upstream {
+    pub fn new(
+        config: ServerConfig,
+        breaker: Breaker,
+        redactor: Arc<Redactor>,
+        on_tools_changed: Arc<dyn Fn() + Send + Sync>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            connection: tokio::sync::Mutex::new(None),
+            tools: Mutex::new(None),
+            breaker: Mutex::new(breaker),
+            health: Mutex::new(Health::default()),
+            last_used: Mutex::new(Instant::now()),
+            in_flight: AtomicUsize::new(0),
+            on_tools_changed,
+            redactor,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn set_tools(&self, mut tools: Vec<Tool>) {
+        if let Some(enabled) = &self.config.tools {
+            tools.retain(|t| enabled.iter().any(|e| e == t.name.as_ref()));
+        }
+        *lock(&self.tools) = Some(tools);
+        (self.on_tools_changed)();
+    }
+
+    /// The tools last listed, if the server ever ran.
+    pub fn known_tools(&self) -> Option<Vec<Tool>> {
+        lock(&self.tools).clone()
+    }
+
+    /// The server's tools, starting it when they were never listed.
+    pub async fn tools(self: &Arc<Self>) -> Result<Vec<Tool>, McpError> {
+        if let Some(tools) = self.known_tools() {
+            return Ok(tools);
+        }
+        self.peer().await?;
+        Ok(self.known_tools().unwrap_or_default())
+    }
+
+    /// Whether the server is running now.
+    pub async fn is_running(&self) -> bool {
+        self.connection
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| !c.peer.is_transport_closed())
+    }
+
+    /// A live connection's peer: the running one, or a new one.
+    async fn peer(self: &Arc<Self>) -> Result<Peer<RoleClient>, McpError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            if !connection.peer.is_transport_closed() {
+                return Ok(connection.peer.clone());
+            }
+            lock(&self.health).crashes += 1;
+            tracing::warn!(server = %self.config.name, pid = ?connection.pid, "MCP server exited; restarting");
+            *slot = None;
+        }
+        let now = Instant::now();
+        if let Some(at) = lock(&self.health).next_start
+            && at > now
+        {
+            return Err(McpError::Unavailable {
+                server: self.config.name.clone(),
+                reason: format!(
+                    "it failed to start; next attempt in {:.1} s",
+                    (at - now).as_secs_f64()
+                ),
+            });
+        }
+        match tokio::time::timeout(START_TIMEOUT, self.start()).await {
+            Ok(Ok((connection, tools))) => {
+                let peer = connection.peer.clone();
+                tracing::info!(server = %self.config.name, pid = ?connection.pid, tools = tools.len(), "MCP server started");
+                *slot = Some(connection);
+                {
+                    let mut health = lock(&self.health);
+                    health.start_failures = 0;
+                    health.next_start = None;
+                }
+                *lock(&self.last_used) = Instant::now();
+                drop(slot);
+                self.set_tools(tools);
+                Ok(peer)
+            }
+            outcome => {
+                let reason = match outcome {
+                    Ok(Err(e)) => self.redactor.redact(&e),
+                    _ => format!("no answer within {} s", START_TIMEOUT.as_secs()),
+                };
+                let mut health = lock(&self.health);
+                health.start_failures += 1;
+                let backoff = BACKOFF_BASE
+                    .saturating_mul(1 << health.start_failures.min(16).saturating_sub(1))
+                    .min(BACKOFF_MAX);
+                health.next_start = Some(Instant::now() + backoff);
+                tracing::warn!(server = %self.config.name, failures = health.start_failures, backoff_ms = backoff.as_millis() as u64, "MCP server failed to start: {reason}");
+                Err(McpError::Unavailable {
+                    server: self.config.name.clone(),
+                    reason: format!("it failed to start: {reason}"),
+                })
+            }
+        }
+    }
+
+    async fn start(self: &Arc<Self>) -> Result<(Connection, Vec<Tool>), String> {
+        let listener = Listener {
+            upstream: Arc::downgrade(self),
+        };
+        let (service, pid) = match &self.config.transport {
+            Transport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => {
+                let mut wrapped = process_wrap::tokio::CommandWrap::with_new(command, |c| {
+                    c.args(args).envs(env);
+                    if let Some(dir) = cwd {
+                        c.current_dir(dir);
+                    }
+                    #[cfg(target_os = "linux")]
+                    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child if
+                    // the runner dies without stopping it (a SIGKILL leaves no time to clean up).
+                    unsafe {
+                        c.pre_exec(|| {
+                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                            Ok(())
+                        });
+                    }
+                });
+                #[cfg(unix)]
+                wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
+                let (transport, stderr) = TokioChildProcess::builder(wrapped)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("cannot run {command}: {e}"))?;
+                let pid = transport.id();
+                if let Some(stderr) = stderr {
+                    let server = self.config.name.clone();
+                    let redactor = self.redactor.clone();
+                    tokio::spawn(async move {
+                        let mut lines = tokio::io::BufReader::new(stderr).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            tracing::debug!(server = %server, "stderr: {}", redactor.redact(&line));
+                        }
+                    });
+                }
+                let service = listener
+                    .serve(transport)
+                    .await
+                    .map_err(|e| format!("initialize failed: {e}"))?;
+                (service, pid)
+            }
+            Transport::Http { url, headers } => {
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                let mut custom = HashMap::new();
+                for (name, value) in headers {
+                    if name.eq_ignore_ascii_case("authorization")
+                        && let Some(token) = value.strip_prefix("Bearer ")
+                    {
+                        config = config.auth_header(token.to_string());
+                        continue;
+                    }
+                    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|e| format!("header name {name:?}: {e}"))?;
+                    let value = reqwest::header::HeaderValue::from_str(value)
+                        .map_err(|_| format!("header {name} has a value HTTP cannot carry"))?;
+                    custom.insert(name, value);
+                }
+                config = config.custom_headers(custom);
+                let service = listener
+                    .serve(StreamableHttpClientTransport::from_config(config))
+                    .await
+                    .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+                (service, None)
+            }
+        };
+        let peer = service.peer().clone();
+        peer.set_response_cache_config(ClientCacheConfig::disabled())
+            .await;
+        let tools = peer
+            .list_all_tools()
+            .await
+            .map_err(|e| format!("tools/list failed: {e}"))?;
+        Ok((Connection { service, peer, pid }, tools))
+    }
+
+    /// Calls one of the server's tools (by its own name) under the breaker and the call timeout.
+    pub async fn call(
+        self: &Arc<Self>,
+        tool: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CallToolResult, McpError> {
+        if let Err(wait) = lock(&self.breaker).admit(Instant::now()) {
+            return Err(McpError::Unavailable {
+                server: self.config.name.clone(),
+                reason: format!(
+                    "its circuit breaker is open after repeated failures; next trial in {:.1} s",
+                    wait.as_secs_f64()
+                ),
+            });
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let outcome = self.call_admitted(tool, arguments).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        *lock(&self.last_used) = Instant::now();
+        let mut breaker = lock(&self.breaker);
+        match &outcome {
+            Ok(_) | Err(McpError::Protocol { .. }) => breaker.record_success(),
+            Err(_) => breaker.record_failure(Instant::now()),
+        }
+        outcome
+    }
+
+    async fn call_admitted(
+        self: &Arc<Self>,
+        tool: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CallToolResult, McpError> {
+        let peer = self.peer().await?;
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        let server = self.config.name.clone();
+        match tokio::time::timeout(self.config.call_timeout, peer.call_tool(params)).await {
+            Err(_) => Err(McpError::Timeout {
+                server,
+                tool: tool.to_string(),
+                after: self.config.call_timeout,
+            }),
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(ServiceError::McpError(e))) => Err(McpError::Protocol {
+                server,
+                message: e.message.to_string(),
+            }),
+            Ok(Err(e)) => Err(McpError::Transport {
+                server,
+                message: self.redactor.redact(&e.to_string()),
+            }),
+        }
+    }
+
+    /// Stops the server if it has been idle past its timeout (never long-lived ones or ones in a call).
+    pub async fn stop_if_idle(&self, now: Instant) {
+        if self.config.long_lived || self.in_flight.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let idle = now.saturating_duration_since(*lock(&self.last_used));
+        if idle >= self.config.idle_timeout && self.connection.lock().await.is_some() {
+            tracing::info!(server = %self.config.name, idle_s = idle.as_secs(), "stopping idle MCP server");
+            self.stop().await;
+        }
+    }
+
+    /// Keeps a long-lived server up: starts it when it is down and its backoff allows.
+    pub async fn keep_alive(self: &Arc<Self>) {
+        if !self.config.long_lived || self.is_running().await {
+            return;
+        }
+        if lock(&self.health)
+            .next_start
+            .is_some_and(|at| at > Instant::now())
+        {
+            return;
+        }
+        let _ = self.peer().await;
+    }
+
+    /// Stops the server: closes the session, then kills its process group if it lingers.
+    pub async fn stop(&self) {
+        let connection = self.connection.lock().await.take();
+        if let Some(mut connection) = connection {
+            let _ = connection.service.close_with_timeout(STOP_GRACE).await;
+            #[cfg(unix)]
+            if let Some(pid) = connection.pid {
+                kill_group(pid);
+            }
+            drop(connection);
+        }
+    }
+
+    /// Restarts counted when the server was found dead.
+    pub fn crashes(&self) -> u64 {
+        lock(&self.health).crashes
+    }
+}
+
+/// Kills what is left of a process group (the server exited but its children may not have).
+#[cfg(unix)]
+fn kill_group(pid: u32) {
+    // SAFETY: killpg only sends a signal; a group that is gone yields ESRCH, which is fine.
+    unsafe {
+        libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// Poison-tolerant lock: the guarded values stay consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,198 @@
+//! The gateway's HTTP side: `/mcp` (rmcp's streamable-HTTP service inside the axum app, behind a layer
+//! that names the caller by bearer token and answers 401 and 429 itself), and the runner's models as the
+//! MCP endpoint's `chat` and `list_models` tools.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::generation;
+use super::structured::{self, ChatOptions};
+use crate::engine::chat_template::ChatMessage;
+use crate::mcp::endpoint::{Endpoint, HttpCaller, LocalModels};
+use crate::mcp::{Caller, Gateway};
+use crate::validation::{GenerationParams, validate};
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// `/mcp`, when a gateway is configured.
+pub fn routes(state: &Arc<AppState>, gateway: Arc<Gateway>) -> Router<Arc<AppState>> {
+    let models: Arc<dyn LocalModels> = Arc::new(RunnerModels(state.clone()));
+    let endpoint = Endpoint::new(gateway, Some(models), Caller::Anonymous);
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let host = state.config.addr.ip().to_string();
+    if !hosts.contains(&host) && !state.config.addr.ip().is_unspecified() {
+        hosts.push(host);
+    }
+    let mut config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_sse_keep_alive(Some(std::time::Duration::from_secs(15)));
+    config = if state.config.cors_origins.is_empty() {
+        // Browsers send Origin; a page on another site must not reach local tools (DNS rebinding).
+        config.with_allowed_origins([
+            "http://localhost:*",
+            "http://127.0.0.1:*",
+            "http://[::1]:*",
+            "https://localhost:*",
+            "https://127.0.0.1:*",
+        ])
+    } else {
+        config.with_allowed_origins(state.config.cors_origins.clone())
+    };
+    if state.config.addr.ip().is_unspecified() {
+        // Bound to every interface: any Host may be the right one, so only Origin guards.
+        config = config.disable_allowed_hosts();
+    }
+    let service = StreamableHttpService::new(
+        move || Ok(endpoint.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service("/mcp", service)
+        .layer(middleware::from_fn_with_state(state.clone(), mcp_access))
+}
+
+/// Names the caller (401 for an unknown token once clients are configured, or without the server's API
+/// key), and takes `tools/call` requests from its rate budget (429 with `Retry-After`).
+async fn mcp_access(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(gateway) = state.gateway.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let token = bearer(request.headers()).map(String::from);
+    let caller = if gateway.is_enforced() {
+        match gateway.authenticate(token.as_deref()) {
+            Some(caller @ Caller::Client(_)) => caller,
+            _ => return unauthorized("a gateway client token is required"),
+        }
+    } else {
+        if let Some(key) = &state.config.api_key
+            && token.as_deref() != Some(key.as_str())
+        {
+            return unauthorized("the API key is required");
+        }
+        Caller::Anonymous
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.config.body_limit_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    };
+    let message: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let is_call = message
+        .as_ref()
+        .and_then(|m| m.get("method"))
+        .and_then(Value::as_str)
+        == Some("tools/call");
+    if is_call && let Err(e) = gateway.check_rate(&caller) {
+        let retry = match &e {
+            crate::mcp::McpError::RateLimited { retry_after, .. } => retry_after.as_secs().max(1),
+            _ => 1,
+        };
+        let id = message
+            .as_ref()
+            .and_then(|m| m.get("id"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000, "message": e.to_string()}});
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+        if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(HttpCaller(caller));
+    next.run(request).await
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001, "message": message}}),
+        ),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The runner's models for the MCP endpoint's own tools.
+pub struct RunnerModels(pub Arc<AppState>);
+
+impl LocalModels for RunnerModels {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let models = self.0.runtime.store().list().map_err(|e| e.to_string())?;
+            Ok(models.iter().flat_map(|m| m.familiar_names()).collect())
+        })
+    }
+
+    fn chat(
+        &self,
+        model: String,
+        messages: Vec<(String, String)>,
+        max_tokens: Option<i64>,
+    ) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let model = self
+                .0
+                .runtime
+                .get(&model)
+                .await
+                .map_err(|e| e.to_string())?;
+            let messages = messages
+                .into_iter()
+                .map(|(role, content)| ChatMessage {
+                    role,
+                    content,
+                    tool_calls: None,
+                    tool_call_id: None,
+                    name: None,
+                })
+                .collect();
+            let prepared = structured::prepare_chat(&model, messages, ChatOptions::default())
+                .await
+                .map_err(|e| e.message)?;
+            let params = GenerationParams {
+                max_tokens,
+                ..Default::default()
+            };
+            let valid = validate(
+                prepared.prompt,
+                &params,
+                model.vocab_size,
+                model.context_size,
+            )
+            .map_err(|e| e.to_string())?;
+            let receivers = generation::submit(&model, &valid, 1).map_err(|e| e.message)?;
+            let mut choices = generation::collect(receivers)
+                .await
+                .map_err(|e| e.message)?;
+            Ok(choices.pop().map(|c| c.text).unwrap_or_default())
+        })
+    }
+}
