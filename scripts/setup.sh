@@ -23,3 +23,6 @@ if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import openai, jsonsche
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<3' 'jsonschema>=4,<5'
 fi
+
+# MCP servers and clients for the gateway's tests (npm and PyPI, pinned, cached outside the repo).
+scripts/setup-mcp.sh >/dev/null

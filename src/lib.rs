@@ -1,4 +1,6 @@
 //! model-runner: a local LLM model runner. The `model` binary drives it; see ARCHITECTURE.md for the map.
+// rmcp's service futures nest deeply; computing their layout needs more than the default depth.
+#![recursion_limit = "256"]
 
 pub mod artifact;
 pub mod cli;

@@ -341,10 +341,23 @@ impl Gateway {
         arguments: Value,
         rate_checked: bool,
     ) -> CallRecord {
+        self.call_scoped(caller, name, arguments, rate_checked, None)
+            .await
+    }
+
+    /// As `call`, with the discovery meta-tools kept to `scope`'s servers (a chat request's labels).
+    pub async fn call_scoped(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: Value,
+        rate_checked: bool,
+        scope: Option<&[String]>,
+    ) -> CallRecord {
         let started = Instant::now();
         let setup = self.setup();
         let outcome = match name {
-            discovery::FIND => self.call_find(caller, &arguments).await,
+            discovery::FIND => self.call_find(caller, &arguments, scope).await,
             discovery::CALL => {
                 let target = arguments.get("name").and_then(Value::as_str).unwrap_or("");
                 if target == discovery::CALL || target == discovery::FIND || target.is_empty() {
@@ -352,9 +365,19 @@ impl Gateway {
                         tool: name.to_string(),
                         message: "name must be a tool that mcp_find returned".into(),
                     })
+                } else if scope.is_some_and(|servers| {
+                    !servers
+                        .iter()
+                        .any(|s| target.starts_with(&format!("{s}{}", naming::SEPARATOR)))
+                }) {
+                    Err(McpError::Denied {
+                        client: caller.label().to_string(),
+                        tool: target.to_string(),
+                    })
                 } else {
                     let inner = arguments.get("arguments").cloned().unwrap_or(json!({}));
-                    return Box::pin(self.call(caller, target, inner, rate_checked)).await;
+                    return Box::pin(self.call_scoped(caller, target, inner, rate_checked, scope))
+                        .await;
                 }
             }
             _ => {
@@ -399,6 +422,7 @@ impl Gateway {
         &self,
         caller: &Caller,
         arguments: &Value,
+        scope: Option<&[String]>,
     ) -> Result<CallToolResult, McpError> {
         let query = arguments
             .get("query")
@@ -412,7 +436,7 @@ impl Gateway {
             .and_then(Value::as_u64)
             .map_or(discovery::DEFAULT_RESULTS, |l| l as usize)
             .clamp(1, discovery::MAX_RESULTS);
-        let found = self.find(caller, query, limit, None).await;
+        let found = self.find(caller, query, limit, scope).await;
         let listing: Vec<Value> = found
             .iter()
             .map(|e| json!({"name": e.name, "description": e.description(), "inputSchema": e.input_schema()}))

@@ -32,6 +32,8 @@ pub struct McpSelection {
     pub functions: Vec<Value>,
     /// Names the server runs itself (everything else goes back to the client).
     pub names: HashSet<String>,
+    /// Servers the discovery meta-tools may reach (`None`: every server the caller may use).
+    pub scope: Option<Vec<String>>,
 }
 
 /// Server-side default for requests without tools (`model serve --mcp-tools`).
@@ -65,6 +67,9 @@ fn function_json(name: &str, description: &str, parameters: Value) -> Value {
 }
 
 fn discovery_functions(selection: &mut McpSelection) {
+    if selection.names.contains(discovery::FIND) {
+        return;
+    }
     selection.functions.push(function_json(
         discovery::FIND,
         discovery::FIND_DESCRIPTION,
@@ -88,6 +93,7 @@ pub async fn select(
     let mut selection = McpSelection {
         functions: Vec::new(),
         names: HashSet::new(),
+        scope: Some(Vec::new()),
     };
     for (i, entry) in entries {
         let param = format!("tools[{i}]");
@@ -132,6 +138,9 @@ pub async fn select(
                 return Err(mcp_error(McpError::UnknownServer(label.into()), &param));
             }
             discovery_functions(&mut selection);
+            if let Some(scope) = selection.scope.as_mut() {
+                scope.push(label.to_string());
+            }
             continue;
         }
         let tools = gateway
@@ -160,6 +169,7 @@ pub async fn default_selection(
     let mut selection = McpSelection {
         functions: Vec::new(),
         names: HashSet::new(),
+        scope: None,
     };
     match mode {
         DefaultMcpTools::None => return None,
@@ -191,6 +201,8 @@ pub struct AgentRequest {
     /// Client function tools and MCP function tools together, as OpenAI `tools`.
     pub tools: Value,
     pub mcp_names: HashSet<String>,
+    /// Servers the discovery meta-tools may reach.
+    pub scope: Option<Vec<String>>,
     pub tool_choice: Option<Value>,
     pub parallel_tool_calls: bool,
     pub params: GenerationParams,
@@ -312,7 +324,13 @@ async fn run_loop(
             }
             let record = request
                 .gateway
-                .call(&request.caller, &call.name, arguments, false)
+                .call_scoped(
+                    &request.caller,
+                    &call.name,
+                    arguments,
+                    false,
+                    request.scope.as_deref(),
+                )
                 .await;
             if let Some(progress) = progress {
                 let _ = progress.send(Progress::Finished {

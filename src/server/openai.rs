@@ -287,6 +287,7 @@ pub async fn chat_completions(
             messages,
             tools: Value::Array(functions),
             mcp_names: selection.names,
+            scope: selection.scope,
             tool_choice: request.tool_choice,
             parallel_tool_calls: request.parallel_tool_calls.unwrap_or(true),
             params: sampling.params(None),

@@ -1,0 +1,804 @@
+//! The MCP gateway against real MCP servers (the reference servers from npm and PyPI, installed by
+//! `scripts/setup-mcp.sh`) and real clients (the Python MCP SDK, the OpenAI SDK, the MCP conformance
+//! suite). Everything talks to 127.0.0.1; every wait is bounded.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{ModelCli, cli_with_default_model, free_port, python, repo_root};
+use serde_json::{Value, json};
+
+/// The MCP_* variables of the test installation (installed on first use; idempotent).
+fn mcp_env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let script = repo_root().join("scripts/setup-mcp.sh");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "'{}' >/dev/null && . \"${{MODEL_RUNNER_CACHE:-$HOME/.cache/model-runner}}/mcp/env.sh\" && env",
+                script.display()
+            ))
+            .output()
+            .expect("run scripts/setup-mcp.sh");
+        assert!(
+            out.status.success(),
+            "scripts/setup-mcp.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.starts_with("MCP_"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+fn var(name: &str) -> String {
+    mcp_env()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is not set by scripts/setup-mcp.sh"))
+        .clone()
+}
+
+fn everything_server(extra: Value) -> Value {
+    let mut server =
+        json!({"command": var("MCP_NODE"), "args": [var("MCP_SERVER_EVERYTHING_JS"), "stdio"]});
+    if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
+        server.extend(extra.clone());
+    }
+    server
+}
+
+fn time_server(extra: Value) -> Value {
+    let mut server =
+        json!({"command": var("MCP_SERVER_TIME_BIN"), "args": ["--local-timezone", "UTC"]});
+    if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
+        server.extend(extra.clone());
+    }
+    server
+}
+
+/// `model serve --mcp-config` with its log captured; stopped with SIGTERM (the graceful path) on drop.
+struct Gateway {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start(cli: &ModelCli, config: &Value, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("mcp.json");
+        std::fs::write(&config_path, config.to_string()).expect("write config");
+        let log = dir.path().join("serve.log");
+        let port = free_port();
+        let port_text = port.to_string();
+        let mut args = vec![
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port_text,
+            "--mcp-config",
+            config_path.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        let path = format!(
+            "{}:{}",
+            repo_root().join("tests/fixtures/fake-docker").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = cli
+            .command(&args)
+            .envs(mcp_env())
+            .env("PATH", path)
+            .env_remove("MODEL_RUNNER_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start model serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "model serve did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            log,
+            config: config_path,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Processes whose parent is the server (its MCP servers' group leaders).
+    fn children(&self) -> Vec<(u32, String)> {
+        children_of(self.child.id())
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited in time.
+    fn stop(&mut self) -> bool {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) && !self.stop() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // ppid is the second field after the parenthesised command name.
+        let Some(after) = stat.rsplit_once(") ").map(|(_, rest)| rest.to_string()) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            let cmdline = std::fs::read(entry.path().join("cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// A raw streamable-HTTP MCP session (JSON-RPC over POST), to see statuses and headers the SDKs hide.
+struct Session {
+    url: String,
+    token: Option<String>,
+    id: Option<String>,
+    next: u64,
+    http: reqwest::blocking::Client,
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    /// The JSON-RPC message that answers the request (from a JSON body or the SSE stream).
+    message: Value,
+}
+
+impl Session {
+    fn new(url: String, token: Option<&str>) -> Self {
+        Self {
+            url,
+            token: token.map(String::from),
+            id: None,
+            next: 1,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    fn post(&mut self, body: Value) -> Reply {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(id) = &self.id {
+            request = request.header("mcp-session-id", id);
+        }
+        let response = request.json(&body).send().expect("POST /mcp");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().unwrap_or_default();
+        let message = serde_json::from_str(&text).unwrap_or_else(|_| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                .find(|m| m.get("id").is_some())
+                .unwrap_or(Value::Null)
+        });
+        Reply {
+            status,
+            headers,
+            message,
+        }
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Reply {
+        let id = self.next;
+        self.next += 1;
+        self.post(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+    }
+
+    fn initialize(&mut self) -> Reply {
+        let reply = self.request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "model-runner-tests", "version": "1"}}),
+        );
+        if reply.status == 200 {
+            self.id = reply
+                .headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            let ack = self.post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+            assert!(ack.status < 300, "initialized: {}", ack.status);
+        }
+        reply
+    }
+
+    fn tool_names(&mut self) -> Vec<String> {
+        let reply = self.request("tools/list", json!({}));
+        assert_eq!(reply.status, 200, "{}", reply.message);
+        reply.message["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(String::from))
+            .collect()
+    }
+
+    fn call(&mut self, name: &str, arguments: Value) -> Reply {
+        self.request("tools/call", json!({"name": name, "arguments": arguments}))
+    }
+}
+
+fn result_text(reply: &Reply) -> String {
+    reply.message["result"]["content"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+fn is_error(reply: &Reply) -> bool {
+    reply.message["result"]["isError"] == json!(true)
+}
+
+fn metric(gateway: &Gateway, series: &str) -> Option<f64> {
+    let text = reqwest::blocking::get(gateway.url("/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A directory with known files for the filesystem server, under a plain path a small model can copy.
+fn files_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("documents")
+        .rand_bytes(0)
+        .tempdir_in(std::env::temp_dir().join(format!("mcp-test-{}", std::process::id())))
+        .or_else(|_| {
+            let parent = std::env::temp_dir().join(format!("mcp-test-{}", std::process::id()));
+            std::fs::create_dir_all(&parent)?;
+            tempfile::Builder::new()
+                .prefix("documents")
+                .rand_bytes(0)
+                .tempdir_in(parent)
+        })
+        .expect("tempdir");
+    std::fs::write(dir.path().join("alpha.txt"), "first file\n").expect("write");
+    std::fs::write(dir.path().join("beta.md"), "# second\n").expect("write");
+    dir
+}
+
+/// mcp-proxy serving server-everything over streamable HTTP on a free port, killed on drop.
+struct Proxy(Child, u16);
+
+impl Proxy {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(var("MCP_PROXY_BIN"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--"])
+            .arg(var("MCP_NODE"))
+            .arg(var("MCP_SERVER_EVERYTHING_JS"))
+            .arg("stdio")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mcp-proxy");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mcp-proxy did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const SECRET: &str = "sk-test-0123456789-never-logged";
+
+/// The Python MCP SDK lists and calls tools of stdio servers, a `docker run -i` server and an HTTP
+/// server through `/mcp`; the secret reaches the server's environment but no log line; calls are logged
+/// and counted; SIGTERM stops every server process.
+#[test]
+fn python_sdk_reaches_real_servers_through_the_gateway() {
+    let cli = cli_with_default_model();
+    let files = files_dir();
+    let proxy = Proxy::start();
+    let secret_file = tempfile::NamedTempFile::new().expect("secret file");
+    std::fs::write(secret_file.path(), format!("{SECRET}\n")).expect("write secret");
+    let config = json!({
+        "mcpServers": {
+            "everything": everything_server(json!({"env": {"SERVICE_TOKEN": "${SERVICE_TOKEN}"}})),
+            "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), files.path()],
+                   "tools": ["list_directory", "read_text_file"]},
+            "time": time_server(json!({})),
+            "docker_time": {"command": "docker", "args": ["run", "-i", "--rm", "mcp/time"]},
+            "proxied": {"url": format!("http://127.0.0.1:{}/mcp", proxy.1)}
+        },
+        "gateway": {"secrets": {"SERVICE_TOKEN": {"file": secret_file.path()}}}
+    });
+    let mut gateway = Gateway::start(&cli, &config, &[]);
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_gateway_client.py"))
+        .env("MCP_URL", gateway.url("/mcp"))
+        .env("FILES_DIR", files.path())
+        .env("SECRET", SECRET)
+        .env("MODEL", "ai/smollm2:latest")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("gateway client ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+    let echo_calls = metric(
+        &gateway,
+        "model_runner:mcp_tool_calls_total{server=\"everything\",tool=\"everything__echo\",client=\"anonymous\"}",
+    );
+    assert!(
+        echo_calls >= Some(2.0),
+        "echo calls counted: {echo_calls:?}"
+    );
+    assert!(
+        metric(
+            &gateway,
+            "model_runner:mcp_tool_errors_total{server=\"everything\",tool=\"everything__get-sum\""
+        )
+        .is_some_and(|v| v >= 2.0),
+        "schema-invalid calls count as errors"
+    );
+    let servers = gateway.children();
+    assert!(
+        servers.len() >= 4,
+        "stdio servers run as children: {servers:?}"
+    );
+    assert!(gateway.stop(), "the server exits on SIGTERM");
+    std::thread::sleep(Duration::from_millis(300));
+    for (pid, cmd) in &servers {
+        assert!(
+            !alive(*pid),
+            "MCP server {pid} ({cmd}) outlived the gateway"
+        );
+    }
+    let log = gateway.log();
+    let call_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"mcp_call\""))
+        .collect();
+    assert!(call_lines.len() >= 10, "every call is logged:\n{log}");
+    assert!(
+        call_lines.iter().any(|l| l.contains("[REDACTED]")),
+        "the echo of the secret is logged redacted"
+    );
+    assert!(!log.contains(SECRET), "a secret reached the log:\n{log}");
+}
+
+/// Clients by bearer token: unknown tokens are refused, each client sees and calls only its servers, and
+/// a client over its rate gets 429 with Retry-After while another is unaffected.
+#[test]
+fn gateway_clients_are_authenticated_limited_and_rate_limited() {
+    let cli = ModelCli::new();
+    let config = json!({
+        "mcpServers": {"everything": everything_server(json!({})), "time": time_server(json!({}))},
+        "gateway": {"clients": [
+            {"name": "agent", "token": "agent-token-1234", "servers": ["everything"], "rateLimit": {"perMinute": 3}},
+            {"name": "ops", "token": "ops-token-5678", "tools": ["time__get_current_time"]}
+        ]}
+    });
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let url = gateway.url("/mcp");
+    assert_eq!(Session::new(url.clone(), None).initialize().status, 401);
+    assert_eq!(
+        Session::new(url.clone(), Some("wrong")).initialize().status,
+        401
+    );
+
+    let mut agent = Session::new(url.clone(), Some("agent-token-1234"));
+    assert_eq!(agent.initialize().status, 200);
+    let names = agent.tool_names();
+    assert!(names.iter().any(|n| n == "everything__echo"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("time__")), "{names:?}");
+    let denied = agent.call("time__get_current_time", json!({"timezone": "UTC"}));
+    assert!(
+        is_error(&denied) && result_text(&denied).contains("may not call"),
+        "{}",
+        denied.message
+    );
+    for _ in 0..2 {
+        let ok = agent.call("everything__echo", json!({"message": "x"}));
+        assert!(!is_error(&ok), "{}", ok.message);
+    }
+    let limited = agent.call("everything__echo", json!({"message": "x"}));
+    assert_eq!(limited.status, 429, "{}", limited.message);
+    assert!(limited.headers.contains_key("retry-after"));
+    assert!(
+        limited.message["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rate limit")
+    );
+
+    let mut ops = Session::new(url, Some("ops-token-5678"));
+    assert_eq!(ops.initialize().status, 200);
+    assert_eq!(
+        ops.tool_names().iter().filter(|n| n.contains("__")).count(),
+        1
+    );
+    let now = ops.call("time__get_current_time", json!({"timezone": "UTC"}));
+    assert!(!is_error(&now), "{}", now.message);
+    assert!(is_error(
+        &ops.call("everything__echo", json!({"message": "x"}))
+    ));
+
+    // The chat API knows gateway clients too: an unknown key may not use MCP tools.
+    let response = reqwest::blocking::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth("wrong")
+        .json(
+            &json!({"model": "x", "messages": [{"role": "user", "content": "hi"}],
+                      "tools": [{"type": "mcp", "server_label": "time"}]}),
+        )
+        .send()
+        .expect("chat");
+    assert!(
+        matches!(response.status().as_u16(), 403 | 404),
+        "{}",
+        response.status()
+    );
+}
+
+/// A crashed server is restarted on the next call; a call past its timeout is an error result; an idle
+/// server is stopped and started again on demand; a server that cannot start trips the breaker.
+#[test]
+fn servers_restart_after_crashes_time_out_sleep_when_idle_and_trip_the_breaker() {
+    let cli = ModelCli::new();
+    let config = json!({
+        "mcpServers": {
+            "everything": everything_server(json!({"callTimeoutSecs": 1.5})),
+            "sleepy": time_server(json!({"idleTimeoutSecs": 1})),
+            "flaky": everything_server(json!({"callTimeoutSecs": 0.5})),
+            "broken": {"command": "/nonexistent/mcp-server"}
+        },
+        "gateway": {"breakerFailures": 2, "breakerCooldownSecs": 30}
+    });
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    assert!(!is_error(
+        &session.call("everything__echo", json!({"message": "a"}))
+    ));
+
+    // Crash: kill the server's process group; the next call starts a new one.
+    let everything: Vec<u32> = gateway
+        .children()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("server-everything"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(everything.len(), 1, "{:?}", gateway.children());
+    Command::new("kill")
+        .args(["-KILL", &everything[0].to_string()])
+        .status()
+        .expect("kill");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = session.call("everything__echo", json!({"message": "back"}));
+    assert!(
+        !is_error(&after) && result_text(&after) == "Echo: back",
+        "{}",
+        after.message
+    );
+    let restarted: Vec<u32> = gateway
+        .children()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("server-everything"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert!(
+        restarted.len() == 1 && restarted[0] != everything[0],
+        "{restarted:?}"
+    );
+    assert_eq!(
+        metric(
+            &gateway,
+            "model_runner:mcp_server_crashes_total{server=\"everything\"}"
+        ),
+        Some(1.0)
+    );
+
+    // Timeout: a 5-second operation against a 1.5-second limit.
+    let started = Instant::now();
+    let slow = session.call(
+        "everything__trigger-long-running-operation",
+        json!({"duration": 5, "steps": 5}),
+    );
+    assert!(
+        is_error(&slow) && result_text(&slow).contains("did not answer within"),
+        "{}",
+        slow.message
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(!is_error(
+        &session.call("everything__echo", json!({"message": "still fine"}))
+    ));
+
+    // Idle shutdown, then a start on demand.
+    assert!(!is_error(
+        &session.call("sleepy__get_current_time", json!({"timezone": "UTC"}))
+    ));
+    assert_eq!(
+        metric(&gateway, "model_runner:mcp_server_up{server=\"sleepy\"}"),
+        Some(1.0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&gateway, "model_runner:mcp_server_up{server=\"sleepy\"}") != Some(0.0) {
+        assert!(Instant::now() < deadline, "the idle server was not stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    while gateway
+        .children()
+        .iter()
+        .any(|(_, cmd)| cmd.contains("mcp-server-time"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the idle server's process is still running"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let woken = session.call("sleepy__get_current_time", json!({"timezone": "UTC"}));
+    assert!(!is_error(&woken), "{}", woken.message);
+
+    // Breaker: two timeouts in a row open it; then even a quick call fails fast.
+    for _ in 0..2 {
+        let slow = session.call(
+            "flaky__trigger-long-running-operation",
+            json!({"duration": 3, "steps": 3}),
+        );
+        assert!(
+            is_error(&slow) && result_text(&slow).contains("did not answer"),
+            "{}",
+            slow.message
+        );
+    }
+    let started = Instant::now();
+    let refused = session.call("flaky__echo", json!({"message": "x"}));
+    assert!(
+        is_error(&refused) && result_text(&refused).contains("circuit breaker is open"),
+        "{}",
+        refused.message
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // A server that cannot start is left out of the list, with the reason in the log.
+    let names = session.tool_names();
+    assert!(
+        !names.iter().any(|n| n.starts_with("broken__")),
+        "{names:?}"
+    );
+    let log = gateway.log();
+    assert!(
+        log.contains("broken") && log.contains("failed to start"),
+        "{log}"
+    );
+}
+
+/// SIGHUP rereads the configuration: a new server's tools appear without a restart.
+#[test]
+fn sighup_reloads_the_configuration() {
+    let cli = ModelCli::new();
+    let gateway = Gateway::start(
+        &cli,
+        &json!({"mcpServers": {"time": time_server(json!({}))}}),
+        &[],
+    );
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    assert!(
+        !session
+            .tool_names()
+            .iter()
+            .any(|n| n.starts_with("everything__"))
+    );
+    let config = json!({"mcpServers": {"time": time_server(json!({})), "everything": everything_server(json!({}))}});
+    std::fs::write(&gateway.config, config.to_string()).expect("rewrite config");
+    gateway.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names = session.tool_names();
+        if names.iter().any(|n| n == "everything__echo") {
+            assert!(names.iter().any(|n| n == "time__get_current_time"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload did not add the server: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `model mcp` over stdio, launched by the Python SDK as a desktop client would.
+#[test]
+fn model_mcp_serves_the_gateway_over_stdio() {
+    let cli = cli_with_default_model();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("mcp.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mcpServers:\n  everything:\n    command: {}\n    args: [{}, stdio]\n",
+            var("MCP_NODE"),
+            var("MCP_SERVER_EVERYTHING_JS")
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_stdio_client.py"))
+        .env("MODEL_BIN", env!("CARGO_BIN_EXE_model"))
+        .env("CONFIG", &config)
+        .env("MODEL_RUNNER_HOME", cli.home.path())
+        .env("MODEL", "ai/smollm2:latest")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("stdio client ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The MCP conformance suite's scenarios that apply to a gateway.
+#[test]
+fn mcp_conformance_scenarios_pass_against_the_gateway() {
+    let cli = ModelCli::new();
+    let gateway = Gateway::start(
+        &cli,
+        &json!({"mcpServers": {"everything": everything_server(json!({}))}}),
+        &[],
+    );
+    let results = tempfile::tempdir().expect("tempdir");
+    for scenario in [
+        "server-initialize",
+        "ping",
+        "logging-set-level",
+        "tools-list",
+        "tools-call-error",
+        "dns-rebinding-protection",
+    ] {
+        let out = Command::new(var("MCP_NODE"))
+            .arg(var("MCP_CONFORMANCE_JS"))
+            .args([
+                "server",
+                "--url",
+                &gateway.url("/mcp"),
+                "--scenario",
+                scenario,
+                "-o",
+            ])
+            .arg(results.path())
+            .output()
+            .expect("run conformance");
+        assert!(
+            out.status.success(),
+            "conformance scenario {scenario} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The end-to-end loop: the default model, `tool_choice: "required"`, the real filesystem server; the
+/// final response's `mcp_calls` holds the real listing (and streams report each call).
+#[test]
+fn chat_completions_run_mcp_tools_in_a_loop() {
+    let cli = cli_with_default_model();
+    let files = files_dir();
+    let config = json!({"mcpServers": {
+        "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), files.path()]},
+        "everything": everything_server(json!({})),
+        "time": time_server(json!({}))
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/python/mcp_chat.py"))
+        .env("BASE_URL", gateway.url("/v1"))
+        .env("MODEL", "ai/smollm2:latest")
+        .env("FILES_DIR", files.path())
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        stdout.contains("mcp chat ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+}

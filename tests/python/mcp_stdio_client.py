@@ -1,0 +1,29 @@
+"""The Python MCP SDK launching `model mcp` over stdio, as desktop clients do. Env: MODEL_BIN, CONFIG,
+MODEL_RUNNER_HOME, MODEL."""
+import asyncio
+import os
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+
+async def main():
+    params = StdioServerParameters(
+        command=os.environ["MODEL_BIN"],
+        args=["mcp", "--mcp-config", os.environ["CONFIG"]],
+        env=dict(os.environ),
+    )
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            assert init.serverInfo.name == "model-runner"
+            names = {t.name for t in (await session.list_tools()).tools}
+            assert {"everything__echo", "mcp_find", "chat", "list_models"} <= names, names
+            r = await session.call_tool("everything__echo", {"message": "over stdio"})
+            assert not r.isError and r.content[0].text == "Echo: over stdio", r
+            r = await session.call_tool("list_models", {})
+            assert os.environ["MODEL"] in r.structuredContent["models"], r.structuredContent
+    print("stdio client ok")
+
+
+asyncio.run(main())
