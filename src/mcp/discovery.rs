@@ -19,7 +19,14 @@ pub struct Candidate<'a> {
 fn terms(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|t| !t.is_empty())
-        .map(|t| t.to_ascii_lowercase())
+        .map(|t| {
+            // A plain plural matches its singular ("files" and "file").
+            let t = t.to_ascii_lowercase();
+            match t.strip_suffix('s') {
+                Some(stem) if stem.len() >= 3 && !stem.ends_with('s') => stem.to_string(),
+                _ => t,
+            }
+        })
         .collect()
 }
 
@@ -110,7 +117,11 @@ mod tests {
         ];
         assert_eq!(rank("list directory", &tools, 5), vec![1, 2]);
         assert_eq!(rank("current time", &tools, 5), vec![0]);
-        assert_eq!(rank("files", &tools, 1), vec![1]);
+        assert_eq!(
+            rank("files", &tools, 5),
+            vec![2, 1],
+            "read_file names a file; list_directory describes files"
+        );
         assert!(rank("weather", &tools, 5).is_empty());
     }
 }

@@ -15,9 +15,9 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
-use super::discovery;
 use super::gateway::Gateway;
 use super::policy::Caller;
+use super::{code_mode, discovery};
 
 pub const CHAT: &str = "chat";
 pub const LIST_MODELS: &str = "list_models";
@@ -99,6 +99,12 @@ impl Endpoint {
             discovery::CALL,
             discovery::CALL_DESCRIPTION,
             discovery::call_schema(),
+            false,
+        ));
+        tools.push(object_tool(
+            code_mode::RUN_JS,
+            code_mode::DESCRIPTION,
+            code_mode::schema(),
             false,
         ));
         if self.models.is_some() {
@@ -221,11 +227,12 @@ impl ServerHandler for Endpoint {
         if let Some(result) = self.local_call(&request.name, &arguments).await {
             return Ok(result.into());
         }
-        let call = self.gateway.call(
+        let call = self.gateway.dispatch(
             &caller,
             &request.name,
             Value::Object(arguments),
             rate_checked,
+            None,
         );
         let record = tokio::select! {
             record = call => record,

@@ -14,6 +14,7 @@ use rmcp::model::{CallToolResult, ContentBlock, Tool};
 use serde_json::{Map, Value, json};
 
 use super::breaker::Breaker;
+use super::code_mode;
 use super::config::{ConfigError, McpConfig};
 use super::discovery::{self, Candidate};
 use super::naming::NameTable;
@@ -343,6 +344,119 @@ impl Gateway {
     ) -> CallRecord {
         self.call_scoped(caller, name, arguments, rate_checked, None)
             .await
+    }
+
+    /// Any gateway tool by name: `run_js` runs a script, everything else goes to `call_scoped`.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        arguments: Value,
+        rate_checked: bool,
+        scope: Option<&[String]>,
+    ) -> CallRecord {
+        if name == code_mode::RUN_JS {
+            return self.run_js(caller, arguments, scope).await;
+        }
+        self.call_scoped(caller, name, arguments, rate_checked, scope)
+            .await
+    }
+
+    /// `run_js`: a script whose tool functions call through the gateway as `caller` (each call checked,
+    /// limited and logged on its own), run on a blocking thread.
+    async fn run_js(
+        self: &Arc<Self>,
+        caller: &Caller,
+        arguments: Value,
+        scope: Option<&[String]>,
+    ) -> CallRecord {
+        let started = Instant::now();
+        let setup = self.setup();
+        let outcome = match arguments.get("script").and_then(Value::as_str) {
+            None => Err(McpError::InvalidArguments {
+                tool: code_mode::RUN_JS.into(),
+                message: "script must be a string".into(),
+            }),
+            Some(script) => {
+                let names: Vec<String> = self
+                    .tools(caller)
+                    .await
+                    .iter()
+                    .filter(|e| scope.is_none_or(|s| s.contains(&e.server)))
+                    .map(|e| e.name.clone())
+                    .collect();
+                let call = self.script_caller(caller, &names, scope);
+                let script = script.to_string();
+                tokio::task::spawn_blocking(move || {
+                    code_mode::run(&script, &names, call, code_mode::Limits::default())
+                })
+                .await
+                .map_err(|e| McpError::Script(format!("the script's thread failed: {e}")))
+                .and_then(|outcome| outcome.map_err(McpError::Script))
+                .map(|out| {
+                    CallToolResult::structured(json!({"logs": out.logs, "result": out.result}))
+                })
+            }
+        };
+        let (result, error, error_kind) = match outcome {
+            Ok(result) => (Some(result), None, None),
+            Err(e) => (
+                None,
+                Some(setup.redactor.redact(&e.to_string())),
+                Some(e.kind()),
+            ),
+        };
+        let record = CallRecord {
+            name: code_mode::RUN_JS.into(),
+            server: "gateway".into(),
+            arguments,
+            result,
+            error,
+            error_kind,
+            duration: started.elapsed(),
+        };
+        self.observe(&setup, caller, &record);
+        record
+    }
+
+    /// The function a script's tool calls go through (blocking on the async runtime from its thread).
+    fn script_caller(
+        self: &Arc<Self>,
+        caller: &Caller,
+        names: &[String],
+        scope: Option<&[String]>,
+    ) -> code_mode::ToolCaller {
+        let gateway = self.clone();
+        let caller = caller.clone();
+        let allowed: std::collections::HashSet<String> = names.iter().cloned().collect();
+        let scope = scope.map(<[String]>::to_vec);
+        let runtime = tokio::runtime::Handle::current();
+        Arc::new(move |name: &str, arguments: Value| {
+            if !allowed.contains(name) {
+                return Err(format!("no tool named {name} is available to this script"));
+            }
+            let record = runtime.block_on(gateway.call_scoped(
+                &caller,
+                name,
+                arguments,
+                false,
+                scope.as_deref(),
+            ));
+            if let Some(error) = record.error {
+                return Err(error);
+            }
+            let failed = record.failed();
+            let result = record
+                .result
+                .unwrap_or_else(|| CallToolResult::success(Vec::new()));
+            if failed {
+                return Err(result_text(&result));
+            }
+            Ok(result
+                .structured_content
+                .clone()
+                .unwrap_or_else(|| Value::String(result_text(&result))))
+        })
     }
 
     /// As `call`, with the discovery meta-tools kept to `scope`'s servers (a chat request's labels).
@@ -762,6 +876,7 @@ fn build_catalogue(upstreams: &[Arc<Upstream>]) -> Catalogue {
     let mut names = NameTable::default();
     names.reserve(discovery::FIND);
     names.reserve(discovery::CALL);
+    names.reserve(code_mode::RUN_JS);
     let mut catalogue = Catalogue::default();
     for upstream in upstreams {
         for tool in upstream.known_tools().unwrap_or_default() {

@@ -5,10 +5,12 @@
 //! restart with backoff, circuit `breaker`); `gateway` is the catalogue of namespaced tools (`naming`) and
 //! the call path every caller shares: access and rate limits (`policy`), argument checks against the
 //! tool's schema, timeout, result cache, call log with secrets removed (`redact`) and metrics;
-//! `discovery` ranks tools for the `mcp_find` meta-tool; `endpoint` serves it all as an MCP server (the
+//! `discovery` ranks tools for the `mcp_find` meta-tool; `code_mode` runs `run_js` scripts whose
+//! functions are the tools; `endpoint` serves it all as an MCP server (the
 //! `/mcp` route and `model mcp` over stdio).
 
 pub mod breaker;
+pub mod code_mode;
 pub mod config;
 pub mod discovery;
 pub mod endpoint;

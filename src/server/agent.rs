@@ -20,8 +20,8 @@ use super::generation::{self, finish_reason};
 use super::structured::{self, ChatOptions};
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
-use crate::mcp::discovery;
 use crate::mcp::{CallRecord, Caller, Gateway, McpError};
+use crate::mcp::{code_mode, discovery};
 use crate::runtime::LoadedModel;
 use crate::scheduler::Usage;
 use crate::validation::{GenerationParams, validate};
@@ -133,6 +133,22 @@ pub async fn select(
                     ));
                 }
             };
+        if entry.get("code_mode").and_then(Value::as_bool) == Some(true) {
+            if !gateway.server_names().iter().any(|s| s == label) {
+                return Err(mcp_error(McpError::UnknownServer(label.into()), &param));
+            }
+            if selection.names.insert(code_mode::RUN_JS.into()) {
+                selection.functions.push(function_json(
+                    code_mode::RUN_JS,
+                    &code_mode_description(gateway, caller, label).await,
+                    code_mode::schema(),
+                ));
+            }
+            if let Some(scope) = selection.scope.as_mut() {
+                scope.push(label.to_string());
+            }
+            continue;
+        }
         if entry.get("discovery").and_then(Value::as_bool) == Some(true) {
             if !gateway.server_names().iter().any(|s| s == label) {
                 return Err(mcp_error(McpError::UnknownServer(label.into()), &param));
@@ -186,6 +202,22 @@ pub async fn default_selection(
         }
     }
     (!selection.functions.is_empty()).then_some(selection)
+}
+
+/// `run_js`'s description for a model: what it does and the functions one server gives it.
+async fn code_mode_description(gateway: &Gateway, caller: &Caller, server: &str) -> String {
+    let functions: Vec<String> = gateway
+        .server_tools(caller, server, None)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|t| format!("{}: {}", t.name, t.description()))
+        .collect();
+    format!(
+        "{} Functions: {}",
+        code_mode::DESCRIPTION,
+        functions.join("; ")
+    )
 }
 
 fn mcp_error(error: McpError, param: &str) -> ApiError {

@@ -76,6 +76,21 @@ async def main():
             r = await session.call_tool("mcp_call", {"name": "everything__echo", "arguments": {"message": "via mcp_call"}})
             assert not r.isError and text(r) == "Echo: via mcp_call", r
 
+            # Code mode: one script chains calls and returns only what matters.
+            r = await session.call_tool("run_js", {"script": f"""
+                const reply = fs__list_directory({{path: {FILES_DIR!r}}});
+                const listing = typeof reply === "string" ? reply : reply.content;
+                const sum = tools["everything__get-sum"]({{a: 20, b: 22}});
+                console.log("listed", listing.split("\\n").length, "entries");
+                ({{files: listing.match(/[a-z]+\\.(txt|md)/g), sum}})
+            """})
+            assert not r.isError, r
+            out = r.structuredContent
+            assert sorted(out["result"]["files"]) == ["alpha.txt", "beta.md"], out
+            assert "42" in out["result"]["sum"] and out["logs"].startswith("listed"), out
+            r = await session.call_tool("run_js", {"script": "fs__write_file({path: '/tmp/x', content: 'no'})"})
+            assert r.isError and "fs__write_file" in text(r), r
+
             r = await session.call_tool("test_error_handling", {})
             assert r.isError and "test_error_handling" in text(r), r
 
