@@ -328,23 +328,24 @@ fn metric(gateway: &Gateway, series: &str) -> Option<f64> {
 }
 
 /// A directory with known files for the filesystem server, under a plain path a small model can copy.
-fn files_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("documents")
+struct Files {
+    _root: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn files_dir() -> Files {
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let root = tempfile::Builder::new()
+        .prefix(&format!("mcp-test-{}-{n}", std::process::id()))
         .rand_bytes(0)
-        .tempdir_in(std::env::temp_dir().join(format!("mcp-test-{}", std::process::id())))
-        .or_else(|_| {
-            let parent = std::env::temp_dir().join(format!("mcp-test-{}", std::process::id()));
-            std::fs::create_dir_all(&parent)?;
-            tempfile::Builder::new()
-                .prefix("documents")
-                .rand_bytes(0)
-                .tempdir_in(parent)
-        })
+        .tempdir()
         .expect("tempdir");
-    std::fs::write(dir.path().join("alpha.txt"), "first file\n").expect("write");
-    std::fs::write(dir.path().join("beta.md"), "# second\n").expect("write");
-    dir
+    let path = root.path().join("documents");
+    std::fs::create_dir(&path).expect("mkdir");
+    std::fs::write(path.join("alpha.txt"), "first file\n").expect("write");
+    std::fs::write(path.join("beta.md"), "# second\n").expect("write");
+    Files { _root: root, path }
 }
 
 /// mcp-proxy serving server-everything over streamable HTTP on a free port, killed on drop.
@@ -393,7 +394,7 @@ fn python_sdk_reaches_real_servers_through_the_gateway() {
     let config = json!({
         "mcpServers": {
             "everything": everything_server(json!({"env": {"SERVICE_TOKEN": "${SERVICE_TOKEN}"}})),
-            "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), files.path()],
+            "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), &files.path],
                    "tools": ["list_directory", "read_text_file"]},
             "time": time_server(json!({})),
             "docker_time": {"command": "docker", "args": ["run", "-i", "--rm", "mcp/time"]},
@@ -405,7 +406,7 @@ fn python_sdk_reaches_real_servers_through_the_gateway() {
     let out = Command::new(var("MCP_PYTHON"))
         .arg(repo_root().join("tests/python/mcp_gateway_client.py"))
         .env("MCP_URL", gateway.url("/mcp"))
-        .env("FILES_DIR", files.path())
+        .env("FILES_DIR", &files.path)
         .env("SECRET", SECRET)
         .env("MODEL", "ai/smollm2:latest")
         .output()
@@ -608,9 +609,8 @@ fn servers_restart_after_crashes_time_out_sleep_when_idle_and_trip_the_breaker()
     ));
 
     // Idle shutdown, then a start on demand.
-    assert!(!is_error(
-        &session.call("sleepy__get_current_time", json!({"timezone": "UTC"}))
-    ));
+    let first = session.call("sleepy__get_current_time", json!({"timezone": "UTC"}));
+    assert!(!is_error(&first), "{}", first.message);
     assert_eq!(
         metric(&gateway, "model_runner:mcp_server_up{server=\"sleepy\"}"),
         Some(1.0)
@@ -781,7 +781,7 @@ fn chat_completions_run_mcp_tools_in_a_loop() {
     let cli = cli_with_default_model();
     let files = files_dir();
     let config = json!({"mcpServers": {
-        "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), files.path()]},
+        "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), &files.path]},
         "everything": everything_server(json!({})),
         "time": time_server(json!({}))
     }});
@@ -790,7 +790,7 @@ fn chat_completions_run_mcp_tools_in_a_loop() {
         .arg(repo_root().join("tests/python/mcp_chat.py"))
         .env("BASE_URL", gateway.url("/v1"))
         .env("MODEL", "ai/smollm2:latest")
-        .env("FILES_DIR", files.path())
+        .env("FILES_DIR", &files.path)
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);

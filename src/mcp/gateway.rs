@@ -790,9 +790,8 @@ impl Gateway {
                 let Some(gateway) = gateway.upgrade() else {
                     return;
                 };
-                let now = Instant::now();
                 for upstream in gateway.setup().upstreams.clone() {
-                    upstream.stop_if_idle(now).await;
+                    upstream.stop_if_idle().await;
                     upstream.keep_alive().await;
                 }
             }

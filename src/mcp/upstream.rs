@@ -354,14 +354,24 @@ impl Upstream {
     }
 
     /// Stops the server if it has been idle past its timeout (never long-lived ones or ones in a call).
-    pub async fn stop_if_idle(&self, now: Instant) {
-        if self.config.long_lived || self.in_flight.load(Ordering::SeqCst) > 0 {
+    pub async fn stop_if_idle(&self) {
+        if self.config.long_lived {
             return;
         }
-        let idle = now.saturating_duration_since(*lock(&self.last_used));
-        if idle >= self.config.idle_timeout && self.connection.lock().await.is_some() {
-            tracing::info!(server = %self.config.name, idle_s = idle.as_secs(), "stopping idle MCP server");
-            self.stop().await;
+        // Decide under the connection lock: a start in progress holds it and renews `last_used`.
+        let mut slot = self.connection.lock().await;
+        let idle = Instant::now().saturating_duration_since(*lock(&self.last_used));
+        if slot.is_none()
+            || idle < self.config.idle_timeout
+            || self.in_flight.load(Ordering::SeqCst) > 0
+        {
+            return;
+        }
+        let connection = slot.take();
+        drop(slot);
+        tracing::info!(server = %self.config.name, idle_s = idle.as_secs(), "stopping idle MCP server");
+        if let Some(connection) = connection {
+            close(connection).await;
         }
     }
 
@@ -382,19 +392,23 @@ impl Upstream {
     /// Stops the server: closes the session, then kills its process group if it lingers.
     pub async fn stop(&self) {
         let connection = self.connection.lock().await.take();
-        if let Some(mut connection) = connection {
-            let _ = connection.service.close_with_timeout(STOP_GRACE).await;
-            #[cfg(unix)]
-            if let Some(pid) = connection.pid {
-                kill_group(pid);
-            }
-            drop(connection);
+        if let Some(connection) = connection {
+            close(connection).await;
         }
     }
 
     /// Restarts counted when the server was found dead.
     pub fn crashes(&self) -> u64 {
         lock(&self.health).crashes
+    }
+}
+
+/// Closes the session, then kills what is left of the server's process group.
+async fn close(mut connection: Connection) {
+    let _ = connection.service.close_with_timeout(STOP_GRACE).await;
+    #[cfg(unix)]
+    if let Some(pid) = connection.pid {
+        kill_group(pid);
     }
 }
 
