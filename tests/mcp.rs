@@ -668,6 +668,74 @@ fn servers_restart_after_crashes_time_out_sleep_when_idle_and_trip_the_breaker()
     );
 }
 
+/// Results of read-only tools are cached for the server's TTL; a long-lived server starts with the
+/// gateway and is brought back in the background after a crash.
+#[test]
+fn read_only_results_are_cached_and_long_lived_servers_stay_up() {
+    let cli = ModelCli::new();
+    let files = files_dir();
+    let config = json!({"mcpServers": {
+        "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), &files.path],
+               "cacheTtlSecs": 2},
+        "clock": time_server(json!({"longLived": true}))
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let up = |gateway: &Gateway| metric(gateway, "model_runner:mcp_server_up{server=\"clock\"}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while up(&gateway) != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the long-lived server did not start by itself"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let file = files.path.join("alpha.txt");
+    let read = |session: &mut Session| {
+        let reply = session.call("fs__read_text_file", json!({"path": file}));
+        assert!(!is_error(&reply), "{}", reply.message);
+        result_text(&reply)
+    };
+    assert!(read(&mut session).contains("first file"));
+    std::fs::write(&file, "changed\n").expect("rewrite");
+    assert!(
+        read(&mut session).contains("first file"),
+        "served from the cache"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        read(&mut session).contains("changed"),
+        "the cache entry expired"
+    );
+
+    let clock: Vec<u32> = gateway
+        .children()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("mcp-server-time"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(clock.len(), 1);
+    Command::new("kill")
+        .args(["-KILL", &clock[0].to_string()])
+        .status()
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(
+        &gateway,
+        "model_runner:mcp_server_crashes_total{server=\"clock\"}",
+    ) != Some(1.0)
+        || up(&gateway) != Some(1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the long-lived server was not restarted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// SIGHUP rereads the configuration: a new server's tools appear without a restart.
 #[test]
 fn sighup_reloads_the_configuration() {
