@@ -736,6 +736,39 @@ fn read_only_results_are_cached_and_long_lived_servers_stay_up() {
     }
 }
 
+/// `--mcp-tools discovery` gives requests that bring no tools the discovery meta-tools (and the loop);
+/// requests with tools of their own are left alone.
+#[test]
+fn serve_mcp_tools_attaches_tools_to_requests_without_any() {
+    let cli = cli_with_default_model();
+    let config = json!({"mcpServers": {"time": time_server(json!({}))}});
+    let gateway = Gateway::start(&cli, &config, &["--mcp-tools", "discovery"]);
+    let chat = |body: Value| -> Value {
+        reqwest::blocking::Client::new()
+            .post(gateway.url("/v1/chat/completions"))
+            .timeout(Duration::from_secs(120))
+            .json(&body)
+            .send()
+            .and_then(|r| r.json())
+            .expect("chat")
+    };
+    let ask = json!([{"role": "user", "content": "What time is it in Tokyo?"}]);
+    let attached = chat(json!({"model": "ai/smollm2", "messages": ask, "max_tokens": 1}));
+    assert!(attached["mcp_calls"].is_array(), "{attached}");
+    let hidden = chat(
+        json!({"model": "ai/smollm2", "messages": ask, "max_tokens": 1, "tool_choice": "none"}),
+    );
+    assert!(
+        attached["usage"]["prompt_tokens"].as_u64() > hidden["usage"]["prompt_tokens"].as_u64(),
+        "the meta-tools are in the prompt: {attached} vs {hidden}"
+    );
+    let own = chat(
+        json!({"model": "ai/smollm2", "messages": ask, "max_tokens": 1,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
+    );
+    assert!(own.get("mcp_calls").is_none(), "{own}");
+}
+
 /// SIGHUP rereads the configuration: a new server's tools appear without a restart.
 #[test]
 fn sighup_reloads_the_configuration() {

@@ -684,33 +684,24 @@ impl Gateway {
                 label(client)
             )
         };
-        describe(
-            out,
-            "model_runner:mcp_tool_calls_total",
-            "counter",
-            "MCP tool calls through the gateway.",
-        );
-        for (key, s) in &stats {
-            let _ = writeln!(
-                out,
-                "model_runner:mcp_tool_calls_total{{{}}} {}",
-                labels(key),
-                s.calls.load(Ordering::Relaxed)
-            );
-        }
-        describe(
-            out,
-            "model_runner:mcp_tool_errors_total",
-            "counter",
-            "MCP tool calls that failed or returned isError.",
-        );
-        for (key, s) in &stats {
-            let _ = writeln!(
-                out,
-                "model_runner:mcp_tool_errors_total{{{}}} {}",
-                labels(key),
-                s.errors.load(Ordering::Relaxed)
-            );
+        type Count = fn(&ToolStats) -> u64;
+        let counters: [(&str, &str, Count); 2] = [
+            (
+                "model_runner:mcp_tool_calls_total",
+                "MCP tool calls through the gateway.",
+                |s| s.calls.load(Ordering::Relaxed),
+            ),
+            (
+                "model_runner:mcp_tool_errors_total",
+                "MCP tool calls that failed or returned isError.",
+                |s| s.errors.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, count) in counters {
+            describe(out, name, "counter", help);
+            for (key, s) in &stats {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(key), count(s));
+            }
         }
         describe(
             out,

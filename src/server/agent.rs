@@ -17,6 +17,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::errors::ApiError;
 use super::generation::{self, finish_reason};
+use super::openai::usage_json;
 use super::structured::{self, ChatOptions};
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
@@ -410,15 +411,6 @@ async fn run_loop(
 fn canonical_arguments(arguments: &str) -> String {
     serde_json::from_str::<Value>(arguments)
         .map_or_else(|_| arguments.to_string(), |v| v.to_string())
-}
-
-fn usage_json(u: Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
 }
 
 fn finish_of(outcome: &Outcome) -> &'static str {

@@ -215,7 +215,8 @@ fn request_id(prefix: &str) -> String {
     format!("{prefix}-{:024x}", n & ((1u128 << 96) - 1))
 }
 
-fn usage_json(u: Usage) -> Value {
+/// OpenAI's `usage` object.
+pub(crate) fn usage_json(u: Usage) -> Value {
     json!({
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
