@@ -264,6 +264,77 @@ enum Progress {
         id: String,
         record: Box<CallRecord>,
     },
+    /// Answer text, as it is generated.
+    Content(String),
+}
+
+/// One turn's generation, its content streamed to `progress` as it comes (calls are kept back: the
+/// server runs them, or returns them whole).
+async fn generate_turn(
+    receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<crate::scheduler::Event>>,
+    format: Option<crate::tools::ToolFormat>,
+    progress: Option<&tokio::sync::mpsc::UnboundedSender<Progress>>,
+) -> Result<generation::Choice, ApiError> {
+    use crate::scheduler::Event;
+    use crate::tools::parser::{ToolCallParser, ToolEvent};
+    let Some(progress) = progress else {
+        return generation::collect(receivers)
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::internal("the model produced no choice"));
+    };
+    let mut parser = format.map(ToolCallParser::new);
+    let mut forward = |text: &str, done: bool| {
+        let pieces: Vec<String> = match parser.as_mut() {
+            Some(parser) => {
+                let mut events = parser.push(text);
+                if done {
+                    events.extend(parser.finish());
+                }
+                events
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        ToolEvent::Content(c) => Some(c),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            None => vec![text.to_string()],
+        };
+        for piece in pieces.into_iter().filter(|p| !p.is_empty()) {
+            let _ = progress.send(Progress::Content(piece));
+        }
+    };
+    let mut choice = generation::Choice::default();
+    for mut receiver in receivers {
+        while let Some(event) = receiver.recv().await {
+            match event {
+                Event::Token { text, token } => {
+                    forward(&text, false);
+                    choice.text.push_str(&text);
+                    choice.tokens.push(token);
+                }
+                Event::Done {
+                    finish,
+                    usage,
+                    text,
+                } => {
+                    forward(&text, true);
+                    choice.text.push_str(&text);
+                    choice.finish = Some(finish);
+                    choice.usage = usage;
+                    break;
+                }
+                Event::Failed(message) => return Err(ApiError::internal(message)),
+            }
+        }
+    }
+    if choice.finish.is_none() {
+        return Err(ApiError::internal(
+            "the model's scheduler stopped before the answer was complete",
+        ));
+    }
+    Ok(choice)
 }
 
 async fn run_loop(
@@ -305,10 +376,7 @@ async fn run_loop(
         )?;
         valid.constraint = prepared.constraint;
         let receivers = generation::submit(&request.model, &valid, 1)?;
-        let choice = generation::collect(receivers)
-            .await?
-            .pop()
-            .ok_or_else(|| ApiError::internal("the model produced no choice"))?;
+        let choice = generate_turn(receivers, prepared.tool_format, progress).await?;
         usage.prompt_tokens += choice.usage.prompt_tokens;
         usage.cached_tokens += choice.usage.cached_tokens;
         usage.completion_tokens += choice.usage.completion_tokens;
@@ -441,7 +509,8 @@ pub async fn respond(request: AgentRequest) -> Result<Response, ApiError> {
     Ok(axum::Json(body).into_response())
 }
 
-/// Runs the loop and streams: an `mcp_call` event as each call starts and ends, then the answer.
+/// Runs the loop and streams: content as it is generated, an `mcp_call` event as each call starts and
+/// ends, client tool calls, and `mcp_calls` with the finish.
 pub fn stream(request: AgentRequest) -> Response {
     let (events, receiver) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let chunk = {
@@ -469,6 +538,15 @@ pub fn stream(request: AgentRequest) -> Response {
                         } => {
                             json!({"id": id, "status": "in_progress", "name": name, "arguments": arguments})
                         }
+                        Progress::Content(text) => {
+                            let delta = chunk(
+                                json!([{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]),
+                            );
+                            if events.send(delta).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         Progress::Finished { id, record } => {
                             let mut event = record.to_json();
                             event["id"] = json!(id);
@@ -493,9 +571,7 @@ pub fn stream(request: AgentRequest) -> Response {
         let _ = forward.await;
         match outcome {
             Ok(outcome) => {
-                if let Some(content) = outcome.content.as_ref().filter(|c| !c.is_empty()) {
-                    let _ = events.send(chunk(json!([{"index": 0, "delta": {"content": content}, "logprobs": null, "finish_reason": null}])));
-                }
+                // The answer's content went out as it was generated.
                 for (i, call) in outcome.client_calls.iter().enumerate() {
                     let _ = events.send(chunk(json!([{"index": 0, "delta": {"tool_calls": [{
                         "index": i, "id": call.id, "type": "function",

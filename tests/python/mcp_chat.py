@@ -45,8 +45,12 @@ stream = client.chat.completions.create(
 )
 finish = None
 summary = None
+content = []
 for chunk in stream:
     extra = chunk.model_extra or {}
+    if chunk.choices and chunk.choices[0].delta.content:
+        assert finish is None, "content after the finish"
+        content.append(chunk.choices[0].delta.content)
     if "mcp_call" in extra:
         events.append(extra["mcp_call"])
     if chunk.choices and chunk.choices[0].finish_reason:
@@ -56,6 +60,9 @@ statuses = [e["status"] for e in events]
 assert "in_progress" in statuses and ("completed" in statuses or "failed" in statuses), events
 assert any("alpha.txt" in (e.get("result") or "") for e in events), events
 assert finish is not None and summary, (finish, summary)
+streamed = "".join(content)
+assert "tool_calls" not in streamed, f"calls are run by the server, not streamed as text: {streamed!r}"
+print("streamed answer:", repr(streamed[:200]))
 
 # A client function tool beside MCP tools comes back to the client as a normal tool call.
 mixed = client.chat.completions.create(
