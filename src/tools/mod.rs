@@ -395,14 +395,43 @@ fn arguments_as_objects(message: &mut ChatMessage) {
 }
 
 /// In the generic format, past calls are the JSON the model was asked for, and results are user turns.
-/// Rewrites past calls and tool results into the generic format's JSON, for a generic-format model
-/// that is shown a tool conversation without being offered tools this turn (`tool_choice: "none"`).
+/// For a generic-format model shown a tool conversation without being offered tools this turn
+/// (`tool_choice: "none"`, or the last turn of a tool loop): past calls and results become plain text,
+/// so that the model answers in prose rather than imitating the JSON it is no longer asked for.
 pub fn generic_history_only(format: ToolFormat, messages: &mut [ChatMessage]) {
-    if format == ToolFormat::Generic {
-        for message in messages.iter_mut() {
-            if message.tool_calls.is_some() || message.role == "tool" {
-                generic_history(message);
-            }
+    if format != ToolFormat::Generic {
+        return;
+    }
+    for message in messages.iter_mut() {
+        if let Some(Value::Array(calls)) = message.tool_calls.take() {
+            let described: Vec<String> = calls
+                .iter()
+                .map(|c| {
+                    let name = c
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("a tool");
+                    let arguments =
+                        c.pointer("/function/arguments")
+                            .map_or(String::new(), |a| match a {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            });
+                    format!("I called {name} with {arguments}.")
+                })
+                .collect();
+            let text = described.join(" ");
+            message.content = if message.content.trim().is_empty() {
+                text
+            } else {
+                format!("{}\n{text}", message.content)
+            };
+        }
+        if message.role == "tool" {
+            let tool = message.name.take().unwrap_or_else(|| "the tool".into());
+            message.tool_call_id = None;
+            message.role = "user".to_string();
+            message.content = format!("Result of {tool}:\n{}", message.content);
         }
     }
 }
@@ -443,6 +472,28 @@ fn generic_history(message: &mut ChatMessage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tool_history_without_tools_reads_as_prose() {
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = Some(json!([{"id": "c1", "type": "function",
+            "function": {"name": "fs__list_directory", "arguments": "{\"path\": \"/docs\"}"}}]));
+        let mut result = ChatMessage::new("tool", "[FILE] a.txt");
+        result.tool_call_id = Some("c1".into());
+        result.name = Some("fs__list_directory".into());
+        let mut messages = vec![ChatMessage::new("user", "list /docs"), call, result];
+        generic_history_only(ToolFormat::Generic, &mut messages);
+        assert_eq!(
+            messages[1].content,
+            "I called fs__list_directory with {\"path\": \"/docs\"}."
+        );
+        assert!(messages[1].tool_calls.is_none());
+        assert_eq!(messages[2].role, "user");
+        assert_eq!(
+            messages[2].content,
+            "Result of fs__list_directory:\n[FILE] a.txt"
+        );
+    }
 
     fn weather() -> Value {
         json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
