@@ -435,13 +435,25 @@ impl Gateway {
             if !allowed.contains(name) {
                 return Err(format!("no tool named {name} is available to this script"));
             }
-            let record = runtime.block_on(gateway.call_scoped(
-                &caller,
-                name,
-                arguments,
-                false,
-                scope.as_deref(),
-            ));
+            // The call runs as a task on the runtime's workers, not on this blocking thread: a server it
+            // starts is bound to its spawning thread's life (PR_SET_PDEATHSIG), and blocking threads
+            // are reaped when idle.
+            let call = {
+                let (gateway, caller, name, scope) = (
+                    gateway.clone(),
+                    caller.clone(),
+                    name.to_string(),
+                    scope.clone(),
+                );
+                runtime.spawn(async move {
+                    gateway
+                        .call_scoped(&caller, &name, arguments, false, scope.as_deref())
+                        .await
+                })
+            };
+            let record = runtime
+                .block_on(call)
+                .map_err(|e| format!("the tool call stopped: {e}"))?;
             if let Some(error) = record.error {
                 return Err(error);
             }
