@@ -802,6 +802,16 @@ fn sighup_reloads_the_configuration() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let health: Value = reqwest::blocking::get(gateway.url("/health"))
+        .and_then(|r| r.json())
+        .expect("health");
+    let servers: Vec<&str> = health["mcp_servers"]
+        .as_array()
+        .expect("mcp_servers in /health")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(servers, ["everything", "time"], "{health}");
 }
 
 /// `model mcp` over stdio, launched by the Python SDK as a desktop client would.

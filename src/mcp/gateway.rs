@@ -209,6 +209,15 @@ impl Gateway {
             .collect()
     }
 
+    /// Each configured server and whether it runs now, for `/health`.
+    pub async fn server_status(&self) -> Vec<(String, bool)> {
+        let mut status = Vec::new();
+        for upstream in &self.setup().upstreams {
+            status.push((upstream.name().to_string(), upstream.is_running().await));
+        }
+        status
+    }
+
     pub fn max_rounds(&self) -> usize {
         self.setup().config.max_rounds
     }

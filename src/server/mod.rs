@@ -156,11 +156,20 @@ async fn body_too_large_as_json(request: Request, next: Next) -> Response {
 
 async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let loaded = state.runtime.loaded().await;
-    axum::Json(json!({
+    let mut body = json!({
         "status": "ok",
         "device": "cpu",
         "models_loaded": loaded.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
-    }))
+    });
+    if let Some(gateway) = &state.gateway {
+        body["mcp_servers"] = gateway
+            .server_status()
+            .await
+            .into_iter()
+            .map(|(name, running)| json!({"name": name, "running": running}))
+            .collect();
+    }
+    axum::Json(body)
 }
 
 /// Prometheus text exposition.
