@@ -407,25 +407,15 @@ impl Gateway {
                 })
             }
         };
-        let (result, error, error_kind) = match outcome {
-            Ok(result) => (Some(result), None, None),
-            Err(e) => (
-                None,
-                Some(setup.redactor.redact(&e.to_string())),
-                Some(e.kind()),
-            ),
-        };
-        let record = CallRecord {
-            name: code_mode::RUN_JS.into(),
-            server: "gateway".into(),
+        self.record(
+            &setup,
+            caller,
+            code_mode::RUN_JS.into(),
+            "gateway".into(),
             arguments,
-            result,
-            error,
-            error_kind,
-            duration: started.elapsed(),
-        };
-        self.observe(&setup, caller, &record);
-        record
+            outcome,
+            started,
+        )
     }
 
     /// The function a script's tool calls go through (blocking on the async runtime from its thread).
@@ -523,7 +513,29 @@ impl Gateway {
         let server = self
             .server_of(name)
             .unwrap_or_else(|| "gateway".to_string());
-        let duration = started.elapsed();
+        self.record(
+            &setup,
+            caller,
+            name.to_string(),
+            server,
+            arguments,
+            outcome,
+            started,
+        )
+    }
+
+    /// The record of a finished call (errors redacted), logged and counted.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        setup: &Setup,
+        caller: &Caller,
+        name: String,
+        server: String,
+        arguments: Value,
+        outcome: Result<CallToolResult, McpError>,
+        started: Instant,
+    ) -> CallRecord {
         let (result, error, error_kind) = match outcome {
             Ok(result) => (Some(result), None, None),
             Err(e) => (
@@ -533,15 +545,15 @@ impl Gateway {
             ),
         };
         let record = CallRecord {
-            name: name.to_string(),
+            name,
             server,
             arguments,
             result,
             error,
             error_kind,
-            duration,
+            duration: started.elapsed(),
         };
-        self.observe(&setup, caller, &record);
+        self.observe(setup, caller, &record);
         record
     }
 

@@ -275,16 +275,16 @@ async fn generate_turn(
     format: Option<crate::tools::ToolFormat>,
     progress: Option<&tokio::sync::mpsc::UnboundedSender<Progress>>,
 ) -> Result<generation::Choice, ApiError> {
-    use crate::scheduler::Event;
     use crate::tools::parser::{ToolCallParser, ToolEvent};
-    let Some(progress) = progress else {
-        return generation::collect(receivers)
-            .await?
-            .pop()
-            .ok_or_else(|| ApiError::internal("the model produced no choice"));
-    };
+    let receiver = receivers
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("the model produced no choice"))?;
     let mut parser = format.map(ToolCallParser::new);
-    let mut forward = |text: &str, done: bool| {
+    generation::collect_choice(receiver, |text, done| {
+        let Some(progress) = progress else {
+            return;
+        };
         let pieces: Vec<String> = match parser.as_mut() {
             Some(parser) => {
                 let mut events = parser.push(text);
@@ -304,37 +304,8 @@ async fn generate_turn(
         for piece in pieces.into_iter().filter(|p| !p.is_empty()) {
             let _ = progress.send(Progress::Content(piece));
         }
-    };
-    let mut choice = generation::Choice::default();
-    for mut receiver in receivers {
-        while let Some(event) = receiver.recv().await {
-            match event {
-                Event::Token { text, token } => {
-                    forward(&text, false);
-                    choice.text.push_str(&text);
-                    choice.tokens.push(token);
-                }
-                Event::Done {
-                    finish,
-                    usage,
-                    text,
-                } => {
-                    forward(&text, true);
-                    choice.text.push_str(&text);
-                    choice.finish = Some(finish);
-                    choice.usage = usage;
-                    break;
-                }
-                Event::Failed(message) => return Err(ApiError::internal(message)),
-            }
-        }
-    }
-    if choice.finish.is_none() {
-        return Err(ApiError::internal(
-            "the model's scheduler stopped before the answer was complete",
-        ));
-    }
-    Ok(choice)
+    })
+    .await
 }
 
 async fn run_loop(

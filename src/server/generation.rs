@@ -61,35 +61,46 @@ pub async fn collect(
     receivers: Vec<mpsc::UnboundedReceiver<Event>>,
 ) -> Result<Vec<Choice>, ApiError> {
     let mut choices = Vec::with_capacity(receivers.len());
-    for mut rx in receivers {
-        let mut choice = Choice::default();
-        while let Some(event) = rx.recv().await {
-            match event {
-                Event::Token { text, token } => {
-                    choice.text.push_str(&text);
-                    choice.tokens.push(token);
-                }
-                Event::Done {
-                    finish,
-                    usage,
-                    text,
-                } => {
-                    choice.text.push_str(&text);
-                    choice.finish = Some(finish);
-                    choice.usage = usage;
-                    break;
-                }
-                Event::Failed(message) => return Err(ApiError::internal(message)),
-            }
-        }
-        if choice.finish.is_none() {
-            return Err(ApiError::internal(
-                "the model's scheduler stopped before the answer was complete",
-            ));
-        }
-        choices.push(choice);
+    for rx in receivers {
+        choices.push(collect_choice(rx, |_, _| {}).await?);
     }
     Ok(choices)
+}
+
+/// Waits for one choice to finish, handing each piece of its text to `on_text` as it comes (`true`
+/// with the last piece).
+pub async fn collect_choice(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut on_text: impl FnMut(&str, bool),
+) -> Result<Choice, ApiError> {
+    let mut choice = Choice::default();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Token { text, token } => {
+                on_text(&text, false);
+                choice.text.push_str(&text);
+                choice.tokens.push(token);
+            }
+            Event::Done {
+                finish,
+                usage,
+                text,
+            } => {
+                on_text(&text, true);
+                choice.text.push_str(&text);
+                choice.finish = Some(finish);
+                choice.usage = usage;
+                break;
+            }
+            Event::Failed(message) => return Err(ApiError::internal(message)),
+        }
+    }
+    if choice.finish.is_none() {
+        return Err(ApiError::internal(
+            "the model's scheduler stopped before the answer was complete",
+        ));
+    }
+    Ok(choice)
 }
 
 /// Every choice's events, merged in the order they happen.

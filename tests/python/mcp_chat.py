@@ -11,8 +11,8 @@ client = OpenAI(base_url=os.environ["BASE_URL"], api_key="unused")
 MODEL = os.environ["MODEL"]
 FILES_DIR = os.environ["FILES_DIR"]
 ask = [{"role": "user", "content": f"List the files in {FILES_DIR}"}]
-
-completion = client.chat.completions.create(
+# The directory listing, forced: run whole and streamed.
+list_files = dict(
     model=MODEL,
     messages=ask,
     tools=[{"type": "mcp", "server_label": "fs", "allowed_tools": ["list_directory"]}],
@@ -20,6 +20,8 @@ completion = client.chat.completions.create(
     max_tokens=96,
     temperature=0,
 )
+
+completion = client.chat.completions.create(**list_files)
 body = completion.model_dump()
 calls = body["mcp_calls"]
 assert calls, body
@@ -34,15 +36,7 @@ print("loop:", json.dumps([{k: c[k] for k in ("name", "arguments", "is_error")} 
 
 # Streamed: progress events for each call, then the answer and the summary.
 events = []
-stream = client.chat.completions.create(
-    model=MODEL,
-    messages=ask,
-    tools=[{"type": "mcp", "server_label": "fs", "allowed_tools": ["list_directory"]}],
-    tool_choice="required",
-    max_tokens=96,
-    temperature=0,
-    stream=True,
-)
+stream = client.chat.completions.create(**list_files, stream=True)
 finish = None
 summary = None
 content = []
