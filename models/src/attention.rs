@@ -147,13 +147,20 @@ impl Attention {
         norm_eps: f32,
     ) -> Result<Self, ModelError> {
         let p = format!("blk.{layer}");
+        let (q, k, v) = (
+            format!("{p}.attn_q"),
+            format!("{p}.attn_k"),
+            format!("{p}.attn_v"),
+        );
         let projections = if w.has_tensor(&format!("{p}.attn_qkv.weight")) {
             Projections::Fused(Linear::load(w, &format!("{p}.attn_qkv"))?)
+        } else if let Some(stacked) = Linear::load_stacked(w, &[&q, &k, &v])? {
+            Projections::Fused(stacked)
         } else {
             Projections::Separate {
-                q: Linear::load(w, &format!("{p}.attn_q"))?,
-                k: Linear::load(w, &format!("{p}.attn_k"))?,
-                v: Linear::load(w, &format!("{p}.attn_v"))?,
+                q: Linear::load(w, &q)?,
+                k: Linear::load(w, &k)?,
+                v: Linear::load(w, &v)?,
             }
         };
         let q_norm_name = format!("{p}.attn_q_norm.weight");

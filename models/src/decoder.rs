@@ -49,8 +49,9 @@ impl Decoder {
         let rope_base = w.arch_f32_or("rope.freq_base", options.default_rope_base)?;
         let context_length = w.arch_usize_or("context_length", 4096)?;
 
-        let embedding = Embedding::load(w, "token_embd.weight")?;
         let output = Linear::output_head(w)?;
+        let tied = (!w.has_tensor("output.weight")).then_some(&output);
+        let embedding = Embedding::load(w, "token_embd.weight", tied)?;
         let mut blocks = Vec::with_capacity(layers);
         for layer in 0..layers {
             let p = format!("blk.{layer}");
@@ -93,9 +94,7 @@ impl Decoder {
         batch: &StepBatch,
         cache: &mut PagedKvCache,
     ) -> Result<Tensor, ModelError> {
-        let device = self.norm_device();
-        let tokens = Tensor::new(batch.tokens.as_slice(), &device)?;
-        let mut x = self.embedding.forward(&tokens)?;
+        let mut x = self.embedding.forward(&batch.tokens)?;
         let angles = self.rope.angles(&batch.positions);
         for block in &self.blocks {
             let attended = block.attention.forward(
@@ -116,9 +115,5 @@ impl Decoder {
 
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
         Ok(self.output.forward(hidden, usize::MAX)?)
-    }
-
-    fn norm_device(&self) -> candle_core::Device {
-        self.embedding.device()
     }
 }

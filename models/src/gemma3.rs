@@ -52,8 +52,9 @@ impl Gemma3 {
         let scale = w.arch_f32_or("rope.scaling.factor", 1.0)?;
         let context_length = w.arch_usize_or("context_length", 32_768)?;
 
-        let embedding = Embedding::load(w, "token_embd.weight")?;
         let output = Linear::output_head(w)?;
+        let tied = (!w.has_tensor("output.weight")).then_some(&output);
+        let embedding = Embedding::load(w, "token_embd.weight", tied)?;
         let mut blocks = Vec::with_capacity(layers);
         for layer in 0..layers {
             let p = format!("blk.{layer}");
@@ -104,8 +105,7 @@ impl Gemma3 {
         batch: &StepBatch,
         cache: &mut PagedKvCache,
     ) -> Result<Tensor, ModelError> {
-        let tokens = Tensor::new(batch.tokens.as_slice(), &self.embedding.device())?;
-        let mut x = (self.embedding.forward(&tokens)? * self.embedding_scale)?;
+        let mut x = (self.embedding.forward(&batch.tokens)? * self.embedding_scale)?;
         let local_angles = self.local_rope.angles(&batch.positions);
         let global_angles = self.global_rope.angles(&batch.positions);
         for block in &self.blocks {

@@ -1,69 +1,162 @@
 //! Building blocks the architectures share: linear layers over quantized weights, RMS norms, token
 //! embeddings, and the gated feed-forward block.
 
+use std::sync::Arc;
+
 use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Tensor};
+use kernels::PackedMatrix;
 
 use crate::ModelError;
 use crate::weights::GgufWeights;
 
-/// `y = x W^T (+ b)` with quantized `W`, and for small models on CPU a dense f32 copy that prompt rows go
-/// through: candle's quantized matmul reads the whole weight once per row, a dense GEMM once per step.
-/// Decode rows always take the quantized path and prompt rows the dense one, whatever else shares the
-/// step, so a sequence computes the same numbers alone or batched.
+/// `y = x W^T (+ b)` with quantized `W`.
+///
+/// On the CPU, weights of the types our kernels run are repacked (`kernels::PackedMatrix`): one integer
+/// GEMM per step reads each weight tile once for all rows. Other types stay candle `QMatMul`s, and for
+/// small models a dense f32 copy that prompt rows go through: candle's quantized matmul reads the whole
+/// weight once per row, a dense GEMM once per step. Decode rows always take the quantized path and prompt
+/// rows the dense one, whatever else shares the step, so a sequence computes the same numbers alone or
+/// batched.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
-    dense: Option<Tensor>,
+    weight: LinearWeight,
     bias: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+enum LinearWeight {
+    Packed(Arc<PackedMatrix>),
+    Candle { q: QMatMul, dense: Option<Tensor> },
 }
 
 impl Linear {
     /// Loads `<name>.weight`, and `<name>.bias` when the file has one.
     pub fn load(w: &mut GgufWeights, name: &str) -> Result<Self, ModelError> {
+        let weight_name = format!("{name}.weight");
+        let weight = match w.packed(&[&weight_name])? {
+            Some(packed) => LinearWeight::Packed(packed),
+            None => LinearWeight::Candle {
+                q: w.qmatmul(&weight_name)?,
+                dense: w.dense_copy(&weight_name)?,
+            },
+        };
         Ok(Self {
-            weight: w.qmatmul(&format!("{name}.weight"))?,
-            dense: w.dense_copy(&format!("{name}.weight"))?,
+            weight,
             bias: w.optional_dequantized(&format!("{name}.bias"))?,
         })
     }
 
-    /// The output head: `output.weight`, or the (still quantized) embedding matrix when tied, as in SmolLM2.
-    /// Only sampled rows reach it, few per step: it stays quantized.
-    pub fn output_head(w: &mut GgufWeights) -> Result<Self, ModelError> {
-        if w.has_tensor("output.weight") {
-            Ok(Self {
-                weight: w.qmatmul("output.weight")?,
-                dense: None,
-                bias: w.optional_dequantized("output.bias")?,
-            })
+    /// Several projections of the same input as one packed matrix, outputs side by side in `names`'
+    /// order (Q/K/V, gate/up): one pass over the activations for all of them. `None` where they cannot
+    /// pack together (not on the CPU, other types, biases on some but not all).
+    pub fn load_stacked(w: &mut GgufWeights, names: &[&str]) -> Result<Option<Self>, ModelError> {
+        let biases: Vec<String> = names.iter().map(|n| format!("{n}.bias")).collect();
+        let with_bias = biases.iter().filter(|b| w.has_tensor(b)).count();
+        if with_bias != 0 && with_bias != names.len() {
+            return Ok(None);
+        }
+        let weights: Vec<String> = names.iter().map(|n| format!("{n}.weight")).collect();
+        let refs: Vec<&str> = weights.iter().map(String::as_str).collect();
+        let Some(packed) = w.packed(&refs)? else {
+            return Ok(None);
+        };
+        let bias = if with_bias == 0 {
+            None
         } else {
-            Ok(Self {
-                weight: w.qmatmul("token_embd.weight")?,
+            let parts = biases
+                .iter()
+                .map(|b| w.dequantized(b))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Tensor::cat(&parts, 0)?)
+        };
+        Ok(Some(Self {
+            weight: LinearWeight::Packed(packed),
+            bias,
+        }))
+    }
+
+    /// The output head: `output.weight`, or the embedding matrix when tied, as in SmolLM2.
+    pub fn output_head(w: &mut GgufWeights) -> Result<Self, ModelError> {
+        let name = if w.has_tensor("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        let weight = match w.packed(&[name])? {
+            Some(packed) => LinearWeight::Packed(packed),
+            None => LinearWeight::Candle {
+                q: w.qmatmul(name)?,
                 dense: None,
-                bias: None,
-            })
+            },
+        };
+        let bias = if name == "output.weight" {
+            w.optional_dequantized("output.bias")?
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// The packed matrix behind this layer, if it has one (a tied embedding reads its rows).
+    pub fn packed(&self) -> Option<&Arc<PackedMatrix>> {
+        match &self.weight {
+            LinearWeight::Packed(p) => Some(p),
+            LinearWeight::Candle { .. } => None,
         }
     }
 
     /// `x` is `[rows, in]`; rows from `dense_from` on are prompt rows (`StepBatch::dense_from`).
     pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
         let rows = x.dim(0)?;
-        let y = match &self.dense {
-            Some(w) if dense_from == 0 => x.matmul(&w.t()?)?,
-            Some(w) if dense_from < rows => {
-                let decode = self.weight.forward(&x.narrow(0, 0, dense_from)?)?;
-                let prompt = x
-                    .narrow(0, dense_from, rows - dense_from)?
-                    .matmul(&w.t()?)?;
-                Tensor::cat(&[decode, prompt], 0)?
-            }
-            _ => self.weight.forward(x)?,
+        let y = match &self.weight {
+            LinearWeight::Packed(packed) => x
+                .contiguous()?
+                .apply_op1_no_bwd(&PackedMatmul(packed.as_ref()))?,
+            LinearWeight::Candle { q, dense } => match dense {
+                Some(w) if dense_from == 0 => x.matmul(&w.t()?)?,
+                Some(w) if dense_from < rows => {
+                    let decode = q.forward(&x.narrow(0, 0, dense_from)?)?;
+                    let prompt = x
+                        .narrow(0, dense_from, rows - dense_from)?
+                        .matmul(&w.t()?)?;
+                    Tensor::cat(&[decode, prompt], 0)?
+                }
+                _ => q.forward(x)?,
+            },
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+/// `x W^T` through the packed CPU kernels, as a candle op over `[rows, in]` f32 input.
+struct PackedMatmul<'a>(&'a PackedMatrix);
+
+impl CustomOp1 for PackedMatmul<'_> {
+    fn name(&self) -> &'static str {
+        "packed-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("packed-matmul takes f32 input");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("packed-matmul takes contiguous input");
+        };
+        let rows = layout.dims().first().copied().unwrap_or(0);
+        let mut out = vec![0f32; rows * self.0.rows()];
+        self.0
+            .matmul(&data[start..end], &mut out)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.0.rows()))))
     }
 }
 
@@ -87,30 +180,62 @@ impl RmsNorm {
     }
 }
 
-/// The token embedding table, dequantized once at load.
+/// The token embedding table: dequantized once at load, or, when the output head is tied to it and
+/// packed, read row by row from the packed head (no second copy of the largest matrix).
 #[derive(Debug, Clone)]
 pub struct Embedding {
-    table: Tensor,
+    table: EmbeddingTable,
+}
+
+#[derive(Debug, Clone)]
+enum EmbeddingTable {
+    Dense(Tensor),
+    Packed(Arc<PackedMatrix>),
 }
 
 impl Embedding {
-    pub fn load(w: &mut GgufWeights, name: &str) -> Result<Self, ModelError> {
-        Ok(Self {
-            table: w.dequantized(name)?,
-        })
-    }
-
-    pub fn device(&self) -> candle_core::Device {
-        self.table.device().clone()
+    /// `tied_head`: the output head, when it is this same matrix.
+    pub fn load(
+        w: &mut GgufWeights,
+        name: &str,
+        tied_head: Option<&Linear>,
+    ) -> Result<Self, ModelError> {
+        let table = match tied_head.and_then(Linear::packed) {
+            Some(packed) => EmbeddingTable::Packed(packed.clone()),
+            None => EmbeddingTable::Dense(w.dequantized(name)?),
+        };
+        Ok(Self { table })
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.table.dim(0).unwrap_or(0)
+        match &self.table {
+            EmbeddingTable::Dense(t) => t.dim(0).unwrap_or(0),
+            EmbeddingTable::Packed(p) => p.rows(),
+        }
     }
 
-    /// Rows for `tokens` (a u32 tensor of ids): `[tokens, hidden]`.
-    pub fn forward(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
-        self.table.index_select(tokens, 0)
+    /// Rows for `tokens`: `[tokens, hidden]`.
+    pub fn forward(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+        match &self.table {
+            EmbeddingTable::Dense(table) => {
+                let ids = Tensor::new(tokens, table.device())?;
+                table.index_select(&ids, 0)
+            }
+            EmbeddingTable::Packed(packed) => {
+                let mut rows = Vec::with_capacity(tokens.len() * packed.cols());
+                for &t in tokens {
+                    if t as usize >= packed.rows() {
+                        candle_core::bail!("token id {t} is outside the vocabulary");
+                    }
+                    rows.extend(packed.dequantize_row(t as usize));
+                }
+                Tensor::from_vec(
+                    rows,
+                    (tokens.len(), packed.cols()),
+                    &candle_core::Device::Cpu,
+                )
+            }
+        }
     }
 }
 
@@ -143,11 +268,16 @@ impl GatedMlp {
         prefix: &str,
         activation: Activation,
     ) -> Result<Self, ModelError> {
-        Ok(Self {
-            gate_up: GateUp::Separate {
-                gate: Linear::load(w, &format!("{prefix}.ffn_gate"))?,
-                up: Linear::load(w, &format!("{prefix}.ffn_up"))?,
+        let (gate, up) = (format!("{prefix}.ffn_gate"), format!("{prefix}.ffn_up"));
+        let gate_up = match Linear::load_stacked(w, &[&gate, &up])? {
+            Some(fused) => GateUp::Fused(fused),
+            None => GateUp::Separate {
+                gate: Linear::load(w, &gate)?,
+                up: Linear::load(w, &up)?,
             },
+        };
+        Ok(Self {
+            gate_up,
             down: Linear::load(w, &format!("{prefix}.ffn_down"))?,
             activation,
         })

@@ -5,8 +5,11 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use candle_core::quantized::{QMatMul, QTensor, gguf_file};
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
+use kernels::{GgmlType, PackedMatrix};
 
 use crate::ModelError;
 
@@ -18,6 +21,8 @@ pub struct GgufWeights {
     architecture: String,
     /// Keep f32 copies of linear weights for steps with many rows (small models on CPU only).
     dense_linears: bool,
+    /// Repack weights of the types our CPU kernels run (`MODEL_RUNNER_KERNELS=candle` turns it off).
+    packed_kernels: bool,
 }
 
 /// Largest model (all tensors as f32) whose linear weights also get a dense f32 copy.
@@ -44,12 +49,15 @@ impl GgufWeights {
         let dense_linears = device.is_cpu()
             && f32_bytes <= DENSE_LIMIT_BYTES
             && std::env::var("MODEL_RUNNER_DENSE_LINEARS").map_or(true, |v| v != "0");
+        let packed_kernels = device.is_cpu()
+            && std::env::var("MODEL_RUNNER_KERNELS").map_or(true, |v| v != "candle");
         Ok(Self {
             content,
             reader,
             device: device.clone(),
             architecture,
             dense_linears,
+            packed_kernels,
         })
     }
 
@@ -129,6 +137,49 @@ impl GgufWeights {
         Ok(QMatMul::from_qtensor(self.qtensor(name)?)?)
     }
 
+    /// Several weights of the same input width packed as one matrix, rows stacked in order; `None` when
+    /// the device is not the CPU, or a type is not one the kernels run, or the types need different tiles.
+    pub fn packed(&mut self, names: &[&str]) -> Result<Option<Arc<PackedMatrix>>, ModelError> {
+        if !self.packed_kernels {
+            return Ok(None);
+        }
+        let mut parts = Vec::with_capacity(names.len());
+        let mut cols = None;
+        for name in names {
+            let Some(info) = self.content.tensor_infos.get(*name) else {
+                return Err(ModelError::MissingTensor(name.to_string()));
+            };
+            let Some(ty) = kernel_type(info.ggml_dtype) else {
+                return Ok(None);
+            };
+            let (rows, c) = match info.shape.dims() {
+                [rows, c] => (*rows, *c),
+                _ => return Ok(None),
+            };
+            if cols.is_some_and(|k| k != c) {
+                return Ok(None);
+            }
+            cols = Some(c);
+            let tensor = self.qtensor(name)?;
+            parts.push((ty, tensor.data()?.into_owned(), rows));
+        }
+        let Some(cols) = cols else {
+            return Ok(None);
+        };
+        let borrowed: Vec<(GgmlType, &[u8], usize)> = parts
+            .iter()
+            .map(|(ty, raw, rows)| (*ty, raw.as_slice(), *rows))
+            .collect();
+        match PackedMatrix::pack_stacked(&borrowed, cols) {
+            Ok(packed) => Ok(Some(Arc::new(packed))),
+            Err(kernels::KernelError::MixedKinds(..)) => Ok(None),
+            Err(e) => Err(ModelError::Tensor {
+                name: names.join("+"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     /// A dense f32 copy of a linear weight, when this model keeps them.
     pub fn dense_copy(&mut self, name: &str) -> Result<Option<Tensor>, ModelError> {
         if self.dense_linears {
@@ -151,4 +202,17 @@ impl GgufWeights {
             Ok(None)
         }
     }
+}
+
+/// The kernels' name for a GGML type they run.
+fn kernel_type(dtype: GgmlDType) -> Option<GgmlType> {
+    Some(match dtype {
+        GgmlDType::Q4_0 => GgmlType::Q4_0,
+        GgmlDType::Q4_1 => GgmlType::Q4_1,
+        GgmlDType::Q5_0 => GgmlType::Q5_0,
+        GgmlDType::Q8_0 => GgmlType::Q8_0,
+        GgmlDType::Q4K => GgmlType::Q4K,
+        GgmlDType::Q6K => GgmlType::Q6K,
+        _ => return None,
+    })
 }

@@ -1,0 +1,112 @@
+//! Activations quantized for the integer kernels: 8-bit values per 32-element block with an f32 scale, and
+//! the block's sum times its scale (the term that weights with an offset need).
+
+use rayon::prelude::*;
+
+/// `rows` activation rows of `cols` elements each, quantized per 32-element block.
+#[derive(Debug, Default)]
+pub struct QuantizedRows {
+    pub cols: usize,
+    pub qs: Vec<i8>,
+    /// Scale per block.
+    pub d: Vec<f32>,
+    /// `d * sum(q)` per block.
+    pub s: Vec<f32>,
+}
+
+/// Rows at least this many: quantize them in parallel.
+const PARALLEL_ROWS: usize = 16;
+
+impl QuantizedRows {
+    /// Quantizes `x` (`rows * cols` values, row-major); `cols` is a multiple of 32.
+    pub fn quantize(x: &[f32], cols: usize) -> Self {
+        let rows = x.len() / cols;
+        let blocks = cols / 32;
+        let mut out = Self {
+            cols,
+            qs: vec![0; rows * cols],
+            d: vec![0.0; rows * blocks],
+            s: vec![0.0; rows * blocks],
+        };
+        type Row<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [f32]));
+        let work = |((x, qs), (d, s)): Row| quantize_blocks(x, qs, d, s);
+        if rows >= PARALLEL_ROWS {
+            x.par_chunks(cols)
+                .zip(out.qs.par_chunks_mut(cols))
+                .zip(
+                    out.d
+                        .par_chunks_mut(blocks)
+                        .zip(out.s.par_chunks_mut(blocks)),
+                )
+                .for_each(work);
+        } else {
+            x.chunks(cols)
+                .zip(out.qs.chunks_mut(cols))
+                .zip(out.d.chunks_mut(blocks).zip(out.s.chunks_mut(blocks)))
+                .for_each(work);
+        }
+        out
+    }
+
+    pub fn rows(&self) -> usize {
+        self.qs.len() / self.cols.max(1)
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.cols / 32
+    }
+
+    /// Row `t`'s values, scales and scaled sums.
+    pub fn row(&self, t: usize) -> (&[i8], &[f32], &[f32]) {
+        let b = self.blocks();
+        (
+            &self.qs[t * self.cols..(t + 1) * self.cols],
+            &self.d[t * b..(t + 1) * b],
+            &self.s[t * b..(t + 1) * b],
+        )
+    }
+}
+
+/// ggml's Q8_0 rounding: scale by the block's largest magnitude to +-127, round half away from zero.
+fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    for (b, (xb, qb)) in x.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate() {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in qb.iter_mut().zip(xb) {
+            let r = (v * inv).round() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        d[b] = scale;
+        s[b] = scale * sum as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantized_rows_round_trip_within_half_a_step() {
+        let x: Vec<f32> = (0..128)
+            .map(|i| ((i * 37) % 101) as f32 / 10.0 - 5.0)
+            .collect();
+        let q = QuantizedRows::quantize(&x, 64);
+        assert_eq!(q.rows(), 2);
+        for t in 0..2 {
+            let (qs, d, s) = q.row(t);
+            for b in 0..2 {
+                let mut sum = 0i32;
+                for j in 0..32 {
+                    let v = x[t * 64 + b * 32 + j];
+                    let back = qs[b * 32 + j] as f32 * d[b];
+                    assert!((back - v).abs() <= d[b] * 0.5 + 1e-6, "{back} vs {v}");
+                    sum += qs[b * 32 + j] as i32;
+                }
+                assert!((s[b] - d[b] * sum as f32).abs() < 1e-5);
+            }
+        }
+    }
+}

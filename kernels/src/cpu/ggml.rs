@@ -1,0 +1,210 @@
+//! GGML's block formats, decoded to one 32-element form that the packer takes: small integers, one or two
+//! scales, and an offset. Layouts follow ggml-common.h.
+
+// Index loops here mirror ggml's reference dequantizers line for line, which is how they are checked.
+#![allow(clippy::needless_range_loop)]
+
+use half::f16;
+
+use super::KernelError;
+
+/// The GGML tensor types the CPU kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgmlType {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q8_0,
+    Q4K,
+    Q6K,
+}
+
+/// Which tile a type packs into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileKind {
+    /// 4-bit unsigned values, one scale and one offset per 32: `x = scale * q + min`.
+    U4,
+    /// 8-bit signed values, one scale per 16: `x = scale * q`.
+    I8,
+}
+
+impl GgmlType {
+    /// GGML's type id (`ggml_type`), as GGUF stores it.
+    pub fn from_ggml_id(id: u32) -> Option<Self> {
+        Some(match id {
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            8 => Self::Q8_0,
+            12 => Self::Q4K,
+            14 => Self::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// Elements per block.
+    pub fn block_elems(self) -> usize {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => 32,
+            Self::Q4K | Self::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q8_0 => 34,
+            Self::Q4K => 144,
+            Self::Q6K => 210,
+        }
+    }
+
+    pub fn tile_kind(self) -> TileKind {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q4K => TileKind::U4,
+            Self::Q5_0 | Self::Q8_0 | Self::Q6K => TileKind::I8,
+        }
+    }
+}
+
+/// 32 elements in the packer's form. For `U4` tiles `q` holds 0..=15 and `scale[0] == scale[1]`; for `I8`
+/// tiles `min` is zero.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Block32 {
+    pub q: [i8; 32],
+    pub scale: [f32; 2],
+    pub min: f32,
+}
+
+fn half_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Decodes one row (`cols` elements of type `ty`) into `cols / 32` blocks.
+pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<(), KernelError> {
+    let bb = ty.block_bytes();
+    if !row.len().is_multiple_of(bb) {
+        return Err(KernelError::Shape(format!(
+            "a {ty:?} row of {} bytes is not whole blocks of {bb}",
+            row.len()
+        )));
+    }
+    out.clear();
+    for block in row.chunks_exact(bb) {
+        match ty {
+            GgmlType::Q4_0 => {
+                let d = half_at(block, 0);
+                out.push(nibbles(&block[2..18], d, -8.0 * d));
+            }
+            GgmlType::Q4_1 => {
+                let (d, m) = (half_at(block, 0), half_at(block, 2));
+                out.push(nibbles(&block[4..20], d, m));
+            }
+            GgmlType::Q5_0 => {
+                let d = half_at(block, 0);
+                let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+                let qs = &block[6..22];
+                let mut b = Block32 {
+                    scale: [d, d],
+                    ..Block32::default()
+                };
+                for j in 0..16 {
+                    let lo = (qs[j] & 0x0F) | ((((qh >> j) << 4) & 0x10) as u8);
+                    let hi = (qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8);
+                    b.q[j] = lo as i8 - 16;
+                    b.q[j + 16] = hi as i8 - 16;
+                }
+                out.push(b);
+            }
+            GgmlType::Q8_0 => {
+                let d = half_at(block, 0);
+                let mut b = Block32 {
+                    scale: [d, d],
+                    ..Block32::default()
+                };
+                for (q, &byte) in b.q.iter_mut().zip(&block[2..34]) {
+                    *q = byte as i8;
+                }
+                out.push(b);
+            }
+            GgmlType::Q4K => {
+                let (d, dmin) = (half_at(block, 0), half_at(block, 2));
+                let scales = &block[4..16];
+                let qs = &block[16..144];
+                for pair in 0..4 {
+                    let q = &qs[32 * pair..32 * pair + 32];
+                    for (sub, shift) in [(2 * pair, 0), (2 * pair + 1, 4)] {
+                        let (sc, m) = scale_min_k4(sub, scales);
+                        let mut b = Block32 {
+                            scale: [d * sc as f32; 2],
+                            min: -dmin * m as f32,
+                            ..Block32::default()
+                        };
+                        for l in 0..32 {
+                            b.q[l] = ((q[l] >> shift) & 0x0F) as i8;
+                        }
+                        out.push(b);
+                    }
+                }
+            }
+            GgmlType::Q6K => {
+                let ql = &block[0..128];
+                let qh = &block[128..192];
+                let sc = &block[192..208];
+                let d = half_at(block, 208);
+                let mut values = [0i8; 256];
+                for half in 0..2 {
+                    let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
+                    let y = &mut values[128 * half..128 * half + 128];
+                    for l in 0..32 {
+                        y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                        y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                        y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                        y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                    }
+                }
+                for b32 in 0..8 {
+                    let mut b = Block32 {
+                        scale: [
+                            d * (sc[2 * b32] as i8) as f32,
+                            d * (sc[2 * b32 + 1] as i8) as f32,
+                        ],
+                        ..Block32::default()
+                    };
+                    b.q.copy_from_slice(&values[32 * b32..32 * b32 + 32]);
+                    out.push(b);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Q4_0/Q4_1 nibbles: byte `j` holds element `j` (low) and `j + 16` (high).
+fn nibbles(qs: &[u8], scale: f32, min: f32) -> Block32 {
+    let mut b = Block32 {
+        scale: [scale, scale],
+        min,
+        ..Block32::default()
+    };
+    for j in 0..16 {
+        b.q[j] = (qs[j] & 0x0F) as i8;
+        b.q[j + 16] = (qs[j] >> 4) as i8;
+    }
+    b
+}
+
+/// Q4_K's 6-bit scale and min of sub-block `j` (ggml's `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}

@@ -1,0 +1,359 @@
+//! Quantized matrix products on the CPU.
+//!
+//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`); `PackedMatrix::matmul` takes
+//! f32 activations, quantizes them per 32-element block (`activations`), and computes every output with
+//! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2) or `scalar`, the
+//! reference every SIMD kernel is tested against. Work is split by row groups over rayon's pool, a
+//! persistent pool with one thread per core; each task runs all of the step's tokens against its groups,
+//! so a weight tile is read from memory once per step however many tokens share it.
+
+mod activations;
+mod ggml;
+mod scalar;
+mod tiles;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+pub use activations::QuantizedRows;
+use ggml::{Block32, decode_row};
+pub use ggml::{GgmlType, TileKind};
+use tiles::{GROUP_ROWS, tile_bytes, write_tile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("bad shape: {0}")]
+    Shape(String),
+    #[error("cannot stack {0:?} rows with {1:?} rows in one packed matrix")]
+    MixedKinds(GgmlType, GgmlType),
+}
+
+/// The instruction set a kernel uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    Scalar,
+    /// AVX2 with FMA and F16C.
+    Avx2,
+    /// AVX2 plus AVX-512 VNNI on 256-bit vectors (AVX512VL).
+    Avx512Vnni,
+}
+
+impl SimdLevel {
+    /// Every level this CPU can run, lowest first.
+    pub fn available() -> &'static [SimdLevel] {
+        static LEVELS: OnceLock<Vec<SimdLevel>> = OnceLock::new();
+        LEVELS.get_or_init(Self::probe)
+    }
+
+    fn probe() -> Vec<SimdLevel> {
+        let mut levels = vec![SimdLevel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                levels.push(SimdLevel::Avx2);
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    levels.push(SimdLevel::Avx512Vnni);
+                }
+            }
+        }
+        levels
+    }
+
+    /// The best level, detected once. `MODEL_RUNNER_SIMD=scalar|avx2` caps it (to compare paths).
+    pub fn detect() -> SimdLevel {
+        static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let cap = match std::env::var("MODEL_RUNNER_SIMD").as_deref() {
+                Ok("scalar") => SimdLevel::Scalar,
+                Ok("avx2") => SimdLevel::Avx2,
+                _ => SimdLevel::Avx512Vnni,
+            };
+            let best = Self::available()
+                .iter()
+                .copied()
+                .filter(|l| *l <= cap)
+                .max()
+                .unwrap_or(SimdLevel::Scalar);
+            tracing::debug!(simd = best.name(), "CPU kernels");
+            best
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Scalar => "scalar",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+/// One activation row: quantized values, block scales, scaled block sums.
+type Act<'a> = (&'a [i8], &'a [f32], &'a [f32]);
+
+/// The kernels of one level and tile kind: four rows of tiles against one activation row, or two.
+#[derive(Clone, Copy)]
+struct Kernels {
+    one: fn(&[u8], Act) -> [f32; 4],
+    two: fn(&[u8], Act, Act) -> [[f32; 4]; 2],
+}
+
+fn kernels(level: SimdLevel, kind: TileKind) -> Kernels {
+    // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
+    // `PackedMatrix::matmul_with` passes whole tiles and activation rows of the same block count.
+    match (level, kind) {
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, TileKind::U4) => Kernels {
+            one: |t, x| unsafe { x86::u4_avx2(t, x) },
+            two: |t, x, y| unsafe { x86::u4_avx2_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, TileKind::I8) => Kernels {
+            one: |t, x| unsafe { x86::i8_avx2(t, x) },
+            two: |t, x, y| unsafe { x86::i8_avx2_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, TileKind::U4) => Kernels {
+            one: |t, x| unsafe { x86::u4_vnni(t, x) },
+            two: |t, x, y| unsafe { x86::u4_vnni_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, TileKind::I8) => Kernels {
+            one: |t, x| unsafe { x86::i8_vnni(t, x) },
+            two: |t, x, y| unsafe { x86::i8_vnni_x2(t, x, y) },
+        },
+        (_, TileKind::U4) => Kernels {
+            one: |t, (q, d, s)| scalar::u4_group(t, q, d, s),
+            two: |t, (q, d, s), (q2, d2, s2)| {
+                [
+                    scalar::u4_group(t, q, d, s),
+                    scalar::u4_group(t, q2, d2, s2),
+                ]
+            },
+        },
+        (_, TileKind::I8) => Kernels {
+            one: |t, (q, d, _)| scalar::i8_group(t, q, d),
+            two: |t, (q, d, _), (q2, d2, _)| {
+                [scalar::i8_group(t, q, d), scalar::i8_group(t, q2, d2)]
+            },
+        },
+    }
+}
+
+/// A weight matrix (`rows` outputs by `cols` inputs) repacked for the integer kernels.
+#[derive(Debug, Clone)]
+pub struct PackedMatrix {
+    kind: TileKind,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+/// Steps with fewer multiply-adds than this run on the calling thread: waking the pool costs more.
+const SERIAL_WORK: usize = 1 << 16;
+
+impl PackedMatrix {
+    /// Packs a GGUF tensor's bytes: `rows` rows of `cols` elements of type `ty`.
+    pub fn pack(ty: GgmlType, raw: &[u8], rows: usize, cols: usize) -> Result<Self, KernelError> {
+        Self::pack_stacked(&[(ty, raw, rows)], cols)
+    }
+
+    /// Packs several matrices with the same `cols` as one, rows stacked in order (fused Q/K/V or gate/up
+    /// projections: one activation pass and one pool wake-up for all of them). Their types must pack into
+    /// the same kind of tile.
+    pub fn pack_stacked(
+        parts: &[(GgmlType, &[u8], usize)],
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        let Some(&(first, _, _)) = parts.first() else {
+            return Err(KernelError::Shape("nothing to pack".into()));
+        };
+        let kind = first.tile_kind();
+        let mut sources: Vec<(GgmlType, &[u8])> = Vec::new();
+        for &(ty, raw, rows) in parts {
+            if ty.tile_kind() != kind {
+                return Err(KernelError::MixedKinds(first, ty));
+            }
+            if cols == 0 || !cols.is_multiple_of(ty.block_elems()) {
+                return Err(KernelError::Shape(format!(
+                    "{cols} columns is not whole {ty:?} blocks"
+                )));
+            }
+            let row_bytes = cols / ty.block_elems() * ty.block_bytes();
+            if raw.len() != rows * row_bytes {
+                return Err(KernelError::Shape(format!(
+                    "{rows} rows of {cols} {ty:?} need {} bytes, got {}",
+                    rows * row_bytes,
+                    raw.len()
+                )));
+            }
+            sources.extend(raw.chunks_exact(row_bytes).map(|row| (ty, row)));
+        }
+        let rows = sources.len();
+        let blocks = cols / 32;
+        let tile = tile_bytes(kind);
+        let groups = rows.div_ceil(GROUP_ROWS);
+        let mut data = vec![0u8; groups * blocks * tile];
+        data.par_chunks_mut(blocks * tile)
+            .zip(sources.par_chunks(GROUP_ROWS))
+            .try_for_each(|(group, rows)| -> Result<(), KernelError> {
+                let mut decoded: Vec<Vec<Block32>> = Vec::with_capacity(GROUP_ROWS);
+                for &(ty, row) in rows {
+                    let mut blocks = Vec::with_capacity(cols / 32);
+                    decode_row(ty, row, &mut blocks)?;
+                    decoded.push(blocks);
+                }
+                for (b, tile_bytes) in group.chunks_exact_mut(tile).enumerate() {
+                    let column: Vec<&Block32> = decoded.iter().map(|r| &r[b]).collect();
+                    write_tile(kind, &column, tile_bytes);
+                }
+                Ok(())
+            })?;
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn kind(&self) -> TileKind {
+        self.kind
+    }
+
+    /// Bytes held by the packed weights.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn group_bytes(&self) -> usize {
+        self.cols / 32 * tile_bytes(self.kind)
+    }
+
+    /// Row `r`, dequantized from the packed tiles.
+    pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
+        let group = &self.data[(r / GROUP_ROWS) * self.group_bytes()..][..self.group_bytes()];
+        let mut out = vec![0f32; self.cols];
+        for (tile, values) in group
+            .chunks_exact(tile_bytes(self.kind))
+            .zip(out.chunks_exact_mut(32))
+        {
+            tiles::dequantize_tile_row(self.kind, tile, r % GROUP_ROWS, values);
+        }
+        out
+    }
+
+    /// `out = x W^T`: `x` is `tokens x cols` and `out` `tokens x rows`, both row-major.
+    pub fn matmul(&self, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+        self.matmul_with(SimdLevel::detect(), x, out)
+    }
+
+    /// `matmul` on a chosen kernel level (one this CPU has: see `SimdLevel::available`).
+    pub fn matmul_with(
+        &self,
+        level: SimdLevel,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        let level = if SimdLevel::available().contains(&level) {
+            level
+        } else {
+            SimdLevel::Scalar
+        };
+        if !x.len().is_multiple_of(self.cols) {
+            return Err(KernelError::Shape(format!(
+                "{} inputs are not rows of {}",
+                x.len(),
+                self.cols
+            )));
+        }
+        let tokens = x.len() / self.cols;
+        if out.len() != tokens * self.rows {
+            return Err(KernelError::Shape(format!(
+                "{tokens} tokens x {} outputs need {} values, got {}",
+                self.rows,
+                tokens * self.rows,
+                out.len()
+            )));
+        }
+        let act = QuantizedRows::quantize(x, self.cols);
+        let kernels = kernels(level, self.kind);
+        let groups = self.rows.div_ceil(GROUP_ROWS);
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let store = |t: usize, g: usize, values: [f32; 4]| {
+            for (r, v) in values.into_iter().enumerate() {
+                let row = g * GROUP_ROWS + r;
+                if row < self.rows {
+                    // SAFETY: `out` has `tokens * rows` values; each (t, row) is written by the one
+                    // task that owns group `g`, and `out` outlives the tasks.
+                    unsafe { *out_ptr.at(t * self.rows + row) = v };
+                }
+            }
+        };
+        let run = |range: Range<usize>| {
+            let gb = self.group_bytes();
+            for g in range {
+                let tiles = &self.data[g * gb..(g + 1) * gb];
+                let mut t = 0;
+                while t + 1 < tokens {
+                    let [x, y] = (kernels.two)(tiles, act.row(t), act.row(t + 1));
+                    store(t, g, x);
+                    store(t + 1, g, y);
+                    t += 2;
+                }
+                if t < tokens {
+                    store(t, g, (kernels.one)(tiles, act.row(t)));
+                }
+            }
+        };
+        let work = tokens * self.rows * self.cols;
+        let tasks = if work < SERIAL_WORK {
+            1
+        } else {
+            groups.min(rayon::current_num_threads() * 4)
+        };
+        if tasks <= 1 {
+            run(0..groups);
+        } else {
+            (0..tasks)
+                .into_par_iter()
+                .for_each(|c| run(c * groups / tasks..(c + 1) * groups / tasks));
+        }
+        Ok(())
+    }
+}
+
+/// The output buffer, shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint elements (see `matmul_with`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers stay within the buffer.
+        unsafe { self.0.add(i) }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! The packing against candle's GGML dequantizers, and every kernel level this CPU has against the scalar
+//! path and against an f32 product, on random data of every supported type.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use super::*;
+
+/// A deterministic pseudo-random matrix (xorshift), values in about [-1, 1] with a few larger ones.
+fn random(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..rows * cols)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let v = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            if i % 97 == 0 { v * 4.0 } else { v }
+        })
+        .collect()
+}
+
+const TYPES: [(GgmlType, GgmlDType); 6] = [
+    (GgmlType::Q4_0, GgmlDType::Q4_0),
+    (GgmlType::Q4_1, GgmlDType::Q4_1),
+    (GgmlType::Q5_0, GgmlDType::Q5_0),
+    (GgmlType::Q8_0, GgmlDType::Q8_0),
+    (GgmlType::Q4K, GgmlDType::Q4K),
+    (GgmlType::Q6K, GgmlDType::Q6K),
+];
+
+/// A GGML tensor of `ty` made by candle, its bytes, and candle's dequantization of it.
+fn ggml_matrix(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
+    let values = Tensor::from_vec(random(rows, cols, seed), (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&values, dtype).unwrap();
+    let bytes = q.data().unwrap().into_owned();
+    let dequantized = q
+        .dequantize(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    (bytes, dequantized)
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, x| m.max(x.abs()))
+}
+
+#[test]
+fn packing_reproduces_candles_dequantization() {
+    // 9 rows: two full groups and one padded group.
+    let (rows, cols) = (9, 512);
+    for (ty, dtype) in TYPES {
+        let (bytes, reference) = ggml_matrix(dtype, rows, cols, 7);
+        let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        // Exact for the 32-element types; K-quants' scales are rounded to f16.
+        let tolerance = match ty {
+            GgmlType::Q4K | GgmlType::Q6K => 2e-3 * max_abs(&reference),
+            _ => 0.0,
+        };
+        for r in 0..rows {
+            let row = packed.dequantize_row(r);
+            for (c, (got, want)) in row.iter().zip(&reference[r * cols..]).enumerate() {
+                assert!(
+                    (got - want).abs() <= tolerance,
+                    "{ty:?} row {r} col {c}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kernel_level_matches_scalar_and_the_f32_product() {
+    let (rows, cols) = (13, 768);
+    let levels = SimdLevel::available();
+    assert!(levels.contains(&SimdLevel::Scalar));
+    for (ty, dtype) in TYPES {
+        let (bytes, _) = ggml_matrix(dtype, rows, cols, 11);
+        let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        for tokens in [1, 3, 40] {
+            let x = random(tokens, cols, 5 + tokens as u64);
+            let mut scalar = vec![0f32; tokens * rows];
+            packed
+                .matmul_with(SimdLevel::Scalar, &x, &mut scalar)
+                .unwrap();
+            // The f32 product of the dequantized weights with unquantized activations: the scalar
+            // kernel differs from it only by the activations' 8-bit rounding.
+            for t in 0..tokens {
+                for r in 0..rows {
+                    let w = packed.dequantize_row(r);
+                    let exact: f32 = w.iter().zip(&x[t * cols..]).map(|(a, b)| a * b).sum();
+                    let norm: f32 = w
+                        .iter()
+                        .zip(&x[t * cols..])
+                        .map(|(a, b)| (a * b).abs())
+                        .sum();
+                    let got = scalar[t * rows + r];
+                    assert!(
+                        (got - exact).abs() <= 0.01 * norm,
+                        "{ty:?} t{t} r{r}: scalar {got} vs f32 {exact} (norm {norm})"
+                    );
+                }
+            }
+            for &level in &levels[1..] {
+                let mut simd = vec![0f32; tokens * rows];
+                packed.matmul_with(level, &x, &mut simd).unwrap();
+                for (i, (a, b)) in simd.iter().zip(&scalar).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{ty:?} {level:?} tokens {tokens} output {i}: {a} vs scalar {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stacked_matrices_equal_their_parts() {
+    let cols = 256;
+    let (q, _) = ggml_matrix(GgmlDType::Q4_1, 6, cols, 1);
+    let (k, _) = ggml_matrix(GgmlDType::Q4_1, 3, cols, 2);
+    let stacked =
+        PackedMatrix::pack_stacked(&[(GgmlType::Q4_1, &q, 6), (GgmlType::Q4_1, &k, 3)], cols)
+            .unwrap();
+    let alone = PackedMatrix::pack(GgmlType::Q4_1, &k, 3, cols).unwrap();
+    assert_eq!(stacked.rows(), 9);
+    for r in 0..3 {
+        assert_eq!(stacked.dequantize_row(6 + r), alone.dequantize_row(r));
+    }
+    let (v, _) = ggml_matrix(GgmlDType::Q8_0, 3, cols, 3);
+    assert!(matches!(
+        PackedMatrix::pack_stacked(&[(GgmlType::Q4_1, &q, 6), (GgmlType::Q8_0, &v, 3)], cols),
+        Err(KernelError::MixedKinds(..))
+    ));
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let (bytes, _) = ggml_matrix(GgmlDType::Q8_0, 4, 64, 1);
+    assert!(PackedMatrix::pack(GgmlType::Q8_0, &bytes[1..], 4, 64).is_err());
+    assert!(PackedMatrix::pack(GgmlType::Q8_0, &bytes, 4, 48).is_err());
+    let packed = PackedMatrix::pack(GgmlType::Q8_0, &bytes, 4, 64).unwrap();
+    let mut out = vec![0f32; 4];
+    assert!(packed.matmul(&[0.0; 63], &mut out).is_err());
+    assert!(packed.matmul(&[0.0; 64], &mut out[..3]).is_err());
+}

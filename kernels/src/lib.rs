@@ -1,0 +1,11 @@
+//! Compute kernels for model-runner's engine.
+//!
+//! `cpu`: quantized matrix products. GGUF weights (Q4_0, Q4_1, Q4_K, Q5_0, Q8_0, Q6_K) are repacked at load
+//! into tiles of four interleaved rows; activations are quantized to 8 bits per 32-element block; the
+//! product runs on integer SIMD (AVX-512 VNNI, AVX2, or a scalar path) picked at run time from the CPU's
+//! features, split by output rows over a persistent thread pool. A step with many tokens reads each weight
+//! tile once for all of them.
+
+pub mod cpu;
+
+pub use cpu::{GgmlType, KernelError, PackedMatrix, QuantizedRows, SimdLevel, TileKind};
