@@ -8,4 +8,6 @@
 
 pub mod cpu;
 
-pub use cpu::{GgmlType, KernelError, PackedMatrix, QuantizedRows, SimdLevel, TileKind};
+pub use cpu::{
+    GgmlType, KernelError, PackedMatrix, QuantizedRows, SimdLevel, ThreadPool, TileKind, pool,
+};

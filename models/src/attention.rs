@@ -7,7 +7,6 @@
 //! paged layout belongs to the `kernels` crate.
 
 use candle_core::{Device, Tensor};
-use rayon::prelude::*;
 
 use crate::ModelError;
 use crate::batch::StepBatch;
@@ -74,23 +73,21 @@ impl Rope {
     /// Rotates every head of every token of `x` (`[tokens][heads][head_dim]`) in place.
     pub fn apply(&self, x: &mut [f32], heads: usize, head_dim: usize, angles: &RopeAngles) {
         let pairs = angles.pairs;
-        x.par_chunks_mut(heads * head_dim)
-            .enumerate()
-            .for_each(|(t, token)| {
-                let cos = &angles.cos[t * pairs..(t + 1) * pairs];
-                let sin = &angles.sin[t * pairs..(t + 1) * pairs];
-                for head in token.chunks_mut(head_dim) {
-                    for i in 0..pairs {
-                        let (a, b) = match self.style {
-                            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                            RopeStyle::Neox => (i, i + pairs),
-                        };
-                        let (x0, x1) = (head[a], head[b]);
-                        head[a] = x0 * cos[i] - x1 * sin[i];
-                        head[b] = x0 * sin[i] + x1 * cos[i];
-                    }
+        kernels::pool().for_each_chunk_mut(x, heads * head_dim, &|t, token| {
+            let cos = &angles.cos[t * pairs..(t + 1) * pairs];
+            let sin = &angles.sin[t * pairs..(t + 1) * pairs];
+            for head in token.chunks_mut(head_dim) {
+                for i in 0..pairs {
+                    let (a, b) = match self.style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::Neox => (i, i + pairs),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[i] - x1 * sin[i];
+                    head[b] = x0 * sin[i] + x1 * cos[i];
                 }
-            });
+            }
+        });
     }
 }
 
@@ -280,37 +277,35 @@ impl Attention {
             owner[seq.tokens()].fill(s);
         }
         let mut out = vec![0f32; q.len()];
-        out.par_chunks_mut(hd)
-            .enumerate()
-            .with_min_len(4)
-            .for_each_init(Vec::new, |scores: &mut Vec<f32>, (row, out_row)| {
-                let (t, h) = (row / heads, row % heads);
-                let seq = &batch.sequences[owner[t]];
-                let position = seq.cached + (t - seq.token_start);
-                let first = self
-                    .sliding_window
-                    .map_or(0, |w| (position + 1).saturating_sub(w));
-                let q_row = &q[row * hd..(row + 1) * hd];
-                let kv_offset = (h / group) * hd;
-                scores.clear();
-                let mut max = f32::NEG_INFINITY;
-                for p in first..=position {
-                    let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
-                    let s = dot(q_row, &keys[at..at + hd]) * self.scale;
-                    max = max.max(s);
-                    scores.push(s);
-                }
-                let mut sum = 0.0;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                for (i, p) in (first..=position).enumerate() {
-                    let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
-                    axpy(out_row, scores[i] * inv, &values[at..at + hd]);
-                }
-            });
+        kernels::pool().for_each_chunk_mut(&mut out, hd, &|row, out_row| {
+            let mut scores = Vec::new();
+            let (t, h) = (row / heads, row % heads);
+            let seq = &batch.sequences[owner[t]];
+            let position = seq.cached + (t - seq.token_start);
+            let first = self
+                .sliding_window
+                .map_or(0, |w| (position + 1).saturating_sub(w));
+            let q_row = &q[row * hd..(row + 1) * hd];
+            let kv_offset = (h / group) * hd;
+            scores.clear();
+            let mut max = f32::NEG_INFINITY;
+            for p in first..=position {
+                let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
+                let s = dot(q_row, &keys[at..at + hd]) * self.scale;
+                max = max.max(s);
+                scores.push(s);
+            }
+            let mut sum = 0.0;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            for (i, p) in (first..=position).enumerate() {
+                let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
+                axpy(out_row, scores[i] * inv, &values[at..at + hd]);
+            }
+        });
         out
     }
 }

@@ -1,7 +1,7 @@
 //! Activations quantized for the integer kernels: 8-bit values per 32-element block with an f32 scale, and
 //! the block's sum times its scale (the term that weights with an offset need).
 
-use rayon::prelude::*;
+use super::pool::{SendPtr, pool};
 
 /// `rows` activation rows of `cols` elements each, quantized per 32-element block.
 #[derive(Debug, Default)]
@@ -28,22 +28,41 @@ impl QuantizedRows {
             d: vec![0.0; rows * blocks],
             s: vec![0.0; rows * blocks],
         };
-        type Row<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [f32]));
-        let work = |((x, qs), (d, s)): Row| quantize_blocks(x, qs, d, s);
+        let task_rows =
+            |range: std::ops::Range<usize>, qs: &mut [i8], d: &mut [f32], s: &mut [f32]| {
+                for (i, t) in range.enumerate() {
+                    quantize_blocks(
+                        &x[t * cols..(t + 1) * cols],
+                        &mut qs[i * cols..(i + 1) * cols],
+                        &mut d[i * blocks..(i + 1) * blocks],
+                        &mut s[i * blocks..(i + 1) * blocks],
+                    );
+                }
+            };
         if rows >= PARALLEL_ROWS {
-            x.par_chunks(cols)
-                .zip(out.qs.par_chunks_mut(cols))
-                .zip(
-                    out.d
-                        .par_chunks_mut(blocks)
-                        .zip(out.s.par_chunks_mut(blocks)),
-                )
-                .for_each(work);
+            let pool = pool();
+            let tasks = pool.threads() * 2;
+            let (qs, d, s) = (
+                SendPtr(out.qs.as_mut_ptr()),
+                SendPtr(out.d.as_mut_ptr()),
+                SendPtr(out.s.as_mut_ptr()),
+            );
+            pool.run(tasks, &|task| {
+                let range = task * rows / tasks..(task + 1) * rows / tasks;
+                let (first, n) = (range.start, range.len());
+                // SAFETY: each task takes the disjoint rows `range` of buffers sized for all rows, which
+                // outlive `run`.
+                let (qs, d, s) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(qs.at(first * cols), n * cols),
+                        std::slice::from_raw_parts_mut(d.at(first * blocks), n * blocks),
+                        std::slice::from_raw_parts_mut(s.at(first * blocks), n * blocks),
+                    )
+                };
+                task_rows(range, qs, d, s);
+            });
         } else {
-            x.chunks(cols)
-                .zip(out.qs.chunks_mut(cols))
-                .zip(out.d.chunks_mut(blocks).zip(out.s.chunks_mut(blocks)))
-                .for_each(work);
+            task_rows(0..rows, &mut out.qs, &mut out.d, &mut out.s);
         }
         out
     }

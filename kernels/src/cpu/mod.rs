@@ -3,12 +3,14 @@
 //! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`); `PackedMatrix::matmul` takes
 //! f32 activations, quantizes them per 32-element block (`activations`), and computes every output with
 //! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2) or `scalar`, the
-//! reference every SIMD kernel is tested against. Work is split by row groups over rayon's pool, a
-//! persistent pool with one thread per core; each task runs all of the step's tokens against its groups,
-//! so a weight tile is read from memory once per step however many tokens share it.
+//! reference every SIMD kernel is tested against. Work is split by row groups over `pool`, a persistent
+//! pool with one thread per core whose workers spin between the loops of a step; each task runs all of
+//! the step's tokens against its groups, so a weight tile is read from memory once per step however many
+//! tokens share it.
 
 mod activations;
 mod ggml;
+mod pool;
 mod scalar;
 mod tiles;
 #[cfg(target_arch = "x86_64")]
@@ -22,6 +24,7 @@ use rayon::prelude::*;
 pub use activations::QuantizedRows;
 use ggml::{Block32, decode_row};
 pub use ggml::{GgmlType, TileKind};
+pub use pool::{ThreadPool, pool};
 use tiles::{GROUP_ROWS, tile_bytes, write_tile};
 
 #[derive(Debug, thiserror::Error)]
@@ -328,15 +331,12 @@ impl PackedMatrix {
         let tasks = if work < SERIAL_WORK {
             1
         } else {
-            groups.min(rayon::current_num_threads() * 4)
+            groups.min(pool().threads() * 4)
         };
-        if tasks <= 1 {
-            run(0..groups);
-        } else {
-            (0..tasks)
-                .into_par_iter()
-                .for_each(|c| run(c * groups / tasks..(c + 1) * groups / tasks));
-        }
+        pool().run(
+            tasks,
+            &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
+        );
         Ok(())
     }
 }
