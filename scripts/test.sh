@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Deployment files (Dockerfiles, compose.yaml, Kubernetes manifests) against their schemas.
+scripts/validate-deploy.sh
 cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-2}"
