@@ -1,39 +1,97 @@
 #!/usr/bin/env bash
-# Throughput of model-runner against llama.cpp's llama-server on the same GGUF, in one run on this machine.
-# Builds llama-server from the llama.cpp vendored in the pinned llama-cpp-python sdist (PyPI) into a cache
-# outside the repository, starts both servers on 127.0.0.1 with the same parallelism, and runs
-# `model bench --url OURS --compare LLAMA` at each concurrency.   usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]
+# model-runner against llama.cpp on the same GGUF, in one run on this machine, as a table of ratios.
+#
+# Builds llama-server and llama-bench from the llama.cpp vendored in the pinned llama-cpp-python sdist (PyPI)
+# into a cache outside the repository (native CPU build, as llama.cpp ships it), then measures:
+#   1. the engines alone: llama-bench -p 512 -n 128 against `model bench --local` (prompt 512, decode 128);
+#   2. both servers on 127.0.0.1 with the same parallelism: `model bench --url OURS --compare LLAMA` at each
+#      concurrency (streaming chat, fixed prompt, max_tokens with ignore_eos), and each server's peak RSS.
+# usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]     (default 1,8,16)
+#   MODEL_BIN=path/to/model skips our release build; BENCH_JSON=FILE also writes the raw figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 concurrency=${1:-1,8,16}
 parallel=16
+threads=$(nproc)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/model-runner/llama.cpp
-server=$cache/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-server
-if [[ ! -x $server ]]; then
+src=$cache/llama_cpp_python-0.3.36/vendor/llama.cpp
+server=$src/build/bin/llama-server
+llama_bench=$src/build/bin/llama-bench
+if [[ ! -x $server || ! -x $llama_bench ]]; then
   mkdir -p "$cache"
-  python3 -m venv "$cache/venv"
-  "$cache/venv/bin/pip" install -q cmake
-  "$cache/venv/bin/pip" download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$cache"
-  tar xzf "$cache/llama_cpp_python-0.3.36.tar.gz" -C "$cache"
-  src=$cache/llama_cpp_python-0.3.36/vendor/llama.cpp
-  "$cache/venv/bin/cmake" -S "$src" -B "$src/build" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
-  "$cache/venv/bin/cmake" --build "$src/build" --target llama-server -j"$(nproc)" >/dev/null
+  [[ -x $cache/venv/bin/cmake ]] || { python3 -m venv "$cache/venv" && "$cache/venv/bin/pip" install -q cmake; }
+  [[ -d $src ]] || {
+    # The sdist itself, found through PyPI's simple index (`pip download` would build its build
+    # dependencies from source just to read its metadata).
+    url=$(curl -sf -H "Accept: application/vnd.pypi.simple.v1+json" https://pypi.org/simple/llama-cpp-python/ |
+      python3 -c 'import json,sys; print([f["url"] for f in json.load(sys.stdin)["files"] if f["filename"] == "llama_cpp_python-0.3.36.tar.gz"][0])')
+    curl -sfL -o "$cache/llama_cpp_python-0.3.36.tar.gz" "$url"
+    tar xzf "$cache/llama_cpp_python-0.3.36.tar.gz" -C "$cache"
+  }
+  "$cache/venv/bin/cmake" -S "$src" -B "$src/build" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >"$cache/build.log" 2>&1
+  "$cache/venv/bin/cmake" --build "$src/build" --target llama-server llama-bench -j"$threads" >>"$cache/build.log" 2>&1
 fi
-# MODEL_BIN: a `model` binary already built (skips the release build).
 if [[ -n ${MODEL_BIN:-} ]]; then
   model=$MODEL_BIN
 else
-  cargo build --release --quiet
+  cargo build --release --quiet --bin model
   model=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/model
 fi
 gguf=$(scripts/fetch-default-model.sh)
-home=$(mktemp -d)
-trap 'kill $ours $theirs 2>/dev/null; rm -rf "$home"' EXIT
-MODEL_RUNNER_HOME=$home "$model" package --gguf "$gguf" ai/smollm2 >/dev/null
-free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-p1=$(free); p2=$(free)
-MODEL_RUNNER_HOME=$home "$model" serve --port "$p1" --parallel $parallel --context-size 4096 >/dev/null 2>&1 & ours=$!
-"$server" -m "$gguf" --host 127.0.0.1 --port "$p2" -np $parallel -c $((4096 * parallel)) -t "$(nproc)" >/dev/null 2>&1 & theirs=$!
-for p in $p1 $p2; do for _ in $(seq 300); do curl -sf "http://127.0.0.1:$p/health" >/dev/null && break; sleep 0.2; done; done
+work=$(mktemp -d)
+ours="" theirs=""
+trap 'kill $ours $theirs 2>/dev/null || true; rm -rf "$work"' EXIT
+export MODEL_RUNNER_HOME=$work/home
+"$model" package --gguf "$gguf" ai/smollm2 >/dev/null
+
+echo "engines alone (prompt 512, decode 128, $threads threads)..." >&2
+"$llama_bench" -m "$gguf" -p 512 -n 128 -t "$threads" -o json >"$work/llama-bench.json" 2>/dev/null
+"$model" bench --local ai/smollm2 --json >"$work/ours-local.json"
+
+echo "servers (concurrency $concurrency, -np $parallel)..." >&2
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+p1=$(free_port); p2=$(free_port)
+"$model" serve --port "$p1" --parallel $parallel --context-size 4096 >"$work/ours.log" 2>&1 & ours=$!
+"$server" -m "$gguf" --host 127.0.0.1 --port "$p2" -np $parallel -c $((4096 * parallel)) -t "$threads" >"$work/theirs.log" 2>&1 & theirs=$!
+for p in $p1 $p2; do
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$p/health" >/dev/null && break; sleep 0.2; done
+done
 "$model" bench --url "http://127.0.0.1:$p1/v1" --compare "http://127.0.0.1:$p2/v1" --model ai/smollm2 \
-  --concurrency "$concurrency" --requests 32 --max-tokens 96
+  --concurrency "$concurrency" --requests 32 --max-tokens 96 --json >"$work/http.json"
+rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+echo "{\"ours_kib\": $(rss $ours), \"theirs_kib\": $(rss $theirs)}" >"$work/rss.json"
+
+python3 - "$work" "${BENCH_JSON:-}" <<'PY'
+import json, sys, os
+work, out = sys.argv[1], sys.argv[2]
+theirs_local = json.load(open(f"{work}/llama-bench.json"))
+ours_local = {r["test"]: r for r in json.load(open(f"{work}/ours-local.json"))}
+http = json.load(open(f"{work}/http.json"))
+rss = json.load(open(f"{work}/rss.json"))
+tl = {("pp512" if r["n_prompt"] else "tg128"): r["avg_ts"] for r in theirs_local}
+rows = []
+def row(name, ours, theirs, target=None, higher=True):
+    ratio = ours / theirs if theirs else float("nan")
+    if target is None:
+        rows.append((name, ours, theirs, ratio, "—", "—"))
+        return
+    met = ratio >= target if higher else ratio <= target
+    rows.append((name, ours, theirs, ratio, ("≥" if higher else "≤") + f"{target:g}", "yes" if met else "no"))
+row("prompt 512, tok/s (engine)", ours_local["pp512"]["tokens_per_second"], tl["pp512"], 1.0)
+row("decode 1 stream, tok/s (engine)", ours_local["tg128"]["tokens_per_second"], tl["tg128"], 1.2)
+for a, b in zip(http[0::2], http[1::2]):
+    c = a["concurrency"]
+    row(f"HTTP {c} client(s), aggregate tok/s", a["tokens_per_second"], b["tokens_per_second"], 1.5 if c >= 8 else None)
+    row(f"HTTP {c} client(s), TTFT p50 ms", a["ttft_ms_p50"], b["ttft_ms_p50"], 0.5 if c >= 8 else None, higher=False)
+    if a["errors"] or b["errors"]:
+        print(f"errors at {c} clients: ours {a['errors']}, llama-server {b['errors']}", file=sys.stderr)
+row("peak RSS, MiB (servers)", rss["ours_kib"] / 1024, rss["theirs_kib"] / 1024, 1.1, higher=False)
+print(f"kernels: {ours_local['pp512'].get('kernels')}, threads: {ours_local['pp512'].get('threads')}")
+print("| measure | model-runner | llama.cpp | ratio | target | met |")
+print("|---|---|---|---|---|---|")
+for name, o, t, r, target, met in rows:
+    print(f"| {name} | {o:.1f} | {t:.1f} | x{r:.2f} | {target} | {met} |")
+if out:
+    json.dump({"llama_bench": theirs_local, "ours_local": list(ours_local.values()), "http": http, "rss": rss},
+              open(out, "w"), indent=2)
+PY

@@ -532,3 +532,95 @@ fn hugging_face_pull_stores_the_same_artifact() {
         std::fs::read(&gguf).unwrap()
     );
 }
+
+/// Compose's provider protocol: `model compose up` pulls the model from a registry, starts a server when
+/// none answers, and prints the `setenv` lines Compose passes on; the URL serves the model.
+#[test]
+fn compose_up_pulls_starts_a_server_and_prints_setenv_lines() {
+    let registry = Registry::start();
+    let (reference, _) = push_default_model(&registry);
+    let cli = ModelCli::new();
+    let port = common::free_port().to_string();
+    let up = |cli: &ModelCli| -> Vec<Value> {
+        let out = cli
+            .command(&[
+                "compose",
+                "--project-name",
+                "demo",
+                "up",
+                "--model",
+                &reference,
+                "--context-size",
+                "1024",
+                "app",
+            ])
+            .env("MODEL_RUNNER_PORT", &port)
+            .output()
+            .expect("run model compose");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "compose up failed:\n{stdout}");
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every stdout line is a JSON message"))
+            .collect()
+    };
+    let messages = up(&cli);
+    let started: Option<u32> = messages.iter().find_map(|m| {
+        let text = m["message"].as_str()?;
+        text.strip_prefix("started model serve (pid ")?
+            .split(',')
+            .next()?
+            .parse()
+            .ok()
+    });
+    let server_pid = started.expect("a server was started");
+    let _stop = StopOnDrop(server_pid);
+    let setenv: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["type"] == "setenv")
+        .filter_map(|m| m["message"].as_str())
+        .collect();
+    let url = format!("http://127.0.0.1:{port}/engines/v1/");
+    assert_eq!(setenv, [format!("URL={url}"), format!("MODEL={reference}")]);
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["message"] == format!("pulling {reference}")),
+        "{messages:?}"
+    );
+
+    // The URL is an OpenAI base URL serving the pulled model.
+    let listed: Value = reqwest::blocking::get(format!("{url}models"))
+        .and_then(|r| r.json())
+        .expect("GET models");
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("model list")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        ids.iter()
+            .any(|id| reference.contains(id) || id.contains("smollm2")),
+        "{ids:?}"
+    );
+
+    // A second `up` finds the model cached and the server running: nothing pulled, nothing started.
+    let again = up(&cli);
+    assert!(again.iter().all(|m| {
+        let text = m["message"].as_str().unwrap_or_default();
+        !text.starts_with("pulling") && !text.starts_with("started")
+    }));
+    let metadata = cli.ok(&["compose", "metadata"]);
+    let metadata: Value = serde_json::from_str(&metadata).expect("metadata is JSON");
+    assert_eq!(metadata["up"]["parameters"][0]["name"], "model");
+}
+
+/// Kills the server a test started through `model compose up`.
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}

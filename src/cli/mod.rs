@@ -5,6 +5,7 @@
 
 mod bench;
 mod client;
+mod compose;
 mod progress_view;
 pub mod run;
 mod serve;
@@ -45,6 +46,9 @@ pub enum Command {
     Mcp(serve::McpArgs),
     /// Measure throughput: the engine in process, or any OpenAI-compatible endpoint under load.
     Bench(bench::BenchArgs),
+    /// Docker Compose's model provider: `compose up --model M SERVICE` pulls M, makes sure a server runs,
+    /// and prints the JSON `setenv` lines (URL, MODEL) Compose passes to the service's dependents.
+    Compose(compose::ComposeArgs),
     /// List the models a running server has loaded.
     Ps,
     /// Unload a model (or all) from a running server.
@@ -140,6 +144,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(store, args).await,
         Command::Mcp(args) => serve::mcp(store, args).await,
         Command::Bench(args) => bench::bench(&store, args).await,
+        Command::Compose(args) => compose::compose(&store, args).await,
         Command::Ps => client::ps().await,
         Command::Unload { reference, all } => {
             if reference.is_none() && !all {
