@@ -4,14 +4,14 @@
 # Builds llama-server and llama-bench from the llama.cpp vendored in the pinned llama-cpp-python sdist (PyPI)
 # into a cache outside the repository (native CPU build, as llama.cpp ships it), then measures:
 #   1. the engines alone: llama-bench -p 512 -n 128 against `model bench --local` (prompt 512, decode 128);
-#   2. both servers on 127.0.0.1 with the same parallelism: `model bench --url OURS --compare LLAMA` at each
-#      concurrency (streaming chat, fixed prompt, max_tokens with ignore_eos), and each server's peak RSS.
+#   2. both servers on 127.0.0.1, restarted for each concurrency with as many slots as clients:
+#      `model bench --url OURS --compare LLAMA` (streaming chat, fixed prompt, max_tokens with ignore_eos),
+#      and each server's peak RSS.
 # usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]     (default 1,8,16)
 #   MODEL_BIN=path/to/model skips our release build; BENCH_JSON=FILE also writes the raw figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 concurrency=${1:-1,8,16}
-parallel=16
 threads=$(nproc)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/model-runner/llama.cpp
 src=$cache/llama_cpp_python-0.3.36/vendor/llama.cpp
@@ -42,24 +42,33 @@ work=$(mktemp -d)
 ours="" theirs=""
 trap 'kill $ours $theirs 2>/dev/null || true; rm -rf "$work"' EXIT
 export MODEL_RUNNER_HOME=$work/home
-"$model" package --gguf "$gguf" ai/smollm2 >/dev/null
+"$model" package --gguf "$gguf" ai/smollm2 >/dev/null 2>&1
 
 echo "engines alone (prompt 512, decode 128, $threads threads)..." >&2
 "$llama_bench" -m "$gguf" -p 512 -n 128 -t "$threads" -o json >"$work/llama-bench.json" 2>/dev/null
 "$model" bench --local ai/smollm2 --json >"$work/ours-local.json"
 
-echo "servers (concurrency $concurrency, -np $parallel)..." >&2
+# Per concurrency level, both servers start fresh with as many slots as clients (llama-server's -np, our
+# --parallel) and a 4096-token context per slot; their peak RSS is read at the end of each level.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-p1=$(free_port); p2=$(free_port)
-"$model" serve --port "$p1" --parallel $parallel --context-size 4096 >"$work/ours.log" 2>&1 & ours=$!
-"$server" -m "$gguf" --host 127.0.0.1 --port "$p2" -np $parallel -c $((4096 * parallel)) -t "$threads" >"$work/theirs.log" 2>&1 & theirs=$!
-for p in $p1 $p2; do
-  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$p/health" >/dev/null && break; sleep 0.2; done
-done
-"$model" bench --url "http://127.0.0.1:$p1/v1" --compare "http://127.0.0.1:$p2/v1" --model ai/smollm2 \
-  --concurrency "$concurrency" --requests 32 --max-tokens 96 --json >"$work/http.json"
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-echo "{\"ours_kib\": $(rss $ours), \"theirs_kib\": $(rss $theirs)}" >"$work/rss.json"
+echo "[" >"$work/http.json"; echo "[" >"$work/rss.json"; first=1
+for clients in ${concurrency//,/ }; do
+  echo "servers, $clients client(s)..." >&2
+  p1=$(free_port); p2=$(free_port)
+  "$model" serve --port "$p1" --parallel "$clients" --context-size 4096 >"$work/ours.log" 2>&1 & ours=$!
+  "$server" -m "$gguf" --host 127.0.0.1 --port "$p2" -np "$clients" -c $((4096 * clients)) -t "$threads" >"$work/theirs.log" 2>&1 & theirs=$!
+  for p in $p1 $p2; do
+    for _ in $(seq 300); do curl -sf "http://127.0.0.1:$p/health" >/dev/null && break; sleep 0.2; done
+  done
+  "$model" bench --url "http://127.0.0.1:$p1/v1" --compare "http://127.0.0.1:$p2/v1" --model ai/smollm2 \
+    --concurrency "$clients" --requests 32 --max-tokens 96 --json >"$work/level.json"
+  [[ $first == 1 ]] || { echo "," >>"$work/http.json"; echo "," >>"$work/rss.json"; }
+  python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])))[1:-1])' "$work/level.json" >>"$work/http.json"
+  echo "{\"clients\": $clients, \"ours_kib\": $(rss $ours), \"theirs_kib\": $(rss $theirs)}" >>"$work/rss.json"
+  kill $ours $theirs; wait $ours $theirs 2>/dev/null || true; first=0
+done
+echo "]" >>"$work/http.json"; echo "]" >>"$work/rss.json"
 
 python3 - "$work" "${BENCH_JSON:-}" <<'PY'
 import json, sys, os
@@ -85,7 +94,8 @@ for a, b in zip(http[0::2], http[1::2]):
     row(f"HTTP {c} client(s), TTFT p50 ms", a["ttft_ms_p50"], b["ttft_ms_p50"], 0.5 if c >= 8 else None, higher=False)
     if a["errors"] or b["errors"]:
         print(f"errors at {c} clients: ours {a['errors']}, llama-server {b['errors']}", file=sys.stderr)
-row("peak RSS, MiB (servers)", rss["ours_kib"] / 1024, rss["theirs_kib"] / 1024, 1.1, higher=False)
+for r in rss:
+    row(f"peak RSS, MiB ({r['clients']} slots x 4096 context)", r["ours_kib"] / 1024, r["theirs_kib"] / 1024, 1.1, higher=False)
 print(f"kernels: {ours_local['pp512'].get('kernels')}, threads: {ours_local['pp512'].get('threads')}")
 print("| measure | model-runner | llama.cpp | ratio | target | met |")
 print("|---|---|---|---|---|---|")

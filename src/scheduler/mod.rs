@@ -559,7 +559,14 @@ impl Loop {
                         .collect::<Vec<_>>()
                 })
             });
+            let started = Instant::now();
             let logits = engine.step(&batch).and_then(|l| Ok(l.to_vec2::<f32>()?));
+            tracing::debug!(
+                sequences = batch.sequences.len(),
+                tokens = batch.tokens.len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "step"
+            );
             let masks = masks.and_then(|m| m.join().ok()).unwrap_or_default();
             (logits, masks)
         });
