@@ -10,6 +10,8 @@
 
 mod activations;
 mod ggml;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod pool;
 mod scalar;
 mod tiles;
@@ -39,6 +41,8 @@ pub enum KernelError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SimdLevel {
     Scalar,
+    /// AArch64 NEON.
+    Neon,
     /// AVX2 with FMA and F16C.
     Avx2,
     /// AVX2 plus AVX-512 VNNI on 256-bit vectors (AVX512VL).
@@ -54,6 +58,10 @@ impl SimdLevel {
 
     fn probe() -> Vec<SimdLevel> {
         let mut levels = vec![SimdLevel::Scalar];
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            levels.push(SimdLevel::Neon);
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2")
@@ -95,6 +103,7 @@ impl SimdLevel {
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
+            SimdLevel::Neon => "neon",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512Vnni => "avx512vnni",
         }
@@ -134,6 +143,20 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Kernels {
         (SimdLevel::Avx512Vnni, TileKind::I8) => Kernels {
             one: |t, x| unsafe { x86::i8_vnni(t, x) },
             two: |t, x, y| unsafe { x86::i8_vnni_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "aarch64")]
+        (SimdLevel::Neon, TileKind::U4) => Kernels {
+            one: |t, (q, d, s)| unsafe { neon::u4_group(t, q, d, s) },
+            two: |t, (q, d, s), (q2, d2, s2)| unsafe {
+                [neon::u4_group(t, q, d, s), neon::u4_group(t, q2, d2, s2)]
+            },
+        },
+        #[cfg(target_arch = "aarch64")]
+        (SimdLevel::Neon, TileKind::I8) => Kernels {
+            one: |t, (q, d, _)| unsafe { neon::i8_group(t, q, d) },
+            two: |t, (q, d, _), (q2, d2, _)| unsafe {
+                [neon::i8_group(t, q, d), neon::i8_group(t, q2, d2)]
+            },
         },
         (_, TileKind::U4) => Kernels {
             one: |t, (q, d, s)| scalar::u4_group(t, q, d, s),

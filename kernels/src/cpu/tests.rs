@@ -77,6 +77,8 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
     let (rows, cols) = (13, 768);
     let levels = SimdLevel::available();
     assert!(levels.contains(&SimdLevel::Scalar));
+    #[cfg(target_arch = "aarch64")]
+    assert!(levels.contains(&SimdLevel::Neon));
     for (ty, dtype) in TYPES {
         let (bytes, _) = ggml_matrix(dtype, rows, cols, 11);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
