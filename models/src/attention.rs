@@ -266,48 +266,109 @@ impl Attention {
         Ok(self.output.forward(&out, dense_from)?)
     }
 
-    /// Softmax attention of every (token, head) row against its own sequence's cached positions.
+    /// Softmax attention of every (token, head) row against its own sequence's cached positions. One task
+    /// per (token, KV head): the query heads sharing a KV head (GQA) read each key and value once.
     fn attend(&self, q: &[f32], batch: &StepBatch, cache: &PagedKvCache) -> Vec<f32> {
         let (hd, heads, kv_heads) = (self.head_dim, self.heads, self.kv_heads);
         let group = heads / kv_heads;
         let (keys, values) = cache.layer(self.layer);
+        let simd = VectorOps::detect();
         // The sequence each packed token belongs to.
         let mut owner = vec![0usize; batch.tokens.len()];
         for (s, seq) in batch.sequences.iter().enumerate() {
             owner[seq.tokens()].fill(s);
         }
         let mut out = vec![0f32; q.len()];
-        kernels::pool().for_each_chunk_mut(&mut out, hd, &|row, out_row| {
-            let mut scores = Vec::new();
-            let (t, h) = (row / heads, row % heads);
+        kernels::pool().for_each_chunk_mut(&mut out, group * hd, &|chunk, out_group| {
+            let (t, kv_head) = (chunk / kv_heads, chunk % kv_heads);
             let seq = &batch.sequences[owner[t]];
             let position = seq.cached + (t - seq.token_start);
             let first = self
                 .sliding_window
                 .map_or(0, |w| (position + 1).saturating_sub(w));
-            let q_row = &q[row * hd..(row + 1) * hd];
-            let kv_offset = (h / group) * hd;
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for p in first..=position {
-                let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
-                let s = dot(q_row, &keys[at..at + hd]) * self.scale;
-                max = max.max(s);
-                scores.push(s);
-            }
-            let mut sum = 0.0;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
+            let n = position + 1 - first;
+            let kv_offset = kv_head * hd;
+            let queries = &q[(t * heads + kv_head * group) * hd..][..group * hd];
+            // scores[g * n + i]: query head g of this group against position first + i.
+            let mut scores = vec![0f32; group * n];
             for (i, p) in (first..=position).enumerate() {
                 let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
-                axpy(out_row, scores[i] * inv, &values[at..at + hd]);
+                let key = &keys[at..at + hd];
+                for (g, query) in queries.chunks_exact(hd).enumerate() {
+                    scores[g * n + i] = simd.dot(query, key) * self.scale;
+                }
+            }
+            for row in scores.chunks_exact_mut(n) {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                let mut sum = 0.0;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|s| *s *= inv);
+            }
+            for (i, p) in (first..=position).enumerate() {
+                let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
+                let value = &values[at..at + hd];
+                for (g, out_head) in out_group.chunks_exact_mut(hd).enumerate() {
+                    simd.axpy(out_head, scores[g * n + i], value);
+                }
             }
         });
         out
     }
+}
+
+/// The vector loops of attention, compiled twice: for the build's baseline and, on x86-64, with AVX2
+/// and FMA, picked at run time (a portable build's baseline is SSE2).
+#[derive(Clone, Copy)]
+enum VectorOps {
+    Baseline,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl VectorOps {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return VectorOps::Avx2;
+        }
+        VectorOps::Baseline
+    }
+
+    #[inline]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            VectorOps::Baseline => dot(a, b),
+            // SAFETY: `detect` saw AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            VectorOps::Avx2 => unsafe { dot_avx2(a, b) },
+        }
+    }
+
+    #[inline]
+    fn axpy(self, out: &mut [f32], w: f32, v: &[f32]) {
+        match self {
+            VectorOps::Baseline => axpy(out, w, v),
+            // SAFETY: `detect` saw AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            VectorOps::Avx2 => unsafe { axpy_avx2(out, w, v) },
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_avx2(out: &mut [f32], w: f32, v: &[f32]) {
+    axpy(out, w, v)
 }
 
 fn host_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
@@ -318,7 +379,7 @@ fn host_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
 }
 
 /// A dot product the compiler vectorises: sixteen independent accumulators.
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let chunks = a.len() / 16;
@@ -336,7 +397,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `out += w * v`.
-#[inline]
+#[inline(always)]
 fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
     for (o, x) in out.iter_mut().zip(v) {
         *o += w * x;
