@@ -3,10 +3,11 @@
 //! vocabulary.   cargo bench --bench kernels [-- FILTER]
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
 use kernels::{GgmlType, PackedMatrix, SimdLevel};
 use model_runner::engine::sampler::{Sampler, SamplingParams};
 
@@ -16,7 +17,7 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// SmolLM2-135M's FFN up projection (1536 x 576) in `dtype`, packed.
+/// A weight matrix in `dtype`, packed.
 fn packed(dtype: GgmlDType, ty: GgmlType, rows: usize, cols: usize) -> PackedMatrix {
     let w = Tensor::from_vec(values(rows * cols, 7), (rows, cols), &Device::Cpu)
         .expect("weights tensor");
@@ -26,7 +27,8 @@ fn packed(dtype: GgmlDType, ty: GgmlType, rows: usize, cols: usize) -> PackedMat
 }
 
 fn matmul(c: &mut Criterion) {
-    let (rows, cols) = (1536, 576);
+    // SmolLM2-135M's FFN down projection (576 outputs, 1536 inputs: whole Q4_K blocks).
+    let (rows, cols) = (576, 1536);
     for (dtype, ty) in [
         (GgmlDType::Q4_1, GgmlType::Q4_1),
         (GgmlDType::Q8_0, GgmlType::Q8_0),
@@ -71,5 +73,20 @@ fn sampler(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, sampler);
-criterion_main!(benches);
+fn main() {
+    // `cargo test --all-targets` runs benches once in test mode with libtest's flags, which criterion's
+    // argument parser refuses: there, run every benchmark briefly instead.
+    let test_mode = std::env::args().any(|a| a.starts_with("--test-threads") || a == "--test");
+    let mut c = if test_mode {
+        Criterion::default()
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(1))
+            .measurement_time(Duration::from_millis(10))
+            .without_plots()
+    } else {
+        Criterion::default().configure_from_args()
+    };
+    matmul(&mut c);
+    sampler(&mut c);
+    c.final_summary();
+}
