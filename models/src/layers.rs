@@ -30,19 +30,25 @@ enum LinearWeight {
     Candle { q: QMatMul, dense: Option<Tensor> },
 }
 
+impl LinearWeight {
+    /// The packed matrix where the kernels run this tensor, else candle's, with a dense copy for prompt
+    /// rows when `dense` and the model keeps them.
+    fn load(w: &mut GgufWeights, name: &str, dense: bool) -> Result<Self, ModelError> {
+        Ok(match w.packed(&[name])? {
+            Some(packed) => LinearWeight::Packed(packed),
+            None => LinearWeight::Candle {
+                q: w.qmatmul(name)?,
+                dense: if dense { w.dense_copy(name)? } else { None },
+            },
+        })
+    }
+}
+
 impl Linear {
     /// Loads `<name>.weight`, and `<name>.bias` when the file has one.
     pub fn load(w: &mut GgufWeights, name: &str) -> Result<Self, ModelError> {
-        let weight_name = format!("{name}.weight");
-        let weight = match w.packed(&[&weight_name])? {
-            Some(packed) => LinearWeight::Packed(packed),
-            None => LinearWeight::Candle {
-                q: w.qmatmul(&weight_name)?,
-                dense: w.dense_copy(&weight_name)?,
-            },
-        };
         Ok(Self {
-            weight,
+            weight: LinearWeight::load(w, &format!("{name}.weight"), true)?,
             bias: w.optional_dequantized(&format!("{name}.bias"))?,
         })
     }
@@ -83,13 +89,8 @@ impl Linear {
         } else {
             "token_embd.weight"
         };
-        let weight = match w.packed(&[name])? {
-            Some(packed) => LinearWeight::Packed(packed),
-            None => LinearWeight::Candle {
-                q: w.qmatmul(name)?,
-                dense: None,
-            },
-        };
+        // Only sampled rows reach the head, few per step: no dense copy.
+        let weight = LinearWeight::load(w, name, false)?;
         let bias = if name == "output.weight" {
             w.optional_dequantized("output.bias")?
         } else {

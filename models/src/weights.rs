@@ -143,7 +143,7 @@ impl GgufWeights {
         if !self.packed_kernels {
             return Ok(None);
         }
-        let mut parts = Vec::with_capacity(names.len());
+        let mut tensors = Vec::with_capacity(names.len());
         let mut cols = None;
         for name in names {
             let Some(info) = self.content.tensor_infos.get(*name) else {
@@ -160,17 +160,22 @@ impl GgufWeights {
                 return Ok(None);
             }
             cols = Some(c);
-            let tensor = self.qtensor(name)?;
-            parts.push((ty, tensor.data()?.into_owned(), rows));
+            tensors.push((ty, self.qtensor(name)?, rows));
         }
         let Some(cols) = cols else {
             return Ok(None);
         };
-        let borrowed: Vec<(GgmlType, &[u8], usize)> = parts
+        // The tensors' bytes, borrowed where candle holds them as they are on disk.
+        let bytes = tensors
             .iter()
-            .map(|(ty, raw, rows)| (*ty, raw.as_slice(), *rows))
+            .map(|(_, t, _)| t.data())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let parts: Vec<(GgmlType, &[u8], usize)> = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((ty, _, rows), raw)| (*ty, raw.as_ref(), *rows))
             .collect();
-        match PackedMatrix::pack_stacked(&borrowed, cols) {
+        match PackedMatrix::pack_stacked(&parts, cols) {
             Ok(packed) => Ok(Some(Arc::new(packed))),
             Err(kernels::KernelError::MixedKinds(..)) => Ok(None),
             Err(e) => Err(ModelError::Tensor {

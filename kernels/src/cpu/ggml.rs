@@ -29,19 +29,6 @@ pub enum TileKind {
 }
 
 impl GgmlType {
-    /// GGML's type id (`ggml_type`), as GGUF stores it.
-    pub fn from_ggml_id(id: u32) -> Option<Self> {
-        Some(match id {
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            6 => Self::Q5_0,
-            8 => Self::Q8_0,
-            12 => Self::Q4K,
-            14 => Self::Q6K,
-            _ => return None,
-        })
-    }
-
     /// Elements per block.
     pub fn block_elems(self) -> usize {
         match self {

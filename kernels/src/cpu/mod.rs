@@ -26,6 +26,7 @@ use rayon::prelude::*;
 pub use activations::QuantizedRows;
 use ggml::{Block32, decode_row};
 pub use ggml::{GgmlType, TileKind};
+use pool::SendPtr;
 pub use pool::{ThreadPool, pool};
 use tiles::{GROUP_ROWS, tile_bytes, write_tile};
 
@@ -261,15 +262,6 @@ impl PackedMatrix {
         self.cols
     }
 
-    pub fn kind(&self) -> TileKind {
-        self.kind
-    }
-
-    /// Bytes held by the packed weights.
-    pub fn bytes(&self) -> usize {
-        self.data.len()
-    }
-
     fn group_bytes(&self) -> usize {
         self.cols / 32 * tile_bytes(self.kind)
     }
@@ -323,7 +315,7 @@ impl PackedMatrix {
         let act = QuantizedRows::quantize(x, self.cols);
         let kernels = kernels(level, self.kind);
         let groups = self.rows.div_ceil(GROUP_ROWS);
-        let out_ptr = SharedOut(out.as_mut_ptr());
+        let out_ptr = SendPtr(out.as_mut_ptr());
         let store = |t: usize, g: usize, values: [f32; 4]| {
             for (r, v) in values.into_iter().enumerate() {
                 let row = g * GROUP_ROWS + r;
@@ -361,20 +353,6 @@ impl PackedMatrix {
             &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
         );
         Ok(())
-    }
-}
-
-/// The output buffer, shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint elements (see `matmul_with`).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers stay within the buffer.
-        unsafe { self.0.add(i) }
     }
 }
 

@@ -133,9 +133,7 @@ impl ThreadPool {
             std::hint::spin_loop();
         }
     }
-}
 
-impl ThreadPool {
     /// Calls `f(i, chunk)` for every `chunk_len`-sized chunk `i` of `data` (the last may be shorter),
     /// spread over the pool in contiguous runs of chunks.
     pub fn for_each_chunk_mut<T: Send>(
@@ -160,9 +158,10 @@ impl ThreadPool {
     }
 }
 
-/// A pointer into a buffer whose disjoint parts tasks write.
+/// A pointer into a buffer whose disjoint parts a loop's tasks write (`for_each_chunk_mut`, the matmul's
+/// outputs, the activations' rows).
 pub(crate) struct SendPtr<T>(pub(crate) *mut T);
-// SAFETY: tasks write disjoint elements (`for_each_chunk_mut`).
+// SAFETY: every user has its tasks write disjoint elements, within a buffer that outlives the loop.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
