@@ -90,6 +90,8 @@ pub struct LoadedModel {
     pub context_size: usize,
     pub vocab_size: usize,
     pub architecture: String,
+    /// Where it runs: `cpu`, `cuda:0`, `metal:0`.
+    pub device: String,
     pub size_bytes: u64,
     /// Weights plus KV cache: what the model holds in memory.
     pub memory_bytes: u64,
@@ -157,6 +159,11 @@ pub struct ModelRuntime {
 }
 
 impl ModelRuntime {
+    /// The device models load onto.
+    pub fn device_name(&self) -> String {
+        crate::engine::device::device_name(&self.options.engine.device)
+    }
+
     pub fn new(store: Store, options: RuntimeOptions) -> Self {
         Self {
             store,
@@ -223,6 +230,7 @@ impl ModelRuntime {
             context_size: engine.context_size(),
             vocab_size: engine.info().vocab_size,
             architecture: engine.info().architecture.clone(),
+            device: crate::engine::device::device_name(engine.device()),
             size_bytes: local.size(),
             memory_bytes: local.size() + engine.kv_cache_bytes(),
             loaded_at: Instant::now(),

@@ -400,3 +400,52 @@ fn a_prompt_larger_than_the_whole_kv_cache_fails_instead_of_waiting_forever() {
         );
     });
 }
+
+/// Where models run is reported everywhere a user or a scraper looks, and a device this build cannot
+/// open is a one-line error, not a silent fallback.
+#[test]
+fn the_device_is_reported_in_health_ps_and_metrics() {
+    let cli = cli_with_default_model();
+    if !cfg!(feature = "cuda") {
+        let err = cli.fails(&["serve", "--device", "cuda:0", "--port", "1"]);
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+    let err = cli.fails(&["serve", "--device", "tpu"]);
+    assert!(err.contains("expected auto, cpu, cuda"), "{err}");
+
+    let server = Server::start(&cli, &["--device", "cpu"]);
+    runtime().block_on(async {
+        let health: Value = reqwest::get(server.url("/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["device"], "cpu", "{health}");
+        let (status, _, _) = post(
+            &server.url("/v1/completions"),
+            json!({"model": "ai/smollm2", "prompt": "Hi", "max_tokens": 1}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let ps: Value = reqwest::get(server.url("/api/ps"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ps["models"][0]["device"], "cpu", "{ps}");
+        assert_eq!(ps["models"][0]["size_vram"], 0, "{ps}");
+        assert_eq!(metric(&server, "model_runner:device_info").await, 1.0);
+        let text = reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("model_runner:device_info{device=\"cpu\",model=\"ai/smollm2"),
+            "{text}"
+        );
+    });
+}

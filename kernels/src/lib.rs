@@ -6,7 +6,15 @@
 //! features, split by output rows over a persistent thread pool. A step with many tokens reads each weight
 //! tile once for all of them.
 
+//!
+//! `cuda` (feature `cuda`): paged attention over the block-table KV cache, the cache write, RoPE, RMSNorm
+//! and the gated activations, compiled from `src/cuda/*.cu` to PTX by `build.rs` and launched through
+//! cudarc. `reference` holds their CPU twins.
+
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod reference;
 
 pub use cpu::{
     GgmlType, KernelError, PackedMatrix, QuantizedRows, SimdLevel, ThreadPool, TileKind, pool,

@@ -3,10 +3,12 @@
 //! Projections run on candle tensors for the whole batch at once. Rotary embedding, the cache write and
 //! the attention itself run here on the host, per (token, head) row in parallel, reading keys and values in
 //! place through each sequence's block table: no gather, no concatenation, no per-step allocation of
-//! cache-sized tensors. On a GPU device the same code works through host copies; a device kernel for the
-//! paged layout belongs to the `kernels` crate.
+//! cache-sized tensors. On CUDA the same steps run as our kernels over the cache in device memory
+//! (`crate::cuda`); on Metal through host copies.
 
 use candle_core::{Device, Tensor};
+
+use kernels::reference::PagedAttentionShape;
 
 use crate::ModelError;
 use crate::batch::StepBatch;
@@ -35,6 +37,9 @@ pub struct RopeAngles {
     cos: Vec<f32>,
     sin: Vec<f32>,
     pairs: usize,
+    /// Cosines then sines on the CUDA device, uploaded once per step for every layer.
+    #[cfg(feature = "cuda")]
+    on_device: Option<Tensor>,
 }
 
 impl Rope {
@@ -56,6 +61,20 @@ impl Rope {
         self
     }
 
+    /// The angles of `positions`, also on `device` when the kernels there read them.
+    pub fn angles_on(&self, positions: &[u32], device: &Device) -> candle_core::Result<RopeAngles> {
+        #[allow(unused_mut)]
+        let mut angles = self.angles(positions);
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() {
+            let both: Vec<f32> = angles.cos.iter().chain(&angles.sin).copied().collect();
+            let len = both.len();
+            angles.on_device = Some(Tensor::from_vec(both, len, device)?);
+        }
+        let _ = device;
+        Ok(angles)
+    }
+
     pub fn angles(&self, positions: &[u32]) -> RopeAngles {
         let pairs = self.inv_freq.len();
         let mut cos = Vec::with_capacity(positions.len() * pairs);
@@ -67,7 +86,13 @@ impl Rope {
                 sin.push(s as f32);
             }
         }
-        RopeAngles { cos, sin, pairs }
+        RopeAngles {
+            cos,
+            sin,
+            pairs,
+            #[cfg(feature = "cuda")]
+            on_device: None,
+        }
     }
 
     /// Rotates every head of every token of `x` (`[tokens][heads][head_dim]`) in place.
@@ -236,6 +261,10 @@ impl Attention {
         angles: &RopeAngles,
         cache: &mut PagedKvCache,
     ) -> Result<Tensor, ModelError> {
+        #[cfg(feature = "cuda")]
+        if let Some(device_kv) = cache.device_mut() {
+            return self.forward_cuda(x, batch, rope, angles, device_kv);
+        }
         let tokens = x.dim(0)?;
         let dense_from = batch.dense_from();
         let (q, k, v) = self.project(x, dense_from)?;
@@ -257,67 +286,117 @@ impl Attention {
                     seq.cached + i,
                     &k[row.clone()],
                     &v[row],
-                );
+                )?;
             }
         }
-        let out = self.attend(&q, batch, cache);
+        let shape = self.kernel_shape(cache.layout().block_size);
+        let out = attend_on_host(&shape, self.layer, &q, batch, cache)?;
         let out = Tensor::from_vec(out, (tokens, self.heads * self.head_dim), &Device::Cpu)?
             .to_device(x.device())?;
         Ok(self.output.forward(&out, dense_from)?)
     }
 
-    /// Softmax attention of every (token, head) row against its own sequence's cached positions. One task
-    /// per (token, KV head): the query heads sharing a KV head (GQA) read each key and value once.
-    fn attend(&self, q: &[f32], batch: &StepBatch, cache: &PagedKvCache) -> Vec<f32> {
-        let (hd, heads, kv_heads) = (self.head_dim, self.heads, self.kv_heads);
-        let group = heads / kv_heads;
-        let (keys, values) = cache.layer(self.layer);
-        let simd = VectorOps::detect();
-        // The sequence each packed token belongs to.
-        let mut owner = vec![0usize; batch.tokens.len()];
-        for (s, seq) in batch.sequences.iter().enumerate() {
-            owner[seq.tokens()].fill(s);
+    /// The kernels' view of this layer's attention.
+    pub fn kernel_shape(&self, block_size: usize) -> PagedAttentionShape {
+        PagedAttentionShape {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            block_size,
+            window: self.sliding_window.unwrap_or(0),
+            scale: self.scale,
         }
-        let mut out = vec![0f32; q.len()];
-        kernels::pool().for_each_chunk_mut(&mut out, group * hd, &|chunk, out_group| {
-            let (t, kv_head) = (chunk / kv_heads, chunk % kv_heads);
-            let seq = &batch.sequences[owner[t]];
-            let position = seq.cached + (t - seq.token_start);
-            let first = self
-                .sliding_window
-                .map_or(0, |w| (position + 1).saturating_sub(w));
-            let n = position + 1 - first;
-            let kv_offset = kv_head * hd;
-            let queries = &q[(t * heads + kv_head * group) * hd..][..group * hd];
-            // scores[g * n + i]: query head g of this group against position first + i.
-            let mut scores = vec![0f32; group * n];
-            for (i, p) in (first..=position).enumerate() {
-                let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
-                let key = &keys[at..at + hd];
-                for (g, query) in queries.chunks_exact(hd).enumerate() {
-                    scores[g * n + i] = simd.dot(query, key) * self.scale;
-                }
-            }
-            for row in scores.chunks_exact_mut(n) {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                let mut sum = 0.0;
-                for s in row.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|s| *s *= inv);
-            }
-            for (i, p) in (first..=position).enumerate() {
-                let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
-                let value = &values[at..at + hd];
-                for (g, out_head) in out_group.chunks_exact_mut(hd).enumerate() {
-                    simd.axpy(out_head, scores[g * n + i], value);
-                }
-            }
-        });
-        out
     }
+
+    /// `forward` on a CUDA device: everything after the projections runs as our kernels, in device
+    /// memory, over the same block tables.
+    #[cfg(feature = "cuda")]
+    fn forward_cuda(
+        &self,
+        x: &Tensor,
+        batch: &StepBatch,
+        rope: &Rope,
+        angles: &RopeAngles,
+        cache: &mut crate::cuda::DeviceKv,
+    ) -> Result<Tensor, ModelError> {
+        let dense_from = batch.dense_from();
+        let (q, k, v) = self.project(x, dense_from)?;
+        let q = Self::head_norm(self.q_norm.as_ref(), q, self.heads, self.head_dim)?;
+        let k = Self::head_norm(self.k_norm.as_ref(), k, self.kv_heads, self.head_dim)?;
+        let Some(on_device) = angles.on_device.as_ref() else {
+            return Err(ModelError::Unsupported(
+                "rotary angles were not uploaded to the device".into(),
+            ));
+        };
+        let neox = rope.style == RopeStyle::Neox;
+        let (hd, pairs) = (self.head_dim, angles.pairs);
+        let q = crate::cuda::rope(&q, on_device, self.heads, hd, pairs, neox)?;
+        let k = crate::cuda::rope(&k, on_device, self.kv_heads, hd, pairs, neox)?;
+        cache.write(self.layer, &k, &v)?;
+        let out = cache.attend(self.layer, &q, &self.kernel_shape(cache.block_size()))?;
+        Ok(self.output.forward(&out, dense_from)?)
+    }
+}
+
+/// Softmax attention of every (token, head) row against its own sequence's cached positions. One task
+/// per (token, KV head): the query heads sharing a KV head (GQA) read each key and value once. The CPU
+/// path of `kernels::reference::paged_attention`, which the tests hold it to.
+pub fn attend_on_host(
+    shape: &PagedAttentionShape,
+    layer: usize,
+    q: &[f32],
+    batch: &StepBatch,
+    cache: &PagedKvCache,
+) -> Result<Vec<f32>, ModelError> {
+    let (hd, heads, kv_heads) = (shape.head_dim, shape.heads, shape.kv_heads);
+    let group = heads / kv_heads;
+    let (keys, values) = cache.layer(layer)?;
+    let simd = VectorOps::detect();
+    // The sequence each packed token belongs to.
+    let mut owner = vec![0usize; batch.tokens.len()];
+    for (s, seq) in batch.sequences.iter().enumerate() {
+        owner[seq.tokens()].fill(s);
+    }
+    let mut out = vec![0f32; q.len()];
+    kernels::pool().for_each_chunk_mut(&mut out, group * hd, &|chunk, out_group| {
+        let (t, kv_head) = (chunk / kv_heads, chunk % kv_heads);
+        let seq = &batch.sequences[owner[t]];
+        let position = seq.cached + (t - seq.token_start);
+        let first = match shape.window {
+            0 => 0,
+            w => (position + 1).saturating_sub(w),
+        };
+        let n = position + 1 - first;
+        let kv_offset = kv_head * hd;
+        let queries = &q[(t * heads + kv_head * group) * hd..][..group * hd];
+        // scores[g * n + i]: query head g of this group against position first + i.
+        let mut scores = vec![0f32; group * n];
+        for (i, p) in (first..=position).enumerate() {
+            let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
+            let key = &keys[at..at + hd];
+            for (g, query) in queries.chunks_exact(hd).enumerate() {
+                scores[g * n + i] = simd.dot(query, key) * shape.scale;
+            }
+        }
+        for row in scores.chunks_exact_mut(n) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut sum = 0.0;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|s| *s *= inv);
+        }
+        for (i, p) in (first..=position).enumerate() {
+            let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
+            let value = &values[at..at + hd];
+            for (g, out_head) in out_group.chunks_exact_mut(hd).enumerate() {
+                simd.axpy(out_head, scores[g * n + i], value);
+            }
+        }
+    });
+    Ok(out)
 }
 
 /// The vector loops of attention, compiled twice: for the build's baseline and, on x86-64, with AVX2
@@ -407,6 +486,100 @@ fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::LogitsWanted;
+    use crate::kv_cache::{KvLayout, StepTables};
+    use kernels::reference;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed * 97) % 2000) as f32 / 1000.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    /// The CPU engine's attention and the CUDA kernel's twin compute the same thing over the same cache:
+    /// a decode deep in one sequence and a prompt chunk of another, with and without a window.
+    #[test]
+    fn host_attention_matches_the_kernels_twin() {
+        let layout = KvLayout {
+            layers: 1,
+            kv_heads: 2,
+            head_dim: 64,
+            block_size: 16,
+        };
+        let width = layout.token_width();
+        let mut cache = PagedKvCache::new(layout, 8);
+        let mut batch = StepBatch::default();
+        batch.push(&[1], 20, vec![5, 2], LogitsWanted::Last);
+        batch.push(&[1, 2, 3, 4, 5], 3, vec![7], LogitsWanted::All);
+        for (seq, table) in [(21, vec![5u32, 2]), (8, vec![7])] {
+            for p in 0..seq {
+                let row = values(2 * width, (p * 31 + table[0] as usize) as u32);
+                cache
+                    .write(0, &table, p, &row[..width], &row[width..])
+                    .unwrap();
+            }
+        }
+        let tables = StepTables::new(&batch, layout.block_size).unwrap();
+        assert_eq!(tables.token_meta, [0, 20, 2, 3, 2, 4, 2, 5, 2, 6, 2, 7]);
+        assert_eq!(tables.slots[0], 2 * 16 + 4);
+        let heads = 6;
+        let q = values(batch.tokens.len() * heads * 64, 9);
+        for window in [0, 4] {
+            let shape = PagedAttentionShape {
+                heads,
+                kv_heads: 2,
+                head_dim: 64,
+                block_size: 16,
+                window,
+                scale: 0.125,
+            };
+            let host = attend_on_host(&shape, 0, &q, &batch, &cache).unwrap();
+            let (keys, vals) = cache.layer(0).unwrap();
+            let mut twin = vec![0f32; host.len()];
+            reference::paged_attention(
+                &mut twin,
+                &q,
+                keys,
+                vals,
+                &tables.block_tables,
+                &tables.token_meta,
+                &shape,
+            );
+            let worst = host
+                .iter()
+                .zip(&twin)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "window {window}: largest difference {worst}");
+        }
+    }
+
+    #[test]
+    fn rope_matches_the_kernels_twin() {
+        for (style, neox) in [(RopeStyle::Neox, true), (RopeStyle::Interleaved, false)] {
+            let rope = Rope::new(32, 10000.0, style);
+            let angles = rope.angles(&[0, 7, 300]);
+            let (heads, head_dim) = (3, 64);
+            let x = values(3 * heads * head_dim, 4);
+            let mut host = x.clone();
+            rope.apply(&mut host, heads, head_dim, &angles);
+            let mut twin = vec![0f32; x.len()];
+            reference::rope(
+                &mut twin,
+                &x,
+                &angles.cos,
+                &angles.sin,
+                heads,
+                head_dim,
+                16,
+                neox,
+            );
+            assert_eq!(host, twin);
+        }
+    }
 
     #[test]
     fn rope_styles_rotate_the_right_pairs() {
@@ -414,6 +587,8 @@ mod tests {
             cos: vec![0.0, 1.0],
             sin: vec![1.0, 0.0],
             pairs: 2,
+            #[cfg(feature = "cuda")]
+            on_device: None,
         };
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
         Rope {

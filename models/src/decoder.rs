@@ -95,7 +95,7 @@ impl Decoder {
         cache: &mut PagedKvCache,
     ) -> Result<Tensor, ModelError> {
         let mut x = self.embedding.forward(&batch.tokens)?;
-        let angles = self.rope.angles(&batch.positions);
+        let angles = self.rope.angles_on(&batch.positions, x.device())?;
         for block in &self.blocks {
             let attended = block.attention.forward(
                 &block.attn_norm.forward(&x)?,

@@ -106,8 +106,8 @@ impl Gemma3 {
         cache: &mut PagedKvCache,
     ) -> Result<Tensor, ModelError> {
         let mut x = (self.embedding.forward(&batch.tokens)? * self.embedding_scale)?;
-        let local_angles = self.local_rope.angles(&batch.positions);
-        let global_angles = self.global_rope.angles(&batch.positions);
+        let local_angles = self.local_rope.angles_on(&batch.positions, x.device())?;
+        let global_angles = self.global_rope.angles_on(&batch.positions, x.device())?;
         for block in &self.blocks {
             let (rope, angles) = if block.local {
                 (&self.local_rope, &local_angles)

@@ -39,18 +39,50 @@ impl KvLayout {
 pub struct PagedKvCache {
     layout: KvLayout,
     num_blocks: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    storage: KvStorage,
+}
+
+enum KvStorage {
+    Host {
+        keys: Vec<Vec<f32>>,
+        values: Vec<Vec<f32>>,
+    },
+    /// In device memory, read and written by our CUDA kernels.
+    #[cfg(feature = "cuda")]
+    Cuda(Box<crate::cuda::DeviceKv>),
 }
 
 impl PagedKvCache {
+    /// A cache in host memory.
     pub fn new(layout: KvLayout, num_blocks: usize) -> Self {
         let per_layer = num_blocks * layout.block_size * layout.token_width();
         Self {
             layout,
             num_blocks,
-            keys: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
-            values: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
+            storage: KvStorage::Host {
+                keys: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
+                values: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
+            },
+        }
+    }
+
+    /// A cache where `device`'s attention reads it: device memory on CUDA, host memory otherwise (the
+    /// CPU path, and Metal, whose attention runs on the host).
+    pub fn on_device(
+        layout: KvLayout,
+        num_blocks: usize,
+        device: &candle_core::Device,
+    ) -> Result<Self, crate::ModelError> {
+        match device {
+            #[cfg(feature = "cuda")]
+            candle_core::Device::Cuda(cuda) => Ok(Self {
+                layout,
+                num_blocks,
+                storage: KvStorage::Cuda(Box::new(crate::cuda::DeviceKv::new(
+                    cuda, layout, num_blocks,
+                )?)),
+            }),
+            _ => Ok(Self::new(layout, num_blocks)),
         }
     }
 
@@ -62,12 +94,38 @@ impl PagedKvCache {
         self.num_blocks
     }
 
+    /// Makes the step's block tables ready for the device kernels (a no-op in host memory).
+    pub fn begin_step(&mut self, batch: &crate::StepBatch) -> Result<(), crate::ModelError> {
+        match &mut self.storage {
+            KvStorage::Host { .. } => {
+                let _ = batch;
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            KvStorage::Cuda(device) => Ok(device.begin_step(batch)?),
+        }
+    }
+
+    /// The device half, when the cache lives on a CUDA device.
+    #[cfg(feature = "cuda")]
+    pub fn device_mut(&mut self) -> Option<&mut crate::cuda::DeviceKv> {
+        match &mut self.storage {
+            KvStorage::Cuda(device) => Some(device),
+            KvStorage::Host { .. } => None,
+        }
+    }
+
     /// Where position `position` of a sequence with `block_table` starts in a layer's buffer.
     #[inline]
     pub fn slot_offset(&self, block_table: &[u32], position: usize) -> usize {
         let block = block_table[position / self.layout.block_size] as usize;
         (block * self.layout.block_size + position % self.layout.block_size)
             * self.layout.token_width()
+    }
+
+    #[cfg(feature = "cuda")]
+    fn host_only() -> crate::ModelError {
+        crate::ModelError::Unsupported("the KV cache is in device memory".into())
     }
 
     /// Stores one position's keys and values (`kv_heads * head_dim` each) for one layer.
@@ -78,16 +136,61 @@ impl PagedKvCache {
         position: usize,
         key: &[f32],
         value: &[f32],
-    ) {
+    ) -> Result<(), crate::ModelError> {
         let offset = self.slot_offset(block_table, position);
         let width = self.layout.token_width();
-        self.keys[layer][offset..offset + width].copy_from_slice(key);
-        self.values[layer][offset..offset + width].copy_from_slice(value);
+        match &mut self.storage {
+            KvStorage::Host { keys, values } => {
+                keys[layer][offset..offset + width].copy_from_slice(key);
+                values[layer][offset..offset + width].copy_from_slice(value);
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            KvStorage::Cuda(_) => Err(Self::host_only()),
+        }
     }
 
-    /// A layer's key and value buffers.
-    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
-        (&self.keys[layer], &self.values[layer])
+    /// A layer's key and value buffers, in host memory.
+    pub fn layer(&self, layer: usize) -> Result<(&[f32], &[f32]), crate::ModelError> {
+        match &self.storage {
+            KvStorage::Host { keys, values } => Ok((&keys[layer], &values[layer])),
+            #[cfg(feature = "cuda")]
+            KvStorage::Cuda(_) => Err(Self::host_only()),
+        }
+    }
+}
+
+/// A step's addressing of the cache, flattened as the kernels read it (`kernels::reference`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepTables {
+    /// Every sequence's block table, one after another.
+    pub block_tables: Vec<u32>,
+    /// Per token: where its sequence's table starts in `block_tables`, then its position.
+    pub token_meta: Vec<u32>,
+    /// Per token: the slot (block * block size + offset) its key and value go to.
+    pub slots: Vec<u32>,
+}
+
+impl StepTables {
+    pub fn new(batch: &crate::StepBatch, block_size: usize) -> Result<Self, crate::ModelError> {
+        let mut tables = StepTables::default();
+        for seq in &batch.sequences {
+            let start = tables.block_tables.len() as u32;
+            tables.block_tables.extend_from_slice(&seq.block_table);
+            for position in seq.cached..seq.cached + seq.len {
+                let Some(&block) = seq.block_table.get(position / block_size) else {
+                    return Err(crate::ModelError::Unsupported(format!(
+                        "position {position} is outside the sequence's {} cache blocks",
+                        seq.block_table.len()
+                    )));
+                };
+                tables.token_meta.extend([start, position as u32]);
+                tables
+                    .slots
+                    .push(block * block_size as u32 + (position % block_size) as u32);
+            }
+        }
+        Ok(tables)
     }
 }
 

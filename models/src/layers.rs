@@ -177,6 +177,10 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return crate::cuda::rms_norm(x, &self.weight, self.eps);
+        }
         candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
     }
 }
@@ -311,10 +315,83 @@ impl GatedMlp {
                 )
             }
         };
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let activation = match self.activation {
+                Activation::Silu => kernels::reference::GatedActivation::Silu,
+                Activation::GeluTanh => kernels::reference::GatedActivation::GeluTanh,
+            };
+            let mixed = crate::cuda::gated_activation(&gate, &up, activation)?;
+            return self.down.forward(&mixed, dense_from);
+        }
         let gate = match self.activation {
             Activation::Silu => candle_nn::ops::silu(&gate)?,
             Activation::GeluTanh => gate.gelu()?,
         };
         self.down.forward(&(gate * up)?, dense_from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use kernels::reference::{self, GatedActivation};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 4000) as f32 / 1000.0
+                    - 2.0
+            })
+            .collect()
+    }
+
+    fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
+    /// The fused CUDA kernels' twins compute what the CPU path computes with candle.
+    #[test]
+    fn rms_norm_and_gated_activations_match_the_kernels_twins() {
+        let (rows, cols) = (3, 576);
+        let x = values(rows * cols, 1);
+        let weight = values(cols, 2);
+        let norm = RmsNorm {
+            weight: Tensor::new(weight.as_slice(), &Device::Cpu).unwrap(),
+            eps: 1e-5,
+        };
+        let input = Tensor::from_vec(x.clone(), (rows, cols), &Device::Cpu).unwrap();
+        let candle = norm
+            .forward(&input)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut twin = vec![0f32; x.len()];
+        reference::rms_norm(&mut twin, &x, &weight, 1e-5);
+        assert!(largest_difference(&candle, &twin) < 1e-5);
+
+        let (gate, up) = (values(rows * cols, 3), values(rows * cols, 4));
+        let g = Tensor::from_vec(gate.clone(), (rows, cols), &Device::Cpu).unwrap();
+        let u = Tensor::from_vec(up.clone(), (rows, cols), &Device::Cpu).unwrap();
+        for (activation, candle) in [
+            (GatedActivation::Silu, candle_nn::ops::silu(&g).unwrap()),
+            (GatedActivation::GeluTanh, g.gelu().unwrap()),
+        ] {
+            let candle = (candle * &u)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut twin = vec![0f32; gate.len()];
+            reference::gated_activation(&mut twin, &gate, &up, activation);
+            assert!(largest_difference(&candle, &twin) < 1e-5, "{activation:?}");
+        }
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod attention;
 pub mod batch;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod decoder;
 pub mod gemma3;
 pub mod kv_cache;
@@ -24,7 +26,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 
 pub use batch::{DENSE_MIN_PROMPT, LogitsWanted, SequenceSlice, StepBatch};
-pub use kv_cache::{BlockLease, BlockPool, KvLayout, OutOfBlocks, PagedKvCache};
+pub use kv_cache::{BlockLease, BlockPool, KvLayout, OutOfBlocks, PagedKvCache, StepTables};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -113,6 +115,7 @@ impl CausalModel {
         batch: &StepBatch,
         cache: &mut PagedKvCache,
     ) -> Result<Tensor, ModelError> {
+        cache.begin_step(batch)?;
         match self {
             CausalModel::Decoder(m) => m.hidden_states(batch, cache),
             CausalModel::Gemma3(m) => m.hidden_states(batch, cache),

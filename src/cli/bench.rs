@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use crate::engine::device::{DeviceChoice, device_name};
 use crate::engine::sampler::{Sampler, SamplingParams};
 use crate::engine::{Engine, EngineOptions};
 use models::{LogitsWanted, StepBatch};
@@ -42,6 +43,9 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// With --local: the device to run on (auto, cpu, cuda, cuda:N, metal).
+    #[arg(long, env = "MODEL_RUNNER_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
 }
 
 pub async fn bench(store: &crate::store::Store, args: BenchArgs) -> Result<()> {
@@ -58,6 +62,7 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
     let mut engine = Engine::load(
         &files,
         &EngineOptions {
+            device: args.device.open()?,
             context_size: Some(1024),
             sequences: 16,
             ..Default::default()
@@ -77,6 +82,7 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
     let mut results = vec![json!({
         "test": "pp512", "tokens_per_second": 512.0 / pp.as_secs_f64(),
         "kernels": kernels::SimdLevel::detect().name(), "threads": kernels::pool().threads(),
+        "device": device_name(engine.device()),
     })];
     for sequences in [1usize, 4, 8, 16] {
         let steps = if sequences == 1 { 128 } else { 64 };
@@ -92,7 +98,8 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         println!(
-            "kernels: {}, {} threads",
+            "device: {}, CPU kernels: {}, {} threads",
+            device_name(engine.device()),
             kernels::SimdLevel::detect().name(),
             kernels::pool().threads()
         );
@@ -115,7 +122,8 @@ fn timed_prefill(engine: &mut Engine, tokens: &[u32]) -> Result<Duration> {
     batch.push(tokens, 0, lease.blocks().to_vec(), LogitsWanted::Last);
     batch.mark_prompt(tokens.len());
     let started = Instant::now();
-    engine.step(&batch)?;
+    // Reading the logits waits for the device to finish the step.
+    engine.step(&batch)?.to_vec2::<f32>()?;
     Ok(started.elapsed())
 }
 

@@ -53,12 +53,12 @@ pub async fn list_models() -> Result<Value> {
 pub async fn ps() -> Result<()> {
     let body = send(client().get(format!("{}/api/ps", server_url()))).await?;
     println!(
-        "{:<40} {:<14} {:>10} {:>8}   UNTIL",
-        "MODEL NAME", "MODEL ID", "SIZE", "CONTEXT"
+        "{:<40} {:<14} {:>10} {:>8} {:<8}   UNTIL",
+        "MODEL NAME", "MODEL ID", "SIZE", "CONTEXT", "DEVICE"
     );
     for m in body["models"].as_array().into_iter().flatten() {
         println!(
-            "{:<40} {:<14} {:>10} {:>8}   {}",
+            "{:<40} {:<14} {:>10} {:>8} {:<8}   {}",
             m["name"].as_str().unwrap_or_default(),
             m["digest"]
                 .as_str()
@@ -67,6 +67,7 @@ pub async fn ps() -> Result<()> {
                 .unwrap_or_default(),
             crate::artifact::human_size(m["size"].as_u64().unwrap_or(0)),
             m["context_length"].as_u64().unwrap_or(0),
+            m["device"].as_str().unwrap_or("cpu"),
             m["expires_at"].as_str().unwrap_or_default(),
         );
     }

@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Context size in tokens (default: the package's, else 4096 capped by the model).
     #[arg(long)]
     pub context_size: Option<usize>,
+    /// Where the model runs when no server answers: auto, cpu, cuda, cuda:N, metal.
+    #[arg(long, env = "MODEL_RUNNER_DEVICE", default_value = "auto")]
+    pub device: crate::engine::device::DeviceChoice,
     /// Print load time and prompt/decode speeds after each answer.
     #[arg(long)]
     pub verbose: bool,
@@ -59,6 +62,7 @@ pub async fn run(store: &Store, args: RunArgs) -> Result<()> {
     let model = resolve_or_pull(store, &args.reference).await?;
     let files = crate::runtime::model_files(store, &model)?;
     let options = EngineOptions {
+        device: args.device.open()?,
         context_size: args.context_size,
         ..Default::default()
     };

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::engine::device::{DeviceChoice, device_name};
 use crate::engine::{EngineOptions, PREFILL_CHUNK};
 use crate::mcp::Gateway;
 use crate::mcp::endpoint::{Endpoint, LocalModels};
@@ -25,6 +26,9 @@ pub struct ServeArgs {
     /// Context size per model (default: the package's, else 4096 capped by the model).
     #[arg(long)]
     pub context_size: Option<usize>,
+    /// Where models run: auto (a GPU this build supports, else the CPU), cpu, cuda, cuda:N, metal.
+    #[arg(long, env = "MODEL_RUNNER_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
     /// Most sequences decoded together per model.
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
@@ -116,14 +120,16 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
         Some(path) => Some(Gateway::from_file(path.clone())?),
         None => None,
     };
+    let device = args.device.open()?;
+    tracing::info!(device = %device_name(&device), "models run on this device");
     let runtime = ModelRuntime::new(
         store,
         RuntimeOptions {
             engine: EngineOptions {
+                device,
                 context_size: args.context_size,
                 kv_blocks: args.kv_cache_blocks,
                 sequences: args.parallel,
-                ..Default::default()
             },
             scheduler: SchedulerConfig {
                 max_running: args.parallel.max(1),

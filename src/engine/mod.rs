@@ -5,6 +5,7 @@
 //! with many, `Engine::generate` with one. The engine knows nothing of HTTP or OpenAI shapes.
 
 pub mod chat_template;
+pub mod device;
 pub mod grammar;
 pub mod sampler;
 pub mod text_stream;
@@ -86,6 +87,7 @@ pub struct Engine {
     cache: PagedKvCache,
     pool: BlockPool,
     context_size: usize,
+    device: Device,
 }
 
 impl Engine {
@@ -120,23 +122,29 @@ impl Engine {
         let layout = info.kv_layout(KV_BLOCK_SIZE);
         let blocks = options.kv_blocks.unwrap_or_else(|| {
             let wanted = layout.blocks_for(context_size) * options.sequences.max(1);
-            // At most a quarter of free memory, but always room for one full context.
-            let affordable =
-                available_memory_bytes().map_or(wanted, |m| m / 4 / layout.bytes_per_block());
+            // What the device can spare, but always room for one full context.
+            let affordable = device::kv_cache_budget(&options.device)
+                .map_or(wanted, |m| m / layout.bytes_per_block());
             wanted.min(affordable).max(layout.blocks_for(context_size))
         });
         Ok(Self {
             model: loaded.model,
             tokenizer: Arc::new(tokenizer),
             template: Arc::new(template),
-            cache: PagedKvCache::new(layout, blocks),
+            cache: PagedKvCache::on_device(layout, blocks, &options.device)?,
             pool: BlockPool::new(blocks, KV_BLOCK_SIZE),
             context_size,
+            device: options.device.clone(),
         })
     }
 
     pub fn info(&self) -> &ModelInfo {
         self.model.info()
+    }
+
+    /// The device the weights and KV cache live on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     pub fn context_size(&self) -> usize {
@@ -263,13 +271,7 @@ impl Engine {
     }
 }
 
-/// Memory the system could give us now (`MemAvailable`), where the platform tells.
-pub fn available_memory_bytes() -> Option<usize> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+pub use device::available_memory_bytes;
 
 /// One completion to generate.
 #[derive(Debug, Clone)]

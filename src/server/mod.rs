@@ -158,7 +158,7 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let loaded = state.runtime.loaded().await;
     let mut body = json!({
         "status": "ok",
-        "device": "cpu",
+        "device": state.runtime.device_name(),
         "models_loaded": loaded.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
     });
     if let Some(gateway) = &state.gateway {
@@ -261,6 +261,25 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
                 value(&m.scheduler.stats)
             );
         }
+    }
+    describe(
+        &mut out,
+        "model_runner:device_info",
+        "gauge",
+        "The device models load onto (1), and each loaded model's device.",
+    );
+    let _ = writeln!(
+        out,
+        "model_runner:device_info{{device=\"{}\"}} 1",
+        label(&state.runtime.device_name())
+    );
+    for m in &models {
+        let _ = writeln!(
+            out,
+            "model_runner:device_info{{device=\"{}\",model=\"{}\"}} 1",
+            label(&m.device),
+            label(&m.name)
+        );
     }
     describe(
         &mut out,

@@ -146,8 +146,10 @@ pub async fn ps(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiErro
             .unwrap_or_else(|| "9999-12-31T23:59:59Z".into());
         list.push(json!({
             "name": m.name, "model": m.name, "size": m.memory_bytes, "digest": m.id.hex(),
-            "details": local.as_ref().map(details), "expires_at": expires_at, "size_vram": 0,
-            "context_length": m.context_size,
+            "details": local.as_ref().map(details), "expires_at": expires_at,
+            // Ollama's meaning: bytes in GPU memory.
+            "size_vram": if m.device == "cpu" { 0 } else { m.memory_bytes },
+            "context_length": m.context_size, "device": m.device,
         }));
     }
     Ok(Json(json!({"models": list})))
