@@ -10,6 +10,9 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
+# .cargo/config.toml builds for the developer's own CPU (target-cpu=native); an image must run on any
+# x86-64 node, and our kernels pick their instruction set at run time. RUSTFLAGS overrides the config.
+ENV RUSTFLAGS=""
 # The cache mounts keep crates and the target directory between builds (the release profile is fat LTO,
 # so a cold build is slow); the binary is copied out in the same step because the mount does not outlive it.
 RUN --mount=type=cache,id=model-runner-cargo-registry,target=/usr/local/cargo/registry \
