@@ -54,10 +54,10 @@ fn tensor_from(slice: CudaSlice<f32>, device: &CudaDevice, shape: impl Into<Shap
     Tensor::from_storage(storage, shape, BackpropOp::none(), false)
 }
 
-/// A fresh device buffer the kernel overwrites in full.
+/// A fresh device buffer the kernel overwrites in full (never empty: the driver refuses zero bytes).
 fn output(device: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
     // SAFETY: every launcher writes all `len` elements before anything reads them.
-    unsafe { device.cuda_stream().alloc::<f32>(len) }
+    unsafe { device.cuda_stream().alloc::<f32>(len.max(1)) }
         .map_err(|e| candle_core::Error::Msg(format!("CUDA allocation: {e}")))
 }
 
