@@ -8,15 +8,26 @@
 #      `model bench --url OURS --compare LLAMA` (streaming chat, fixed prompt, max_tokens with ignore_eos),
 #      and each server's peak RSS.
 # usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]     (default 1,8,16)
-#   MODEL_BIN=path/to/model skips our release build; BENCH_JSON=FILE also writes the raw figures.
+#   MODEL_BIN=path/to/model skips our release build; BENCH_JSON=FILE also writes the raw figures;
+#   GGUF=path/to/model.gguf benchmarks another model (default: SmolLM2-135M-Instruct Q4_1);
+#   DEVICE=cuda runs both on the first NVIDIA GPU: llama.cpp built with GGML_CUDA and every layer offloaded
+#   (-ngl 99), ours built with --features cuda and run with --device cuda (needs nvcc; CUDA_COMPUTE_CAP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 concurrency=${1:-1,8,16}
 threads=$(nproc)
+device=${DEVICE:-cpu}
+case $device in
+  cpu) build_dir=build; cmake_device=(); offload=(); features=() ;;
+  cuda) build_dir=build-cuda
+    cmake_device=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_COMPUTE_CAP:-native}")
+    offload=(-ngl 99); features=(--features cuda) ;;
+  *) echo "DEVICE must be cpu or cuda" >&2; exit 2 ;;
+esac
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/model-runner/llama.cpp
 src=$cache/llama_cpp_python-0.3.36/vendor/llama.cpp
-server=$src/build/bin/llama-server
-llama_bench=$src/build/bin/llama-bench
+server=$src/$build_dir/bin/llama-server
+llama_bench=$src/$build_dir/bin/llama-bench
 if [[ ! -x $server || ! -x $llama_bench ]]; then
   mkdir -p "$cache"
   [[ -x $cache/venv/bin/cmake ]] || { python3 -m venv "$cache/venv" && "$cache/venv/bin/pip" install -q cmake; }
@@ -28,25 +39,26 @@ if [[ ! -x $server || ! -x $llama_bench ]]; then
     curl -sfL -o "$cache/llama_cpp_python-0.3.36.tar.gz" "$url"
     tar xzf "$cache/llama_cpp_python-0.3.36.tar.gz" -C "$cache"
   }
-  "$cache/venv/bin/cmake" -S "$src" -B "$src/build" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >"$cache/build.log" 2>&1
-  "$cache/venv/bin/cmake" --build "$src/build" --target llama-server llama-bench -j"$threads" >>"$cache/build.log" 2>&1
+  "$cache/venv/bin/cmake" -S "$src" -B "$src/$build_dir" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DCMAKE_BUILD_TYPE=Release ${cmake_device[@]+"${cmake_device[@]}"} >"$cache/$build_dir.log" 2>&1
+  "$cache/venv/bin/cmake" --build "$src/$build_dir" --target llama-server llama-bench -j"$threads" >>"$cache/$build_dir.log" 2>&1
 fi
 if [[ -n ${MODEL_BIN:-} ]]; then
   model=$MODEL_BIN
 else
-  cargo build --release --quiet --bin model
+  cargo build --release --quiet --bin model ${features[@]+"${features[@]}"}
   model=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/model
 fi
-gguf=$(scripts/fetch-default-model.sh)
+gguf=${GGUF:-$(scripts/fetch-default-model.sh)}
 work=$(mktemp -d)
 ours="" theirs=""
 trap 'kill $ours $theirs 2>/dev/null || true; rm -rf "$work"' EXIT
 export MODEL_RUNNER_HOME=$work/home
-"$model" package --gguf "$gguf" ai/smollm2 >/dev/null 2>&1
+"$model" package --gguf "$gguf" bench/model >/dev/null 2>&1
 
-echo "engines alone (prompt 512, decode 128, $threads threads)..." >&2
-"$llama_bench" -m "$gguf" -p 512 -n 128 -t "$threads" -o json >"$work/llama-bench.json" 2>/dev/null
-"$model" bench --local ai/smollm2 --json >"$work/ours-local.json"
+echo "engines alone on $device (prompt 512, decode 128, $threads threads)..." >&2
+"$llama_bench" -m "$gguf" -p 512 -n 128 -t "$threads" ${offload[@]+"${offload[@]}"} -o json >"$work/llama-bench.json" 2>/dev/null
+"$model" bench --local bench/model --device "$device" --json >"$work/ours-local.json"
 
 # Per concurrency level, both servers start fresh with as many slots as clients (llama-server's -np, our
 # --parallel) and a 4096-token context per slot; their peak RSS is read at the end of each level.
@@ -56,12 +68,13 @@ echo "[" >"$work/http.json"; echo "[" >"$work/rss.json"; first=1
 for clients in ${concurrency//,/ }; do
   echo "servers, $clients client(s)..." >&2
   p1=$(free_port); p2=$(free_port)
-  "$model" serve --port "$p1" --parallel "$clients" --context-size 4096 >"$work/ours.log" 2>&1 & ours=$!
-  "$server" -m "$gguf" --host 127.0.0.1 --port "$p2" -np "$clients" -c $((4096 * clients)) -t "$threads" >"$work/theirs.log" 2>&1 & theirs=$!
+  "$model" serve --port "$p1" --parallel "$clients" --context-size 4096 --device "$device" >"$work/ours.log" 2>&1 & ours=$!
+  "$server" -m "$gguf" --host 127.0.0.1 --port "$p2" -np "$clients" -c $((4096 * clients)) -t "$threads" \
+    ${offload[@]+"${offload[@]}"} >"$work/theirs.log" 2>&1 & theirs=$!
   for p in $p1 $p2; do
     for _ in $(seq 300); do curl -sf "http://127.0.0.1:$p/health" >/dev/null && break; sleep 0.2; done
   done
-  "$model" bench --url "http://127.0.0.1:$p1/v1" --compare "http://127.0.0.1:$p2/v1" --model ai/smollm2 \
+  "$model" bench --url "http://127.0.0.1:$p1/v1" --compare "http://127.0.0.1:$p2/v1" --model bench/model \
     --concurrency "$clients" --requests 32 --max-tokens 96 --json >"$work/level.json"
   [[ $first == 1 ]] || { echo "," >>"$work/http.json"; echo "," >>"$work/rss.json"; }
   python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])))[1:-1])' "$work/level.json" >>"$work/http.json"
@@ -96,7 +109,7 @@ for a, b in zip(http[0::2], http[1::2]):
         print(f"errors at {c} clients: ours {a['errors']}, llama-server {b['errors']}", file=sys.stderr)
 for r in rss:
     row(f"peak RSS, MiB ({r['clients']} slots x 4096 context)", r["ours_kib"] / 1024, r["theirs_kib"] / 1024, 1.1, higher=False)
-print(f"kernels: {ours_local['pp512'].get('kernels')}, threads: {ours_local['pp512'].get('threads')}")
+print(f"device: {ours_local['pp512'].get('device')}, CPU kernels: {ours_local['pp512'].get('kernels')}, threads: {ours_local['pp512'].get('threads')}")
 print("| measure | model-runner | llama.cpp | ratio | target | met |")
 print("|---|---|---|---|---|---|")
 for name, o, t, r, target, met in rows:

@@ -36,14 +36,19 @@ async fn post(
     )
 }
 
-async fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
+async fn metrics_text(server: &Server) -> String {
+    reqwest::get(server.url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    metrics_text(server)
+        .await
+        .lines()
         .find(|l| l.starts_with(&format!("{name}{{")))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
@@ -106,12 +111,7 @@ fn sixteen_concurrent_streams_match_solo_runs_and_share_steps() {
             steps < generated * 0.8,
             "{steps} steps for {generated} tokens"
         );
-        let text = reqwest::get(server.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&server).await;
         assert!(
             text.contains("model_runner:time_to_first_token_seconds_count"),
             "{text}"
@@ -437,12 +437,7 @@ fn the_device_is_reported_in_health_ps_and_metrics() {
         assert_eq!(ps["models"][0]["device"], "cpu", "{ps}");
         assert_eq!(ps["models"][0]["size_vram"], 0, "{ps}");
         assert_eq!(metric(&server, "model_runner:device_info").await, 1.0);
-        let text = reqwest::get(server.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&server).await;
         assert!(
             text.contains("model_runner:device_info{device=\"cpu\",model=\"ai/smollm2"),
             "{text}"
