@@ -210,6 +210,27 @@ impl DeviceKv {
         Ok(())
     }
 
+    /// Copies `len` floats from `src` to `dst` (disjoint ranges) in every layer's keys and values.
+    pub fn copy_within(&mut self, src: usize, dst: usize, len: usize) -> Result<()> {
+        let stream = self.device.cuda_stream();
+        let copy_error = |e| candle_core::Error::Msg(format!("CUDA copy: {e}"));
+        for buffer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            // Split at the later range so that one side reads and the other writes.
+            if src < dst {
+                let (low, mut high) = buffer.split_at_mut(dst);
+                let from = low.slice(src..src + len);
+                let mut to = high.slice_mut(0..len);
+                stream.memcpy_dtod(&from, &mut to).map_err(copy_error)?;
+            } else {
+                let (mut low, high) = buffer.split_at_mut(src);
+                let from = high.slice(0..len);
+                let mut to = low.slice_mut(dst..dst + len);
+                stream.memcpy_dtod(&from, &mut to).map_err(copy_error)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn block_size(&self) -> usize {
         self.layout.block_size
     }

@@ -150,6 +150,41 @@ impl PagedKvCache {
         }
     }
 
+    /// Copies the first `count` positions of `src_block` into `dst_block`, keys and values of every
+    /// layer: a sequence takes a private copy of a shared block it is about to write into.
+    pub fn copy_positions(
+        &mut self,
+        src_block: u32,
+        dst_block: u32,
+        count: usize,
+    ) -> Result<(), crate::ModelError> {
+        let width = self.layout.token_width();
+        if count > self.layout.block_size
+            || src_block as usize >= self.num_blocks
+            || dst_block as usize >= self.num_blocks
+        {
+            return Err(crate::ModelError::Unsupported(format!(
+                "copying {count} positions from block {src_block} to {dst_block}"
+            )));
+        }
+        if src_block == dst_block || count == 0 {
+            return Ok(());
+        }
+        let src = src_block as usize * self.layout.block_size * width;
+        let dst = dst_block as usize * self.layout.block_size * width;
+        let len = count * width;
+        match &mut self.storage {
+            KvStorage::Host { keys, values } => {
+                for buffer in keys.iter_mut().chain(values.iter_mut()) {
+                    buffer.copy_within(src..src + len, dst);
+                }
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            KvStorage::Cuda(device) => Ok(device.copy_within(src, dst, len)?),
+        }
+    }
+
     /// A layer's key and value buffers, in host memory.
     pub fn layer(&self, layer: usize) -> Result<(&[f32], &[f32]), crate::ModelError> {
         match &self.storage {
@@ -396,6 +431,30 @@ mod tests {
         assert_eq!(pool.free_blocks(), 2);
         drop(b);
         assert_eq!(pool.free_blocks(), 4);
+    }
+
+    #[test]
+    fn positions_copy_between_blocks_in_every_layer() {
+        let layout = KvLayout {
+            layers: 2,
+            kv_heads: 1,
+            head_dim: 2,
+            block_size: 4,
+        };
+        let mut cache = PagedKvCache::new(layout, 3);
+        for p in 0..4 {
+            let (k, v) = ([p as f32, 1.0], [10.0 + p as f32, 2.0]);
+            cache.write(0, &[2], p, &k, &v).unwrap();
+            cache.write(1, &[2], p, &v, &k).unwrap();
+        }
+        cache.copy_positions(2, 0, 3).unwrap();
+        let (keys, values) = cache.layer(0).unwrap();
+        assert_eq!(keys[..8], [0.0, 1.0, 1.0, 1.0, 2.0, 1.0, 0.0, 0.0]);
+        assert_eq!(values[..6], [10.0, 2.0, 11.0, 2.0, 12.0, 2.0]);
+        let (keys, _) = cache.layer(1).unwrap();
+        assert_eq!(keys[..6], [10.0, 2.0, 11.0, 2.0, 12.0, 2.0]);
+        assert!(cache.copy_positions(2, 0, 5).is_err());
+        assert!(cache.copy_positions(3, 0, 1).is_err());
     }
 
     #[test]

@@ -161,6 +161,16 @@ impl Engine {
         &self.pool
     }
 
+    /// Copies the first `count` positions of one KV block into another (see `PagedKvCache::copy_positions`).
+    pub fn copy_kv_positions(
+        &mut self,
+        src_block: u32,
+        dst_block: u32,
+        count: usize,
+    ) -> Result<(), EngineError> {
+        Ok(self.cache.copy_positions(src_block, dst_block, count)?)
+    }
+
     /// One packed forward: logits `[rows, vocab]` for `batch.logit_rows()`.
     pub fn step(&mut self, batch: &StepBatch) -> Result<Tensor, EngineError> {
         Ok(self.model.forward(batch, &mut self.cache)?)

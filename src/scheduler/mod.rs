@@ -408,10 +408,15 @@ impl Loop {
                 let _ = next.submission.events.send(event);
                 continue;
             }
-            let shared = self.prefix.lookup(&next.tokens);
-            if !shared.is_empty() {
-                next.lease.share_prefix(&shared);
-                next.cached = shared.len() * self.engine.pool().block_size();
+            let hit = self.prefix.lookup(&next.tokens);
+            if !hit.blocks.is_empty() {
+                next.lease.share_prefix(&hit.blocks);
+                next.cached = hit.blocks.len() * pool.block_size();
+            }
+            // Held while blocks are reserved (which may evict cache entries), until it is copied.
+            let mut copy_source = pool.lease();
+            if let Some((block, _)) = hit.partial {
+                copy_source.adopt(block);
             }
             if !self.reserve_or_evict(&mut next.lease, next.tokens.len() + 1) {
                 // Not enough blocks yet: it stays first in line, holding nothing.
@@ -420,6 +425,14 @@ impl Loop {
                 self.waiting.push_front(next);
                 break;
             }
+            if let Some((block, positions)) = hit.partial {
+                let own = next.lease.blocks()[hit.blocks.len()];
+                match self.engine.copy_kv_positions(block, own, positions) {
+                    Ok(()) => next.cached += positions,
+                    Err(e) => tracing::warn!("prefix cache copy failed, recomputing: {e}"),
+                }
+            }
+            drop(copy_source);
             if next.generated == 0 {
                 next.prefix_hit = next.cached;
                 self.stats

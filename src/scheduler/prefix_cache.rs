@@ -2,9 +2,15 @@
 //! including the block (as vLLM hashes blocks), so sequences that share a prompt prefix (a system prompt,
 //! tool schemas) share its blocks instead of recomputing them.
 //!
-//! The cache holds its own share of each block through a lease; a cached block is never written again,
-//! because sequences only write positions past the prefix they share. Entries whose blocks no sequence
-//! holds are evicted least recently used first when memory is needed.
+//! A prompt's last, partly filled block is remembered too, under the hash of the full blocks before it,
+//! with the prompt's tokens in it. A later prompt that matches some of them takes a private copy of those
+//! positions (it will write the next position into that block, so it cannot share it): a repeated prompt
+//! then computes only its last token, as llama.cpp's slots do.
+//!
+//! The cache holds its own share of each block through a lease; a cached position is never written again,
+//! because sequences only write positions past the prefix they share or copied, and a prompt's owner writes
+//! its partial block only past the prompt. Entries whose blocks no sequence holds are evicted least
+//! recently used first when memory is needed.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -14,6 +20,8 @@ use models::{BlockLease, BlockPool};
 pub struct PrefixCache {
     block_size: usize,
     entries: HashMap<u64, Entry>,
+    /// Partly filled last blocks, by the chain hash of the full blocks before them (0: none).
+    partials: HashMap<u64, Partial>,
     lease: BlockLease,
     pool: BlockPool,
     clock: u64,
@@ -22,6 +30,29 @@ pub struct PrefixCache {
 struct Entry {
     block: u32,
     last_used: u64,
+}
+
+struct Partial {
+    block: u32,
+    /// The prompt's tokens in the block, from its first position.
+    tokens: Vec<u32>,
+    last_used: u64,
+}
+
+/// What a prompt finds in the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefixHit {
+    /// Full blocks to share, in order.
+    pub blocks: Vec<u32>,
+    /// A block whose first `.1` positions continue the prefix: to be copied, not shared.
+    pub partial: Option<(u32, usize)>,
+}
+
+impl PrefixHit {
+    /// Prompt positions the hit covers.
+    pub fn tokens(&self, block_size: usize) -> usize {
+        self.blocks.len() * block_size + self.partial.map_or(0, |(_, n)| n)
+    }
 }
 
 /// The chain hash of each full block of `tokens`.
@@ -43,36 +74,63 @@ impl PrefixCache {
         Self {
             block_size: pool.block_size(),
             entries: HashMap::new(),
+            partials: HashMap::new(),
             lease: pool.lease(),
             pool: pool.clone(),
             clock: 0,
         }
     }
 
-    /// Cached blocks holding a prefix of `tokens`, leaving at least the last token to compute.
-    pub fn lookup(&mut self, tokens: &[u32]) -> Vec<u32> {
+    /// Cached positions holding a prefix of `tokens`, leaving at least the last token to compute.
+    pub fn lookup(&mut self, tokens: &[u32]) -> PrefixHit {
         self.clock += 1;
         let usable = tokens.len().saturating_sub(1);
-        let mut blocks = Vec::new();
+        let mut hit = PrefixHit::default();
+        let mut chain = 0u64;
         for hash in block_hashes(&tokens[..usable], self.block_size) {
             match self.entries.get_mut(&hash) {
                 Some(entry) => {
                     entry.last_used = self.clock;
-                    blocks.push(entry.block);
+                    hit.blocks.push(entry.block);
+                    chain = hash;
                 }
                 None => break,
             }
         }
-        blocks
+        let rest = &tokens[hit.blocks.len() * self.block_size..usable];
+        if let Some(partial) = self.partials.get_mut(&chain) {
+            let same = partial
+                .tokens
+                .iter()
+                .zip(rest)
+                .take_while(|(a, b)| a == b)
+                .count();
+            if same > 0 {
+                partial.last_used = self.clock;
+                hit.partial = Some((partial.block, same));
+            }
+        }
+        // A prompt that ends exactly at a cached full block: all but its last position can be copied.
+        if hit.partial.is_none() && !rest.is_empty() {
+            let whole = block_hashes(tokens, self.block_size);
+            if let Some(entry) = whole
+                .get(hit.blocks.len())
+                .and_then(|hash| self.entries.get_mut(hash))
+            {
+                entry.last_used = self.clock;
+                hit.partial = Some((entry.block, rest.len()));
+            }
+        }
+        hit
     }
 
-    /// Remembers the full blocks of `tokens`, stored in `block_table`'s blocks.
+    /// Remembers the blocks of `tokens` (a whole prompt), stored in `block_table`'s blocks: the full ones,
+    /// and the partly filled last one.
     pub fn insert(&mut self, tokens: &[u32], block_table: &[u32]) {
         self.clock += 1;
-        for (hash, &block) in block_hashes(tokens, self.block_size)
-            .into_iter()
-            .zip(block_table)
-        {
+        let hashes = block_hashes(tokens, self.block_size);
+        let chain = hashes.last().copied().unwrap_or(0);
+        for (hash, &block) in hashes.into_iter().zip(block_table) {
             if let Some(entry) = self.entries.get_mut(&hash) {
                 entry.last_used = self.clock;
                 continue;
@@ -86,24 +144,66 @@ impl PrefixCache {
                 },
             );
         }
+        let full = tokens.len() / self.block_size;
+        let tail = &tokens[full * self.block_size..];
+        let Some(&block) = block_table.get(full) else {
+            return;
+        };
+        if tail.is_empty() {
+            return;
+        }
+        if let Some(old) = self.partials.get_mut(&chain) {
+            old.last_used = self.clock;
+            // Keep the one that covers more; an equal or longer one already there serves this prompt too.
+            if old.tokens.starts_with(tail) || old.tokens.len() >= tail.len() {
+                return;
+            }
+            let replaced = old.block;
+            self.partials.remove(&chain);
+            self.lease.give_back(replaced);
+        }
+        self.lease.adopt(block);
+        self.partials.insert(
+            chain,
+            Partial {
+                block,
+                tokens: tail.to_vec(),
+                last_used: self.clock,
+            },
+        );
     }
 
     /// Blocks the cache holds a share of.
     pub fn blocks(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.partials.len()
     }
 
     /// Drops the least recently used entry that only the cache holds; false when there is none.
     pub fn evict_one(&mut self) -> bool {
-        let victim = self
+        let only_cached = |block: u32| self.pool.holders(block) == 1;
+        let full = self
             .entries
             .iter()
-            .filter(|(_, e)| self.pool.holders(e.block) == 1)
+            .filter(|(_, e)| only_cached(e.block))
             .min_by_key(|(_, e)| e.last_used)
-            .map(|(h, e)| (*h, e.block));
-        match victim {
-            Some((hash, block)) => {
-                self.entries.remove(&hash);
+            .map(|(h, e)| (e.last_used, *h, false));
+        let partial = self
+            .partials
+            .iter()
+            .filter(|(_, p)| only_cached(p.block))
+            .min_by_key(|(_, p)| p.last_used)
+            .map(|(h, p)| (p.last_used, *h, true));
+        let victim = match (full, partial) {
+            (Some(f), Some(p)) => Some(f.min(p)),
+            (f, p) => f.or(p),
+        };
+        let block = match victim {
+            Some((_, hash, false)) => self.entries.remove(&hash).map(|e| e.block),
+            Some((_, hash, true)) => self.partials.remove(&hash).map(|p| p.block),
+            None => None,
+        };
+        match block {
+            Some(block) => {
                 self.lease.give_back(block);
                 true
             }
@@ -125,10 +225,42 @@ mod tests {
         first.reserve(tokens.len()).unwrap();
         cache.insert(&tokens, first.blocks());
         let hit = cache.lookup(&[0, 1, 2, 3, 4, 5, 6, 7, 99]);
-        assert_eq!(hit, first.blocks()[..2]);
-        // Exactly two full blocks: the second cannot be shared, its last token must be computed.
-        assert_eq!(cache.lookup(&tokens[..8]), first.blocks()[..1]);
-        assert!(cache.lookup(&[9, 9, 9, 9, 9]).is_empty());
+        assert_eq!(hit.blocks, first.blocks()[..2]);
+        assert_eq!(hit.partial, None);
+        // Exactly two full blocks: the second cannot be shared, its last token must be computed; its
+        // first three positions are the cached prompt's, to be copied.
+        let hit = cache.lookup(&tokens[..8]);
+        assert_eq!(hit.blocks, first.blocks()[..1]);
+        assert_eq!(hit.partial, Some((first.blocks()[1], 3)));
+        assert!(cache.lookup(&[9, 9, 9, 9, 9]).blocks.is_empty());
+    }
+
+    #[test]
+    fn a_prompts_partial_last_block_is_found_to_be_copied() {
+        let pool = BlockPool::new(8, 4);
+        let mut cache = PrefixCache::new(&pool);
+        let mut first = pool.lease();
+        let tokens: Vec<u32> = (0..10).collect();
+        first.reserve(tokens.len()).unwrap();
+        cache.insert(&tokens, first.blocks());
+        assert_eq!(cache.blocks(), 3);
+        // The same prompt again: two blocks shared, one position of the third copied, the last computed.
+        let hit = cache.lookup(&tokens);
+        assert_eq!(hit.blocks, first.blocks()[..2]);
+        assert_eq!(hit.partial, Some((first.blocks()[2], 1)));
+        assert_eq!(hit.tokens(4), 9);
+        // A longer prompt with the same start copies both cached positions of the partial block.
+        let hit = cache.lookup(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 50, 51]);
+        assert_eq!(hit.partial, Some((first.blocks()[2], 2)));
+        // A different continuation after the full blocks copies nothing.
+        assert_eq!(
+            cache.lookup(&[0, 1, 2, 3, 4, 5, 6, 7, 70, 71]).partial,
+            None
+        );
+        drop(first);
+        while cache.evict_one() {}
+        assert_eq!(cache.blocks(), 0);
+        assert_eq!(pool.free_blocks(), 8);
     }
 
     #[test]
