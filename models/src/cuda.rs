@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DriverError};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{Device, Result, Shape, Storage, Tensor};
@@ -20,6 +20,11 @@ use crate::kv_cache::{KvLayout, StepTables};
 
 fn driver_error(e: CudaKernelError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
+}
+
+/// A cudarc call's error as candle's, saying what was being done.
+fn failed(what: &'static str) -> impl Fn(DriverError) -> candle_core::Error {
+    move |e| candle_core::Error::Msg(format!("CUDA {what}: {e}"))
 }
 
 fn cuda_device(t: &Tensor) -> Result<&CudaDevice> {
@@ -57,8 +62,7 @@ fn tensor_from(slice: CudaSlice<f32>, device: &CudaDevice, shape: impl Into<Shap
 /// A fresh device buffer the kernel overwrites in full (never empty: the driver refuses zero bytes).
 fn output(device: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
     // SAFETY: every launcher writes all `len` elements before anything reads them.
-    unsafe { device.cuda_stream().alloc::<f32>(len.max(1)) }
-        .map_err(|e| candle_core::Error::Msg(format!("CUDA allocation: {e}")))
+    unsafe { device.cuda_stream().alloc::<f32>(len.max(1)) }.map_err(failed("allocation"))
 }
 
 /// RMS norm over the last dimension of `x` (any rank), with candle's arithmetic.
@@ -131,7 +135,6 @@ pub fn rope(
     let tokens = x.dim(0)?;
     let kernels = kernels_for(device)?;
     let mut out = output(device, tokens * heads * head_dim)?;
-    let angles = angles.flatten_all()?;
     with_rows(&angles.reshape((1, angles.elem_count()))?, |angles, _| {
         with_rows(x, |x, x_stride| {
             kernels
@@ -161,6 +164,12 @@ struct DeviceTables {
     tokens: usize,
 }
 
+/// The tables of the step under way.
+fn begun(step: &Option<DeviceTables>) -> Result<&DeviceTables> {
+    step.as_ref()
+        .ok_or_else(|| candle_core::Error::Msg("the KV cache has no step begun".into()))
+}
+
 /// The KV cache in device memory: one key and one value buffer per layer, the host cache's layout.
 pub struct DeviceKv {
     device: CudaDevice,
@@ -175,9 +184,9 @@ impl DeviceKv {
         let stream = device.cuda_stream();
         let per_layer = num_blocks * layout.block_size * layout.token_width();
         let alloc = || {
-            stream.alloc_zeros::<f32>(per_layer).map_err(|e| {
-                candle_core::Error::Msg(format!("CUDA allocation of the KV cache: {e}"))
-            })
+            stream
+                .alloc_zeros::<f32>(per_layer)
+                .map_err(failed("allocation of the KV cache"))
         };
         let keys = (0..layout.layers).map(|_| alloc()).collect::<Result<_>>()?;
         let values = (0..layout.layers).map(|_| alloc()).collect::<Result<_>>()?;
@@ -197,9 +206,7 @@ impl DeviceKv {
         let upload = |v: &[u32]| {
             // Never empty: cudarc cannot copy nothing.
             let v = if v.is_empty() { &[0u32][..] } else { v };
-            stream
-                .clone_htod(v)
-                .map_err(|e| candle_core::Error::Msg(format!("CUDA copy: {e}")))
+            stream.clone_htod(v).map_err(failed("copy"))
         };
         self.step = Some(DeviceTables {
             block_tables: upload(&tables.block_tables)?,
@@ -213,19 +220,18 @@ impl DeviceKv {
     /// Copies `len` floats from `src` to `dst` (disjoint ranges) in every layer's keys and values.
     pub fn copy_within(&mut self, src: usize, dst: usize, len: usize) -> Result<()> {
         let stream = self.device.cuda_stream();
-        let copy_error = |e| candle_core::Error::Msg(format!("CUDA copy: {e}"));
         for buffer in self.keys.iter_mut().chain(self.values.iter_mut()) {
             // Split at the later range so that one side reads and the other writes.
             if src < dst {
                 let (low, mut high) = buffer.split_at_mut(dst);
                 let from = low.slice(src..src + len);
                 let mut to = high.slice_mut(0..len);
-                stream.memcpy_dtod(&from, &mut to).map_err(copy_error)?;
+                stream.memcpy_dtod(&from, &mut to).map_err(failed("copy"))?;
             } else {
                 let (mut low, high) = buffer.split_at_mut(src);
                 let from = high.slice(0..len);
                 let mut to = low.slice_mut(dst..dst + len);
-                stream.memcpy_dtod(&from, &mut to).map_err(copy_error)?;
+                stream.memcpy_dtod(&from, &mut to).map_err(failed("copy"))?;
             }
         }
         Ok(())
@@ -233,12 +239,6 @@ impl DeviceKv {
 
     pub fn block_size(&self) -> usize {
         self.layout.block_size
-    }
-
-    fn step(&self) -> Result<&DeviceTables> {
-        self.step
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("the KV cache has no step begun".into()))
     }
 
     /// Writes the step's keys and values (`[tokens, kv_heads * head_dim]`) into `layer`.
@@ -251,10 +251,7 @@ impl DeviceKv {
         let kernels = kernels_for(&self.device)?;
         let stream = self.device.cuda_stream();
         // Field by field: the step's tables are read while the layer's buffers are written.
-        let step = self
-            .step
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("the KV cache has no step begun".into()))?;
+        let step = begun(&self.step)?;
         if step.tokens != tokens {
             candle_core::bail!("{tokens} key rows for a step of {} tokens", step.tokens);
         }
@@ -284,7 +281,7 @@ impl DeviceKv {
         if tokens == 0 {
             return Tensor::zeros((0, width), candle_core::DType::F32, q.device());
         }
-        let step = self.step()?;
+        let step = begun(&self.step)?;
         let kernels = kernels_for(&self.device)?;
         let mut out = output(&self.device, tokens * width)?;
         let q = q.contiguous()?;
@@ -312,5 +309,5 @@ pub fn memory_info(device: &CudaDevice) -> Result<(usize, usize)> {
         .cuda_stream()
         .context()
         .mem_get_info()
-        .map_err(|e| candle_core::Error::Msg(format!("CUDA memory info: {e}")))
+        .map_err(failed("memory info"))
 }

@@ -244,13 +244,8 @@ impl Embedding {
     }
 }
 
-/// The nonlinearity of a gated feed-forward block.
-#[derive(Debug, Clone, Copy)]
-pub enum Activation {
-    Silu,
-    /// GELU, tanh approximation (Gemma).
-    GeluTanh,
-}
+/// The nonlinearity of a gated feed-forward block: the one the CUDA kernel takes.
+pub use kernels::reference::GatedActivation as Activation;
 
 /// `down(act(gate(x)) * up(x))`. Gate and up may be one fused matrix (Phi-3), split in halves.
 #[derive(Debug, Clone)]
@@ -317,11 +312,7 @@ impl GatedMlp {
         };
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            let activation = match self.activation {
-                Activation::Silu => kernels::reference::GatedActivation::Silu,
-                Activation::GeluTanh => kernels::reference::GatedActivation::GeluTanh,
-            };
-            let mixed = crate::cuda::gated_activation(&gate, &up, activation)?;
+            let mixed = crate::cuda::gated_activation(&gate, &up, self.activation)?;
             return self.down.forward(&mixed, dense_from);
         }
         let gate = match self.activation {

@@ -140,10 +140,9 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
                 },
             },
             max_loaded: args.max_loaded_models,
-            memory_budget: args
-                .memory_budget
-                .map(|mib| mib << 20)
-                .or_else(|| crate::engine::available_memory_bytes().map(|b| b as u64 / 4 * 3)),
+            memory_budget: args.memory_budget.map(|mib| mib << 20).or_else(|| {
+                crate::engine::device::available_memory_bytes().map(|b| b as u64 / 4 * 3)
+            }),
             keep_alive: u64::try_from(args.keep_alive).ok().map(Duration::from_secs),
         },
     );

@@ -281,8 +281,6 @@ impl Engine {
     }
 }
 
-pub use device::available_memory_bytes;
-
 /// One completion to generate.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {

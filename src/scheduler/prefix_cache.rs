@@ -48,13 +48,6 @@ pub struct PrefixHit {
     pub partial: Option<(u32, usize)>,
 }
 
-impl PrefixHit {
-    /// Prompt positions the hit covers.
-    pub fn tokens(&self, block_size: usize) -> usize {
-        self.blocks.len() * block_size + self.partial.map_or(0, |(_, n)| n)
-    }
-}
-
 /// The chain hash of each full block of `tokens`.
 fn block_hashes(tokens: &[u32], block_size: usize) -> Vec<u64> {
     let mut hashes = Vec::with_capacity(tokens.len() / block_size);
@@ -154,8 +147,8 @@ impl PrefixCache {
         }
         if let Some(old) = self.partials.get_mut(&chain) {
             old.last_used = self.clock;
-            // Keep the one that covers more; an equal or longer one already there serves this prompt too.
-            if old.tokens.starts_with(tail) || old.tokens.len() >= tail.len() {
+            // Keep the one that covers more: an equal or longer one stays.
+            if old.tokens.len() >= tail.len() {
                 return;
             }
             let replaced = old.block;
@@ -180,35 +173,28 @@ impl PrefixCache {
 
     /// Drops the least recently used entry that only the cache holds; false when there is none.
     pub fn evict_one(&mut self) -> bool {
-        let only_cached = |block: u32| self.pool.holders(block) == 1;
-        let full = self
+        // (last used, key, block, partial?) of every entry, full and partial alike.
+        let victim = self
             .entries
             .iter()
-            .filter(|(_, e)| only_cached(e.block))
-            .min_by_key(|(_, e)| e.last_used)
-            .map(|(h, e)| (e.last_used, *h, false));
-        let partial = self
-            .partials
-            .iter()
-            .filter(|(_, p)| only_cached(p.block))
-            .min_by_key(|(_, p)| p.last_used)
-            .map(|(h, p)| (p.last_used, *h, true));
-        let victim = match (full, partial) {
-            (Some(f), Some(p)) => Some(f.min(p)),
-            (f, p) => f.or(p),
+            .map(|(h, e)| (e.last_used, *h, e.block, false))
+            .chain(
+                self.partials
+                    .iter()
+                    .map(|(h, p)| (p.last_used, *h, p.block, true)),
+            )
+            .filter(|&(_, _, block, _)| self.pool.holders(block) == 1)
+            .min_by_key(|&(last_used, ..)| last_used);
+        let Some((_, hash, block, partial)) = victim else {
+            return false;
         };
-        let block = match victim {
-            Some((_, hash, false)) => self.entries.remove(&hash).map(|e| e.block),
-            Some((_, hash, true)) => self.partials.remove(&hash).map(|p| p.block),
-            None => None,
-        };
-        match block {
-            Some(block) => {
-                self.lease.give_back(block);
-                true
-            }
-            None => false,
+        if partial {
+            self.partials.remove(&hash);
+        } else {
+            self.entries.remove(&hash);
         }
+        self.lease.give_back(block);
+        true
     }
 }
 
@@ -216,14 +202,20 @@ impl PrefixCache {
 mod tests {
     use super::*;
 
-    #[test]
-    fn shared_prefixes_are_found_and_the_last_token_is_left_to_compute() {
-        let pool = BlockPool::new(8, 4);
-        let mut cache = PrefixCache::new(&pool);
+    /// A cache holding the prompt 0..10 in blocks of 4 (two full, one partial), and the prompt's lease.
+    fn cached_prompt(pool: &BlockPool) -> (PrefixCache, BlockLease, Vec<u32>) {
+        let mut cache = PrefixCache::new(pool);
         let mut first = pool.lease();
         let tokens: Vec<u32> = (0..10).collect();
         first.reserve(tokens.len()).unwrap();
         cache.insert(&tokens, first.blocks());
+        (cache, first, tokens)
+    }
+
+    #[test]
+    fn shared_prefixes_are_found_and_the_last_token_is_left_to_compute() {
+        let pool = BlockPool::new(8, 4);
+        let (mut cache, first, tokens) = cached_prompt(&pool);
         let hit = cache.lookup(&[0, 1, 2, 3, 4, 5, 6, 7, 99]);
         assert_eq!(hit.blocks, first.blocks()[..2]);
         assert_eq!(hit.partial, None);
@@ -238,17 +230,13 @@ mod tests {
     #[test]
     fn a_prompts_partial_last_block_is_found_to_be_copied() {
         let pool = BlockPool::new(8, 4);
-        let mut cache = PrefixCache::new(&pool);
-        let mut first = pool.lease();
-        let tokens: Vec<u32> = (0..10).collect();
-        first.reserve(tokens.len()).unwrap();
-        cache.insert(&tokens, first.blocks());
+        let (mut cache, first, tokens) = cached_prompt(&pool);
         assert_eq!(cache.blocks(), 3);
-        // The same prompt again: two blocks shared, one position of the third copied, the last computed.
+        // The same prompt again: two blocks shared, one position of the third copied (nine positions in
+        // all), the last computed.
         let hit = cache.lookup(&tokens);
         assert_eq!(hit.blocks, first.blocks()[..2]);
         assert_eq!(hit.partial, Some((first.blocks()[2], 1)));
-        assert_eq!(hit.tokens(4), 9);
         // A longer prompt with the same start copies both cached positions of the partial block.
         let hit = cache.lookup(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 50, 51]);
         assert_eq!(hit.partial, Some((first.blocks()[2], 2)));

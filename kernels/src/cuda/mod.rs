@@ -76,6 +76,19 @@ fn check_rows(
     Ok(())
 }
 
+/// Key and value caches of the same size, a whole number of `unit`-float slots each.
+fn check_caches(
+    kernel: &'static str,
+    keys: usize,
+    values: usize,
+    unit: usize,
+) -> Result<(), CudaKernelError> {
+    if keys != values || unit == 0 || !keys.is_multiple_of(unit) {
+        return Err(shape_error(kernel, "key and value caches differ in size"));
+    }
+    Ok(())
+}
+
 fn elementwise_config(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: ((n as u32).div_ceil(ELEMENTWISE_THREADS), 1, 1),
@@ -150,11 +163,7 @@ impl CudaKernels {
         let width = shape.heads * shape.head_dim;
         check_rows(K, "q", q.len(), tokens, width, width)?;
         check_rows(K, "out", out.len(), tokens, width, width)?;
-        if key_cache.len() != value_cache.len()
-            || !key_cache.len().is_multiple_of(shape.slot_width())
-        {
-            return Err(shape_error(K, "key and value caches differ in size"));
-        }
+        check_caches(K, key_cache.len(), value_cache.len(), shape.slot_width())?;
         if tokens == 0 {
             return Ok(());
         }
@@ -204,12 +213,7 @@ impl CudaKernels {
         let tokens = slots.len();
         check_rows(K, "k", k.len(), tokens, width, strides.0)?;
         check_rows(K, "v", v.len(), tokens, width, strides.1)?;
-        if key_cache.len() != value_cache.len()
-            || width == 0
-            || !key_cache.len().is_multiple_of(width)
-        {
-            return Err(shape_error(K, "key and value caches differ in size"));
-        }
+        check_caches(K, key_cache.len(), value_cache.len(), width)?;
         if tokens == 0 {
             return Ok(());
         }
