@@ -121,6 +121,11 @@ impl GgufWeights {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// A tensor's dimensions as candle orders them (`[rows, cols]` for a matrix), if the file has it.
+    pub fn tensor_dims(&self, name: &str) -> Option<&[usize]> {
+        self.content.tensor_infos.get(name).map(|t| t.shape.dims())
+    }
+
     pub fn qtensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
         if !self.has_tensor(name) {
             return Err(ModelError::MissingTensor(name.to_string()));
