@@ -25,6 +25,12 @@ pub const LICENSE_LAYER: &str = "application/vnd.docker.ai.license";
 pub const CHAT_TEMPLATE_LAYER: &str = "application/vnd.docker.ai.chat.template.jinja";
 pub const MMPROJ_LAYER: &str = "application/vnd.docker.ai.mmproj";
 
+/// The largest config blob a manifest may declare: a model config is a few KiB, and it is read whole.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The largest layer a manifest may declare. The biggest GGUF files are a few hundred GB; a size beyond
+/// this is a registry lying, refused before any byte is fetched.
+pub const MAX_LAYER_BYTES: u64 = 512 << 30;
+
 /// The annotation that carries a layer's file name.
 pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
 
@@ -38,6 +44,15 @@ pub enum ArtifactError {
     LayerMediaType(String),
     #[error("the model has no GGUF layer")]
     NoWeights,
+    #[error(
+        "the manifest declares a {what} of {size} bytes ({digest}), over the {limit}-byte limit"
+    )]
+    BlobTooLarge {
+        what: &'static str,
+        digest: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("malformed manifest: {0}")]
     MalformedManifest(String),
     #[error("malformed model config: {0}")]
@@ -90,6 +105,18 @@ impl Manifest {
         }
         if ![CONFIG_V01, CONFIG_V02, CNCF_CONFIG].contains(&manifest.config.media_type.as_str()) {
             return Err(ArtifactError::NotAModel(manifest.config.media_type.clone()));
+        }
+        let too_large = |what, blob: &Descriptor, limit| ArtifactError::BlobTooLarge {
+            what,
+            digest: blob.digest.to_string(),
+            size: blob.size,
+            limit,
+        };
+        if manifest.config.size > MAX_CONFIG_BYTES {
+            return Err(too_large("config", &manifest.config, MAX_CONFIG_BYTES));
+        }
+        if let Some(layer) = manifest.layers.iter().find(|l| l.size > MAX_LAYER_BYTES) {
+            return Err(too_large("layer", layer, MAX_LAYER_BYTES));
         }
         for layer in &manifest.layers {
             let known = [
@@ -304,6 +331,26 @@ mod tests {
             annotations: None,
         }
         .to_json()
+    }
+
+    #[test]
+    fn manifests_declaring_oversized_config_or_layers_are_refused() {
+        let sized = |config_size, layer_size| {
+            let mut m: Manifest =
+                serde_json::from_slice(&manifest(CONFIG_V01, &[GGUF_LAYER])).unwrap();
+            m.config.size = config_size;
+            m.layers[0].size = layer_size;
+            Manifest::parse_model(&m.to_json())
+        };
+        assert!(sized(MAX_CONFIG_BYTES, MAX_LAYER_BYTES).is_ok());
+        assert!(matches!(
+            sized(MAX_CONFIG_BYTES + 1, 1),
+            Err(ArtifactError::BlobTooLarge { what: "config", .. })
+        ));
+        assert!(matches!(
+            sized(1, 1 << 40),
+            Err(ArtifactError::BlobTooLarge { what: "layer", .. })
+        ));
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Hugging Face as a second model source: `hf.co/ORG/REPO[:QUANT]` fetches a GGUF through `hf-hub`
 //! (honouring `HF_ENDPOINT` and `HF_TOKEN`) and stores it as the same artifact `package` makes, so nothing
 //! downstream can tell where a model came from.
+//!
+//! What the Hub sends is bounded like a registry's: the listing by a file count, each file by the size the
+//! listing declared (and `MAX_LAYER_BYTES`), the whole download by the free space where it lands.
 
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use crate::artifact::MAX_LAYER_BYTES;
 use crate::digest::Digest;
 use crate::package::{PackageError, PackageSpec, package};
 use crate::progress::{ProgressSink, TransferEvent};
@@ -15,6 +19,8 @@ use crate::store::Store;
 
 /// The quantization picked when the reference names none, as Docker Model Runner does.
 const DEFAULT_QUANTIZATION: &str = "Q4_K_M";
+/// The most files a repository listing may hold; model repositories hold tens.
+const MAX_LISTED_FILES: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HuggingFaceError {
@@ -27,6 +33,14 @@ pub enum HuggingFaceError {
         path: String,
         source: std::io::Error,
     },
+    #[error("Hugging Face {repo}: {file} {problem}")]
+    Oversized {
+        repo: String,
+        file: String,
+        problem: String,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Package(#[from] PackageError),
     #[error("internal task failed: {0}")]
@@ -56,6 +70,13 @@ pub async fn pull(
         if let hf_hub::repository::RepoTreeEntry::File { path, size, .. } = entry.map_err(hub)? {
             files.push((path, size));
         }
+        if files.len() > MAX_LISTED_FILES {
+            return Err(oversized(
+                reference,
+                "the listing",
+                format!("holds over {MAX_LISTED_FILES} files"),
+            ));
+        }
     }
     let chosen = choose_files(&files, reference.quantization.as_deref()).ok_or_else(|| {
         HuggingFaceError::NoGguf {
@@ -71,6 +92,7 @@ pub async fn pull(
             path: std::env::temp_dir().display().to_string(),
             source,
         })?;
+    check_room(reference, &chosen, download_dir.path(), store)?;
     let mut local_paths = Vec::new();
     for (file, size) in &chosen {
         let local = download_dir
@@ -81,7 +103,7 @@ pub async fn pull(
             total: *size,
             done: 0,
         });
-        let (_, mut stream) = repo
+        let (declared, mut stream) = repo
             .download_file_stream()
             .filename(file.clone())
             .send()
@@ -91,10 +113,24 @@ pub async fn pull(
             path: local.display().to_string(),
             source,
         };
+        let longer = || {
+            oversized(
+                reference,
+                file,
+                format!("is longer than the {size} bytes listed"),
+            )
+        };
+        if declared.is_some_and(|len| len > *size) {
+            return Err(longer());
+        }
         let mut out = tokio::fs::File::create(&local).await.map_err(io)?;
         let mut done = 0u64;
+        // Bounded by the listed size: a longer body is refused, whatever the server says its length is.
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(hub)?;
+            if done + chunk.len() as u64 > *size {
+                return Err(longer());
+            }
             out.write_all(&chunk).await.map_err(io)?;
             done += chunk.len() as u64;
             progress(TransferEvent::Advanced {
@@ -103,6 +139,13 @@ pub async fn pull(
             });
         }
         out.flush().await.map_err(io)?;
+        if done != *size {
+            return Err(oversized(
+                reference,
+                file,
+                format!("broke off at {done} of {size} bytes"),
+            ));
+        }
         progress(TransferEvent::Finished {
             id: file.clone(),
             skipped: false,
@@ -120,6 +163,44 @@ pub async fn pull(
         .map_err(|e| HuggingFaceError::Task(e.to_string()))??;
     drop(download_dir);
     Ok(digest)
+}
+
+fn oversized(reference: &HuggingFaceRef, file: &str, problem: String) -> HuggingFaceError {
+    HuggingFaceError::Oversized {
+        repo: reference.repo.clone(),
+        file: file.to_string(),
+        problem,
+    }
+}
+
+/// Refuses files listed beyond `MAX_LAYER_BYTES`, and a download that does not fit where it lands: the
+/// temporary directory, then the store it is copied into.
+fn check_room(
+    reference: &HuggingFaceRef,
+    chosen: &[(String, u64)],
+    download_dir: &Path,
+    store: &Store,
+) -> Result<(), HuggingFaceError> {
+    if let Some((file, size)) = chosen.iter().find(|(_, size)| *size > MAX_LAYER_BYTES) {
+        return Err(oversized(
+            reference,
+            file,
+            format!("is listed at {size} bytes, over the {MAX_LAYER_BYTES}-byte limit"),
+        ));
+    }
+    let total = chosen.iter().map(|(_, size)| size).sum::<u64>();
+    for dir in [download_dir, store.root()] {
+        let available = crate::store::available_bytes(dir)?;
+        if total > available {
+            return Err(crate::store::StoreError::NoSpace {
+                path: dir.display().to_string(),
+                needed: total,
+                available,
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Picks the GGUF file(s) for a quantization: every shard of the match, never a multimodal projector.

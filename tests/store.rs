@@ -449,64 +449,89 @@ fn package_records_license_template_and_context_size() {
     assert!(df.contains("Models"), "{df}");
 }
 
-#[test]
-fn hugging_face_pull_stores_the_same_artifact() {
-    // A loopback stand-in for the hub: the routes hf-hub uses, served by Python's file server.
-    let hub = tempfile::tempdir().unwrap();
-    let gguf = default_model_gguf();
-    let size = std::fs::metadata(&gguf).unwrap().len();
-    let repo = hub.path().join("test-org/SmolLM2-135M-Instruct-GGUF");
-    std::fs::create_dir_all(repo.join("resolve/main")).unwrap();
-    std::fs::copy(
-        &gguf,
-        repo.join("resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    )
-    .unwrap();
-    let tree = hub
-        .path()
-        .join("api/models/test-org/SmolLM2-135M-Instruct-GGUF/tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(
-        tree.join("main"),
-        serde_json::json!([
-            {"type": "file", "oid": "1", "size": 12, "path": "README.md"},
-            {"type": "file", "oid": "2", "size": size, "path": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-        ])
-        .to_string(),
-    )
-    .unwrap();
-    let port = common::free_port();
-    let mut server = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-            "--directory",
-        ])
-        .arg(hub.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 http.server");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+/// A loopback stand-in for the hub serving the default model's GGUF, listed at `listed_size` bytes: the
+/// routes hf-hub uses, served by Python's file server, killed on drop.
+struct FakeHub {
+    _dir: tempfile::TempDir,
+    server: std::process::Child,
+    port: u16,
+}
+
+impl FakeHub {
+    fn start(listed_size: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("test-org/SmolLM2-135M-Instruct-GGUF");
+        std::fs::create_dir_all(repo.join("resolve/main")).unwrap();
+        std::fs::copy(
+            default_model_gguf(),
+            repo.join("resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        )
+        .unwrap();
+        let tree = dir
+            .path()
+            .join("api/models/test-org/SmolLM2-135M-Instruct-GGUF/tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(
+            tree.join("main"),
+            serde_json::json!([
+                {"type": "file", "oid": "1", "size": 12, "path": "README.md"},
+                {"type": "file", "oid": "2", "size": listed_size, "path": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+            ])
+            .to_string(),
+        )
+        .unwrap();
+        let port = common::free_port();
+        let server = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            _dir: dir,
+            server,
+            port,
+        }
     }
 
+    fn pull(&self, cli: &ModelCli) -> std::process::Output {
+        cli.command(&["pull", "hf.co/test-org/SmolLM2-135M-Instruct-GGUF:Q4_1"])
+            .env("HF_ENDPOINT", format!("http://127.0.0.1:{}", self.port))
+            .env("HF_HOME", cli.home.path().join("hf-home"))
+            .env_remove("HF_TOKEN")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for FakeHub {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn hugging_face_pull_stores_the_same_artifact() {
+    let gguf = default_model_gguf();
+    let hub = FakeHub::start(std::fs::metadata(&gguf).unwrap().len());
     let cli = ModelCli::new();
-    let out = cli
-        .command(&["pull", "hf.co/test-org/SmolLM2-135M-Instruct-GGUF:Q4_1"])
-        .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
-        .env("HF_HOME", cli.home.path().join("hf-home"))
-        .env_remove("HF_TOKEN")
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    let out = hub.pull(&cli);
+    drop(hub);
     assert!(
         out.status.success(),
         "{}",
@@ -623,4 +648,446 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.0.to_string()).status();
     }
+}
+
+/// What the hostile registry sends back for one request.
+enum Reply {
+    Whole {
+        status: &'static str,
+        headers: Vec<String>,
+        body: Vec<u8>,
+    },
+    /// A 200 whose body never ends (until 2 GiB or the client hangs up), with no declared length.
+    Endless,
+}
+
+impl Reply {
+    fn ok(body: impl Into<Vec<u8>>) -> Self {
+        Self::Whole {
+            status: "200 OK",
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    fn status(status: &'static str, headers: &[String]) -> Self {
+        Self::Whole {
+            status,
+            headers: headers.to_vec(),
+            body: Vec::new(),
+        }
+    }
+}
+
+/// A registry that misbehaves on demand, since no real one does: a loopback HTTP/1.1 server that records
+/// every request head and answers each through `answer`, one request per connection.
+struct HostileRegistry {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HostileRegistry {
+    fn start(answer: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let server = Self {
+            port: listener.local_addr().unwrap().port(),
+            requests: Arc::new(Mutex::new(Vec::new())),
+            sent: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (requests, sent, stop) = (
+            server.requests.clone(),
+            server.sent.clone(),
+            server.stop.clone(),
+        );
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut client, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let (requests, sent, answer) = (requests.clone(), sent.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let _ = client.set_nonblocking(false);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while head.len() < 64 << 10 && !head.ends_with(b"\r\n\r\n") {
+                        match client.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    requests.lock().unwrap().push(head.clone());
+                    match answer(&head) {
+                        Reply::Whole {
+                            status,
+                            headers,
+                            body,
+                        } => {
+                            let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+                            for header in headers {
+                                out.push_str(&header);
+                                out.push_str("\r\n");
+                            }
+                            if !out.to_ascii_lowercase().contains("content-length") {
+                                out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                            }
+                            out.push_str("\r\n");
+                            let _ = client.write_all(out.as_bytes());
+                            let _ = client.write_all(&body);
+                        }
+                        Reply::Endless => {
+                            let _ =
+                                client.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                            let chunk = vec![b' '; 64 << 10];
+                            for _ in 0..(2u64 << 30) / chunk.len() as u64 {
+                                if client.write_all(&chunk).is_err() {
+                                    break;
+                                }
+                                sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        server
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Request heads whose request line contains `path_part`.
+    fn requests_to(&self, path_part: &str) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|head| head.lines().next().unwrap_or("").contains(path_part))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for HostileRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A small model's blobs and a manifest naming them, with the layer's declared size given.
+struct HostileModel {
+    config: Vec<u8>,
+    layer: Vec<u8>,
+    manifest: Vec<u8>,
+}
+
+impl HostileModel {
+    fn new(declared_layer_size: u64) -> Self {
+        let config =
+            br#"{"config":{"format":"gguf"},"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        let layer = vec![7u8; 1000];
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.docker.ai.model.config.v0.1+json",
+                "digest": format!("sha256:{}", sha256_hex(&config)),
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.docker.ai.gguf.v3",
+                "digest": format!("sha256:{}", sha256_hex(&layer)),
+                "size": declared_layer_size,
+            }],
+        });
+        Self {
+            config,
+            layer,
+            manifest: serde_json::to_vec(&manifest).unwrap(),
+        }
+    }
+
+    /// Answers for the manifest and config; `layer` answers for the layer.
+    fn serve(self, layer: impl Fn() -> Reply + Send + Sync + 'static) -> HostileRegistry {
+        let config_path = format!("/blobs/sha256:{}", sha256_hex(&self.config));
+        HostileRegistry::start(move |head| {
+            let line = head.lines().next().unwrap_or("");
+            if line.contains("/manifests/") {
+                Reply::Whole {
+                    status: "200 OK",
+                    headers: vec![
+                        "Content-Type: application/vnd.oci.image.manifest.v1+json".into(),
+                    ],
+                    body: self.manifest.clone(),
+                }
+            } else if line.contains(&config_path) {
+                Reply::ok(self.config.clone())
+            } else if line.contains("/blobs/") {
+                layer()
+            } else {
+                Reply::ok("{}")
+            }
+        })
+    }
+}
+
+fn partial_downloads(cli: &ModelCli) -> Vec<String> {
+    cli.stored_files()
+        .into_iter()
+        .filter(|f| f.ends_with(".partial"))
+        .collect()
+}
+
+#[test]
+fn pull_stops_reading_an_oversized_manifest_at_the_cap() {
+    let endless = HostileRegistry::start(|head| {
+        if head.starts_with("GET /v2/ ") {
+            Reply::ok("{}")
+        } else {
+            Reply::Endless
+        }
+    });
+    let cli = ModelCli::new();
+    let error = cli.fails(&["pull", &format!("{}/ai/huge:v1", endless.host())]);
+    assert!(
+        error.contains("manifest over the 4194304-byte limit"),
+        "{error}"
+    );
+    let sent = endless.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sent < 64 << 20,
+        "the client kept reading past the cap: {sent} bytes sent"
+    );
+
+    // A declared length over the cap is refused before a byte of the body is read.
+    let declared = HostileRegistry::start(|head| {
+        if head.starts_with("GET /v2/ ") {
+            Reply::ok("{}")
+        } else {
+            Reply::status("200 OK", &["Content-Length: 1073741824".into()])
+        }
+    });
+    let error = cli.fails(&["pull", &format!("{}/ai/huge:v1", declared.host())]);
+    assert!(error.contains("manifest over the"), "{error}");
+    assert!(cli.stored_files().is_empty(), "{:?}", cli.stored_files());
+}
+
+#[test]
+fn pull_deletes_a_blob_longer_than_declared_or_with_a_wrong_digest() {
+    let cli = ModelCli::new();
+    let longer = HostileModel::new(1000).serve(|| Reply::ok(vec![7u8; 6000]));
+    let error = cli.fails(&["pull", &format!("{}/ai/long:v1", longer.host())]);
+    assert!(
+        error.contains("more than the 1000 bytes declared"),
+        "{error}"
+    );
+    assert!(
+        partial_downloads(&cli).is_empty(),
+        "{:?}",
+        cli.stored_files()
+    );
+
+    let wrong = HostileModel::new(1000).serve(|| Reply::ok(vec![8u8; 1000]));
+    let error = cli.fails(&["pull", &format!("{}/ai/wrong:v1", wrong.host())]);
+    assert!(error.contains("digest mismatch"), "{error}");
+    assert!(
+        partial_downloads(&cli).is_empty(),
+        "{:?}",
+        cli.stored_files()
+    );
+
+    // The honest registry's model pulls: the hostile parts were the only reason for refusal.
+    let model = HostileModel::new(1000);
+    let layer = model.layer.clone();
+    let honest = model.serve(move || Reply::ok(layer.clone()));
+    cli.ok(&["pull", &format!("{}/ai/honest:v1", honest.host())]);
+    assert!(
+        partial_downloads(&cli).is_empty(),
+        "{:?}",
+        cli.stored_files()
+    );
+}
+
+#[test]
+fn pull_refuses_a_layer_declared_beyond_the_bound_or_the_free_space_before_fetching_it() {
+    let cli = ModelCli::new();
+    let tebibyte = HostileModel::new(1 << 40).serve(|| Reply::Endless);
+    let error = cli.fails(&["pull", &format!("{}/ai/tebibyte:v1", tebibyte.host())]);
+    assert!(error.contains("over the"), "{error}");
+    assert!(tebibyte.requests_to("/blobs/").is_empty());
+    assert!(cli.stored_files().is_empty(), "{:?}", cli.stored_files());
+
+    // Under the bound but over the free space of the store's disk.
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(cli.home.path())
+        .output()
+        .unwrap();
+    let free: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap();
+    let declared = free + (4 << 30);
+    if declared <= 512 << 30 {
+        let big = HostileModel::new(declared).serve(|| Reply::Endless);
+        let error = cli.fails(&["pull", &format!("{}/ai/big:v1", big.host())]);
+        assert!(error.contains("not enough disk space"), "{error}");
+        assert!(big.requests_to("/blobs/").is_empty());
+        assert!(cli.stored_files().is_empty(), "{:?}", cli.stored_files());
+    }
+}
+
+/// Pulls from `registry` with registry credentials in the environment, scoped to `scope` when given.
+fn pull_with_env_credentials(registry: &HostileRegistry, scope: Option<&str>, token: bool) {
+    let cli = ModelCli::new();
+    let reference = format!("{}/ai/secret:v1", registry.host());
+    let mut command = cli.command(&["pull", &reference]);
+    if token {
+        command.env("MODEL_RUNNER_REGISTRY_TOKEN", "s3cr3t-token");
+    } else {
+        command
+            .env("MODEL_RUNNER_REGISTRY_USERNAME", "alice")
+            .env("MODEL_RUNNER_REGISTRY_PASSWORD", "s3cr3t");
+    }
+    match scope {
+        Some(host) => command.env("MODEL_RUNNER_REGISTRY_HOST", host),
+        None => command.env_remove("MODEL_RUNNER_REGISTRY_HOST"),
+    };
+    let _ = command.output().unwrap();
+}
+
+fn authorization_headers(registry: &HostileRegistry) -> Vec<String> {
+    registry
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|head| head.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| line.to_ascii_lowercase().starts_with("authorization:"))
+        .collect()
+}
+
+#[test]
+fn env_credentials_go_only_to_the_registry_named_by_registry_host() {
+    // The registry asks for Basic credentials, as a private one does.
+    let asks = || {
+        HostileRegistry::start(|head| {
+            if head.to_ascii_lowercase().contains("\nauthorization:") {
+                Reply::status("404 Not Found", &[])
+            } else {
+                Reply::status(
+                    "401 Unauthorized",
+                    &[r#"WWW-Authenticate: Basic realm="registry""#.into()],
+                )
+            }
+        })
+    };
+    for (scope, token) in [
+        (None, false),
+        (None, true),
+        (Some("registry.example.invalid:5000"), false),
+        (Some("registry.example.invalid:5000"), true),
+    ] {
+        let registry = asks();
+        pull_with_env_credentials(&registry, scope, token);
+        assert!(
+            !registry.requests.lock().unwrap().is_empty(),
+            "the pull reached the registry"
+        );
+        let sent = authorization_headers(&registry);
+        assert!(
+            sent.is_empty(),
+            "credentials scoped to {scope:?} (token: {token}) went to {}: {sent:?}",
+            registry.host()
+        );
+    }
+
+    // Scoped to this registry, they are presented.
+    let registry = asks();
+    pull_with_env_credentials(&registry, Some(&registry.host()), false);
+    let sent = authorization_headers(&registry);
+    assert!(
+        sent.iter().any(|h| h.contains("Basic YWxpY2U6czNjcjN0")),
+        "{sent:?}"
+    );
+    let registry = asks();
+    pull_with_env_credentials(&registry, Some(&registry.host()), true);
+    assert!(
+        authorization_headers(&registry)
+            .iter()
+            .any(|h| h.contains("Bearer s3cr3t-token"))
+    );
+}
+
+#[test]
+fn basic_credentials_are_withheld_from_a_token_realm_on_another_host() {
+    // One server plays registry and realm; the realm's URL names it as `localhost`, another host.
+    let realm_host = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let realm = realm_host.clone();
+    let registry = HostileRegistry::start(move |head| {
+        let line = head.lines().next().unwrap_or("");
+        if line.contains("/token") {
+            Reply::ok(r#"{"token":"anonymous-token"}"#)
+        } else if line.starts_with("GET /v2/ ") {
+            let challenge = format!(
+                r#"WWW-Authenticate: Bearer realm="http://{}/token",service="hostile""#,
+                realm.lock().unwrap()
+            );
+            Reply::status("401 Unauthorized", &[challenge])
+        } else {
+            Reply::status("404 Not Found", &[])
+        }
+    });
+    for (realm_at, gets_credentials) in [
+        (format!("localhost:{}", registry.port), false),
+        (registry.host(), true),
+    ] {
+        *realm_host.lock().unwrap() = realm_at.clone();
+        registry.requests.lock().unwrap().clear();
+        pull_with_env_credentials(&registry, Some(&registry.host()), false);
+        let token_requests = registry.requests_to("/token");
+        assert_eq!(token_requests.len(), 1, "one token request");
+        let sent_basic = token_requests[0].contains("Basic YWxpY2U6czNjcjN0");
+        assert_eq!(
+            sent_basic, gets_credentials,
+            "realm {realm_at}: {token_requests:?}"
+        );
+        // The token goes to the registry, never the credentials beyond the realm.
+        assert!(
+            registry
+                .requests_to("/manifests/")
+                .iter()
+                .all(|h| h.contains("Bearer anonymous-token") && !h.contains("Basic "))
+        );
+    }
+}
+
+#[test]
+fn hugging_face_pull_refuses_a_file_longer_than_listed() {
+    let hub = FakeHub::start(1000);
+    let cli = ModelCli::new();
+    let out = hub.pull(&cli);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        error.contains("longer than the 1000 bytes listed"),
+        "{error}"
+    );
+    assert!(cli.stored_files().is_empty(), "{:?}", cli.stored_files());
 }

@@ -1,11 +1,14 @@
-//! OCI registry access through `oci-client`: pulling models into the store and pushing them out.
+//! OCI registry access: pulling models into the store and pushing them out.
 //!
-//! Plain HTTP is used only for registries named insecure: loopback ones, as Docker does, or any with
-//! `--insecure`. Everything fetched is verified by the store before it becomes visible.
+//! Pulls speak the distribution API through `session` (every response bounded, credentials only for their
+//! own registry); pushes go through `oci-client`. Plain HTTP is used only for registries named insecure:
+//! loopback ones, as Docker does, or any with `--insecure`. Everything fetched is verified by the store
+//! before it becomes visible.
 
 mod credentials;
 mod pull;
 mod push;
+mod session;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
@@ -28,7 +31,7 @@ pub enum RegistryError {
     #[error("model not found in registry: {0}")]
     NotFound(String),
     #[error(
-        "unauthorized: the registry refused credentials for {0} (log in, or set MODEL_RUNNER_REGISTRY_USERNAME/_PASSWORD)"
+        "unauthorized: the registry refused credentials for {0} (log in, or set MODEL_RUNNER_REGISTRY_HOST with _USERNAME/_PASSWORD)"
     )]
     Unauthorized(String),
     #[error("registry {registry} failed: {message}")]
@@ -38,6 +41,18 @@ pub enum RegistryError {
         reference: String,
         expected: String,
         actual: String,
+    },
+    #[error("registry {registry} sent a {what} over the {limit}-byte limit")]
+    TooLarge {
+        registry: String,
+        what: &'static str,
+        limit: u64,
+    },
+    #[error("registry {registry} sent more than the {declared} bytes declared for blob {digest}")]
+    BlobOverrun {
+        registry: String,
+        digest: String,
+        declared: u64,
     },
     #[error("{0} is an image index (multi-platform list), not a model manifest")]
     IndexNotSupported(String),
@@ -57,8 +72,13 @@ pub struct RegistryOptions {
 }
 
 impl RegistryOptions {
+    /// Whether `reference`'s registry is spoken to over plain HTTP.
+    fn plain_http(&self, reference: &ModelRef) -> bool {
+        self.insecure || reference.is_loopback_registry()
+    }
+
     fn client_for(&self, reference: &ModelRef) -> oci_client::Client {
-        let protocol = if self.insecure || reference.is_loopback_registry() {
+        let protocol = if self.plain_http(reference) {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https

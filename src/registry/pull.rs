@@ -1,10 +1,13 @@
 //! `pull`: manifest, config and layers from a registry into the store, resuming interrupted blobs.
+//!
+//! Nothing a registry sends is trusted for its size: the manifest is capped, the manifest's declared sizes
+//! are bounded and checked against free disk space before any blob is fetched, and a blob's body is never
+//! read past its declared size.
 
 use futures::{StreamExt, TryStreamExt};
-use oci_client::client::BlobResponse;
-use oci_client::manifest::OciDescriptor;
 
-use super::{CONCURRENT_TRANSFERS, RegistryError, RegistryOptions, classify, registry_auth};
+use super::session::{BlobBody, RegistrySession};
+use super::{CONCURRENT_TRANSFERS, RegistryError, RegistryOptions};
 use crate::artifact::{self, Descriptor, Manifest};
 use crate::digest::Digest;
 use crate::progress::{ProgressSink, TransferEvent};
@@ -18,21 +21,14 @@ pub async fn pull(
     options: &RegistryOptions,
     progress: ProgressSink,
 ) -> Result<Digest, RegistryError> {
-    let client = options.client_for(reference);
-    let oci_ref = reference.to_oci();
-    let auth = registry_auth(reference.registry());
-    let (raw, _) = client
-        .pull_manifest_raw(
-            &oci_ref,
-            &auth,
-            &[
-                artifact::OCI_MANIFEST,
-                artifact::DOCKER_MANIFEST_V2,
-                artifact::OCI_INDEX,
-            ],
-        )
-        .await
-        .map_err(|e| classify(reference, e))?;
+    let session = RegistrySession::open(reference, options).await?;
+    let raw = session
+        .manifest(&[
+            artifact::OCI_MANIFEST,
+            artifact::DOCKER_MANIFEST_V2,
+            artifact::OCI_INDEX,
+        ])
+        .await?;
     let manifest_digest = Digest::of_bytes(&raw);
     if let Some(expected) = reference.digest()
         && *expected != manifest_digest
@@ -57,15 +53,19 @@ pub async fn pull(
         manifest_digest
     )));
 
-    let guard_store = store.clone();
-    let _guard = tokio::task::spawn_blocking(move || guard_store.write_guard())
-        .await
-        .map_err(|e| RegistryError::Task(e.to_string()))??;
+    let (guard_store, blobs) = (store.clone(), manifest.blobs().cloned().collect::<Vec<_>>());
+    let _guard = tokio::task::spawn_blocking(move || {
+        let guard = guard_store.write_guard()?;
+        guard_store.ensure_room(&blobs)?;
+        Ok::<_, crate::store::StoreError>(guard)
+    })
+    .await
+    .map_err(|e| RegistryError::Task(e.to_string()))??;
 
     futures::stream::iter(manifest.blobs().cloned())
         .map(|descriptor| {
-            let (client, oci_ref, progress) = (&client, &oci_ref, progress.clone());
-            async move { fetch_blob(client, oci_ref, store, &descriptor, progress).await }
+            let (session, progress) = (&session, progress.clone());
+            async move { fetch_blob(session, store, &descriptor, progress).await }
         })
         .buffer_unordered(CONCURRENT_TRANSFERS)
         .try_collect::<Vec<()>>()
@@ -86,8 +86,7 @@ pub async fn pull(
 
 /// Fetches one blob into the store unless it is there already, resuming from a partial file.
 async fn fetch_blob(
-    client: &oci_client::Client,
-    oci_ref: &oci_client::Reference,
+    session: &RegistrySession,
     store: &Store,
     descriptor: &Descriptor,
     progress: ProgressSink,
@@ -112,11 +111,7 @@ async fn fetch_blob(
         done: partial.offset(),
     });
     if partial.offset() < size {
-        let result = stream_into(client, oci_ref, descriptor, &mut partial, &id, &progress).await;
-        // With every byte received, the digest check below is the judge, whatever the stream said last.
-        if partial.offset() < size {
-            result?;
-        }
+        stream_into(session, descriptor, &mut partial, &id, &progress).await?;
     }
     tokio::task::spawn_blocking(move || partial.commit())
         .await
@@ -125,51 +120,54 @@ async fn fetch_blob(
     Ok(())
 }
 
+/// Streams the rest of a blob into its partial file, stopping at the declared size. A registry that sends
+/// more has lied about the blob: the partial is deleted, as it is after a digest mismatch.
 async fn stream_into(
-    client: &oci_client::Client,
-    oci_ref: &oci_client::Reference,
+    session: &RegistrySession,
     descriptor: &Descriptor,
     partial: &mut PartialBlob,
     id: &str,
     progress: &ProgressSink,
 ) -> Result<(), RegistryError> {
-    let layer = OciDescriptor {
-        media_type: descriptor.media_type.clone(),
-        digest: descriptor.digest.to_string(),
-        size: descriptor.size as i64,
-        ..Default::default()
-    };
-    let reference = ModelRef::parse(&oci_ref.whole()).ok();
-    let classify_here = |e| match &reference {
-        Some(r) => classify(r, e),
-        None => RegistryError::Registry {
-            registry: oci_ref.registry().to_string(),
-            message: e.to_string(),
-        },
-    };
-    let response = client
-        .pull_blob_stream_partial(oci_ref, &layer, partial.offset(), None)
-        .await
-        .map_err(classify_here)?;
-    let mut stream = match response {
-        BlobResponse::Partial(stream) => stream,
-        BlobResponse::Full(stream) => {
-            // The registry ignored our Range header: start again from zero.
-            if partial.offset() > 0 {
-                partial.restart()?;
-            }
-            stream
+    let size = descriptor.size;
+    let mut body: BlobBody = session.blob(&descriptor.digest, partial.offset()).await?;
+    if !body.resumed && partial.offset() > 0 {
+        // The registry ignored our Range header: start again from zero.
+        partial.restart()?;
+    }
+    let overrun = |partial: &mut PartialBlob| {
+        partial.discard();
+        RegistryError::BlobOverrun {
+            registry: session.registry().to_string(),
+            digest: descriptor.digest.to_string(),
+            declared: size,
         }
     };
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Registry {
-            registry: oci_ref.registry().to_string(),
-            message: format!(
-                "download of {} broke off: {}",
-                descriptor.digest,
-                super::root_cause(&e)
-            ),
-        })?;
+    if body
+        .declared_len()
+        .is_some_and(|len| len > size - partial.offset())
+    {
+        return Err(overrun(partial));
+    }
+    // Bounded by the declared size: every chunk is non-empty or ends the loop.
+    while partial.offset() < size {
+        let chunk = body
+            .next_chunk()
+            .await
+            .map_err(|e| RegistryError::Registry {
+                registry: session.registry().to_string(),
+                message: format!(
+                    "download of {} broke off: {}",
+                    descriptor.digest,
+                    super::root_cause(&e)
+                ),
+            })?;
+        let Some(chunk) = chunk else {
+            break;
+        };
+        if chunk.len() as u64 > size - partial.offset() {
+            return Err(overrun(partial));
+        }
         partial.write(&chunk)?;
         progress(TransferEvent::Advanced {
             id: id.to_string(),

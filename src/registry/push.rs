@@ -4,7 +4,8 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::header::HeaderValue;
 use tokio::io::AsyncReadExt;
 
-use super::{CONCURRENT_TRANSFERS, RegistryError, RegistryOptions, classify, registry_auth};
+use super::session::RegistrySession;
+use super::{CONCURRENT_TRANSFERS, RegistryError, RegistryOptions, classify};
 use crate::artifact::{self, Descriptor};
 use crate::digest::Digest;
 use crate::progress::{ProgressSink, TransferEvent};
@@ -23,7 +24,7 @@ pub async fn push(
 ) -> Result<Digest, RegistryError> {
     let client = options.client_for(target);
     let oci_ref = target.without_digest().to_oci();
-    let auth = registry_auth(target.registry());
+    let auth = RegistrySession::push_auth(target, options).await?;
     client
         .auth(&oci_ref, &auth, oci_client::RegistryOperation::Push)
         .await

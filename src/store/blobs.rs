@@ -2,11 +2,13 @@
 //!
 //! Incoming bytes go to `incoming/<hex>.partial` under an exclusive lock on `incoming/<hex>.lock`, so two
 //! processes fetching the same blob take turns and the second finds it already present. A partial file
-//! outlives an interrupted download so the next attempt resumes from where it stopped.
+//! outlives an interrupted download so the next attempt resumes from where it stopped; garbage collection
+//! removes one left untouched for a day, unless a writer holds its lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
@@ -24,6 +26,16 @@ impl FileLock {
         let file = open_lock_file(path)?;
         file.lock().map_err(io_error(path))?;
         Ok(Self { _file: file })
+    }
+
+    /// The lock if nobody holds it, `None` if someone does.
+    pub(crate) fn try_exclusive(path: &Path) -> Result<Option<Self>, StoreError> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(path)(e)),
+        }
     }
 
     pub(crate) fn shared(path: &Path) -> Result<Self, StoreError> {
@@ -79,7 +91,7 @@ pub(crate) fn begin(
     if blob_is_present(&final_path, size) {
         return Ok(BlobIngest::Present);
     }
-    let partial_path = incoming_dir.join(format!("{}.partial", digest.hex()));
+    let partial_path = partial_path(incoming_dir, digest);
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -107,6 +119,85 @@ pub(crate) fn begin(
         written,
         _lock: lock,
     })))
+}
+
+/// Where a blob's bytes gather while it is fetched.
+pub(crate) fn partial_path(incoming_dir: &Path, digest: &Digest) -> PathBuf {
+    incoming_dir.join(format!("{}.partial", digest.hex()))
+}
+
+/// Deletes partial and temporary files in `incoming_dir` untouched for longer than `max_age`, except those of
+/// blobs whose lock a writer holds (a live pull, however old its bytes). Returns the bytes freed. Lock files
+/// stay: deleting one a waiter has opened would let a newcomer lock a fresh file beside it.
+pub(crate) fn remove_stale_partials(
+    incoming_dir: &Path,
+    max_age: Duration,
+) -> Result<u64, StoreError> {
+    let now = SystemTime::now();
+    let mut freed = 0;
+    for entry in fs::read_dir(incoming_dir).map_err(io_error(incoming_dir))? {
+        let entry = entry.map_err(io_error(incoming_dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_suffix(".partial")
+            .or_else(|| name.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok());
+        if !age.is_some_and(|age| age > max_age) {
+            continue;
+        }
+        let _held = match Digest::parse(&format!("sha256:{stem}")) {
+            Ok(digest) => {
+                match FileLock::try_exclusive(&incoming_dir.join(format!("{}.lock", digest.hex())))?
+                {
+                    Some(lock) => Some(lock),
+                    None => continue,
+                }
+            }
+            // Imports and atomic writes have no lock; while alive they keep their file's time fresh.
+            Err(_) => None,
+        };
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => freed += meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&path)(e)),
+        }
+    }
+    Ok(freed)
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `path`.
+#[cfg(unix)]
+#[allow(clippy::useless_conversion)] // the statvfs field widths differ between platforms
+pub(crate) fn available_bytes(path: &Path) -> Result<u64, StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io_error(path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path holds a NUL byte",
+        ))
+    })?;
+    // SAFETY: statvfs only writes into the zeroed struct we own, reading the NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(io_error(path)(io::Error::last_os_error()));
+    }
+    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+/// Without statvfs the check is left to the writes themselves.
+#[cfg(not(unix))]
+pub(crate) fn available_bytes(_path: &Path) -> Result<u64, StoreError> {
+    Ok(u64::MAX)
 }
 
 fn blob_is_present(path: &Path, size: u64) -> bool {
@@ -189,7 +280,8 @@ impl PartialBlob {
         Ok(())
     }
 
-    fn discard(&mut self) {
+    /// Deletes what was gathered: for bytes shown to be wrong, which no resume could make right.
+    pub fn discard(&mut self) {
         let _ = fs::remove_file(&self.partial_path);
     }
 }

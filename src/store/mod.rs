@@ -4,7 +4,7 @@
 //! $MODEL_RUNNER_HOME/
 //!   blobs/sha256/<hex>        config blobs and layers (GGUF, licenses, templates), verified
 //!   manifests/sha256/<hex>    model manifests, by digest
-//!   incoming/                 partial downloads (kept for resume) and their locks
+//!   incoming/                 partial downloads (kept for resume, collected after a day) and their locks
 //!   index.json                reference -> manifest digest
 //!   index.lock, gc.lock       advisory locks
 //! ```
@@ -27,12 +27,20 @@ pub use blobs::FileLock;
 pub use blobs::{BlobIngest, PartialBlob};
 use index::ReferenceIndex;
 
-use crate::artifact::{ArtifactError, ConfigFile, Manifest};
+use crate::artifact::{ArtifactError, ConfigFile, Descriptor, Manifest};
 use crate::digest::Digest;
 use crate::reference::{ModelRef, ModelSource, ReferenceError};
 
 /// The environment variable that moves the store.
 pub const HOME_ENV: &str = "MODEL_RUNNER_HOME";
+
+/// A partial download untouched this long is abandoned: garbage collection deletes it.
+pub const STALE_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Bytes free for an unprivileged writer on the file system holding `path`.
+pub fn available_bytes(path: &Path) -> Result<u64, StoreError> {
+    blobs::available_bytes(path)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +66,14 @@ pub enum StoreError {
         digest: String,
         expected: u64,
         actual: u64,
+    },
+    #[error(
+        "not enough disk space under {path}: the download needs {needed} more bytes, {available} are free"
+    )]
+    NoSpace {
+        path: String,
+        needed: u64,
+        available: u64,
     },
     #[error("blob {0} is missing from the store")]
     MissingBlob(String),
@@ -186,6 +202,33 @@ impl Store {
 
     pub fn begin_blob(&self, digest: &Digest, size: u64) -> Result<BlobIngest, StoreError> {
         blobs::begin(&self.blobs_dir, &self.incoming_dir, digest, size)
+    }
+
+    /// Refuses a download that cannot fit: the bytes still missing of `blobs` (less what partial files
+    /// already hold) against the free space of the store's file system.
+    pub fn ensure_room<'a>(
+        &self,
+        blobs: impl IntoIterator<Item = &'a Descriptor>,
+    ) -> Result<(), StoreError> {
+        let mut needed = 0u64;
+        for blob in blobs {
+            if fs::metadata(self.blob_path(&blob.digest)).is_ok_and(|m| m.len() == blob.size) {
+                continue;
+            }
+            let held = fs::metadata(blobs::partial_path(&self.incoming_dir, &blob.digest))
+                .map_or(0, |m| m.len())
+                .min(blob.size);
+            needed = needed.saturating_add(blob.size - held);
+        }
+        let available = available_bytes(&self.incoming_dir)?;
+        if needed > available {
+            return Err(StoreError::NoSpace {
+                path: self.root.display().to_string(),
+                needed,
+                available,
+            });
+        }
+        Ok(())
     }
 
     /// Copies a local file into the store; `on_progress` hears the bytes copied so far.
@@ -406,7 +449,8 @@ impl Store {
         })
     }
 
-    /// Deletes manifests no reference names and blobs no manifest names. Returns what went and bytes freed.
+    /// Deletes manifests no reference names, blobs no manifest names, and partial downloads abandoned for
+    /// `STALE_PARTIAL_AGE`. Returns the manifests that went and the bytes freed.
     pub fn collect_garbage(&self) -> Result<(Vec<Digest>, u64), StoreError> {
         let _gc = FileLock::exclusive(&self.root.join("gc.lock"))?;
         let index = self.load_index()?;
@@ -432,6 +476,7 @@ impl Store {
                 fs::remove_file(&path).map_err(io_error(&path))?;
             }
         }
+        freed += blobs::remove_stale_partials(&self.incoming_dir, STALE_PARTIAL_AGE)?;
         Ok((deleted, freed))
     }
 
@@ -448,6 +493,8 @@ impl Store {
         Ok(out)
     }
 
+    /// Models and their blobs, and apart from them the partial downloads in `incoming/` (live or not),
+    /// which are not model data.
     pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
         let index = self.load_index()?;
         let mut usage = DiskUsage {
@@ -469,5 +516,72 @@ impl Store {
             }
         }
         Ok(usage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(path: &Path, by: std::time::Duration) {
+        let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - by)
+            .unwrap();
+    }
+
+    #[test]
+    fn gc_removes_an_abandoned_partial_but_not_one_a_pull_holds() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (abandoned, live, fresh) = (
+            Digest::of_bytes(b"abandoned"),
+            Digest::of_bytes(b"live"),
+            Digest::of_bytes(b"fresh"),
+        );
+        for digest in [&abandoned, &live, &fresh] {
+            let BlobIngest::Partial(mut partial) = store.begin_blob(digest, 100).unwrap() else {
+                panic!("nothing stored yet");
+            };
+            partial.write(&[7; 40]).unwrap();
+        }
+        // The live pull holds its blob's lock while GC runs.
+        let BlobIngest::Partial(held) = store.begin_blob(&live, 100).unwrap() else {
+            panic!("the partial is still there");
+        };
+        assert_eq!(held.offset(), 40);
+        let partial = |d: &Digest| blobs::partial_path(&store.incoming_dir, d);
+        let day = STALE_PARTIAL_AGE + std::time::Duration::from_secs(60);
+        age(&partial(&abandoned), day);
+        age(&partial(&live), day);
+
+        let (_, freed) = store.collect_garbage().unwrap();
+        assert_eq!(freed, 40);
+        assert!(!partial(&abandoned).exists());
+        assert!(partial(&live).exists(), "a held partial was collected");
+        assert!(partial(&fresh).exists(), "a recent partial was collected");
+        assert_eq!(store.disk_usage().unwrap().partial_bytes, 80);
+
+        // Once the pull lets go, its partial is as abandoned as any.
+        drop(held);
+        store.collect_garbage().unwrap();
+        assert!(!partial(&live).exists());
+    }
+
+    #[test]
+    fn a_download_larger_than_the_free_space_is_refused_before_it_starts() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let free = available_bytes(root.path()).unwrap();
+        let blob = |size| Descriptor {
+            media_type: crate::artifact::GGUF_LAYER.into(),
+            digest: Digest::of_bytes(b"big"),
+            size,
+            annotations: None,
+        };
+        assert!(store.ensure_room([&blob(1 << 20)]).is_ok());
+        assert!(matches!(
+            store.ensure_room([&blob(free + (1 << 30))]),
+            Err(StoreError::NoSpace { .. })
+        ));
     }
 }
