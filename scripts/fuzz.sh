@@ -70,13 +70,16 @@ for t in "${targets[@]}"; do
   [[ -d $fuzz/seeds/$t ]] && seeds=("$fuzz/seeds/$t")
   log="$artifacts/fuzz.log"
   echo "== $t: ${seconds}s" >&2
+  touch "$artifacts/.started"
   rc=0
   # libFuzzer stops itself after -max_total_time; the outer timeout only catches a wedged process.
   (cd "$artifacts" && timeout --kill-after=10 $((seconds + 120)) nice -n 19 "$bin" "${flags[@]}" \
     -artifact_prefix="$artifacts/" "${extra[@]}" "$corpus" "${seeds[@]}") >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   [[ -n $execs ]] || execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
-  crashes=$(grep -o 'Test unit written to [^ ]*' "$log" | sed 's/Test unit written to //' | sort -u || true)
+  # Crash, leak, OOM and timeout files this run wrote (fork mode does not name them in its log).
+  crashes=$(find "$artifacts" -maxdepth 1 -type f -newer "$artifacts/.started" \
+    \( -name 'crash-*' -o -name 'leak-*' -o -name 'oom-*' -o -name 'timeout-*' \) | sort)
   line="$t: ${execs:-?} executions, corpus $(find "$corpus" -type f | wc -l) files, exit $rc"
   if [[ -n $crashes || $rc -ne 0 ]]; then
     failed=1

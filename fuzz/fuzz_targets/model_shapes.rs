@@ -149,7 +149,7 @@ fuzz_target!(init: fuzz_support::single_threaded(), |input: Input| {
         return;
     }
     let arch = ARCHITECTURES[input.architecture as usize % ARCHITECTURES.len()];
-    let dtype = [GgmlDType::F32, GgmlDType::F16, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4_K]
+    let dtype = [GgmlDType::F32, GgmlDType::F16, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4K]
         [input.dtype as usize % 5];
     let layers = 1 + input.layers as usize % 2;
     let heads = 1 + input.heads as usize % 4;
@@ -231,5 +231,5 @@ fuzz_target!(init: fuzz_support::single_threaded(), |input: Input| {
         ignore_eos: true,
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let _ = engine.generate(&request, &mut |_| {}, &cancel);
+    let _ = engine.generate(&request, &mut |_: &str| {}, &cancel);
 });
