@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let format = FORMATS[*selector as usize % FORMATS.len()];
     let text = String::from_utf8_lossy(rest);
-    let whole = run(format, &[&text]);
+    let whole = run(format, &[text.as_ref()]);
     let pieces = fuzz_support::split_chunks(&text, u64::from(*seed) * 0x9E37_79B9 + rest.len() as u64);
     let split = run(format, &pieces);
     assert_eq!(whole, split, "{format:?}: the answer depends on how the text was split: {pieces:?}");
