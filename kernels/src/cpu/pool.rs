@@ -9,8 +9,15 @@
 //! only by moving that word from `(g, n, i)` to `(g, n, i + 1)`, and reads the loop's closure only after
 //! such a claim succeeds, while the loop's caller is still waiting for it. So no worker ever touches a
 //! loop that has ended. The caller runs tasks too, and returns when all of its loop's tasks are done.
+//!
+//! A task that panics is caught where it runs (worker or caller) and counted done like the others; the
+//! first panic's payload is kept and re-raised in the caller only once every task of the loop has ended,
+//! so no worker still reads the loop's closure while the caller's stack unwinds, and every worker stays
+//! alive for the next loop. Catching costs nothing on the path where no task panics.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,6 +38,9 @@ struct Shared {
     /// The current loop's `Slot`, stored before its generation is published.
     slot: AtomicPtr<Slot<'static>>,
     done: AtomicUsize,
+    /// Set when a task of the current loop panicked; its payload waits in `panic` for the caller.
+    panicked: AtomicBool,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
     sleepers: AtomicUsize,
     wake: Condvar,
     sleep_lock: Mutex<()>,
@@ -63,6 +73,8 @@ impl ThreadPool {
             state: AtomicU64::new(0),
             slot: AtomicPtr::new(std::ptr::null_mut()),
             done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            panic: Mutex::new(None),
             sleepers: AtomicUsize::new(0),
             wake: Condvar::new(),
             sleep_lock: Mutex::new(()),
@@ -90,7 +102,8 @@ impl ThreadPool {
         self.threads
     }
 
-    /// Runs `f(0..tasks)`, spread over the pool; returns when every task has run.
+    /// Runs `f(0..tasks)`, spread over the pool; returns when every task has run. If a task panics, the
+    /// panic is re-raised here after all the loop's tasks have ended, and the pool stays usable.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if tasks == 0 {
             return;
@@ -103,7 +116,7 @@ impl ThreadPool {
             }
             return;
         }
-        let _guard = match self.running.try_lock() {
+        let guard = match self.running.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => {
@@ -131,6 +144,12 @@ impl ThreadPool {
         run_tasks(s, generation);
         while s.done.load(Ordering::Acquire) < tasks {
             std::hint::spin_loop();
+        }
+        if s.panicked.load(Ordering::Acquire) {
+            s.panicked.store(false, Ordering::Relaxed);
+            let payload = s.panic.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(guard);
+            resume_unwind(payload.unwrap_or_else(|| Box::new("a pool task panicked")));
         }
     }
 
@@ -187,7 +206,15 @@ fn run_tasks(s: &Shared, generation: u64) {
                 // SAFETY: task `next` of `generation` is claimed and not yet done, so the loop's caller
                 // is still inside `run`, its `Slot` alive and published (stored before the generation).
                 let slot = unsafe { &*s.slot.load(Ordering::Acquire) };
-                (slot.f)(next as usize);
+                // Caught so that the task still counts as done and this thread lives on; the caller
+                // re-raises it once the loop has ended.
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (slot.f)(next as usize))) {
+                    let mut first = s.panic.lock().unwrap_or_else(|p| p.into_inner());
+                    if first.is_none() {
+                        *first = Some(payload);
+                    }
+                    s.panicked.store(true, Ordering::Release);
+                }
                 s.done.fetch_add(1, Ordering::Release);
                 state = s.state.load(Ordering::Acquire);
             }
@@ -240,6 +267,36 @@ mod tests {
                 hits[i].fetch_add(1, Ordering::Relaxed);
             });
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_panics_the_caller_after_the_others_end_and_the_pool_keeps_working() {
+        let pool = ThreadPool::new(3);
+        for round in 0..50usize {
+            let ran = AtomicUsize::new(0);
+            let bad = round % 16;
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                pool.run(16, &|i| {
+                    if i == bad {
+                        panic!("task {i} fails");
+                    }
+                    thread::sleep(Duration::from_micros(200));
+                    ran.fetch_add(1, Ordering::SeqCst);
+                });
+            }));
+            let payload = outcome.expect_err("the task's panic reaches the caller");
+            assert_eq!(
+                payload.downcast_ref::<String>().map(String::as_str),
+                Some(format!("task {bad} fails").as_str())
+            );
+            // Every other task had finished before the panic reached the caller.
+            assert_eq!(ran.load(Ordering::SeqCst), 15);
+            let sum = AtomicUsize::new(0);
+            pool.run(10, &|i| {
+                sum.fetch_add(i, Ordering::Relaxed);
+            });
+            assert_eq!(sum.load(Ordering::Relaxed), 45);
         }
     }
 
