@@ -72,8 +72,9 @@ for t in "${targets[@]}"; do
   echo "== $t: ${seconds}s" >&2
   touch "$artifacts/.started"
   rc=0
-  # libFuzzer stops itself after -max_total_time; the outer timeout only catches a wedged process.
-  (cd "$artifacts" && timeout --kill-after=10 $((seconds + 120)) nice -n 19 "$bin" "${flags[@]}" \
+  # libFuzzer stops itself after -max_total_time (and a unit after -timeout); the outer timeout only catches
+  # a wedged process, generously: under nice on a saturated machine a unit can take 50x its CPU time.
+  (cd "$artifacts" && timeout --kill-after=10 $((seconds * 3 + 300)) nice -n 19 "$bin" "${flags[@]}" \
     -artifact_prefix="$artifacts/" "${extra[@]}" "$corpus" "${seeds[@]}") >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   [[ -n $execs ]] || execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
@@ -81,6 +82,7 @@ for t in "${targets[@]}"; do
   crashes=$(find "$artifacts" -maxdepth 1 -type f -newer "$artifacts/.started" \
     \( -name 'crash-*' -o -name 'leak-*' -o -name 'oom-*' -o -name 'timeout-*' \) | sort)
   line="$t: ${execs:-?} executions, corpus $(find "$corpus" -type f | wc -l) files, exit $rc"
+  ((rc == 124 || rc == 137)) && line+=" (killed by the outer timeout: wedged, or starved of CPU)"
   if [[ -n $crashes || $rc -ne 0 ]]; then
     failed=1
     line+=" -- FAILED"
