@@ -149,14 +149,10 @@ pub struct AttentionShape {
 }
 
 impl AttentionShape {
-    /// Heads, KV heads and head size from `<arch>.attention.*` (head size defaults to hidden / heads).
+    /// Heads, KV heads and head size from `<arch>.attention.*` (head size defaults to hidden / heads),
+    /// checked against each other (`crate::shape::attention_shape`).
     pub fn read(w: &GgufWeights, hidden: usize) -> Result<Self, ModelError> {
-        let heads = w.arch_usize("attention.head_count")?;
-        Ok(Self {
-            heads,
-            kv_heads: w.arch_usize_or("attention.head_count_kv", heads)?,
-            head_dim: w.arch_usize_or("attention.key_length", hidden / heads.max(1))?,
-        })
+        crate::shape::attention_shape(w, hidden)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod llama;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod shape;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -47,6 +48,9 @@ pub enum ModelError {
     BadMetadata(String),
     #[error("cannot load tensor {name}: {reason}")]
     Tensor { name: String, reason: String },
+    /// A dimension in the metadata or a tensor's shape that does not fit the rest of the model.
+    #[error("invalid model shape: {key}: {reason}")]
+    Shape { key: String, reason: String },
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error(transparent)]
@@ -155,6 +159,15 @@ pub struct LoadedModel {
 /// Loads a GGUF file onto `device`, choosing the architecture from `general.architecture`.
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
     let mut weights = weights::GgufWeights::open(path, device)?;
+    let architecture = weights.architecture().to_string();
+    if !matches!(
+        architecture.as_str(),
+        "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma3"
+    ) {
+        return Err(ModelError::UnknownArchitecture(architecture));
+    }
+    // Before any weight is read: the forward pass relies on these shapes and would panic otherwise.
+    shape::check(&weights, shape::Expected::for_architecture(&architecture))?;
     let model = match weights.architecture() {
         "llama" | "mistral" => CausalModel::Decoder(llama::load(&mut weights)?),
         "qwen2" => CausalModel::Decoder(qwen2::load(&mut weights)?),

@@ -1,0 +1,385 @@
+//! Shape checks at load: a GGUF's dimensions (`<arch>.attention.head_count`, `embedding_length`, ...)
+//! and every tensor the architecture reads are checked against each other before any weight is loaded.
+//!
+//! The forward pass indexes buffers by these numbers on pool threads; a file whose `head_count_kv` does
+//! not divide `head_count`, or whose `attn_k` is narrower than the heads say, would panic there in the
+//! middle of a step. Here it is one `ModelError::Shape` naming the key or tensor, returned by `load`.
+
+use crate::ModelError;
+use crate::attention::AttentionShape;
+use crate::weights::GgufWeights;
+
+/// What an architecture reads beyond the shared decoder's tensors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected {
+    /// Gate and up projections stored as one `ffn_up` of twice the width (Phi-3).
+    pub fused_gate_up: bool,
+    /// Norms after attention and after the MLP as well (Gemma 3).
+    pub post_norms: bool,
+}
+
+impl Expected {
+    pub fn for_architecture(architecture: &str) -> Self {
+        Self {
+            fused_gate_up: architecture == "phi3",
+            post_norms: architecture == "gemma3",
+        }
+    }
+}
+
+fn bad(key: impl Into<String>, reason: impl Into<String>) -> ModelError {
+    ModelError::Shape {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Heads, KV heads and head size from `<arch>.attention.*`, checked: both head counts positive, the KV
+/// heads dividing the query heads (each KV head serves a whole group), and a head size that is either
+/// `key_length` or divides `embedding_length` evenly.
+pub fn attention_shape(w: &GgufWeights, hidden: usize) -> Result<AttentionShape, ModelError> {
+    let arch = w.architecture();
+    let key = |k: &str| format!("{arch}.{k}");
+    let heads = w.arch_usize("attention.head_count")?;
+    if heads == 0 {
+        return Err(bad(key("attention.head_count"), "must be at least 1"));
+    }
+    let kv_heads = w.arch_usize_or("attention.head_count_kv", heads)?;
+    if kv_heads == 0 {
+        return Err(bad(key("attention.head_count_kv"), "must be at least 1"));
+    }
+    if heads % kv_heads != 0 {
+        return Err(bad(
+            key("attention.head_count_kv"),
+            format!(
+                "{kv_heads} does not divide {} ({heads}): each KV head must serve a whole group of query heads",
+                key("attention.head_count")
+            ),
+        ));
+    }
+    let head_dim = match w.arch_usize_or("attention.key_length", 0)? {
+        0 if hidden % heads != 0 => {
+            return Err(bad(
+                key("embedding_length"),
+                format!(
+                    "{hidden} is not divisible by {} ({heads}) and {} is not set",
+                    key("attention.head_count"),
+                    key("attention.key_length")
+                ),
+            ));
+        }
+        0 => hidden / heads,
+        n => n,
+    };
+    let value_length = w.arch_usize_or("attention.value_length", head_dim)?;
+    if value_length != head_dim {
+        return Err(bad(
+            key("attention.value_length"),
+            format!(
+                "{value_length} differs from the key length {head_dim}, which this engine does not run"
+            ),
+        ));
+    }
+    Ok(AttentionShape {
+        heads,
+        kv_heads,
+        head_dim,
+    })
+}
+
+/// Checks the dimensions in the metadata and the shape of every tensor the architecture will read.
+pub fn check(w: &GgufWeights, expected: Expected) -> Result<(), ModelError> {
+    let arch = w.architecture();
+    let key = |k: &str| format!("{arch}.{k}");
+    let layers = w.arch_usize("block_count")?;
+    if layers == 0 {
+        return Err(bad(key("block_count"), "a model needs at least one layer"));
+    }
+    let hidden = w.arch_usize("embedding_length")?;
+    if hidden == 0 {
+        return Err(bad(key("embedding_length"), "must be at least 1"));
+    }
+    if w.arch_usize_or("context_length", 1)? == 0 {
+        return Err(bad(key("context_length"), "must be at least 1"));
+    }
+    let AttentionShape {
+        heads,
+        kv_heads,
+        head_dim,
+    } = attention_shape(w, hidden)?;
+    let rope_dims = w.arch_usize_or("rope.dimension_count", head_dim)?;
+    if rope_dims > head_dim || rope_dims % 2 != 0 {
+        return Err(bad(
+            key("rope.dimension_count"),
+            format!("{rope_dims} must be even and at most the head size {head_dim}"),
+        ));
+    }
+
+    let (vocab, _) = matrix(w, "token_embd.weight", None, Some(hidden))?;
+    if vocab == 0 {
+        return Err(bad("token_embd.weight", "the vocabulary is empty"));
+    }
+    if w.has_tensor("output.weight") {
+        matrix(w, "output.weight", Some(vocab), Some(hidden))?;
+    }
+    vector(w, "output_norm.weight", hidden)?;
+
+    let (q_rows, kv_rows) = (heads * head_dim, kv_heads * head_dim);
+    // Layer tensors are looked up in order, so an inflated `block_count` stops at the first missing one.
+    for layer in 0..layers {
+        let p = format!("blk.{layer}");
+        vector(w, &format!("{p}.attn_norm.weight"), hidden)?;
+        if w.has_tensor(&format!("{p}.attn_qkv.weight")) {
+            projection(w, &format!("{p}.attn_qkv"), q_rows + 2 * kv_rows, hidden)?;
+        } else {
+            projection(w, &format!("{p}.attn_q"), q_rows, hidden)?;
+            projection(w, &format!("{p}.attn_k"), kv_rows, hidden)?;
+            projection(w, &format!("{p}.attn_v"), kv_rows, hidden)?;
+        }
+        matrix(
+            w,
+            &format!("{p}.attn_output.weight"),
+            Some(hidden),
+            Some(q_rows),
+        )?;
+        for norm in ["attn_q_norm", "attn_k_norm"] {
+            let name = format!("{p}.{norm}.weight");
+            if w.has_tensor(&name) {
+                vector(w, &name, head_dim)?;
+            }
+        }
+        vector(w, &format!("{p}.ffn_norm.weight"), hidden)?;
+        let (_, ff) = matrix(w, &format!("{p}.ffn_down.weight"), Some(hidden), None)?;
+        if expected.fused_gate_up {
+            matrix(w, &format!("{p}.ffn_up.weight"), Some(2 * ff), Some(hidden))?;
+        } else {
+            matrix(w, &format!("{p}.ffn_gate.weight"), Some(ff), Some(hidden))?;
+            matrix(w, &format!("{p}.ffn_up.weight"), Some(ff), Some(hidden))?;
+        }
+        if expected.post_norms {
+            vector(w, &format!("{p}.post_attention_norm.weight"), hidden)?;
+            vector(w, &format!("{p}.post_ffw_norm.weight"), hidden)?;
+        }
+    }
+    Ok(())
+}
+
+/// `<name>.weight` of `[rows, cols]`, and `<name>.bias` of `[rows]` if present.
+fn projection(w: &GgufWeights, name: &str, rows: usize, cols: usize) -> Result<(), ModelError> {
+    matrix(w, &format!("{name}.weight"), Some(rows), Some(cols))?;
+    let bias = format!("{name}.bias");
+    if w.has_tensor(&bias) {
+        vector(w, &bias, rows)?;
+    }
+    Ok(())
+}
+
+/// Checks a 2-D tensor's `[rows, cols]` where given; returns both.
+fn matrix(
+    w: &GgufWeights,
+    name: &str,
+    rows: Option<usize>,
+    cols: Option<usize>,
+) -> Result<(usize, usize), ModelError> {
+    let dims = w
+        .tensor_dims(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let &[r, c] = dims else {
+        return Err(bad(
+            name,
+            format!("expected a matrix, found dimensions {dims:?}"),
+        ));
+    };
+    if rows.is_some_and(|n| n != r) || cols.is_some_and(|n| n != c) {
+        let show = |d: Option<usize>| d.map_or("any".to_string(), |d| d.to_string());
+        return Err(bad(
+            name,
+            format!(
+                "expected [{}, {}], found [{r}, {c}]",
+                show(rows),
+                show(cols)
+            ),
+        ));
+    }
+    Ok((r, c))
+}
+
+/// Checks a 1-D tensor of `len` values (norm weights, biases).
+fn vector(w: &GgufWeights, name: &str, len: usize) -> Result<(), ModelError> {
+    let dims = w
+        .tensor_dims(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    if dims != [len] {
+        return Err(bad(name, format!("expected [{len}], found {dims:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+    use candle_core::{Device, Tensor};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A tiny llama GGUF's dimensions and tensors, editable before it is written.
+    pub(crate) struct TinyLlama {
+        pub metadata: Vec<(String, gguf_file::Value)>,
+        pub tensors: Vec<(String, Vec<usize>)>,
+    }
+
+    impl TinyLlama {
+        /// Hidden 8, 2 heads of 4, 1 KV head, feed-forward 16, vocabulary 10, two layers.
+        pub(crate) fn new() -> Self {
+            use gguf_file::Value;
+            let metadata = vec![
+                ("general.architecture".into(), Value::String("llama".into())),
+                ("llama.block_count".into(), Value::U32(2)),
+                ("llama.embedding_length".into(), Value::U32(8)),
+                ("llama.attention.head_count".into(), Value::U32(2)),
+                ("llama.attention.head_count_kv".into(), Value::U32(1)),
+                ("llama.context_length".into(), Value::U32(64)),
+            ];
+            let mut tensors = vec![
+                ("token_embd.weight".to_string(), vec![10, 8]),
+                ("output_norm.weight".to_string(), vec![8]),
+            ];
+            for l in 0..2 {
+                for (name, dims) in [
+                    ("attn_norm", vec![8]),
+                    ("attn_q", vec![8, 8]),
+                    ("attn_k", vec![4, 8]),
+                    ("attn_v", vec![4, 8]),
+                    ("attn_output", vec![8, 8]),
+                    ("ffn_norm", vec![8]),
+                    ("ffn_gate", vec![16, 8]),
+                    ("ffn_up", vec![16, 8]),
+                    ("ffn_down", vec![8, 16]),
+                ] {
+                    tensors.push((format!("blk.{l}.{name}.weight"), dims));
+                }
+            }
+            Self { metadata, tensors }
+        }
+
+        pub(crate) fn set(mut self, key: &str, value: gguf_file::Value) -> Self {
+            self.metadata.retain(|(k, _)| k != key);
+            self.metadata.push((key.to_string(), value));
+            self
+        }
+
+        pub(crate) fn reshape(mut self, name: &str, dims: Vec<usize>) -> Self {
+            for t in &mut self.tensors {
+                if t.0 == name {
+                    t.1 = dims.clone();
+                }
+            }
+            self
+        }
+
+        /// Writes it as F32 tensors of small values to a fresh temporary file.
+        pub(crate) fn write(&self) -> PathBuf {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "models-shape-{}-{}.gguf",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let tensors: Vec<(String, QTensor)> = self
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, (name, dims))| {
+                    let n: usize = dims.iter().product();
+                    let values: Vec<f32> = (0..n)
+                        .map(|j| ((i * 31 + j) % 7) as f32 * 0.05 + 0.5)
+                        .collect();
+                    let t = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu).unwrap();
+                    (name.clone(), QTensor::quantize(&t, GgmlDType::F32).unwrap())
+                })
+                .collect();
+            let metadata: Vec<(&str, &gguf_file::Value)> =
+                self.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let tensor_refs: Vec<(&str, &QTensor)> =
+                tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+            let mut file = std::fs::File::create(&path).unwrap();
+            gguf_file::write(&mut file, &metadata, &tensor_refs).unwrap();
+            path
+        }
+    }
+
+    fn check_file(model: TinyLlama) -> Result<(), ModelError> {
+        let path = model.write();
+        let weights = GgufWeights::open(&path, &Device::Cpu);
+        let _ = std::fs::remove_file(&path);
+        check(&weights?, Expected::default())
+    }
+
+    fn shape_error(model: TinyLlama) -> (String, String) {
+        match check_file(model) {
+            Err(ModelError::Shape { key, reason }) => (key, reason),
+            other => panic!("expected a shape error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_consistent_model_passes() {
+        check_file(TinyLlama::new()).unwrap();
+    }
+
+    #[test]
+    fn kv_heads_that_do_not_divide_the_heads_are_refused_naming_the_key() {
+        use gguf_file::Value;
+        let model = TinyLlama::new()
+            .set("llama.attention.head_count", Value::U32(9))
+            .set("llama.attention.head_count_kv", Value::U32(7))
+            .set("llama.attention.key_length", Value::U32(4));
+        let (key, reason) = shape_error(model);
+        assert_eq!(key, "llama.attention.head_count_kv");
+        assert!(reason.contains("does not divide"), "{reason}");
+    }
+
+    #[test]
+    fn zero_kv_heads_zero_context_and_uneven_heads_are_refused() {
+        use gguf_file::Value;
+        let zero_kv = TinyLlama::new().set("llama.attention.head_count_kv", Value::U32(0));
+        assert_eq!(shape_error(zero_kv).0, "llama.attention.head_count_kv");
+        let zero_context = TinyLlama::new().set("llama.context_length", Value::U32(0));
+        assert_eq!(shape_error(zero_context).0, "llama.context_length");
+        let uneven = TinyLlama::new().set("llama.attention.head_count", Value::U32(3));
+        assert_eq!(shape_error(uneven).0, "llama.embedding_length");
+        let long_rope = TinyLlama::new().set("llama.rope.dimension_count", Value::U32(6));
+        assert_eq!(shape_error(long_rope).0, "llama.rope.dimension_count");
+    }
+
+    #[test]
+    fn tensors_of_the_wrong_shape_are_refused_naming_the_tensor() {
+        let narrow_k = TinyLlama::new().reshape("blk.1.attn_k.weight", vec![8, 8]);
+        let (key, reason) = shape_error(narrow_k);
+        assert_eq!(key, "blk.1.attn_k.weight");
+        assert!(reason.contains("expected [4, 8], found [8, 8]"), "{reason}");
+        let up = TinyLlama::new().reshape("blk.0.ffn_up.weight", vec![12, 8]);
+        assert_eq!(shape_error(up).0, "blk.0.ffn_up.weight");
+        let norm = TinyLlama::new().reshape("output_norm.weight", vec![7]);
+        assert_eq!(shape_error(norm).0, "output_norm.weight");
+    }
+
+    #[test]
+    fn an_output_head_whose_vocabulary_differs_from_the_embedding_is_refused() {
+        let mut model = TinyLlama::new();
+        model
+            .tensors
+            .push(("output.weight".to_string(), vec![12, 8]));
+        assert_eq!(shape_error(model).0, "output.weight");
+    }
+
+    #[test]
+    fn an_inflated_block_count_stops_at_the_first_missing_layer() {
+        let model = TinyLlama::new().set("llama.block_count", gguf_file::Value::U64(1 << 40));
+        match check_file(model) {
+            Err(ModelError::MissingTensor(name)) => assert_eq!(name, "blk.2.attn_norm.weight"),
+            other => panic!("expected a missing tensor, got {other:?}"),
+        }
+    }
+}
