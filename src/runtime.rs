@@ -1,6 +1,11 @@
 //! Model lifecycle in the server: models load from the local store on first use, each with its own
 //! scheduler, stay loaded for their keep-alive, and give way (least recently used, idle first) when more
 //! are wanted than the budget allows. An unknown name is an error, never a pull.
+//!
+//! A model loads outside the table's lock, in a slot the first request for it creates: later requests
+//! for the same model wait on that slot (it loads once), while `/health`, listings and requests to other
+//! models go on. A model whose scheduler has stopped (a step panicked) is dropped from the table, so the
+//! next request loads it again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -131,10 +136,15 @@ impl LoadedModel {
         }
     }
 
-    /// When it unloads if left alone (None: never).
+    /// When it unloads if left alone (None: never). A keep-alive past what `Instant` can count is never.
     pub fn expires_at(&self) -> Option<Instant> {
         let usage = self.usage.lock().ok()?;
-        usage.keep_alive.map(|k| usage.last_used + k)
+        expiry(usage.last_used, usage.keep_alive)
+    }
+
+    /// Whether it can still serve: false once its scheduler has stopped.
+    pub fn is_serving(&self) -> bool {
+        !self.scheduler.is_stopped()
     }
 
     fn is_idle(&self) -> bool {
@@ -151,11 +161,28 @@ impl LoadedModel {
     }
 }
 
+/// `last_used + keep_alive`, None for never (no keep-alive, or one that overflows `Instant`).
+fn expiry(last_used: Instant, keep_alive: Option<Duration>) -> Option<Instant> {
+    keep_alive.and_then(|k| last_used.checked_add(k))
+}
+
+/// A model's place in the table: empty while its first request loads it, then the model.
+#[derive(Default)]
+struct Slot {
+    model: tokio::sync::OnceCell<Arc<LoadedModel>>,
+}
+
+impl Slot {
+    fn ready(&self) -> Option<&Arc<LoadedModel>> {
+        self.model.get()
+    }
+}
+
 /// The set of loaded models.
 pub struct ModelRuntime {
     store: Store,
     options: RuntimeOptions,
-    loaded: tokio::sync::Mutex<HashMap<Digest, Arc<LoadedModel>>>,
+    loaded: tokio::sync::Mutex<HashMap<Digest, Arc<Slot>>>,
 }
 
 impl ModelRuntime {
@@ -179,21 +206,72 @@ impl ModelRuntime {
     /// The loaded model `reference` names, loading it if needed.
     pub async fn get(&self, reference: &str) -> Result<Arc<LoadedModel>, RuntimeError> {
         let local = self.store.resolve(reference)?;
-        let mut loaded = self.loaded.lock().await;
-        if let Some(model) = loaded.get(&local.id) {
-            model.touch(None);
-            return Ok(model.clone());
-        }
-        // Room by count and by memory; the KV cache of the newcomer is not known yet, so its weights stand in.
-        let budget = self.options.memory_budget.unwrap_or(u64::MAX);
-        let over = |loaded: &HashMap<Digest, Arc<LoadedModel>>| {
-            let used: u64 = loaded.values().map(|m| m.memory_bytes).sum();
-            loaded.len() >= self.options.max_loaded.max(1)
-                || (!loaded.is_empty() && used.saturating_add(local.size()) > budget)
+        let id = local.id.clone();
+        let slot = {
+            let mut table = self.loaded.lock().await;
+            match table.get(&id).map(|slot| slot.ready()) {
+                Some(Some(model)) if model.is_serving() => {
+                    model.touch(None);
+                    return Ok(model.clone());
+                }
+                Some(Some(model)) => {
+                    tracing::warn!(model = %model.name, "the model's scheduler stopped; loading it again");
+                    table.remove(&id);
+                }
+                Some(None) | None => {}
+            }
+            match table.get(&id) {
+                // Another request is loading it: wait for that load below.
+                Some(slot) => slot.clone(),
+                None => {
+                    self.make_room(&mut table, local.size());
+                    let slot = Arc::new(Slot::default());
+                    table.insert(id.clone(), slot.clone());
+                    slot
+                }
+            }
         };
-        while over(&loaded) {
-            let Some(victim) = loaded
+        // Outside the table's lock; the cell runs one load at a time, and only until one succeeds.
+        let loaded = slot
+            .model
+            .get_or_try_init(|| async { self.load(local).await.map(Arc::new) })
+            .await;
+        match loaded {
+            Ok(model) => {
+                model.touch(None);
+                Ok(model.clone())
+            }
+            Err(e) => {
+                // No entry is left behind for a model that failed to load: the next request tries again.
+                let mut table = self.loaded.lock().await;
+                if table
+                    .get(&id)
+                    .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.ready().is_none())
+                {
+                    table.remove(&id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Unloads idle models, least recently used first, until a newcomer of `size` bytes fits by count and
+    /// by memory; its KV cache is not known yet, so its weights stand in. Models loading count by number.
+    fn make_room(&self, table: &mut HashMap<Digest, Arc<Slot>>, size: u64) {
+        let budget = self.options.memory_budget.unwrap_or(u64::MAX);
+        let over = |table: &HashMap<Digest, Arc<Slot>>| {
+            let used: u64 = table
                 .values()
+                .filter_map(|s| s.ready())
+                .map(|m| m.memory_bytes)
+                .sum();
+            table.len() >= self.options.max_loaded.max(1)
+                || (!table.is_empty() && used.saturating_add(size) > budget)
+        };
+        while over(table) {
+            let Some(victim) = table
+                .values()
+                .filter_map(|s| s.ready())
                 .filter(|m| m.is_idle())
                 .min_by_key(|m| m.last_used())
                 .map(|m| m.id.clone())
@@ -201,11 +279,8 @@ impl ModelRuntime {
                 break;
             };
             tracing::info!(model = %victim, "unloading the least recently used model to make room");
-            loaded.remove(&victim);
+            table.remove(&victim);
         }
-        let model = Arc::new(self.load(local).await?);
-        loaded.insert(model.id.clone(), model.clone());
-        Ok(model)
     }
 
     async fn load(&self, local: LocalModel) -> Result<LoadedModel, RuntimeError> {
@@ -243,9 +318,16 @@ impl ModelRuntime {
         })
     }
 
-    /// Models loaded now.
+    /// Models loaded now (not those still loading, nor those whose scheduler stopped).
     pub async fn loaded(&self) -> Vec<Arc<LoadedModel>> {
-        self.loaded.lock().await.values().cloned().collect()
+        self.loaded
+            .lock()
+            .await
+            .values()
+            .filter_map(|s| s.ready())
+            .filter(|m| m.is_serving())
+            .cloned()
+            .collect()
     }
 
     /// Unloads one model (by any reference form) or all; returns how many went.
@@ -253,7 +335,7 @@ impl ModelRuntime {
         let mut loaded = self.loaded.lock().await;
         match reference {
             None => {
-                let n = loaded.len();
+                let n = loaded.values().filter(|s| s.ready().is_some()).count();
                 loaded.clear();
                 Ok(n)
             }
@@ -264,16 +346,41 @@ impl ModelRuntime {
         }
     }
 
-    /// Unloads idle models whose keep-alive has passed. Called periodically.
+    /// Unloads idle models whose keep-alive has passed, and models whose scheduler stopped. Called
+    /// periodically.
     pub async fn expire(&self) {
         let now = Instant::now();
         let mut loaded = self.loaded.lock().await;
-        loaded.retain(|_, m| {
+        loaded.retain(|_, slot| {
+            let Some(m) = slot.ready() else {
+                return true;
+            };
+            if !m.is_serving() {
+                tracing::warn!(model = %m.name, "the model's scheduler stopped, unloading");
+                return false;
+            }
             let expired = m.is_idle() && m.expires_at().is_some_and(|t| t <= now);
             if expired {
                 tracing::info!(model = %m.name, "keep-alive expired, unloading");
             }
             !expired
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keep_alive_past_what_instant_counts_never_expires() {
+        let now = Instant::now();
+        assert_eq!(expiry(now, Some(Duration::from_secs(u64::MAX))), None);
+        assert_eq!(expiry(now, Some(Duration::MAX)), None);
+        assert_eq!(expiry(now, None), None);
+        assert_eq!(
+            expiry(now, Some(Duration::from_secs(5))),
+            Some(now + Duration::from_secs(5))
+        );
     }
 }

@@ -43,6 +43,10 @@ pub enum EngineError {
     ContextOverflow { prompt: usize, context: usize },
     #[error(transparent)]
     OutOfBlocks(#[from] models::OutOfBlocks),
+    #[error(
+        "the tokenizer has {tokenizer} tokens but the model's token_embd.weight has {model} rows: a token id could fall outside the embedding"
+    )]
+    VocabMismatch { tokenizer: usize, model: usize },
     #[error("inference failed: {0}")]
     Compute(#[from] candle_core::Error),
 }
@@ -94,6 +98,7 @@ impl Engine {
     pub fn load(files: &ModelFiles, options: &EngineOptions) -> Result<Self, EngineError> {
         let loaded = models::load(&files.gguf, &options.device)?;
         let tokenizer = Tokenizer::from_gguf(&loaded.metadata)?;
+        check_vocab(tokenizer.vocab_size(), loaded.model.info().vocab_size)?;
         let token_text = |id: Option<u32>| {
             id.and_then(|i| tokenizer.token_text(i))
                 .unwrap_or_default()
@@ -281,6 +286,14 @@ impl Engine {
     }
 }
 
+/// Every id the tokenizer can produce must be a row of the embedding (more rows than tokens is padding).
+fn check_vocab(tokenizer: usize, model: usize) -> Result<(), EngineError> {
+    if tokenizer > model {
+        return Err(EngineError::VocabMismatch { tokenizer, model });
+    }
+    Ok(())
+}
+
 /// One completion to generate.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -309,4 +322,22 @@ pub struct Generation {
     pub finish: FinishReason,
     pub prompt_time: Duration,
     pub decode_time: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tokenizer_larger_than_the_embedding_is_refused_at_load() {
+        assert!(check_vocab(49152, 49152).is_ok());
+        assert!(check_vocab(151_665, 151_936).is_ok());
+        assert!(matches!(
+            check_vocab(100, 99),
+            Err(EngineError::VocabMismatch {
+                tokenizer: 100,
+                model: 99
+            })
+        ));
+    }
 }

@@ -6,14 +6,20 @@
 //! out of blocks the youngest sequence is preempted (its blocks freed, its tokens re-queued for recompute).
 //! A client that goes away closes its event channel; its sequence and blocks are dropped at the next step.
 //!
+//! A panic inside a turn (a model bug, a kernel task on a pool thread) is caught: every request the
+//! scheduler holds fails with `SchedulerError::Panicked`, the scheduler marks itself stopped and its thread
+//! ends, dropping the engine. The runtime then unloads the model, so the next request loads it afresh;
+//! nothing waits on a thread that is gone.
+//!
 //! Architecture Invariant: the scheduler thread is the only user of its engine and of the KV cache's blocks.
 
 pub mod plan;
 pub mod prefix_cache;
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use models::{BlockLease, LogitsWanted, StepBatch};
@@ -61,6 +67,17 @@ pub enum Event {
     },
     /// The step failed for this request.
     Failed(String),
+}
+
+/// Why the scheduler itself failed a request (the engine's own errors reach `Event::Failed` as text).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SchedulerError {
+    #[error("the prompt holds token id {token}, outside the model's vocabulary of {vocab} tokens")]
+    TokenOutOfVocabulary { token: u32, vocab: usize },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the model failed during a step and was unloaded ({0}); the next request reloads it")]
+    Panicked(String),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -115,6 +132,8 @@ pub struct SchedulerStats {
     pub inter_token_latency: Histogram,
     /// Time to compute one constrained sequence's token mask.
     pub grammar_mask_time: Histogram,
+    /// The scheduler's thread has ended (a step panicked): it accepts nothing more.
+    pub stopped: AtomicBool,
 }
 
 struct Submission {
@@ -167,6 +186,9 @@ impl Scheduler {
         &self,
         request: ValidRequest,
     ) -> Result<mpsc::UnboundedReceiver<Event>, SubmitError> {
+        if self.is_stopped() {
+            return Err(SubmitError::Stopped);
+        }
         let waiting = self.stats.waiting.load(Ordering::Relaxed);
         if waiting >= self.max_waiting {
             return Err(SubmitError::QueueFull { waiting });
@@ -181,6 +203,11 @@ impl Scheduler {
             })))
             .map_err(|_| SubmitError::Stopped)?;
         Ok(rx)
+    }
+
+    /// Whether the scheduler's thread has ended; its model must be loaded again.
+    pub fn is_stopped(&self) -> bool {
+        self.stats.stopped.load(Ordering::Acquire)
     }
 
     /// Computes an embedding between steps; the prompt must fit the context.
@@ -257,6 +284,63 @@ impl Sequence {
     }
 }
 
+/// The requests a scheduler holds when it stops.
+struct Held {
+    running: Vec<Sequence>,
+    waiting: VecDeque<Sequence>,
+    embeds: VecDeque<EmbedJob>,
+}
+
+impl Held {
+    /// Fails these and every request still queued with `failure`, and marks the scheduler stopped so
+    /// that no more are sent; the queue's receiver goes with the thread, closing anything sent later.
+    fn fail(
+        mut self,
+        failure: &SchedulerError,
+        submissions: &std::sync::mpsc::Receiver<Work>,
+        stats: &SchedulerStats,
+    ) {
+        stats.stopped.store(true, Ordering::Release);
+        let message = failure.to_string();
+        while let Ok(work) = submissions.try_recv() {
+            match work {
+                Work::Generate(s) => {
+                    let _ = s.events.send(Event::Failed(message.clone()));
+                }
+                Work::Embed(job) => self.embeds.push_back(job),
+            }
+        }
+        for seq in self.running.into_iter().chain(self.waiting) {
+            let _ = seq.submission.events.send(Event::Failed(message.clone()));
+        }
+        for job in self.embeds {
+            let _ = job.reply.send(Err(message.clone()));
+        }
+        stats.running.store(0, Ordering::Relaxed);
+        stats.waiting.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Checks that `tokens` is not empty and every id is below `vocab`.
+fn check_tokens(tokens: &[u32], vocab: usize) -> Result<(), SchedulerError> {
+    if tokens.is_empty() {
+        return Err(SchedulerError::EmptyPrompt);
+    }
+    match tokens.iter().find(|&&t| t as usize >= vocab) {
+        Some(&token) => Err(SchedulerError::TokenOutOfVocabulary { token, vocab }),
+        None => Ok(()),
+    }
+}
+
+/// The text a panic was raised with, if it was a string.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
 /// Tokens before the budget runs out at which a constrained answer is steered to close its JSON.
 fn closing_window(max_tokens: usize) -> usize {
     (max_tokens / 3).clamp(8, 64)
@@ -313,25 +397,61 @@ impl Loop {
                     Err(_) => return,
                 }
             }
-            while let Ok(s) = self.submissions.try_recv() {
-                self.enqueue(s);
+            // Unwinding is caught per turn (free when nothing panics): the engine may be half-way
+            // through a step, so it is not used again.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.turn())) {
+                let failure = SchedulerError::Panicked(panic_message(payload.as_ref()));
+                tracing::error!(error = %failure, "scheduler step panicked; stopping this model's scheduler");
+                self.stop(&failure);
+                return;
             }
-            self.drop_cancelled();
-            if let Some(job) = self.embeds.pop_front() {
-                let result = self.embed(&job.tokens).map_err(|e| e.to_string());
-                let _ = job.reply.send(result);
-            }
-            self.admit();
-            if !self.running.is_empty() {
-                self.step();
-            }
-            self.publish();
         }
+    }
+
+    /// One turn: take in new work, run at most one embedding and one step.
+    fn turn(&mut self) {
+        while let Ok(s) = self.submissions.try_recv() {
+            self.enqueue(s);
+        }
+        self.drop_cancelled();
+        if let Some(job) = self.embeds.pop_front() {
+            let result = match self.check_tokens(&job.tokens) {
+                Ok(()) => self.embed(&job.tokens).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = job.reply.send(result);
+        }
+        self.admit();
+        if !self.running.is_empty() {
+            self.step();
+        }
+        self.publish();
+    }
+
+    /// Fails every request held or still queued with `failure` and marks the scheduler stopped.
+    fn stop(&mut self, failure: &SchedulerError) {
+        let held = Held {
+            running: std::mem::take(&mut self.running),
+            waiting: std::mem::take(&mut self.waiting),
+            embeds: std::mem::take(&mut self.embeds),
+        };
+        held.fail(failure, &self.submissions, &self.stats);
+    }
+
+    /// Every token id must index the model's embedding: one bad id would fail the whole step.
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), SchedulerError> {
+        check_tokens(tokens, self.engine.info().vocab_size)
     }
 
     fn enqueue(&mut self, work: Work) {
         match work {
             Work::Generate(submission) => {
+                if let Err(e) = self.check_tokens(&submission.request.prompt) {
+                    // Only this request fails; it never joins a step.
+                    self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                    let _ = submission.events.send(Event::Failed(e.to_string()));
+                    return;
+                }
                 let lease = self.engine.pool().lease();
                 self.waiting.push_back(Sequence::new(*submission, lease));
             }
@@ -733,7 +853,99 @@ impl Loop {
 
 #[cfg(test)]
 mod tests {
-    use super::is_looping;
+    use super::*;
+
+    fn submission(prompt: Vec<u32>) -> (Submission, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let request = ValidRequest {
+            prompt,
+            sampling: SamplingParams::greedy(),
+            max_tokens: 4,
+            stop: Vec::new(),
+            ignore_eos: false,
+            constraint: None,
+        };
+        let arrived = Instant::now();
+        (
+            Submission {
+                request,
+                events,
+                arrived,
+            },
+            rx,
+        )
+    }
+
+    fn failed_with(rx: &mut mpsc::UnboundedReceiver<Event>) -> String {
+        match rx.try_recv() {
+            Ok(Event::Failed(message)) => message,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stopped_scheduler_fails_every_request_it_holds_or_is_sent_and_refuses_new_ones() {
+        let pool = models::BlockPool::new(8, 16);
+        let (tx, queue) = std::sync::mpsc::channel();
+        let stats = Arc::new(SchedulerStats::default());
+        stats.waiting.store(2, Ordering::Relaxed);
+        let (running, mut running_rx) = submission(vec![1, 2]);
+        let (waiting, mut waiting_rx) = submission(vec![3]);
+        let (queued, mut queued_rx) = submission(vec![4]);
+        tx.send(Work::Generate(Box::new(queued))).unwrap();
+        let (reply, mut embed_rx) = tokio::sync::oneshot::channel();
+        tx.send(Work::Embed(EmbedJob {
+            tokens: vec![1],
+            reply,
+        }))
+        .unwrap();
+        let held = Held {
+            running: vec![Sequence::new(running, pool.lease())],
+            waiting: VecDeque::from([Sequence::new(waiting, pool.lease())]),
+            embeds: VecDeque::new(),
+        };
+        let failure = SchedulerError::Panicked("index out of bounds".into());
+        held.fail(&failure, &queue, &stats);
+        for rx in [&mut running_rx, &mut waiting_rx, &mut queued_rx] {
+            let message = failed_with(rx);
+            assert!(message.contains("index out of bounds"), "{message}");
+            assert!(message.contains("unloaded"), "{message}");
+        }
+        assert!(embed_rx.try_recv().unwrap().is_err());
+        assert_eq!(stats.waiting.load(Ordering::Relaxed), 0);
+        let handle = Scheduler {
+            submissions: tx,
+            stats,
+            max_waiting: 4,
+        };
+        assert!(handle.is_stopped());
+        let (next, _) = submission(vec![1]);
+        assert_eq!(
+            handle.submit(next.request).err(),
+            Some(SubmitError::Stopped)
+        );
+    }
+
+    #[test]
+    fn token_ids_outside_the_vocabulary_fail_only_their_request() {
+        assert_eq!(check_tokens(&[0, 9], 10), Ok(()));
+        assert_eq!(
+            check_tokens(&[0, 10, 3], 10),
+            Err(SchedulerError::TokenOutOfVocabulary {
+                token: 10,
+                vocab: 10
+            })
+        );
+        assert_eq!(check_tokens(&[], 10), Err(SchedulerError::EmptyPrompt));
+    }
+
+    #[test]
+    fn a_caught_panic_keeps_its_message() {
+        let payload = catch_unwind(|| panic!("head {} of {}", 8, 7)).unwrap_err();
+        assert_eq!(panic_message(payload.as_ref()), "head 8 of 7");
+        let payload = catch_unwind(|| std::panic::panic_any(5u8)).unwrap_err();
+        assert_eq!(panic_message(payload.as_ref()), "a panic without a message");
+    }
 
     #[test]
     fn loops_are_short_cycles_repeated() {
