@@ -44,9 +44,19 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "MODEL_RUNNER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Allowed CORS origin (repeatable; `*` for any). CORS is off without it.
+    /// Allowed CORS origin (repeatable; `*` for any). CORS is off without it. Pages of other origins
+    /// (loopback ones and this server's own excepted) are refused.
     #[arg(long = "cors")]
     pub cors_origins: Vec<String>,
+    /// Another name clients reach this server by (repeatable, or comma-separated in the variable; `*` for
+    /// any). Requests whose Host is none of loopback, the bound address, an IP literal when bound to every
+    /// interface, or these names are refused (DNS rebinding).
+    #[arg(
+        long = "allowed-host",
+        env = "MODEL_RUNNER_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub body_limit: usize,
@@ -113,7 +123,7 @@ pub async fn mcp(store: Store, args: McpArgs) -> Result<()> {
 }
 
 fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
-    let addr = format!("{}:{}", args.host, args.port)
+    let addr: std::net::SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .map_err(|e| anyhow::anyhow!("invalid --host/--port: {e}"))?;
     let gateway = match &args.mcp_config {
@@ -151,6 +161,11 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
         config: ServerConfig {
             addr,
             api_key: args.api_key,
+            host_policy: crate::server::guard::HostPolicy::new(
+                addr.ip(),
+                &args.allowed_hosts,
+                &args.cors_origins,
+            ),
             cors_origins: args.cors_origins,
             body_limit_bytes: args.body_limit,
             default_mcp_tools: args.mcp_tools,

@@ -8,9 +8,11 @@ pub mod agent;
 pub mod dmr;
 pub mod errors;
 pub mod generation;
+pub mod guard;
 pub mod mcp;
 pub mod ollama;
 pub mod openai;
+pub mod prompt;
 pub mod pulling;
 pub mod structured;
 
@@ -35,6 +37,9 @@ use errors::ApiError;
 /// Docker Model Runner's port.
 pub const DEFAULT_PORT: u16 = 12434;
 
+/// How long a stopping server waits for in-flight requests before it cuts them.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
 /// What the server is started with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -42,6 +47,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Allowed CORS origins; empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// The `Host` and `Origin` values answered (loopback, the bound address, `--allowed-host`, `--cors`).
+    pub host_policy: guard::HostPolicy,
     pub body_limit_bytes: usize,
     /// MCP tools a chat request without `tools` gets (`--mcp-tools`).
     pub default_mcp_tools: agent::DefaultMcpTools,
@@ -93,7 +100,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(|| async { "model-runner is running" }))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
-        .layer(middleware::from_fn(body_too_large_as_json));
+        .layer(middleware::from_fn(body_too_large_as_json))
+        // A panic in a handler is that request's 500; the server and every other request go on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_as_json,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::browser_guard,
+        ));
     if !state.config.cors_origins.is_empty() {
         app = app.layer(cors(&state.config.cors_origins));
     }
@@ -114,7 +129,8 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     }
 }
 
-/// Every route but `/health` needs the key when one is set.
+/// Every route but `/health` needs the key when one is set; a gateway client's token opens only the
+/// inference routes (`guard::client_route`).
 async fn require_api_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -122,20 +138,46 @@ async fn require_api_key(
     next: Next,
 ) -> Response {
     if let Some(key) = &state.config.api_key {
-        let presented = mcp::bearer(&headers);
-        // Gateway clients' tokens are API keys too: their chat requests are told apart by them.
-        let gateway_client = state.gateway.as_ref().is_some_and(|g| {
+        let presented = mcp::bearer(&headers).or_else(|| {
+            // Anthropic's clients send their key as `x-api-key`.
+            headers.get("x-api-key").and_then(|v| v.to_str().ok())
+        });
+        let credential = if guard::secret_matches(presented, key) {
+            guard::Credential::ApiKey
+        } else if state.gateway.as_ref().is_some_and(|g| {
             g.is_enforced()
                 && matches!(
                     g.authenticate(presented),
                     Some(crate::mcp::Caller::Client(_))
                 )
-        });
-        if presented != Some(key.as_str()) && !gateway_client {
-            return ApiError::unauthorized().into_response();
+        }) {
+            guard::Credential::GatewayClient
+        } else {
+            guard::Credential::None
+        };
+        let allowed = match credential {
+            guard::Credential::ApiKey => true,
+            guard::Credential::GatewayClient => {
+                guard::client_route(request.method(), request.uri().path())
+            }
+            guard::Credential::None => false,
+        };
+        if !allowed {
+            return guard::refusal(credential);
         }
     }
     next.run(request).await
+}
+
+/// What a panicking handler's client gets: OpenAI's error shape, without the panic's text.
+fn panic_as_json(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(panic = %what, "a request handler panicked");
+    ApiError::internal("the server failed on this request; it has been logged").into_response()
 }
 
 /// axum answers an oversized body with plain text; clients expect OpenAI's JSON.
@@ -359,13 +401,38 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
     });
     tracing::info!(%addr, "serving");
     eprintln!("model-runner listening on http://{addr}");
+    if !addr.ip().is_loopback() && state.config.api_key.is_none() {
+        tracing::warn!(
+            %addr,
+            "serving beyond loopback without --api-key: anyone who can reach this address can run, pull and delete models"
+        );
+        eprintln!(
+            "warning: {addr} is reachable from other machines and no --api-key is set; anyone who can reach it can use and change this server"
+        );
+    }
     if let Some(gateway) = &state.gateway {
         gateway.spawn_maintenance();
     }
     let gateway = state.gateway.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let (stopping, mut stop_seen) = tokio::sync::watch::channel(false);
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping.send(true);
+    });
+    // In-flight requests get a bounded time to finish; a stream that never ends cannot hold the stop.
+    let drain_deadline = async move {
+        if stop_seen.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    };
+    let served = tokio::select! {
+        served = served => served,
+        () = drain_deadline => {
+            tracing::warn!(seconds = SHUTDOWN_DRAIN.as_secs(), "requests still running at the drain deadline are cut");
+            Ok(())
+        }
+    };
     if let Some(gateway) = gateway {
         gateway.shutdown().await;
     }

@@ -64,6 +64,9 @@ impl Options {
     }
 }
 
+/// Keep-alives from this long on mean "for ever".
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Ollama's keep_alive: a duration string ("5m", "30s", "1h"), seconds, 0 to unload, negative for ever.
 fn keep_alive(value: &Option<Value>) -> Result<Option<Option<Duration>>, ApiError> {
     let bad = || {
@@ -90,11 +93,18 @@ fn keep_alive(value: &Option<Value>) -> Result<Option<Option<Duration>>, ApiErro
         }
         Some(_) => return Err(bad()),
     };
-    Ok(Some(if seconds < 0.0 {
-        None
-    } else {
-        Some(Duration::from_secs_f64(seconds))
-    }))
+    if seconds.is_nan() {
+        return Err(bad());
+    }
+    // Negative is Ollama's "for ever"; so is anything past a year, which no timer needs to count
+    // (and which would overflow `Instant` and `Duration` arithmetic further on).
+    Ok(Some(
+        if seconds < 0.0 || seconds >= MAX_KEEP_ALIVE.as_secs_f64() {
+            None
+        } else {
+            Some(Duration::from_secs_f64(seconds))
+        },
+    ))
 }
 
 fn now_rfc3339() -> String {
@@ -139,9 +149,13 @@ pub async fn ps(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiErro
     let mut list = Vec::new();
     for m in app.runtime.loaded().await {
         let local = app.runtime.store().resolve(&m.id.to_string()).ok();
+        // Checked: a keep-alive of centuries must not overflow the calendar.
         let expires_at = m
             .expires_at()
-            .map(|t| chrono::Utc::now() + (t.saturating_duration_since(Instant::now())))
+            .and_then(|t| {
+                chrono::TimeDelta::from_std(t.saturating_duration_since(Instant::now())).ok()
+            })
+            .and_then(|left| chrono::Utc::now().checked_add_signed(left))
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "9999-12-31T23:59:59Z".into());
         list.push(json!({
@@ -313,23 +327,18 @@ pub async fn generate(State(app): State<Arc<AppState>>, body: Bytes) -> Result<R
     if request.prompt.is_empty() {
         return Ok(Json(json!({"model": model.name, "created_at": now_rfc3339(), "response": "", "done_reason": "load", "done": true})).into_response());
     }
-    let text = if request.raw {
-        request.prompt.clone()
+    let prompt = if request.raw {
+        let mut prompts =
+            super::prompt::texts(&model, vec![request.prompt.clone()], "prompt").await?;
+        prompts.pop().unwrap_or_default()
     } else {
         let mut messages = Vec::new();
         if let Some(system) = &request.system {
             messages.push(ChatMessage::new("system", system.clone()));
         }
         messages.push(ChatMessage::new("user", request.prompt.clone()));
-        model
-            .template
-            .render(&messages, None, true)
-            .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?
+        super::prompt::chat(&model, messages, None, "prompt").await?
     };
-    let prompt = model
-        .tokenizer
-        .encode(&text, true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
     let constraint = match output {
         Some(spec) => Some(structured::compile(&model, spec, "format").await?),
         None => None,
@@ -496,9 +505,15 @@ pub async fn pull(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Respo
     let name = request.get()?.to_string();
     let source =
         ModelSource::parse(&name).map_err(|e| ApiError::invalid(e.to_string(), Some("model")))?;
-    let options = crate::registry::RegistryOptions {
-        insecure: request.insecure,
-    };
+    if request.insecure {
+        // Plain HTTP would let anyone on the path swap what is pulled; a client may not ask for it.
+        // Loopback registries are reached over HTTP anyway, as Docker does.
+        return Err(ApiError::invalid(
+            "insecure pulls are not accepted over the API; loopback registries need no flag, others need TLS",
+            Some("insecure"),
+        ));
+    }
+    let options = crate::registry::RegistryOptions { insecure: false };
     let updates = super::pulling::start(app.runtime.store().clone(), source, options);
     let lines = std::iter::once(json!({"status": "pulling manifest"}));
     let progress = tokio_stream::wrappers::UnboundedReceiverStream::new(updates).map(|update| match update {

@@ -622,15 +622,7 @@ pub async fn completions(
     }
     let n = sampling.choices()?;
     let model = app.runtime.get(&request.model).await?;
-    let prompts: Vec<Vec<u32>> = match request.prompt {
-        PromptField::Text(t) => vec![encode(&model, &t)?],
-        PromptField::Texts(ts) => ts
-            .iter()
-            .map(|t| encode(&model, t))
-            .collect::<Result<_, _>>()?,
-        PromptField::Tokens(ids) => vec![ids],
-        PromptField::TokenLists(lists) => lists,
-    };
+    let prompts = prompt_tokens(&model, request.prompt, "prompt").await?;
     if prompts.is_empty() {
         return Err(ApiError::invalid(
             "prompt must not be empty",
@@ -710,11 +702,18 @@ pub async fn completions(
     Ok(Json(body).into_response())
 }
 
-fn encode(model: &LoadedModel, text: &str) -> Result<Vec<u32>, ApiError> {
-    model
-        .tokenizer
-        .encode(text, true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))
+/// A prompt field as token lists: texts tokenized off the runtime, token ids as given.
+async fn prompt_tokens(
+    model: &Arc<LoadedModel>,
+    prompt: PromptField,
+    field: &'static str,
+) -> Result<Vec<Vec<u32>>, ApiError> {
+    match prompt {
+        PromptField::Text(t) => super::prompt::texts(model, vec![t], field).await,
+        PromptField::Texts(ts) => super::prompt::texts(model, ts, field).await,
+        PromptField::Tokens(ids) => Ok(vec![ids]),
+        PromptField::TokenLists(lists) => Ok(lists),
+    }
 }
 
 /// Usage over several prompts with `n` choices each: every prompt counted once.
@@ -845,18 +844,10 @@ pub struct EmbeddingRequest {
 
 /// Embeds every input and returns them in order, with the token count used.
 pub async fn embed_all(
-    model: &LoadedModel,
+    model: &Arc<LoadedModel>,
     input: PromptField,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
-    let inputs: Vec<Vec<u32>> = match input {
-        PromptField::Text(t) => vec![encode(model, &t)?],
-        PromptField::Texts(ts) => ts
-            .iter()
-            .map(|t| encode(model, t))
-            .collect::<Result<_, _>>()?,
-        PromptField::Tokens(ids) => vec![ids],
-        PromptField::TokenLists(lists) => lists,
-    };
+    let inputs = prompt_tokens(model, input, "input").await?;
     if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
         return Err(ApiError::invalid("input must not be empty", Some("input")));
     }

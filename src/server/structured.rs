@@ -64,14 +64,7 @@ pub async fn prepare_chat(
         None => crate::tools::generic_history_only(format, &mut messages),
     }
     let template_tools = plan.as_ref().and_then(ToolPlan::template_tools);
-    let prompt_text = model
-        .template
-        .render(&messages, template_tools.as_ref(), true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
-    let prompt = model
-        .tokenizer
-        .encode(&prompt_text, true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    let prompt = super::prompt::chat(model, messages, template_tools, "messages").await?;
     let constraint = match grammar {
         Some((spec, field)) => Some(compile(model, spec, field).await?),
         None => None,
