@@ -442,3 +442,93 @@ fn the_device_is_reported_in_health_ps_and_metrics() {
         );
     });
 }
+
+// --- Hardening: shape checks at load, loads outside the runtime's lock -------------------------------
+
+/// The default model's GGUF with the u32 metadata value of `key` replaced in place (same byte length).
+fn gguf_with_u32(key: &str, from: u32, to: u32) -> Vec<u8> {
+    let mut bytes = std::fs::read(default_model_gguf()).unwrap();
+    // A GGUF key/value: key length (u64), key bytes, value type (u32, 4 = UINT32), value.
+    let mut needle = (key.len() as u64).to_le_bytes().to_vec();
+    needle.extend_from_slice(key.as_bytes());
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .unwrap_or_else(|| panic!("{key} is in the default model's header"))
+        + needle.len();
+    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+    assert_eq!(bytes[at + 4..at + 8], from.to_le_bytes(), "{key} is {from}");
+    bytes[at + 4..at + 8].copy_from_slice(&to.to_le_bytes());
+    bytes
+}
+
+/// A GGUF whose `head_count_kv` (7) does not divide `head_count` (9) used to panic inside attention;
+/// now it fails to load with an error naming the key, every time, while the server and the good model
+/// carry on.
+#[test]
+fn a_model_whose_kv_heads_do_not_divide_its_heads_fails_to_load_naming_the_key() {
+    let cli = cli_with_default_model();
+    let path = cli.home.path().join("bad-kv-heads.gguf");
+    std::fs::write(&path, gguf_with_u32("llama.attention.head_count_kv", 3, 7)).unwrap();
+    cli.ok(&[
+        "package",
+        "--gguf",
+        path.to_str().unwrap(),
+        "ai/bad-kv-heads:latest",
+    ]);
+    let server = Server::start(&cli, &[]);
+    let url = server.url("/v1/chat/completions");
+    let ask = |model: &str| {
+        json!({"model": model, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+    };
+    runtime().block_on(async {
+        for _ in 0..2 {
+            let (status, _, error) = post(&url, ask("ai/bad-kv-heads")).await;
+            assert!((400..600).contains(&status), "{status} {error}");
+            let message = error["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("llama.attention.head_count_kv"),
+                "{status} {error}"
+            );
+            let health = reqwest::get(server.url("/health")).await.unwrap();
+            assert_eq!(health.status().as_u16(), 200);
+            let (status, _, answer) = post(&url, ask("ai/smollm2")).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["object"], "chat.completion", "{answer}");
+        }
+        let ps = reqwest::get(server.url("/api/ps"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!ps.contains("bad-kv-heads"), "{ps}");
+    });
+}
+
+/// `/health` answers while a model is still loading (the load no longer holds the runtime's lock).
+#[test]
+fn health_answers_while_a_model_loads() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    let url = server.url("/v1/chat/completions");
+    let body = json!({"model": "ai/smollm2", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+    runtime().block_on(async {
+        let started = Instant::now();
+        let completion = tokio::spawn(async move { post(&url, body).await.0 });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let asked = Instant::now();
+        let health = reqwest::get(server.url("/health")).await.unwrap();
+        let health_took = asked.elapsed();
+        assert_eq!(health.status().as_u16(), 200);
+        let status = completion.await.unwrap();
+        assert_eq!(status, 200);
+        let completion_took = started.elapsed();
+        assert!(
+            health_took * 3 < completion_took,
+            "/health took {health_took:?} while the first completion (with the load) took {completion_took:?}"
+        );
+    });
+}
