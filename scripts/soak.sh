@@ -38,7 +38,12 @@ gguf=$("$root/scripts/fetch-default-model.sh")
 
 work=$(mktemp -d)
 registry_pid= server_pid=
+exec 4>&2  # the caller's stderr, for messages while setup's output goes to setup.log
 cleanup() {
+  local status=$?
+  if ((status != 0)) && [[ -f $work/setup.log && ! -f $work/report.json ]]; then
+    echo "soak set-up failed; setup.log ends:" >&4; tail -15 "$work/setup.log" >&4
+  fi
   [[ -n $server_pid ]] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null || true
   if [[ ${SOAK_KEEP:-0} == 1 ]]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
@@ -64,6 +69,8 @@ wait_port "$reg_port"
 
 echo "== packaging and pushing to 127.0.0.1:$reg_port" >&2
 ref=127.0.0.1:$reg_port/ai/smollm2:soak
+# Transfer progress goes to setup.log (kept with SOAK_KEEP=1).
+exec 3>&2 2>>"$work/setup.log"
 MODEL_RUNNER_HOME=$work/publisher "$model" package --gguf "$gguf" --push "$ref" >/dev/null
 # Small artifacts for the pull/delete cycles: four distinct blobs under one reference per client, so that
 # clients pull and delete shared blobs concurrently (the store's gc lock at work).
@@ -91,6 +98,7 @@ for c in $(seq 0 $((clients - 1))); do
   pull_refs+=("127.0.0.1:$reg_port/soak/client$c:latest")
 done
 MODEL_RUNNER_HOME=$work/store "$model" pull "$ref" >/dev/null
+exec 2>&3 3>&-
 
 # The MCP reference servers as tests/mcp.rs starts them, stopped after $mcp_idle s idle.
 cat >"$work/mcp.json" <<JSON
