@@ -4,7 +4,8 @@
 //! only what matters, instead of a round trip through the model per call.
 //!
 //! The sandbox has no file, network or process access of its own (QuickJS without its `std`/`os`
-//! modules); only the tools reach outside. Wall time, memory, tool calls and output size are bounded.
+//! modules); only the tools reach outside. Wall time, memory, tool calls and output size are bounded:
+//! the logs and the result's JSON are each cut at `Limits::output_bytes` (64 KiB by default).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -134,9 +135,28 @@ pub fn run(
             .unwrap_or(Value::Null);
         Ok(ScriptOutput {
             logs: logs.borrow().clone(),
-            result: json,
+            result: cap_result(json, limits.output_bytes),
         })
     })
+}
+
+/// The result as it goes back, at most `max` bytes of JSON: a larger one becomes a string holding its
+/// first `max` bytes and a note of how much was cut (so one script cannot flood a prompt or a client).
+fn cap_result(result: Value, max: usize) -> Value {
+    let text = result.to_string();
+    if text.len() <= max {
+        return result;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Value::String(format!(
+        "{}\n[result truncated: {} of {} bytes]",
+        &text[..cut],
+        cut,
+        text.len()
+    ))
 }
 
 const PRELUDE: &str = r#"
@@ -218,6 +238,35 @@ mod tests {
         )
         .expect_err("out of memory");
         assert!(err.contains("failed"), "{err}");
+    }
+
+    #[test]
+    fn results_are_capped_like_logs() {
+        let limits = Limits {
+            output_bytes: 1000,
+            ..Limits::default()
+        };
+        let out = run("'x'.repeat(1000000)", &[], adder(), limits).expect("runs");
+        let text = out.result.as_str().expect("a cut result is a string");
+        assert!(text.len() < 1100, "{} bytes", text.len());
+        assert!(
+            text.ends_with("[result truncated: 1000 of 1000002 bytes]"),
+            "{text}"
+        );
+        let out = run(
+            "Array.from({length: 100000}, (_, i) => ({i}))",
+            &[],
+            adder(),
+            limits,
+        )
+        .expect("runs");
+        let text = out.result.as_str().expect("a cut result is a string");
+        assert!(
+            text.len() < 1100 && text.starts_with("[{\"i\":0}"),
+            "{text}"
+        );
+        let small = run("({a: [1, 2]})", &[], adder(), limits).expect("runs");
+        assert_eq!(small.result, json!({"a": [1, 2]}));
     }
 
     #[test]
