@@ -166,6 +166,9 @@ impl Default for McpConfig {
 }
 
 pub const DEFAULT_MAX_ROUNDS: usize = 8;
+/// The pseudo-server of the runner's own tools (`chat`, `list_models`): what a client's `servers` names
+/// to be allowed them. No configured server may take the name.
+pub const LOCAL_SERVER: &str = "model-runner";
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -241,7 +244,13 @@ fn resolve(
         };
         secrets.insert(name.clone(), value);
     }
-    let lookup = |name: &str| secrets.get(name).cloned().or_else(|| env(name));
+    // Every value an `${NAME}` brought in (a secret or a plain environment variable) is redacted alike.
+    let interpolated = std::cell::RefCell::new(Vec::<String>::new());
+    let lookup = |name: &str| {
+        let value = secrets.get(name).cloned().or_else(|| env(name))?;
+        interpolated.borrow_mut().push(value.clone());
+        Some(value)
+    };
     let mut servers = Vec::new();
     for (name, server) in raw.mcp_servers {
         if server.disabled {
@@ -249,6 +258,11 @@ fn resolve(
         }
         if name.is_empty() {
             return Err(ConfigError::Invalid("a server name is empty".into()));
+        }
+        if name == LOCAL_SERVER {
+            return Err(ConfigError::Invalid(format!(
+                "the server name {LOCAL_SERVER} is reserved for the runner's own tools"
+            )));
         }
         let interpolate_map = |map: &BTreeMap<String, String>, what: &str| {
             map.iter()
@@ -347,9 +361,11 @@ fn resolve(
         });
     }
     let mut secret_values: Vec<String> = secrets.into_values().collect();
+    secret_values.extend(interpolated.into_inner());
     secret_values.extend(clients.iter().map(|c| c.token.clone()));
     secret_values.retain(|s| s.len() >= 4);
     secret_values.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secret_values.dedup();
     Ok(McpConfig {
         servers,
         clients,
@@ -452,6 +468,35 @@ mod tests {
             message.contains("fs") && message.contains("NOPE"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn values_from_plain_environment_variables_are_redacted_like_secrets() {
+        let config = parse(
+            r#"{"mcpServers": {
+                "fs": {"command": "x", "env": {"TOKEN": "${PLAIN_TOKEN}"}},
+                "web": {"url": "http://127.0.0.1:9/mcp", "headers": {"X-Key": "k=${HEADER_KEY}"}}
+              }}"#,
+            &[
+                ("PLAIN_TOKEN", "plain-env-value-1"),
+                ("HEADER_KEY", "header-env-value-2"),
+            ],
+        )
+        .expect("valid config");
+        for value in ["plain-env-value-1", "header-env-value-2"] {
+            assert!(
+                config.secret_values.iter().any(|s| s == value),
+                "{value} is not redacted: {:?}",
+                config.secret_values
+            );
+        }
+    }
+
+    #[test]
+    fn the_runner_pseudo_server_name_is_reserved() {
+        let err = parse(r#"{"mcpServers": {"model-runner": {"command": "x"}}}"#, &[])
+            .expect_err("reserved name");
+        assert!(err.to_string().contains("reserved"), "{err}");
     }
 
     #[test]
