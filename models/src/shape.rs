@@ -48,7 +48,7 @@ pub fn attention_shape(w: &GgufWeights, hidden: usize) -> Result<AttentionShape,
     if kv_heads == 0 {
         return Err(bad(key("attention.head_count_kv"), "must be at least 1"));
     }
-    if heads % kv_heads != 0 {
+    if !heads.is_multiple_of(kv_heads) {
         return Err(bad(
             key("attention.head_count_kv"),
             format!(
@@ -58,7 +58,7 @@ pub fn attention_shape(w: &GgufWeights, hidden: usize) -> Result<AttentionShape,
         ));
     }
     let head_dim = match w.arch_usize_or("attention.key_length", 0)? {
-        0 if hidden % heads != 0 => {
+        0 if !hidden.is_multiple_of(heads) => {
             return Err(bad(
                 key("embedding_length"),
                 format!(
@@ -108,7 +108,7 @@ pub fn check(w: &GgufWeights, expected: Expected) -> Result<(), ModelError> {
         head_dim,
     } = attention_shape(w, hidden)?;
     let rope_dims = w.arch_usize_or("rope.dimension_count", head_dim)?;
-    if rope_dims > head_dim || rope_dims % 2 != 0 {
+    if rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
         return Err(bad(
             key("rope.dimension_count"),
             format!("{rope_dims} must be even and at most the head size {head_dim}"),
