@@ -184,9 +184,12 @@ impl ModelRef {
     /// The short form users type and `ls` shows: `ai/smollm2:latest` on Docker Hub, the full form elsewhere.
     pub fn familiar(&self) -> String {
         let full = self.to_string();
-        full.strip_prefix(&format!("{DEFAULT_REGISTRY}/"))
-            .map(str::to_string)
-            .unwrap_or(full)
+        match full.strip_prefix(&format!("{DEFAULT_REGISTRY}/")) {
+            // Dropping the registry must not make the first path part read as one (`docker.io/a.b/c`
+            // would become `a.b/c`, a reference to the registry `a.b`).
+            Some(short) if !first_part_reads_as_registry(short) => short.to_string(),
+            _ => full,
+        }
     }
 
     /// Whether Docker would talk plain HTTP to this registry without being told: loopback only.
@@ -332,6 +335,13 @@ fn validate_tag(tag: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `path`'s first part would be parsed as a registry host (as Docker reads it: a `.` or a `:`,
+/// or `localhost`).
+fn first_part_reads_as_registry(path: &str) -> bool {
+    path.split_once('/')
+        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +395,21 @@ mod tests {
             ModelRef::parse("localhost:5000/a/b:c").unwrap().familiar(),
             "localhost:5000/a/b:c"
         );
+    }
+
+    #[test]
+    fn familiar_form_parses_back_to_the_same_reference() {
+        // Found by fuzzing: `docker.io/ahf.co/bwsi/k` was shown as `ahf.co/bwsi/k`, another registry.
+        for text in [
+            "docker.io/ahf.co/bwsi/k",
+            "docker.io/localhost/x",
+            "smollm2",
+            "ai/smollm2:v1",
+        ] {
+            let reference = ModelRef::parse(text).unwrap();
+            let again = ModelRef::parse(&reference.familiar()).unwrap();
+            assert_eq!(again.to_string(), reference.to_string(), "{text}");
+        }
     }
 
     #[test]

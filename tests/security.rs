@@ -352,3 +352,65 @@ fn serving_beyond_loopback_without_a_key_warns() {
         "no warning in: {text}"
     );
 }
+
+#[test]
+fn hostile_chat_templates_fail_their_request_and_the_server_stays_up() {
+    let cli = cli_with_default_model();
+    let gguf = common::default_model_gguf();
+    let hostile = [
+        ("indent", "{{ messages | tojson(indent=1000000000000) }}"),
+        ("repeat", "{{ 'x' * 1000000000000 }}"),
+        (
+            "loops",
+            "{% for a in range(100000) %}{% for b in range(100000) %}{{ b }}{% endfor %}{% endfor %}",
+        ),
+        (
+            "strftime",
+            "{{ strftime_now('%Q') }}{{ messages[0].content }}",
+        ),
+    ];
+    for (name, template) in hostile {
+        let file = cli.home.path().join(format!("{name}.jinja"));
+        std::fs::write(&file, template).unwrap();
+        cli.ok(&[
+            "package",
+            "--gguf",
+            gguf.to_str().unwrap(),
+            "--chat-template",
+            file.to_str().unwrap(),
+            &format!("ai/hostile-{name}:latest"),
+        ]);
+    }
+    let server = Server::start(&cli, &[]);
+    let http = client();
+    for (name, _) in hostile {
+        let started = Instant::now();
+        let (status, body) = send(
+            http.post(server.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(
+                    json!({"model": format!("ai/hostile-{name}"), "max_tokens": 2,
+                           "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
+                ),
+        );
+        assert!(
+            (400..600).contains(&status) && body["error"]["message"].is_string(),
+            "{name}: {status} {body}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(35),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+        let (status, _) = send(http.get(server.url("/health")));
+        assert_eq!(status, 200, "after {name}");
+    }
+    // The same server still answers with a sound template.
+    let (status, body) = send(
+        http.post(server.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(chat_body()),
+    );
+    assert_eq!(status, 200, "{body}");
+}

@@ -443,6 +443,7 @@ fn partial_suffix(text: &str, marker: &str) -> usize {
 }
 
 /// Length of the JSON escape at the start of `text`, if it is complete (a surrogate pair counts whole).
+/// Always ends on a character boundary, whatever follows the backslash.
 fn escape_len(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
     match bytes.get(1)? {
@@ -450,14 +451,27 @@ fn escape_len(text: &str) -> Option<usize> {
             if bytes.len() < 6 {
                 return None;
             }
-            let high = u16::from_str_radix(text.get(2..6)?, 16).ok()?;
-            if (0xD800..0xDC00).contains(&high) {
-                (bytes.len() >= 12).then_some(12)
-            } else {
-                Some(6)
+            // A malformed `\u` escape is read as the two bytes `\u`; the JSON reader reports it.
+            let Some(high) = text
+                .get(2..6)
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            else {
+                return Some(2);
+            };
+            if !(0xD800..0xDC00).contains(&high) {
+                return Some(6);
+            }
+            if bytes.len() < 12 {
+                return None;
+            }
+            // Only a `\u` low half makes it a pair; anything else is read as an escape of its own.
+            match text.get(6..12) {
+                Some(low) if low.starts_with("\\u") => Some(12),
+                _ => Some(6),
             }
         }
-        _ => Some(2),
+        // A backslash and the character after it, however many bytes that takes (`\é` is 3).
+        _ => Some(1 + text.get(1..)?.chars().next()?.len_utf8()),
     }
 }
 
@@ -547,6 +561,24 @@ mod tests {
         let (content, calls) = run(ToolFormat::Hermes, "a < b and <tool_c", 1);
         assert_eq!(content, "a < b and <tool_c");
         assert!(calls.is_empty());
+    }
+
+    #[test]
+    fn escapes_before_multibyte_characters_never_split_them() {
+        // Found by fuzzing: `\é` was taken as a two-byte escape and the slice after it cut the `é`.
+        for text in [
+            "{\"response\": \"\\é\"}",
+            "{\"response\": \"\\u00e9 \\ud83d\\ude00 \\ud83dé \\uzzzz\"}",
+            "{\"response\": \"\\\u{1F600}\"}",
+        ] {
+            for step in 1..6 {
+                run(ToolFormat::Generic, text, step);
+            }
+        }
+        assert_eq!(escape_len("\\é"), Some(3));
+        assert_eq!(escape_len("\\ud83d\\ude00"), Some(12));
+        assert_eq!(escape_len("\\ud83dxxxxxx"), Some(6));
+        assert_eq!(escape_len("\\ud83d"), None);
     }
 
     #[test]
