@@ -151,7 +151,7 @@ pub(crate) fn remove_stale_partials(
             .modified()
             .ok()
             .and_then(|modified| now.duration_since(modified).ok());
-        if !age.is_some_and(|age| age > max_age) {
+        if age.is_none_or(|age| age <= max_age) {
             continue;
         }
         let _held = match Digest::parse(&format!("sha256:{stem}")) {
