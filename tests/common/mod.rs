@@ -131,6 +131,8 @@ impl ModelCli {
             .env("MODEL_RUNNER_HOME", self.home.path())
             .env_remove("MODEL_RUNNER_REGISTRY_USERNAME")
             .env_remove("MODEL_RUNNER_REGISTRY_TOKEN")
+            .env_remove("MODEL_RUNNER_REGISTRY_PASSWORD")
+            .env_remove("MODEL_RUNNER_REGISTRY_HOST")
             .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
             // No runner answers here unless a test starts one: `run` stays in process.
             .env("MODEL_RUNNER_HOST", "127.0.0.1")
