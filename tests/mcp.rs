@@ -76,6 +76,16 @@ struct Gateway {
 
 impl Gateway {
     fn start(cli: &ModelCli, config: &Value, extra: &[&str]) -> Self {
+        Self::start_with_env(cli, config, extra, &[])
+    }
+
+    /// As `start`, with `env` added to the runner's environment.
+    fn start_with_env(
+        cli: &ModelCli,
+        config: &Value,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("mcp.json");
         std::fs::write(&config_path, config.to_string()).expect("write config");
@@ -101,6 +111,7 @@ impl Gateway {
             .command(&args)
             .envs(mcp_env())
             .env("PATH", path)
+            .envs(env.iter().copied())
             .env_remove("MODEL_RUNNER_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -299,6 +310,21 @@ impl Session {
     fn call(&mut self, name: &str, arguments: Value) -> Reply {
         self.request("tools/call", json!({"name": name, "arguments": arguments}))
     }
+
+    /// `DELETE` with this session's id: the HTTP status.
+    fn delete(&self) -> u16 {
+        let mut request = self
+            .http
+            .delete(&self.url)
+            .header("mcp-protocol-version", "2025-11-25");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(id) = &self.id {
+            request = request.header("mcp-session-id", id);
+        }
+        request.send().expect("DELETE /mcp").status().as_u16()
+    }
 }
 
 fn result_text(reply: &Reply) -> String {
@@ -397,7 +423,8 @@ fn python_sdk_reaches_real_servers_through_the_gateway() {
             "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), &files.path],
                    "tools": ["list_directory", "read_text_file"]},
             "time": time_server(json!({})),
-            "docker_time": {"command": "docker", "args": ["run", "-i", "--rm", "mcp/time"]},
+            "docker_time": {"command": "docker", "args": ["run", "-i", "--rm", "mcp/time"],
+                            "env": {"MCP_SERVER_TIME_BIN": "${MCP_SERVER_TIME_BIN}"}},
             "proxied": {"url": format!("http://127.0.0.1:{}/mcp", proxy.1)}
         },
         "gateway": {"secrets": {"SERVICE_TOKEN": {"file": secret_file.path()}}}
@@ -412,11 +439,15 @@ fn python_sdk_reaches_real_servers_through_the_gateway() {
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stdout.contains("gateway client ok"),
-        "{stdout}\n{}\n--- server log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        "{stdout}\n{stderr}\n--- server log ---\n{}",
         gateway.log()
+    );
+    assert!(
+        !stderr.contains("Session termination failed"),
+        "the SDK's DELETE of its session is answered as it expects:\n{stderr}"
     );
     let echo_calls = metric(
         &gateway,
@@ -911,5 +942,289 @@ fn chat_completions_run_mcp_tools_in_a_loop() {
         "{stdout}\n{}\n--- server log ---\n{}",
         String::from_utf8_lossy(&out.stderr),
         gateway.log()
+    );
+}
+
+/// The runner's own tools are tools of the pseudo-server `model-runner`: a client whose `servers` leave
+/// it out neither sees nor calls them, one that names it does, and both outcomes are logged and counted
+/// like any upstream call.
+#[test]
+fn runner_tools_obey_client_scopes_and_are_logged_and_counted() {
+    let cli = ModelCli::new();
+    let config = json!({
+        "mcpServers": {"time": time_server(json!({}))},
+        "gateway": {"clients": [
+            {"name": "agent", "token": "agent-token-1234", "servers": ["time"]},
+            {"name": "runner", "token": "runner-token-5678", "servers": ["model-runner"]},
+            {"name": "lister", "token": "lister-token-9012", "tools": ["list_models"]}
+        ]}
+    });
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let url = gateway.url("/mcp");
+
+    let mut agent = Session::new(url.clone(), Some("agent-token-1234"));
+    assert_eq!(agent.initialize().status, 200);
+    let names = agent.tool_names();
+    assert!(
+        !names.iter().any(|n| n == "chat" || n == "list_models"),
+        "{names:?}"
+    );
+    for tool in ["list_models", "chat"] {
+        let denied = agent.call(tool, json!({"model": "x", "prompt": "hi"}));
+        assert!(
+            is_error(&denied) && result_text(&denied).contains("may not call"),
+            "{}",
+            denied.message
+        );
+    }
+
+    let mut runner = Session::new(url.clone(), Some("runner-token-5678"));
+    assert_eq!(runner.initialize().status, 200);
+    let names = runner.tool_names();
+    assert!(
+        names.iter().any(|n| n == "chat") && names.iter().any(|n| n == "list_models"),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("time__")), "{names:?}");
+    let listed = runner.call("list_models", json!({}));
+    assert!(!is_error(&listed), "{}", listed.message);
+
+    let mut lister = Session::new(url, Some("lister-token-9012"));
+    assert_eq!(lister.initialize().status, 200);
+    let names = lister.tool_names();
+    assert!(
+        names.iter().any(|n| n == "list_models") && !names.iter().any(|n| n == "chat"),
+        "{names:?}"
+    );
+
+    let series = |tool: &str, client: &str| {
+        metric(
+            &gateway,
+            &format!(
+                "model_runner:mcp_tool_calls_total{{server=\"model-runner\",tool=\"{tool}\",client=\"{client}\"}}"
+            ),
+        )
+    };
+    assert_eq!(series("list_models", "runner"), Some(1.0));
+    assert_eq!(series("list_models", "agent"), Some(1.0));
+    assert_eq!(series("chat", "agent"), Some(1.0));
+    assert_eq!(
+        metric(
+            &gateway,
+            "model_runner:mcp_tool_errors_total{server=\"model-runner\",tool=\"chat\",client=\"agent\"}"
+        ),
+        Some(1.0)
+    );
+    let log = gateway.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"mcp_call\"") && l.contains("model-runner"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"client\":\"runner\"") && l.contains("\"outcome\":\"ok\"")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"client\":\"agent\"") && l.contains("\"outcome\":\"denied\"")),
+        "{log}"
+    );
+}
+
+const API_KEY: &str = "runner-api-key-0123456789";
+const REGISTRY_PASSWORD: &str = "registry-password-0123456789";
+const PLAIN_VALUE: &str = "plain-env-value-0123456789";
+
+/// A stdio server starts with a cleared environment: the runner's API key and registry password never
+/// reach it, what its config's `env` names does; a value brought in by `${VAR}` from the plain
+/// environment is redacted in the call log like a declared secret.
+#[test]
+fn stdio_servers_get_only_allow_listed_and_declared_environment() {
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {
+        "everything": everything_server(json!({"env": {"DECLARED": "${PLAIN_VAR_FOR_SERVER}"}}))
+    }});
+    let gateway = Gateway::start_with_env(
+        &cli,
+        &config,
+        &[],
+        &[
+            ("MODEL_RUNNER_API_KEY", API_KEY),
+            ("MODEL_RUNNER_REGISTRY_PASSWORD", REGISTRY_PASSWORD),
+            ("PLAIN_VAR_FOR_SERVER", PLAIN_VALUE),
+            ("UNRELATED_RUNNER_VARIABLE", "unrelated"),
+        ],
+    );
+    let mut session = Session::new(gateway.url("/mcp"), Some(API_KEY));
+    assert_eq!(session.initialize().status, 200);
+    let env = session.call("everything__get-env", json!({}));
+    assert!(!is_error(&env), "{}", env.message);
+    let env = result_text(&env);
+    assert!(
+        env.contains("DECLARED") && env.contains(PLAIN_VALUE),
+        "{env}"
+    );
+    assert!(env.contains("PATH") && env.contains("HOME"), "{env}");
+    for leaked in [
+        API_KEY,
+        REGISTRY_PASSWORD,
+        "MODEL_RUNNER_API_KEY",
+        "MODEL_RUNNER_REGISTRY_PASSWORD",
+        "UNRELATED_RUNNER_VARIABLE",
+    ] {
+        assert!(!env.contains(leaked), "{leaked} reached the server: {env}");
+    }
+
+    let echo = session.call(
+        "everything__echo",
+        json!({"message": format!("value {PLAIN_VALUE}")}),
+    );
+    assert!(!is_error(&echo), "{}", echo.message);
+    let log = gateway.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"tool\":\"everything__echo\"") && l.contains("[REDACTED]")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(PLAIN_VALUE),
+        "an interpolated value reached the log:\n{log}"
+    );
+}
+
+/// Calls to names no tool has are counted under one `tool="unknown"` series, not one series per name.
+#[test]
+fn unknown_tool_names_share_one_metric_series() {
+    let cli = ModelCli::new();
+    let gateway = Gateway::start(
+        &cli,
+        &json!({"mcpServers": {"time": time_server(json!({}))}}),
+        &[],
+    );
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    for i in 0..30 {
+        let reply = session.call(&format!("junk_{i}__nothing"), json!({}));
+        assert!(is_error(&reply), "{}", reply.message);
+    }
+    let reply = session.call("mcp_call", json!({"name": "time__junk", "arguments": {}}));
+    assert!(is_error(&reply), "{}", reply.message);
+    let metrics = reqwest::blocking::get(gateway.url("/metrics"))
+        .and_then(|r| r.text())
+        .expect("metrics");
+    assert!(
+        !metrics.contains("junk"),
+        "caller-chosen names became series:\n{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &gateway,
+            "model_runner:mcp_tool_calls_total{server=\"gateway\",tool=\"unknown\",client=\"anonymous\"}"
+        ),
+        Some(31.0)
+    );
+}
+
+/// `DELETE /mcp` ends a session with 200 (what the spec and the Python SDK expect), and a session the
+/// server does not know gets 404.
+#[test]
+fn deleting_a_session_answers_as_the_transport_spec_says() {
+    let cli = ModelCli::new();
+    let gateway = Gateway::start(
+        &cli,
+        &json!({"mcpServers": {"time": time_server(json!({}))}}),
+        &[],
+    );
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    assert!(session.id.is_some(), "the server hands out a session id");
+    assert_eq!(session.delete(), 200);
+    assert_eq!(session.delete(), 404, "the session is gone");
+    let reply = session.request("tools/list", json!({}));
+    assert_eq!(reply.status, 404, "{}", reply.message);
+}
+
+/// A tool whose input schema is recursive (`#/$defs/Node` inside itself, as the Python SDK writes a
+/// tree) is listed, called, and its arguments are checked all the way down.
+#[test]
+fn recursive_input_schemas_are_listed_checked_and_called() {
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {"tree": {
+        "command": var("MCP_PYTHON"),
+        "args": [repo_root().join("tests/python/mcp_tree_server.py")]
+    }}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let names = session.tool_names();
+    assert!(names.iter().any(|n| n == "tree__count_nodes"), "{names:?}");
+    let tree = json!({"root": {"name": "a", "children": [
+        {"name": "b", "children": [{"name": "c"}]}, {"name": "d"}
+    ]}});
+    let counted = session.call("tree__count_nodes", tree);
+    assert!(
+        !is_error(&counted) && result_text(&counted).contains("4 nodes"),
+        "{}",
+        counted.message
+    );
+    let invalid = json!({"root": {"name": "a", "children": [{"children": [{"name": 7}]}]}});
+    let refused = session.call("tree__count_nodes", invalid);
+    let text = result_text(&refused);
+    assert!(
+        is_error(&refused)
+            && text.contains("invalid arguments")
+            && text.contains("/root/children/0"),
+        "{}",
+        refused.message
+    );
+    assert!(!text.contains("does not exist"), "{text}");
+}
+
+/// A chat request with `code_mode` offers `run_js`, and the chat loop's calls of it run the script
+/// through the gateway for the request's servers (not "no MCP tool named run_js").
+#[test]
+fn chat_code_mode_runs_run_js_through_the_gateway() {
+    let cli = cli_with_default_model();
+    let gateway = Gateway::start(
+        &cli,
+        &json!({"mcpServers": {"time": time_server(json!({}))}}),
+        &[],
+    );
+    let body = json!({
+        "model": "ai/smollm2",
+        "messages": [{"role": "user", "content": "Use JavaScript to get the current time in UTC with time__get_current_time."}],
+        "tools": [{"type": "mcp", "server_label": "time", "code_mode": true}],
+        "tool_choice": {"type": "function", "function": {"name": "run_js"}},
+        "max_tokens": 96,
+        "temperature": 0
+    });
+    let response: Value = reqwest::blocking::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .timeout(Duration::from_secs(300))
+        .json(&body)
+        .send()
+        .and_then(|r| r.json())
+        .expect("chat");
+    let calls = response["mcp_calls"].as_array().expect("mcp_calls");
+    let first = &calls[0];
+    assert_eq!(first["name"], "run_js", "{response}");
+    assert_eq!(first["server"], "gateway", "{response}");
+    let error = first["error"].as_str().unwrap_or("");
+    assert!(
+        !error.contains("no MCP tool named"),
+        "run_js did not reach the gateway: {response}"
+    );
+    assert!(
+        first["error"].is_null() || error.contains("script"),
+        "a script's own failure is all that may come back: {response}"
+    );
+    let log = gateway.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"event\":\"mcp_call\"") && l.contains("\"tool\":\"run_js\"")),
+        "{log}"
     );
 }

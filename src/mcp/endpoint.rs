@@ -1,6 +1,8 @@
 //! The gateway as an MCP server: the tools of every configured server (namespaced), the discovery
-//! meta-tools, and the runner's own `chat` and `list_models`. Served at `/mcp` (streamable HTTP, where
-//! the HTTP layer authenticates the caller and takes the rate limit) and by `model mcp` over stdio.
+//! meta-tools, and the runner's own `chat` and `list_models` (tools of the pseudo-server
+//! `model-runner`, checked, logged and counted by the gateway like any other). Served at `/mcp`
+//! (streamable HTTP, where the HTTP layer authenticates the caller and takes the rate limit) and by
+//! `model mcp` over stdio.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -15,9 +17,10 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
+use super::config::LOCAL_SERVER;
 use super::gateway::Gateway;
 use super::policy::Caller;
-use super::{code_mode, discovery};
+use super::{McpError, code_mode, discovery};
 
 pub const CHAT: &str = "chat";
 pub const LIST_MODELS: &str = "list_models";
@@ -108,7 +111,19 @@ impl Endpoint {
             false,
         ));
         if self.models.is_some() {
-            tools.push(object_tool(
+            tools.extend(
+                Self::local_tools()
+                    .into_iter()
+                    .filter(|t| self.gateway.allows(caller, LOCAL_SERVER, &t.name)),
+            );
+        }
+        tools
+    }
+
+    /// The runner's own tools, offered as tools of the pseudo-server `model-runner`.
+    fn local_tools() -> Vec<Tool> {
+        vec![
+            object_tool(
                 CHAT,
                 "Ask a model that runs locally in this model runner. Returns its answer.",
                 json!({
@@ -122,24 +137,24 @@ impl Endpoint {
                     "required": ["model", "prompt"]
                 }),
                 false,
-            ));
-            tools.push(object_tool(
+            ),
+            object_tool(
                 LIST_MODELS,
                 "List the models this model runner has in its store.",
                 json!({"type": "object", "properties": {}}),
                 true,
-            ));
-        }
-        tools
+            ),
+        ]
     }
 
+    /// Runs `chat` or `list_models` (the gateway has already admitted the call); a failure is an
+    /// `isError` result the caller can read.
     async fn local_call(
-        &self,
-        name: &str,
-        arguments: &Map<String, Value>,
-    ) -> Option<CallToolResult> {
-        let models = self.models.as_ref()?;
-        let outcome = match name {
+        models: Arc<dyn LocalModels>,
+        name: String,
+        arguments: Map<String, Value>,
+    ) -> Result<CallToolResult, McpError> {
+        let outcome = match name.as_str() {
             LIST_MODELS => models
                 .list()
                 .await
@@ -162,9 +177,9 @@ impl Endpoint {
                     _ => Err("chat needs string arguments model and prompt".to_string()),
                 }
             }
-            _ => return None,
+            _ => return Err(McpError::UnknownTool(name)),
         };
-        Some(outcome.unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e)])))
+        Ok(outcome.unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e)])))
     }
 }
 
@@ -224,16 +239,26 @@ impl ServerHandler for Endpoint {
     ) -> Result<CallToolResponse, ErrorData> {
         let (caller, rate_checked) = self.caller(&context);
         let arguments = request.arguments.unwrap_or_default();
-        if let Some(result) = self.local_call(&request.name, &arguments).await {
-            return Ok(result.into());
-        }
-        let call = self.gateway.dispatch(
-            &caller,
-            &request.name,
-            Value::Object(arguments),
-            rate_checked,
-            None,
-        );
+        let name = request.name.to_string();
+        let call: BoxFuture<'_, _> = match &self.models {
+            Some(models) if name == CHAT || name == LIST_MODELS => {
+                let run = Self::local_call(models.clone(), name.clone(), arguments.clone());
+                Box::pin(self.gateway.call_local(
+                    &caller,
+                    &name,
+                    Value::Object(arguments),
+                    rate_checked,
+                    run,
+                ))
+            }
+            _ => Box::pin(self.gateway.call_scoped(
+                &caller,
+                &name,
+                Value::Object(arguments),
+                rate_checked,
+                None,
+            )),
+        };
         let record = tokio::select! {
             record = call => record,
             _ = context.ct.cancelled() => {

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::breaker::Breaker;
 use super::code_mode;
-use super::config::{ConfigError, McpConfig};
+use super::config::{ConfigError, LOCAL_SERVER, McpConfig};
 use super::discovery::{self, Candidate};
 use super::naming::NameTable;
 use super::policy::{Caller, Policy};
@@ -23,6 +23,13 @@ use super::redact::Redactor;
 use super::upstream::Upstream;
 use super::{McpError, naming};
 use crate::metrics::{Histogram, describe, label};
+
+/// The `server` label of the gateway's own tools (`mcp_find`, `mcp_call`, `run_js`) and of unknown names.
+pub const GATEWAY_SERVER: &str = "gateway";
+/// The `tool` label under which calls to names no tool has are counted.
+pub const UNKNOWN_TOOL: &str = "unknown";
+/// How much of a tool's name a log line carries (names come from callers).
+const LOGGED_NAME_CHARS: usize = 128;
 
 /// A tool as the gateway offers it.
 pub struct Entry {
@@ -342,10 +349,10 @@ impl Gateway {
             .collect()
     }
 
-    /// Calls a namespaced tool (or a discovery meta-tool) for `caller`. `rate_checked`: the transport
-    /// already took this call from the caller's budget.
+    /// Calls a namespaced tool (or a gateway tool: `mcp_find`, `mcp_call`, `run_js`) for `caller`.
+    /// `rate_checked`: the transport already took this call from the caller's budget.
     pub async fn call(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         arguments: Value,
@@ -355,20 +362,37 @@ impl Gateway {
             .await
     }
 
-    /// Any gateway tool by name: `run_js` runs a script, everything else goes to `call_scoped`.
-    pub async fn dispatch(
-        self: &Arc<Self>,
+    /// Calls one of the runner's own tools (`chat`, `list_models`: `run` does the work) under the same
+    /// access check (as tools of the pseudo-server `model-runner`), rate limit, call log and metrics as
+    /// an upstream tool. `run` is only polled once the call is admitted.
+    pub async fn call_local(
+        &self,
         caller: &Caller,
         name: &str,
         arguments: Value,
         rate_checked: bool,
-        scope: Option<&[String]>,
+        run: impl Future<Output = Result<CallToolResult, McpError>>,
     ) -> CallRecord {
-        if name == code_mode::RUN_JS {
-            return self.run_js(caller, arguments, scope).await;
-        }
-        self.call_scoped(caller, name, arguments, rate_checked, scope)
-            .await
+        let started = Instant::now();
+        let setup = self.setup();
+        let outcome = match admit(&setup, caller, LOCAL_SERVER, name, rate_checked) {
+            Ok(()) => run.await,
+            Err(e) => Err(e),
+        };
+        self.record(
+            &setup,
+            caller,
+            name.to_string(),
+            LOCAL_SERVER.to_string(),
+            arguments,
+            outcome,
+            started,
+        )
+    }
+
+    /// Whether `caller` may see and call `server`'s tool `name` (namespaced, or a local tool's name).
+    pub fn allows(&self, caller: &Caller, server: &str, name: &str) -> bool {
+        self.setup().policy.allows(caller, server, name)
     }
 
     /// `run_js`: a script whose tool functions call through the gateway as `caller` (each call checked,
@@ -411,7 +435,7 @@ impl Gateway {
             &setup,
             caller,
             code_mode::RUN_JS.into(),
-            "gateway".into(),
+            GATEWAY_SERVER.into(),
             arguments,
             outcome,
             started,
@@ -470,22 +494,26 @@ impl Gateway {
         })
     }
 
-    /// As `call`, with the discovery meta-tools kept to `scope`'s servers (a chat request's labels).
+    /// As `call`, with the gateway tools kept to `scope`'s servers (a chat request's labels): the one
+    /// call path of `/mcp`, `model mcp` and the chat loop, `run_js` and the discovery meta-tools included.
     pub async fn call_scoped(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         arguments: Value,
         rate_checked: bool,
         scope: Option<&[String]>,
     ) -> CallRecord {
+        if name == code_mode::RUN_JS {
+            return self.run_js(caller, arguments, scope).await;
+        }
         let started = Instant::now();
         let setup = self.setup();
         let outcome = match name {
             discovery::FIND => self.call_find(caller, &arguments, scope).await,
             discovery::CALL => {
                 let target = arguments.get("name").and_then(Value::as_str).unwrap_or("");
-                if target == discovery::CALL || target == discovery::FIND || target.is_empty() {
+                if [discovery::CALL, discovery::FIND, code_mode::RUN_JS, ""].contains(&target) {
                     Err(McpError::InvalidArguments {
                         tool: name.to_string(),
                         message: "name must be a tool that mcp_find returned".into(),
@@ -512,7 +540,7 @@ impl Gateway {
         };
         let server = self
             .server_of(name)
-            .unwrap_or_else(|| "gateway".to_string());
+            .unwrap_or_else(|| GATEWAY_SERVER.to_string());
         self.record(
             &setup,
             caller,
@@ -606,21 +634,7 @@ impl Gateway {
             .get(name)
             .map(|&i| catalogue.entries[i].clone())
             .ok_or_else(|| McpError::UnknownTool(name.to_string()))?;
-        if !setup.policy.allows(caller, &entry.server, &entry.name) {
-            return Err(McpError::Denied {
-                client: caller.label().to_string(),
-                tool: name.to_string(),
-            });
-        }
-        if !rate_checked {
-            setup
-                .policy
-                .check_rate(caller)
-                .map_err(|retry_after| McpError::RateLimited {
-                    client: caller.label().to_string(),
-                    retry_after,
-                })?;
-        }
+        admit(setup, caller, &entry.server, &entry.name, rate_checked)?;
         let arguments = match arguments {
             Value::Null => Map::new(),
             Value::Object(map) => map.clone(),
@@ -676,25 +690,36 @@ impl Gateway {
         Ok(result)
     }
 
-    /// Call log line (secrets removed) and metrics.
+    /// Call log line (secrets removed) and metrics. A name no tool has is counted under the one series
+    /// `tool="unknown"`: callers choose names, and each name must not become a series of its own.
     fn observe(&self, setup: &Setup, caller: &Caller, record: &CallRecord) {
         let failed = record.failed();
+        let known = record.error_kind != Some(McpError::UnknownTool(String::new()).kind());
+        let logged_name: String = record.name.chars().take(LOGGED_NAME_CHARS).collect();
         let line = json!({
             "event": "mcp_call",
             "client": caller.label(),
             "server": record.server,
-            "tool": record.name,
+            "tool": setup.redactor.redact(&logged_name),
             "arguments": setup.redactor.redact(&record.arguments.to_string()),
             "duration_ms": (record.duration.as_secs_f64() * 1e4).round() / 10.0,
             "outcome": if record.error.is_some() { record.error_kind.unwrap_or("error") } else if failed { "tool_error" } else { "ok" },
             "error": record.error,
         });
         tracing::info!(target: "model_runner::mcp::calls", "{line}");
-        let key = (
-            record.server.clone(),
-            record.name.clone(),
-            caller.label().to_string(),
-        );
+        let key = if known {
+            (
+                record.server.clone(),
+                record.name.clone(),
+                caller.label().to_string(),
+            )
+        } else {
+            (
+                GATEWAY_SERVER.to_string(),
+                UNKNOWN_TOOL.to_string(),
+                caller.label().to_string(),
+            )
+        };
         let stats = lock(&self.stats).entry(key).or_default().clone();
         stats.calls.fetch_add(1, Ordering::Relaxed);
         if failed {
@@ -847,6 +872,32 @@ impl Gateway {
     }
 }
 
+/// Access check and rate limit, shared by upstream tools and the runner's own tools.
+fn admit(
+    setup: &Setup,
+    caller: &Caller,
+    server: &str,
+    name: &str,
+    rate_checked: bool,
+) -> Result<(), McpError> {
+    if !setup.policy.allows(caller, server, name) {
+        return Err(McpError::Denied {
+            client: caller.label().to_string(),
+            tool: name.to_string(),
+        });
+    }
+    if !rate_checked {
+        setup
+            .policy
+            .check_rate(caller)
+            .map_err(|retry_after| McpError::RateLimited {
+                client: caller.label().to_string(),
+                retry_after,
+            })?;
+    }
+    Ok(())
+}
+
 fn build_setup(
     config: McpConfig,
     previous: &[Arc<Upstream>],
@@ -906,7 +957,7 @@ fn build_catalogue(upstreams: &[Arc<Upstream>]) -> Catalogue {
             let name = names.assign(upstream.name(), &tool.name);
             debug_assert!(naming::is_valid(&name));
             let schema = Value::Object((*tool.input_schema).clone());
-            let validator = match jsonschema::validator_for(&schema) {
+            let validator = match input_validator(&schema) {
                 Ok(v) => Some(Arc::new(v)),
                 Err(e) => {
                     tracing::warn!(server = %upstream.name(), tool = %tool.name, "input schema not checkable, arguments pass unchecked: {e}");
@@ -928,6 +979,13 @@ fn build_catalogue(upstreams: &[Arc<Upstream>]) -> Catalogue {
     catalogue
 }
 
+/// A checker for a tool's `inputSchema`.
+fn input_validator(
+    schema: &Value,
+) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
+    jsonschema::validator_for(schema)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -938,4 +996,30 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema the Python SDK writes for a tree argument (`Node` refers to itself).
+    fn tree_schema() -> Value {
+        json!({"$defs": {"Node": {"properties": {"name": {"type": "string"},
+            "children": {"default": [], "items": {"$ref": "#/$defs/Node"}, "type": "array"}},
+            "required": ["name"], "type": "object"}},
+            "properties": {"root": {"$ref": "#/$defs/Node"}}, "required": ["root"], "type": "object"})
+    }
+
+    #[test]
+    fn recursive_schemas_check_arguments_all_the_way_down() {
+        let validator = input_validator(&tree_schema()).expect("a recursive schema compiles");
+        let valid = json!({"root": {"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}});
+        let problems: Vec<String> = validator
+            .iter_errors(&valid)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+        let invalid = json!({"root": {"name": "a", "children": [{"children": [{"name": 7}]}]}});
+        assert!(validator.iter_errors(&invalid).count() >= 2);
+    }
 }

@@ -229,7 +229,12 @@ impl Upstream {
                 cwd,
             } => {
                 let mut wrapped = process_wrap::tokio::CommandWrap::with_new(command, |c| {
-                    c.args(args).envs(env);
+                    // A cleared environment: the runner's own keys and passwords must not reach
+                    // a server; only the allow-list and what the config's `env` names do.
+                    c.args(args)
+                        .env_clear()
+                        .envs(inherited_env(std::env::vars_os()))
+                        .envs(env);
                     if let Some(dir) = cwd {
                         c.current_dir(dir);
                     }
@@ -403,6 +408,61 @@ impl Upstream {
     }
 }
 
+/// Variables a stdio server inherits from the runner: what a process needs to find programs, its home,
+/// locale, time zone and temporary directory, the XDG directories (npx's and uvx's caches), the CA
+/// bundles (TLS for `npx -y`/`uvx` downloads) and the Docker client's own settings (`docker run -i`).
+/// Anything else (API keys, registry passwords, proxies with credentials) reaches a server only when its
+/// config's `env` names it.
+const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "XDG_RUNTIME_DIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "SYSTEMROOT",
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "USERPROFILE",
+    "TEMP",
+    "TMP",
+];
+
+/// The allow-listed part of `vars` (`INHERITED_ENV` and every `LC_*`).
+fn inherited_env(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    vars.filter(|(name, _)| {
+        name.to_str().is_some_and(|name| {
+            INHERITED_ENV
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(name))
+                || name.starts_with("LC_")
+        })
+    })
+    .collect()
+}
+
 /// Closes the session, then kills what is left of the server's process group.
 async fn close(mut connection: Connection) {
     let _ = connection.service.close_with_timeout(STOP_GRACE).await;
@@ -424,4 +484,27 @@ fn kill_group(pid: u32) {
 /// Poison-tolerant lock: the guarded values stay consistent even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_allow_listed_variables_are_inherited() {
+        let vars = [
+            ("PATH", "/usr/bin"),
+            ("LC_ALL", "C.UTF-8"),
+            ("MODEL_RUNNER_API_KEY", "key"),
+            ("MODEL_RUNNER_REGISTRY_PASSWORD", "password"),
+            ("AWS_SECRET_ACCESS_KEY", "aws"),
+            ("HTTPS_PROXY", "http://user:pass@proxy"),
+        ]
+        .map(|(k, v)| (k.into(), v.into()));
+        let kept: Vec<String> = inherited_env(vars.into_iter())
+            .into_iter()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect();
+        assert_eq!(kept, ["PATH", "LC_ALL"]);
+    }
 }

@@ -1,16 +1,18 @@
 //! The gateway's HTTP side: `/mcp` (rmcp's streamable-HTTP service inside the axum app, behind a layer
-//! that names the caller by bearer token and answers 401 and 429 itself), and the runner's models as the
-//! MCP endpoint's `chat` and `list_models` tools.
+//! that names the caller by bearer token and answers 401 and 429 itself, and one that answers session
+//! termination with the statuses the spec names), and the runner's models as the MCP endpoint's `chat`
+//! and `list_models` tools.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
@@ -22,6 +24,9 @@ use crate::engine::chat_template::ChatMessage;
 use crate::mcp::endpoint::{Endpoint, HttpCaller, LocalModels};
 use crate::mcp::{Caller, Gateway};
 use crate::validation::{GenerationParams, validate};
+
+/// The streamable-HTTP transport's session header.
+const SESSION_HEADER: &str = "mcp-session-id";
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -63,14 +68,48 @@ pub fn routes(state: &Arc<AppState>, gateway: Arc<Gateway>) -> Router<Arc<AppSta
         // Bound to every interface: any Host may be the right one, so only Origin guards.
         config = config.disable_allowed_hosts();
     }
-    let service = StreamableHttpService::new(
-        move || Ok(endpoint.clone()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
+    let sessions = Arc::new(LocalSessionManager::default());
+    let service =
+        StreamableHttpService::new(move || Ok(endpoint.clone()), sessions.clone(), config);
     Router::new()
         .route_service("/mcp", service)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            terminate_as_specified(sessions.clone(), request, next)
+        }))
         .layer(middleware::from_fn_with_state(state.clone(), mcp_access))
+}
+
+/// `DELETE /mcp` as the streamable-HTTP transport specifies it (and the Python SDK expects): 200 when
+/// the session is terminated, 404 for a session the server does not know (rmcp answers 202 for both).
+async fn terminate_as_specified(
+    sessions: Arc<LocalSessionManager>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() != Method::DELETE {
+        return next.run(request).await;
+    }
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::<str>::from);
+    if let Some(id) = &session
+        && !sessions.has_session(id).await.unwrap_or(false)
+    {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "no such MCP session"}}),
+            ),
+        )
+            .into_response();
+    }
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::OK;
+    }
+    response
 }
 
 /// Names the caller (401 for an unknown token once clients are configured, or without the server's API
