@@ -1228,3 +1228,35 @@ fn chat_code_mode_runs_run_js_through_the_gateway() {
         "{log}"
     );
 }
+
+/// A chat request may offer a tool with a recursive input schema: the forced call follows the schema,
+/// and the gateway runs it.
+#[test]
+fn chat_offers_and_runs_tools_with_recursive_schemas() {
+    let cli = cli_with_default_model();
+    let config = json!({"mcpServers": {"tree": {
+        "command": var("MCP_PYTHON"),
+        "args": [repo_root().join("tests/python/mcp_tree_server.py")]
+    }}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let body = json!({
+        "model": "ai/smollm2",
+        "messages": [{"role": "user", "content": "Count the nodes of the tree a with children b and c."}],
+        "tools": [{"type": "mcp", "server_label": "tree"}],
+        "tool_choice": "required",
+        "max_tokens": 96,
+        "temperature": 0
+    });
+    let response = reqwest::blocking::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .timeout(Duration::from_secs(300))
+        .json(&body)
+        .send()
+        .expect("chat");
+    let status = response.status().as_u16();
+    let response: Value = response.json().expect("json");
+    assert_eq!(status, 200, "{response}");
+    let first = &response["mcp_calls"][0];
+    assert_eq!(first["name"], "tree__count_nodes", "{response}");
+    assert_eq!(first["is_error"], false, "{response}");
+}

@@ -47,8 +47,18 @@ impl Entry {
         self.tool.description.as_deref().unwrap_or("")
     }
 
+    /// The tool's input schema, ready to be embedded in a larger one (a chat request's tool-call
+    /// grammar puts it under `arguments`): a schema with local references (`#/$defs/..`, recursive
+    /// ones included) gets an `$id`, so that they resolve against it and not the embedding document.
     pub fn input_schema(&self) -> Value {
-        Value::Object((*self.tool.input_schema).clone())
+        let mut schema = (*self.tool.input_schema).clone();
+        if !schema.contains_key("$id") && has_local_ref(&Value::Object(schema.clone())) {
+            schema.insert(
+                "$id".into(),
+                Value::String(format!("urn:model-runner:mcp:{}", self.name)),
+            );
+        }
+        Value::Object(schema)
     }
 
     fn read_only(&self) -> bool {
@@ -977,6 +987,18 @@ fn build_catalogue(upstreams: &[Arc<Upstream>]) -> Catalogue {
         }
     }
     catalogue
+}
+
+/// Whether a schema holds a `$ref` to a place in its own document (`#...`), bounded by JSON's nesting.
+fn has_local_ref(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            (key == "$ref" && value.as_str().is_some_and(|r| r.starts_with('#')))
+                || has_local_ref(value)
+        }),
+        Value::Array(items) => items.iter().any(has_local_ref),
+        _ => false,
+    }
 }
 
 /// A checker for a tool's `inputSchema`.
