@@ -4,6 +4,10 @@
 //! We read the header ourselves rather than through `candle_core::quantized::gguf_file`: candle refuses files
 //! holding tensor types it cannot compute with (IQ*, TQ*, MXFP4), but the store must package and describe any
 //! GGUF, runnable here or not. The engine loads weights through candle.
+//!
+//! The header is untrusted input: every length is checked against what is left of the file before anything
+//! is allocated, sizes and offsets use checked arithmetic, and metadata arrays (vocabularies of hundreds of
+//! thousands of strings, which the store never needs) are skipped over and recorded by type and length.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,7 +18,7 @@ const MAGIC: u32 = 0x4655_4747; // "GGUF", little-endian
 const DEFAULT_ALIGNMENT: u64 = 32;
 // Bounds that a sane header never reaches; they keep a corrupt one from asking for absurd allocations.
 const MAX_STRING_LEN: u64 = 64 << 20;
-const MAX_ARRAY_LEN: u64 = 1 << 26;
+const MAX_ARRAY_LEN: u64 = 1 << 32;
 const MAX_TENSORS: u64 = 1 << 20;
 const MAX_KVS: u64 = 1 << 20;
 const MAX_DIMS: u32 = 8;
@@ -40,7 +44,8 @@ pub enum GgufError {
     },
 }
 
-/// One metadata value. Arrays keep their elements; tokenizer vocabularies are arrays of strings.
+/// One metadata value. Arrays are recorded by element type and length only: their elements (tokenizer
+/// vocabularies, mostly) are of no use to the store and would cost many times their size in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
     Uint(u64),
@@ -48,7 +53,7 @@ pub enum GgufValue {
     Float(f64),
     Bool(bool),
     String(String),
-    Array(Vec<GgufValue>),
+    Array { element_type: u32, len: u64 },
 }
 
 impl GgufValue {
@@ -60,7 +65,7 @@ impl GgufValue {
             GgufValue::Float(v) => Some(v.to_string()),
             GgufValue::Bool(v) => Some(v.to_string()),
             GgufValue::String(v) => Some(v.clone()),
-            GgufValue::Array(_) => None,
+            GgufValue::Array { .. } => None,
         }
     }
 
@@ -83,14 +88,21 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// The product of the dimensions (a header read by `read_file` was checked not to overflow).
     pub fn element_count(&self) -> u64 {
-        self.dims.iter().product()
+        self.checked_element_count().unwrap_or(u64::MAX)
     }
 
-    /// Bytes the tensor occupies, or None for a type this table does not know.
+    fn checked_element_count(&self) -> Option<u64> {
+        self.dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d))
+    }
+
+    /// Bytes the tensor occupies, or None for a type this table does not know (or a size past u64).
     pub fn byte_size(&self) -> Option<u64> {
         let (block, size) = ggml_type_layout(self.ggml_type)?;
-        Some(self.element_count().div_ceil(block) * size)
+        self.checked_element_count()?
+            .div_ceil(block)
+            .checked_mul(size)
     }
 }
 
@@ -117,9 +129,11 @@ impl GgufHeader {
             inner: BufReader::with_capacity(1 << 16, file),
             path: &display,
             version: 3,
+            position: 0,
+            file_len,
         };
         let header = reader.header()?;
-        let needed = header.data_end()?;
+        let needed = header.data_end(&display)?;
         if needed > file_len {
             return Err(GgufError::Truncated {
                 path: display,
@@ -131,11 +145,20 @@ impl GgufHeader {
     }
 
     /// The end of the last tensor's bytes, which the file must reach.
-    fn data_end(&self) -> Result<u64, GgufError> {
+    fn data_end(&self, path: &str) -> Result<u64, GgufError> {
         let mut end = self.data_offset;
         for t in &self.tensors {
-            let size = t.byte_size().unwrap_or(0);
-            end = end.max(self.data_offset + t.offset + size);
+            let tensor_end = t
+                .byte_size()
+                .and_then(|size| self.data_offset.checked_add(t.offset)?.checked_add(size))
+                .ok_or_else(|| GgufError::Corrupt {
+                    path: path.to_string(),
+                    reason: format!(
+                        "tensor {} ({:?} at offset {}) ends beyond any file",
+                        t.name, t.dims, t.offset
+                    ),
+                })?;
+            end = end.max(tensor_end);
         }
         Ok(end)
     }
@@ -162,11 +185,17 @@ impl GgufHeader {
     }
 
     pub fn parameter_count(&self) -> u64 {
-        self.tensors.iter().map(TensorInfo::element_count).sum()
+        self.tensors
+            .iter()
+            .map(TensorInfo::element_count)
+            .fold(0, u64::saturating_add)
     }
 
     pub fn tensor_bytes(&self) -> u64 {
-        self.tensors.iter().filter_map(TensorInfo::byte_size).sum()
+        self.tensors
+            .iter()
+            .filter_map(TensorInfo::byte_size)
+            .fold(0, u64::saturating_add)
     }
 
     /// The quantization name llama.cpp gives the file (`general.file_type`), else the most common tensor type.
@@ -180,7 +209,8 @@ impl GgufHeader {
         }
         let mut bytes_by_type: BTreeMap<u32, u64> = BTreeMap::new();
         for t in &self.tensors {
-            *bytes_by_type.entry(t.ggml_type).or_default() += t.byte_size().unwrap_or(0);
+            let bytes = bytes_by_type.entry(t.ggml_type).or_default();
+            *bytes = bytes.saturating_add(t.byte_size().unwrap_or(0));
         }
         bytes_by_type
             .into_iter()
@@ -210,6 +240,9 @@ struct HeaderReader<'a, R> {
     inner: R,
     path: &'a str,
     version: u32,
+    /// Bytes consumed so far, so that lengths are checked against what is left of the file.
+    position: u64,
+    file_len: u64,
 }
 
 impl<R: Read + Seek> HeaderReader<'_, R> {
@@ -220,11 +253,27 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
         }
     }
 
+    fn remaining(&self) -> u64 {
+        self.file_len.saturating_sub(self.position)
+    }
+
+    /// Fails unless `len` more bytes are in the file (before anything of that size is allocated).
+    fn ensure_left(&self, len: u64, what: &str) -> Result<(), GgufError> {
+        if len > self.remaining() {
+            return Err(self.corrupt(format!(
+                "{what} needs {len} bytes, only {} are left in the file",
+                self.remaining()
+            )));
+        }
+        Ok(())
+    }
+
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
         let mut buf = [0u8; N];
         self.inner
             .read_exact(&mut buf)
             .map_err(|e| self.corrupt(format!("unexpected end of file ({e})")))?;
+        self.position += N as u64;
         Ok(buf)
     }
 
@@ -245,20 +294,68 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
         }
     }
 
-    fn string(&mut self) -> Result<String, GgufError> {
+    fn string_len(&mut self) -> Result<u64, GgufError> {
         let len = self.count()?;
         if len > MAX_STRING_LEN {
             return Err(self.corrupt(format!("string of {len} bytes")));
         }
+        self.ensure_left(len, "a string")?;
+        Ok(len)
+    }
+
+    fn string(&mut self) -> Result<String, GgufError> {
+        let len = self.string_len()?;
         let mut buf = vec![0u8; len as usize];
         self.inner
             .read_exact(&mut buf)
             .map_err(|e| self.corrupt(format!("unexpected end of file ({e})")))?;
+        self.position += len;
         // Some converters write invalid UTF-8 in token lists; keep what is there rather than refuse the file.
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
-    fn value(&mut self, value_type: u32, depth: u32) -> Result<GgufValue, GgufError> {
+    /// Moves past `len` bytes already checked to be in the file.
+    fn skip(&mut self, len: u64) -> Result<(), GgufError> {
+        self.ensure_left(len, "a metadata value")?;
+        let offset = i64::try_from(len).map_err(|_| self.corrupt("value past any file"))?;
+        self.inner
+            .seek_relative(offset)
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        self.position += len;
+        Ok(())
+    }
+
+    /// Walks over an array's elements without keeping them.
+    fn skip_array(&mut self) -> Result<GgufValue, GgufError> {
+        let element_type = self.u32()?;
+        let len = self.count()?;
+        if len > MAX_ARRAY_LEN {
+            return Err(self.corrupt(format!("array of {len} elements")));
+        }
+        match element_type {
+            8 => {
+                // Each string has at least its length prefix.
+                let prefix = if self.version == 1 { 4 } else { 8 };
+                self.ensure_left(len.saturating_mul(prefix), "an array of strings")?;
+                for _ in 0..len {
+                    let string_len = self.string_len()?;
+                    self.skip(string_len)?;
+                }
+            }
+            other => {
+                let size = scalar_size(other).ok_or_else(|| {
+                    self.corrupt(format!("array of unsupported element type {other}"))
+                })?;
+                let bytes = len
+                    .checked_mul(size)
+                    .ok_or_else(|| self.corrupt(format!("array of {len} elements")))?;
+                self.skip(bytes)?;
+            }
+        }
+        Ok(GgufValue::Array { element_type, len })
+    }
+
+    fn value(&mut self, value_type: u32) -> Result<GgufValue, GgufError> {
         Ok(match value_type {
             0 => GgufValue::Uint(self.bytes::<1>()?[0].into()),
             1 => GgufValue::Int(i8::from_le_bytes(self.bytes()?).into()),
@@ -269,18 +366,7 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
             6 => GgufValue::Float(f32::from_le_bytes(self.bytes()?).into()),
             7 => GgufValue::Bool(self.bytes::<1>()?[0] != 0),
             8 => GgufValue::String(self.string()?),
-            9 if depth == 0 => {
-                let element_type = self.u32()?;
-                let len = self.count()?;
-                if len > MAX_ARRAY_LEN {
-                    return Err(self.corrupt(format!("array of {len} elements")));
-                }
-                let mut items = Vec::with_capacity(len.min(1 << 16) as usize);
-                for _ in 0..len {
-                    items.push(self.value(element_type, depth + 1)?);
-                }
-                GgufValue::Array(items)
-            }
+            9 => self.skip_array()?,
             10 => GgufValue::Uint(self.u64()?),
             11 => GgufValue::Int(i64::from_le_bytes(self.bytes()?)),
             12 => GgufValue::Float(f64::from_le_bytes(self.bytes()?)),
@@ -310,51 +396,87 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
         if tensor_count > MAX_TENSORS || kv_count > MAX_KVS {
             return Err(self.corrupt(format!("{tensor_count} tensors, {kv_count} keys")));
         }
+        // A key is at least a length, a type and one byte; a tensor at least a name length, a rank, a type
+        // and an offset.
+        let prefix = if version == 1 { 4 } else { 8 };
+        self.ensure_left(
+            kv_count * (prefix + 5) + tensor_count * (prefix + 16),
+            "the declared keys and tensors",
+        )?;
         let mut metadata = BTreeMap::new();
         for _ in 0..kv_count {
             let key = self.string()?;
             let value_type = self.u32()?;
-            let value = self.value(value_type, 0)?;
+            let value = self.value(value_type)?;
             metadata.insert(key, value);
         }
-        let mut tensors = Vec::with_capacity(tensor_count as usize);
+        let mut tensors = Vec::with_capacity(tensor_count.min(1 << 12) as usize);
         for _ in 0..tensor_count {
-            let name = self.string()?;
-            let n_dims = self.u32()?;
-            if n_dims > MAX_DIMS {
-                return Err(self.corrupt(format!("tensor {name} has {n_dims} dimensions")));
-            }
-            let dims = (0..n_dims)
-                .map(|_| self.count())
-                .collect::<Result<Vec<_>, _>>()?;
-            let ggml_type = self.u32()?;
-            if ggml_type_layout(ggml_type).is_none() {
-                return Err(self.corrupt(format!("tensor {name} has unknown type {ggml_type}")));
-            }
-            let offset = self.u64()?;
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ggml_type,
-                offset,
-            });
+            tensors.push(self.tensor_info()?);
         }
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(GgufValue::as_u64)
-            .filter(|a| *a > 0)
-            .unwrap_or(DEFAULT_ALIGNMENT);
-        let position = self
-            .inner
-            .stream_position()
-            .map_err(|e| self.corrupt(e.to_string()))?;
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(value) => match value.as_u64() {
+                Some(a) if a.is_power_of_two() => a,
+                _ => {
+                    return Err(
+                        self.corrupt(format!("general.alignment {value:?} is not a power of two"))
+                    );
+                }
+            },
+        };
+        let data_offset = self
+            .position
+            .div_ceil(alignment)
+            .checked_mul(alignment)
+            .ok_or_else(|| self.corrupt("tensor data offset past any file"))?;
         Ok(GgufHeader {
             version,
             metadata,
             tensors,
-            data_offset: position.div_ceil(alignment) * alignment,
+            data_offset,
         })
     }
+
+    fn tensor_info(&mut self) -> Result<TensorInfo, GgufError> {
+        let name = self.string()?;
+        let n_dims = self.u32()?;
+        if n_dims > MAX_DIMS {
+            return Err(self.corrupt(format!("tensor {name} has {n_dims} dimensions")));
+        }
+        let dims = (0..n_dims)
+            .map(|_| self.count())
+            .collect::<Result<Vec<_>, _>>()?;
+        let ggml_type = self.u32()?;
+        if ggml_type_layout(ggml_type).is_none() {
+            return Err(self.corrupt(format!("tensor {name} has unknown type {ggml_type}")));
+        }
+        let offset = self.u64()?;
+        let tensor = TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+        };
+        match tensor.byte_size() {
+            Some(size) if size <= self.file_len && offset <= self.file_len => Ok(tensor),
+            _ => Err(self.corrupt(format!(
+                "tensor {} of dimensions {:?} at offset {} cannot fit in a file of {} bytes",
+                tensor.name, tensor.dims, tensor.offset, self.file_len
+            ))),
+        }
+    }
+}
+
+/// Bytes of one scalar metadata value of GGUF type `value_type`; None for strings, arrays, unknown types.
+fn scalar_size(value_type: u32) -> Option<u64> {
+    Some(match value_type {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        10..=12 => 8,
+        _ => return None,
+    })
 }
 
 /// (elements per block, bytes per block) for each ggml tensor type, as ggml's type traits define them.
@@ -562,5 +684,148 @@ mod tests {
     fn parameter_counts_read_like_model_cards() {
         assert_eq!(format_parameter_count(134_515_008), "134.52M");
         assert_eq!(format_parameter_count(7_241_732_096), "7.24B");
+    }
+
+    /// Little-endian pieces of a hand-written GGUF v3.
+    #[derive(Default)]
+    struct Writer(Vec<u8>);
+
+    impl Writer {
+        fn u32(&mut self, v: u32) -> &mut Self {
+            self.0.extend(v.to_le_bytes());
+            self
+        }
+        fn u64(&mut self, v: u64) -> &mut Self {
+            self.0.extend(v.to_le_bytes());
+            self
+        }
+        fn string(&mut self, s: &str) -> &mut Self {
+            self.u64(s.len() as u64);
+            self.0.extend(s.as_bytes());
+            self
+        }
+        fn header(&mut self, tensors: u64, kvs: u64) -> &mut Self {
+            self.u32(MAGIC).u32(3).u64(tensors).u64(kvs)
+        }
+        /// A tensor directory entry of type F32.
+        fn tensor(&mut self, name: &str, dims: &[u64], offset: u64) -> &mut Self {
+            self.string(name).u32(dims.len() as u32);
+            for &d in dims {
+                self.u64(d);
+            }
+            self.u32(0).u64(offset)
+        }
+        fn padded(&mut self, data: usize) -> Vec<u8> {
+            while self.0.len() % 32 != 0 {
+                self.0.push(0);
+            }
+            self.0.extend(vec![0u8; data]);
+            self.0.clone()
+        }
+    }
+
+    fn corrupt_reason(bytes: &[u8]) -> String {
+        let f = write_temp(bytes);
+        match GgufHeader::read_file(f.path()) {
+            Err(GgufError::Corrupt { reason, .. }) => reason,
+            other => panic!("expected a corrupt-header error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tensor_sizes_that_overflow_are_refused() {
+        let mut w = Writer::default();
+        w.header(1, 0).tensor("w", &[1 << 32, 1 << 32, 16], 0);
+        let reason = corrupt_reason(&w.padded(64));
+        assert!(reason.contains("cannot fit"), "{reason}");
+
+        let mut w = Writer::default();
+        w.header(1, 0).tensor("w", &[4], u64::MAX - 8);
+        let reason = corrupt_reason(&w.padded(64));
+        assert!(reason.contains("cannot fit"), "{reason}");
+    }
+
+    #[test]
+    fn an_alignment_of_zero_or_not_a_power_of_two_is_refused() {
+        for alignment in [0u32, 3, 48] {
+            let mut w = Writer::default();
+            w.header(1, 1)
+                .string("general.alignment")
+                .u32(4)
+                .u32(alignment);
+            w.tensor("w", &[4], 0);
+            let reason = corrupt_reason(&w.padded(64));
+            assert!(
+                reason.contains("general.alignment"),
+                "{alignment}: {reason}"
+            );
+        }
+        let mut w = Writer::default();
+        w.header(1, 1).string("general.alignment").u32(4).u32(64);
+        w.tensor("w", &[4], 0);
+        let mut bytes = w.0.clone();
+        bytes.resize(bytes.len().div_ceil(64) * 64 + 16, 0);
+        let f = write_temp(&bytes);
+        let h = GgufHeader::read_file(f.path()).unwrap();
+        assert_eq!(h.data_offset % 64, 0);
+    }
+
+    #[test]
+    fn array_and_string_lengths_are_checked_against_the_file_before_allocating() {
+        for (element_type, len) in [
+            (0u32, 1u64 << 60),
+            (0, 1 << 31),
+            (8, 1 << 31),
+            (10, 1 << 62),
+        ] {
+            let mut w = Writer::default();
+            w.header(0, 1)
+                .string("huge")
+                .u32(9)
+                .u32(element_type)
+                .u64(len);
+            let reason = corrupt_reason(&w.padded(0));
+            assert!(
+                reason.contains("elements") || reason.contains("left in the file"),
+                "{element_type} x {len}: {reason}"
+            );
+        }
+        let mut w = Writer::default();
+        w.header(0, 1).string("name").u32(8).u64(60 << 20);
+        let reason = corrupt_reason(&w.padded(0));
+        assert!(reason.contains("left in the file"), "{reason}");
+
+        let mut w = Writer::default();
+        w.header(1 << 19, 1 << 19);
+        let reason = corrupt_reason(&w.padded(0));
+        assert!(reason.contains("declared keys and tensors"), "{reason}");
+    }
+
+    #[test]
+    fn metadata_arrays_are_skipped_and_recorded_by_length() {
+        let mut w = Writer::default();
+        w.header(0, 3);
+        w.string("tokenizer.ggml.tokens").u32(9).u32(8).u64(3);
+        w.string("a").string("bb").string("ccc");
+        w.string("tokenizer.ggml.scores").u32(9).u32(6).u64(3);
+        w.u32(0).u32(0).u32(0);
+        w.string("general.architecture").u32(8).string("llama");
+        let f = write_temp(&w.padded(0));
+        let h = GgufHeader::read_file(f.path()).unwrap();
+        assert_eq!(
+            h.get("tokenizer.ggml.tokens"),
+            Some(&GgufValue::Array {
+                element_type: 8,
+                len: 3
+            })
+        );
+        assert_eq!(
+            h.get("tokenizer.ggml.scores"),
+            Some(&GgufValue::Array {
+                element_type: 6,
+                len: 3
+            })
+        );
+        assert_eq!(h.architecture(), Some("llama"));
     }
 }

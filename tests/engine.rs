@@ -261,3 +261,69 @@ fn a_batched_step_gives_each_sequence_its_solo_logits() {
         );
     }
 }
+
+/// A model whose template would ask for a terabyte loads, and each render fails with a template error.
+#[test]
+fn a_hostile_chat_template_fails_the_render_not_the_process() {
+    use model_runner::engine::chat_template::{ChatMessage, TemplateError};
+    let files = ModelFiles {
+        gguf: common::default_model_gguf(),
+        chat_template: Some("{{ messages | tojson(indent=1000000000000) }}".to_string()),
+        context_size: None,
+    };
+    let options = EngineOptions {
+        context_size: Some(256),
+        ..Default::default()
+    };
+    let engine = Engine::load(&files, &options).expect("load engine");
+    let err = engine
+        .template
+        .render(&[ChatMessage::new("user", "Hi")], None, true)
+        .unwrap_err();
+    assert!(matches!(err, TemplateError::Render(_)), "{err}");
+
+    // A prompt that could never fit the context is refused before tokenizing.
+    let err = engine
+        .tokenizer
+        .encode_for_context(&"word ".repeat(10_000), true, engine.context_size())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            model_runner::engine::tokenizer::TokenizerError::TooLong { .. }
+        ),
+        "{err}"
+    );
+}
+
+/// A GGUF that declares `general.alignment = 0` (candle would divide by it) fails to load with an error.
+#[test]
+fn a_gguf_with_a_zero_alignment_fails_to_load_with_an_error() {
+    let mut b: Vec<u8> = Vec::new();
+    let string = |b: &mut Vec<u8>, s: &str| {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s.as_bytes());
+    };
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes()); // tensors
+    b.extend(2u64.to_le_bytes()); // keys
+    string(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    string(&mut b, "llama");
+    string(&mut b, "general.alignment");
+    b.extend(4u32.to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("align0.gguf");
+    std::fs::write(&path, &b).unwrap();
+    let files = ModelFiles {
+        gguf: path,
+        chat_template: None,
+        context_size: None,
+    };
+    let err = Engine::load(&files, &EngineOptions::default())
+        .err()
+        .expect("a zero alignment was accepted");
+    assert!(err.to_string().contains("general.alignment"), "{err}");
+}

@@ -8,6 +8,9 @@
 //!
 //! Control tokens become special added tokens (matched in text, so rendered chat templates tokenize into
 //! their markers); user-defined tokens become plain added tokens.
+//!
+//! The metadata comes with the model, so it is checked before use (lengths agree, ids in range, a vocabulary
+//! at all), and `encode` refuses texts above a byte cap: tokenizing is CPU-bound and cannot be cancelled.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -25,6 +28,14 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
 };
+
+/// Largest text `encode` tokenizes (tokenizing 16 MiB takes seconds of one core).
+pub const MAX_ENCODE_BYTES: usize = 16 << 20;
+/// Bytes of text `encode_for_context` allows per token of context: real text averages 3 to 5, so a longer
+/// text could never fit the context and is refused before the work of tokenizing it.
+pub const MAX_BYTES_PER_CONTEXT_TOKEN: usize = 32;
+/// Largest vocabulary taken from a GGUF (real ones have up to about 260k tokens).
+pub const MAX_VOCAB: usize = 1 << 22;
 
 const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;
@@ -53,8 +64,19 @@ pub enum TokenizerError {
     UnsupportedModel(String),
     #[error("cannot build the tokenizer: {0}")]
     Build(String),
+    #[error("the GGUF's tokenizer metadata is invalid: {key}: {reason}")]
+    BadMetadata { key: &'static str, reason: String },
     #[error("tokenization failed: {0}")]
     Encode(String),
+    #[error("the text to tokenize is {bytes} bytes, more than the limit of {limit}")]
+    TooLong { bytes: usize, limit: usize },
+}
+
+fn bad(key: &'static str, reason: impl Into<String>) -> TokenizerError {
+    TokenizerError::BadMetadata {
+        key,
+        reason: reason.into(),
+    }
 }
 
 fn build_error(e: impl std::fmt::Display) -> TokenizerError {
@@ -78,12 +100,42 @@ impl Tokenizer {
     pub fn from_gguf(metadata: &HashMap<String, Value>) -> Result<Self, TokenizerError> {
         let model = string(metadata, "tokenizer.ggml.model")
             .ok_or(TokenizerError::Missing("tokenizer.ggml.model"))?;
-        let tokens = string_array(metadata, "tokenizer.ggml.tokens")
+        let tokens = string_array(metadata, "tokenizer.ggml.tokens")?
             .ok_or(TokenizerError::Missing("tokenizer.ggml.tokens"))?;
-        let types = int_array(metadata, "tokenizer.ggml.token_type")
+        if tokens.is_empty() {
+            return Err(bad("tokenizer.ggml.tokens", "the vocabulary is empty"));
+        }
+        if tokens.len() > MAX_VOCAB {
+            return Err(bad(
+                "tokenizer.ggml.tokens",
+                format!("{} tokens, more than {MAX_VOCAB}", tokens.len()),
+            ));
+        }
+        let types = int_array(metadata, "tokenizer.ggml.token_type")?
             .unwrap_or_else(|| vec![TOKEN_TYPE_NORMAL; tokens.len()]);
-        let bos = uint(metadata, "tokenizer.ggml.bos_token_id");
-        let eos = uint(metadata, "tokenizer.ggml.eos_token_id");
+        if types.len() != tokens.len() {
+            return Err(bad(
+                "tokenizer.ggml.token_type",
+                format!("{} types for {} tokens", types.len(), tokens.len()),
+            ));
+        }
+        let token_id = |key: &'static str| -> Result<Option<u32>, TokenizerError> {
+            match uint(metadata, key) {
+                Some(id) if id as usize >= tokens.len() => Err(bad(
+                    key,
+                    format!(
+                        "token id {id} is outside the vocabulary of {}",
+                        tokens.len()
+                    ),
+                )),
+                id => Ok(id),
+            }
+        };
+        let bos = token_id("tokenizer.ggml.bos_token_id")?;
+        let eos = token_id("tokenizer.ggml.eos_token_id")?;
+        let eot = token_id("tokenizer.ggml.eot_token_id")?;
+        let eom = token_id("tokenizer.ggml.eom_token_id")?;
+        token_id("tokenizer.ggml.unknown_token_id")?;
         let byte_level = model == "gpt2";
         let (mut inner, default_add_bos) = match model.as_str() {
             "gpt2" => (byte_level_bpe(metadata, &tokens)?, false),
@@ -93,21 +145,17 @@ impl Tokenizer {
         let added: Vec<AddedToken> = tokens
             .iter()
             .zip(&types)
-            .filter(|(_, t)| matches!(**t, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED))
+            // An empty marker would match between every two characters of every text.
+            .filter(|(text, t)| {
+                !text.is_empty() && matches!(**t, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED)
+            })
             .map(|(text, t)| {
                 AddedToken::from(text.clone(), *t == TOKEN_TYPE_CONTROL).normalized(false)
             })
             .collect();
         inner.add_special_tokens(&added);
 
-        let mut end_of_generation: BTreeSet<u32> = [
-            eos,
-            uint(metadata, "tokenizer.ggml.eot_token_id"),
-            uint(metadata, "tokenizer.ggml.eom_token_id"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let mut end_of_generation: BTreeSet<u32> = [eos, eot, eom].into_iter().flatten().collect();
         for (id, (text, t)) in tokens.iter().zip(&types).enumerate() {
             if *t == TOKEN_TYPE_CONTROL && END_OF_GENERATION_TEXTS.contains(&text.as_str()) {
                 end_of_generation.insert(id as u32);
@@ -130,8 +178,39 @@ impl Tokenizer {
     }
 
     /// Tokenizes `text`, matching special-token markers in it (as llama.cpp's `parse_special`), and adds
-    /// BOS when the model wants it and the text does not already start with it.
+    /// BOS when the model wants it and the text does not already start with it. Texts above
+    /// `MAX_ENCODE_BYTES` are refused (`TokenizerError::TooLong`).
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_within(text, add_bos, MAX_ENCODE_BYTES)
+    }
+
+    /// `encode` for a prompt that must fit `context_size` tokens: a text above
+    /// `MAX_BYTES_PER_CONTEXT_TOKEN` bytes per context token (or `MAX_ENCODE_BYTES`) is refused with
+    /// `TokenizerError::TooLong` before any tokenizing work.
+    pub fn encode_for_context(
+        &self,
+        text: &str,
+        add_bos: bool,
+        context_size: usize,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let limit = context_size
+            .saturating_mul(MAX_BYTES_PER_CONTEXT_TOKEN)
+            .min(MAX_ENCODE_BYTES);
+        self.encode_within(text, add_bos, limit)
+    }
+
+    fn encode_within(
+        &self,
+        text: &str,
+        add_bos: bool,
+        limit: usize,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        if text.len() > limit {
+            return Err(TokenizerError::TooLong {
+                bytes: text.len(),
+                limit,
+            });
+        }
         let encoding = self
             .inner
             .encode_fast(text, false)
@@ -254,7 +333,7 @@ fn byte_level_bpe(
     metadata: &HashMap<String, Value>,
     tokens: &[String],
 ) -> Result<tokenizers::Tokenizer, TokenizerError> {
-    let merges = string_array(metadata, "tokenizer.ggml.merges")
+    let merges = string_array(metadata, "tokenizer.ggml.merges")?
         .ok_or(TokenizerError::Missing("tokenizer.ggml.merges"))?;
     let merges: Vec<(String, String)> = merges
         .iter()
@@ -295,9 +374,15 @@ fn sentencepiece_bpe(
     metadata: &HashMap<String, Value>,
     tokens: &[String],
 ) -> Result<tokenizers::Tokenizer, TokenizerError> {
-    let scores = float_array(metadata, "tokenizer.ggml.scores")
+    let scores = float_array(metadata, "tokenizer.ggml.scores")?
         .ok_or(TokenizerError::Missing("tokenizer.ggml.scores"))?;
-    let types = int_array(metadata, "tokenizer.ggml.token_type").unwrap_or_default();
+    if scores.len() != tokens.len() {
+        return Err(bad(
+            "tokenizer.ggml.scores",
+            format!("{} scores for {} tokens", scores.len(), tokens.len()),
+        ));
+    }
+    let types = int_array(metadata, "tokenizer.ggml.token_type")?.unwrap_or_default();
     let vocab: tokenizers::models::bpe::Vocab = tokens
         .iter()
         .enumerate()
@@ -383,36 +468,194 @@ fn array<'a>(metadata: &'a HashMap<String, Value>, key: &str) -> Option<&'a Vec<
     }
 }
 
-fn string_array(metadata: &HashMap<String, Value>, key: &str) -> Option<Vec<String>> {
-    array(metadata, key)?
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect()
+/// An array of one element kind: `Ok(None)` when the key is absent, an error when it holds anything else.
+fn typed_array<T>(
+    metadata: &HashMap<String, Value>,
+    key: &'static str,
+    kind: &str,
+    element: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<Vec<T>>, TokenizerError> {
+    if !metadata.contains_key(key) {
+        return Ok(None);
+    }
+    array(metadata, key)
+        .and_then(|items| items.iter().map(element).collect::<Option<Vec<T>>>())
+        .map(Some)
+        .ok_or_else(|| bad(key, format!("not an array of {kind}")))
 }
 
-fn int_array(metadata: &HashMap<String, Value>, key: &str) -> Option<Vec<i32>> {
-    array(metadata, key)?
-        .iter()
-        .map(|v| match v {
-            Value::I32(x) => Some(*x),
-            Value::U32(x) => Some(*x as i32),
-            Value::I8(x) => Some(*x as i32),
-            Value::U8(x) => Some(*x as i32),
-            _ => None,
-        })
-        .collect()
+fn string_array(
+    metadata: &HashMap<String, Value>,
+    key: &'static str,
+) -> Result<Option<Vec<String>>, TokenizerError> {
+    typed_array(metadata, key, "strings", |v| match v {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    })
 }
 
-fn float_array(metadata: &HashMap<String, Value>, key: &str) -> Option<Vec<f32>> {
-    array(metadata, key)?
-        .iter()
-        .map(|v| match v {
-            Value::F32(x) => Some(*x),
-            Value::F64(x) => Some(*x as f32),
-            _ => None,
-        })
-        .collect()
+fn int_array(
+    metadata: &HashMap<String, Value>,
+    key: &'static str,
+) -> Result<Option<Vec<i32>>, TokenizerError> {
+    typed_array(metadata, key, "integers", |v| match v {
+        Value::I32(x) => Some(*x),
+        Value::U32(x) => Some(*x as i32),
+        Value::I8(x) => Some(*x as i32),
+        Value::U8(x) => Some(*x as i32),
+        _ => None,
+    })
+}
+
+fn float_array(
+    metadata: &HashMap<String, Value>,
+    key: &'static str,
+) -> Result<Option<Vec<f32>>, TokenizerError> {
+    typed_array(metadata, key, "numbers", |v| match v {
+        Value::F32(x) => Some(*x),
+        Value::F64(x) => Some(*x as f32),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Value {
+        Value::Array(items.iter().map(|s| Value::String(s.to_string())).collect())
+    }
+
+    /// A small byte-level BPE vocabulary: "a", "b", "ab", and a control marker.
+    fn gpt2_metadata() -> HashMap<String, Value> {
+        HashMap::from([
+            ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                strings(&["a", "b", "ab", "<|end|>"]),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                Value::Array(vec![
+                    Value::I32(1),
+                    Value::I32(1),
+                    Value::I32(1),
+                    Value::I32(3),
+                ]),
+            ),
+            ("tokenizer.ggml.merges".into(), strings(&["a b"])),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(3)),
+        ])
+    }
+
+    fn llama_metadata() -> HashMap<String, Value> {
+        HashMap::from([
+            ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                strings(&["<s>", "▁", "a", "▁a"]),
+            ),
+            (
+                "tokenizer.ggml.scores".into(),
+                Value::Array(vec![Value::F32(0.0); 4]),
+            ),
+            ("tokenizer.ggml.bos_token_id".into(), Value::U32(0)),
+        ])
+    }
+
+    fn build_error_for(metadata: &HashMap<String, Value>) -> String {
+        match Tokenizer::from_gguf(metadata) {
+            Ok(_) => panic!("hostile metadata was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn well_formed_small_vocabularies_build_and_encode() {
+        let t = Tokenizer::from_gguf(&gpt2_metadata()).unwrap();
+        assert_eq!(t.encode("ab<|end|>", false).unwrap(), vec![2, 3]);
+        assert!(t.is_end_of_generation(3));
+        let t = Tokenizer::from_gguf(&llama_metadata()).unwrap();
+        assert_eq!(t.encode("a", true).unwrap(), vec![0, 3]);
+    }
+
+    #[test]
+    fn hostile_tokenizer_metadata_is_a_clear_error() {
+        let mut m = gpt2_metadata();
+        m.insert("tokenizer.ggml.tokens".into(), strings(&[]));
+        assert!(build_error_for(&m).contains("empty"));
+
+        let mut m = gpt2_metadata();
+        m.insert(
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(vec![Value::I32(1)]),
+        );
+        assert!(build_error_for(&m).contains("1 types for 4 tokens"));
+
+        let mut m = gpt2_metadata();
+        m.insert(
+            "tokenizer.ggml.token_type".into(),
+            strings(&["x", "y", "z", "w"]),
+        );
+        assert!(build_error_for(&m).contains("not an array of integers"));
+
+        let mut m = gpt2_metadata();
+        m.insert("tokenizer.ggml.merges".into(), strings(&["a zz"]));
+        assert!(build_error_for(&m).contains("cannot build"));
+
+        for key in [
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.unknown_token_id",
+        ] {
+            let mut m = gpt2_metadata();
+            m.insert(key.into(), Value::U32(4));
+            let err = build_error_for(&m);
+            assert!(
+                err.contains(key) && err.contains("outside the vocabulary"),
+                "{err}"
+            );
+        }
+
+        let mut m = llama_metadata();
+        m.insert(
+            "tokenizer.ggml.scores".into(),
+            Value::Array(vec![Value::F32(0.0)]),
+        );
+        assert!(build_error_for(&m).contains("1 scores for 4 tokens"));
+    }
+
+    #[test]
+    fn an_empty_control_token_is_not_matched_in_text() {
+        let mut m = gpt2_metadata();
+        m.insert(
+            "tokenizer.ggml.tokens".into(),
+            strings(&["a", "b", "ab", ""]),
+        );
+        let t = Tokenizer::from_gguf(&m).unwrap();
+        assert_eq!(t.encode("ab", false).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn texts_above_the_byte_caps_are_refused_before_tokenizing() {
+        let t = Tokenizer::from_gguf(&gpt2_metadata()).unwrap();
+        let huge = "a".repeat(MAX_ENCODE_BYTES + 1);
+        assert!(matches!(
+            t.encode(&huge, false),
+            Err(TokenizerError::TooLong {
+                limit: MAX_ENCODE_BYTES,
+                ..
+            })
+        ));
+        let text = "ab".repeat(100);
+        assert!(matches!(
+            t.encode_for_context(&text, false, 4),
+            Err(TokenizerError::TooLong {
+                bytes: 200,
+                limit: 128
+            })
+        ));
+        assert_eq!(t.encode_for_context(&text, false, 100).unwrap().len(), 100);
+    }
 }
