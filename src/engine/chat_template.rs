@@ -612,13 +612,4 @@ mod tests {
             let _ = render_hostile(&source);
         }
     }
-
-    #[test]
-    #[ignore]
-    fn scratch_env_template() {
-        let source = std::env::var("SCRATCH_TEMPLATE").unwrap();
-        let started = std::time::Instant::now();
-        let result = render_hostile(&source);
-        eprintln!("{:?} {:?}", started.elapsed(), result.map(|s| s.len()));
-    }
 }
