@@ -716,7 +716,7 @@ mod tests {
             self.u32(0).u64(offset)
         }
         fn padded(&mut self, data: usize) -> Vec<u8> {
-            while self.0.len() % 32 != 0 {
+            while !self.0.len().is_multiple_of(32) {
                 self.0.push(0);
             }
             self.0.extend(vec![0u8; data]);
