@@ -4,7 +4,7 @@
 //! are bounded and checked against free disk space before any blob is fetched, and a blob's body is never
 //! read past its declared size.
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::session::{BlobBody, RegistrySession};
 use super::{CONCURRENT_TRANSFERS, RegistryError, RegistryOptions};
@@ -62,14 +62,17 @@ pub async fn pull(
     .await
     .map_err(|e| RegistryError::Task(e.to_string()))??;
 
-    futures::stream::iter(manifest.blobs().cloned())
+    // Every fetch runs to its end, even after another failed: a fetch cut off midway could not delete a
+    // partial it found bad, and what it fetched well stays for a resumed pull.
+    let fetched = futures::stream::iter(manifest.blobs().cloned())
         .map(|descriptor| {
             let (session, progress) = (&session, progress.clone());
             async move { fetch_blob(session, store, &descriptor, progress).await }
         })
         .buffer_unordered(CONCURRENT_TRANSFERS)
-        .try_collect::<Vec<()>>()
-        .await?;
+        .collect::<Vec<Result<(), RegistryError>>>()
+        .await;
+    fetched.into_iter().collect::<Result<Vec<()>, _>>()?;
 
     // Indexed by its tag when it has one, else by digest.
     let indexed_as = match reference.tag() {
