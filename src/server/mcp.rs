@@ -126,7 +126,7 @@ async fn mcp_access(State(state): State<Arc<AppState>>, request: Request, next: 
         }
     } else {
         if let Some(key) = &state.config.api_key
-            && token.as_deref() != Some(key.as_str())
+            && !super::guard::secret_matches(token.as_deref(), key)
         {
             return unauthorized("the API key is required");
         }
