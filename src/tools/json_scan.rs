@@ -65,7 +65,7 @@ pub fn scan_call(text: &str) -> CallScan {
         if depth == 1 && expecting_value && value_start.is_none() {
             value_start = Some(i);
             expecting_value = false;
-            if is_arguments(key.as_deref()) {
+            if is_arguments(key.as_deref()) && scan.arguments_start.is_none() {
                 scan.arguments_start = Some(i);
             }
         }
@@ -104,10 +104,14 @@ fn is_arguments(key: Option<&str>) -> bool {
     matches!(key, Some("arguments" | "parameters"))
 }
 
+/// The first string `name` and the first arguments value count: a streamed call's name and arguments are
+/// out as soon as they close, so a later duplicate key must not change what the whole text means.
 fn finish_value(scan: &mut CallScan, key: Option<&str>, end: usize, string: Option<String>) {
     if key == Some("name") {
-        scan.name = string;
-    } else if is_arguments(key) {
+        if scan.name.is_none() {
+            scan.name = string;
+        }
+    } else if is_arguments(key) && scan.arguments_end.is_none() {
         scan.arguments_end = Some(end);
     }
 }

@@ -592,6 +592,36 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_mean_the_same_whole_or_in_pieces() {
+        // Found by fuzzing: a streamed call's name is out when its string closes, so a later `name`
+        // (another string, a number, an empty string) must not rename or unname the call read whole.
+        let formats = [
+            (ToolFormat::Llama3, "", ""),
+            (ToolFormat::Hermes, "<tool_call>", "</tool_call>"),
+            (ToolFormat::Generic, "{\"tool_calls\": [", "]}"),
+            (ToolFormat::Mistral, "[TOOL_CALLS][", "]"),
+        ];
+        let objects = [
+            r#"{"name": "f", "arguments": {"x": 1}, "name": "g"}"#,
+            r#"{"name": "f", "name": 3, "arguments": {}}"#,
+            r#"{"name": "", "parameters": {}, "name": "h"}"#,
+            r#"{"name": "f", "arguments": {"a": 1}, "arguments": {"b": 2}}"#,
+        ];
+        for (format, open, close) in formats {
+            for object in objects {
+                let text = format!("{open}{object}{close}");
+                let whole = run(format, &text, text.len());
+                assert!(!whole.1.is_empty(), "{format:?} {text}: no call");
+                for step in 1..8 {
+                    assert_eq!(run(format, &text, step), whole, "{format:?} {text} in {step}s");
+                }
+            }
+        }
+        let (_, calls) = run(ToolFormat::Llama3, objects[0], 100);
+        assert_eq!(calls, [("f".to_string(), r#"{"x": 1}"#.to_string())]);
+    }
+
+    #[test]
     fn mistral_and_llama_formats() {
         let (content, calls) = run(
             ToolFormat::Mistral,
