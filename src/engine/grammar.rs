@@ -37,7 +37,7 @@ pub enum GrammarSpec {
 }
 
 impl GrammarSpec {
-    fn to_top_level(&self) -> TopLevelGrammar {
+    pub(crate) fn to_top_level(&self) -> TopLevelGrammar {
         match self {
             GrammarSpec::JsonSchema(schema) => {
                 let mut schema = schema.clone();

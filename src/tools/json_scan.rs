@@ -11,11 +11,13 @@ pub struct CallScan {
     pub arguments_end: Option<usize>,
     /// Byte offset just past the object's closing brace, once it closes.
     pub end: Option<usize>,
-    /// The text cannot be a JSON object.
-    pub invalid: bool,
+    /// Byte offset where the text stops being a JSON object (nothing after it was read).
+    pub invalid: Option<usize>,
 }
 
-/// Scans `text`, which should start (after whitespace) with a JSON object.
+/// Scans `text`, which should start (after whitespace) with a JSON object. What it reports of a prefix
+/// of `text` never changes as more text comes (the first `name` and arguments count, a value belongs to
+/// the key it followed), so a call streamed in pieces reads as the same call read whole.
 pub fn scan_call(text: &str) -> CallScan {
     let mut scan = CallScan::default();
     let bytes = text.as_bytes();
@@ -23,10 +25,13 @@ pub fn scan_call(text: &str) -> CallScan {
     let mut in_string = false;
     let mut escaped = false;
     let mut string_start = 0;
-    // At depth 1: the last key read, whether a value is expected, and where the value began.
+    // At depth 1: the last key read, whether a value is expected, where the value began and the key it
+    // belongs to, and whether it is a bare number, `true`, `false` or `null` still being read.
     let mut key: Option<String> = None;
     let mut expecting_value = false;
     let mut value_start: Option<usize> = None;
+    let mut value_key: Option<String> = None;
+    let mut in_primitive = false;
     let mut started = false;
 
     for (i, &b) in bytes.iter().enumerate() {
@@ -41,9 +46,9 @@ pub fn scan_call(text: &str) -> CallScan {
                     let literal = &text[string_start..=i];
                     if value_start == Some(string_start) {
                         let value: Option<String> = serde_json::from_str(literal).ok();
-                        finish_value(&mut scan, key.as_deref(), i + 1, value);
+                        finish_value(&mut scan, value_key.as_deref(), i + 1, value);
                         value_start = None;
-                    } else if !expecting_value {
+                    } else {
                         key = serde_json::from_str(literal).ok();
                     }
                 }
@@ -55,7 +60,7 @@ pub fn scan_call(text: &str) -> CallScan {
         }
         if !started {
             if b != b'{' {
-                scan.invalid = true;
+                scan.invalid = Some(i);
                 return scan;
             }
             started = true;
@@ -63,11 +68,29 @@ pub fn scan_call(text: &str) -> CallScan {
             continue;
         }
         if depth == 1 && expecting_value && value_start.is_none() {
+            if !matches!(
+                b,
+                b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
+            ) {
+                scan.invalid = Some(i);
+                return scan;
+            }
             value_start = Some(i);
+            value_key = key.take();
             expecting_value = false;
-            if is_arguments(key.as_deref()) && scan.arguments_start.is_none() {
+            in_primitive = !matches!(b, b'{' | b'[' | b'"');
+            if is_arguments(value_key.as_deref()) && scan.arguments_start.is_none() {
                 scan.arguments_start = Some(i);
             }
+            if in_primitive {
+                continue;
+            }
+        } else if in_primitive
+            && !matches!(b, b',' | b'}')
+            && !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'))
+        {
+            scan.invalid = Some(i);
+            return scan;
         }
         match b {
             b'"' => {
@@ -77,11 +100,12 @@ pub fn scan_call(text: &str) -> CallScan {
             b'{' | b'[' => depth += 1,
             b'}' | b']' => {
                 depth -= 1;
+                in_primitive = false;
                 if depth == 1 && value_start.take().is_some() {
-                    finish_value(&mut scan, key.as_deref(), i + 1, None);
+                    finish_value(&mut scan, value_key.as_deref(), i + 1, None);
                 } else if depth == 0 {
                     if let Some(start) = value_start.take() {
-                        finish_primitive(&mut scan, key.as_deref(), text, start, i);
+                        finish_primitive(&mut scan, value_key.as_deref(), text, start, i);
                     }
                     scan.end = Some(i + 1);
                     return scan;
@@ -89,8 +113,9 @@ pub fn scan_call(text: &str) -> CallScan {
             }
             b':' if depth == 1 => expecting_value = true,
             b',' if depth == 1 => {
+                in_primitive = false;
                 if let Some(start) = value_start.take() {
-                    finish_primitive(&mut scan, key.as_deref(), text, start, i);
+                    finish_primitive(&mut scan, value_key.as_deref(), text, start, i);
                 }
                 key = None;
             }
@@ -154,6 +179,14 @@ mod tests {
         assert_eq!(scan.name.as_deref(), Some("f"));
         let args = &text[scan.arguments_start.unwrap()..scan.arguments_end.unwrap()];
         assert_eq!(args, "3");
-        assert!(scan_call("hello").invalid);
+        assert_eq!(scan_call("hello").invalid, Some(0));
+        assert_eq!(
+            scan_call(r#"{"name": "f", "arguments": z"x": 1}"#).invalid,
+            Some(27)
+        );
+        assert_eq!(
+            scan_call(r#"{"name": "f", "arguments": 1"x"}"#).invalid,
+            Some(28)
+        );
     }
 }

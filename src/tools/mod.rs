@@ -363,10 +363,51 @@ fn function_json(tool: &FunctionTool) -> Value {
 fn call_schema(tool: &FunctionTool, arguments_key: &str) -> Value {
     json!({
         "type": "object",
-        "properties": {"name": {"const": tool.name}, arguments_key: tool.parameters},
+        "properties": {
+            "name": {"const": tool.name},
+            arguments_key: embeddable_schema(&tool.parameters, &tool.name),
+        },
         "required": ["name", arguments_key],
         "additionalProperties": false,
     })
+}
+
+/// `schema`, ready to sit inside a larger schema (a call's grammar puts it under `arguments`): local
+/// references (`#/$defs/..`, recursive ones included) resolve against the document they are in, so a
+/// schema that has them and no `$id` gets one, making it their document rather than the call's.
+pub fn embeddable_schema(schema: &Value, tool_name: &str) -> Value {
+    let mut schema = schema.clone();
+    if let Value::Object(map) = &mut schema
+        && !map.contains_key("$id")
+        && has_local_ref(&Value::Object(map.clone()))
+    {
+        map.insert(
+            "$id".into(),
+            Value::String(format!("urn:model-runner:tool:{}", url_safe(tool_name))),
+        );
+    }
+    schema
+}
+
+fn has_local_ref(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            (key == "$ref" && value.as_str().is_some_and(|r| r.starts_with('#')))
+                || has_local_ref(value)
+        }),
+        Value::Array(items) => items.iter().any(has_local_ref),
+        _ => false,
+    }
+}
+
+/// A tool name as a URN segment: anything but ASCII letters, digits and `-_.` is percent-encoded.
+fn url_safe(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A schema embedded in a Lark grammar, laid out as `GrammarSpec::JsonSchema` lays it out.
@@ -498,6 +539,54 @@ mod tests {
     fn weather() -> Value {
         json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+    }
+
+    /// Whether `text` is a complete answer under the grammar `plan` builds (one byte per token).
+    fn grammar_accepts(plan: &ToolPlan, text: &str) -> bool {
+        let spec = plan.grammar(|_| None).expect("a grammar");
+        let env = toktrie::ApproximateTokEnv::single_byte_env();
+        let mut factory = llguidance::ParserFactory::new_simple(&env).expect("factory");
+        factory.quiet();
+        let parser = factory
+            .create_parser(spec.to_top_level())
+            .expect("the grammar compiles");
+        let mut matcher = llguidance::Matcher::new(Ok(parser));
+        assert_eq!(matcher.get_error(), None);
+        let tokens: Vec<u32> = text.bytes().map(u32::from).collect();
+        matcher.consume_tokens(&tokens).is_ok() && matcher.is_accepting().unwrap_or(false)
+    }
+
+    #[test]
+    fn client_tools_with_recursive_defs_constrain_calls_all_the_way_down() {
+        // The schema the Python SDKs write for a tree: `#/$defs/Node` refers to itself, and must
+        // resolve against the tool's parameters, not the call object they are embedded in.
+        let tools = parse_tools(&json!([{"type": "function", "function": {"name": "count.nodes",
+            "parameters": {"$defs": {"Node": {"type": "object", "properties": {"name": {"type": "string"},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}, "required": ["name"]}},
+                "type": "object", "properties": {"root": {"$ref": "#/$defs/Node"}}, "required": ["root"]}}}]))
+        .expect("tools");
+        let plan = ToolPlan::new(
+            ToolFormat::Generic,
+            tools.clone(),
+            ToolChoice::Required,
+            false,
+        )
+        .expect("a plan");
+        let call = |root: &str| {
+            format!(
+                r#"{{"tool_calls": [{{"name": "count.nodes", "arguments": {{"root": {root}}}}}]}}"#
+            )
+        };
+        let deep = r#"{"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}"#;
+        assert!(grammar_accepts(&plan, &call(deep)), "{}", call(deep));
+        let nameless_grandchild =
+            r#"{"name": "a", "children": [{"name": "b", "children": [{"children": []}]}]}"#;
+        assert!(!grammar_accepts(&plan, &call(nameless_grandchild)));
+        let embedded = embeddable_schema(&tools[0].parameters, &tools[0].name);
+        assert_eq!(embedded["$id"], "urn:model-runner:tool:count.nodes");
+        // A schema without local references is left as it is.
+        let plain = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        assert_eq!(embeddable_schema(&plain, "w"), plain);
     }
 
     #[test]

@@ -308,16 +308,8 @@ impl ToolCallParser {
 
     fn call(&mut self, events: &mut Vec<ToolEvent>) -> bool {
         let scan = scan_call(&self.pending);
-        if scan.invalid {
-            if self.started {
-                self.close_call(events, None);
-            } else {
-                let raw = std::mem::take(&mut self.raw) + &std::mem::take(&mut self.pending);
-                push_content(events, raw);
-            }
-            self.state = State::Text;
-            return true;
-        }
+        // Name, arguments, then the object's end or fault, in the order the text has them: whatever
+        // comes out here would have come out the same had the text arrived in smaller pieces.
         if !self.started
             && let Some(name) = &scan.name
         {
@@ -339,7 +331,12 @@ impl ToolCallParser {
         if self.started
             && let Some(start) = scan.arguments_start
         {
-            let end = scan.arguments_end.unwrap_or(self.pending.len());
+            // Until the value is known to end, trailing whitespace is held back: it may lie after it.
+            let read = scan
+                .invalid
+                .or(scan.end)
+                .unwrap_or_else(|| self.pending.trim_end().len());
+            let end = scan.arguments_end.unwrap_or(read).min(read);
             let from = start + self.arguments_sent;
             if end > from
                 && self.pending.is_char_boundary(from)
@@ -349,6 +346,18 @@ impl ToolCallParser {
                 self.arguments_sent += delta.len();
                 self.send_arguments(events, delta);
             }
+        }
+        if let Some(fault) = scan.invalid {
+            if self.started {
+                // The call stands as far as it was written; the text from the fault on is content.
+                self.close_call(events, None);
+                self.pending.drain(..fault);
+            } else {
+                let raw = std::mem::take(&mut self.raw) + &std::mem::take(&mut self.pending);
+                push_content(events, raw);
+            }
+            self.state = State::Text;
+            return true;
         }
         let Some(end) = scan.end else {
             return false;
@@ -613,12 +622,54 @@ mod tests {
                 let whole = run(format, &text, text.len());
                 assert!(!whole.1.is_empty(), "{format:?} {text}: no call");
                 for step in 1..8 {
-                    assert_eq!(run(format, &text, step), whole, "{format:?} {text} in {step}s");
+                    assert_eq!(
+                        run(format, &text, step),
+                        whole,
+                        "{format:?} {text} in {step}s"
+                    );
                 }
             }
         }
         let (_, calls) = run(ToolFormat::Llama3, objects[0], 100);
         assert_eq!(calls, [("f".to_string(), r#"{"x": 1}"#.to_string())]);
+    }
+
+    #[test]
+    fn malformed_arguments_read_the_same_whole_or_in_pieces() {
+        // Found by fuzzing: arguments that are not JSON (`z"x"`) were sent up to the end of whatever
+        // text had arrived, so the call's arguments depended on the chunks.
+        let cases = [
+            (
+                ToolFormat::Mistral,
+                r#"[TOOL_CALLS][{"name": "f", "arguments": z"x": 1}}, {"name":P "g", "arguments": {}}]ather", {g"#,
+            ),
+            (
+                ToolFormat::Llama3,
+                r#"{"name": "f", "parameters": 12 , "x": 1}"#,
+            ),
+            (ToolFormat::Llama3, r#"{"name": "f", "parameters": 1"x" }"#),
+            (
+                ToolFormat::Hermes,
+                "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1 }  ,  \n",
+            ),
+            (
+                ToolFormat::Generic,
+                r#"{"tool_calls": [{"name": "f", "arguments": [1, 2] ]"#,
+            ),
+        ];
+        for (format, text) in cases {
+            let whole = run(format, text, text.len());
+            for step in 1..9 {
+                assert_eq!(
+                    run(format, text, step),
+                    whole,
+                    "{format:?} {text} in {step}s"
+                );
+            }
+        }
+        let (content, calls) = run(ToolFormat::Llama3, r#"{"name": "f", "parameters": z}"#, 3);
+        assert_eq!(calls, [("f".to_string(), "{}".to_string())]);
+        assert_eq!(content, "z}");
     }
 
     #[test]
