@@ -6,7 +6,6 @@ pub mod artifact;
 pub mod cli;
 pub mod digest;
 pub mod engine;
-pub mod gguf;
 pub mod huggingface;
 pub mod mcp;
 pub mod metrics;

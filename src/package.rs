@@ -12,10 +12,10 @@ use crate::artifact::{
     self, ConfigDescriptor, ConfigFile, Descriptor, Manifest, ModelConfig, RootFs,
 };
 use crate::digest::Digest;
-use crate::gguf::{GgufError, GgufHeader, format_parameter_count};
 use crate::progress::{ProgressSink, TransferEvent};
 use crate::reference::ModelRef;
 use crate::store::{Store, StoreError};
+use models::gguf::{GgufError, GgufHeader, format_parameter_count};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use model_runner::gguf::{GgufHeader, format_parameter_count, ggml_type_name};
+use models::gguf::{GgufHeader, format_parameter_count, ggml_type_name};
 
 fuzz_target!(|data: &[u8]| {
     let path = fuzz_support::scratch_file("header.gguf");

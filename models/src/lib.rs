@@ -11,6 +11,7 @@ pub mod batch;
 pub mod cuda;
 pub mod decoder;
 pub mod gemma3;
+pub mod gguf;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;

@@ -1,13 +1,13 @@
 //! Reading a GGUF file's metadata and tensors through candle, with errors that name what is missing.
 //!
-//! The file is untrusted: before candle parses it, a pass over the header refuses what candle would panic on
-//! or hold at many times its size (an alignment of zero, metadata arrays of millions of elements, which
-//! candle keeps as one enum per element); after, every tensor's data range is checked against the file with
-//! checked arithmetic.
+//! The file is untrusted: before candle parses it, `gguf::GgufHeader` (the one header reader) checks it
+//! whole, with checked arithmetic (alignment, every tensor's range within the file), and we refuse what
+//! candle would hold at many times its size (metadata arrays of millions of elements, which candle keeps
+//! as one enum per element).
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::BufReader;
 use std::path::Path;
 
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use candle_core::{Device, Tensor};
 use kernels::{GgmlType, PackedMatrix};
 
 use crate::ModelError;
+use crate::gguf::{GgufError, GgufHeader, GgufValue};
 
 /// An open GGUF file: its header, and a reader for its tensors.
 pub struct GgufWeights {
@@ -36,7 +37,6 @@ const DENSE_LIMIT_BYTES: u64 = 1 << 30;
 pub const MAX_METADATA_ARRAY_LEN: u64 = 1 << 22;
 /// Most array elements in all of a header's metadata: candle holds each as a 32-byte value.
 pub const MAX_METADATA_ARRAY_ELEMENTS: u64 = 1 << 24;
-const GGUF_MAGIC: u32 = 0x4655_4747;
 
 impl GgufWeights {
     pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
@@ -44,26 +44,10 @@ impl GgufWeights {
             path: path.display().to_string(),
             source: e,
         })?;
-        let corrupt = |reason: String| ModelError::Corrupt {
-            path: path.display().to_string(),
-            reason,
-        };
+        check_header(path)?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        HeaderCheck::new(&mut reader)
-            .and_then(|check| check.run())
-            .map_err(corrupt)?;
-        reader
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| ModelError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
         let content =
             gguf_file::Content::read(&mut reader).map_err(|e| ModelError::corrupt(path, e))?;
-        let file_len = reader
-            .seek(SeekFrom::End(0))
-            .map_err(|e| corrupt(e.to_string()))?;
-        check_tensor_ranges(&content, file_len).map_err(corrupt)?;
         let architecture = match content.metadata.get("general.architecture") {
             Some(gguf_file::Value::String(a)) => a.clone(),
             _ => return Err(ModelError::MissingMetadata("general.architecture".into())),
@@ -241,198 +225,37 @@ impl GgufWeights {
     }
 }
 
-/// Every tensor's bytes lie inside the file, computed without overflow (candle's own sizes wrap).
-fn check_tensor_ranges(content: &gguf_file::Content, file_len: u64) -> Result<(), String> {
-    for (name, info) in &content.tensor_infos {
-        let dims = info.shape.dims();
-        let bytes = dims
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .and_then(|elements| {
-                (elements / info.ggml_dtype.block_size()).checked_mul(info.ggml_dtype.type_size())
-            })
-            .and_then(|bytes| u64::try_from(bytes).ok());
-        let end = bytes.and_then(|bytes| {
-            content
-                .tensor_data_offset
-                .checked_add(info.offset)?
-                .checked_add(bytes)
-        });
-        match end {
-            Some(end) if end <= file_len => {}
-            _ => {
-                return Err(format!(
-                    "tensor {name} of dimensions {dims:?} at offset {} does not fit in the file of {file_len} bytes",
-                    info.offset
-                ));
+/// Reads the header with the one GGUF reader (which checks alignment and every tensor's range with checked
+/// arithmetic), then refuses metadata arrays candle would hold at 32 bytes an element.
+fn check_header(path: &Path) -> Result<(), ModelError> {
+    let display = path.display().to_string();
+    let corrupt = |reason: String| ModelError::Corrupt {
+        path: display.clone(),
+        reason,
+    };
+    let header = GgufHeader::read_file(path).map_err(|e| match e {
+        GgufError::Io { path, source } => ModelError::Io { path, source },
+        GgufError::Corrupt { reason, .. } => corrupt(reason),
+        GgufError::Truncated { needed, actual, .. } => corrupt(format!(
+            "tensor data needs {needed} bytes, the file has {actual}: a tensor does not fit"
+        )),
+        GgufError::NotGguf { .. } => corrupt("not a GGUF file (bad magic)".into()),
+        GgufError::UnsupportedVersion { version, .. } => {
+            ModelError::Unsupported(format!("GGUF version {version}"))
+        }
+    })?;
+    let mut elements = 0u64;
+    for (key, value) in &header.metadata {
+        if let GgufValue::Array { len, .. } = value {
+            elements = elements.saturating_add(*len);
+            if *len > MAX_METADATA_ARRAY_LEN || elements > MAX_METADATA_ARRAY_ELEMENTS {
+                return Err(corrupt(format!(
+                    "metadata array {key} of {len} elements (at most {MAX_METADATA_ARRAY_LEN}, {MAX_METADATA_ARRAY_ELEMENTS} in all)"
+                )));
             }
         }
     }
     Ok(())
-}
-
-/// One pass over a GGUF header's metadata, before candle reads it, refusing what it must not be given.
-struct HeaderCheck<'a, R> {
-    reader: &'a mut R,
-    /// GGUF v1 writes counts and lengths as u32, later versions as u64.
-    wide: bool,
-    position: u64,
-    file_len: u64,
-    array_elements: u64,
-}
-
-impl<'a, R: Read + Seek> HeaderCheck<'a, R> {
-    fn new(reader: &'a mut R) -> Result<Self, String> {
-        let file_len = reader.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
-        reader.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-        Ok(Self {
-            reader,
-            wide: true,
-            position: 0,
-            file_len,
-            array_elements: 0,
-        })
-    }
-
-    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let mut buf = [0u8; N];
-        self.reader
-            .read_exact(&mut buf)
-            .map_err(|e| format!("unexpected end of file ({e})"))?;
-        self.position += N as u64;
-        Ok(buf)
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        self.bytes().map(u32::from_le_bytes)
-    }
-
-    fn count(&mut self) -> Result<u64, String> {
-        if self.wide {
-            self.bytes().map(u64::from_le_bytes)
-        } else {
-            self.u32().map(u64::from)
-        }
-    }
-
-    fn skip(&mut self, len: u64) -> Result<(), String> {
-        let left = self.file_len.saturating_sub(self.position);
-        if len > left {
-            return Err(format!(
-                "a metadata value needs {len} bytes, only {left} are left in the file"
-            ));
-        }
-        let offset = i64::try_from(len).map_err(|e| e.to_string())?;
-        self.reader
-            .seek_relative(offset)
-            .map_err(|e| e.to_string())?;
-        self.position += len;
-        Ok(())
-    }
-
-    fn string(&mut self) -> Result<Vec<u8>, String> {
-        let len = self.count()?;
-        let left = self.file_len.saturating_sub(self.position);
-        if len > left.min(1 << 30) {
-            return Err(format!(
-                "a string of {len} bytes, only {left} are left in the file"
-            ));
-        }
-        let mut buf = vec![0u8; len as usize];
-        self.reader
-            .read_exact(&mut buf)
-            .map_err(|e| format!("unexpected end of file ({e})"))?;
-        self.position += len;
-        Ok(buf)
-    }
-
-    fn skip_string(&mut self) -> Result<(), String> {
-        let len = self.count()?;
-        self.skip(len)
-    }
-
-    fn run(mut self) -> Result<(), String> {
-        if self.u32()? != GGUF_MAGIC {
-            return Ok(()); // candle names the bad magic
-        }
-        let version = self.u32()?;
-        if !(1..=3).contains(&version) {
-            return Ok(()); // candle names the unsupported version
-        }
-        self.wide = version != 1;
-        let _tensors = self.count()?;
-        let keys = self.count()?;
-        for _ in 0..keys {
-            let key = self.string()?;
-            let value_type = self.u32()?;
-            if key == b"general.alignment" {
-                self.alignment(value_type)?;
-            } else {
-                self.skip_value(value_type)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// An alignment must be a power of two: candle divides by it, and a zero would panic.
-    fn alignment(&mut self, value_type: u32) -> Result<(), String> {
-        let value = match value_type {
-            0 => u64::from(self.bytes::<1>()?[0]),
-            1 => i8::from_le_bytes(self.bytes()?) as u64,
-            2 => u64::from(u16::from_le_bytes(self.bytes()?)),
-            3 => i16::from_le_bytes(self.bytes()?) as u64,
-            4 => u64::from(self.u32()?),
-            5 => i32::from_le_bytes(self.bytes()?) as u64,
-            10 | 11 => u64::from_le_bytes(self.bytes()?),
-            _ => return Err("general.alignment is not an integer".to_string()),
-        };
-        if !value.is_power_of_two() {
-            return Err(format!("general.alignment {value} is not a power of two"));
-        }
-        Ok(())
-    }
-
-    fn skip_value(&mut self, value_type: u32) -> Result<(), String> {
-        match value_type {
-            8 => self.skip_string(),
-            9 => {
-                let element_type = self.u32()?;
-                let len = self.count()?;
-                self.array_elements = self.array_elements.saturating_add(len);
-                if len > MAX_METADATA_ARRAY_LEN || self.array_elements > MAX_METADATA_ARRAY_ELEMENTS
-                {
-                    return Err(format!(
-                        "a metadata array of {len} elements (at most {MAX_METADATA_ARRAY_LEN}, {MAX_METADATA_ARRAY_ELEMENTS} in all)"
-                    ));
-                }
-                match element_type {
-                    8 => (0..len).try_for_each(|_| self.skip_string()),
-                    9 => Err("nested metadata arrays are not supported".to_string()),
-                    other => {
-                        let size = scalar_size(other)
-                            .ok_or_else(|| format!("unknown metadata value type {other}"))?;
-                        self.skip(len.saturating_mul(size))
-                    }
-                }
-            }
-            other => {
-                let size = scalar_size(other)
-                    .ok_or_else(|| format!("unknown metadata value type {other}"))?;
-                self.skip(size)
-            }
-        }
-    }
-}
-
-/// Bytes of one scalar GGUF metadata value of `value_type`.
-fn scalar_size(value_type: u32) -> Option<u64> {
-    Some(match value_type {
-        0 | 1 | 7 => 1,
-        2 | 3 => 2,
-        4..=6 => 4,
-        10..=12 => 8,
-        _ => return None,
-    })
 }
 
 /// The kernels' name for a GGML type they run.
@@ -459,7 +282,7 @@ mod tests {
             b.extend((s.len() as u64).to_le_bytes());
             b.extend(s.as_bytes());
         };
-        b.extend(GGUF_MAGIC.to_le_bytes());
+        b.extend(0x4655_4747u32.to_le_bytes());
         b.extend(3u32.to_le_bytes());
         b.extend(1u64.to_le_bytes());
         b.extend((kvs.len() as u64).to_le_bytes());
@@ -507,7 +330,10 @@ mod tests {
             ("general.alignment", 4, 0u32.to_le_bytes().to_vec()),
         ];
         let reason = open_error("align0", &gguf(&kvs, &[4], 16));
-        assert!(reason.contains("general.alignment 0"), "{reason}");
+        assert!(
+            reason.contains("general.alignment") && reason.contains("power of two"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -523,8 +349,8 @@ mod tests {
     #[test]
     fn tensors_beyond_the_file_are_refused_with_checked_sizes() {
         let reason = open_error("dims", &gguf(&[arch()], &[1 << 32, 1 << 32, 16], 16));
-        assert!(reason.contains("does not fit"), "{reason}");
+        assert!(reason.contains("cannot fit in a file"), "{reason}");
         let reason = open_error("short", &gguf(&[arch()], &[64], 16));
-        assert!(reason.contains("does not fit"), "{reason}");
+        assert!(reason.contains("cannot fit in a file"), "{reason}");
     }
 }

@@ -1,9 +1,10 @@
-//! GGUF header inspection for the store: what `package` needs to describe a model, and proof that a file is
-//! a whole GGUF.
+//! The one reader of a GGUF header: what `package` needs to describe a model, proof that a file is a whole
+//! GGUF, and the engine's check of a file before candle parses it (`weights.rs`).
 //!
 //! We read the header ourselves rather than through `candle_core::quantized::gguf_file`: candle refuses files
 //! holding tensor types it cannot compute with (IQ*, TQ*, MXFP4), but the store must package and describe any
-//! GGUF, runnable here or not. The engine loads weights through candle.
+//! GGUF, runnable here or not; and candle trusts the header (it divides by its alignment, multiplies its
+//! dimensions unchecked and holds every metadata array element as an enum).
 //!
 //! The header is untrusted input: every length is checked against what is left of the file before anything
 //! is allocated, sizes and offsets use checked arithmetic, and metadata arrays (vocabularies of hundreds of
