@@ -24,7 +24,7 @@ pub mod upstream;
 use std::time::Duration;
 
 pub use config::{ConfigError, McpConfig};
-pub use gateway::{CallContext, CallRecord, Gateway, LocalModels, LocalToolError, RateLimit};
+pub use gateway::{CallContext, CallRecord, Gateway, LocalModels, LocalToolError, RateBudget};
 pub use policy::Caller;
 
 /// Why the gateway did not carry out a call. The variants fall into the classes an API maps to its

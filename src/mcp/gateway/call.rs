@@ -5,6 +5,7 @@
 //! (`local_tools`) or a server's tool (access check, rate limit, argument check, cache, the upstream
 //! call with its timeout); every outcome ends as a `CallRecord` that `observe` logs and counts.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolResult, ContentBlock};
@@ -17,7 +18,7 @@ use super::{GATEWAY_SERVER, Gateway, McpError, Setup};
 
 /// Who takes a call from the caller's rate budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateLimit {
+pub enum RateBudget {
     /// The gateway takes it when it admits the call (stdio, a chat loop, a script's functions).
     Gateway,
     /// The transport already took it and answered "rate limited" itself (`/mcp`'s HTTP layer, 429).
@@ -32,7 +33,7 @@ pub struct CallContext {
     /// The servers a chat request named (its `server_label`s): what `mcp_find`, `mcp_call` and
     /// `run_js` may reach. `None`: every server the caller may use.
     pub scope: Option<Vec<String>>,
-    pub rate_limit: RateLimit,
+    pub rate_budget: RateBudget,
 }
 
 impl CallContext {
@@ -41,7 +42,7 @@ impl CallContext {
         Self {
             caller,
             scope: None,
-            rate_limit: RateLimit::Gateway,
+            rate_budget: RateBudget::Gateway,
         }
     }
 
@@ -53,7 +54,7 @@ impl CallContext {
 
     /// The same call, already taken from the rate budget by its transport.
     pub fn rate_taken_by_transport(mut self) -> Self {
-        self.rate_limit = RateLimit::TakenByTransport;
+        self.rate_budget = RateBudget::TakenByTransport;
         self
     }
 
@@ -156,7 +157,7 @@ impl Gateway {
     /// (`mcp_find`, `mcp_call`, `run_js`) or one of the runner's own tools (`chat`, `list_models`, when
     /// a transport registered them). The one entry every caller uses; the record is logged and counted.
     pub async fn call(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         context: &CallContext,
         name: &str,
         arguments: Value,
@@ -166,36 +167,18 @@ impl Gateway {
             code_mode::RUN_JS => self.run_js(context, arguments).await,
             discovery::CALL => self.call_through(context, arguments).await,
             discovery::FIND => {
-                let started = Instant::now();
-                let setup = self.setup();
+                let attempt = self.begin();
                 let outcome = self.call_find(context, &arguments).await;
-                self.record(
-                    &setup,
-                    context,
-                    name,
-                    GATEWAY_SERVER,
-                    arguments,
-                    outcome,
-                    started,
-                )
+                self.record(attempt, context, name, GATEWAY_SERVER, arguments, outcome)
             }
             _ => match self.local_models(context, name) {
                 Some(models) => {
-                    let started = Instant::now();
-                    let setup = self.setup();
-                    let outcome = match admit(&setup, context, LOCAL_SERVER, name) {
-                        Ok(()) => self.call_local(models, name, &arguments).await,
+                    let attempt = self.begin();
+                    let outcome = match admit(&attempt.setup, context, LOCAL_SERVER, name) {
+                        Ok(()) => self.run_local_tool(models, name, &arguments).await,
                         Err(e) => Err(e),
                     };
-                    self.record(
-                        &setup,
-                        context,
-                        name,
-                        LOCAL_SERVER,
-                        arguments,
-                        outcome,
-                        started,
-                    )
+                    self.record(attempt, context, name, LOCAL_SERVER, arguments, outcome)
                 }
                 None => self.call_server_tool(context, name, arguments).await,
             },
@@ -209,16 +192,15 @@ impl Gateway {
         name: &str,
         arguments: Value,
     ) -> CallRecord {
-        let started = Instant::now();
-        let setup = self.setup();
+        let attempt = self.begin();
         let outcome = self
-            .run_server_tool(&setup, context, name, &arguments)
+            .run_server_tool(&attempt.setup, context, name, &arguments)
             .await;
         // Looked up after the call, which may have listed the server's tools for the first time.
         let server = self
             .server_of(name)
             .unwrap_or_else(|| GATEWAY_SERVER.to_string());
-        self.record(&setup, context, name, &server, arguments, outcome, started)
+        self.record(attempt, context, name, &server, arguments, outcome)
     }
 
     async fn run_server_tool(
@@ -271,18 +253,25 @@ impl Gateway {
         Ok(result)
     }
 
+    /// A call begins: under the setup of this moment (whose redactor its record uses), timed from now.
+    pub(super) fn begin(&self) -> Attempt {
+        Attempt {
+            setup: self.setup(),
+            started: Instant::now(),
+        }
+    }
+
     /// The record of a finished call (errors redacted), logged and counted.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn record(
         &self,
-        setup: &Setup,
+        attempt: Attempt,
         context: &CallContext,
         name: &str,
         server: &str,
         arguments: Value,
         outcome: Result<CallToolResult, McpError>,
-        started: Instant,
     ) -> CallRecord {
+        let Attempt { setup, started } = attempt;
         let (result, error, error_kind) = match outcome {
             Ok(result) => (Some(result), None, None),
             Err(e) => (
@@ -300,9 +289,15 @@ impl Gateway {
             error_kind,
             duration: started.elapsed(),
         };
-        self.observe(setup, &context.caller, &record);
+        self.observe(&setup, &context.caller, &record);
         record
     }
+}
+
+/// A call under way, until `Gateway::record` ends it.
+pub(super) struct Attempt {
+    setup: Arc<Setup>,
+    started: Instant,
 }
 
 /// Access check, then the rate limit unless the transport took it: the admission of server tools and
@@ -315,9 +310,9 @@ fn admit(setup: &Setup, context: &CallContext, server: &str, name: &str) -> Resu
             tool: name.to_string(),
         });
     }
-    match context.rate_limit {
-        RateLimit::Gateway => take_rate(setup, caller),
-        RateLimit::TakenByTransport => Ok(()),
+    match context.rate_budget {
+        RateBudget::Gateway => take_rate(setup, caller),
+        RateBudget::TakenByTransport => Ok(()),
     }
 }
 

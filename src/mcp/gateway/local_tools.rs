@@ -82,7 +82,7 @@ impl Gateway {
     }
 
     /// Runs an admitted `chat` or `list_models`; the models' failures are `isError` results.
-    pub(super) async fn call_local(
+    pub(super) async fn run_local_tool(
         &self,
         models: Arc<dyn LocalModels>,
         name: &str,
@@ -143,4 +143,166 @@ fn local_tool_descriptions() -> Vec<Tool> {
             true,
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::config::{ClientConfig, McpConfig, RateLimit};
+    use super::super::super::discovery;
+    use super::*;
+
+    /// Models that answer without a runtime: two names, and an echo of the prompt.
+    struct FakeModels;
+
+    impl LocalModels for FakeModels {
+        fn list(&self) -> BoxFuture<'_, Result<Vec<String>, LocalToolError>> {
+            Box::pin(async { Ok(vec!["ai/smollm2".into(), "ai/qwen3".into()]) })
+        }
+
+        fn chat(
+            &self,
+            _model: String,
+            messages: Vec<(String, String)>,
+            _max_tokens: Option<i64>,
+        ) -> BoxFuture<'_, Result<String, LocalToolError>> {
+            let answer = messages.last().map(|m| m.1.clone()).unwrap_or_default();
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    fn client(name: &str, servers: &[&str], per_minute: Option<u32>) -> ClientConfig {
+        ClientConfig {
+            name: name.into(),
+            token: format!("{name}-token"),
+            servers: Some(servers.iter().map(|s| s.to_string()).collect()),
+            tools: None,
+            rate_limit: per_minute.map(|per_minute| RateLimit {
+                per_minute,
+                burst: per_minute,
+            }),
+        }
+    }
+
+    /// A gateway without servers whose runner tools are registered: `runner` may use them once a
+    /// minute, `agent` may not use them at all.
+    fn gateway() -> Arc<Gateway> {
+        let config = McpConfig {
+            clients: vec![
+                client("runner", &[LOCAL_SERVER], Some(1)),
+                client("agent", &["fs"], None),
+            ],
+            ..McpConfig::default()
+        };
+        let gateway = Gateway::new(config, None);
+        gateway.register_local_models(Arc::new(FakeModels));
+        gateway
+    }
+
+    fn caller(gateway: &Gateway, name: &str) -> Caller {
+        gateway
+            .authenticate(Some(&format!("{name}-token")))
+            .expect("a configured client")
+    }
+
+    #[tokio::test]
+    async fn the_runners_own_tools_are_admitted_limited_logged_and_counted_like_server_tools() {
+        let gateway = gateway();
+        let runner = CallContext::new(caller(&gateway, "runner"));
+        let listed = gateway.call(&runner, "list_models", json!({})).await;
+        assert_eq!(listed.server, LOCAL_SERVER);
+        assert!(!listed.failed(), "{:?}", listed.error);
+        assert_eq!(
+            listed.result.and_then(|r| r.structured_content),
+            Some(json!({"models": ["ai/smollm2", "ai/qwen3"]}))
+        );
+        let limited = gateway.call(&runner, "list_models", json!({})).await;
+        assert_eq!(limited.error_kind, Some("rate_limited"));
+        let agent = CallContext::new(caller(&gateway, "agent"));
+        let denied = gateway
+            .call(&agent, "chat", json!({"model": "ai/qwen3", "prompt": "hi"}))
+            .await;
+        assert_eq!(denied.error_kind, Some("denied"));
+        let mut metrics = String::new();
+        gateway.render_metrics(&mut metrics).await;
+        assert!(metrics.contains(
+            "model_runner:mcp_tool_calls_total{server=\"model-runner\",tool=\"list_models\",client=\"runner\"} 2"
+        ), "{metrics}");
+        assert!(metrics.contains(
+            "model_runner:mcp_tool_errors_total{server=\"model-runner\",tool=\"chat\",client=\"agent\"} 1"
+        ), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn a_call_the_transport_took_from_the_budget_is_not_taken_again() {
+        let gateway = gateway();
+        let runner = CallContext::new(caller(&gateway, "runner")).rate_taken_by_transport();
+        for _ in 0..3 {
+            let answer = gateway
+                .call(
+                    &runner,
+                    "chat",
+                    json!({"model": "ai/qwen3", "prompt": "echo"}),
+                )
+                .await;
+            assert_eq!(answer.output_text(), "echo");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chat_failure_is_a_result_the_caller_reads() {
+        let gateway = gateway();
+        let runner = CallContext::new(caller(&gateway, "runner"));
+        let record = gateway.call(&runner, "chat", json!({"prompt": "hi"})).await;
+        assert!(record.error.is_none());
+        assert!(record.failed());
+        assert_eq!(
+            record.output_text(),
+            "chat needs string arguments model and prompt"
+        );
+    }
+
+    #[tokio::test]
+    async fn neither_a_chat_requests_scope_nor_mcp_call_reaches_the_runners_own_tools() {
+        let gateway = gateway();
+        let runner = caller(&gateway, "runner");
+        let scoped = CallContext::new(runner.clone()).scoped(Some(vec!["fs".into()]));
+        let record = gateway.call(&scoped, "list_models", json!({})).await;
+        assert_eq!(record.error_kind, Some("unknown_tool"));
+        let through = gateway
+            .call(
+                &CallContext::new(runner),
+                discovery::CALL,
+                json!({"name": "list_models", "arguments": {}}),
+            )
+            .await;
+        assert_eq!(through.name, "list_models");
+        assert_eq!(through.error_kind, Some("unknown_tool"));
+    }
+
+    #[tokio::test]
+    async fn without_registered_models_the_runners_tool_names_are_unknown() {
+        let gateway = Gateway::new(McpConfig::default(), None);
+        assert!(gateway.local_tools(&Caller::Anonymous).is_empty());
+        let record = gateway
+            .call(
+                &CallContext::new(Caller::Anonymous),
+                "list_models",
+                json!({}),
+            )
+            .await;
+        assert_eq!(record.error_kind, Some("unknown_tool"));
+        let gateway = gateway_with_anonymous_models();
+        let names: Vec<String> = gateway
+            .local_tools(&Caller::Anonymous)
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        assert_eq!(names, ["chat", "list_models"]);
+    }
+
+    fn gateway_with_anonymous_models() -> Arc<Gateway> {
+        let gateway = Gateway::new(McpConfig::default(), None);
+        gateway.register_local_models(Arc::new(FakeModels));
+        gateway
+    }
 }

@@ -5,13 +5,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use rmcp::model::{CallToolResult, Tool, ToolAnnotations};
 use serde_json::{Map, Value, json};
 
 use super::super::{code_mode, discovery};
-use super::call::{CallContext, CallRecord, RateLimit, result_text};
+use super::call::{CallContext, CallRecord, RateBudget, result_text};
 use super::{GATEWAY_SERVER, Gateway, McpError};
 
 /// The gateway's own tools as an MCP client lists them (every caller may use them; what they reach is
@@ -86,8 +85,7 @@ impl Gateway {
     /// `mcp_call`: the server tool it names, recorded as that tool's call; a name that is no server
     /// tool's, or one outside the scope, is recorded as a failed `mcp_call`.
     pub(super) async fn call_through(&self, context: &CallContext, arguments: Value) -> CallRecord {
-        let started = Instant::now();
-        let setup = self.setup();
+        let attempt = self.begin();
         let target = arguments.get("name").and_then(Value::as_str).unwrap_or("");
         let refusal = if [discovery::CALL, discovery::FIND, code_mode::RUN_JS, ""].contains(&target)
         {
@@ -107,13 +105,12 @@ impl Gateway {
             return self.call_server_tool(context, &target, inner).await;
         };
         self.record(
-            &setup,
+            attempt,
             context,
             discovery::CALL,
             GATEWAY_SERVER,
             arguments,
             Err(refusal),
-            started,
         )
     }
 
@@ -124,8 +121,7 @@ impl Gateway {
         context: &CallContext,
         arguments: Value,
     ) -> CallRecord {
-        let started = Instant::now();
-        let setup = self.setup();
+        let attempt = self.begin();
         let outcome = match arguments.get("script").and_then(Value::as_str) {
             None => Err(McpError::InvalidArguments {
                 tool: code_mode::RUN_JS.into(),
@@ -153,13 +149,12 @@ impl Gateway {
             }
         };
         self.record(
-            &setup,
+            attempt,
             context,
             code_mode::RUN_JS,
             GATEWAY_SERVER,
             arguments,
             outcome,
-            started,
         )
     }
 
@@ -172,7 +167,7 @@ impl Gateway {
         let gateway = self.clone();
         // The script's calls are the gateway's to admit: the transport took only the run_js call itself.
         let context = CallContext {
-            rate_limit: RateLimit::Gateway,
+            rate_budget: RateBudget::Gateway,
             ..context.clone()
         };
         let allowed: HashSet<String> = names.iter().cloned().collect();

@@ -28,7 +28,7 @@ use super::policy::{Caller, Policy};
 use super::redact::Redactor;
 use super::upstream::Upstream;
 
-pub use call::{CallContext, CallRecord, RateLimit, result_text};
+pub use call::{CallContext, CallRecord, RateBudget, result_text};
 pub use catalogue::Entry;
 pub use local_tools::{CHAT, LIST_MODELS, LocalModels, LocalToolError};
 pub use meta_tools::meta_tools;
@@ -137,7 +137,7 @@ impl Gateway {
     }
 
     /// Takes one call from the caller's budget, for transports that answer "rate limited" themselves;
-    /// their calls then enter `call` with `RateLimit::TakenByTransport`.
+    /// their calls then enter `call` with `RateBudget::TakenByTransport`.
     pub fn check_rate(&self, caller: &Caller) -> Result<(), McpError> {
         call::take_rate(&self.setup(), caller)
     }
