@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::engine::device::{DeviceChoice, device_name};
 use crate::engine::{EngineOptions, PREFILL_CHUNK};
 use crate::mcp::Gateway;
-use crate::mcp::endpoint::{Endpoint, LocalModels};
+use crate::mcp::endpoint::Endpoint;
 use crate::runtime::{DEFAULT_KEEP_ALIVE, ModelRuntime, RuntimeOptions};
 use crate::scheduler::SchedulerConfig;
 use crate::scheduler::plan::StepBudget;
@@ -107,8 +107,8 @@ pub async fn mcp(store: Store, args: McpArgs) -> Result<()> {
         anyhow::bail!("this gateway has clients: pass --token with one of their tokens");
     }
     gateway.spawn_maintenance();
-    let models: Arc<dyn LocalModels> = Arc::new(RunnerModels(state.clone()));
-    let endpoint = Endpoint::new(gateway.clone(), Some(models), caller);
+    gateway.register_local_models(Arc::new(RunnerModels(state.clone())));
+    let endpoint = Endpoint::new(gateway.clone(), caller);
     let outcome = async {
         let running = endpoint
             .serve(rmcp::transport::stdio())

@@ -7,36 +7,16 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
-    Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
-use super::config::LOCAL_SERVER;
-use super::gateway::Gateway;
+use super::gateway::{self, CallContext, Gateway};
 use super::policy::Caller;
-use super::{McpError, code_mode, discovery};
-
-pub const CHAT: &str = "chat";
-pub const LIST_MODELS: &str = "list_models";
-
-/// The runner's models, as the `chat` and `list_models` tools reach them.
-pub trait LocalModels: Send + Sync + 'static {
-    /// Models in the store.
-    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
-    /// One answer from `model` to `messages` (`role`, `content` pairs).
-    fn chat(
-        &self,
-        model: String,
-        messages: Vec<(String, String)>,
-        max_tokens: Option<i64>,
-    ) -> BoxFuture<'_, Result<String, String>>;
-}
 
 /// Who the caller is, put into the HTTP request's extensions by the server's `/mcp` layer.
 #[derive(Debug, Clone)]
@@ -45,36 +25,34 @@ pub struct HttpCaller(pub Caller);
 #[derive(Clone)]
 pub struct Endpoint {
     gateway: Arc<Gateway>,
-    models: Option<Arc<dyn LocalModels>>,
     /// The caller over stdio (HTTP callers come with each request).
     stdio_caller: Caller,
 }
 
 impl Endpoint {
-    pub fn new(
-        gateway: Arc<Gateway>,
-        models: Option<Arc<dyn LocalModels>>,
-        stdio_caller: Caller,
-    ) -> Self {
+    /// The gateway's tools as an MCP server; the runner's own tools are offered once registered with
+    /// the gateway (`Gateway::register_local_models`).
+    pub fn new(gateway: Arc<Gateway>, stdio_caller: Caller) -> Self {
         Self {
             gateway,
-            models,
             stdio_caller,
         }
     }
 
-    /// The caller and whether the transport already took the call from its rate budget.
-    fn caller(&self, context: &RequestContext<RoleServer>) -> (Caller, bool) {
+    /// The call's context: over HTTP, the caller the `/mcp` layer named, whose call it already took
+    /// from the rate budget; over stdio, the endpoint's caller, limited by the gateway.
+    fn context(&self, context: &RequestContext<RoleServer>) -> CallContext {
         match context
             .extensions
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<HttpCaller>())
         {
-            Some(HttpCaller(caller)) => (caller.clone(), true),
-            None => (self.stdio_caller.clone(), false),
+            Some(HttpCaller(caller)) => CallContext::new(caller.clone()).rate_taken_by_transport(),
+            None => CallContext::new(self.stdio_caller.clone()),
         }
     }
 
+    /// Server tools, then the gateway's meta-tools, then the runner's own tools.
     async fn tool_list(&self, caller: &Caller) -> Vec<Tool> {
         let mut tools: Vec<Tool> = self
             .gateway
@@ -92,109 +70,10 @@ impl Endpoint {
                 tool
             })
             .collect();
-        tools.push(object_tool(
-            discovery::FIND,
-            discovery::FIND_DESCRIPTION,
-            discovery::find_schema(),
-            true,
-        ));
-        tools.push(object_tool(
-            discovery::CALL,
-            discovery::CALL_DESCRIPTION,
-            discovery::call_schema(),
-            false,
-        ));
-        tools.push(object_tool(
-            code_mode::RUN_JS,
-            code_mode::DESCRIPTION,
-            code_mode::schema(),
-            false,
-        ));
-        if self.models.is_some() {
-            tools.extend(
-                Self::local_tools()
-                    .into_iter()
-                    .filter(|t| self.gateway.allows(caller, LOCAL_SERVER, &t.name)),
-            );
-        }
+        tools.extend(gateway::meta_tools());
+        tools.extend(self.gateway.local_tools(caller));
         tools
     }
-
-    /// The runner's own tools, offered as tools of the pseudo-server `model-runner`.
-    fn local_tools() -> Vec<Tool> {
-        vec![
-            object_tool(
-                CHAT,
-                "Ask a model that runs locally in this model runner. Returns its answer.",
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "model": {"type": "string", "description": "A model name, as list_models gives."},
-                        "prompt": {"type": "string"},
-                        "system": {"type": "string"},
-                        "max_tokens": {"type": "integer", "minimum": 1}
-                    },
-                    "required": ["model", "prompt"]
-                }),
-                false,
-            ),
-            object_tool(
-                LIST_MODELS,
-                "List the models this model runner has in its store.",
-                json!({"type": "object", "properties": {}}),
-                true,
-            ),
-        ]
-    }
-
-    /// Runs `chat` or `list_models` (the gateway has already admitted the call); a failure is an
-    /// `isError` result the caller can read.
-    async fn local_call(
-        models: Arc<dyn LocalModels>,
-        name: String,
-        arguments: Map<String, Value>,
-    ) -> Result<CallToolResult, McpError> {
-        let outcome = match name.as_str() {
-            LIST_MODELS => models
-                .list()
-                .await
-                .map(|names| CallToolResult::structured(json!({"models": names}))),
-            CHAT => {
-                let text = |k: &str| arguments.get(k).and_then(Value::as_str).map(String::from);
-                match (text("model"), text("prompt")) {
-                    (Some(model), Some(prompt)) => {
-                        let mut messages = Vec::new();
-                        if let Some(system) = text("system") {
-                            messages.push(("system".to_string(), system));
-                        }
-                        messages.push(("user".to_string(), prompt));
-                        let max_tokens = arguments.get("max_tokens").and_then(Value::as_i64);
-                        models
-                            .chat(model, messages, max_tokens)
-                            .await
-                            .map(|answer| CallToolResult::success(vec![ContentBlock::text(answer)]))
-                    }
-                    _ => Err("chat needs string arguments model and prompt".to_string()),
-                }
-            }
-            _ => return Err(McpError::UnknownTool(name)),
-        };
-        Ok(outcome.unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e)])))
-    }
-}
-
-fn object_tool(
-    name: &'static str,
-    description: &'static str,
-    schema: Value,
-    read_only: bool,
-) -> Tool {
-    let schema = match schema {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    Tool::new(name, description, schema)
-        .with_annotations(ToolAnnotations::new().read_only(read_only))
 }
 
 impl ServerHandler for Endpoint {
@@ -226,7 +105,7 @@ impl ServerHandler for Endpoint {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let (caller, _) = self.caller(&context);
+        let caller = self.context(&context).caller;
         Ok(ListToolsResult::with_all_items(
             self.tool_list(&caller).await,
         ))
@@ -237,28 +116,9 @@ impl ServerHandler for Endpoint {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let (caller, rate_checked) = self.caller(&context);
-        let arguments = request.arguments.unwrap_or_default();
-        let name = request.name.to_string();
-        let call: BoxFuture<'_, _> = match &self.models {
-            Some(models) if name == CHAT || name == LIST_MODELS => {
-                let run = Self::local_call(models.clone(), name.clone(), arguments.clone());
-                Box::pin(self.gateway.call_local(
-                    &caller,
-                    &name,
-                    Value::Object(arguments),
-                    rate_checked,
-                    run,
-                ))
-            }
-            _ => Box::pin(self.gateway.call_scoped(
-                &caller,
-                &name,
-                Value::Object(arguments),
-                rate_checked,
-                None,
-            )),
-        };
+        let call_context = self.context(&context);
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let call = self.gateway.call(&call_context, &request.name, arguments);
         let record = tokio::select! {
             record = call => record,
             _ = context.ct.cancelled() => {

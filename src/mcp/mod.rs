@@ -3,11 +3,12 @@
 //!
 //! `config` reads the `mcpServers` file; `upstream` is one server's lifecycle (lazy start, idle stop,
 //! restart with backoff, circuit `breaker`); `gateway` is the catalogue of namespaced tools (`naming`) and
-//! the call path every caller shares: access and rate limits (`policy`), argument checks against the
-//! tool's schema, timeout, result cache, call log with secrets removed (`redact`) and metrics;
-//! `discovery` ranks tools for the `mcp_find` meta-tool; `code_mode` runs `run_js` scripts whose
-//! functions are the tools; `endpoint` serves it all as an MCP server (the
-//! `/mcp` route and `model mcp` over stdio).
+//! the one call path every caller shares, `Gateway::call(&CallContext, name, arguments)`: access and
+//! rate limits (`policy`), argument checks against the tool's schema, timeout, result cache, call log
+//! with secrets removed (`redact`) and metrics, for server tools, the meta-tools and the runner's own
+//! tools alike; `discovery` ranks tools for the `mcp_find` meta-tool; `code_mode` runs `run_js`
+//! scripts whose functions are the tools; `endpoint` serves it all as an MCP server (the `/mcp` route
+//! and `model mcp` over stdio).
 
 pub mod breaker;
 pub mod code_mode;
@@ -23,17 +24,24 @@ pub mod upstream;
 use std::time::Duration;
 
 pub use config::{ConfigError, McpConfig};
-pub use gateway::{CallRecord, Gateway};
+pub use gateway::{CallContext, CallRecord, Gateway, LocalModels, LocalToolError, RateBudget};
 pub use policy::Caller;
 
+/// Why the gateway did not carry out a call. The variants fall into the classes an API maps to its
+/// statuses: the caller asked for something that is not there or not well-formed (`UnknownTool`,
+/// `UnknownServer`, `InvalidArguments`, `Script`), is not allowed (`Denied`), is over its budget
+/// (`RateLimited`, with when to retry), or the server behind the tool failed (`Unavailable`,
+/// `Protocol`, `Transport`) or did not answer in time (`Timeout`).
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
     #[error("no MCP tool named {0}")]
     UnknownTool(String),
     #[error("no MCP server labelled {0} is configured")]
     UnknownServer(String),
+    /// The caller's client may not use the tool (its `servers` or `tools` do not name it).
     #[error("client {client} may not call {tool}")]
     Denied { client: String, tool: String },
+    /// The caller's budget is spent; `retry_after` says when the next call is allowed.
     #[error("client {client} is over its rate limit; retry in {:.1} s", retry_after.as_secs_f64())]
     RateLimited {
         client: String,
@@ -41,18 +49,23 @@ pub enum McpError {
     },
     #[error("invalid arguments for {tool}: {message}")]
     InvalidArguments { tool: String, message: String },
+    /// The server could not be started or reached, or its circuit breaker is open.
     #[error("MCP server {server} is unavailable: {reason}")]
     Unavailable { server: String, reason: String },
+    /// The server took longer than its `timeout`.
     #[error("{server}'s tool {tool} did not answer within {} s", after.as_secs_f64())]
     Timeout {
         server: String,
         tool: String,
         after: Duration,
     },
+    /// The server answered the call with a JSON-RPC error.
     #[error("MCP server {server} refused the call: {message}")]
     Protocol { server: String, message: String },
+    /// The connection to the server failed during the call.
     #[error("MCP server {server} failed during the call: {message}")]
     Transport { server: String, message: String },
+    /// A `run_js` script failed (a syntax or runtime error, or a limit it ran into).
     #[error("{0}")]
     Script(String),
 }

@@ -21,7 +21,7 @@ use super::openai::usage_json;
 use super::structured::{self, ChatOptions};
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
-use crate::mcp::{CallRecord, Caller, Gateway, McpError};
+use crate::mcp::{CallContext, CallRecord, Caller, Gateway, McpError};
 use crate::mcp::{code_mode, discovery};
 use crate::runtime::LoadedModel;
 use crate::scheduler::Usage;
@@ -396,12 +396,10 @@ async fn run_loop(
             }
             let record = request
                 .gateway
-                .call_scoped(
-                    &request.caller,
+                .call(
+                    &CallContext::new(request.caller.clone()).scoped(request.scope.clone()),
                     &call.name,
                     arguments,
-                    false,
-                    request.scope.as_deref(),
                 )
                 .await;
             if let Some(progress) = progress {

@@ -71,7 +71,7 @@ pub async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Res
         }
         PullUpdate::Progress(TransferEvent::Note(note)) => json!({"type": "progress", "message": note}),
         PullUpdate::Finished(Ok(id)) => json!({"type": "success", "message": format!("Model pulled successfully: {id}")}),
-        PullUpdate::Finished(Err(e)) => json!({"type": "error", "message": e}),
+        PullUpdate::Finished(Err(e)) => json!({"type": "error", "message": e.to_string()}),
     });
     let lines = lines.map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
     Ok((

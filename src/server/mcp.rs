@@ -21,8 +21,8 @@ use super::AppState;
 use super::generation;
 use super::structured::{self, ChatOptions};
 use crate::engine::chat_template::ChatMessage;
-use crate::mcp::endpoint::{Endpoint, HttpCaller, LocalModels};
-use crate::mcp::{Caller, Gateway};
+use crate::mcp::endpoint::{Endpoint, HttpCaller};
+use crate::mcp::{Caller, Gateway, LocalModels, LocalToolError};
 use crate::validation::{GenerationParams, validate};
 
 /// The streamable-HTTP transport's session header.
@@ -38,8 +38,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// `/mcp`, when a gateway is configured.
 pub fn routes(state: &Arc<AppState>, gateway: Arc<Gateway>) -> Router<Arc<AppState>> {
-    let models: Arc<dyn LocalModels> = Arc::new(RunnerModels(state.clone()));
-    let endpoint = Endpoint::new(gateway, Some(models), Caller::Anonymous);
+    gateway.register_local_models(Arc::new(RunnerModels(state.clone())));
+    let endpoint = Endpoint::new(gateway, Caller::Anonymous);
     let mut hosts = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -183,9 +183,9 @@ fn unauthorized(message: &str) -> Response {
 pub struct RunnerModels(pub Arc<AppState>);
 
 impl LocalModels for RunnerModels {
-    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, LocalToolError>> {
         Box::pin(async move {
-            let models = self.0.runtime.store().list().map_err(|e| e.to_string())?;
+            let models = self.0.runtime.store().list()?;
             Ok(models.iter().flat_map(|m| m.familiar_names()).collect())
         })
     }
@@ -195,14 +195,9 @@ impl LocalModels for RunnerModels {
         model: String,
         messages: Vec<(String, String)>,
         max_tokens: Option<i64>,
-    ) -> BoxFuture<'_, Result<String, String>> {
+    ) -> BoxFuture<'_, Result<String, LocalToolError>> {
         Box::pin(async move {
-            let model = self
-                .0
-                .runtime
-                .get(&model)
-                .await
-                .map_err(|e| e.to_string())?;
+            let model = self.0.runtime.get(&model).await?;
             let messages = messages
                 .into_iter()
                 .map(|(role, content)| ChatMessage {
@@ -215,7 +210,7 @@ impl LocalModels for RunnerModels {
                 .collect();
             let prepared = structured::prepare_chat(&model, messages, ChatOptions::default())
                 .await
-                .map_err(|e| e.message)?;
+                .map_err(|e| LocalToolError::Chat(e.message))?;
             let params = GenerationParams {
                 max_tokens,
                 ..Default::default()
@@ -225,12 +220,12 @@ impl LocalModels for RunnerModels {
                 &params,
                 model.vocab_size,
                 model.context_size,
-            )
-            .map_err(|e| e.to_string())?;
-            let receivers = generation::submit(&model, &valid, 1).map_err(|e| e.message)?;
+            )?;
+            let receivers = generation::submit(&model, &valid, 1)
+                .map_err(|e| LocalToolError::Chat(e.message))?;
             let mut choices = generation::collect(receivers)
                 .await
-                .map_err(|e| e.message)?;
+                .map_err(|e| LocalToolError::Chat(e.message))?;
             Ok(choices.pop().map(|c| c.text).unwrap_or_default())
         })
     }

@@ -526,7 +526,7 @@ pub async fn pull(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Respo
         PullUpdate::Progress(TransferEvent::Finished { id, .. }) => json!({"status": format!("pulling {id}"), "digest": id}),
         PullUpdate::Progress(TransferEvent::Note(note)) => json!({"status": note}),
         PullUpdate::Finished(Ok(_)) => json!({"status": "success"}),
-        PullUpdate::Finished(Err(e)) => json!({"error": e}),
+        PullUpdate::Finished(Err(e)) => json!({"error": e.to_string()}),
     });
     let lines = futures::stream::iter(lines).chain(progress);
     if !request.stream {

@@ -6,15 +6,25 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::digest::Digest;
+use crate::huggingface::HuggingFaceError;
 use crate::progress::TransferEvent;
 use crate::reference::ModelSource;
-use crate::registry::RegistryOptions;
+use crate::registry::{RegistryError, RegistryOptions};
 use crate::store::Store;
 
 /// One step of a background pull.
 pub enum PullUpdate {
     Progress(TransferEvent),
-    Finished(Result<Digest, String>),
+    Finished(Result<Digest, PullError>),
+}
+
+/// Why a background pull failed, by the source it pulled from.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    HuggingFace(#[from] HuggingFaceError),
 }
 
 /// Starts pulling `source` into `store`; the last update is always `Finished`.
@@ -32,10 +42,10 @@ pub fn start(
         let result = match source {
             ModelSource::Registry(r) => crate::registry::pull(&store, &r, &options, progress)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(PullError::from),
             ModelSource::HuggingFace(hf) => crate::huggingface::pull(&store, &hf, progress)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(PullError::from),
         };
         let _ = tx.send(PullUpdate::Finished(result));
     });

@@ -1,0 +1,279 @@
+//! The gateway: every configured server's tools under namespaced names, and the one call path that
+//! `/mcp`, `model mcp`, the chat loop and `run_js` scripts share. This file owns the gateway's state and
+//! lifecycle (the setup replaced on reload, background duties, shutdown); the rest lives beside it:
+//! `catalogue` (which tools exist and who sees them), `call` (the one entry, `Gateway::call`, with its
+//! access check, rate limit, argument check, cache and timeout), `meta_tools` (`mcp_find`, `mcp_call`,
+//! `run_js`), `local_tools` (the runner's own `chat` and `list_models`) and `observe` (call log and
+//! Prometheus series). The configuration can be reloaded (SIGHUP): servers whose settings did not
+//! change keep running.
+
+mod call;
+mod catalogue;
+mod local_tools;
+mod meta_tools;
+mod observe;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rmcp::model::CallToolResult;
+
+use super::McpError;
+use super::breaker::Breaker;
+use super::config::{ConfigError, McpConfig};
+use super::policy::{Caller, Policy};
+use super::redact::Redactor;
+use super::upstream::Upstream;
+
+pub use call::{CallContext, CallRecord, RateBudget, result_text};
+pub use catalogue::Entry;
+pub use local_tools::{CHAT, LIST_MODELS, LocalModels, LocalToolError};
+pub use meta_tools::meta_tools;
+
+/// The `server` label of the gateway's own tools (`mcp_find`, `mcp_call`, `run_js`) and of unknown names.
+pub const GATEWAY_SERVER: &str = "gateway";
+/// The `tool` label under which calls to names no tool has are counted.
+pub const UNKNOWN_TOOL: &str = "unknown";
+
+/// The parts replaced together on reload.
+struct Setup {
+    config: McpConfig,
+    upstreams: Vec<Arc<Upstream>>,
+    policy: Policy,
+    redactor: Arc<Redactor>,
+    caches: HashMap<String, moka::future::Cache<String, CallToolResult>>,
+}
+
+/// Shared between the gateway and its upstreams: set when a tool list changed.
+struct ChangeSignal {
+    dirty: AtomicBool,
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl ChangeSignal {
+    fn raise(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+        self.version.send_modify(|v| *v += 1);
+    }
+}
+
+pub struct Gateway {
+    setup: RwLock<Arc<Setup>>,
+    config_path: Option<PathBuf>,
+    catalogue: RwLock<Arc<catalogue::Catalogue>>,
+    changes: Arc<ChangeSignal>,
+    /// The runner's own tools, once a transport that offers them has registered them.
+    local: RwLock<Option<Arc<dyn LocalModels>>>,
+    stats: observe::CallStats,
+}
+
+impl Gateway {
+    /// A gateway over `config`; `config_path` is what SIGHUP reloads.
+    pub fn new(config: McpConfig, config_path: Option<PathBuf>) -> Arc<Self> {
+        let (version, _) = tokio::sync::watch::channel(0);
+        let changes = Arc::new(ChangeSignal {
+            dirty: AtomicBool::new(true),
+            version,
+        });
+        let setup = build_setup(config, &[], &changes);
+        Arc::new(Self {
+            setup: RwLock::new(Arc::new(setup)),
+            config_path,
+            catalogue: RwLock::new(Arc::new(catalogue::Catalogue::default())),
+            changes,
+            local: RwLock::new(None),
+            stats: observe::CallStats::default(),
+        })
+    }
+
+    /// Loads `--mcp-config FILE`.
+    pub fn from_file(path: PathBuf) -> Result<Arc<Self>, ConfigError> {
+        let config = McpConfig::load(&path)?;
+        Ok(Self::new(config, Some(path)))
+    }
+
+    fn setup(&self) -> Arc<Setup> {
+        read(&self.setup).clone()
+    }
+
+    /// Configured server names, in order.
+    pub fn server_names(&self) -> Vec<String> {
+        self.setup()
+            .upstreams
+            .iter()
+            .map(|u| u.name().to_string())
+            .collect()
+    }
+
+    /// Each configured server and whether it runs now, for `/health`.
+    pub async fn server_status(&self) -> Vec<(String, bool)> {
+        let mut status = Vec::new();
+        for upstream in &self.setup().upstreams {
+            status.push((upstream.name().to_string(), upstream.is_running().await));
+        }
+        status
+    }
+
+    pub fn max_rounds(&self) -> usize {
+        self.setup().config.max_rounds
+    }
+
+    /// The caller a bearer token stands for; `None` when the token is unknown and clients are configured.
+    pub fn authenticate(&self, token: Option<&str>) -> Option<Caller> {
+        self.setup().policy.authenticate(token)
+    }
+
+    /// Whether any client is configured (then calls without a known token are denied).
+    pub fn is_enforced(&self) -> bool {
+        self.setup().policy.is_enforced()
+    }
+
+    /// Whether `caller` may see and call `server`'s tool `name` (namespaced, or a local tool's name).
+    pub fn allows(&self, caller: &Caller, server: &str, name: &str) -> bool {
+        self.setup().policy.allows(caller, server, name)
+    }
+
+    /// Takes one call from the caller's budget, for transports that answer "rate limited" themselves;
+    /// their calls then enter `call` with `RateBudget::TakenByTransport`.
+    pub fn check_rate(&self, caller: &Caller) -> Result<(), McpError> {
+        call::take_rate(&self.setup(), caller)
+    }
+
+    /// Bumped whenever the catalogue changes; `/mcp` sessions forward it as `tools/list_changed`.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.version.subscribe()
+    }
+
+    /// Rereads the configuration file: new and changed servers get fresh upstreams, unchanged ones keep
+    /// running, removed and replaced ones are stopped.
+    pub async fn reload(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        let config = McpConfig::load(path)?;
+        let old = self.setup();
+        let setup = build_setup(config, &old.upstreams, &self.changes);
+        let retired: Vec<Arc<Upstream>> = old
+            .upstreams
+            .iter()
+            .filter(|u| !setup.upstreams.iter().any(|n| Arc::ptr_eq(n, u)))
+            .cloned()
+            .collect();
+        *write(&self.setup) = Arc::new(setup);
+        for upstream in retired {
+            upstream.stop().await;
+        }
+        self.changes.raise();
+        tracing::info!(
+            servers = self.server_names().len(),
+            "MCP configuration reloaded"
+        );
+        Ok(())
+    }
+
+    /// Background duties: idle shutdown, long-lived restarts, reload on SIGHUP. Ends with the runtime.
+    pub fn spawn_maintenance(self: &Arc<Self>) {
+        let gateway = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(gateway) = gateway.upgrade() else {
+                    return;
+                };
+                for upstream in gateway.setup().upstreams.clone() {
+                    upstream.stop_if_idle().await;
+                    upstream.keep_alive().await;
+                }
+            }
+        });
+        #[cfg(unix)]
+        {
+            let gateway = Arc::downgrade(self);
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                    return;
+                };
+                while hangups.recv().await.is_some() {
+                    let Some(gateway) = gateway.upgrade() else {
+                        return;
+                    };
+                    if let Err(e) = gateway.reload().await {
+                        tracing::error!("MCP configuration not reloaded: {e}");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Stops every server (their process groups included).
+    pub async fn shutdown(&self) {
+        let setup = self.setup();
+        futures::future::join_all(setup.upstreams.iter().map(|u| u.stop())).await;
+    }
+}
+
+fn build_setup(
+    config: McpConfig,
+    previous: &[Arc<Upstream>],
+    changes: &Arc<ChangeSignal>,
+) -> Setup {
+    let redactor = Arc::new(Redactor::new(config.secret_values.clone()));
+    let upstreams = config
+        .servers
+        .iter()
+        .map(|server| {
+            previous
+                .iter()
+                .find(|u| u.config == *server)
+                .cloned()
+                .unwrap_or_else(|| {
+                    let changes = changes.clone();
+                    Upstream::new(
+                        server.clone(),
+                        Breaker::new(config.breaker_failures, config.breaker_cooldown),
+                        redactor.clone(),
+                        Arc::new(move || changes.raise()),
+                    )
+                })
+        })
+        .collect();
+    let caches = config
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let ttl = s.cache_ttl?;
+            Some((
+                s.name.clone(),
+                moka::future::Cache::builder()
+                    .max_capacity(1024)
+                    .time_to_live(ttl)
+                    .build(),
+            ))
+        })
+        .collect();
+    Setup {
+        policy: Policy::new(&config.clients),
+        upstreams,
+        redactor,
+        caches,
+        config,
+    }
+}
+
+// A poisoned lock is taken over: its holders swap or insert whole values, so none is left half-written.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,147 @@
+//! What the gateway tells operators about calls: one log line per call (secrets removed, under the
+//! target `model_runner::mcp::calls`) and the Prometheus series `model_runner:mcp_tool_calls_total`,
+//! `mcp_tool_errors_total`, `mcp_tool_call_seconds` per server, tool and client, plus each server's
+//! `mcp_server_up` and `mcp_server_crashes_total`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::super::policy::Caller;
+use super::call::CallRecord;
+use super::{GATEWAY_SERVER, Gateway, McpError, Setup, UNKNOWN_TOOL, lock};
+use crate::metrics::{Histogram, describe, label};
+
+/// How much of a tool's name a log line carries (names come from callers).
+const LOGGED_NAME_CHARS: usize = 128;
+
+/// One series' key: server, tool, client.
+type SeriesKey = (String, String, String);
+
+#[derive(Default)]
+struct ToolStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    latency: Histogram,
+}
+
+/// Counts and latencies of every call so far, by server, tool and client.
+#[derive(Default)]
+pub(super) struct CallStats(Mutex<BTreeMap<SeriesKey, Arc<ToolStats>>>);
+
+impl Gateway {
+    /// Call log line (secrets removed) and metrics. A name no tool has is counted under the one series
+    /// `tool="unknown"`: callers choose names, and each name must not become a series of its own.
+    pub(super) fn observe(&self, setup: &Setup, caller: &Caller, record: &CallRecord) {
+        let failed = record.failed();
+        let known = record.error_kind != Some(McpError::UnknownTool(String::new()).kind());
+        let logged_name: String = record.name.chars().take(LOGGED_NAME_CHARS).collect();
+        let line = json!({
+            "event": "mcp_call",
+            "client": caller.label(),
+            "server": record.server,
+            "tool": setup.redactor.redact(&logged_name),
+            "arguments": setup.redactor.redact(&record.arguments.to_string()),
+            "duration_ms": (record.duration.as_secs_f64() * 1e4).round() / 10.0,
+            "outcome": if record.error.is_some() { record.error_kind.unwrap_or("error") } else if failed { "tool_error" } else { "ok" },
+            "error": record.error,
+        });
+        tracing::info!(target: "model_runner::mcp::calls", "{line}");
+        let key = if known {
+            (
+                record.server.clone(),
+                record.name.clone(),
+                caller.label().to_string(),
+            )
+        } else {
+            (
+                GATEWAY_SERVER.to_string(),
+                UNKNOWN_TOOL.to_string(),
+                caller.label().to_string(),
+            )
+        };
+        let stats = lock(&self.stats.0).entry(key).or_default().clone();
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.latency.observe(record.duration.as_secs_f64());
+    }
+
+    /// Prometheus series for the gateway.
+    pub async fn render_metrics(&self, out: &mut String) {
+        let stats: Vec<_> = lock(&self.stats.0)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let labels = |(server, tool, client): &SeriesKey| {
+            format!(
+                "server=\"{}\",tool=\"{}\",client=\"{}\"",
+                label(server),
+                label(tool),
+                label(client)
+            )
+        };
+        type Count = fn(&ToolStats) -> u64;
+        let counters: [(&str, &str, Count); 2] = [
+            (
+                "model_runner:mcp_tool_calls_total",
+                "MCP tool calls through the gateway.",
+                |s| s.calls.load(Ordering::Relaxed),
+            ),
+            (
+                "model_runner:mcp_tool_errors_total",
+                "MCP tool calls that failed or returned isError.",
+                |s| s.errors.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, count) in counters {
+            describe(out, name, "counter", help);
+            for (key, s) in &stats {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(key), count(s));
+            }
+        }
+        describe(
+            out,
+            "model_runner:mcp_tool_call_seconds",
+            "histogram",
+            "MCP tool call latency.",
+        );
+        for (key, s) in &stats {
+            s.latency
+                .render(out, "model_runner:mcp_tool_call_seconds", &labels(key));
+        }
+        let setup = self.setup();
+        describe(
+            out,
+            "model_runner:mcp_server_up",
+            "gauge",
+            "Whether an MCP server is running.",
+        );
+        for u in &setup.upstreams {
+            let up = u.is_running().await as u8;
+            let _ = writeln!(
+                out,
+                "model_runner:mcp_server_up{{server=\"{}\"}} {up}",
+                label(u.name())
+            );
+        }
+        describe(
+            out,
+            "model_runner:mcp_server_crashes_total",
+            "counter",
+            "MCP servers found dead and restarted.",
+        );
+        for u in &setup.upstreams {
+            let _ = writeln!(
+                out,
+                "model_runner:mcp_server_crashes_total{{server=\"{}\"}} {}",
+                label(u.name()),
+                u.crashes()
+            );
+        }
+    }
+}
