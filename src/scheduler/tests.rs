@@ -108,9 +108,9 @@ impl StepModel for FakeModel {
                 let p = s.cached + j;
                 self.kv.insert((s.block_table[p / size], p % size), token);
             }
-            assert_eq!(
-                s.logits == LogitsWanted::All,
-                false,
+            assert_ne!(
+                s.logits,
+                LogitsWanted::All,
                 "the scheduler never asks for All"
             );
             if s.logits == LogitsWanted::Last {
