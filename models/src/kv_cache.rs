@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::kv_layout::{KvLayout, StepTables};
+use crate::kv_layout::KvLayout;
 
 /// Key and value storage for every layer.
 pub struct PagedKvCache {

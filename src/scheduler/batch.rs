@@ -12,6 +12,9 @@ use super::{GenerationError, StepModel};
 use crate::engine::grammar::{GrammarError, TokenMask};
 use crate::metrics::Histogram;
 
+/// The grammar mask of one sampled row: None for an unconstrained sequence.
+pub(super) type RowMask = Option<Result<TokenMask, GrammarError>>;
+
 /// What one step runs and who samples from it.
 pub(super) struct StepPlan {
     pub batch: StepBatch,
@@ -84,10 +87,7 @@ impl StepPlan {
         model: &mut M,
         running: &mut [Sequence],
         mask_time: &Histogram,
-    ) -> (
-        Result<Vec<Vec<f32>>, GenerationError>,
-        Vec<Option<Result<TokenMask, GrammarError>>>,
-    ) {
+    ) -> (Result<Vec<Vec<f32>>, GenerationError>, Vec<RowMask>) {
         let mut constraints: Vec<_> = {
             let mut by_index: Vec<_> = running.iter_mut().map(|s| s.constraint.as_mut()).collect();
             self.sampled.iter().map(|&i| by_index[i].take()).collect()

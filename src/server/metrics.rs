@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 use crate::metrics::{describe, label};
+use crate::runtime::LoadedModel;
 use crate::scheduler::SchedulerStats;
 
 /// Prometheus text exposition.
@@ -40,7 +41,8 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
             label(&m.name)
         );
     }
-    let per_model: [(&str, &str, fn(&crate::runtime::LoadedModel) -> u64); 2] = [
+    type Reading = fn(&LoadedModel) -> u64;
+    let per_model: [(&str, &str, Reading); 2] = [
         (
             "model_runner:model_memory_bytes",
             "Memory a loaded model holds: weights and KV cache.",
