@@ -131,3 +131,27 @@ impl StepBatch {
         rows
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors_place_tokens_at_their_positions_and_mark_long_prompts_dense() {
+        let long: Vec<u32> = (0..DENSE_MIN_PROMPT as u32).collect();
+        let batch = StepBatch::prefill(&long, vec![0, 1, 2, 3], LogitsWanted::Last);
+        assert!(batch.sequences[0].dense);
+        assert_eq!(batch.dense_from(), 0);
+        assert_eq!(batch.logit_rows(), [DENSE_MIN_PROMPT as u32 - 1]);
+        assert!(!StepBatch::prefill(&[1, 2], vec![0], LogitsWanted::Last).sequences[0].dense);
+        // A chunk is dense by the whole prompt's length, not its own.
+        let mut chunked = StepBatch::default();
+        chunked.push_prompt(&long[..8], 0, long.len(), vec![0], LogitsWanted::None);
+        assert!(chunked.sequences[0].dense);
+        let decode = StepBatch::decode([(7, 10, vec![0]), (9, 3, vec![1])]);
+        assert_eq!(decode.tokens, [7, 9]);
+        assert_eq!(decode.positions, [10, 3]);
+        assert_eq!(decode.logit_rows(), [0, 1]);
+        assert_eq!(decode.dense_from(), 2, "decodes are never dense");
+    }
+}
