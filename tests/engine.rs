@@ -4,10 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use model_runner::engine::sampler::{SamplingParams, argmax, log_softmax};
-use model_runner::engine::{Engine, EngineOptions, GenerateRequest, ModelFiles};
+use model_runner::engine::{Engine, EngineOptions, ModelFiles};
+use model_runner::scheduler::{Event, Scheduler, SchedulerConfig, ValidRequest};
 use models::{LogitsWanted, StepBatch};
 use serde_json::Value;
 
@@ -81,24 +81,40 @@ fn top1_margin(step: &Value) -> f64 {
     step[0][1].as_f64().unwrap() - step[1][1].as_f64().unwrap()
 }
 
-/// Greedy decoding must pick llama.cpp's tokens until the first near-tie; along llama.cpp's path (teacher
-/// forcing) every decisive step must agree and log-probabilities must stay close.
-fn check_greedy(engine: &mut Engine, fixture: &Value) {
-    let cancel = AtomicBool::new(false);
+/// Every token of one request's stream, up to its end.
+fn generated_tokens(scheduler: &Scheduler, request: ValidRequest) -> Vec<u32> {
+    let mut events = scheduler.submit(request).expect("submit");
+    let mut tokens = Vec::new();
+    while let Some(event) = events.blocking_recv() {
+        match event {
+            Event::Token { token, .. } => tokens.push(token.id),
+            Event::Done { .. } => return tokens,
+            Event::Failed(e) => panic!("generation failed: {e}"),
+        }
+    }
+    panic!("the scheduler stopped before the end")
+}
+
+/// Greedy decoding (through the scheduler, the one generation path) must pick llama.cpp's tokens until the
+/// first near-tie; along llama.cpp's path (teacher forcing) every decisive step must agree and
+/// log-probabilities must stay close.
+fn check_greedy(gguf: &Path, fixture: &Value) {
+    let scheduler = Scheduler::start(engine(gguf, 1), SchedulerConfig::default());
+    let mut engine = engine(gguf, 1);
     let (mut error_sum, mut steps) = (0.0, 0);
     for case in fixture["generate"].as_array().unwrap() {
         let prompt = ids(&case["prompt_ids"]);
         let reference = ids(&case["greedy_ids"]);
         let tops = case["top_logprobs"].as_array().unwrap();
-        let request = GenerateRequest {
+        let request = ValidRequest {
             prompt: prompt.clone(),
             sampling: SamplingParams::greedy(),
-            max_tokens: Some(reference.len()),
+            max_tokens: reference.len(),
             stop: Vec::new(),
             ignore_eos: true,
+            constraint: None,
         };
-        let generation = engine.generate(&request, &mut |_| {}, &cancel).unwrap();
-        let ours: Vec<u32> = generation.tokens.iter().map(|t| t.id).collect();
+        let ours = generated_tokens(&scheduler, request);
         let decisive = tops
             .iter()
             .take_while(|t| top1_margin(t) >= NEAR_TIE)
@@ -160,16 +176,18 @@ fn smollm2_tokenizes_like_llama_cpp() {
 
 #[test]
 fn smollm2_greedy_continuations_and_logprobs_match_llama_cpp() {
-    let mut engine = engine(&common::default_model_gguf(), 1);
-    check_greedy(&mut engine, &fixture("smollm2-135m-instruct-q4_1.json"));
+    check_greedy(
+        &common::default_model_gguf(),
+        &fixture("smollm2-135m-instruct-q4_1.json"),
+    );
 }
 
 #[test]
 fn gemma3_tokenizes_and_continues_like_llama_cpp() {
-    let mut engine = engine(&gemma3_gguf(), 1);
+    let gguf = gemma3_gguf();
     let fixture = fixture("gemma3-270m-q4_k_m.json");
-    check_tokenizer(&engine, &fixture);
-    check_greedy(&mut engine, &fixture);
+    check_tokenizer(&engine(&gguf, 1), &fixture);
+    check_greedy(&gguf, &fixture);
 }
 
 /// Logits of each sequence when it runs alone, step by step, for comparison with a shared step.

@@ -10,8 +10,9 @@ use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use libfuzzer_sys::fuzz_target;
-use model_runner::engine::sampler::SamplingParams;
-use model_runner::engine::{Engine, EngineOptions, GenerateRequest, ModelFiles};
+use model_runner::engine::sampler::argmax;
+use model_runner::engine::{Engine, EngineOptions, ModelFiles};
+use models::{LogitsWanted, StepBatch};
 
 const ARCHITECTURES: [&str; 5] = ["llama", "qwen2", "qwen3", "phi3", "gemma3"];
 const KEYS: [&str; 13] = [
@@ -223,13 +224,23 @@ fuzz_target!(init: fuzz_support::single_threaded(), |input: Input| {
     if prompt.is_empty() {
         prompt.push(1);
     }
-    let request = GenerateRequest {
-        prompt,
-        sampling: SamplingParams { temperature: 0.0, seed: Some(1), ..Default::default() },
-        max_tokens: Some(2),
-        stop: Vec::new(),
-        ignore_eos: true,
+    // Two tokens straight through the engine (no scheduler, whose thread would catch a panic): the
+    // prompt in one step, then one decode.
+    if prompt.len() >= engine.context_size() {
+        return;
+    }
+    let mut lease = engine.pool().lease();
+    if lease.reserve(prompt.len() + 1).is_err() {
+        return;
+    }
+    let batch = StepBatch::prefill(&prompt, lease.blocks().to_vec(), LogitsWanted::Last);
+    let Ok(logits) = engine.step(&batch).and_then(|l| Ok(l.to_vec2::<f32>()?)) else {
+        return;
     };
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let _ = engine.generate(&request, &mut |_: &str| {}, &cancel);
+    let Some(row) = logits.first() else {
+        return;
+    };
+    let next = argmax(row);
+    let batch = StepBatch::decode([(next, prompt.len(), lease.blocks().to_vec())]);
+    let _ = engine.step(&batch);
 });

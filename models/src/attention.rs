@@ -483,7 +483,7 @@ fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
 mod tests {
     use super::*;
     use crate::batch::LogitsWanted;
-    use crate::kv_cache::{KvLayout, StepTables};
+    use crate::kv_layout::{KvLayout, StepTables};
     use kernels::reference;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {

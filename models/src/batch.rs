@@ -71,10 +71,35 @@ impl StepBatch {
         });
     }
 
-    /// Marks the slice just pushed as prompt rows of a prompt of `prompt_len` tokens: dense when the prompt
-    /// is long enough for one GEMM to beat per-row quantized products. Decided by the whole prompt's length,
-    /// not the chunk's, so that chunking never changes a sequence's numbers.
-    pub fn mark_prompt(&mut self, prompt_len: usize) {
+    /// A whole prompt from position 0 in one step (benchmarks, tests).
+    pub fn prefill(prompt: &[u32], block_table: Vec<u32>, logits: LogitsWanted) -> Self {
+        let mut batch = Self::default();
+        batch.push_prompt(prompt, 0, prompt.len(), block_table, logits);
+        batch
+    }
+
+    /// One new token per sequence: `(token, position, block_table)` each, logits of every one wanted.
+    pub fn decode(rows: impl IntoIterator<Item = (u32, usize, Vec<u32>)>) -> Self {
+        let mut batch = Self::default();
+        for (token, position, block_table) in rows {
+            batch.push(&[token], position, block_table, LogitsWanted::Last);
+        }
+        batch
+    }
+
+    /// Appends a chunk of a prompt of `prompt_len` tokens (or of a recompute that starts inside the prompt):
+    /// its rows are dense when the prompt is long enough for one GEMM to beat per-row quantized products.
+    /// Decided by the whole prompt's length, not the chunk's, so that chunking never changes a sequence's
+    /// numbers. Dense slices must come after every other slice of the batch (see `dense_from`).
+    pub fn push_prompt(
+        &mut self,
+        tokens: &[u32],
+        cached: usize,
+        prompt_len: usize,
+        block_table: Vec<u32>,
+        logits: LogitsWanted,
+    ) {
+        self.push(tokens, cached, block_table, logits);
         if let Some(last) = self.sequences.last_mut() {
             last.dense = prompt_len >= DENSE_MIN_PROMPT;
         }
@@ -104,5 +129,29 @@ impl StepBatch {
             }
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors_place_tokens_at_their_positions_and_mark_long_prompts_dense() {
+        let long: Vec<u32> = (0..DENSE_MIN_PROMPT as u32).collect();
+        let batch = StepBatch::prefill(&long, vec![0, 1, 2, 3], LogitsWanted::Last);
+        assert!(batch.sequences[0].dense);
+        assert_eq!(batch.dense_from(), 0);
+        assert_eq!(batch.logit_rows(), [DENSE_MIN_PROMPT as u32 - 1]);
+        assert!(!StepBatch::prefill(&[1, 2], vec![0], LogitsWanted::Last).sequences[0].dense);
+        // A chunk is dense by the whole prompt's length, not its own.
+        let mut chunked = StepBatch::default();
+        chunked.push_prompt(&long[..8], 0, long.len(), vec![0], LogitsWanted::None);
+        assert!(chunked.sequences[0].dense);
+        let decode = StepBatch::decode([(7, 10, vec![0]), (9, 3, vec![1])]);
+        assert_eq!(decode.tokens, [7, 9]);
+        assert_eq!(decode.positions, [10, 3]);
+        assert_eq!(decode.logit_rows(), [0, 1]);
+        assert_eq!(decode.dense_from(), 2, "decodes are never dense");
     }
 }

@@ -16,7 +16,7 @@ use kernels::reference::{GatedActivation, PagedAttentionShape};
 
 use crate::ModelError;
 use crate::batch::StepBatch;
-use crate::kv_cache::{KvLayout, StepTables};
+use crate::kv_layout::{KvLayout, StepTables};
 
 fn driver_error(e: CudaKernelError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())

@@ -8,32 +8,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The shape of one model's cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KvLayout {
-    pub layers: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// Token positions per block.
-    pub block_size: usize,
-}
-
-impl KvLayout {
-    /// f32 values one token position takes in one layer, for keys or for values.
-    pub fn token_width(&self) -> usize {
-        self.kv_heads * self.head_dim
-    }
-
-    /// Bytes one block takes across all layers, keys and values.
-    pub fn bytes_per_block(&self) -> usize {
-        self.layers * 2 * self.block_size * self.token_width() * std::mem::size_of::<f32>()
-    }
-
-    /// Blocks needed to hold `tokens` positions.
-    pub fn blocks_for(&self, tokens: usize) -> usize {
-        tokens.div_ceil(self.block_size)
-    }
-}
+use crate::kv_layout::KvLayout;
 
 /// Key and value storage for every layer.
 pub struct PagedKvCache {
@@ -192,40 +167,6 @@ impl PagedKvCache {
             #[cfg(feature = "cuda")]
             KvStorage::Cuda(_) => Err(Self::host_only()),
         }
-    }
-}
-
-/// A step's addressing of the cache, flattened as the kernels read it (`kernels::reference`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StepTables {
-    /// Every sequence's block table, one after another.
-    pub block_tables: Vec<u32>,
-    /// Per token: where its sequence's table starts in `block_tables`, then its position.
-    pub token_meta: Vec<u32>,
-    /// Per token: the slot (block * block size + offset) its key and value go to.
-    pub slots: Vec<u32>,
-}
-
-impl StepTables {
-    pub fn new(batch: &crate::StepBatch, block_size: usize) -> Result<Self, crate::ModelError> {
-        let mut tables = StepTables::default();
-        for seq in &batch.sequences {
-            let start = tables.block_tables.len() as u32;
-            tables.block_tables.extend_from_slice(&seq.block_table);
-            for position in seq.cached..seq.cached + seq.len {
-                let Some(&block) = seq.block_table.get(position / block_size) else {
-                    return Err(crate::ModelError::Unsupported(format!(
-                        "position {position} is outside the sequence's {} cache blocks",
-                        seq.block_table.len()
-                    )));
-                };
-                tables.token_meta.extend([start, position as u32]);
-                tables
-                    .slots
-                    .push(block * block_size as u32 + (position % block_size) as u32);
-            }
-        }
-        Ok(tables)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod decoder;
 pub mod gemma3;
 pub mod gguf;
 pub mod kv_cache;
+pub mod kv_layout;
 pub mod layers;
 pub mod llama;
 pub mod phi3;
@@ -28,7 +29,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 
 pub use batch::{DENSE_MIN_PROMPT, LogitsWanted, SequenceSlice, StepBatch};
-pub use kv_cache::{BlockLease, BlockPool, KvLayout, OutOfBlocks, PagedKvCache, StepTables};
+pub use kv_cache::{BlockLease, BlockPool, OutOfBlocks, PagedKvCache};
+pub use kv_layout::{KvLayout, StepTables};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

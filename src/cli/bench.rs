@@ -118,9 +118,7 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
 fn timed_prefill(engine: &mut Engine, tokens: &[u32]) -> Result<Duration> {
     let mut lease = engine.pool().lease();
     lease.reserve(tokens.len())?;
-    let mut batch = StepBatch::default();
-    batch.push(tokens, 0, lease.blocks().to_vec(), LogitsWanted::Last);
-    batch.mark_prompt(tokens.len());
+    let batch = StepBatch::prefill(tokens, lease.blocks().to_vec(), LogitsWanted::Last);
     let started = Instant::now();
     // Reading the logits waits for the device to finish the step.
     engine.step(&batch)?.to_vec2::<f32>()?;
@@ -134,8 +132,13 @@ fn decode_rate(engine: &mut Engine, sequences: usize, steps: usize, prompt: &[u3
     for _ in 0..sequences {
         let mut lease = engine.pool().lease();
         lease.reserve(prompt.len() + steps + 1)?;
-        batch.push(prompt, 0, lease.blocks().to_vec(), LogitsWanted::Last);
-        batch.mark_prompt(prompt.len());
+        batch.push_prompt(
+            prompt,
+            0,
+            prompt.len(),
+            lease.blocks().to_vec(),
+            LogitsWanted::Last,
+        );
         leases.push(lease);
     }
     let mut logits = engine.step(&batch)?.to_vec2::<f32>()?;
@@ -144,16 +147,10 @@ fn decode_rate(engine: &mut Engine, sequences: usize, steps: usize, prompt: &[u3
         .collect();
     let started = Instant::now();
     for step in 0..steps {
-        let mut batch = StepBatch::default();
-        for (s, lease) in leases.iter().enumerate() {
+        let batch = StepBatch::decode(leases.iter().enumerate().map(|(s, lease)| {
             let token = samplers[s].sample(&logits[s]).id;
-            batch.push(
-                &[token],
-                prompt.len() + step,
-                lease.blocks().to_vec(),
-                LogitsWanted::Last,
-            );
-        }
+            (token, prompt.len() + step, lease.blocks().to_vec())
+        }));
         logits = engine.step(&batch)?.to_vec2::<f32>()?;
     }
     Ok((sequences * steps) as f64 / started.elapsed().as_secs_f64())

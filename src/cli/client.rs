@@ -1,8 +1,11 @@
-//! Talking to a running `model serve`, as `docker model` talks to its runner: `ps` and `unload`.
+//! Talking to a running `model serve`, as `docker model` talks to its runner: `ps`, `unload`, the store
+//! listing, and `model run`'s answers through the server's OpenAI API.
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::chat::{AnswerOptions, Answerer, show};
+use crate::engine::chat_template::ChatMessage;
 use crate::server::DEFAULT_PORT;
 
 /// Where the server is expected: `MODEL_RUNNER_HOST`/`MODEL_RUNNER_PORT`, default 127.0.0.1:12434.
@@ -111,35 +114,27 @@ pub async fn server_answers() -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-/// `model run` through a running server: the same conversation, streamed over its OpenAI API.
-pub async fn run_remote(args: super::run::RunArgs) -> Result<()> {
-    use super::run::{next_turn, opening, record_reply};
-    use crate::engine::chat_template::ChatMessage;
-    use std::io::BufRead;
+/// Answers `model run`'s conversation through a running server's OpenAI API, streamed.
+pub struct ServerAnswerer {
+    options: AnswerOptions,
+}
 
-    let (mut history, one_shot) = opening(&args)?;
-    if let Some(prompt) = one_shot {
-        history.push(ChatMessage::new("user", prompt));
-        ask_remote(&args, &history).await?;
-        return Ok(());
+impl ServerAnswerer {
+    pub fn new(options: AnswerOptions) -> Self {
+        Self { options }
     }
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    while next_turn(&mut lines, &mut history)? {
-        let reply = ask_remote(&args, &history).await;
-        record_reply(&mut history, reply);
+}
+
+impl Answerer for ServerAnswerer {
+    async fn answer(&mut self, history: &[ChatMessage]) -> Result<String> {
+        ask_remote(&self.options, history).await
     }
-    Ok(())
 }
 
 /// Streams one answer from the server to stdout; pulls the model through the server first if it lacks it.
-async fn ask_remote(
-    args: &super::run::RunArgs,
-    history: &[crate::engine::chat_template::ChatMessage],
-) -> Result<String> {
-    use std::io::Write;
+async fn ask_remote(args: &AnswerOptions, history: &[ChatMessage]) -> Result<String> {
     let mut body = json!({
-        "model": args.reference, "stream": true, "stream_options": {"include_usage": true},
+        "model": args.model, "stream": true, "stream_options": {"include_usage": true},
         "messages": history.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
     });
     if let Some(t) = args.temperature {
@@ -163,12 +158,12 @@ async fn ask_remote(
     if response.status().as_u16() == 404 {
         eprintln!(
             "Unable to find model '{}' on the runner. Pulling it.",
-            args.reference
+            args.model
         );
         let pull = streaming
             .post(format!("{}/models/create", server_url()))
             .header("content-type", "application/json")
-            .body(json!({"from": args.reference}).to_string())
+            .body(json!({"from": args.model}).to_string())
             .send()
             .await?
             .text()
@@ -199,7 +194,6 @@ async fn ask_remote(
     let mut reply = String::new();
     let mut buffer = String::new();
     let mut usage = Value::Null;
-    let mut stdout = std::io::stdout();
     while let Some(chunk) = response.chunk().await? {
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find('\n') {
@@ -212,8 +206,7 @@ async fn ask_remote(
             };
             if let Some(piece) = event["choices"][0]["delta"]["content"].as_str() {
                 reply.push_str(piece);
-                let _ = stdout.write_all(piece.as_bytes());
-                let _ = stdout.flush();
+                show(piece);
             }
             if !event["usage"].is_null() {
                 usage = event["usage"].clone();

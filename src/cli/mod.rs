@@ -4,6 +4,7 @@
 //! result; errors travel up to `main`, which prints one line.
 
 mod bench;
+mod chat;
 mod client;
 mod compose;
 mod progress_view;

@@ -1,18 +1,23 @@
 //! `model run`: one prompt or an interactive chat with a stored model, streaming tokens to the terminal.
-//! Pulls the model first when the store lacks it, as `docker model run` does.
+//! A running server answers when there is one (as `docker model run` talks to its runner); otherwise the
+//! model loads here, behind the same scheduler and validation the server uses. Pulls the model first when
+//! the store lacks it, as `docker model run` does.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
+use tokio::sync::Notify;
 
-use crate::engine::chat_template::ChatMessage;
-use crate::engine::sampler::SamplingParams;
-use crate::engine::{Engine, EngineOptions, GenerateRequest, Generation};
+use super::chat::{AnswerOptions, Answerer, converse, show};
+use crate::engine::chat_template::{ChatMessage, ChatTemplate};
+use crate::engine::tokenizer::Tokenizer;
+use crate::engine::{Engine, EngineOptions};
 use crate::registry::RegistryOptions;
+use crate::scheduler::{Event, Scheduler, SchedulerConfig, Usage};
 use crate::store::{LocalModel, Store, StoreError};
+use crate::validation::{GenerationParams, validate};
 
 /// Options of `model run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,10 +59,24 @@ pub async fn resolve_or_pull(store: &Store, reference: &str) -> Result<LocalMode
     }
 }
 
+impl RunArgs {
+    fn answer_options(&self) -> AnswerOptions {
+        AnswerOptions {
+            model: self.reference.clone(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            seed: self.seed,
+            verbose: self.verbose,
+        }
+    }
+}
+
 pub async fn run(store: &Store, args: RunArgs) -> Result<()> {
+    let (system, prompt) = (args.system.as_deref(), args.prompt.as_deref());
     // As `docker model run` talks to its runner: a server that answers does the work.
     if super::client::server_answers().await {
-        return super::client::run_remote(args).await;
+        let mut server = super::client::ServerAnswerer::new(args.answer_options());
+        return converse(system, prompt, &mut server).await;
     }
     let model = resolve_or_pull(store, &args.reference).await?;
     let files = crate::runtime::model_files(store, &model)?;
@@ -66,213 +85,124 @@ pub async fn run(store: &Store, args: RunArgs) -> Result<()> {
         context_size: args.context_size,
         ..Default::default()
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    let generating = Arc::new(AtomicBool::new(false));
-    {
-        let (cancel, generating) = (cancel.clone(), generating.clone());
-        tokio::spawn(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                if generating.load(Ordering::Relaxed) {
-                    cancel.store(true, Ordering::Relaxed);
-                } else {
-                    eprintln!("\nUse Ctrl + d or /bye to exit.");
-                }
-            }
-        });
-    }
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let mut engine = Engine::load(&files, &options)?;
-        let session = Session {
-            args,
-            load_time: started.elapsed(),
-            cancel,
-            generating,
-        };
-        session.run(&mut engine)
-    })
-    .await?
+    let started = Instant::now();
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&files, &options)).await??;
+    let mut local = InProcess::start(engine, args.answer_options(), started.elapsed());
+    converse(system, prompt, &mut local).await
 }
 
-struct Session {
-    args: RunArgs,
+/// Answers with a model loaded in this process: template, validate, submit to its own scheduler.
+struct InProcess {
+    scheduler: Scheduler,
+    template: Arc<ChatTemplate>,
+    tokenizer: Arc<Tokenizer>,
+    vocab_size: usize,
+    context_size: usize,
+    options: AnswerOptions,
     load_time: Duration,
-    cancel: Arc<AtomicBool>,
+    /// Ctrl-C while an answer streams stops that answer (at the prompt it only says how to leave).
+    interrupt: Arc<Notify>,
     generating: Arc<AtomicBool>,
 }
 
-/// The conversation's start: the system message, and the one-shot prompt (argument and/or piped stdin).
-pub fn opening(args: &RunArgs) -> Result<(Vec<ChatMessage>, Option<String>)> {
-    let mut history = Vec::new();
-    if let Some(system) = &args.system {
-        history.push(ChatMessage::new("system", system.clone()));
-    }
-    let stdin = std::io::stdin();
-    let piped = if stdin.is_terminal() {
-        None
-    } else {
-        let mut text = String::new();
-        stdin.lock().read_to_string(&mut text)?;
-        Some(text).filter(|t| !t.trim().is_empty())
-    };
-    let one_shot = match (&args.prompt, piped) {
-        (Some(prompt), Some(input)) => Some(format!("{prompt}\n\n{input}")),
-        (Some(prompt), None) => Some(prompt.clone()),
-        (None, Some(input)) => Some(input),
-        (None, None) => None,
-    };
-    Ok((history, one_shot))
-}
-
-/// What the user typed at the interactive prompt.
-enum Input {
-    Message(String),
-    Clear,
-    Quit,
-}
-
-/// Reads the user's next turn into `history`, handling `/clear`; false when they leave.
-pub fn next_turn(
-    lines: &mut impl Iterator<Item = std::io::Result<String>>,
-    history: &mut Vec<ChatMessage>,
-) -> Result<bool> {
-    loop {
-        match read_input(lines)? {
-            None => continue,
-            Some(Input::Quit) => return Ok(false),
-            Some(Input::Clear) => {
-                history.retain(|m| m.role == "system");
-                println!("Cleared session context");
-            }
-            Some(Input::Message(text)) => {
-                history.push(ChatMessage::new("user", text));
-                return Ok(true);
-            }
+impl InProcess {
+    fn start(engine: Engine, options: AnswerOptions, load_time: Duration) -> Self {
+        let interrupt = Arc::new(Notify::new());
+        let generating = Arc::new(AtomicBool::new(false));
+        {
+            let (interrupt, generating) = (interrupt.clone(), generating.clone());
+            tokio::spawn(async move {
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    if generating.load(Ordering::Relaxed) {
+                        interrupt.notify_waiters();
+                    } else {
+                        eprintln!("\nUse Ctrl + d or /bye to exit.");
+                    }
+                }
+            });
+        }
+        Self {
+            template: engine.template.clone(),
+            tokenizer: engine.tokenizer.clone(),
+            vocab_size: engine.info().vocab_size,
+            context_size: engine.context_size(),
+            scheduler: Scheduler::start(engine, SchedulerConfig::default()),
+            options,
+            load_time,
+            interrupt,
+            generating,
         }
     }
-}
 
-/// Ends a turn: the reply joins the history; on an error the question leaves it and the error is shown.
-pub fn record_reply(history: &mut Vec<ChatMessage>, reply: Result<String>) {
-    match reply {
-        Ok(reply) => history.push(ChatMessage::new("assistant", reply)),
-        Err(e) => {
-            history.pop();
-            eprintln!("Error: {e:#}");
-        }
-    }
-}
-
-/// Reads the next message: handles `"""` multi-line input and the slash commands; None for nothing to do.
-fn read_input(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Result<Option<Input>> {
-    print!(">>> ");
-    std::io::stdout().flush()?;
-    let Some(line) = lines.next().transpose()? else {
-        println!();
-        return Ok(Some(Input::Quit));
-    };
-    let mut input = line;
-    if let Some(rest) = input.trim_start().strip_prefix("\"\"\"") {
-        let mut text = rest.to_string();
-        while !text.trim_end().ends_with("\"\"\"") {
-            print!("... ");
-            std::io::stdout().flush()?;
-            let Some(next) = lines.next().transpose()? else {
-                break;
-            };
-            text.push('\n');
-            text.push_str(&next);
-        }
-        input = text.trim_end().trim_end_matches("\"\"\"").to_string();
-    }
-    Ok(match input.trim() {
-        "" => None,
-        "/bye" | "/exit" => Some(Input::Quit),
-        "/clear" => Some(Input::Clear),
-        "/?" | "/help" => {
-            println!(
-                "/bye to exit, /clear to forget the conversation, \"\"\" to begin and end multi-line input"
-            );
-            None
-        }
-        _ => Some(Input::Message(input)),
-    })
-}
-
-impl Session {
-    fn run(&self, engine: &mut Engine) -> Result<()> {
-        let (mut history, one_shot) = opening(&self.args)?;
-        if let Some(prompt) = one_shot {
-            history.push(ChatMessage::new("user", prompt));
-            self.answer(engine, &history)?;
-            return Ok(());
-        }
-        self.chat(engine, history)
-    }
-
-    fn chat(&self, engine: &mut Engine, mut history: Vec<ChatMessage>) -> Result<()> {
-        let stdin = std::io::stdin();
-        let mut lines = stdin.lock().lines();
-        while next_turn(&mut lines, &mut history)? {
-            let reply = self.answer(engine, &history);
-            record_reply(&mut history, reply);
-        }
-        Ok(())
-    }
-
-    /// Streams one answer to stdout and returns its text.
-    fn answer(&self, engine: &mut Engine, history: &[ChatMessage]) -> Result<String> {
-        let prompt_text = engine.template.render(history, None, true)?;
-        let prompt = engine.tokenizer.encode(&prompt_text, true)?;
-        tracing::debug!(prompt = %prompt_text, tokens = prompt.len(), "rendered chat prompt");
-        let defaults = SamplingParams::default();
-        let request = GenerateRequest {
-            prompt,
-            sampling: SamplingParams {
-                temperature: self.args.temperature.unwrap_or(defaults.temperature),
-                seed: self.args.seed,
-                ..defaults
-            },
-            max_tokens: self.args.max_tokens,
-            stop: Vec::new(),
-            ignore_eos: false,
-        };
-        let mut reply = String::new();
-        let mut stdout = std::io::stdout();
-        self.cancel.store(false, Ordering::Relaxed);
-        self.generating.store(true, Ordering::Relaxed);
-        let result = engine.generate(
-            &request,
-            &mut |piece| {
-                reply.push_str(piece);
-                let _ = stdout.write_all(piece.as_bytes());
-                let _ = stdout.flush();
-            },
-            &self.cancel,
-        );
-        self.generating.store(false, Ordering::Relaxed);
-        let generation = result?;
-        println!();
-        if self.args.verbose {
-            self.report(&generation);
-        }
-        Ok(reply)
-    }
-
-    fn report(&self, g: &Generation) {
+    fn report(&self, usage: &Usage, prompt_time: Duration, decode_time: Duration) {
         let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
         eprintln!("load duration:        {:.3}s", self.load_time.as_secs_f64());
-        eprintln!("prompt eval count:    {} token(s)", g.prompt_tokens);
-        eprintln!("prompt eval duration: {:.3}s", g.prompt_time.as_secs_f64());
+        eprintln!("prompt eval count:    {} token(s)", usage.prompt_tokens);
+        eprintln!("prompt eval duration: {:.3}s", prompt_time.as_secs_f64());
         eprintln!(
             "prompt eval rate:     {:.2} tokens/s",
-            rate(g.prompt_tokens, g.prompt_time)
+            rate(usage.prompt_tokens, prompt_time)
         );
-        eprintln!("eval count:           {} token(s)", g.tokens.len());
-        eprintln!("eval duration:        {:.3}s", g.decode_time.as_secs_f64());
+        eprintln!("eval count:           {} token(s)", usage.completion_tokens);
+        eprintln!("eval duration:        {:.3}s", decode_time.as_secs_f64());
         eprintln!(
             "eval rate:            {:.2} tokens/s",
-            rate(g.tokens.len(), g.decode_time)
+            rate(usage.completion_tokens, decode_time)
         );
+    }
+}
+
+impl Answerer for InProcess {
+    async fn answer(&mut self, history: &[ChatMessage]) -> Result<String> {
+        let prompt_text = self.template.render(history, None, true)?;
+        let prompt = self.tokenizer.encode(&prompt_text, true)?;
+        tracing::debug!(prompt = %prompt_text, tokens = prompt.len(), "rendered chat prompt");
+        let params = GenerationParams {
+            temperature: self.options.temperature.map(f64::from),
+            max_tokens: self.options.max_tokens.map(|n| n as i64),
+            seed: self.options.seed.map(|s| s as i64),
+            ..Default::default()
+        };
+        let request = validate(prompt, &params, self.vocab_size, self.context_size)?;
+        let interrupted = self.interrupt.notified();
+        tokio::pin!(interrupted);
+        let submitted = Instant::now();
+        let mut events = self.scheduler.submit(request)?;
+        self.generating.store(true, Ordering::Relaxed);
+        let mut reply = String::new();
+        let mut first_token_at = None;
+        let outcome = loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                // Dropping the receiver cancels the sequence at the scheduler's next step.
+                () = &mut interrupted => break Ok(None),
+            };
+            match event {
+                Some(Event::Token { text, .. }) => {
+                    first_token_at.get_or_insert_with(Instant::now);
+                    show(&text);
+                    reply.push_str(&text);
+                }
+                Some(Event::Done { usage, text, .. }) => {
+                    show(&text);
+                    reply.push_str(&text);
+                    break Ok(Some(usage));
+                }
+                Some(Event::Failed(e)) => break Err(anyhow::Error::from(e)),
+                None => {
+                    break Err(anyhow!(
+                        "the model's scheduler stopped before the answer was complete"
+                    ));
+                }
+            }
+        };
+        self.generating.store(false, Ordering::Relaxed);
+        let usage = outcome?;
+        println!();
+        if let (true, Some(usage)) = (self.options.verbose, usage) {
+            let first = first_token_at.unwrap_or(submitted);
+            self.report(&usage, first - submitted, first.elapsed());
+        }
+        Ok(reply)
     }
 }

@@ -1,11 +1,12 @@
-//! The inference engine: a loaded model with its tokenizer, chat template and paged KV cache, and the
-//! generation loop that drives it.
+//! The inference engine: a loaded model with its tokenizer, chat template and paged KV cache.
 //!
-//! `Engine::step` runs one packed forward over any number of sequences; the server's scheduler calls it
-//! with many, `Engine::generate` with one. The engine knows nothing of HTTP or OpenAI shapes.
+//! `Engine::step` runs one packed forward over any number of sequences; the scheduler is its only caller
+//! on a request path (there is one generation loop, `scheduler`), `embedding` pools hidden states. The
+//! engine knows nothing of HTTP, OpenAI shapes or of the scheduler that drives it.
 
 pub mod chat_template;
 pub mod device;
+pub mod embedding;
 pub mod grammar;
 pub mod sampler;
 pub mod text_stream;
@@ -13,15 +14,11 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use models::{BlockPool, CausalModel, LogitsWanted, ModelInfo, PagedKvCache, StepBatch};
+use models::{BlockPool, CausalModel, ModelInfo, PagedKvCache, StepBatch};
 
 use chat_template::{CHATML_TEMPLATE, ChatTemplate, TemplateError};
-use sampler::{SampledToken, Sampler, SamplingParams};
-use text_stream::{StopMatcher, StopScan, TextStream};
 use tokenizer::{Tokenizer, TokenizerError};
 
 /// Context size when neither the package nor the user names one, capped by what the model was trained for.
@@ -185,105 +182,6 @@ impl Engine {
     pub fn hidden_states(&mut self, batch: &StepBatch) -> Result<Tensor, EngineError> {
         Ok(self.model.hidden_states(batch, &mut self.cache)?)
     }
-
-    /// Generates one completion of `request.prompt`, calling `on_text` with each piece of text.
-    pub fn generate(
-        &mut self,
-        request: &GenerateRequest,
-        on_text: &mut dyn FnMut(&str),
-        cancel: &AtomicBool,
-    ) -> Result<Generation, EngineError> {
-        let prompt = &request.prompt;
-        if prompt.len() >= self.context_size {
-            return Err(EngineError::ContextOverflow {
-                prompt: prompt.len(),
-                context: self.context_size,
-            });
-        }
-        let mut lease = self.pool.lease();
-        let mut sampler = Sampler::new(request.sampling.clone());
-        for &t in prompt.iter().rev().take(sampler::PENALTY_WINDOW).rev() {
-            sampler.observe(t);
-        }
-        let started = Instant::now();
-        let mut logits = None;
-        for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
-            let cached = i * PREFILL_CHUNK;
-            lease.reserve(cached + chunk.len())?;
-            let mut batch = StepBatch::default();
-            let last = cached + chunk.len() == prompt.len();
-            let wanted = if last {
-                LogitsWanted::Last
-            } else {
-                LogitsWanted::None
-            };
-            batch.push(chunk, cached, lease.blocks().to_vec(), wanted);
-            batch.mark_prompt(prompt.len());
-            logits = Some(self.step(&batch)?);
-        }
-        let prompt_time = started.elapsed();
-
-        let decode_started = Instant::now();
-        let max_tokens = request
-            .max_tokens
-            .unwrap_or(usize::MAX)
-            .min(self.context_size - prompt.len());
-        let mut text = TextStream::new();
-        let mut stops = StopMatcher::new(request.stop.clone());
-        let mut tokens = Vec::new();
-        let mut finish = FinishReason::Length;
-        let mut position = prompt.len();
-        while tokens.len() < max_tokens {
-            if cancel.load(Ordering::Relaxed) {
-                finish = FinishReason::Cancelled;
-                break;
-            }
-            let row = logits
-                .take()
-                .map(|l| l.squeeze(0).and_then(|r| r.to_vec1::<f32>()))
-                .transpose()?
-                .unwrap_or_default();
-            let sampled = sampler.sample(&row);
-            tokens.push(sampled.clone());
-            if self.tokenizer.is_end_of_generation(sampled.id) && !request.ignore_eos {
-                finish = FinishReason::Stop;
-                break;
-            }
-            match stops.push(&text.push(&self.tokenizer, sampled.id)) {
-                StopScan::Continue(piece) => on_text(&piece),
-                StopScan::Stopped(piece) => {
-                    on_text(&piece);
-                    finish = FinishReason::Stop;
-                    break;
-                }
-            }
-            if tokens.len() == max_tokens {
-                break;
-            }
-            lease.reserve(position + 1)?;
-            let mut batch = StepBatch::default();
-            batch.push(
-                &[sampled.id],
-                position,
-                lease.blocks().to_vec(),
-                LogitsWanted::Last,
-            );
-            logits = Some(self.step(&batch)?);
-            position += 1;
-        }
-        // Text held back as a possible stop string's start, when no stop string came.
-        let held = stops.finish();
-        if !held.is_empty() {
-            on_text(&held);
-        }
-        Ok(Generation {
-            prompt_tokens: prompt.len(),
-            tokens,
-            finish,
-            prompt_time,
-            decode_time: decode_started.elapsed(),
-        })
-    }
 }
 
 /// Every id the tokenizer can produce must be a row of the embedding (more rows than tokens is padding).
@@ -294,17 +192,6 @@ fn check_vocab(tokenizer: usize, model: usize) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// One completion to generate.
-#[derive(Debug, Clone)]
-pub struct GenerateRequest {
-    pub prompt: Vec<u32>,
-    pub sampling: SamplingParams,
-    pub max_tokens: Option<usize>,
-    pub stop: Vec<String>,
-    /// Keep going past end-of-generation tokens (benchmarks with fixed lengths).
-    pub ignore_eos: bool,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     /// An end-of-generation token or a stop string.
@@ -312,16 +199,6 @@ pub enum FinishReason {
     /// `max_tokens` or the context size.
     Length,
     Cancelled,
-}
-
-/// What a completion produced, with timings.
-#[derive(Debug, Clone)]
-pub struct Generation {
-    pub prompt_tokens: usize,
-    pub tokens: Vec<SampledToken>,
-    pub finish: FinishReason,
-    pub prompt_time: Duration,
-    pub decode_time: Duration,
 }
 
 #[cfg(test)]

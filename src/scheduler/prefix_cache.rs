@@ -265,4 +265,29 @@ mod tests {
         assert!(cache.evict_one());
         assert_eq!(pool.free_blocks(), 4);
     }
+
+    #[test]
+    fn under_memory_pressure_the_least_recently_used_prompt_is_evicted_first() {
+        let pool = BlockPool::new(4, 4);
+        let mut cache = PrefixCache::new(&pool);
+        let (older, newer): (Vec<u32>, Vec<u32>) = ((0..8).collect(), (10..18).collect());
+        for prompt in [&older, &newer] {
+            let mut seq = pool.lease();
+            seq.reserve(8).unwrap();
+            cache.insert(prompt, seq.blocks());
+        }
+        assert_eq!(pool.free_blocks(), 0, "the cache holds all four blocks");
+        // Looking the older prompt up makes it the most recently used.
+        assert_eq!(cache.lookup(&[&older[..], &[99]].concat()).blocks.len(), 2);
+        assert!(cache.evict_one());
+        assert!(cache.evict_one());
+        assert_eq!(pool.free_blocks(), 2);
+        assert_eq!(cache.lookup(&[&older[..], &[99]].concat()).blocks.len(), 2);
+        assert!(
+            cache
+                .lookup(&[&newer[..], &[99]].concat())
+                .blocks
+                .is_empty()
+        );
+    }
 }

@@ -92,7 +92,7 @@ pub async fn collect_choice(
                 choice.usage = usage;
                 break;
             }
-            Event::Failed(message) => return Err(ApiError::internal(message)),
+            Event::Failed(e) => return Err(ApiError::internal(e.to_string())),
         }
     }
     if choice.finish.is_none() {
@@ -121,7 +121,7 @@ pub fn merged(
                     text,
                     usage,
                 },
-                Event::Failed(message) => ChoiceEvent::Failed(message),
+                Event::Failed(e) => ChoiceEvent::Failed(e.to_string()),
             })
             .boxed()
     }))

@@ -10,27 +10,25 @@ pub mod errors;
 pub mod generation;
 pub mod guard;
 pub mod mcp;
+mod metrics;
 pub mod ollama;
 pub mod openai;
 pub mod prompt;
 pub mod pulling;
 pub mod structured;
 
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::metrics::{describe, label};
 use crate::runtime::ModelRuntime;
 use errors::ApiError;
 
@@ -74,7 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/v1", v1.clone())
         .nest("/engines/v1", v1.clone())
         .nest("/engines/{backend}/v1", v1)
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/models", get(dmr::list))
         .route("/models/create", post(dmr::create))
         .route("/models/{*name}", get(dmr::get).delete(dmr::delete))
@@ -212,177 +210,6 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             .collect();
     }
     axum::Json(body)
-}
-
-/// Prometheus text exposition.
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let models = state.runtime.loaded().await;
-    let mut out = String::new();
-    type Gauge = fn(&crate::scheduler::SchedulerStats) -> f64;
-    let series: [(&str, &str, &str, Gauge); 12] = [
-        (
-            "model_runner:prefix_cache_blocks",
-            "gauge",
-            "KV cache blocks kept by the prefix cache.",
-            |s| s.prefix_cache_blocks.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:prefix_cache_queries_total",
-            "counter",
-            "Prompt tokens looked up in the prefix cache.",
-            |s| s.prefix_cache_queries.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:prefix_cache_hits_total",
-            "counter",
-            "Prompt tokens found in the prefix cache.",
-            |s| s.prefix_cache_hits.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:num_requests_running",
-            "gauge",
-            "Requests in the running batch.",
-            |s| s.running.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:num_requests_waiting",
-            "gauge",
-            "Requests waiting to start.",
-            |s| s.waiting.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:prompt_tokens_total",
-            "counter",
-            "Prompt tokens processed.",
-            |s| s.prompt_tokens.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:generation_tokens_total",
-            "counter",
-            "Tokens generated.",
-            |s| s.generation_tokens.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:request_success_total",
-            "counter",
-            "Requests finished.",
-            |s| s.requests_finished.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:num_preemptions_total",
-            "counter",
-            "Sequences preempted for KV memory.",
-            |s| s.preemptions.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:kv_cache_blocks_used",
-            "gauge",
-            "KV cache blocks held by sequences.",
-            |s| s.kv_blocks_used.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:kv_cache_blocks_total",
-            "gauge",
-            "KV cache blocks in all.",
-            |s| s.kv_blocks_total.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "model_runner:steps_total",
-            "counter",
-            "Forward steps run.",
-            |s| s.steps.load(Ordering::Relaxed) as f64,
-        ),
-    ];
-    for (name, kind, help, value) in series {
-        describe(&mut out, name, kind, help);
-        for m in &models {
-            let _ = writeln!(
-                out,
-                "{name}{{model=\"{}\"}} {}",
-                label(&m.name),
-                value(&m.scheduler.stats)
-            );
-        }
-    }
-    describe(
-        &mut out,
-        "model_runner:device_info",
-        "gauge",
-        "The device models load onto (1), and each loaded model's device.",
-    );
-    let _ = writeln!(
-        out,
-        "model_runner:device_info{{device=\"{}\"}} 1",
-        label(&state.runtime.device_name())
-    );
-    for m in &models {
-        let _ = writeln!(
-            out,
-            "model_runner:device_info{{device=\"{}\",model=\"{}\"}} 1",
-            label(&m.device),
-            label(&m.name)
-        );
-    }
-    describe(
-        &mut out,
-        "model_runner:model_memory_bytes",
-        "gauge",
-        "Memory a loaded model holds: weights and KV cache.",
-    );
-    for m in &models {
-        let _ = writeln!(
-            out,
-            "model_runner:model_memory_bytes{{model=\"{}\"}} {}",
-            label(&m.name),
-            m.memory_bytes
-        );
-    }
-    describe(
-        &mut out,
-        "model_runner:context_size",
-        "gauge",
-        "Context size of each loaded model, in tokens.",
-    );
-    for m in &models {
-        let _ = writeln!(
-            out,
-            "model_runner:context_size{{model=\"{}\"}} {}",
-            label(&m.name),
-            m.context_size
-        );
-    }
-    type Pick = fn(&crate::scheduler::SchedulerStats) -> &crate::metrics::Histogram;
-    let histograms: [(&str, &str, Pick); 3] = [
-        (
-            "model_runner:time_to_first_token_seconds",
-            "Time from arrival to first token.",
-            |s| &s.time_to_first_token,
-        ),
-        (
-            "model_runner:inter_token_latency_seconds",
-            "Time between tokens of a stream.",
-            |s| &s.inter_token_latency,
-        ),
-        (
-            "model_runner:grammar_mask_seconds",
-            "Time to compute one constrained sequence's allowed-token mask (overlaps the forward pass).",
-            |s| &s.grammar_mask_time,
-        ),
-    ];
-    for (name, help, pick) in histograms {
-        describe(&mut out, name, "histogram", help);
-        for m in &models {
-            pick(&m.scheduler.stats).render(
-                &mut out,
-                name,
-                &format!("model=\"{}\"", label(&m.name)),
-            );
-        }
-    }
-    if let Some(gateway) = &state.gateway {
-        gateway.render_metrics(&mut out).await;
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
 /// Serves until Ctrl-C or SIGTERM, then lets in-flight streams finish (bounded) and returns.

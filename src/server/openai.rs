@@ -870,7 +870,7 @@ pub async fn embed_all(
                 .scheduler
                 .embed(ids)
                 .await
-                .map_err(ApiError::internal)?,
+                .map_err(|e| ApiError::internal(e.to_string()))?,
         );
     }
     Ok((vectors, tokens))

@@ -1,0 +1,56 @@
+//! Embeddings from a causal model: the mean of the final hidden states over the input, L2-normalised
+//! (llama.cpp's mean pooling). The scheduler runs one between steps; the pooling itself lives here, beside
+//! the forward it reads, so that the scheduler only ever sees a finished vector.
+
+use models::LogitsWanted;
+
+use super::{Engine, EngineError, PREFILL_CHUNK};
+
+impl Engine {
+    /// The mean-pooled, L2-normalised final hidden states of `tokens`, which must fit the context.
+    pub fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        if tokens.is_empty() || tokens.len() > self.context_size() {
+            return Err(EngineError::ContextOverflow {
+                prompt: tokens.len(),
+                context: self.context_size(),
+            });
+        }
+        let mut lease = self.pool().lease();
+        lease.reserve(tokens.len())?;
+        let mut sum: Vec<f32> = Vec::new();
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let mut batch = models::StepBatch::default();
+            batch.push_prompt(
+                chunk,
+                i * PREFILL_CHUNK,
+                tokens.len(),
+                lease.blocks().to_vec(),
+                LogitsWanted::None,
+            );
+            let hidden = self.hidden_states(&batch)?.sum(0)?.to_vec1::<f32>()?;
+            if sum.is_empty() {
+                sum = hidden;
+            } else {
+                sum.iter_mut().zip(&hidden).for_each(|(s, h)| *s += h);
+            }
+        }
+        Ok(normalized(sum))
+    }
+}
+
+/// `v` scaled to unit length (a zero vector stays zero).
+fn normalized(v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_vectors_have_unit_length_and_zero_stays_zero() {
+        assert_eq!(normalized(vec![3.0, 4.0]), [0.6, 0.8]);
+        assert_eq!(normalized(vec![0.0, 0.0]), [0.0, 0.0]);
+    }
+}
