@@ -377,10 +377,8 @@ fn call_schema(tool: &FunctionTool, arguments_key: &str) -> Value {
 /// schema that has them and no `$id` gets one, making it their document rather than the call's.
 pub fn embeddable_schema(schema: &Value, tool_name: &str) -> Value {
     let mut schema = schema.clone();
-    if let Value::Object(map) = &mut schema
-        && !map.contains_key("$id")
-        && has_local_ref(&Value::Object(map.clone()))
-    {
+    let needs_id = schema.get("$id").is_none() && has_local_ref(&schema);
+    if needs_id && let Value::Object(map) = &mut schema {
         map.insert(
             "$id".into(),
             Value::String(format!("urn:model-runner:tool:{}", url_safe(tool_name))),

@@ -37,14 +37,10 @@ impl Entry {
     /// grammar puts it under `arguments`): a schema with local references (`#/$defs/..`, recursive
     /// ones included) gets an `$id`, so that they resolve against it and not the embedding document.
     pub fn input_schema(&self) -> Value {
-        let mut schema = (*self.tool.input_schema).clone();
-        if !schema.contains_key("$id") && has_local_ref(&Value::Object(schema.clone())) {
-            schema.insert(
-                "$id".into(),
-                Value::String(format!("urn:model-runner:mcp:{}", self.name)),
-            );
-        }
-        Value::Object(schema)
+        crate::tools::embeddable_schema(
+            &Value::Object((*self.tool.input_schema).clone()),
+            &self.name,
+        )
     }
 
     /// Checks `arguments` against the tool's input schema (a tool whose schema did not compile takes
@@ -234,17 +230,6 @@ fn build_catalogue(upstreams: &[Arc<Upstream>]) -> Catalogue {
 }
 
 /// Whether a schema holds a `$ref` to a place in its own document (`#...`), bounded by JSON's nesting.
-fn has_local_ref(schema: &Value) -> bool {
-    match schema {
-        Value::Object(map) => map.iter().any(|(key, value)| {
-            (key == "$ref" && value.as_str().is_some_and(|r| r.starts_with('#')))
-                || has_local_ref(value)
-        }),
-        Value::Array(items) => items.iter().any(has_local_ref),
-        _ => false,
-    }
-}
-
 /// A checker for a tool's `inputSchema`.
 fn input_validator(
     schema: &Value,
