@@ -18,12 +18,11 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::generation;
-use super::structured::{self, ChatOptions};
+use crate::chat::{ChatInput, pipeline};
 use crate::engine::chat_template::ChatMessage;
 use crate::mcp::endpoint::{Endpoint, HttpCaller, LocalModels};
 use crate::mcp::{Caller, Gateway};
-use crate::validation::{GenerationParams, validate};
+use crate::validation::GenerationParams;
 
 /// The streamable-HTTP transport's session header.
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -205,32 +204,16 @@ impl LocalModels for RunnerModels {
                 .map_err(|e| e.to_string())?;
             let messages = messages
                 .into_iter()
-                .map(|(role, content)| ChatMessage {
-                    role,
-                    content,
-                    tool_calls: None,
-                    tool_call_id: None,
-                    name: None,
-                })
+                .map(|(role, content)| ChatMessage::new(&role, content))
                 .collect();
-            let prepared = structured::prepare_chat(&model, messages, ChatOptions::default())
-                .await
-                .map_err(|e| e.message)?;
             let params = GenerationParams {
                 max_tokens,
                 ..Default::default()
             };
-            let valid = validate(
-                prepared.prompt,
-                &params,
-                model.vocab_size,
-                model.context_size,
-            )
-            .map_err(|e| e.to_string())?;
-            let receivers = generation::submit(&model, &valid, 1).map_err(|e| e.message)?;
-            let mut choices = generation::collect(receivers)
+            let generation = pipeline::start(&model, ChatInput::messages(messages, params))
                 .await
-                .map_err(|e| e.message)?;
+                .map_err(|e| e.to_string())?;
+            let mut choices = generation.collect().await.map_err(|e| e.to_string())?;
             Ok(choices.pop().map(|c| c.text).unwrap_or_default())
         })
     }
