@@ -3,6 +3,7 @@
 #![recursion_limit = "256"]
 
 pub mod artifact;
+pub mod chat;
 pub mod cli;
 pub mod digest;
 pub mod engine;

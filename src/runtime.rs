@@ -32,7 +32,22 @@ pub enum RuntimeError {
     #[error("cannot read the model from the store: {0}")]
     Store(StoreError),
     #[error("cannot load the model: {0}")]
-    Load(String),
+    Load(#[from] LoadError),
+}
+
+/// Why a stored model could not be loaded: the model's own files, not the server, are at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{model} is split over {files} GGUF files; the engine runs single-file GGUF models")]
+    SplitGguf { model: String, files: usize },
+    #[error("the chat template layer is not UTF-8")]
+    TemplateNotUtf8,
+    /// The engine refused the weights (an unknown architecture, inconsistent metadata, a bad tensor).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The loading task itself failed (it panicked).
+    #[error("the load stopped: {0}")]
+    Stopped(String),
 }
 
 impl From<StoreError> for RuntimeError {
@@ -49,22 +64,19 @@ impl From<StoreError> for RuntimeError {
 pub fn model_files(store: &Store, model: &LocalModel) -> Result<ModelFiles, RuntimeError> {
     let weights: Vec<_> = model.manifest.gguf_layers().collect();
     if weights.len() > 1 {
-        return Err(RuntimeError::Load(format!(
-            "{} is split over {} GGUF files; the engine runs single-file GGUF models",
-            model.id.short(),
-            weights.len()
-        )));
+        return Err(LoadError::SplitGguf {
+            model: model.id.short().to_string(),
+            files: weights.len(),
+        }
+        .into());
     }
-    let chat_template =
-        match model.manifest.chat_template_layer() {
-            Some(layer) => {
-                let bytes = store.read_blob(&layer.digest)?;
-                Some(String::from_utf8(bytes).map_err(|_| {
-                    RuntimeError::Load("the chat template layer is not UTF-8".into())
-                })?)
-            }
-            None => None,
-        };
+    let chat_template = match model.manifest.chat_template_layer() {
+        Some(layer) => {
+            let bytes = store.read_blob(&layer.digest)?;
+            Some(String::from_utf8(bytes).map_err(|_| LoadError::TemplateNotUtf8)?)
+        }
+        None => None,
+    };
     Ok(ModelFiles {
         gguf: store.blob_path(&weights[0].digest),
         chat_template,
@@ -289,8 +301,8 @@ impl ModelRuntime {
         let started = Instant::now();
         let engine = tokio::task::spawn_blocking(move || Engine::load(&files, &options))
             .await
-            .map_err(|e| RuntimeError::Load(e.to_string()))?
-            .map_err(|e: EngineError| RuntimeError::Load(e.to_string()))?;
+            .map_err(|e| LoadError::Stopped(e.to_string()))?
+            .map_err(LoadError::Engine)?;
         let name = local
             .familiar_names()
             .into_iter()

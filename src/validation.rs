@@ -1,8 +1,13 @@
-//! Request validation, before the queue: API parameters become a typed `ValidRequest`, checked and clamped,
-//! with errors that name the parameter. The scheduler only ever sees requests that passed here.
+//! Request validation, before the queue: API parameters become typed values, checked and clamped, with
+//! errors that name the parameter. It runs in two steps, both before the scheduler: `check` turns the
+//! parameters into `ValidParams` before anything renders or compiles, and `ValidParams::request` takes the
+//! rendered prompt and the compiled constraint as inputs and checks them against the context. The
+//! request-shape checks that every API shares (`n`, roles, logprobs, `suffix`, prompt ids) live here too.
+//! The scheduler only ever sees requests that passed here.
 
 use std::collections::HashMap;
 
+use crate::engine::grammar::Constraint;
 use crate::engine::sampler::SamplingParams;
 use crate::scheduler::ValidRequest;
 
@@ -10,14 +15,15 @@ use crate::scheduler::ValidRequest;
 pub const MAX_TOP_LOGPROBS: usize = 20;
 /// Most stop strings, as OpenAI allows.
 pub const MAX_STOP_STRINGS: usize = 4;
+/// Most choices per request.
+pub const MAX_CHOICES: i64 = 8;
+/// The roles a chat message may have (`developer` is OpenAI's newer name for `system`).
+pub const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ValidationError {
     #[error("{message}")]
-    Invalid {
-        param: &'static str,
-        message: String,
-    },
+    Invalid { param: String, message: String },
     #[error(
         "This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt} in the prompt, {completion} for the completion). Please reduce the length of the prompt or of max_tokens.",
         prompt + completion
@@ -30,16 +36,18 @@ pub enum ValidationError {
 }
 
 impl ValidationError {
-    pub fn param(&self) -> Option<&'static str> {
+    /// The request field at fault, as OpenAI's `param`.
+    pub fn param(&self) -> Option<&str> {
         match self {
             ValidationError::Invalid { param, .. } => Some(param),
             ValidationError::ContextOverflow { .. } => Some("messages"),
         }
     }
 
-    fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+    /// An invalid value of `param`.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         ValidationError::Invalid {
-            param,
+            param: param.into(),
             message: message.into(),
         }
     }
@@ -80,16 +88,18 @@ fn in_range(
     }
 }
 
-/// Checks `params` for a prompt of `prompt` tokens on a model with `vocab_size` tokens and `context` positions.
-pub fn validate(
-    prompt: Vec<u32>,
-    params: &GenerationParams,
-    vocab_size: usize,
-    context: usize,
-) -> Result<ValidRequest, ValidationError> {
-    if prompt.is_empty() {
-        return Err(ValidationError::invalid("prompt", "the prompt is empty"));
-    }
+/// Generation parameters checked against a model, waiting for their prompt.
+#[derive(Debug, Clone)]
+pub struct ValidParams {
+    sampling: SamplingParams,
+    /// As asked; checked against the context once the prompt's length is known.
+    max_tokens: Option<usize>,
+    stop: Vec<String>,
+    ignore_eos: bool,
+}
+
+/// Checks `params` for a model with `vocab_size` tokens: everything that does not depend on the prompt.
+pub fn check(params: &GenerationParams, vocab_size: usize) -> Result<ValidParams, ValidationError> {
     let defaults = SamplingParams::default();
     let temperature = in_range("temperature", params.temperature, 0.0, 2.0)?;
     let top_p = in_range("top_p", params.top_p, 0.0, 1.0)?;
@@ -147,7 +157,6 @@ pub fn validate(
         }
         logit_bias.push((id, *bias as f32));
     }
-    let available = context.saturating_sub(prompt.len());
     let max_tokens = match params.max_tokens {
         Some(n) if n < 1 => {
             return Err(ValidationError::invalid(
@@ -155,25 +164,10 @@ pub fn validate(
                 format!("max_tokens must be at least 1, got {n}"),
             ));
         }
-        Some(n) if n as usize > available => {
-            return Err(ValidationError::ContextOverflow {
-                prompt: prompt.len(),
-                completion: n as usize,
-                context,
-            });
-        }
-        Some(n) => n as usize,
-        None if available == 0 => {
-            return Err(ValidationError::ContextOverflow {
-                prompt: prompt.len(),
-                completion: 1,
-                context,
-            });
-        }
-        None => available,
+        Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => None,
     };
-    Ok(ValidRequest {
-        prompt,
+    Ok(ValidParams {
         sampling: SamplingParams {
             temperature: temperature.unwrap_or(defaults.temperature),
             top_k,
@@ -189,8 +183,171 @@ pub fn validate(
         max_tokens,
         stop: params.stop.clone(),
         ignore_eos: params.ignore_eos,
-        constraint: None,
     })
+}
+
+impl ValidParams {
+    /// The request for `prompt` under `constraint` on a model of `context` positions: the prompt must
+    /// not be empty, and it and the completion must fit the context (`max_tokens` defaults to the rest).
+    pub fn request(
+        &self,
+        prompt: Vec<u32>,
+        constraint: Option<Constraint>,
+        context: usize,
+    ) -> Result<ValidRequest, ValidationError> {
+        if prompt.is_empty() {
+            return Err(ValidationError::invalid("prompt", "the prompt is empty"));
+        }
+        let available = context.saturating_sub(prompt.len());
+        let max_tokens = match self.max_tokens {
+            Some(n) if n > available => {
+                return Err(ValidationError::ContextOverflow {
+                    prompt: prompt.len(),
+                    completion: n,
+                    context,
+                });
+            }
+            Some(n) => n,
+            None if available == 0 => {
+                return Err(ValidationError::ContextOverflow {
+                    prompt: prompt.len(),
+                    completion: 1,
+                    context,
+                });
+            }
+            None => available,
+        };
+        Ok(ValidRequest {
+            prompt,
+            sampling: self.sampling.clone(),
+            max_tokens,
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+            constraint,
+        })
+    }
+}
+
+/// Checks `params` and `prompt` together, for callers that have their prompt already.
+pub fn validate(
+    prompt: Vec<u32>,
+    constraint: Option<Constraint>,
+    params: &GenerationParams,
+    vocab_size: usize,
+    context: usize,
+) -> Result<ValidRequest, ValidationError> {
+    check(params, vocab_size)?.request(prompt, constraint, context)
+}
+
+/// `n`, the number of choices: 1 when absent.
+pub fn choices(n: Option<i64>) -> Result<usize, ValidationError> {
+    match n {
+        None => Ok(1),
+        Some(n) if (1..=MAX_CHOICES).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ValidationError::invalid(
+            "n",
+            format!("n must be between 1 and {MAX_CHOICES}, got {n}"),
+        )),
+    }
+}
+
+/// The role of message `index`, checked; `developer` becomes `system`, which every template knows.
+pub fn role(index: usize, role: String) -> Result<String, ValidationError> {
+    if !ROLES.contains(&role.as_str()) {
+        return Err(ValidationError::invalid(
+            format!("messages[{index}].role"),
+            format!(
+                "messages[{index}].role {role:?} is not one of system, developer, user, assistant, tool"
+            ),
+        ));
+    }
+    Ok(if role == "developer" {
+        "system".to_string()
+    } else {
+        role
+    })
+}
+
+/// OpenAI chat's `logprobs` and `top_logprobs`: the alternatives to report per token, if any.
+pub fn chat_logprobs(
+    logprobs: Option<bool>,
+    top_logprobs: Option<i64>,
+) -> Result<Option<i64>, ValidationError> {
+    let wanted = logprobs.unwrap_or(false);
+    if top_logprobs.is_some() && !wanted {
+        return Err(ValidationError::invalid(
+            "top_logprobs",
+            "top_logprobs requires logprobs to be true",
+        ));
+    }
+    Ok(wanted.then(|| top_logprobs.unwrap_or(0)))
+}
+
+/// A chat the server loops over MCP tools: one choice, no logprobs, no output format (the loop reads
+/// every answer for calls).
+pub fn mcp_loop(
+    choices: usize,
+    logprobs: Option<bool>,
+    has_output_format: bool,
+) -> Result<(), ValidationError> {
+    if choices != 1 {
+        return Err(ValidationError::invalid("n", "n must be 1 with MCP tools"));
+    }
+    if logprobs == Some(true) {
+        return Err(ValidationError::invalid(
+            "logprobs",
+            "logprobs are not returned with MCP tools",
+        ));
+    }
+    if has_output_format {
+        return Err(ValidationError::invalid(
+            "response_format",
+            "response_format cannot be combined with MCP tools",
+        ));
+    }
+    Ok(())
+}
+
+/// Completions' `suffix` (fill-in-the-middle) and `best_of`, neither of which this server does.
+pub fn completion_extras(
+    suffix: Option<&str>,
+    best_of: Option<i64>,
+) -> Result<(), ValidationError> {
+    if suffix.is_some_and(|s| !s.is_empty()) {
+        return Err(ValidationError::invalid(
+            "suffix",
+            "suffix is not supported: this server does not do fill-in-the-middle",
+        ));
+    }
+    if best_of.is_some_and(|b| b != 1) {
+        return Err(ValidationError::invalid(
+            "best_of",
+            "best_of is not supported",
+        ));
+    }
+    Ok(())
+}
+
+/// A list of prompts: at least one.
+pub fn prompt_count(count: usize) -> Result<(), ValidationError> {
+    if count == 0 {
+        return Err(ValidationError::invalid(
+            "prompt",
+            "prompt must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+/// A prompt given as token ids: every id in the model's vocabulary.
+pub fn prompt_ids(ids: &[u32], vocab_size: usize) -> Result<(), ValidationError> {
+    if ids.iter().any(|&id| id as usize >= vocab_size) {
+        return Err(ValidationError::invalid(
+            "prompt",
+            "prompt holds a token id outside the vocabulary",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -203,14 +360,14 @@ mod tests {
             temperature: Some(3.0),
             ..Default::default()
         };
-        let err = validate(vec![1], &bad, 10, 100).unwrap_err();
+        let err = validate(vec![1], None, &bad, 10, 100).unwrap_err();
         assert_eq!(err.param(), Some("temperature"));
         let bad = GenerationParams {
             max_tokens: Some(-1),
             ..Default::default()
         };
         assert_eq!(
-            validate(vec![1], &bad, 10, 100).unwrap_err().param(),
+            validate(vec![1], None, &bad, 10, 100).unwrap_err().param(),
             Some("max_tokens")
         );
         let bad = GenerationParams {
@@ -218,7 +375,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            validate(vec![1], &bad, 10, 100).unwrap_err().param(),
+            validate(vec![1], None, &bad, 10, 100).unwrap_err().param(),
             Some("logit_bias")
         );
     }
@@ -229,19 +386,76 @@ mod tests {
             max_tokens: Some(60),
             ..Default::default()
         };
-        let err = validate(vec![1; 50], &params, 10, 100).unwrap_err();
+        let err = validate(vec![1; 50], None, &params, 10, 100).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("100 tokens") && text.contains("110 tokens"),
             "{text}"
         );
-        let full = validate(vec![1; 100], &GenerationParams::default(), 10, 100);
+        let full = validate(vec![1; 100], None, &GenerationParams::default(), 10, 100);
         assert!(matches!(full, Err(ValidationError::ContextOverflow { .. })));
     }
 
     #[test]
     fn max_tokens_defaults_to_the_rest_of_the_context() {
-        let valid = validate(vec![1; 30], &GenerationParams::default(), 10, 100).unwrap();
+        let valid = validate(vec![1; 30], None, &GenerationParams::default(), 10, 100).unwrap();
         assert_eq!(valid.max_tokens, 70);
+    }
+
+    #[test]
+    fn parameters_are_checked_before_there_is_a_prompt() {
+        // An out-of-range parameter fails without any prompt, and so before anything renders.
+        let bad = GenerationParams {
+            top_p: Some(1.5),
+            ..Default::default()
+        };
+        assert_eq!(check(&bad, 10).unwrap_err().param(), Some("top_p"));
+        let valid = check(&GenerationParams::default(), 10).unwrap();
+        assert!(matches!(
+            valid.request(Vec::new(), None, 100),
+            Err(ValidationError::Invalid { .. })
+        ));
+        assert_eq!(
+            valid.request(vec![1; 10], None, 100).unwrap().max_tokens,
+            90
+        );
+    }
+
+    #[test]
+    fn request_shape_checks_name_their_field() {
+        assert_eq!(choices(None), Ok(1));
+        assert_eq!(choices(Some(9)).unwrap_err().param(), Some("n"));
+        assert_eq!(role(0, "developer".into()), Ok("system".to_string()));
+        assert_eq!(
+            role(2, "wizard".into()).unwrap_err().param(),
+            Some("messages[2].role")
+        );
+        assert_eq!(chat_logprobs(Some(true), None), Ok(Some(0)));
+        assert_eq!(chat_logprobs(None, None), Ok(None));
+        assert_eq!(
+            chat_logprobs(None, Some(3)).unwrap_err().param(),
+            Some("top_logprobs")
+        );
+        assert_eq!(
+            completion_extras(Some("x"), None).unwrap_err().param(),
+            Some("suffix")
+        );
+        assert!(completion_extras(Some(""), Some(1)).is_ok());
+        assert_eq!(prompt_count(0).unwrap_err().param(), Some("prompt"));
+        assert_eq!(
+            prompt_ids(&[1, 10], 10).unwrap_err().param(),
+            Some("prompt")
+        );
+        assert!(prompt_ids(&[0, 9], 10).is_ok());
+        assert_eq!(mcp_loop(2, None, false).unwrap_err().param(), Some("n"));
+        assert_eq!(
+            mcp_loop(1, Some(true), false).unwrap_err().param(),
+            Some("logprobs")
+        );
+        assert_eq!(
+            mcp_loop(1, None, true).unwrap_err().param(),
+            Some("response_format")
+        );
+        assert!(mcp_loop(1, Some(false), false).is_ok());
     }
 }

@@ -384,6 +384,21 @@ fn hostile_chat_templates_fail_their_request_and_the_server_stays_up() {
     let server = Server::start(&cli, &[]);
     let http = client();
     for (name, _) in hostile {
+        // Validation comes first: a bad parameter is refused before the template is ever rendered.
+        let (status, body) = send(
+            http.post(server.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(
+                    json!({"model": format!("ai/hostile-{name}"), "temperature": 3,
+                           "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
+                ),
+        );
+        assert_eq!(
+            (status, &body["error"]["param"]),
+            (400, &json!("temperature")),
+            "{name}: {body}"
+        );
         let started = Instant::now();
         let (status, body) = send(
             http.post(server.url("/v1/chat/completions"))

@@ -145,6 +145,14 @@ fn errors_come_back_in_openai_shape_with_the_right_status() {
         assert_eq!(status, 400, "{error}");
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.contains("256"), "the limit is named: {message}");
+        // A text no prompt of this context could hold is refused before it is tokenized.
+        let huge = "word ".repeat(2000);
+        let (status, _, error) = post(&url, json!({"model": "ai/smollm2", "messages": [{"role": "user", "content": huge}]}).to_string()).await;
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        assert_eq!(error["error"]["code"], "context_length_exceeded", "{error}");
+        assert_eq!(error["error"]["param"], "messages", "{error}");
+        assert!(error["error"]["message"].as_str().unwrap_or_default().contains("256"), "{error}");
         let (status, _, error) = post(&url, json!({"model": "ai/unknown", "messages": [{"role": "user", "content": "hi"}]}).to_string()).await;
         assert_eq!((status, error["error"]["code"].as_str()), (404, Some("model_not_found")));
         let (status, _, error) = post(&url, "x".repeat(100_000)).await;
@@ -491,6 +499,8 @@ fn a_model_whose_kv_heads_do_not_divide_its_heads_fails_to_load_naming_the_key()
                 message.contains("llama.attention.head_count_kv"),
                 "{status} {error}"
             );
+            assert_eq!(error["error"]["code"], "model_load_failed", "{error}");
+            assert_eq!(error["error"]["param"], "model", "{error}");
             let health = reqwest::get(server.url("/health")).await.unwrap();
             assert_eq!(health.status().as_u16(), 200);
             let (status, _, answer) = post(&url, ask("ai/smollm2")).await;

@@ -21,7 +21,7 @@ use crate::artifact::human_size;
 use crate::package::{PackageSpec, package};
 use crate::reference::{ModelRef, ModelSource};
 use crate::registry::{self, RegistryOptions};
-use crate::store::{LocalModel, Store};
+use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -184,7 +184,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Inspect { reference } => {
             let model = store.resolve(&reference)?;
-            println!("{}", serde_json::to_string_pretty(&model.to_api_json())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::server::dmr::model_json(&model))?
+            );
             Ok(())
         }
         Command::Df => disk_usage(&store),
@@ -291,7 +294,7 @@ struct ListedModel {
 fn list(store: &Store, json: bool, quiet: bool) -> Result<()> {
     let models = store.list()?;
     if json {
-        let shapes: Vec<_> = models.iter().map(LocalModel::to_api_json).collect();
+        let shapes: Vec<_> = models.iter().map(crate::server::dmr::model_json).collect();
         println!("{}", serde_json::to_string_pretty(&shapes)?);
         return Ok(());
     }

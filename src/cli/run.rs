@@ -163,7 +163,7 @@ impl Answerer for InProcess {
             seed: self.options.seed.map(|s| s as i64),
             ..Default::default()
         };
-        let request = validate(prompt, &params, self.vocab_size, self.context_size)?;
+        let request = validate(prompt, None, &params, self.vocab_size, self.context_size)?;
         let interrupted = self.interrupt.notified();
         tokio::pin!(interrupted);
         let submitted = Instant::now();

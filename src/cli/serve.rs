@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::chat::mcp_tools::DefaultMcpTools;
 use crate::engine::device::{DeviceChoice, device_name};
 use crate::engine::{EngineOptions, PREFILL_CHUNK};
 use crate::mcp::Gateway;
@@ -12,7 +13,6 @@ use crate::mcp::endpoint::Endpoint;
 use crate::runtime::{DEFAULT_KEEP_ALIVE, ModelRuntime, RuntimeOptions};
 use crate::scheduler::SchedulerConfig;
 use crate::scheduler::plan::StepBudget;
-use crate::server::agent::DefaultMcpTools;
 use crate::server::mcp::RunnerModels;
 use crate::server::{AppState, DEFAULT_PORT, ServerConfig};
 use crate::store::Store;
@@ -74,8 +74,30 @@ pub struct ServeArgs {
     #[arg(long, env = "MODEL_RUNNER_MCP_CONFIG", value_name = "FILE")]
     pub mcp_config: Option<std::path::PathBuf>,
     /// MCP tools given to chat requests that bring no tools of their own.
-    #[arg(long, value_enum, default_value_t = DefaultMcpTools::None)]
-    pub mcp_tools: DefaultMcpTools,
+    #[arg(long, value_enum, default_value_t = McpToolsArg::None)]
+    pub mcp_tools: McpToolsArg,
+}
+
+/// `--mcp-tools`: the server-side default for chat requests without tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum McpToolsArg {
+    /// Only what a request asks for.
+    #[default]
+    None,
+    /// Every tool the caller may use.
+    All,
+    /// The discovery meta-tools (`mcp_find`, `mcp_call`) instead of every schema.
+    Discovery,
+}
+
+impl From<McpToolsArg> for DefaultMcpTools {
+    fn from(arg: McpToolsArg) -> Self {
+        match arg {
+            McpToolsArg::None => DefaultMcpTools::None,
+            McpToolsArg::All => DefaultMcpTools::All,
+            McpToolsArg::Discovery => DefaultMcpTools::Discovery,
+        }
+    }
 }
 
 /// `model mcp`: the gateway over stdio for desktop MCP clients.
@@ -168,7 +190,7 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
             ),
             cors_origins: args.cors_origins,
             body_limit_bytes: args.body_limit,
-            default_mcp_tools: args.mcp_tools,
+            default_mcp_tools: args.mcp_tools.into(),
         },
         gateway,
     }))

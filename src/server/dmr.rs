@@ -9,21 +9,42 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::body::parse_body;
 use super::errors::ApiError;
-use super::openai::parse_body;
 use super::pulling::PullUpdate;
 use crate::progress::TransferEvent;
 use crate::reference::ModelSource;
+use crate::store::LocalModel;
+
+/// A stored model in Docker Model Runner's JSON shape (which `ls --json` and `inspect` print too), its
+/// fields in DMR's order.
+#[derive(Debug, Serialize)]
+pub struct ModelJson<'a> {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub created: i64,
+    pub config: &'a crate::artifact::ModelConfig,
+}
+
+/// `model` in DMR's shape.
+pub fn model_json(model: &LocalModel) -> ModelJson<'_> {
+    ModelJson {
+        id: model.id.to_string(),
+        tags: model.familiar_names(),
+        created: model.created().map_or(0, |c| c.timestamp()),
+        config: &model.config.config,
+    }
+}
 
 /// `GET /models`: every stored model in DMR's JSON shape (as `model ls --json`).
 pub async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let models = app.runtime.store().list()?;
     Ok(Json(json!(
-        models.iter().map(|m| m.to_api_json()).collect::<Vec<_>>()
+        models.iter().map(model_json).collect::<Vec<_>>()
     )))
 }
 
@@ -33,7 +54,7 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let model = app.runtime.store().resolve(&name)?;
-    Ok(Json(json!(model.to_api_json())))
+    Ok(Json(json!(model_json(&model))))
 }
 
 /// `DELETE /models/{name}`.

@@ -6,8 +6,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::chat::ChatError;
+use crate::mcp::McpError;
 use crate::runtime::RuntimeError;
-use crate::scheduler::SubmitError;
+use crate::scheduler::{GenerationError, SubmitError};
 use crate::store::StoreError;
 use crate::tools::ToolError;
 use crate::validation::ValidationError;
@@ -144,6 +146,15 @@ impl From<RuntimeError> for ApiError {
                 message: e.to_string(),
             },
             RuntimeError::Reference(_) => Self::invalid(e.to_string(), Some("model")),
+            // As Ollama and llama.cpp's server answer a model that fails to load: a 500, here with a
+            // code that tells it from a failure of the server itself.
+            RuntimeError::Load(_) => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                kind: "server_error",
+                code: Some("model_load_failed"),
+                param: Some("model".into()),
+                message: e.to_string(),
+            },
             other => Self::internal(other.to_string()),
         }
     }
@@ -170,5 +181,139 @@ impl From<SubmitError> for ApiError {
 impl From<ToolError> for ApiError {
     fn from(e: ToolError) -> Self {
         ApiError::invalid(e.to_string(), Some(e.param()))
+    }
+}
+
+impl From<McpError> for ApiError {
+    fn from(e: McpError) -> Self {
+        let (status, kind, code) = match &e {
+            McpError::Denied { .. } => (StatusCode::FORBIDDEN, "permission_error", None),
+            McpError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            ),
+            McpError::Unavailable { .. }
+            | McpError::Protocol { .. }
+            | McpError::Transport { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                Some("mcp_server_unavailable"),
+            ),
+            McpError::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                Some("mcp_timeout"),
+            ),
+            McpError::UnknownTool(_)
+            | McpError::UnknownServer(_)
+            | McpError::InvalidArguments { .. }
+            | McpError::Script(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
+        };
+        Self {
+            status,
+            kind,
+            code,
+            param: None,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::Validation(e) => e.into(),
+            ChatError::Tool(e) => e.into(),
+            ChatError::Mcp { error, param } => Self {
+                param: Some(param),
+                ..error.into()
+            },
+            ChatError::Forbidden(message) => Self::forbidden(message),
+            ChatError::Template { field, .. }
+            | ChatError::Tokenize { field, .. }
+            | ChatError::Grammar { field, .. } => Self::invalid(e.to_string(), Some(field)),
+            ChatError::PromptTooLong { field, .. } => Self {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid_request_error",
+                code: Some("context_length_exceeded"),
+                param: Some(field.into()),
+                message: e.to_string(),
+            },
+            ChatError::PromptDeadline { .. } => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "server_error",
+                code: Some("timeout"),
+                param: None,
+                message: e.to_string(),
+            },
+            ChatError::Submit(e) => e.into(),
+            ChatError::Generation(GenerationError::Submit(e)) => e.into(),
+            ChatError::Generation(e) => Self::internal(e.to_string()),
+            ChatError::Internal(message) => Self::internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn mcp_refusals_keep_their_meaning_as_statuses() {
+        let status = |e: McpError| ApiError::from(ChatError::mcp(e, "tools[0]")).status;
+        let denied = McpError::Denied {
+            client: "c".into(),
+            tool: "t".into(),
+        };
+        assert_eq!(status(denied), StatusCode::FORBIDDEN);
+        let limited = McpError::RateLimited {
+            client: "c".into(),
+            retry_after: Duration::from_secs(1),
+        };
+        assert_eq!(status(limited), StatusCode::TOO_MANY_REQUESTS);
+        let down = McpError::Unavailable {
+            server: "s".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(status(down), StatusCode::BAD_GATEWAY);
+        let slow = McpError::Timeout {
+            server: "s".into(),
+            tool: "t".into(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(status(slow), StatusCode::GATEWAY_TIMEOUT);
+        let unknown = ApiError::from(ChatError::mcp(
+            McpError::UnknownServer("x".into()),
+            "tools[0]",
+        ));
+        assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+        assert_eq!(unknown.param.as_deref(), Some("tools[0]"));
+    }
+
+    #[test]
+    fn a_prompt_too_long_for_the_context_is_a_400_naming_the_field() {
+        let error = ApiError::from(ChatError::PromptTooLong {
+            field: "messages",
+            bytes: 9000,
+            limit: 8192,
+            context: 256,
+        });
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.code, Some("context_length_exceeded"));
+        assert_eq!(error.param.as_deref(), Some("messages"));
+        assert!(error.message.contains("256"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_model_that_cannot_load_says_so_with_its_code() {
+        let error = ApiError::from(RuntimeError::Load(
+            crate::runtime::LoadError::TemplateNotUtf8,
+        ));
+        assert_eq!(error.code, Some("model_load_failed"));
+        assert_eq!(error.param.as_deref(), Some("model"));
+        assert!(error.status.is_server_error());
     }
 }

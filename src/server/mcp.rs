@@ -18,12 +18,11 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::generation;
-use super::structured::{self, ChatOptions};
+use crate::chat::{ChatInput, pipeline};
 use crate::engine::chat_template::ChatMessage;
 use crate::mcp::endpoint::{Endpoint, HttpCaller};
 use crate::mcp::{Caller, Gateway, LocalModels, LocalToolError};
-use crate::validation::{GenerationParams, validate};
+use crate::validation::GenerationParams;
 
 /// The streamable-HTTP transport's session header.
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -200,32 +199,17 @@ impl LocalModels for RunnerModels {
             let model = self.0.runtime.get(&model).await?;
             let messages = messages
                 .into_iter()
-                .map(|(role, content)| ChatMessage {
-                    role,
-                    content,
-                    tool_calls: None,
-                    tool_call_id: None,
-                    name: None,
-                })
+                .map(|(role, content)| ChatMessage::new(&role, content))
                 .collect();
-            let prepared = structured::prepare_chat(&model, messages, ChatOptions::default())
-                .await
-                .map_err(|e| LocalToolError::Chat(e.message))?;
             let params = GenerationParams {
                 max_tokens,
                 ..Default::default()
             };
-            let valid = validate(
-                prepared.prompt,
-                &params,
-                model.vocab_size,
-                model.context_size,
-            )?;
-            let receivers = generation::submit(&model, &valid, 1)
-                .map_err(|e| LocalToolError::Chat(e.message))?;
-            let mut choices = generation::collect(receivers)
+            let chat_failed = |e: crate::chat::ChatError| LocalToolError::Chat(Box::new(e));
+            let generation = pipeline::start(&model, ChatInput::messages(messages, params))
                 .await
-                .map_err(|e| LocalToolError::Chat(e.message))?;
+                .map_err(chat_failed)?;
+            let mut choices = generation.collect().await.map_err(chat_failed)?;
             Ok(choices.pop().map(|c| c.text).unwrap_or_default())
         })
     }

@@ -1,21 +1,20 @@
-//! `model serve`: the HTTP server. OpenAI's `/v1` API (also under Docker Model Runner's `/engines/v1` and
-//! `/engines/{backend}/v1` paths), health and Prometheus metrics, optional bearer-key auth and CORS.
+//! `model serve`: the HTTP server, axum only. OpenAI's `/v1` API (also under Docker Model Runner's
+//! `/engines/v1` and `/engines/{backend}/v1` paths), Ollama's `/api`, Docker Model Runner's `/models`,
+//! `/mcp`, health and Prometheus metrics, optional bearer-key auth and CORS.
 //!
-//! Data flows one way: handler -> validation -> runtime (model lifecycle) -> scheduler -> events back.
-//! Handlers never touch tensors.
+//! Data flows one way: handler -> `chat` (validation, prompt, grammar) -> runtime (model lifecycle) ->
+//! scheduler -> events back. Handlers translate HTTP into a `chat::ChatInput` and events back into HTTP;
+//! they never touch tensors.
 
-pub mod agent;
+pub mod body;
 pub mod dmr;
 pub mod errors;
-pub mod generation;
 pub mod guard;
 pub mod mcp;
 mod metrics;
 pub mod ollama;
 pub mod openai;
-pub mod prompt;
 pub mod pulling;
-pub mod structured;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,7 +48,7 @@ pub struct ServerConfig {
     pub host_policy: guard::HostPolicy,
     pub body_limit_bytes: usize,
     /// MCP tools a chat request without `tools` gets (`--mcp-tools`).
-    pub default_mcp_tools: agent::DefaultMcpTools,
+    pub default_mcp_tools: crate::chat::mcp_tools::DefaultMcpTools,
 }
 
 /// State shared by every handler.
@@ -63,11 +62,11 @@ pub struct AppState {
 /// The full router.
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
-        .route("/chat/completions", post(openai::chat_completions))
-        .route("/completions", post(openai::completions))
-        .route("/embeddings", post(openai::embeddings))
-        .route("/models", get(openai::list_models))
-        .route("/models/{*id}", get(openai::get_model));
+        .route("/chat/completions", post(openai::chat::chat_completions))
+        .route("/completions", post(openai::completions::completions))
+        .route("/embeddings", post(openai::embeddings::embeddings))
+        .route("/models", get(openai::models::list_models))
+        .route("/models/{*id}", get(openai::models::get_model));
     let mut app = Router::new()
         .nest("/v1", v1.clone())
         .nest("/engines/v1", v1.clone())

@@ -1,5 +1,6 @@
 //! Ollama's API (`/api/...`) for the many tools that speak it: tags, ps, show, chat and generate (NDJSON
-//! streams by default, as Ollama), pull (NDJSON progress), delete, version and embed.
+//! streams by default, as Ollama), pull (NDJSON progress), delete, version and embed. Chat and generate
+//! are translations into the chat pipeline's `ChatInput` and of its events back into Ollama's lines.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,19 +15,21 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::body::parse_body;
 use super::errors::ApiError;
-use super::generation::{self, ChoiceEvent};
-use super::openai::{PromptField, embed_all, parse_body};
+use super::openai::embeddings::embed_all;
+use super::openai::{PromptField, finish_reason};
 use super::pulling::PullUpdate;
-use super::structured::{self, ChatOptions, PreparedChat, SplitAnswer};
+use crate::chat::structured::{self, ContentStream};
+use crate::chat::{ChatInput, ChoiceEvent, PromptInput, ToolsInput, pipeline};
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::progress::TransferEvent;
 use crate::reference::ModelSource;
 use crate::runtime::LoadedModel;
 use crate::store::LocalModel;
-use crate::tools::parser::{ToolCall, ToolCallParser, ToolEvent};
-use crate::validation::{GenerationParams, validate};
+use crate::tools::parser::ToolCall;
+use crate::validation::GenerationParams;
 
 /// The Ollama API version we answer like.
 const OLLAMA_VERSION: &str = "0.12.0";
@@ -303,18 +306,19 @@ pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Respo
         .iter()
         .map(OllamaMessage::to_chat_message)
         .collect();
-    let prepared = structured::prepare_chat(
-        &model,
-        messages,
-        ChatOptions {
-            tools: request.tools.as_ref(),
+    let input = ChatInput {
+        prompt: PromptInput::Messages(messages),
+        prompt_field: "messages",
+        tools: ToolsInput {
+            tools: request.tools,
             tool_choice: None,
             parallel_tool_calls: true,
-            output: output.map(|g| (g, "format")),
         },
-    )
-    .await?;
-    respond(model, prepared, &request.options, request.stream, true).await
+        output,
+        params: request.options.params(),
+        choices: 1,
+    };
+    respond(model, input, request.stream, true).await
 }
 
 /// `POST /api/generate`.
@@ -328,27 +332,24 @@ pub async fn generate(State(app): State<Arc<AppState>>, body: Bytes) -> Result<R
         return Ok(Json(json!({"model": model.name, "created_at": now_rfc3339(), "response": "", "done_reason": "load", "done": true})).into_response());
     }
     let prompt = if request.raw {
-        let mut prompts =
-            super::prompt::texts(&model, vec![request.prompt.clone()], "prompt").await?;
-        prompts.pop().unwrap_or_default()
+        PromptInput::Text(request.prompt)
     } else {
         let mut messages = Vec::new();
-        if let Some(system) = &request.system {
-            messages.push(ChatMessage::new("system", system.clone()));
+        if let Some(system) = request.system {
+            messages.push(ChatMessage::new("system", system));
         }
-        messages.push(ChatMessage::new("user", request.prompt.clone()));
-        super::prompt::chat(&model, messages, None, "prompt").await?
+        messages.push(ChatMessage::new("user", request.prompt));
+        PromptInput::Messages(messages)
     };
-    let constraint = match output {
-        Some(spec) => Some(structured::compile(&model, spec, "format").await?),
-        None => None,
-    };
-    let prepared = PreparedChat {
+    let input = ChatInput {
         prompt,
-        constraint,
-        tool_format: None,
+        prompt_field: "prompt",
+        tools: ToolsInput::default(),
+        output,
+        params: request.options.params(),
+        choices: 1,
     };
-    respond(model, prepared, &request.options, request.stream, false).await
+    respond(model, input, request.stream, false).await
 }
 
 /// Ollama's `tool_calls`: arguments as objects, no ids.
@@ -365,23 +366,16 @@ fn ollama_tool_calls(calls: &[ToolCall]) -> Value {
     )
 }
 
-/// Runs one generation and answers as Ollama does: NDJSON lines while streaming, else one object.
+/// Runs one generation through the chat pipeline and answers as Ollama does: NDJSON lines while
+/// streaming, else one object.
 async fn respond(
     model: Arc<LoadedModel>,
-    prepared: PreparedChat,
-    options: &Options,
+    input: ChatInput,
     stream: bool,
     chat: bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut valid = validate(
-        prepared.prompt,
-        &options.params(),
-        model.vocab_size,
-        model.context_size,
-    )?;
-    valid.constraint = prepared.constraint;
-    let receivers = generation::submit(&model, &valid, 1)?;
+    let generation = pipeline::start(&model, input).await?;
     let name = model.name.clone();
     let piece = move |text: &str,
                       calls: &[ToolCall],
@@ -398,7 +392,7 @@ async fn respond(
         }
         if let Some((finish, prompt_tokens, completion_tokens)) = done {
             let total = started.elapsed().as_nanos() as u64;
-            line["done_reason"] = json!(generation::finish_reason(finish));
+            line["done_reason"] = json!(finish_reason(finish));
             line["total_duration"] = json!(total);
             line["load_duration"] = json!(0);
             line["prompt_eval_count"] = json!(prompt_tokens);
@@ -407,17 +401,11 @@ async fn respond(
         }
         line
     };
-    let tool_format = prepared.tool_format;
+    let tool_format = generation.tool_format;
     if !stream {
-        let choice = generation::collect(receivers).await?.remove(0);
+        let choice = generation.collect_first(|_, _| {}).await?;
         let finish = choice.finish.unwrap_or(FinishReason::Stop);
-        let answer = match tool_format {
-            Some(format) => structured::split_answer(format, &choice.text),
-            None => SplitAnswer {
-                content: choice.text,
-                calls: Vec::new(),
-            },
-        };
+        let answer = structured::answer(tool_format, &choice.text);
         return Ok(Json(piece(
             &answer.content,
             &answer.calls,
@@ -429,31 +417,13 @@ async fn respond(
         ))
         .into_response());
     }
-    let mut parser = tool_format.map(ToolCallParser::new);
-    let lines = generation::merged(receivers).flat_map(move |event| {
+    // Ollama streams content as it comes and each tool call whole, just before the end.
+    let mut content = ContentStream::new(tool_format);
+    let lines = generation.events().flat_map(move |event| {
         let mut lines = Vec::new();
-        // Ollama streams content as it comes and each tool call whole, just before the end.
-        let content = |parser: &mut Option<ToolCallParser>, text: &str, at_end: bool| -> String {
-            match parser.as_mut() {
-                None => text.to_string(),
-                Some(p) => {
-                    let mut events = p.push(text);
-                    if at_end {
-                        events.extend(p.finish());
-                    }
-                    events
-                        .into_iter()
-                        .filter_map(|e| match e {
-                            ToolEvent::Content(t) => Some(t),
-                            _ => None,
-                        })
-                        .collect()
-                }
-            }
-        };
         match event {
             ChoiceEvent::Token { text, .. } => {
-                let text = content(&mut parser, &text, false);
+                let text = content.push(&text, false);
                 if !text.is_empty() {
                     lines.push(piece(&text, &[], None));
                 }
@@ -464,27 +434,17 @@ async fn respond(
                 usage,
                 ..
             } => {
-                let text = content(&mut parser, &text, true);
-                let calls = parser
-                    .as_ref()
-                    .map(|p| p.calls().to_vec())
-                    .unwrap_or_default();
+                let text = content.push(&text, true);
+                let calls = content.calls();
+                let done = Some((finish, usage.prompt_tokens, usage.completion_tokens));
                 if !calls.is_empty() {
                     lines.push(piece(&text, &calls, None));
-                    lines.push(piece(
-                        "",
-                        &[],
-                        Some((finish, usage.prompt_tokens, usage.completion_tokens)),
-                    ));
+                    lines.push(piece("", &[], done));
                 } else {
-                    lines.push(piece(
-                        &text,
-                        &[],
-                        Some((finish, usage.prompt_tokens, usage.completion_tokens)),
-                    ));
+                    lines.push(piece(&text, &[], done));
                 }
             }
-            ChoiceEvent::Failed(message) => lines.push(json!({"error": message})),
+            ChoiceEvent::Failed(e) => lines.push(json!({"error": e.to_string()})),
         }
         futures::stream::iter(
             lines

@@ -116,24 +116,6 @@ impl LocalModel {
     pub fn familiar_names(&self) -> Vec<String> {
         self.references.iter().map(ModelRef::familiar).collect()
     }
-
-    /// The JSON shape of Docker Model Runner's model API, which `ls --json` and `inspect` print.
-    pub fn to_api_json(&self) -> ModelJson<'_> {
-        ModelJson {
-            id: self.id.to_string(),
-            tags: self.familiar_names(),
-            created: self.created().map_or(0, |c| c.timestamp()),
-            config: &self.config.config,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct ModelJson<'a> {
-    pub id: String,
-    pub tags: Vec<String>,
-    pub created: i64,
-    pub config: &'a crate::artifact::ModelConfig,
 }
 
 /// What `rm` did.

@@ -45,9 +45,10 @@ pub enum LocalToolError {
     Model(#[from] RuntimeError),
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    /// The chat pipeline's refusal or failure, by its message (it has no typed error of its own yet).
-    #[error("{0}")]
-    Chat(String),
+    /// The chat pipeline's refusal or failure (a `chat::ChatError`, boxed: the chat module calls the
+    /// gateway, so the gateway names no type of it).
+    #[error(transparent)]
+    Chat(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Gateway {

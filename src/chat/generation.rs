@@ -1,17 +1,16 @@
-//! The seam between the HTTP layer and the schedulers: submit one validated request per choice, then
-//! either collect every choice whole or merge their events into one stream. Dropping the stream (a client
-//! that disconnects) drops the receivers, which cancels the sequences at the next step.
+//! The seam to the schedulers: submit one validated request per choice, then either collect every choice
+//! whole or merge their events into one stream. Dropping the stream (a client that disconnects) drops the
+//! receivers, which cancels the sequences at the next step.
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::errors::ApiError;
+use super::ChatError;
 use crate::engine::FinishReason;
 use crate::engine::sampler::SampledToken;
-use crate::engine::tokenizer::Tokenizer;
 use crate::runtime::LoadedModel;
-use crate::scheduler::{Event, Usage, ValidRequest};
+use crate::scheduler::{Event, GenerationError, Usage, ValidRequest};
 
 /// A finished choice.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +35,7 @@ pub enum ChoiceEvent {
         text: String,
         usage: Usage,
     },
-    Failed(String),
+    Failed(GenerationError),
 }
 
 /// Submits `n` copies of `request` (seeds offset per choice so that choices differ).
@@ -44,14 +43,14 @@ pub fn submit(
     model: &LoadedModel,
     request: &ValidRequest,
     n: usize,
-) -> Result<Vec<mpsc::UnboundedReceiver<Event>>, ApiError> {
+) -> Result<Vec<mpsc::UnboundedReceiver<Event>>, ChatError> {
     (0..n)
         .map(|i| {
             let mut r = request.clone();
             if let Some(seed) = r.sampling.seed.as_mut() {
                 *seed = seed.wrapping_add(i as u64);
             }
-            model.scheduler.submit(r).map_err(ApiError::from)
+            Ok(model.scheduler.submit(r)?)
         })
         .collect()
 }
@@ -59,7 +58,7 @@ pub fn submit(
 /// Waits for every choice to finish.
 pub async fn collect(
     receivers: Vec<mpsc::UnboundedReceiver<Event>>,
-) -> Result<Vec<Choice>, ApiError> {
+) -> Result<Vec<Choice>, ChatError> {
     let mut choices = Vec::with_capacity(receivers.len());
     for rx in receivers {
         choices.push(collect_choice(rx, |_, _| {}).await?);
@@ -72,7 +71,7 @@ pub async fn collect(
 pub async fn collect_choice(
     mut rx: mpsc::UnboundedReceiver<Event>,
     mut on_text: impl FnMut(&str, bool),
-) -> Result<Choice, ApiError> {
+) -> Result<Choice, ChatError> {
     let mut choice = Choice::default();
     while let Some(event) = rx.recv().await {
         match event {
@@ -92,12 +91,12 @@ pub async fn collect_choice(
                 choice.usage = usage;
                 break;
             }
-            Event::Failed(e) => return Err(ApiError::internal(e.to_string())),
+            Event::Failed(e) => return Err(ChatError::Generation(e)),
         }
     }
     if choice.finish.is_none() {
-        return Err(ApiError::internal(
-            "the model's scheduler stopped before the answer was complete",
+        return Err(ChatError::Internal(
+            "the model's scheduler stopped before the answer was complete".into(),
         ));
     }
     Ok(choice)
@@ -121,19 +120,10 @@ pub fn merged(
                     text,
                     usage,
                 },
-                Event::Failed(e) => ChoiceEvent::Failed(e.to_string()),
+                Event::Failed(e) => ChoiceEvent::Failed(e),
             })
             .boxed()
     }))
-}
-
-/// OpenAI's name for a finish reason.
-pub fn finish_reason(finish: FinishReason) -> &'static str {
-    match finish {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-        FinishReason::Cancelled => "stop",
-    }
 }
 
 /// Usage summed over choices: the prompt counted once.
@@ -145,9 +135,4 @@ pub fn total_usage(usages: impl Iterator<Item = Usage>) -> Usage {
         total.completion_tokens += u.completion_tokens;
     }
     total
-}
-
-/// The text a token stands for, for logprobs.
-pub fn token_text(tokenizer: &Tokenizer, id: u32) -> String {
-    tokenizer.decode(&[id], false)
 }

@@ -1,0 +1,224 @@
+//! The chat pipeline every API shape shares, written once: validate -> prepare -> submit -> collect.
+//!
+//! A handler translates its request into a `ChatInput`; `ValidChat::new` checks it against the model
+//! before anything renders or compiles (parameters, token ids, tools, the output format); `prepare`
+//! renders the prompt with the request's tools, compiles the grammar and hands both to validation as
+//! inputs, which checks them against the context; `submit` starts one sequence per choice; the
+//! returned `Generation` is collected whole or read as a stream of events.
+
+use std::sync::Arc;
+
+use futures::Stream;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::ChatError;
+use super::generation::{self, Choice, ChoiceEvent};
+use super::prompt;
+use super::structured::{self, OutputFormat};
+use crate::engine::chat_template::ChatMessage;
+use crate::engine::grammar::GrammarSpec;
+use crate::runtime::LoadedModel;
+use crate::scheduler::{Event, ValidRequest};
+use crate::tools::{ToolFormat, ToolPlan, parse_choice, parse_tools};
+use crate::validation::{self, GenerationParams, ValidParams, ValidationError};
+
+/// What the model is to continue.
+#[derive(Debug, Clone)]
+pub enum PromptInput {
+    /// A conversation, rendered by the model's chat template.
+    Messages(Vec<ChatMessage>),
+    /// A text tokenized as it is (completions, Ollama's `raw`).
+    Text(String),
+    /// Token ids as the client gave them.
+    Tokens(Vec<u32>),
+}
+
+/// The tools a conversation offers the model, as the request gave them (OpenAI's shapes).
+#[derive(Debug, Clone, Default)]
+pub struct ToolsInput {
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: bool,
+}
+
+/// One chat request, in no API's shape.
+#[derive(Debug, Clone)]
+pub struct ChatInput {
+    pub prompt: PromptInput,
+    /// The request field that prompt errors name (`messages`, `prompt`).
+    pub prompt_field: &'static str,
+    pub tools: ToolsInput,
+    pub output: Option<OutputFormat>,
+    pub params: GenerationParams,
+    /// Choices to generate, as `validation::choices` allows.
+    pub choices: usize,
+}
+
+impl ChatInput {
+    /// A conversation with default tools and output, one choice.
+    pub fn messages(messages: Vec<ChatMessage>, params: GenerationParams) -> Self {
+        Self {
+            prompt: PromptInput::Messages(messages),
+            prompt_field: "messages",
+            tools: ToolsInput::default(),
+            output: None,
+            params,
+            choices: 1,
+        }
+    }
+}
+
+/// A chat input checked against its model: nothing rendered or compiled yet.
+pub struct ValidChat {
+    prompt: PromptInput,
+    prompt_field: &'static str,
+    plan: Option<ToolPlan>,
+    format: ToolFormat,
+    /// The grammar the answer must follow, and the field it came from.
+    grammar: Option<(GrammarSpec, &'static str)>,
+    params: ValidParams,
+    choices: usize,
+}
+
+impl ValidChat {
+    /// Validates `input` for `model`: its parameters, its token ids, its tools and output format.
+    pub fn new(model: &LoadedModel, input: ChatInput) -> Result<Self, ChatError> {
+        let params = validation::check(&input.params, model.vocab_size)?;
+        if let PromptInput::Tokens(ids) = &input.prompt {
+            validation::prompt_ids(ids, model.vocab_size)?;
+        }
+        let tools = match &input.tools.tools {
+            None | Some(Value::Null) => Vec::new(),
+            Some(t) => parse_tools(t)?,
+        };
+        let choice = parse_choice(input.tools.tool_choice.as_ref(), &tools)?;
+        let format = ToolFormat::detect(model.template.source());
+        let plan = ToolPlan::new(format, tools, choice, input.tools.parallel_tool_calls);
+        let tool_grammar = plan
+            .as_ref()
+            .and_then(|p| p.grammar(|text| model.tokenizer.token_id(text)));
+        let grammar = match (tool_grammar, input.output) {
+            (Some(_), Some(output)) => {
+                let field = output.field;
+                return Err(ValidationError::invalid(
+                    field,
+                    format!(
+                        "{field} cannot be combined with tools on this model: the tool format already constrains the answer"
+                    ),
+                )
+                .into());
+            }
+            (Some(g), None) => Some((g, "tools")),
+            (None, output) => output.map(|o| (o.spec, o.field)),
+        };
+        Ok(Self {
+            prompt: input.prompt,
+            prompt_field: input.prompt_field,
+            plan,
+            format,
+            grammar,
+            params,
+            choices: input.choices,
+        })
+    }
+}
+
+/// A chat made ready for the scheduler.
+pub struct PreparedChat {
+    pub request: ValidRequest,
+    pub choices: usize,
+    /// Set when the answer is to be read for tool calls.
+    pub tool_format: Option<ToolFormat>,
+}
+
+/// Renders and tokenizes the prompt (with the tools, as the model's family expects them), compiles the
+/// grammar, and validates both against the model's context.
+pub async fn prepare(model: &Arc<LoadedModel>, chat: ValidChat) -> Result<PreparedChat, ChatError> {
+    let field = chat.prompt_field;
+    let tokens = match chat.prompt {
+        PromptInput::Messages(mut messages) => {
+            match &chat.plan {
+                Some(plan) => plan.prepare_messages(&mut messages),
+                None => crate::tools::generic_history_only(chat.format, &mut messages),
+            }
+            let template_tools = chat.plan.as_ref().and_then(ToolPlan::template_tools);
+            prompt::chat(model, messages, template_tools, field).await?
+        }
+        PromptInput::Text(text) => prompt::texts(model, vec![text], field)
+            .await?
+            .pop()
+            .unwrap_or_default(),
+        PromptInput::Tokens(ids) => ids,
+    };
+    let constraint = match chat.grammar {
+        Some((spec, field)) => Some(structured::compile(model, spec, field).await?),
+        None => None,
+    };
+    let request = chat
+        .params
+        .request(tokens, constraint, model.context_size)?;
+    Ok(PreparedChat {
+        request,
+        choices: chat.choices,
+        tool_format: chat.plan.map(|p| p.format),
+    })
+}
+
+/// Starts the prepared chat's choices on the model's scheduler.
+pub fn submit(model: &LoadedModel, chat: PreparedChat) -> Result<Generation, ChatError> {
+    Ok(Generation {
+        receivers: generation::submit(model, &chat.request, chat.choices)?,
+        tool_format: chat.tool_format,
+    })
+}
+
+/// The whole pipeline up to the running generation: validate, prepare, submit.
+pub async fn start(model: &Arc<LoadedModel>, input: ChatInput) -> Result<Generation, ChatError> {
+    let valid = ValidChat::new(model, input)?;
+    let prepared = prepare(model, valid).await?;
+    submit(model, prepared)
+}
+
+/// Choices being generated.
+pub struct Generation {
+    receivers: Vec<mpsc::UnboundedReceiver<Event>>,
+    /// Set when the answer is to be read for tool calls.
+    pub tool_format: Option<ToolFormat>,
+}
+
+impl Generation {
+    /// How many choices run.
+    pub fn choices(&self) -> usize {
+        self.receivers.len()
+    }
+
+    /// Waits for every choice to finish.
+    pub async fn collect(self) -> Result<Vec<Choice>, ChatError> {
+        generation::collect(self.receivers).await
+    }
+
+    /// Waits for the first choice, handing each piece of its text to `on_text` (`true` with the last).
+    pub async fn collect_first(self, on_text: impl FnMut(&str, bool)) -> Result<Choice, ChatError> {
+        let receiver = self
+            .receivers
+            .into_iter()
+            .next()
+            .ok_or_else(|| ChatError::Internal("the model produced no choice".into()))?;
+        generation::collect_choice(receiver, on_text).await
+    }
+
+    /// Every choice's events, merged in the order they happen.
+    pub fn events(self) -> impl Stream<Item = ChoiceEvent> + Send {
+        generation::merged(self.receivers)
+    }
+}
+
+/// Several generations as one, their choices in order (a completions request with several prompts).
+pub fn join(generations: Vec<Generation>) -> Generation {
+    let tool_format = generations.first().and_then(|g| g.tool_format);
+    Generation {
+        receivers: generations.into_iter().flat_map(|g| g.receivers).collect(),
+        tool_format,
+    }
+}
