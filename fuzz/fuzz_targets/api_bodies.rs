@@ -16,11 +16,13 @@ use libfuzzer_sys::fuzz_target;
 use model_runner::engine::chat_template::ChatMessage;
 use model_runner::engine::grammar::{Grammar, GrammarSpec};
 use model_runner::engine::tokenizer::Tokenizer;
-use model_runner::server::openai::{
-    ChatRequest, CompletionRequest, EmbeddingRequest, MessageContent, SamplingFields, StopField,
-    parse_body,
-};
-use model_runner::server::{ollama, structured};
+use model_runner::chat::structured;
+use model_runner::server::body::parse_body;
+use model_runner::server::ollama;
+use model_runner::server::openai::chat::{ChatRequest, MessageContent};
+use model_runner::server::openai::completions::CompletionRequest;
+use model_runner::server::openai::embeddings::EmbeddingRequest;
+use model_runner::server::openai::{SamplingFields, StopField};
 use model_runner::tools::{ToolFormat, ToolPlan, parse_choice, parse_tools};
 use model_runner::validation::{GenerationParams, validate};
 use serde_json::Value;
@@ -45,7 +47,13 @@ fn compile(spec: Option<GrammarSpec>) {
 }
 
 fn check_params(params: &GenerationParams, prompt_len: usize) {
-    let _ = validate(vec![1; prompt_len.clamp(1, CONTEXT + 1)], params, VOCAB, CONTEXT);
+    let _ = validate(
+        vec![1; prompt_len.clamp(1, CONTEXT + 1)],
+        None,
+        params,
+        VOCAB,
+        CONTEXT,
+    );
 }
 
 fn tools_and_messages(tools: Option<&Value>, choice: Option<&Value>, messages: Vec<ChatMessage>) {
@@ -105,8 +113,8 @@ fn openai_chat(body: &Bytes) {
         .collect();
     let prompt_len = messages.iter().map(|m| m.content.len() / 4 + 4).sum();
     check_params(&openai_params(sampling, request.top_logprobs), prompt_len);
-    if let Ok(spec) = structured::response_format(request.response_format.as_ref()) {
-        compile(spec);
+    if let Ok(format) = structured::response_format(request.response_format.as_ref()) {
+        compile(format.map(|f| f.spec));
     }
     tools_and_messages(request.tools.as_ref(), request.tool_choice.as_ref(), messages);
 }
@@ -163,8 +171,8 @@ fuzz_target!(init: fuzz_support::single_threaded(), |data: &[u8]| {
     let _ = parse_body::<EmbeddingRequest>(&body);
     if let Ok(request) = parse_body::<ollama::ChatRequest>(&body) {
         check_params(&ollama_params(&request.options), request.messages.len() + 1);
-        if let Ok(spec) = structured::ollama_format(request.format.as_ref()) {
-            compile(spec);
+        if let Ok(format) = structured::ollama_format(request.format.as_ref()) {
+            compile(format.map(|f| f.spec));
         }
         let messages = request
             .messages
@@ -175,8 +183,8 @@ fuzz_target!(init: fuzz_support::single_threaded(), |data: &[u8]| {
     }
     if let Ok(request) = parse_body::<ollama::GenerateRequest>(&body) {
         check_params(&ollama_params(&request.options), request.prompt.len() / 4 + 1);
-        if let Ok(spec) = structured::ollama_format(request.format.as_ref()) {
-            compile(spec);
+        if let Ok(format) = structured::ollama_format(request.format.as_ref()) {
+            compile(format.map(|f| f.spec));
         }
     }
     let _ = parse_body::<ollama::ModelName>(&body);
