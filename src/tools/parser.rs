@@ -349,13 +349,15 @@ impl ToolCallParser {
         }
         if let Some(fault) = scan.invalid {
             if self.started {
-                // The call stands as far as it was written; the text from the fault on is content.
+                // The call stands as far as it was written.
                 self.close_call(events, None);
-                self.pending.drain(..fault);
             } else {
-                let raw = std::mem::take(&mut self.raw) + &std::mem::take(&mut self.pending);
+                // Not a call: its text up to the fault is content.
+                let raw = std::mem::take(&mut self.raw) + &self.pending[..fault];
                 push_content(events, raw);
             }
+            // From the fault on, the text is read afresh (it may hold the next call's marker).
+            self.pending.drain(..fault);
             self.state = State::Text;
             return true;
         }
@@ -655,6 +657,11 @@ mod tests {
             (
                 ToolFormat::Generic,
                 r#"{"tool_calls": [{"name": "f", "arguments": [1, 2] ]"#,
+            ),
+            // Found by fuzzing: a malformed object before a sound call must not swallow the call.
+            (
+                ToolFormat::Hermes,
+                "<tool_call>\n{\"name\":_t\"e\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"now\"}}a, {\"x",
             ),
         ];
         for (format, text) in cases {
