@@ -518,16 +518,19 @@ fn float_array(
     })
 }
 
+/// A vocabulary small enough to reason about, for this module's tests and the scheduler's fake model.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_vocab {
+    use std::collections::HashMap;
 
-    fn strings(items: &[&str]) -> Value {
+    use candle_core::quantized::gguf_file::Value;
+
+    pub(crate) fn strings(items: &[&str]) -> Value {
         Value::Array(items.iter().map(|s| Value::String(s.to_string())).collect())
     }
 
     /// A small byte-level BPE vocabulary: "a", "b", "ab", and a control marker.
-    fn gpt2_metadata() -> HashMap<String, Value> {
+    pub(crate) fn gpt2_metadata() -> HashMap<String, Value> {
         HashMap::from([
             ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
             (
@@ -547,6 +550,12 @@ mod tests {
             ("tokenizer.ggml.eos_token_id".into(), Value::U32(3)),
         ])
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_vocab::{gpt2_metadata, strings};
+    use super::*;
 
     fn llama_metadata() -> HashMap<String, Value> {
         HashMap::from([

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use candle_core::quantized::gguf_file::Value;
 use models::{BlockPool, LogitsWanted, StepBatch};
 use tokio::sync::mpsc;
 
@@ -32,30 +31,7 @@ struct FakeModel {
 
 impl FakeModel {
     fn new(blocks: usize, block_size: usize) -> Self {
-        let strings = |items: &[&str]| {
-            Value::Array(items.iter().map(|s| Value::String(s.to_string())).collect())
-        };
-        let metadata = HashMap::from([
-            (
-                "tokenizer.ggml.model".to_string(),
-                Value::String("gpt2".into()),
-            ),
-            (
-                "tokenizer.ggml.tokens".into(),
-                strings(&["a", "b", "ab", "<|end|>"]),
-            ),
-            (
-                "tokenizer.ggml.token_type".into(),
-                Value::Array(vec![
-                    Value::I32(1),
-                    Value::I32(1),
-                    Value::I32(1),
-                    Value::I32(3),
-                ]),
-            ),
-            ("tokenizer.ggml.merges".into(), strings(&["a b"])),
-            ("tokenizer.ggml.eos_token_id".into(), Value::U32(3)),
-        ]);
+        let metadata = crate::engine::tokenizer::test_vocab::gpt2_metadata();
         Self {
             pool: BlockPool::new(blocks, block_size),
             tokenizer: Tokenizer::from_gguf(&metadata).expect("fake tokenizer"),
