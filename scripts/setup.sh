@@ -18,10 +18,11 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&
 scripts/fetch-default-model.sh >/dev/null
 scripts/fetch-gemma3-270m.sh >/dev/null
 
-# The real clients the tests drive: the openai Python SDK (and, for MCP later, the mcp SDK).
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import openai, jsonschema' 2>/dev/null; then
-  python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<3' 'jsonschema>=4,<5'
+# The real clients the tests drive: the openai and anthropic SDKs and the OpenAI Agents SDK.
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import openai, anthropic, agents, jsonschema' 2>/dev/null; then
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<4' 'anthropic>=0.40,<1' \
+    'openai-agents>=0.3,<1' 'jsonschema>=4,<5'
 fi
 
 # MCP servers and clients for the gateway's tests (npm and PyPI, pinned, cached outside the repo).

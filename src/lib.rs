@@ -2,6 +2,7 @@
 // rmcp's service futures nest deeply; computing their layout needs more than the default depth.
 #![recursion_limit = "256"]
 
+pub mod allocator;
 pub mod artifact;
 pub mod chat;
 pub mod cli;

@@ -3,9 +3,14 @@
 
 use clap::Parser;
 use model_runner::cli::{self, Cli};
+use model_runner::engine::template_sandbox;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // A chat-template render worker (see `template_sandbox`): no runtime, no logging, one job at a time.
+    if std::env::args_os().nth(1).as_deref() == Some(template_sandbox::WORKER_ARG.as_ref()) {
+        return template_sandbox::serve_worker();
+    }
+    model_runner::allocator::tune_for_server();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MODEL_RUNNER_LOG").unwrap_or_else(|_| {
@@ -15,7 +20,17 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli::run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("Error: {error:#}");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::digest::Digest;
 use crate::engine::chat_template::ChatTemplate;
 use crate::engine::grammar::{Grammar, GrammarError};
+use crate::engine::template_sandbox::TemplateSandbox;
 use crate::engine::tokenizer::Tokenizer;
 use crate::engine::{Engine, EngineError, EngineOptions, ModelFiles};
 use crate::reference::ReferenceError;
@@ -94,6 +95,9 @@ pub struct RuntimeOptions {
     /// Bytes loaded models (weights and KV caches) may take together; None: no limit.
     pub memory_budget: Option<u64>,
     pub keep_alive: Option<Duration>,
+    /// Where chat templates render: worker processes with a memory limit (`model serve`), or, when
+    /// None, in this process (tests, and callers that trust their templates).
+    pub template_sandbox: Option<Arc<TemplateSandbox>>,
 }
 
 /// What a loaded model offers request handlers: its scheduler and what validation needs.
@@ -104,6 +108,8 @@ pub struct LoadedModel {
     pub scheduler: Scheduler,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Arc<ChatTemplate>,
+    /// Renders `template` out of process when set (see `RuntimeOptions::template_sandbox`).
+    pub template_sandbox: Option<Arc<TemplateSandbox>>,
     pub context_size: usize,
     pub vocab_size: usize,
     pub architecture: String,
@@ -314,6 +320,7 @@ impl ModelRuntime {
             name,
             tokenizer: engine.tokenizer.clone(),
             template: engine.template.clone(),
+            template_sandbox: self.options.template_sandbox.clone(),
             context_size: engine.context_size(),
             vocab_size: engine.info().vocab_size,
             architecture: engine.info().architecture.clone(),

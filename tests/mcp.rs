@@ -1260,3 +1260,59 @@ fn chat_offers_and_runs_tools_with_recursive_schemas() {
     assert_eq!(first["name"], "tree__count_nodes", "{response}");
     assert_eq!(first["is_error"], false, "{response}");
 }
+
+/// The Messages API's MCP connector: `mcp_servers` names a configured server (its URL is never used),
+/// the server runs the default model's forced call of the real filesystem server in its loop, and the
+/// anthropic SDK reads `mcp_tool_use` / `mcp_tool_result` blocks, whole and streamed.
+#[test]
+fn messages_api_runs_mcp_servers_named_by_the_connector() {
+    let cli = cli_with_default_model();
+    let files = files_dir();
+    let config = json!({"mcpServers": {
+        "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), &files.path]}
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/python/anthropic_mcp.py"))
+        .env("BASE_URL", gateway.url("/v1"))
+        .env("MODEL", "ai/smollm2:latest")
+        .env("FILES_DIR", &files.path)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("anthropic mcp ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+}
+
+/// The Responses API's MCP tools on the gateway: `mcp_list_tools` / `mcp_call` items whole and streamed,
+/// the approval round trip, a client's `server_url` refused; the Agents SDK with our `/mcp` as its MCP
+/// server (the default model, the real filesystem server).
+#[test]
+fn responses_api_runs_mcp_tools_with_approvals_and_agents_use_our_mcp() {
+    let cli = cli_with_default_model();
+    let files = files_dir();
+    let config = json!({"mcpServers": {
+        "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), &files.path]},
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/python/responses_mcp.py"))
+        .env("BASE_URL", gateway.url("/v1"))
+        .env("MCP_URL", gateway.url("/mcp"))
+        .env("MODEL", "ai/smollm2:latest")
+        .env("FILES_DIR", &files.path)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        stdout.contains("responses mcp ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+}

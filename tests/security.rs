@@ -368,6 +368,16 @@ fn hostile_chat_templates_fail_their_request_and_the_server_stays_up() {
             "strftime",
             "{{ strftime_now('%Q') }}{{ messages[0].content }}",
         ),
+        // A list doubled 48 times is 48 small values in memory but a petabyte of text: `~` and a
+        // captured `set` write that text before minijinja charges any fuel for it.
+        (
+            "concat",
+            "{% set ns = namespace(x=['abcd']) %}{% for i in range(48) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}{{ (ns.x ~ '') | length }}",
+        ),
+        (
+            "capture",
+            "{% set ns = namespace(x=['abcd']) %}{% for i in range(48) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}{% set y %}{{ ns.x }}{% endset %}{{ y | length }}",
+        ),
     ];
     for (name, template) in hostile {
         let file = cli.home.path().join(format!("{name}.jinja"));

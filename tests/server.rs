@@ -451,6 +451,69 @@ fn the_device_is_reported_in_health_ps_and_metrics() {
     });
 }
 
+/// The server's resident memory in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("VmRSS")
+        / 1024
+}
+
+/// Unloading gives the model's memory back, and reloading the same model does not grow the server:
+/// without a fixed mmap threshold glibc serves the next load from heaps it keeps (five reloads took the
+/// server from 143 to 446 MiB).
+#[test]
+fn unloading_returns_memory_and_reloads_do_not_grow() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    let rss = || rss_mib(server.pid());
+    runtime().block_on(async {
+        let chat = || async {
+            let (status, _, body) = post(
+                &server.url("/v1/completions"),
+                json!({"model": "ai/smollm2", "prompt": "Hi", "max_tokens": 2}).to_string(),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        };
+        chat().await;
+        let loaded = rss();
+        let mut unloaded = Vec::new();
+        let mut reloaded = Vec::new();
+        for _ in 0..5 {
+            let (status, _, body) = post(
+                &server.url("/api/generate"),
+                json!({"model": "ai/smollm2", "keep_alive": 0}).to_string(),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            // The scheduler thread drops the model once its last handle goes: allow it a moment.
+            let mut after = rss();
+            for _ in 0..50 {
+                if after + 48 < loaded {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                after = rss();
+            }
+            unloaded.push(after);
+            chat().await;
+            reloaded.push(rss());
+        }
+        assert!(
+            unloaded.iter().all(|&u| u + 48 < loaded),
+            "loaded {loaded} MiB, after each unload {unloaded:?}"
+        );
+        assert!(
+            reloaded.iter().all(|&r| r <= loaded + 32),
+            "loaded {loaded} MiB, after each reload {reloaded:?}"
+        );
+    });
+}
+
 // --- Hardening: shape checks at load, loads outside the runtime's lock -------------------------------
 
 /// The default model's GGUF with the u32 metadata value of `key` replaced in place (same byte length).
@@ -540,5 +603,378 @@ fn health_answers_while_a_model_loads() {
             health_took * 3 < completion_took,
             "/health took {health_took:?} while the first completion (with the load) took {completion_took:?}"
         );
+    });
+}
+
+/// The anthropic SDK against the Messages API: create and stream (text, and a forced `tool_use` whose
+/// input streams as `input_json_delta`), a tool round trip, stop sequences, `count_tokens`, and errors
+/// (missing `max_tokens`, unknown model, images, wrong types, hostile sizes) as the SDK's exceptions.
+#[test]
+fn anthropic_sdk_speaks_the_messages_api() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    let out = server.run_python("anthropic_messages.py");
+    assert!(out.contains("anthropic messages ok"), "{out}");
+}
+
+/// With `--api-key`, Anthropic's clients authenticate with `x-api-key` (or a bearer token); on the
+/// Messages routes every refusal (key, Origin, content type, body size) comes in Anthropic's error shape,
+/// while the OpenAI routes keep theirs.
+#[test]
+fn anthropic_clients_use_x_api_key_and_get_refusals_in_their_shape() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--api-key", "s3cret", "--body-limit", "65536"]);
+    let out = std::process::Command::new(common::python())
+        .arg(repo_root().join("tests/python/anthropic_messages.py"))
+        .env("BASE_URL", server.base_url())
+        .env("MODEL", "ai/smollm2:latest")
+        .env("API_KEY", "s3cret")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("anthropic auth ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        let body = json!({"model": "ai/smollm2", "max_tokens": 4,
+                          "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+        let refused = |response: reqwest::Response| async move {
+            let status = response.status().as_u16();
+            let error: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(error["type"], "error", "{error}");
+            (
+                status,
+                error["error"]["type"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        let plain = client
+            .post(server.url("/v1/messages"))
+            .header("x-api-key", "s3cret")
+            .header("content-type", "text/plain")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(plain).await, (415, "invalid_request_error".into()));
+        let foreign = client
+            .post(server.url("/v1/messages"))
+            .header("x-api-key", "s3cret")
+            .header("content-type", "application/json")
+            .header("origin", "https://evil.example")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(foreign).await, (403, "permission_error".into()));
+        let huge = json!({"model": "ai/smollm2", "max_tokens": 4,
+                          "messages": [{"role": "user", "content": "x".repeat(100_000)}]});
+        let large = client
+            .post(server.url("/anthropic/v1/messages"))
+            .header("x-api-key", "s3cret")
+            .header("content-type", "application/json")
+            .body(huge.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(large).await, (413, "request_too_large".into()));
+        let unkeyed = client
+            .post(server.url("/v1/messages/count_tokens"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(unkeyed).await, (401, "authentication_error".into()));
+        let openai = client.get(server.url("/v1/models")).send().await.unwrap();
+        assert_eq!(openai.status().as_u16(), 401);
+        let error: Value = openai.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "invalid_api_key", "{error}");
+    });
+}
+
+/// A full scheduler is Anthropic's `overloaded_error` with status 529 on the Messages API.
+#[test]
+fn a_full_queue_is_overloaded_529_on_the_messages_api() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--parallel", "1", "--max-queue", "1"]);
+    let url = server.url("/v1/messages");
+    runtime().block_on(async {
+        let body = json!({"model": "ai/smollm2", "max_tokens": 64,
+                          "messages": [{"role": "user", "content": "Tell me a long story."}]})
+        .to_string();
+        let requests: Vec<_> = (0..6).map(|_| post(&url, body.clone())).collect();
+        let results = futures::future::join_all(requests).await;
+        let refused: Vec<_> = results.iter().filter(|(s, _, _)| *s == 529).collect();
+        assert!(
+            !refused.is_empty(),
+            "some of 6 requests must be refused with a queue of 1"
+        );
+        for (_, _, error) in refused {
+            assert_eq!(error["error"]["type"], "overloaded_error", "{error}");
+        }
+        assert!(results.iter().any(|(s, _, _)| *s == 200));
+    });
+}
+
+/// The default model packaged again under real thinking templates: `ai/smollm2-r1` with
+/// deepseek-r1-distill's (its generation prompt opens `<think>`, so a short answer is all thinking) and
+/// `ai/smollm2-qwen3` with qwen3's (`enable_thinking`).
+fn cli_with_thinking_models() -> ModelCli {
+    let cli = cli_with_default_model();
+    for (template, tag) in [
+        (
+            "deepseek-r1-distill-qwen-chat-template.jinja",
+            "ai/smollm2-r1:latest",
+        ),
+        ("qwen3-chat-template.jinja", "ai/smollm2-qwen3:latest"),
+    ] {
+        let template = repo_root().join("tests/fixtures").join(template);
+        cli.ok(&[
+            "package",
+            "--gguf",
+            default_model_gguf().to_str().unwrap(),
+            "--chat-template",
+            template.to_str().unwrap(),
+            tag,
+        ]);
+    }
+    cli
+}
+
+/// The lines of an NDJSON response.
+async fn ndjson(url: &str, body: Value) -> Vec<Value> {
+    let text = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Chat completions' `reasoning_content` (whole and streamed) with the openai SDK, `enable_thinking`
+/// reaching the template through `chat_template_kwargs` and `reasoning_effort`, bad switches as 400s.
+#[test]
+fn reasoning_content_is_separated_in_chat_completions_streamed_and_not() {
+    let cli = cli_with_thinking_models();
+    let server = Server::start(&cli, &[]);
+    let out = server.run_python_with("reasoning.py", "ai/smollm2-r1:latest");
+    assert!(out.contains("reasoning ok"), "{out}");
+}
+
+/// Ollama's `thinking` on `/api/chat` and `/api/generate`, whole and streamed; `/api/show` lists the
+/// `thinking` capability for a thinking template only; `think: true` on a model that cannot is a 400.
+#[test]
+fn ollama_thinking_is_separated_in_chat_and_generate_streamed_and_not() {
+    let cli = cli_with_thinking_models();
+    let server = Server::start(&cli, &[]);
+    let model = "ai/smollm2-r1";
+    let options = json!({"temperature": 0, "num_predict": 16});
+    runtime().block_on(async {
+        let chat = json!({"model": model, "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                          "think": true, "stream": false, "options": options});
+        let (status, _, whole) = post(&server.url("/api/chat"), chat.to_string()).await;
+        assert_eq!(status, 200, "{whole}");
+        let thinking = whole["message"]["thinking"].as_str().unwrap_or_default();
+        assert!(!thinking.is_empty(), "{whole}");
+        assert!(!thinking.contains("<think>"), "{whole}");
+        assert_eq!(whole["message"]["content"], "", "{whole}");
+        assert_eq!(whole["done_reason"], "length", "{whole}");
+
+        let mut streamed = chat.clone();
+        streamed["stream"] = json!(true);
+        let lines = ndjson(&server.url("/api/chat"), streamed).await;
+        let joined: String = lines
+            .iter()
+            .filter_map(|l| l["message"]["thinking"].as_str())
+            .collect();
+        let content: String = lines
+            .iter()
+            .filter_map(|l| l["message"]["content"].as_str())
+            .collect();
+        assert_eq!(joined, thinking, "{lines:?}");
+        assert_eq!(content, "", "{lines:?}");
+        assert!(lines.last().unwrap()["done"].as_bool().unwrap(), "{lines:?}");
+
+        let generate = json!({"model": model, "prompt": "What is the capital of France?", "stream": false,
+                              "options": options});
+        let (status, _, whole) = post(&server.url("/api/generate"), generate.to_string()).await;
+        assert_eq!(status, 200, "{whole}");
+        assert_eq!(whole["thinking"], thinking, "{whole}");
+        assert_eq!(whole["response"], "", "{whole}");
+        let mut streamed = generate.clone();
+        streamed["stream"] = json!(true);
+        let lines = ndjson(&server.url("/api/generate"), streamed).await;
+        let joined: String = lines
+            .iter()
+            .filter_map(|l| l["thinking"].as_str())
+            .collect();
+        assert_eq!(joined, thinking, "{lines:?}");
+
+        for (name, thinks) in [
+            ("ai/smollm2-r1", true),
+            ("ai/smollm2-qwen3", true),
+            ("ai/smollm2", false),
+        ] {
+            let (status, _, show) =
+                post(&server.url("/api/show"), json!({"model": name}).to_string()).await;
+            assert_eq!(status, 200, "{show}");
+            let capabilities = show["capabilities"].as_array().unwrap();
+            assert_eq!(
+                capabilities.contains(&json!("thinking")),
+                thinks,
+                "{name}: {show}"
+            );
+        }
+
+        let refused = json!({"model": "ai/smollm2", "messages": [{"role": "user", "content": "hi"}],
+                             "think": true, "stream": false});
+        let (status, _, error) = post(&server.url("/api/chat"), refused.to_string()).await;
+        assert_eq!(status, 400, "{error}");
+        assert!(error.to_string().contains("does not support thinking"), "{error}");
+        // `think: false` on a model that cannot think is no error.
+        let mut quiet = refused.clone();
+        quiet["think"] = json!(false);
+        quiet["options"] = json!({"num_predict": 2});
+        let (status, _, answer) = post(&server.url("/api/chat"), quiet.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+    });
+}
+
+/// `--reasoning-format none` leaves the model's text raw: what the split server calls reasoning is
+/// the content, and no `reasoning_content` is sent, whole or streamed.
+#[test]
+fn reasoning_format_none_leaves_the_thinking_raw_in_the_content() {
+    let cli = cli_with_thinking_models();
+    let ask = json!({"model": "ai/smollm2-r1", "temperature": 0, "max_tokens": 16,
+                     "messages": [{"role": "user", "content": "What is the capital of France?"}]});
+    let split = {
+        let server = Server::start(&cli, &[]);
+        runtime().block_on(async {
+            let (status, _, body) =
+                post(&server.url("/v1/chat/completions"), ask.to_string()).await;
+            assert_eq!(status, 200, "{body}");
+            body["choices"][0]["message"]["reasoning_content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+    };
+    assert!(!split.is_empty());
+    let server = Server::start(&cli, &["--reasoning-format", "none"]);
+    runtime().block_on(async {
+        let (status, _, body) = post(&server.url("/v1/chat/completions"), ask.to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        let message = &body["choices"][0]["message"];
+        assert!(message.get("reasoning_content").is_none(), "{body}");
+        assert_eq!(message["content"].as_str().unwrap().trim(), split, "{body}");
+        let mut streamed = ask.clone();
+        streamed["stream"] = json!(true);
+        let text = reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .json(&streamed)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!text.contains("reasoning_content"), "{text}");
+        assert!(text.contains("\"content\""), "{text}");
+    });
+}
+
+/// The body of an SSE response and its `data:` payloads as JSON.
+async fn sse_events(url: &str, body: Value) -> Vec<Value> {
+    let text = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect()
+}
+
+/// Anthropic's Messages API and OpenAI's Responses API split the thinking too: a `thinking` block (and
+/// `thinking_delta` events) and a `reasoning` item (and `response.reasoning_text.delta` events), never
+/// in the answer's text. deepseek-r1's template opens `<think>`, so a short answer is all thinking.
+#[test]
+fn thinking_is_separated_in_messages_and_responses_streamed_and_not() {
+    let cli = cli_with_thinking_models();
+    let server = Server::start(&cli, &[]);
+    let model = "ai/smollm2-r1";
+    runtime().block_on(async {
+        // Messages, whole.
+        let ask = json!({"model": model, "max_tokens": 12, "temperature": 0,
+                         "messages": [{"role": "user", "content": "Why is the sky blue?"}]});
+        let (status, _, body) = post(&server.url("/v1/messages"), ask.to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        let blocks = body["content"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "thinking", "{body}");
+        let thought = blocks[0]["thinking"].as_str().unwrap();
+        assert!(!thought.trim().is_empty(), "{body}");
+        assert!(!thought.contains("<think>"), "{body}");
+        assert!(
+            blocks.iter().all(|b| b["type"] != "text"
+                || !b["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(thought.trim())),
+            "{body}"
+        );
+        // Messages, streamed: the same thinking as `thinking_delta`s.
+        let mut streamed = ask.clone();
+        streamed["stream"] = json!(true);
+        let events = sse_events(&server.url("/v1/messages"), streamed).await;
+        let thinking: String = events
+            .iter()
+            .filter(|e| {
+                e["type"] == "content_block_delta" && e["delta"]["type"] == "thinking_delta"
+            })
+            .map(|e| e["delta"]["thinking"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(thinking, thought, "{events:?}");
+
+        // Responses, whole.
+        let ask = json!({"model": model, "max_output_tokens": 12, "temperature": 0,
+                         "input": "Why is the sky blue?"});
+        let (status, _, body) = post(&server.url("/v1/responses"), ask.to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        let output = body["output"].as_array().unwrap();
+        assert_eq!(output[0]["type"], "reasoning", "{body}");
+        let thought = output[0]["content"][0]["text"].as_str().unwrap();
+        assert_eq!(output[0]["content"][0]["type"], "reasoning_text", "{body}");
+        assert!(
+            !thought.trim().is_empty() && !thought.contains("<think>"),
+            "{body}"
+        );
+        // Responses, streamed.
+        let mut streamed = ask.clone();
+        streamed["stream"] = json!(true);
+        let events = sse_events(&server.url("/v1/responses"), streamed).await;
+        let thinking: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.reasoning_text.delta")
+            .map(|e| e["delta"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(thinking, thought, "{events:?}");
+        let done = events.last().unwrap();
+        assert_eq!(done["response"]["output"][0]["type"], "reasoning", "{done}");
     });
 }

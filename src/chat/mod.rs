@@ -6,15 +6,19 @@
 //!
 //! Architecture Invariant: there is one copy of validate -> prepare -> submit -> collect, `pipeline`.
 
+pub mod answer;
 pub mod error;
 pub mod generation;
 pub mod mcp_tools;
 pub mod pipeline;
 pub mod prompt;
+pub mod reasoning;
 pub mod structured;
 pub mod tool_loop;
 
+pub use answer::{Answer, AnswerEvent, AnswerParser, read_answer};
 pub use error::ChatError;
 pub use generation::{Choice, ChoiceEvent, total_usage};
 pub use pipeline::{ChatInput, Generation, PromptInput, ToolsInput, ValidChat};
+pub use reasoning::{Reasoning, ReasoningFormat, ReasoningInput, ReasoningOutput};
 pub use structured::OutputFormat;

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::ChatError;
 use super::generation::{self, Choice, ChoiceEvent};
 use super::prompt;
+use super::reasoning::{Reasoning, ReasoningFormat, ReasoningInput, ReasoningOutput};
 use super::structured::{self, OutputFormat};
 use crate::engine::chat_template::ChatMessage;
 use crate::engine::grammar::GrammarSpec;
@@ -53,6 +54,8 @@ pub struct ChatInput {
     pub params: GenerationParams,
     /// Choices to generate, as `validation::choices` allows.
     pub choices: usize,
+    /// Thinking switched on or off, template variables, and whether thinking is split from the answer.
+    pub reasoning: ReasoningInput,
 }
 
 impl ChatInput {
@@ -65,6 +68,7 @@ impl ChatInput {
             output: None,
             params,
             choices: 1,
+            reasoning: ReasoningInput::default(),
         }
     }
 }
@@ -79,6 +83,9 @@ pub struct ValidChat {
     grammar: Option<(GrammarSpec, &'static str)>,
     params: ValidParams,
     choices: usize,
+    reasoning: ReasoningInput,
+    /// How the model marks its thinking; `None` when it does not think or it is left raw.
+    reasoning_format: Option<ReasoningFormat>,
 }
 
 impl ValidChat {
@@ -112,6 +119,10 @@ impl ValidChat {
             (Some(g), None) => Some((g, "tools")),
             (None, output) => output.map(|o| (o.spec, o.field)),
         };
+        let reasoning_format = match input.reasoning.output {
+            ReasoningOutput::Split => ReasoningFormat::detect(model.template.source()),
+            ReasoningOutput::Raw => None,
+        };
         Ok(Self {
             prompt: input.prompt,
             prompt_field: input.prompt_field,
@@ -120,6 +131,8 @@ impl ValidChat {
             grammar,
             params,
             choices: input.choices,
+            reasoning: input.reasoning,
+            reasoning_format,
         })
     }
 }
@@ -130,26 +143,39 @@ pub struct PreparedChat {
     pub choices: usize,
     /// Set when the answer is to be read for tool calls.
     pub tool_format: Option<ToolFormat>,
+    /// Set when the answer's thinking is to be split from it.
+    pub reasoning: Option<Reasoning>,
 }
 
 /// Renders and tokenizes the prompt (with the tools, as the model's family expects them), compiles the
 /// grammar, and validates both against the model's context.
 pub async fn prepare(model: &Arc<LoadedModel>, chat: ValidChat) -> Result<PreparedChat, ChatError> {
     let field = chat.prompt_field;
-    let tokens = match chat.prompt {
+    let constrained = chat.grammar.is_some();
+    let (tokens, reasoning) = match chat.prompt {
         PromptInput::Messages(mut messages) => {
             match &chat.plan {
                 Some(plan) => plan.prepare_messages(&mut messages),
                 None => crate::tools::generic_history_only(chat.format, &mut messages),
             }
             let template_tools = chat.plan.as_ref().and_then(ToolPlan::template_tools);
-            prompt::chat(model, messages, template_tools, field).await?
+            let variables = chat.reasoning.template_context();
+            let rendered =
+                prompt::chat_with(model, messages, template_tools, variables, field).await?;
+            let reasoning = chat
+                .reasoning_format
+                .map(|f| Reasoning::for_prompt(f, &rendered.text, constrained));
+            (rendered.tokens, reasoning)
         }
-        PromptInput::Text(text) => prompt::texts(model, vec![text], field)
-            .await?
-            .pop()
-            .unwrap_or_default(),
-        PromptInput::Tokens(ids) => ids,
+        // A prompt the client wrote whole: its continuation is not read for thinking.
+        PromptInput::Text(text) => (
+            prompt::texts(model, vec![text], field)
+                .await?
+                .pop()
+                .unwrap_or_default(),
+            None,
+        ),
+        PromptInput::Tokens(ids) => (ids, None),
     };
     let constraint = match chat.grammar {
         Some((spec, field)) => Some(structured::compile(model, spec, field).await?),
@@ -162,6 +188,7 @@ pub async fn prepare(model: &Arc<LoadedModel>, chat: ValidChat) -> Result<Prepar
         request,
         choices: chat.choices,
         tool_format: chat.plan.map(|p| p.format),
+        reasoning,
     })
 }
 
@@ -170,6 +197,7 @@ pub fn submit(model: &LoadedModel, chat: PreparedChat) -> Result<Generation, Cha
     Ok(Generation {
         receivers: generation::submit(model, &chat.request, chat.choices)?,
         tool_format: chat.tool_format,
+        reasoning: chat.reasoning,
     })
 }
 
@@ -185,6 +213,8 @@ pub struct Generation {
     receivers: Vec<mpsc::UnboundedReceiver<Event>>,
     /// Set when the answer is to be read for tool calls.
     pub tool_format: Option<ToolFormat>,
+    /// Set when the answer's thinking is to be split from it (read both with `answer::AnswerParser`).
+    pub reasoning: Option<Reasoning>,
 }
 
 impl Generation {
@@ -217,8 +247,10 @@ impl Generation {
 /// Several generations as one, their choices in order (a completions request with several prompts).
 pub fn join(generations: Vec<Generation>) -> Generation {
     let tool_format = generations.first().and_then(|g| g.tool_format);
+    let reasoning = generations.first().and_then(|g| g.reasoning);
     Generation {
         receivers: generations.into_iter().flat_map(|g| g.receivers).collect(),
         tool_format,
+        reasoning,
     }
 }

@@ -2,15 +2,17 @@
 //! hostile template or a huge prompt can stretch, so they run on the blocking pool within a deadline:
 //! the runtime's threads stay free for every other request (and `/health`), and a request whose prompt
 //! takes too long gets an error instead of holding its connection for ever. A text too long for any
-//! prompt of the model's context is refused before it is tokenized at all.
+//! prompt of the model's context is refused before it is tokenized at all. Where the server has a
+//! template sandbox, the render runs in a worker process instead, which the deadline kills.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::ChatError;
-use crate::engine::chat_template::ChatMessage;
+use crate::engine::chat_template::{ChatMessage, TemplateError};
+use crate::engine::template_sandbox::RenderJob;
 use crate::engine::tokenizer::TokenizerError;
 use crate::runtime::LoadedModel;
 
@@ -26,16 +28,55 @@ pub async fn chat(
     tools: Option<Value>,
     field: &'static str,
 ) -> Result<Vec<u32>, ChatError> {
+    Ok(chat_with(model, messages, tools, Map::new(), field)
+        .await?
+        .tokens)
+}
+
+/// A rendered and tokenized conversation.
+pub struct RenderedChat {
+    pub tokens: Vec<u32>,
+    /// The rendered text, for what its end says (a generation prompt that opened the thinking).
+    pub text: String,
+}
+
+/// `chat` with further template variables (`chat_template_kwargs`, `enable_thinking`).
+pub async fn chat_with(
+    model: &Arc<LoadedModel>,
+    messages: Vec<ChatMessage>,
+    tools: Option<Value>,
+    variables: Map<String, Value>,
+    field: &'static str,
+) -> Result<RenderedChat, ChatError> {
     let model = model.clone();
-    off_runtime(move || {
-        let text = model
-            .template
-            .render(&messages, tools.as_ref(), true)
-            .map_err(|e| ChatError::Template {
-                field,
-                message: e.to_string(),
-            })?;
-        encode(&model, &text, field)
+    let template_error = move |e: TemplateError| ChatError::Template {
+        field,
+        message: e.to_string(),
+    };
+    let Some(sandbox) = model.template_sandbox.clone() else {
+        return off_runtime(move || {
+            let text = model
+                .template
+                .render_with(&messages, tools.as_ref(), true, &variables)
+                .map_err(template_error)?;
+            let tokens = encode(&model, &text, field)?;
+            Ok(RenderedChat { tokens, text })
+        })
+        .await;
+    };
+    let job = RenderJob::new(&model.template, messages, tools, true, variables);
+    let started = tokio::time::Instant::now();
+    // Dropping the render at the deadline kills its worker.
+    let text = tokio::time::timeout(PROMPT_DEADLINE, sandbox.render(&job))
+        .await
+        .map_err(|_| ChatError::PromptDeadline {
+            seconds: PROMPT_DEADLINE.as_secs(),
+        })?
+        .map_err(template_error)?;
+    let left = PROMPT_DEADLINE.saturating_sub(started.elapsed());
+    off_runtime_within(left, move || {
+        let tokens = encode(&model, &text, field)?;
+        Ok(RenderedChat { tokens, text })
     })
     .await
 }
@@ -72,7 +113,15 @@ fn encode(model: &LoadedModel, text: &str, field: &'static str) -> Result<Vec<u3
 async fn off_runtime<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ChatError> + Send + 'static,
 ) -> Result<T, ChatError> {
-    match tokio::time::timeout(PROMPT_DEADLINE, tokio::task::spawn_blocking(work)).await {
+    off_runtime_within(PROMPT_DEADLINE, work).await
+}
+
+/// `off_runtime` with what is left of the deadline.
+async fn off_runtime_within<T: Send + 'static>(
+    deadline: Duration,
+    work: impl FnOnce() -> Result<T, ChatError> + Send + 'static,
+) -> Result<T, ChatError> {
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(work)).await {
         Ok(Ok(result)) => result,
         Ok(Err(stopped)) => {
             tracing::error!(error = %stopped, "preparing a prompt failed");

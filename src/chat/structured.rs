@@ -1,6 +1,6 @@
 //! Structured output for every API shape: the output formats requests ask for (OpenAI's
 //! `response_format`, Ollama's `format`) read into grammars, grammars compiled off the runtime, and an
-//! answer split back into content and tool calls.
+//! answer's calls written back into a conversation (`chat::answer` reads answers).
 
 use std::sync::Arc;
 
@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 use super::ChatError;
 use crate::engine::grammar::{Constraint, GrammarError, GrammarSpec};
 use crate::runtime::LoadedModel;
-use crate::tools::ToolFormat;
-use crate::tools::parser::{ToolCall, ToolCallParser, ToolEvent};
+use crate::tools::parser::ToolCall;
 use crate::validation::ValidationError;
 
 /// A grammar for the whole answer, and the request field it came from.
@@ -96,31 +95,6 @@ fn schema_spec(
     }))
 }
 
-/// An answer read for tool calls.
-#[derive(Debug, Default)]
-pub struct SplitAnswer {
-    pub content: String,
-    pub calls: Vec<ToolCall>,
-}
-
-/// Splits a whole answer into content and tool calls.
-pub fn split_answer(format: ToolFormat, text: &str) -> SplitAnswer {
-    let mut parser = ToolCallParser::new(format);
-    let mut events = parser.push(text);
-    events.extend(parser.finish());
-    let content = events
-        .into_iter()
-        .filter_map(|e| match e {
-            ToolEvent::Content(t) => Some(t),
-            _ => None,
-        })
-        .collect();
-    SplitAnswer {
-        content,
-        calls: parser.calls().to_vec(),
-    }
-}
-
 /// The `tool_calls` of an assistant message in the conversation (the OpenAI shape chat templates read).
 pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
     Value::Array(
@@ -129,57 +103,6 @@ pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
             .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
             .collect(),
     )
-}
-
-/// A whole answer, read for tool calls when the request offered tools.
-pub fn answer(format: Option<ToolFormat>, text: &str) -> SplitAnswer {
-    match format {
-        Some(format) => split_answer(format, text),
-        None => SplitAnswer {
-            content: text.to_string(),
-            calls: Vec::new(),
-        },
-    }
-}
-
-/// A streamed answer's content as it comes, tool calls held back until the end.
-pub struct ContentStream {
-    parser: Option<ToolCallParser>,
-}
-
-impl ContentStream {
-    /// Reads for calls in `format`; `None`: everything is content.
-    pub fn new(format: Option<ToolFormat>) -> Self {
-        Self {
-            parser: format.map(ToolCallParser::new),
-        }
-    }
-
-    /// The content in the next piece of text (`at_end` with the last piece).
-    pub fn push(&mut self, text: &str, at_end: bool) -> String {
-        let Some(parser) = self.parser.as_mut() else {
-            return text.to_string();
-        };
-        let mut events = parser.push(text);
-        if at_end {
-            events.extend(parser.finish());
-        }
-        events
-            .into_iter()
-            .filter_map(|e| match e {
-                ToolEvent::Content(t) => Some(t),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The calls read so far.
-    pub fn calls(&self) -> Vec<ToolCall> {
-        self.parser
-            .as_ref()
-            .map(|p| p.calls().to_vec())
-            .unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
@@ -218,15 +141,5 @@ mod tests {
             .param(),
             Some("response_format")
         );
-    }
-
-    #[test]
-    fn an_answer_without_tools_is_all_content() {
-        let plain = answer(None, "hello");
-        assert_eq!(plain.content, "hello");
-        assert!(plain.calls.is_empty());
-        let mut stream = ContentStream::new(None);
-        assert_eq!(stream.push("a", false), "a");
-        assert!(stream.calls().is_empty());
     }
 }

@@ -13,9 +13,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::ChatError;
+use super::answer::{AnswerEvent, AnswerParser, read_answer};
 use super::mcp_tools::McpChat;
 use super::pipeline::{self, ChatInput, ToolsInput};
-use super::structured::{self, ContentStream};
+use super::reasoning::ReasoningInput;
+use super::structured;
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::mcp::{CallContext, CallRecord, Caller, Gateway};
@@ -39,6 +41,8 @@ pub struct ToolLoop {
     pub tool_choice: Option<Value>,
     pub parallel_tool_calls: bool,
     pub params: GenerationParams,
+    /// Every round's thinking switches and how its thinking is read.
+    pub reasoning: ReasoningInput,
 }
 
 /// What the loop reports as it goes.
@@ -46,6 +50,8 @@ pub struct ToolLoop {
 pub enum LoopEvent {
     /// Answer text, as it is generated (tool calls held back).
     Content(String),
+    /// The model's thinking, as it is generated.
+    Reasoning(String),
     CallStarted {
         id: String,
         name: String,
@@ -64,6 +70,8 @@ pub enum LoopEvent {
 pub struct Outcome {
     /// The answer's text (`None`: only client calls, no text).
     pub content: Option<String>,
+    /// The model's thinking over every round (`None`: it wrote none).
+    pub reasoning: Option<String>,
     /// Calls of the client's own functions, for the client to run.
     pub client_calls: Vec<ToolCall>,
     pub finish: Option<FinishReason>,
@@ -94,6 +102,7 @@ impl ToolLoop {
             tool_choice: None,
             parallel_tool_calls: true,
             params: GenerationParams::default(),
+            reasoning: ReasoningInput::default(),
         }
     }
 
@@ -119,6 +128,7 @@ impl ToolLoop {
         // Calls already run (name and arguments): a model that repeats itself gets to answer instead.
         let mut seen: HashSet<(String, String)> = HashSet::new();
         let mut answer_now = false;
+        let mut reasoning: Option<String> = None;
         for round in 0..=max_rounds {
             let last = round == max_rounds || answer_now;
             let tool_choice = if last {
@@ -129,32 +139,47 @@ impl ToolLoop {
                 None
             };
             let mut input = ChatInput::messages(messages.clone(), self.params.clone());
+            input.reasoning = self.reasoning.clone();
             input.tools = ToolsInput {
                 tools: Some(self.tools.clone()),
                 tool_choice,
                 parallel_tool_calls: self.parallel_tool_calls,
             };
             let generation = pipeline::start(&self.model, input).await?;
-            let format = generation.tool_format;
-            let mut content = ContentStream::new(format);
+            let (format, thinking) = (generation.tool_format, generation.reasoning);
+            let mut parser = AnswerParser::new(format, thinking);
             let choice = generation
                 .collect_first(|text, done| {
                     let Some(events) = events else {
                         return;
                     };
-                    let piece = content.push(text, done);
-                    if !piece.is_empty() {
-                        let _ = events.send(LoopEvent::Content(piece));
+                    for event in parser.push_last(text, done) {
+                        let _ = match event {
+                            AnswerEvent::Reasoning(t) => events.send(LoopEvent::Reasoning(t)),
+                            AnswerEvent::Content(t) => events.send(LoopEvent::Content(t)),
+                            // Calls are run, or handed back whole, at the end of the round.
+                            AnswerEvent::CallStart { .. } | AnswerEvent::CallArguments { .. } => {
+                                Ok(())
+                            }
+                        };
                     }
                 })
                 .await?;
             usage.prompt_tokens += choice.usage.prompt_tokens;
             usage.cached_tokens += choice.usage.cached_tokens;
             usage.completion_tokens += choice.usage.completion_tokens;
-            let answer = structured::answer(format, &choice.text);
+            let answer = read_answer(format, thinking, &choice.text);
+            if let Some(thought) = answer.reasoning {
+                let all = reasoning.get_or_insert_default();
+                if !all.is_empty() {
+                    all.push_str("\n\n");
+                }
+                all.push_str(&thought);
+            }
             if answer.calls.is_empty() {
                 return Ok(Outcome {
                     content: Some(answer.content),
+                    reasoning,
                     client_calls: Vec::new(),
                     finish: choice.finish,
                     calls,
@@ -203,6 +228,7 @@ impl ToolLoop {
                 let content = (!answer.content.trim().is_empty()).then_some(answer.content);
                 return Ok(Outcome {
                     content,
+                    reasoning,
                     client_calls: theirs,
                     finish: choice.finish,
                     calls,

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use super::chat::{AnswerOptions, Answerer, converse, show};
 use crate::engine::chat_template::{ChatMessage, ChatTemplate};
+use crate::engine::template_sandbox::{RenderJob, TemplateSandbox};
 use crate::engine::tokenizer::Tokenizer;
 use crate::engine::{Engine, EngineOptions};
 use crate::registry::RegistryOptions;
@@ -87,7 +88,7 @@ pub async fn run(store: &Store, args: RunArgs) -> Result<()> {
     };
     let started = Instant::now();
     let engine = tokio::task::spawn_blocking(move || Engine::load(&files, &options)).await??;
-    let mut local = InProcess::start(engine, args.answer_options(), started.elapsed());
+    let mut local = InProcess::start(engine, args.answer_options(), started.elapsed())?;
     converse(system, prompt, &mut local).await
 }
 
@@ -95,6 +96,8 @@ pub async fn run(store: &Store, args: RunArgs) -> Result<()> {
 struct InProcess {
     scheduler: Scheduler,
     template: Arc<ChatTemplate>,
+    /// The model file's template is untrusted: it renders in a worker process, as the server's do.
+    sandbox: Arc<TemplateSandbox>,
     tokenizer: Arc<Tokenizer>,
     vocab_size: usize,
     context_size: usize,
@@ -106,7 +109,8 @@ struct InProcess {
 }
 
 impl InProcess {
-    fn start(engine: Engine, options: AnswerOptions, load_time: Duration) -> Self {
+    fn start(engine: Engine, options: AnswerOptions, load_time: Duration) -> Result<Self> {
+        let sandbox = TemplateSandbox::for_this_binary(1)?;
         let interrupt = Arc::new(Notify::new());
         let generating = Arc::new(AtomicBool::new(false));
         {
@@ -121,8 +125,9 @@ impl InProcess {
                 }
             });
         }
-        Self {
+        Ok(Self {
             template: engine.template.clone(),
+            sandbox,
             tokenizer: engine.tokenizer.clone(),
             vocab_size: engine.info().vocab_size,
             context_size: engine.context_size(),
@@ -131,7 +136,7 @@ impl InProcess {
             load_time,
             interrupt,
             generating,
-        }
+        })
     }
 
     fn report(&self, usage: &Usage, prompt_time: Duration, decode_time: Duration) {
@@ -154,7 +159,14 @@ impl InProcess {
 
 impl Answerer for InProcess {
     async fn answer(&mut self, history: &[ChatMessage]) -> Result<String> {
-        let prompt_text = self.template.render(history, None, true)?;
+        let job = RenderJob::new(
+            &self.template,
+            history.to_vec(),
+            None,
+            true,
+            serde_json::Map::new(),
+        );
+        let prompt_text = self.sandbox.render(&job).await?;
         let prompt = self.tokenizer.encode(&prompt_text, true)?;
         tracing::debug!(prompt = %prompt_text, tokens = prompt.len(), "rendered chat prompt");
         let params = GenerationParams {

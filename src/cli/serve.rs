@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::chat::ReasoningOutput;
 use crate::chat::mcp_tools::DefaultMcpTools;
 use crate::engine::device::{DeviceChoice, device_name};
+use crate::engine::template_sandbox::TemplateSandbox;
 use crate::engine::{EngineOptions, PREFILL_CHUNK};
 use crate::mcp::Gateway;
 use crate::mcp::endpoint::Endpoint;
@@ -14,6 +16,7 @@ use crate::runtime::{DEFAULT_KEEP_ALIVE, ModelRuntime, RuntimeOptions};
 use crate::scheduler::SchedulerConfig;
 use crate::scheduler::plan::StepBudget;
 use crate::server::mcp::RunnerModels;
+use crate::server::openai::responses::store::{ResponsesStore, StoreLimits};
 use crate::server::{AppState, DEFAULT_PORT, ServerConfig};
 use crate::store::Store;
 
@@ -66,6 +69,12 @@ pub struct ServeArgs {
     /// Most models loaded at once; the least recently used idle one gives way.
     #[arg(long, default_value_t = 2)]
     pub max_loaded_models: usize,
+    /// Days a stored Responses API response is kept (`store: true`); older ones are evicted.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub responses_max_age_days: u64,
+    /// Most stored Responses API responses; past it the oldest are evicted.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub responses_max: usize,
     /// Memory (MiB) that loaded models, weights and KV caches together, may take; past it the least
     /// recently used idle model gives way. Default: 3/4 of the memory available at start.
     #[arg(long, value_name = "MIB")]
@@ -76,6 +85,27 @@ pub struct ServeArgs {
     /// MCP tools given to chat requests that bring no tools of their own.
     #[arg(long, value_enum, default_value_t = McpToolsArg::None)]
     pub mcp_tools: McpToolsArg,
+    /// Thinking models' reasoning: split from the answer into its own field (deepseek, or auto), or
+    /// left raw in the content (none), as llama.cpp's flag.
+    #[arg(long, value_enum, default_value_t = ReasoningFormatArg::Auto)]
+    pub reasoning_format: ReasoningFormatArg,
+}
+
+/// `--reasoning-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReasoningFormatArg {
+    Auto,
+    Deepseek,
+    None,
+}
+
+impl From<ReasoningFormatArg> for ReasoningOutput {
+    fn from(arg: ReasoningFormatArg) -> Self {
+        match arg {
+            ReasoningFormatArg::Auto | ReasoningFormatArg::Deepseek => ReasoningOutput::Split,
+            ReasoningFormatArg::None => ReasoningOutput::Raw,
+        }
+    }
 }
 
 /// `--mcp-tools`: the server-side default for chat requests without tools.
@@ -152,6 +182,13 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
         Some(path) => Some(Gateway::from_file(path.clone())?),
         None => None,
     };
+    let responses = Arc::new(ResponsesStore::new(
+        store.root().join("responses").join("responses.redb"),
+        StoreLimits {
+            max_age: Duration::from_secs(args.responses_max_age_days.saturating_mul(24 * 3600)),
+            max_responses: args.responses_max.max(1),
+        },
+    ));
     let device = args.device.open()?;
     tracing::info!(device = %device_name(&device), "models run on this device");
     let runtime = ModelRuntime::new(
@@ -176,6 +213,9 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
                 crate::engine::device::available_memory_bytes().map(|b| b as u64 / 4 * 3)
             }),
             keep_alive: u64::try_from(args.keep_alive).ok().map(Duration::from_secs),
+            template_sandbox: Some(TemplateSandbox::for_this_binary(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )?),
         },
     );
     Ok(Arc::new(AppState {
@@ -191,7 +231,9 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
             cors_origins: args.cors_origins,
             body_limit_bytes: args.body_limit,
             default_mcp_tools: args.mcp_tools.into(),
+            reasoning_output: args.reasoning_format.into(),
         },
         gateway,
+        responses,
     }))
 }

@@ -13,7 +13,7 @@ use std::io::Write;
 
 use minijinja::value::Kwargs;
 use minijinja::{Environment, Error as JinjaError, ErrorKind, State, Value, context};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The template used when a model brings none.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -52,7 +52,7 @@ pub enum TemplateError {
 }
 
 /// One chat message as templates see it. Tool calls and tool results ride along for templates that use them.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
@@ -116,6 +116,11 @@ impl ChatTemplate {
         &self.source
     }
 
+    /// The texts of `bos_token` and `eos_token` as the template sees them.
+    pub fn special_tokens(&self) -> (&str, &str) {
+        (&self.bos_token, &self.eos_token)
+    }
+
     /// Renders a conversation; `tools` (OpenAI function specs) are passed to templates that take them.
     ///
     /// CPU-bound but bounded by `RENDER_FUEL` and `MAX_RENDERED_BYTES`; callers on an async runtime should
@@ -128,12 +133,29 @@ impl ChatTemplate {
         tools: Option<&serde_json::Value>,
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with(
+            messages,
+            tools,
+            add_generation_prompt,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// `render` with further template variables (a request's `chat_template_kwargs`, such as
+    /// `enable_thinking`); the variables the server sets win over them.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, TemplateError> {
         std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("chat-template".to_string())
                 .stack_size(RENDER_STACK_BYTES)
                 .spawn_scoped(scope, || {
-                    self.render_here(messages, tools, add_generation_prompt)
+                    self.render_here(messages, tools, add_generation_prompt, extra)
                 })
                 .map_err(|e| TemplateError::Render(format!("cannot start the render: {e}")))?
                 .join()
@@ -146,22 +168,24 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         tools: Option<&serde_json::Value>,
         add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| TemplateError::Compile(describe(&e)))?;
         let mut out = CappedOutput::default();
-        let rendered = template.render_captured_to(
-            context! {
-                messages => Value::from(minijinja::value::Serde(messages)),
-                tools => tools.map(|t| Value::from(minijinja::value::Serde(t))),
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token.clone(),
-                eos_token => self.eos_token.clone(),
-            },
-            &mut out,
-        );
+        let ours = context! {
+            messages => Value::from(minijinja::value::Serde(messages)),
+            tools => tools.map(|t| Value::from(minijinja::value::Serde(t))),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token.clone(),
+            eos_token => self.eos_token.clone(),
+        };
+        // The first map wins a name both have.
+        let context =
+            minijinja::value::merge_maps([ours, Value::from(minijinja::value::Serde(extra))]);
+        let rendered = template.render_captured_to(context, &mut out);
         if out.overflowed {
             return Err(TemplateError::TooLarge);
         }

@@ -9,6 +9,7 @@ pub mod device;
 pub mod embedding;
 pub mod grammar;
 pub mod sampler;
+pub mod template_sandbox;
 pub mod text_stream;
 pub mod tokenizer;
 

@@ -140,7 +140,11 @@ impl Scheduler {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("scheduler".into())
-            .spawn(move || Loop::new(model, config, rx, thread_stats).run())
+            .spawn(move || {
+                Loop::new(model, config, rx, thread_stats).run();
+                // The model is dropped: hand its memory back rather than keep it for the next load.
+                crate::allocator::return_free_memory();
+            })
             .ok();
         Self {
             submissions: tx,

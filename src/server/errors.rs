@@ -10,6 +10,7 @@ use crate::chat::ChatError;
 use crate::mcp::McpError;
 use crate::runtime::RuntimeError;
 use crate::scheduler::{GenerationError, SubmitError};
+use crate::server::openai::responses::store::ResponsesStoreError;
 use crate::store::StoreError;
 use crate::tools::ToolError;
 use crate::validation::ValidationError;
@@ -174,6 +175,16 @@ impl From<SubmitError> for ApiError {
             code: Some("server_overloaded"),
             param: None,
             message: e.to_string(),
+        }
+    }
+}
+
+impl From<ResponsesStoreError> for ApiError {
+    fn from(e: ResponsesStoreError) -> Self {
+        tracing::error!(error = %e, "the responses store failed");
+        Self {
+            code: Some("responses_store_failed"),
+            ..Self::internal(e.to_string())
         }
     }
 }

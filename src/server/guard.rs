@@ -18,9 +18,10 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::AppState;
+use super::anthropic::error::{is_messages_path, respond_for};
 use super::errors::ApiError;
 
 /// Which `Host` and `Origin` values the server answers, fixed at start.
@@ -131,26 +132,26 @@ pub async fn browser_guard(
 ) -> Response {
     let policy = &state.config.host_policy;
     let host = request_host(&request);
+    // Each API's clients read refusals in their own error shape.
+    let refuse = |error: ApiError| respond_for(request.uri().path(), error);
     if let Some(host) = &host
         && !policy.host_allowed(host)
     {
         tracing::warn!(host = %host, "refused a request for a foreign Host");
-        return ApiError::forbidden(format!(
+        return refuse(ApiError::forbidden(format!(
             "Host {host:?} is not a name of this server; add it with --allowed-host"
-        ))
-        .into_response();
+        )));
     }
     if let Some(origin) = header_str(request.headers(), header::ORIGIN)
         && !policy.origin_allowed(origin, host.as_deref())
     {
         tracing::warn!(origin = %origin, "refused a request from a foreign Origin");
-        return ApiError::forbidden(format!(
+        return refuse(ApiError::forbidden(format!(
             "Origin {origin:?} may not call this server; allow it with --cors"
-        ))
-        .into_response();
+        )));
     }
     if carries_body(&request) && !is_json(request.headers()) {
-        return ApiError::unsupported_media_type().into_response();
+        return refuse(ApiError::unsupported_media_type());
     }
     next.run(request).await
 }
@@ -211,6 +212,7 @@ pub enum Credential {
 /// or the server, nor reads its metrics.
 pub fn client_route(method: &Method, path: &str) -> bool {
     let path = inference_path(path);
+    let path = path.strip_prefix("/anthropic").unwrap_or(path);
     match *method {
         Method::GET => {
             path == "/v1/models"
@@ -220,6 +222,7 @@ pub fn client_route(method: &Method, path: &str) -> bool {
         Method::POST => matches!(
             path,
             "/v1/chat/completions"
+                | "/v1/responses"
                 | "/v1/completions"
                 | "/v1/embeddings"
                 | "/api/chat"
@@ -227,6 +230,8 @@ pub fn client_route(method: &Method, path: &str) -> bool {
                 | "/api/embed"
                 | "/api/embeddings"
                 | "/api/show"
+                | "/v1/messages"
+                | "/v1/messages/count_tokens"
         ),
         _ => false,
     }
@@ -259,15 +264,20 @@ pub fn secret_matches(presented: Option<&str>, expected: &str) -> bool {
     difference == 0
 }
 
-/// The status a refused credential gets: 401 when none was good, 403 for a client token on an admin route.
-pub fn refusal(credential: Credential) -> Response {
-    match credential {
+/// The status a refused credential gets: 401 when none was good, 403 for a client token on an admin route;
+/// in the shape of the API `path` belongs to.
+pub fn refusal(credential: Credential, path: &str) -> Response {
+    let error = match credential {
         Credential::GatewayClient => ApiError::forbidden(
             "a gateway client token may use the chat and model-listing routes only; this route needs the API key",
-        )
-        .into_response(),
-        _ => ApiError::unauthorized().into_response(),
-    }
+        ),
+        _ if is_messages_path(path) => ApiError {
+            message: "invalid x-api-key: send the server's --api-key as 'x-api-key' or 'Authorization: Bearer'".into(),
+            ..ApiError::unauthorized()
+        },
+        _ => ApiError::unauthorized(),
+    };
+    respond_for(path, error)
 }
 
 impl ApiError {
@@ -373,12 +383,21 @@ mod tests {
         ));
         assert!(client_route(&Method::GET, "/v1/models"));
         assert!(client_route(&Method::POST, "/api/chat"));
+        assert!(client_route(&Method::POST, "/v1/responses"));
+        // Stored responses are not per client: reading or deleting them takes the API key.
+        assert!(!client_route(&Method::GET, "/v1/responses/resp_1"));
+        assert!(!client_route(&Method::DELETE, "/v1/responses/resp_1"));
         assert!(!client_route(&Method::POST, "/api/pull"));
         assert!(!client_route(&Method::DELETE, "/api/delete"));
         assert!(!client_route(&Method::POST, "/models/create"));
         assert!(!client_route(&Method::DELETE, "/models/ai/smollm2"));
         assert!(!client_route(&Method::GET, "/metrics"));
         assert!(!client_route(&Method::GET, "/api/ps"));
+        assert!(client_route(&Method::POST, "/v1/messages"));
+        assert!(client_route(
+            &Method::POST,
+            "/anthropic/v1/messages/count_tokens"
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! scheduler -> events back. Handlers translate HTTP into a `chat::ChatInput` and events back into HTTP;
 //! they never touch tensors.
 
+pub mod anthropic;
 pub mod body;
 pub mod dmr;
 pub mod errors;
@@ -49,6 +50,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// MCP tools a chat request without `tools` gets (`--mcp-tools`).
     pub default_mcp_tools: crate::chat::mcp_tools::DefaultMcpTools,
+    /// Whether thinking is split from answers or left raw (`--reasoning-format`).
+    pub reasoning_output: crate::chat::ReasoningOutput,
 }
 
 /// State shared by every handler.
@@ -57,6 +60,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// The MCP gateway, when `--mcp-config` names servers.
     pub gateway: Option<Arc<crate::mcp::Gateway>>,
+    /// Stored Responses API responses (`previous_response_id`, `GET /v1/responses/{id}`).
+    pub responses: Arc<openai::responses::store::ResponsesStore>,
 }
 
 /// The full router.
@@ -66,7 +71,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/completions", post(openai::completions::completions))
         .route("/embeddings", post(openai::embeddings::embeddings))
         .route("/models", get(openai::models::list_models))
-        .route("/models/{*id}", get(openai::models::get_model));
+        .route("/models/{*id}", get(openai::models::get_model))
+        .route("/responses", post(openai::responses::create))
+        .route(
+            "/responses/{id}",
+            get(openai::responses::retrieve).delete(openai::responses::delete),
+        )
+        .route(
+            "/responses/{id}/input_items",
+            get(openai::responses::input_items),
+        );
     let mut app = Router::new()
         .nest("/v1", v1.clone())
         .nest("/engines/v1", v1.clone())
@@ -84,6 +98,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/pull", post(ollama::pull))
         .route("/api/delete", axum::routing::delete(ollama::delete))
         .route("/api/embed", post(ollama::embed))
+        .merge(anthropic::routes())
+        .nest("/anthropic", anthropic::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
@@ -160,7 +176,7 @@ async fn require_api_key(
             guard::Credential::None => false,
         };
         if !allowed {
-            return guard::refusal(credential);
+            return guard::refusal(credential, request.uri().path());
         }
     }
     next.run(request).await
@@ -177,18 +193,19 @@ fn panic_as_json(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal("the server failed on this request; it has been logged").into_response()
 }
 
-/// axum answers an oversized body with plain text; clients expect OpenAI's JSON.
+/// axum answers an oversized body with plain text; clients expect their API's JSON.
 async fn body_too_large_as_json(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
     let response = next.run(request).await;
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError {
+        let error = ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             kind: "invalid_request_error",
             code: Some("request_too_large"),
             param: None,
             message: "the request body is larger than the server accepts".into(),
-        }
-        .into_response();
+        };
+        return anthropic::error::respond_for(&path, error);
     }
     response
 }

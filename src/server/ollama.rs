@@ -20,8 +20,11 @@ use super::errors::ApiError;
 use super::openai::embeddings::embed_all;
 use super::openai::{PromptField, finish_reason};
 use super::pulling::PullUpdate;
-use crate::chat::structured::{self, ContentStream};
-use crate::chat::{ChatInput, ChoiceEvent, PromptInput, ToolsInput, pipeline};
+use crate::chat::answer::{AnswerEvent, AnswerParser, read_answer};
+use crate::chat::structured;
+use crate::chat::{
+    ChatInput, ChoiceEvent, PromptInput, ReasoningFormat, ReasoningInput, ToolsInput, pipeline,
+};
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::progress::TransferEvent;
@@ -200,17 +203,27 @@ pub async fn show(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<
     let request: ModelName = parse_body(&body)?;
     let model = app.runtime.store().resolve(request.get()?)?;
     let c = &model.config.config;
-    let template = c
-        .gguf
-        .get("tokenizer.chat_template")
-        .cloned()
-        .unwrap_or_default();
+    // The template the model answers with: its package's own layer wins over the GGUF's.
+    let template = match model.manifest.chat_template_layer() {
+        Some(layer) => {
+            String::from_utf8_lossy(&app.runtime.store().read_blob(&layer.digest)?).into_owned()
+        }
+        None => c
+            .gguf
+            .get("tokenizer.chat_template")
+            .cloned()
+            .unwrap_or_default(),
+    };
     let mut info: serde_json::Map<String, Value> =
         c.gguf.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     info.remove("tokenizer.chat_template");
+    let mut capabilities = vec!["completion", "embedding"];
+    if ReasoningFormat::detect(&template).is_some() {
+        capabilities.push("thinking");
+    }
     Ok(Json(json!({
         "license": "", "modelfile": "", "parameters": "", "template": template,
-        "details": details(&model), "model_info": info, "capabilities": ["completion", "embedding"],
+        "details": details(&model), "model_info": info, "capabilities": capabilities,
         "modified_at": model.created().map(|t| t.to_rfc3339()),
     })))
 }
@@ -227,6 +240,8 @@ pub struct ChatRequest {
     pub keep_alive: Option<Value>,
     pub format: Option<Value>,
     pub tools: Option<Value>,
+    /// Thinking on or off; the thinking comes back in `message.thinking`.
+    pub think: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +288,8 @@ pub struct GenerateRequest {
     pub options: Options,
     pub keep_alive: Option<Value>,
     pub format: Option<Value>,
+    /// Thinking on or off; the thinking comes back in `thinking`.
+    pub think: Option<bool>,
 }
 
 /// Loads (or unloads) a model as a request with no messages or prompt asks, applying its keep_alive.
@@ -289,6 +306,26 @@ async fn model_for(
     let model = app.runtime.get(name).await?;
     model.touch(keep);
     Ok(Some(model))
+}
+
+/// Ollama's `think`: switches thinking on or off; asking a model that does not think to think is
+/// refused, as Ollama does.
+fn think(
+    app: &AppState,
+    model: &LoadedModel,
+    think: Option<bool>,
+) -> Result<ReasoningInput, ApiError> {
+    if think == Some(true) && ReasoningFormat::detect(model.template.source()).is_none() {
+        return Err(ApiError::invalid(
+            format!("{:?} does not support thinking", model.name),
+            Some("think"),
+        ));
+    }
+    Ok(ReasoningInput {
+        enable: think,
+        output: app.config.reasoning_output,
+        ..Default::default()
+    })
 }
 
 /// `POST /api/chat`.
@@ -317,6 +354,7 @@ pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Respo
         output,
         params: request.options.params(),
         choices: 1,
+        reasoning: think(&app, &model, request.think)?,
     };
     respond(model, input, request.stream, true).await
 }
@@ -348,6 +386,7 @@ pub async fn generate(State(app): State<Arc<AppState>>, body: Bytes) -> Result<R
         output,
         params: request.options.params(),
         choices: 1,
+        reasoning: think(&app, &model, request.think)?,
     };
     respond(model, input, request.stream, false).await
 }
@@ -378,17 +417,24 @@ async fn respond(
     let generation = pipeline::start(&model, input).await?;
     let name = model.name.clone();
     let piece = move |text: &str,
+                      thinking: Option<&str>,
                       calls: &[ToolCall],
                       done: Option<(FinishReason, usize, usize)>|
           -> Value {
         let mut line = json!({"model": name, "created_at": now_rfc3339(), "done": done.is_some()});
         if chat {
             line["message"] = json!({"role": "assistant", "content": text});
+            if let Some(thinking) = thinking {
+                line["message"]["thinking"] = json!(thinking);
+            }
             if !calls.is_empty() {
                 line["message"]["tool_calls"] = ollama_tool_calls(calls);
             }
         } else {
             line["response"] = json!(text);
+            if let Some(thinking) = thinking {
+                line["thinking"] = json!(thinking);
+            }
         }
         if let Some((finish, prompt_tokens, completion_tokens)) = done {
             let total = started.elapsed().as_nanos() as u64;
@@ -401,13 +447,14 @@ async fn respond(
         }
         line
     };
-    let tool_format = generation.tool_format;
+    let (tool_format, reasoning) = (generation.tool_format, generation.reasoning);
     if !stream {
         let choice = generation.collect_first(|_, _| {}).await?;
         let finish = choice.finish.unwrap_or(FinishReason::Stop);
-        let answer = structured::answer(tool_format, &choice.text);
+        let answer = read_answer(tool_format, reasoning, &choice.text);
         return Ok(Json(piece(
             &answer.content,
+            answer.reasoning.as_deref(),
             &answer.calls,
             Some((
                 finish,
@@ -417,15 +464,18 @@ async fn respond(
         ))
         .into_response());
     }
-    // Ollama streams content as it comes and each tool call whole, just before the end.
-    let mut content = ContentStream::new(tool_format);
+    // Ollama streams thinking and content as they come and each tool call whole, just before the end.
+    let mut parser = AnswerParser::new(tool_format, reasoning);
     let lines = generation.events().flat_map(move |event| {
         let mut lines = Vec::new();
         match event {
             ChoiceEvent::Token { text, .. } => {
-                let text = content.push(&text, false);
-                if !text.is_empty() {
-                    lines.push(piece(&text, &[], None));
+                for event in parser.push(&text) {
+                    match event {
+                        AnswerEvent::Reasoning(t) => lines.push(piece("", Some(&t), &[], None)),
+                        AnswerEvent::Content(t) => lines.push(piece(&t, None, &[], None)),
+                        AnswerEvent::CallStart { .. } | AnswerEvent::CallArguments { .. } => {}
+                    }
                 }
             }
             ChoiceEvent::Done {
@@ -434,14 +484,24 @@ async fn respond(
                 usage,
                 ..
             } => {
-                let text = content.push(&text, true);
-                let calls = content.calls();
+                let (mut thinking, mut content) = (String::new(), String::new());
+                for event in parser.push_last(&text, true) {
+                    match event {
+                        AnswerEvent::Reasoning(t) => thinking.push_str(&t),
+                        AnswerEvent::Content(t) => content.push_str(&t),
+                        AnswerEvent::CallStart { .. } | AnswerEvent::CallArguments { .. } => {}
+                    }
+                }
+                if !thinking.is_empty() {
+                    lines.push(piece("", Some(&thinking), &[], None));
+                }
+                let calls = parser.calls().to_vec();
                 let done = Some((finish, usage.prompt_tokens, usage.completion_tokens));
                 if !calls.is_empty() {
-                    lines.push(piece(&text, &calls, None));
-                    lines.push(piece("", &[], done));
+                    lines.push(piece(&content, None, &calls, None));
+                    lines.push(piece("", None, &[], done));
                 } else {
-                    lines.push(piece(&text, &[], done));
+                    lines.push(piece(&content, None, &[], done));
                 }
             }
             ChoiceEvent::Failed(e) => lines.push(json!({"error": e.to_string()})),

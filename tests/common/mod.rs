@@ -378,6 +378,11 @@ impl Server {
         Self { child, port }
     }
 
+    /// The server's process id (for reading its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
     }

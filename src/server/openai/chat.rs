@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use super::stream::{Chunks, UsageTally, sse};
 use super::{SamplingFields, finish_reason, request_id, token_text, unix_now, usage_json};
+use crate::chat::answer::{AnswerEvent, AnswerParser, read_answer};
 use crate::chat::mcp_tools;
+use crate::chat::reasoning::{self, ReasoningInput, ReasoningOutput};
 use crate::chat::structured::{self, tool_calls_json};
 use crate::chat::tool_loop::{LoopEvent, Outcome, ToolLoop};
 use crate::chat::{ChatError, ChatInput, ChoiceEvent, Generation, PromptInput, ToolsInput};
@@ -29,7 +31,6 @@ use crate::runtime::LoadedModel;
 use crate::server::AppState;
 use crate::server::body::parse_body;
 use crate::server::errors::ApiError;
-use crate::tools::parser::{ToolCallParser, ToolEvent};
 use crate::validation;
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +66,24 @@ pub struct ChatRequest {
     pub tool_choice: Option<Value>,
     pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<Value>,
+    /// `none` / `minimal` switch thinking off where the template can.
+    pub reasoning_effort: Option<String>,
+    /// Further chat-template variables (vLLM's and llama.cpp's), e.g. `{"enable_thinking": false}`.
+    pub chat_template_kwargs: Option<Value>,
+}
+
+impl ChatRequest {
+    /// The request's thinking switches, and the server's `--reasoning-format`.
+    fn reasoning(&self, output: ReasoningOutput) -> Result<ReasoningInput, ApiError> {
+        Ok(ReasoningInput {
+            enable: reasoning::effort(self.reasoning_effort.as_deref(), "reasoning_effort")?,
+            template_kwargs: reasoning::template_kwargs(
+                self.chat_template_kwargs.as_ref(),
+                "chat_template_kwargs",
+            )?,
+            output,
+        })
+    }
 }
 
 /// The messages as the chat template reads them: roles checked, text parts joined.
@@ -120,6 +139,7 @@ pub async fn chat_completions(
     let sampling: SamplingFields = parse_body(&body)?;
     let choices = validation::choices(sampling.n)?;
     let model = app.runtime.get(&request.model).await?;
+    let reasoning = request.reasoning(app.config.reasoning_output)?;
     let messages = to_chat_messages(request.messages)?;
     let stream = sampling.stream;
     let include_usage = sampling.include_usage();
@@ -140,6 +160,7 @@ pub async fn chat_completions(
         looped.tool_choice = request.tool_choice;
         looped.parallel_tool_calls = request.parallel_tool_calls.unwrap_or(true);
         looped.params = sampling.params(None);
+        looped.reasoning = reasoning;
         let chunks = Chunks::new(
             request_id("chatcmpl"),
             "chat.completion.chunk",
@@ -166,6 +187,7 @@ pub async fn chat_completions(
         output,
         params: sampling.params(top_logprobs),
         choices,
+        reasoning,
     };
     let generation = pipeline::start(&model, input).await?;
     let id = request_id("chatcmpl");
@@ -180,7 +202,7 @@ pub async fn chat_completions(
             include_usage,
         ));
     }
-    let tool_format = generation.tool_format;
+    let (tool_format, thinking) = (generation.tool_format, generation.reasoning);
     let choices = generation.collect().await?;
     let usage = total_usage(choices.iter().map(|c| c.usage));
     let body = json!({
@@ -190,19 +212,18 @@ pub async fn chat_completions(
         "model": model.name,
         "system_fingerprint": null,
         "choices": choices.iter().enumerate().map(|(i, c)| {
-            let mut message = json!({"role": "assistant", "content": c.text, "refusal": null});
+            let answer = read_answer(tool_format, thinking, &c.text);
+            let mut message = json!({"role": "assistant", "content": answer.content, "refusal": null});
             let mut finish = c.finish.map(finish_reason);
-            if tool_format.is_some() {
-                let answer = structured::answer(tool_format, &c.text);
-                if !answer.calls.is_empty() {
-                    if c.finish == Some(FinishReason::Stop) {
-                        finish = Some("tool_calls");
-                    }
-                    message["content"] = if answer.content.trim().is_empty() { Value::Null } else { json!(answer.content) };
-                    message["tool_calls"] = tool_calls_json(&answer.calls);
-                } else {
-                    message["content"] = json!(answer.content);
+            if let Some(thought) = &answer.reasoning {
+                message["reasoning_content"] = json!(thought);
+            }
+            if !answer.calls.is_empty() {
+                if c.finish == Some(FinishReason::Stop) {
+                    finish = Some("tool_calls");
                 }
+                message["content"] = if answer.content.trim().is_empty() { Value::Null } else { json!(answer.content) };
+                message["tool_calls"] = tool_calls_json(&answer.calls);
             }
             json!({
                 "index": i,
@@ -257,10 +278,10 @@ fn chat_stream(
     include_usage: bool,
 ) -> Response {
     let choices = generation.choices();
-    let tool_format = generation.tool_format;
+    let (tool_format, thinking) = (generation.tool_format, generation.reasoning);
     let first: Vec<Value> = (0..choices).map(|i| role_chunk(&chunks, i)).collect();
-    let mut parsers: Vec<Option<ToolCallParser>> = (0..choices)
-        .map(|_| tool_format.map(ToolCallParser::new))
+    let mut parsers: Vec<AnswerParser> = (0..choices)
+        .map(|_| AnswerParser::new(tool_format, thinking))
         .collect();
     let mut tally = UsageTally::new(choices);
     let events = generation.events().flat_map(move |event| {
@@ -269,11 +290,11 @@ fn chat_stream(
             ChoiceEvent::Token { index, text, token } => {
                 let logprobs = want_logprobs
                     .then(|| json!({"content": [logprob_entry(&model.tokenizer, &token)]}));
-                let deltas = match parsers[index].as_mut() {
-                    Some(parser) => parser.push(&text).iter().map(tool_event_delta).collect(),
-                    None if text.is_empty() => Vec::new(),
-                    None => vec![json!({"content": text})],
-                };
+                let deltas: Vec<Value> = parsers[index]
+                    .push(&text)
+                    .iter()
+                    .map(answer_delta)
+                    .collect();
                 if deltas.is_empty() && logprobs.is_some() {
                     out.push(delta_chunk(&chunks, index, json!({}), logprobs.clone()));
                 }
@@ -288,18 +309,13 @@ fn chat_stream(
                 text,
                 usage,
             } => {
-                let (deltas, called): (Vec<Value>, bool) = match parsers[index].as_mut() {
-                    Some(parser) => {
-                        let mut events = parser.push(&text);
-                        events.extend(parser.finish());
-                        (
-                            events.iter().map(tool_event_delta).collect(),
-                            !parser.calls().is_empty(),
-                        )
-                    }
-                    None if text.is_empty() => (Vec::new(), false),
-                    None => (vec![json!({"content": text})], false),
-                };
+                let parser = &mut parsers[index];
+                let deltas: Vec<Value> = parser
+                    .push_last(&text, true)
+                    .iter()
+                    .map(answer_delta)
+                    .collect();
+                let called = !parser.calls().is_empty();
                 for delta in deltas {
                     out.push(delta_chunk(&chunks, index, delta, None));
                 }
@@ -322,14 +338,16 @@ fn chat_stream(
     sse(futures::stream::iter(first).chain(events)).into_response()
 }
 
-/// The `delta` of one parsed piece of a streamed answer.
-fn tool_event_delta(event: &ToolEvent) -> Value {
+/// The `delta` of one parsed piece of a streamed answer (thinking as `reasoning_content`, as
+/// llama.cpp, vLLM and DeepSeek send it).
+fn answer_delta(event: &AnswerEvent) -> Value {
     match event {
-        ToolEvent::Content(text) => json!({"content": text}),
-        ToolEvent::CallStart { index, id, name } => json!({"tool_calls": [{
+        AnswerEvent::Reasoning(text) => json!({"reasoning_content": text}),
+        AnswerEvent::Content(text) => json!({"content": text}),
+        AnswerEvent::CallStart { index, id, name } => json!({"tool_calls": [{
             "index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}
         }]}),
-        ToolEvent::CallArguments { index, delta } => json!({"tool_calls": [{
+        AnswerEvent::CallArguments { index, delta } => json!({"tool_calls": [{
             "index": index, "function": {"arguments": delta}
         }]}),
     }
@@ -352,6 +370,9 @@ fn mcp_calls_json(calls: &[CallRecord]) -> Value {
 async fn loop_answer(looped: ToolLoop, chunks: Chunks) -> Result<Response, ApiError> {
     let outcome = looped.run(None).await?;
     let mut message = json!({"role": "assistant", "content": outcome.content, "refusal": null});
+    if let Some(thought) = &outcome.reasoning {
+        message["reasoning_content"] = json!(thought);
+    }
     if !outcome.client_calls.is_empty() {
         message["tool_calls"] = tool_calls_json(&outcome.client_calls);
     }
@@ -370,6 +391,9 @@ fn loop_stream(looped: ToolLoop, chunks: Chunks, include_usage: bool) -> Respons
         let out: Vec<Value> = match event {
             LoopEvent::Content(text) => {
                 vec![delta_chunk(&chunks, 0, json!({"content": text}), None)]
+            }
+            LoopEvent::Reasoning(text) => {
+                vec![delta_chunk(&chunks, 0, json!({"reasoning_content": text}), None)]
             }
             LoopEvent::CallStarted {
                 id,

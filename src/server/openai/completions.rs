@@ -15,6 +15,7 @@ use super::stream::{Chunks, UsageTally, sse};
 use super::{
     PromptField, SamplingFields, finish_reason, request_id, token_text, unix_now, usage_json,
 };
+use crate::chat::ReasoningInput;
 use crate::chat::{ChatError, ChatInput, Choice, ChoiceEvent, PromptInput, ToolsInput, pipeline};
 use crate::engine::tokenizer::Tokenizer;
 use crate::scheduler::Usage;
@@ -70,6 +71,7 @@ pub async fn completions(
             output: None,
             params: params.clone(),
             choices: n,
+            reasoning: ReasoningInput::default(),
         };
         let valid = pipeline::ValidChat::new(&model, input)?;
         let prepared = pipeline::prepare(&model, valid).await?;

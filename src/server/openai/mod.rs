@@ -1,4 +1,4 @@
-//! OpenAI's `/v1` API: chat completions, completions, models, embeddings, in the shapes the OpenAI SDKs
+//! OpenAI's `/v1` API: chat completions, completions, models, embeddings, responses, in the shapes the OpenAI SDKs
 //! expect, streaming as server-sent events ending in `data: [DONE]`. This module holds what the shapes
 //! share: the sampling fields, the prompt field, `usage`, finish reasons and ids.
 
@@ -6,6 +6,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod models;
+pub mod responses;
 pub mod stream;
 
 use std::collections::HashMap;
