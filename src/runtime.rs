@@ -19,7 +19,7 @@ use crate::engine::tokenizer::Tokenizer;
 use crate::engine::{Engine, EngineError, EngineOptions, ModelFiles};
 use crate::reference::ReferenceError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::store::{LocalModel, Store, StoreError};
+use crate::store::{LocalModel, ModelSettings, Store, StoreError};
 
 /// How long a model stays loaded after its last request unless told otherwise (Ollama's default).
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
@@ -119,6 +119,8 @@ pub struct LoadedModel {
     /// Weights plus KV cache: what the model holds in memory.
     pub memory_bytes: u64,
     pub loaded_at: Instant,
+    /// The `model configure` settings it was loaded with.
+    pub settings: ModelSettings,
     usage: Mutex<Usage>,
     /// Built on the first constrained request: most requests never need it.
     grammar: std::sync::OnceLock<Result<Arc<Grammar>, String>>,
@@ -228,9 +230,17 @@ impl ModelRuntime {
         let slot = {
             let mut table = self.loaded.lock().await;
             match table.get(&id).map(|slot| slot.ready()) {
-                Some(Some(model)) if model.is_serving() => {
+                // Settings changed by `model configure` apply once the model is idle: it loads again.
+                Some(Some(model))
+                    if model.is_serving()
+                        && (model.settings == local.settings || !model.is_idle()) =>
+                {
                     model.touch(None);
                     return Ok(model.clone());
+                }
+                Some(Some(model)) if model.is_serving() => {
+                    tracing::info!(model = %model.name, "the model's settings changed; loading it again");
+                    table.remove(&id);
                 }
                 Some(Some(model)) => {
                     tracing::warn!(model = %model.name, "the model's scheduler stopped; loading it again");
@@ -303,7 +313,10 @@ impl ModelRuntime {
 
     async fn load(&self, local: LocalModel) -> Result<LoadedModel, RuntimeError> {
         let files = model_files(&self.store, &local)?;
-        let options = self.options.engine.clone();
+        let mut options = self.options.engine.clone();
+        if let Some(n) = local.settings.context_size {
+            options.context_size = Some(n as usize);
+        }
         let started = Instant::now();
         let engine = tokio::task::spawn_blocking(move || Engine::load(&files, &options))
             .await
@@ -328,10 +341,14 @@ impl ModelRuntime {
             size_bytes: local.size(),
             memory_bytes: local.size() + engine.kv_cache_bytes(),
             loaded_at: Instant::now(),
+            settings: local.settings.clone(),
             scheduler: Scheduler::start(engine, self.options.scheduler),
             usage: Mutex::new(Usage {
                 last_used: Instant::now(),
-                keep_alive: self.options.keep_alive,
+                keep_alive: local
+                    .settings
+                    .keep_alive()
+                    .unwrap_or(self.options.keep_alive),
             }),
             grammar: std::sync::OnceLock::new(),
         })

@@ -70,6 +70,8 @@ pub struct GenerationParams {
     /// Some(n): report logprobs with n alternatives.
     pub top_logprobs: Option<i64>,
     pub ignore_eos: bool,
+    /// The context this request may use (Ollama's `num_ctx`), within the model's own.
+    pub context_size: Option<i64>,
 }
 
 fn in_range(
@@ -96,6 +98,8 @@ pub struct ValidParams {
     max_tokens: Option<usize>,
     stop: Vec<String>,
     ignore_eos: bool,
+    /// The request's own context limit, if it set one below the model's.
+    context_limit: Option<usize>,
 }
 
 /// Checks `params` for a model with `vocab_size` tokens: everything that does not depend on the prompt.
@@ -167,6 +171,16 @@ pub fn check(params: &GenerationParams, vocab_size: usize) -> Result<ValidParams
         Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         None => None,
     };
+    let context_limit = match params.context_size {
+        Some(n) if n < 1 => {
+            return Err(ValidationError::invalid(
+                "num_ctx",
+                format!("num_ctx must be at least 1, got {n}"),
+            ));
+        }
+        Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => None,
+    };
     Ok(ValidParams {
         sampling: SamplingParams {
             temperature: temperature.unwrap_or(defaults.temperature),
@@ -183,12 +197,14 @@ pub fn check(params: &GenerationParams, vocab_size: usize) -> Result<ValidParams
         max_tokens,
         stop: params.stop.clone(),
         ignore_eos: params.ignore_eos,
+        context_limit,
     })
 }
 
 impl ValidParams {
     /// The request for `prompt` under `constraint` on a model of `context` positions: the prompt must
-    /// not be empty, and it and the completion must fit the context (`max_tokens` defaults to the rest).
+    /// not be empty, and it and the completion must fit the context, or the request's own smaller one
+    /// (`max_tokens` defaults to the rest).
     pub fn request(
         &self,
         prompt: Vec<u32>,
@@ -198,6 +214,7 @@ impl ValidParams {
         if prompt.is_empty() {
             return Err(ValidationError::invalid("prompt", "the prompt is empty"));
         }
+        let context = self.context_limit.map_or(context, |limit| limit.min(context));
         let available = context.saturating_sub(prompt.len());
         let max_tokens = match self.max_tokens {
             Some(n) if n > available => {
@@ -377,6 +394,28 @@ mod tests {
         assert_eq!(
             validate(vec![1], None, &bad, 10, 100).unwrap_err().param(),
             Some("logit_bias")
+        );
+    }
+
+    #[test]
+    fn a_request_context_limit_narrows_the_models_and_never_widens_it() {
+        let within = |n: i64| GenerationParams {
+            context_size: Some(n),
+            ..Default::default()
+        };
+        let request = validate(vec![1; 10], None, &within(32), 10, 100).unwrap();
+        assert_eq!(request.max_tokens, 22, "the rest of num_ctx");
+        let request = validate(vec![1; 10], None, &within(1000), 10, 100).unwrap();
+        assert_eq!(request.max_tokens, 90, "the model's context still bounds it");
+        assert!(matches!(
+            validate(vec![1; 10], None, &within(8), 10, 100),
+            Err(ValidationError::ContextOverflow { context: 8, .. })
+        ));
+        assert_eq!(
+            validate(vec![1], None, &within(0), 10, 100)
+                .unwrap_err()
+                .param(),
+            Some("num_ctx")
         );
     }
 

@@ -978,3 +978,271 @@ fn thinking_is_separated_in_messages_and_responses_streamed_and_not() {
         assert_eq!(done["response"]["output"][0]["type"], "reasoning", "{done}");
     });
 }
+
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// `model configure` keeps a model's settings in the store (`inspect` shows them); the server loads the
+/// model with them (context size in `/api/ps`, keep-alive in its expiry, a reasoning budget of 0 turning
+/// thinking off), and takes new ones through Docker Model Runner's `_configure`, reloading the idle model.
+#[test]
+fn configured_settings_persist_and_apply_when_the_model_loads() {
+    let cli = cli_with_thinking_models();
+    let refused = cli.fails(&["configure", "--reasoning-budget", "7", "ai/smollm2"]);
+    assert!(refused.contains("reasoning budget"), "{refused}");
+    let refused = cli.fails(&["configure", "ai/smollm2", "--", "--threads", "4"]);
+    assert!(refused.contains("--threads"), "{refused}");
+    let refused = cli.fails(&["configure", "--context-size", "512", "ai/missing"]);
+    assert!(refused.contains("not found"), "{refused}");
+
+    cli.ok(&[
+        "configure",
+        "--context-size",
+        "512",
+        "--keep-alive",
+        "10m",
+        "--reasoning-budget",
+        "0",
+        "ai/smollm2-qwen3",
+    ]);
+    let inspected: Value =
+        serde_json::from_str(&cli.ok(&["inspect", "ai/smollm2-qwen3"])).unwrap();
+    assert_eq!(
+        inspected["settings"],
+        json!({"context-size": 512, "reasoning-budget": 0, "keep-alive": "10m"}),
+        "{inspected}"
+    );
+    let other: Value = serde_json::from_str(&cli.ok(&["inspect", "ai/smollm2"])).unwrap();
+    assert!(other.get("settings").is_none(), "{other}");
+
+    let server = Server::start(&cli, &[]);
+    runtime().block_on(async {
+        let ask = json!({"model": "ai/smollm2-qwen3", "max_tokens": 8, "temperature": 0,
+                         "messages": [{"role": "user", "content": "Say hi."}]});
+        let (status, _, answer) = post(
+            &server.url("/v1/chat/completions"),
+            ask.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        // Budget 0: qwen3's template renders with thinking off, closing an empty think block in the
+        // generation prompt (counted below against the prompt with thinking on).
+        let thinking_off_prompt = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+        let ps = get_json(&server.url("/api/ps")).await;
+        let loaded = &ps["models"][0];
+        assert_eq!(loaded["context_length"], 512, "{ps}");
+        assert_eq!(loaded["settings"]["keep-alive"], "10m", "{ps}");
+        let expires: chrono::DateTime<chrono::Utc> =
+            loaded["expires_at"].as_str().unwrap().parse().unwrap();
+        let left = (expires - chrono::Utc::now()).num_seconds();
+        assert!((540..=600).contains(&left), "expires in {left}s: {ps}");
+        // A prompt past the configured context is refused as one.
+        let long = json!({"model": "ai/smollm2-qwen3", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": "word ".repeat(600)}]});
+        let (status, _, error) = post(&server.url("/v1/chat/completions"), long.to_string()).await;
+        assert_eq!(status, 400, "{error}");
+        assert!(error.to_string().contains("512"), "{error}");
+
+        // Docker Model Runner's endpoint, under both of its paths.
+        let (status, _, body) = post(
+            &server.url("/engines/llama.cpp/_configure"),
+            json!({"model": "ai/smollm2-qwen3", "context-size": 1024,
+                   "runtime-flags": ["--reasoning-budget", "-1"]})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["settings"]["context-size"], 1024, "{body}");
+        assert_eq!(body["settings"]["reasoning-budget"], -1, "{body}");
+        assert_eq!(body["settings"]["keep-alive"], "10m", "kept: {body}");
+        let (status, _, answer) = post(
+            &server.url("/v1/chat/completions"),
+            ask.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let ps = get_json(&server.url("/api/ps")).await;
+        assert_eq!(ps["models"][0]["context_length"], 1024, "reloaded: {ps}");
+        let thinking_on_prompt = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+        assert!(
+            thinking_on_prompt < thinking_off_prompt,
+            "budget -1 thinks: {thinking_on_prompt} vs {thinking_off_prompt}"
+        );
+        let mut off = ask.clone();
+        off["chat_template_kwargs"] = json!({"enable_thinking": false});
+        let (_, _, answer) = post(&server.url("/v1/chat/completions"), off.to_string()).await;
+        assert_eq!(answer["usage"]["prompt_tokens"], thinking_off_prompt, "{answer}");
+
+        for (bad, param) in [
+            (json!({"model": "ai/smollm2", "context-size": 0}), "context-size"),
+            (json!({"model": "ai/smollm2", "keep_alive": "soon"}), "keep_alive"),
+            (json!({"model": "ai/smollm2", "raw-runtime-flags": "--mlock"}), "runtime-flags"),
+            (json!({"model": "ai/smollm2", "speculative": {"draft_model": "x"}}), "speculative"),
+        ] {
+            let (status, _, error) =
+                post(&server.url("/engines/_configure"), bad.to_string()).await;
+            assert_eq!(status, 400, "{bad}: {error}");
+            assert_eq!(error["error"]["param"], param, "{bad}: {error}");
+        }
+        let (status, _, error) = post(
+            &server.url("/engines/_configure"),
+            json!({"model": "ai/nothing", "context-size": 512}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 404, "{error}");
+    });
+    // Removing the model's last reference drops its settings; a new package of it starts clean.
+    cli.ok(&["rm", "ai/smollm2-qwen3"]);
+    let index = std::fs::read_to_string(cli.home.path().join("index.json")).unwrap();
+    assert!(!index.contains("context-size"), "{index}");
+}
+
+/// `/tokenize` and `/detokenize` in llama.cpp's shape (no model needed with one stored; `add_special`,
+/// `with_pieces`) and vLLM's (`prompt` or `messages`, `count`, `max_model_len`), agreeing with the counts
+/// generation reports.
+#[test]
+fn tokenize_and_detokenize_in_llama_cpp_and_vllm_shapes() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--context-size", "2048"]);
+    runtime().block_on(async {
+        let text = "Hello world, ünïcödé 🦀!";
+        let (status, _, plain) = post(
+            &server.url("/tokenize"),
+            json!({ "content": text }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{plain}");
+        let tokens: Vec<u64> = serde_json::from_value(plain["tokens"].clone()).unwrap();
+        assert!(!tokens.is_empty());
+        let (_, _, with_pieces) = post(
+            &server.url("/tokenize"),
+            json!({ "content": text, "with_pieces": true }).to_string(),
+        )
+        .await;
+        let pieces = with_pieces["tokens"].as_array().unwrap();
+        assert_eq!(pieces.len(), tokens.len(), "{with_pieces}");
+        let mut bytes = Vec::new();
+        for (piece, id) in pieces.iter().zip(&tokens) {
+            assert_eq!(piece["id"], *id, "{piece}");
+            match &piece["piece"] {
+                Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
+                Value::Array(b) => bytes.extend(b.iter().map(|x| x.as_u64().unwrap() as u8)),
+                other => panic!("piece {other}"),
+            }
+        }
+        assert_eq!(String::from_utf8(bytes).unwrap(), text, "pieces spell the text");
+        let (status, _, back) = post(
+            &server.url("/detokenize"),
+            json!({ "tokens": tokens }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{back}");
+        assert_eq!(back["content"], text, "{back}");
+
+        // vLLM's shape names the model; BOS and the counts match what generation bills.
+        let (status, _, vllm) = post(
+            &server.url("/tokenize"),
+            json!({"model": "ai/smollm2", "prompt": text}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{vllm}");
+        assert_eq!(vllm["max_model_len"], 2048, "{vllm}");
+        let (_, _, completion) = post(
+            &server.url("/v1/completions"),
+            json!({"model": "ai/smollm2", "prompt": text, "max_tokens": 1}).to_string(),
+        )
+        .await;
+        assert_eq!(
+            vllm["count"], completion["usage"]["prompt_tokens"],
+            "{vllm} {completion}"
+        );
+        let messages = json!([{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": text}]);
+        let (_, _, chat_count) = post(
+            &server.url("/tokenize"),
+            json!({"model": "ai/smollm2", "messages": messages, "return_token_strs": true})
+                .to_string(),
+        )
+        .await;
+        let (_, _, chat) = post(
+            &server.url("/v1/chat/completions"),
+            json!({"model": "ai/smollm2", "messages": messages, "max_tokens": 1}).to_string(),
+        )
+        .await;
+        assert_eq!(
+            chat_count["count"], chat["usage"]["prompt_tokens"],
+            "{chat_count} {chat}"
+        );
+        assert_eq!(
+            chat_count["token_strs"].as_array().unwrap().len(),
+            chat_count["tokens"].as_array().unwrap().len()
+        );
+        let (_, _, back) = post(
+            &server.url("/detokenize"),
+            json!({"model": "ai/smollm2", "tokens": tokens}).to_string(),
+        )
+        .await;
+        assert_eq!(back["prompt"], text, "{back}");
+
+        for bad in [
+            json!({"content": "a", "prompt": "b"}),
+            json!({}),
+            json!({"content": 5}),
+            json!({"model": "ai/absent", "prompt": "x"}),
+        ] {
+            let (status, _, error) = post(&server.url("/tokenize"), bad.to_string()).await;
+            assert!(matches!(status, 400 | 404), "{bad}: {status} {error}");
+            assert!(error["error"]["message"].is_string(), "{error}");
+        }
+        for bad in [json!({"tokens": [-1]}), json!({"tokens": [4294967296u64]}), json!({"tokens": [99999999]})] {
+            let (status, _, error) = post(&server.url("/detokenize"), bad.to_string()).await;
+            assert_eq!(status, 400, "{bad}: {error}");
+        }
+    });
+}
+
+/// Ollama's `options.num_ctx` bounds a request's context within the model's, and `/api/show` lists what
+/// the model can do.
+#[test]
+fn ollama_num_ctx_bounds_the_request_and_show_lists_capabilities() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    runtime().block_on(async {
+        let prompt = "Count from one to twenty in words, separated by commas.";
+        let (status, _, bounded) = post(
+            &server.url("/api/generate"),
+            json!({"model": "ai/smollm2", "prompt": prompt, "stream": false,
+                   "options": {"num_ctx": 40, "temperature": 0}})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{bounded}");
+        let used = bounded["prompt_eval_count"].as_u64().unwrap()
+            + bounded["eval_count"].as_u64().unwrap();
+        assert!(used <= 40, "{used} tokens in a 40-token context: {bounded}");
+        let (status, _, error) = post(
+            &server.url("/api/generate"),
+            json!({"model": "ai/smollm2", "prompt": prompt, "stream": false,
+                   "options": {"num_ctx": 4}})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{error}");
+        let (status, _, error) = post(
+            &server.url("/api/generate"),
+            json!({"model": "ai/smollm2", "prompt": prompt, "stream": false,
+                   "options": {"num_ctx": 0}})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{error}");
+
+        let (_, _, show) = post(
+            &server.url("/api/show"),
+            json!({"model": "ai/smollm2"}).to_string(),
+        )
+        .await;
+        assert_eq!(show["capabilities"], json!(["completion", "tools"]), "{show}");
+    });
+}

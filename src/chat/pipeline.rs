@@ -119,7 +119,12 @@ impl ValidChat {
             (Some(g), None) => Some((g, "tools")),
             (None, output) => output.map(|o| (o.spec, o.field)),
         };
-        let reasoning_format = match input.reasoning.output {
+        let mut reasoning = input.reasoning;
+        // A reasoning budget of 0 (`model configure`) switches thinking off unless the request asks.
+        if reasoning.enable.is_none() && model.settings.thinking_disabled() {
+            reasoning.enable = Some(false);
+        }
+        let reasoning_format = match reasoning.output {
             ReasoningOutput::Split => ReasoningFormat::detect(model.template.source()),
             ReasoningOutput::Raw => None,
         };
@@ -131,7 +136,7 @@ impl ValidChat {
             grammar,
             params,
             choices: input.choices,
-            reasoning: input.reasoning,
+            reasoning,
             reasoning_format,
         })
     }

@@ -48,6 +48,37 @@ pub async fn chat_with(
     variables: Map<String, Value>,
     field: &'static str,
 ) -> Result<RenderedChat, ChatError> {
+    render(model, messages, tools, true, variables, field).await
+}
+
+/// A conversation rendered and tokenized as it stands, with or without the assistant's turn opened
+/// (`/tokenize`'s chat shape).
+pub async fn conversation(
+    model: &Arc<LoadedModel>,
+    messages: Vec<ChatMessage>,
+    add_generation_prompt: bool,
+    field: &'static str,
+) -> Result<Vec<u32>, ChatError> {
+    let rendered = render(
+        model,
+        messages,
+        None,
+        add_generation_prompt,
+        Map::new(),
+        field,
+    )
+    .await?;
+    Ok(rendered.tokens)
+}
+
+async fn render(
+    model: &Arc<LoadedModel>,
+    messages: Vec<ChatMessage>,
+    tools: Option<Value>,
+    add_generation_prompt: bool,
+    variables: Map<String, Value>,
+    field: &'static str,
+) -> Result<RenderedChat, ChatError> {
     let model = model.clone();
     let template_error = move |e: TemplateError| ChatError::Template {
         field,
@@ -57,14 +88,20 @@ pub async fn chat_with(
         return off_runtime(move || {
             let text = model
                 .template
-                .render_with(&messages, tools.as_ref(), true, &variables)
+                .render_with(&messages, tools.as_ref(), add_generation_prompt, &variables)
                 .map_err(template_error)?;
             let tokens = encode(&model, &text, field)?;
             Ok(RenderedChat { tokens, text })
         })
         .await;
     };
-    let job = RenderJob::new(&model.template, messages, tools, true, variables);
+    let job = RenderJob::new(
+        &model.template,
+        messages,
+        tools,
+        add_generation_prompt,
+        variables,
+    );
     let started = tokio::time::Instant::now();
     // Dropping the render at the deadline kills its worker.
     let text = tokio::time::timeout(PROMPT_DEADLINE, sandbox.render(&job))
@@ -91,10 +128,30 @@ pub async fn texts(
     off_runtime(move || texts.iter().map(|t| encode(&model, t, field)).collect()).await
 }
 
+/// One text tokenized as it is, with or without the model's BOS (`/tokenize`'s `add_special`).
+pub async fn text(
+    model: &Arc<LoadedModel>,
+    text: String,
+    add_bos: bool,
+    field: &'static str,
+) -> Result<Vec<u32>, ChatError> {
+    let model = model.clone();
+    off_runtime(move || encode_with(&model, &text, add_bos, field)).await
+}
+
 fn encode(model: &LoadedModel, text: &str, field: &'static str) -> Result<Vec<u32>, ChatError> {
+    encode_with(model, text, true, field)
+}
+
+fn encode_with(
+    model: &LoadedModel,
+    text: &str,
+    add_bos: bool,
+    field: &'static str,
+) -> Result<Vec<u32>, ChatError> {
     model
         .tokenizer
-        .encode_for_context(text, true, model.context_size)
+        .encode_for_context(text, add_bos, model.context_size)
         .map_err(|e| match e {
             TokenizerError::TooLong { bytes, limit } => ChatError::PromptTooLong {
                 field,

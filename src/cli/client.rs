@@ -52,16 +52,34 @@ pub async fn list_models() -> Result<Value> {
     send(client().get(format!("{}/models", server_url()))).await
 }
 
+/// `model configure` through the server (`POST /engines/_configure`); returns its answer.
+pub async fn configure(request: &Value) -> Result<Value> {
+    send(
+        client()
+            .post(format!("{}/engines/_configure", server_url()))
+            .header("content-type", "application/json")
+            .body(request.to_string()),
+    )
+    .await
+}
+
 /// `model ps`: the models the server has loaded.
 pub async fn ps() -> Result<()> {
     let body = send(client().get(format!("{}/api/ps", server_url()))).await?;
     println!(
-        "{:<40} {:<14} {:>10} {:>8} {:<8}   UNTIL",
-        "MODEL NAME", "MODEL ID", "SIZE", "CONTEXT", "DEVICE"
+        "{:<40} {:<14} {:>10} {:>8} {:<8}   {:<25}   SETTINGS",
+        "MODEL NAME", "MODEL ID", "SIZE", "CONTEXT", "DEVICE", "UNTIL"
     );
     for m in body["models"].as_array().into_iter().flatten() {
+        let settings = m["settings"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
+            .collect::<Vec<_>>()
+            .join(" ");
         println!(
-            "{:<40} {:<14} {:>10} {:>8} {:<8}   {}",
+            "{:<40} {:<14} {:>10} {:>8} {:<8}   {:<25}   {}",
             m["name"].as_str().unwrap_or_default(),
             m["digest"]
                 .as_str()
@@ -72,6 +90,7 @@ pub async fn ps() -> Result<()> {
             m["context_length"].as_u64().unwrap_or(0),
             m["device"].as_str().unwrap_or("cpu"),
             m["expires_at"].as_str().unwrap_or_default(),
+            settings,
         );
     }
     Ok(())

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use serde_json::json;
 
 use crate::artifact::human_size;
 use crate::package::{PackageSpec, package};
@@ -93,6 +94,26 @@ pub enum Command {
     },
     /// Show a stored model as JSON.
     Inspect { reference: String },
+    /// Set the runtime settings a model loads with (kept in the store; a loaded model picks them up
+    /// when next idle), as `docker model configure`.
+    Configure {
+        /// Context size in tokens (-1: leave as it is).
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        context_size: Option<i64>,
+        /// -1: think without limit; 0: do not think (templates with `enable_thinking`).
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        reasoning_budget: Option<i64>,
+        /// How long the model stays loaded when idle ("10m", "1h", 0, -1 for ever).
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        keep_alive: Option<String>,
+        /// Clear the model's settings before applying these.
+        #[arg(long)]
+        reset: bool,
+        reference: String,
+        /// llama.cpp runtime flags after `--`; --ctx-size and --reasoning-budget are understood.
+        #[arg(last = true, value_name = "RUNTIME_FLAGS")]
+        runtime_flags: Vec<String>,
+    },
     /// Show the local store's disk usage.
     Df,
     /// Package a GGUF file as a model artifact in the store, and optionally push it.
@@ -188,6 +209,29 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&crate::server::dmr::model_json(&model))?
             );
+            Ok(())
+        }
+        Command::Configure {
+            context_size,
+            reasoning_budget,
+            keep_alive,
+            reset,
+            reference,
+            runtime_flags,
+        } => {
+            let request = json!({
+                "model": reference, "context-size": context_size, "reasoning-budget": reasoning_budget,
+                "keep_alive": keep_alive, "runtime-flags": runtime_flags, "reset": reset,
+            });
+            let settings = if !store_named && client::server_answers().await {
+                client::configure(&request).await?["settings"].clone()
+            } else {
+                let request: crate::server::dmr::ConfigureRequest =
+                    serde_json::from_value(request)?;
+                let update = request.settings().map_err(|e| anyhow::anyhow!(e.message))?;
+                json!(store.configure(&reference, &update, reset)?.1)
+            };
+            println!("Configured {reference}: {settings}");
             Ok(())
         }
         Command::Df => disk_usage(&store),

@@ -232,6 +232,8 @@ pub fn client_route(method: &Method, path: &str) -> bool {
                 | "/api/show"
                 | "/v1/messages"
                 | "/v1/messages/count_tokens"
+                | "/tokenize"
+                | "/detokenize"
         ),
         _ => false,
     }

@@ -1,6 +1,7 @@
 //! `model serve`: the HTTP server, axum only. OpenAI's `/v1` API (also under Docker Model Runner's
-//! `/engines/v1` and `/engines/{backend}/v1` paths), Ollama's `/api`, Docker Model Runner's `/models`,
-//! `/mcp`, health and Prometheus metrics, optional bearer-key auth and CORS.
+//! `/engines/v1` and `/engines/{backend}/v1` paths), Anthropic's `/v1/messages`, Ollama's `/api`, Docker
+//! Model Runner's `/models` and `/engines/_configure`, `/tokenize` and `/detokenize`, `/mcp`, health and
+//! Prometheus metrics, optional bearer-key auth and CORS.
 //!
 //! Data flows one way: handler -> `chat` (validation, prompt, grammar) -> runtime (model lifecycle) ->
 //! scheduler -> events back. Handlers translate HTTP into a `chat::ChatInput` and events back into HTTP;
@@ -16,6 +17,7 @@ mod metrics;
 pub mod ollama;
 pub mod openai;
 pub mod pulling;
+pub mod tokenize;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,6 +91,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/models", get(dmr::list))
         .route("/models/create", post(dmr::create))
         .route("/models/{*name}", get(dmr::get).delete(dmr::delete))
+        .route("/engines/_configure", post(dmr::configure))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
+        .route("/engines/{backend}/_configure", post(dmr::configure))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))
         .route("/api/ps", get(ollama::ps))

@@ -30,7 +30,7 @@ use crate::engine::chat_template::ChatMessage;
 use crate::progress::TransferEvent;
 use crate::reference::ModelSource;
 use crate::runtime::LoadedModel;
-use crate::store::LocalModel;
+use crate::store::{LocalModel, settings};
 use crate::tools::parser::ToolCall;
 use crate::validation::GenerationParams;
 
@@ -44,6 +44,7 @@ pub struct Options {
     pub top_k: Option<i64>,
     pub min_p: Option<f64>,
     pub num_predict: Option<i64>,
+    pub num_ctx: Option<i64>,
     pub seed: Option<i64>,
     pub stop: Option<Vec<String>>,
     pub repeat_penalty: Option<f64>,
@@ -65,52 +66,29 @@ impl Options {
             repetition_penalty: self.repeat_penalty,
             seed: self.seed,
             stop: self.stop.clone().unwrap_or_default(),
+            context_size: self.num_ctx,
             ..Default::default()
         }
     }
 }
 
-/// Keep-alives from this long on mean "for ever".
-const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
-
 /// Ollama's keep_alive: a duration string ("5m", "30s", "1h"), seconds, 0 to unload, negative for ever.
 fn keep_alive(value: &Option<Value>) -> Result<Option<Option<Duration>>, ApiError> {
-    let bad = || {
-        ApiError::invalid(
-            "keep_alive must be a duration like \"5m\" or a number of seconds",
-            Some("keep_alive"),
-        )
-    };
-    let seconds = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.as_f64().ok_or_else(bad)?,
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            let (number, unit) =
-                s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-            let n: f64 = number.parse().map_err(|_| bad())?;
-            n * match unit {
-                "" | "s" => 1.0,
-                "ms" => 0.001,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return Err(bad()),
-            }
-        }
-        Some(_) => return Err(bad()),
-    };
-    if seconds.is_nan() {
-        return Err(bad());
+    let bad = |e: String| ApiError::invalid(e, Some("keep_alive"));
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .and_then(settings::keep_alive_from_seconds)
+            .map(Some)
+            .ok_or_else(|| bad(format!("keep_alive {n} is not a number of seconds"))),
+        Some(Value::String(s)) => settings::parse_keep_alive(s)
+            .map(Some)
+            .map_err(|e| bad(e.to_string())),
+        Some(_) => Err(bad(
+            "keep_alive must be a duration like \"5m\" or a number of seconds".into(),
+        )),
     }
-    // Negative is Ollama's "for ever"; so is anything past a year, which no timer needs to count
-    // (and which would overflow `Instant` and `Duration` arithmetic further on).
-    Ok(Some(
-        if seconds < 0.0 || seconds >= MAX_KEEP_ALIVE.as_secs_f64() {
-            None
-        } else {
-            Some(Duration::from_secs_f64(seconds))
-        },
-    ))
 }
 
 fn now_rfc3339() -> String {
@@ -170,6 +148,8 @@ pub async fn ps(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiErro
             // Ollama's meaning: bytes in GPU memory.
             "size_vram": if m.device == "cpu" { 0 } else { m.memory_bytes },
             "context_length": m.context_size, "device": m.device,
+            // What `model configure` set for it.
+            "settings": m.settings,
         }));
     }
     Ok(Json(json!({"models": list})))
@@ -217,15 +197,37 @@ pub async fn show(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<
     let mut info: serde_json::Map<String, Value> =
         c.gguf.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     info.remove("tokenizer.chat_template");
-    let mut capabilities = vec!["completion", "embedding"];
-    if ReasoningFormat::detect(&template).is_some() {
-        capabilities.push("thinking");
-    }
+    let capabilities = capabilities(&c.gguf, &template);
     Ok(Json(json!({
         "license": "", "modelfile": "", "parameters": "", "template": template,
         "details": details(&model), "model_info": info, "capabilities": capabilities,
         "modified_at": model.created().map(|t| t.to_rfc3339()),
     })))
+}
+
+/// Architectures that only embed: no generation, no tools, no thinking.
+const EMBEDDING_ARCHITECTURES: &[&str] = &["bert", "nomic-bert", "jina-bert-v2", "t5encoder", "modernbert"];
+
+/// What a model can do, as Ollama's `/api/show` lists it. Every decoder completes and calls tools (a
+/// template without a tool format gets the generic one, and the grammar keeps calls well formed); one
+/// whose template thinks also thinks. Encoder-only models embed. (`/api/embed` takes any model, as
+/// Ollama's does, but like Ollama only embedding models list the capability.)
+fn capabilities(
+    gguf: &std::collections::BTreeMap<String, String>,
+    template: &str,
+) -> Vec<&'static str> {
+    let architecture = gguf
+        .get("general.architecture")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if EMBEDDING_ARCHITECTURES.contains(&architecture) {
+        return vec!["embedding"];
+    }
+    let mut capabilities = vec!["completion", "tools"];
+    if ReasoningFormat::detect(template).is_some() {
+        capabilities.push("thinking");
+    }
+    capabilities
 }
 
 #[derive(Debug, Deserialize)]

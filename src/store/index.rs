@@ -1,4 +1,5 @@
-//! The reference index: which reference (tag or digest reference) names which manifest.
+//! The reference index: which reference (tag or digest reference) names which manifest, and the runtime
+//! settings of the models it names.
 //!
 //! One JSON file, rewritten atomically under an exclusive lock for every change.
 
@@ -8,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use super::settings::ModelSettings;
 use crate::digest::Digest;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -17,6 +19,9 @@ pub(crate) struct ReferenceIndex {
     /// Full reference (`docker.io/ai/smollm2:latest`) -> manifest digest.
     #[serde(default)]
     pub references: BTreeMap<String, Digest>,
+    /// Model ID -> its runtime settings (`model configure`); dropped with the model's last reference.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<Digest, ModelSettings>,
 }
 
 impl ReferenceIndex {

@@ -5,7 +5,7 @@
 //!   blobs/sha256/<hex>        config blobs and layers (GGUF, licenses, templates), verified
 //!   manifests/sha256/<hex>    model manifests, by digest
 //!   incoming/                 partial downloads (kept for resume, collected after a day) and their locks
-//!   index.json                reference -> manifest digest
+//!   index.json                reference -> manifest digest; model ID -> runtime settings
 //!   index.lock, gc.lock       advisory locks
 //! ```
 //!
@@ -15,6 +15,7 @@
 
 mod blobs;
 mod index;
+pub mod settings;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -26,6 +27,7 @@ use serde::Serialize;
 pub use blobs::FileLock;
 pub use blobs::{BlobIngest, PartialBlob};
 use index::ReferenceIndex;
+pub use settings::ModelSettings;
 
 use crate::artifact::{ArtifactError, ConfigFile, Descriptor, Manifest};
 use crate::digest::Digest;
@@ -100,6 +102,8 @@ pub struct LocalModel {
     pub references: Vec<ModelRef>,
     pub manifest: Manifest,
     pub config: ConfigFile,
+    /// What `model configure` set for it.
+    pub settings: ModelSettings,
 }
 
 impl LocalModel {
@@ -284,6 +288,12 @@ impl Store {
         let path = self.root.join("index.json");
         let mut index = ReferenceIndex::load(&path)?;
         let out = change(&mut index)?;
+        let live: BTreeSet<&Digest> = index.references.values().collect();
+        let settings = std::mem::take(&mut index.settings);
+        index.settings = settings
+            .into_iter()
+            .filter(|(id, s)| live.contains(id) && !s.is_empty())
+            .collect();
         index.version = 1;
         blobs::write_atomically(&self.incoming_dir, &path, &index.to_json())?;
         Ok(out)
@@ -293,7 +303,12 @@ impl Store {
         ReferenceIndex::load(&self.root.join("index.json"))
     }
 
-    fn load_model(&self, id: Digest, references: &[String]) -> Result<LocalModel, StoreError> {
+    fn load_model(
+        &self,
+        index: &ReferenceIndex,
+        id: Digest,
+        references: &[String],
+    ) -> Result<LocalModel, StoreError> {
         let manifest = self.read_manifest(&id)?;
         let config_bytes = self.read_blob(&manifest.config.digest)?;
         let config = ConfigFile::parse(&manifest.config.media_type, &config_bytes)?;
@@ -303,6 +318,7 @@ impl Store {
             .collect();
         references.sort_by_key(|r| r.to_string());
         Ok(LocalModel {
+            settings: index.settings.get(&id).cloned().unwrap_or_default(),
             id,
             references,
             manifest,
@@ -312,11 +328,11 @@ impl Store {
 
     /// Every model in the store, newest first.
     pub fn list(&self) -> Result<Vec<LocalModel>, StoreError> {
-        let mut models = self
-            .load_index()?
+        let index = self.load_index()?;
+        let mut models = index
             .by_manifest()
             .into_iter()
-            .map(|(id, refs)| self.load_model(id, &refs))
+            .map(|(id, refs)| self.load_model(&index, id, &refs))
             .collect::<Result<Vec<_>, _>>()?;
         models.sort_by(|a, b| b.created().cmp(&a.created()).then(a.id.cmp(&b.id)));
         Ok(models)
@@ -327,7 +343,26 @@ impl Store {
         let index = self.load_index()?;
         let id = self.resolve_id(&index, input)?;
         let refs = index.by_manifest().remove(&id).unwrap_or_default();
-        self.load_model(id, &refs)
+        self.load_model(&index, id, &refs)
+    }
+
+    /// Changes the runtime settings of the model `input` names: the fields `update` sets replace the
+    /// stored ones (all of them go first with `reset`). Returns the model's ID and its settings now.
+    pub fn configure(
+        &self,
+        input: &str,
+        update: &ModelSettings,
+        reset: bool,
+    ) -> Result<(Digest, ModelSettings), StoreError> {
+        self.update_index(|index| {
+            let id = self.resolve_id(index, input)?;
+            let entry = index.settings.entry(id.clone()).or_default();
+            if reset {
+                *entry = ModelSettings::default();
+            }
+            *entry = entry.merged(update);
+            Ok((id, entry.clone()))
+        })
     }
 
     fn resolve_id(&self, index: &ReferenceIndex, input: &str) -> Result<Digest, StoreError> {

@@ -88,6 +88,7 @@ impl SamplingFields {
             logit_bias: self.logit_bias,
             top_logprobs,
             ignore_eos: self.ignore_eos,
+            context_size: None,
         }
     }
 
