@@ -214,7 +214,9 @@ impl ValidParams {
         if prompt.is_empty() {
             return Err(ValidationError::invalid("prompt", "the prompt is empty"));
         }
-        let context = self.context_limit.map_or(context, |limit| limit.min(context));
+        let context = self
+            .context_limit
+            .map_or(context, |limit| limit.min(context));
         let available = context.saturating_sub(prompt.len());
         let max_tokens = match self.max_tokens {
             Some(n) if n > available => {
@@ -406,7 +408,10 @@ mod tests {
         let request = validate(vec![1; 10], None, &within(32), 10, 100).unwrap();
         assert_eq!(request.max_tokens, 22, "the rest of num_ctx");
         let request = validate(vec![1; 10], None, &within(1000), 10, 100).unwrap();
-        assert_eq!(request.max_tokens, 90, "the model's context still bounds it");
+        assert_eq!(
+            request.max_tokens, 90,
+            "the model's context still bounds it"
+        );
         assert!(matches!(
             validate(vec![1; 10], None, &within(8), 10, 100),
             Err(ValidationError::ContextOverflow { context: 8, .. })

@@ -1006,8 +1006,7 @@ fn configured_settings_persist_and_apply_when_the_model_loads() {
         "0",
         "ai/smollm2-qwen3",
     ]);
-    let inspected: Value =
-        serde_json::from_str(&cli.ok(&["inspect", "ai/smollm2-qwen3"])).unwrap();
+    let inspected: Value = serde_json::from_str(&cli.ok(&["inspect", "ai/smollm2-qwen3"])).unwrap();
     assert_eq!(
         inspected["settings"],
         json!({"context-size": 512, "reasoning-budget": 0, "keep-alive": "10m"}),
@@ -1020,11 +1019,7 @@ fn configured_settings_persist_and_apply_when_the_model_loads() {
     runtime().block_on(async {
         let ask = json!({"model": "ai/smollm2-qwen3", "max_tokens": 8, "temperature": 0,
                          "messages": [{"role": "user", "content": "Say hi."}]});
-        let (status, _, answer) = post(
-            &server.url("/v1/chat/completions"),
-            ask.to_string(),
-        )
-        .await;
+        let (status, _, answer) = post(&server.url("/v1/chat/completions"), ask.to_string()).await;
         assert_eq!(status, 200, "{answer}");
         // Budget 0: qwen3's template renders with thinking off, closing an empty think block in the
         // generation prompt (counted below against the prompt with thinking on).
@@ -1056,11 +1051,7 @@ fn configured_settings_persist_and_apply_when_the_model_loads() {
         assert_eq!(body["settings"]["context-size"], 1024, "{body}");
         assert_eq!(body["settings"]["reasoning-budget"], -1, "{body}");
         assert_eq!(body["settings"]["keep-alive"], "10m", "kept: {body}");
-        let (status, _, answer) = post(
-            &server.url("/v1/chat/completions"),
-            ask.to_string(),
-        )
-        .await;
+        let (status, _, answer) = post(&server.url("/v1/chat/completions"), ask.to_string()).await;
         assert_eq!(status, 200, "{answer}");
         let ps = get_json(&server.url("/api/ps")).await;
         assert_eq!(ps["models"][0]["context_length"], 1024, "reloaded: {ps}");
@@ -1072,13 +1063,28 @@ fn configured_settings_persist_and_apply_when_the_model_loads() {
         let mut off = ask.clone();
         off["chat_template_kwargs"] = json!({"enable_thinking": false});
         let (_, _, answer) = post(&server.url("/v1/chat/completions"), off.to_string()).await;
-        assert_eq!(answer["usage"]["prompt_tokens"], thinking_off_prompt, "{answer}");
+        assert_eq!(
+            answer["usage"]["prompt_tokens"], thinking_off_prompt,
+            "{answer}"
+        );
 
         for (bad, param) in [
-            (json!({"model": "ai/smollm2", "context-size": 0}), "context-size"),
-            (json!({"model": "ai/smollm2", "keep_alive": "soon"}), "keep_alive"),
-            (json!({"model": "ai/smollm2", "raw-runtime-flags": "--mlock"}), "runtime-flags"),
-            (json!({"model": "ai/smollm2", "speculative": {"draft_model": "x"}}), "speculative"),
+            (
+                json!({"model": "ai/smollm2", "context-size": 0}),
+                "context-size",
+            ),
+            (
+                json!({"model": "ai/smollm2", "keep_alive": "soon"}),
+                "keep_alive",
+            ),
+            (
+                json!({"model": "ai/smollm2", "raw-runtime-flags": "--mlock"}),
+                "runtime-flags",
+            ),
+            (
+                json!({"model": "ai/smollm2", "speculative": {"draft_model": "x"}}),
+                "speculative",
+            ),
         ] {
             let (status, _, error) =
                 post(&server.url("/engines/_configure"), bad.to_string()).await;
@@ -1131,7 +1137,11 @@ fn tokenize_and_detokenize_in_llama_cpp_and_vllm_shapes() {
                 other => panic!("piece {other}"),
             }
         }
-        assert_eq!(String::from_utf8(bytes).unwrap(), text, "pieces spell the text");
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            text,
+            "pieces spell the text"
+        );
         let (status, _, back) = post(
             &server.url("/detokenize"),
             json!({ "tokens": tokens }).to_string(),
@@ -1195,7 +1205,11 @@ fn tokenize_and_detokenize_in_llama_cpp_and_vllm_shapes() {
             assert!(matches!(status, 400 | 404), "{bad}: {status} {error}");
             assert!(error["error"]["message"].is_string(), "{error}");
         }
-        for bad in [json!({"tokens": [-1]}), json!({"tokens": [4294967296u64]}), json!({"tokens": [99999999]})] {
+        for bad in [
+            json!({"tokens": [-1]}),
+            json!({"tokens": [4294967296u64]}),
+            json!({"tokens": [99999999]}),
+        ] {
             let (status, _, error) = post(&server.url("/detokenize"), bad.to_string()).await;
             assert_eq!(status, 400, "{bad}: {error}");
         }
@@ -1243,6 +1257,10 @@ fn ollama_num_ctx_bounds_the_request_and_show_lists_capabilities() {
             json!({"model": "ai/smollm2"}).to_string(),
         )
         .await;
-        assert_eq!(show["capabilities"], json!(["completion", "tools"]), "{show}");
+        assert_eq!(
+            show["capabilities"],
+            json!(["completion", "tools"]),
+            "{show}"
+        );
     });
 }

@@ -5,8 +5,10 @@
 //! variables, bounded), and `ReasoningSplitter`, which cuts streamed text into reasoning and answer the
 //! same way whatever the chunking: a tag split across pieces is held back until it is whole.
 //!
-//! gpt-oss's harmony channels are not read here: their markers are control tokens, which detokenizing
-//! leaves out of the text, so there is nothing to split on until the text stream keeps them.
+//! gpt-oss writes in OpenAI's harmony format instead: messages on channels,
+//! `<|channel|>analysis<|message|>...<|end|><|start|>assistant<|channel|>final<|message|>...`. The
+//! tokenizer renders those markers as text for such models (as llama.cpp does), and `HarmonySplitter`
+//! reads the `analysis` channel as reasoning and the rest as the answer.
 
 use serde_json::{Map, Value};
 
@@ -14,6 +16,15 @@ use crate::validation::ValidationError;
 
 const THINK_OPEN: &str = "<think>";
 const THINK_CLOSE: &str = "</think>";
+/// Harmony's markers (gpt-oss): a message is `<|start|>ROLE<|channel|>NAME<|message|>TEXT<|end|>`.
+const HARMONY_START: &str = "<|start|>";
+const HARMONY_CHANNEL: &str = "<|channel|>";
+const HARMONY_MESSAGE: &str = "<|message|>";
+const HARMONY_END: &str = "<|end|>";
+/// The channel harmony models think on.
+const HARMONY_ANALYSIS: &str = "analysis";
+/// Longest message header (role, channel, recipient, constraint) held while it is read.
+const MAX_HARMONY_HEADER: usize = 256;
 /// The template variable thinking templates (qwen3, smollm3) switch thinking off with.
 pub const ENABLE_THINKING: &str = "enable_thinking";
 /// Most variables a request may pass to the chat template.
@@ -34,11 +45,16 @@ const RESERVED_KWARGS: &[&str] = &[
 pub enum ReasoningFormat {
     /// `<think>`...`</think>` before the answer.
     ThinkTags,
+    /// OpenAI's harmony channels (gpt-oss): thinking on `analysis`, the answer on `final`.
+    Harmony,
 }
 
 impl ReasoningFormat {
     /// The format a chat template's model thinks in; `None` for a model that does not think.
     pub fn detect(template_source: &str) -> Option<Self> {
+        if template_source.contains(HARMONY_CHANNEL) && template_source.contains(HARMONY_MESSAGE) {
+            return Some(Self::Harmony);
+        }
         (template_source.contains(THINK_OPEN) || template_source.contains(THINK_CLOSE))
             .then_some(Self::ThinkTags)
     }
@@ -73,6 +89,8 @@ impl Reasoning {
     pub fn for_prompt(format: ReasoningFormat, prompt: &str, constrained: bool) -> Self {
         let opened = match format {
             ReasoningFormat::ThinkTags => !constrained && prompt.trim_end().ends_with(THINK_OPEN),
+            // A harmony prompt ends with `<|start|>assistant`: the model names its channel itself.
+            ReasoningFormat::Harmony => false,
         };
         Self { format, opened }
     }
@@ -184,6 +202,8 @@ enum Phase {
 pub struct ReasoningSplitter {
     phase: Phase,
     pending: String,
+    /// Set for harmony models, which the splitter hands their text to.
+    harmony: Option<HarmonySplitter>,
 }
 
 impl ReasoningSplitter {
@@ -195,11 +215,15 @@ impl ReasoningSplitter {
                 Phase::Start
             },
             pending: String::new(),
+            harmony: (reasoning.format == ReasoningFormat::Harmony).then(HarmonySplitter::default),
         }
     }
 
     /// The pieces `text` completes.
     pub fn push(&mut self, text: &str) -> Vec<ReasoningPiece> {
+        if let Some(harmony) = &mut self.harmony {
+            return harmony.push(text);
+        }
         self.pending.push_str(text);
         let mut out = Vec::new();
         while self.advance(&mut out, false) {}
@@ -209,6 +233,9 @@ impl ReasoningSplitter {
     /// The end of the text: whatever is held back comes out. A thinking never closed (a length limit)
     /// is reasoning.
     pub fn finish(&mut self) -> Vec<ReasoningPiece> {
+        if let Some(harmony) = &mut self.harmony {
+            return harmony.finish();
+        }
         let mut out = Vec::new();
         while self.advance(&mut out, true) {}
         out
@@ -288,6 +315,130 @@ impl ReasoningSplitter {
                 false
             }
         }
+    }
+}
+
+/// Where a harmony reader is in the text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum HarmonyPhase {
+    /// Between messages: a header may start here (`<|start|>`, `<|channel|>`), else text is answer.
+    #[default]
+    Between,
+    /// Inside a header, up to `<|message|>`.
+    Header,
+    /// Inside a message's text; `true` on the analysis channel.
+    Message { analysis: bool },
+}
+
+/// Reads harmony messages as they stream: `analysis` text is reasoning, every other channel's text
+/// (`final`, and `commentary` preambles and calls) is the answer. Markers are matched only when whole, as
+/// `ReasoningSplitter` matches its tags.
+#[derive(Debug, Default)]
+struct HarmonySplitter {
+    phase: HarmonyPhase,
+    pending: String,
+}
+
+impl HarmonySplitter {
+    fn push(&mut self, text: &str) -> Vec<ReasoningPiece> {
+        self.pending.push_str(text);
+        let mut out = Vec::new();
+        while self.advance(&mut out, false) {}
+        out
+    }
+
+    fn finish(&mut self) -> Vec<ReasoningPiece> {
+        let mut out = Vec::new();
+        while self.advance(&mut out, true) {}
+        out
+    }
+
+    fn advance(&mut self, out: &mut Vec<ReasoningPiece>, at_end: bool) -> bool {
+        match self.phase {
+            HarmonyPhase::Between => {
+                if let Some(rest) = self.pending.strip_prefix(HARMONY_START) {
+                    self.pending = rest.to_string();
+                    self.phase = HarmonyPhase::Header;
+                    return true;
+                }
+                if self.pending.starts_with(HARMONY_CHANNEL) {
+                    // The header is the channel alone (the role was in the prompt).
+                    self.phase = HarmonyPhase::Header;
+                    return true;
+                }
+                if let Some(rest) = self.pending.strip_prefix(HARMONY_END) {
+                    self.pending = rest.to_string();
+                    return true;
+                }
+                let maybe_marker = [HARMONY_START, HARMONY_CHANNEL, HARMONY_END]
+                    .iter()
+                    .any(|m| m.starts_with(self.pending.as_str()));
+                if self.pending.is_empty() || (maybe_marker && !at_end) {
+                    return false;
+                }
+                // Text outside any message (a model that skipped the format) is the answer.
+                self.phase = HarmonyPhase::Message { analysis: false };
+                true
+            }
+            HarmonyPhase::Header => {
+                if let Some(at) = self.pending.find(HARMONY_MESSAGE) {
+                    let header = &self.pending[..at];
+                    let channel = header
+                        .split(HARMONY_CHANNEL)
+                        .nth(1)
+                        .and_then(|c| c.split_whitespace().next())
+                        .unwrap_or_default();
+                    self.phase = HarmonyPhase::Message {
+                        analysis: channel == HARMONY_ANALYSIS,
+                    };
+                    self.pending.drain(..at + HARMONY_MESSAGE.len());
+                    return true;
+                }
+                if at_end || self.pending.len() > MAX_HARMONY_HEADER {
+                    // A header that never ends: what came after its start is the answer.
+                    let text = std::mem::take(&mut self.pending);
+                    emit(out, ReasoningPiece::Answer, &text);
+                    self.phase = HarmonyPhase::Message { analysis: false };
+                }
+                false
+            }
+            HarmonyPhase::Message { analysis } => {
+                let piece = if analysis {
+                    ReasoningPiece::Reasoning
+                } else {
+                    ReasoningPiece::Answer
+                };
+                let next = [HARMONY_END, HARMONY_START, HARMONY_CHANNEL]
+                    .iter()
+                    .filter_map(|m| self.pending.find(m))
+                    .min();
+                if let Some(at) = next {
+                    let text: String = self.pending.drain(..at).collect();
+                    emit(out, piece, &text);
+                    self.phase = HarmonyPhase::Between;
+                    return true;
+                }
+                let held = if at_end {
+                    0
+                } else {
+                    [HARMONY_END, HARMONY_START, HARMONY_CHANNEL]
+                        .iter()
+                        .map(|m| partial_suffix(&self.pending, m))
+                        .max()
+                        .unwrap_or(0)
+                };
+                let cut = self.pending.len() - held;
+                let text: String = self.pending.drain(..cut).collect();
+                emit(out, piece, &text);
+                false
+            }
+        }
+    }
+}
+
+fn emit(out: &mut Vec<ReasoningPiece>, piece: fn(String) -> ReasoningPiece, text: &str) {
+    if !text.is_empty() {
+        out.push(piece(text.to_string()));
     }
 }
 
@@ -392,6 +543,56 @@ mod tests {
         );
         assert!(ReasoningFormat::switchable(QWEN3));
         assert!(!ReasoningFormat::switchable(DEEPSEEK_R1));
+    }
+
+    const HARMONY: Reasoning = Reasoning {
+        format: ReasoningFormat::Harmony,
+        opened: false,
+    };
+
+    #[test]
+    fn harmony_analysis_is_reasoning_and_final_is_the_answer_however_it_streams() {
+        assert_eq!(
+            ReasoningFormat::detect(
+                "{{- '<|start|>assistant<|channel|>final<|message|>' + content + '<|end|>' }}"
+            ),
+            Some(ReasoningFormat::Harmony)
+        );
+        let text = "<|channel|>analysis<|message|>User greets. Reply kindly.<|end|>\
+                    <|start|>assistant<|channel|>final<|message|>Hello! How can I help?";
+        assert_eq!(
+            ReasoningSplitter::split(HARMONY, text),
+            (
+                Some("User greets. Reply kindly.".into()),
+                "Hello! How can I help?".into()
+            )
+        );
+        splits_agree(HARMONY, text);
+        // A preamble on commentary is said to the user; a final with no thinking is all answer.
+        let text = "<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant<|channel|>final<|message|>Done.";
+        assert_eq!(
+            ReasoningSplitter::split(HARMONY, text),
+            (None, "Checking.Done.".into())
+        );
+        splits_agree(HARMONY, text);
+        // Cut off while thinking (a length limit): all reasoning.
+        let text = "<|channel|>analysis<|message|>Let me think about <|st";
+        assert_eq!(
+            ReasoningSplitter::split(HARMONY, text),
+            (Some("Let me think about <|st".into()), String::new())
+        );
+        splits_agree(HARMONY, text);
+        // A model that ignores the format answers in plain text.
+        assert_eq!(
+            ReasoningSplitter::split(HARMONY, "Just text, <|end|> and more"),
+            (None, "Just text,  and more".into())
+        );
+        splits_agree(HARMONY, "Just text, <|end|> and more");
+        // A header that never closes is bounded and given back as the answer.
+        let endless = format!("<|channel|>{}", "x".repeat(MAX_HARMONY_HEADER * 2));
+        let (thought, answer) = ReasoningSplitter::split(HARMONY, &endless);
+        assert_eq!(thought, None);
+        assert_eq!(answer, endless);
     }
 
     #[test]

@@ -43,7 +43,7 @@ const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 const TOKEN_TYPE_BYTE: i32 = 6;
 
 /// Texts llama.cpp also treats as end-of-generation when they are control tokens.
-const END_OF_GENERATION_TEXTS: [&str; 10] = [
+const END_OF_GENERATION_TEXTS: [&str; 11] = [
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
@@ -53,8 +53,36 @@ const END_OF_GENERATION_TEXTS: [&str; 10] = [
     "<|end_of_text|>",
     "<end_of_utterance>",
     "<|return|>",
+    "<|call|>",
     "<|eom_id|>",
 ];
+
+/// Harmony's message markers (gpt-oss), which the answer is read by.
+const HARMONY_MARKERS: [&str; 5] = [
+    "<|start|>",
+    "<|channel|>",
+    "<|message|>",
+    "<|constrain|>",
+    "<|end|>",
+];
+
+/// For a harmony vocabulary (one with `<|channel|>`), makes its message markers rendered text rather than
+/// control tokens, as llama.cpp does: the channels they name are how thinking is told from the answer.
+/// Returns whether the vocabulary is harmony's.
+fn render_harmony_markers(tokens: &[String], types: &mut [i32]) -> bool {
+    let is_harmony = tokens
+        .iter()
+        .zip(types.iter())
+        .any(|(text, t)| text == "<|channel|>" && *t == TOKEN_TYPE_CONTROL);
+    if is_harmony {
+        for (text, t) in tokens.iter().zip(types.iter_mut()) {
+            if *t == TOKEN_TYPE_CONTROL && HARMONY_MARKERS.contains(&text.as_str()) {
+                *t = TOKEN_TYPE_USER_DEFINED;
+            }
+        }
+    }
+    is_harmony
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -111,7 +139,7 @@ impl Tokenizer {
                 format!("{} tokens, more than {MAX_VOCAB}", tokens.len()),
             ));
         }
-        let types = int_array(metadata, "tokenizer.ggml.token_type")?
+        let mut types = int_array(metadata, "tokenizer.ggml.token_type")?
             .unwrap_or_else(|| vec![TOKEN_TYPE_NORMAL; tokens.len()]);
         if types.len() != tokens.len() {
             return Err(bad(
@@ -119,6 +147,7 @@ impl Tokenizer {
                 format!("{} types for {} tokens", types.len(), tokens.len()),
             ));
         }
+        let harmony = render_harmony_markers(&tokens, &mut types);
         let token_id = |key: &'static str| -> Result<Option<u32>, TokenizerError> {
             match uint(metadata, key) {
                 Some(id) if id as usize >= tokens.len() => Err(bad(
@@ -160,6 +189,11 @@ impl Tokenizer {
             if *t == TOKEN_TYPE_CONTROL && END_OF_GENERATION_TEXTS.contains(&text.as_str()) {
                 end_of_generation.insert(id as u32);
             }
+        }
+        if harmony {
+            // A harmony model ends a message with `<|end|>` and goes on to the next; only `<|return|>`
+            // and `<|call|>` end its turn.
+            end_of_generation.retain(|&id| types[id as usize] != TOKEN_TYPE_USER_DEFINED);
         }
         let add_bos = match metadata.get("tokenizer.ggml.add_bos_token") {
             Some(Value::Bool(b)) => *b,
@@ -586,6 +620,44 @@ mod tests {
         assert!(t.is_end_of_generation(3));
         let t = Tokenizer::from_gguf(&llama_metadata()).unwrap();
         assert_eq!(t.encode("a", true).unwrap(), vec![0, 3]);
+    }
+
+    /// gpt-oss's vocabulary: its message markers decode as text (the channels are read from them) and
+    /// `<|end|>` ends a message, not the turn; `<|return|>` and `<|call|>` end the turn.
+    #[test]
+    fn harmony_markers_are_rendered_and_only_return_and_call_end_the_turn() {
+        let texts = [
+            "a",
+            "b",
+            "ab",
+            "<|start|>",
+            "<|channel|>",
+            "<|message|>",
+            "<|end|>",
+            "<|return|>",
+            "<|call|>",
+        ];
+        let mut m = gpt2_metadata();
+        m.insert("tokenizer.ggml.tokens".into(), strings(&texts));
+        let types = [1, 1, 1, 3, 3, 3, 3, 3, 3].map(Value::I32).to_vec();
+        m.insert("tokenizer.ggml.token_type".into(), Value::Array(types));
+        m.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(7));
+        m.insert("tokenizer.ggml.eot_token_id".into(), Value::U32(6));
+        let t = Tokenizer::from_gguf(&m).unwrap();
+        let ids = t
+            .encode("<|channel|>a<|message|>ab<|end|><|start|>b", false)
+            .unwrap();
+        assert_eq!(ids, vec![4, 0, 5, 2, 6, 3, 1]);
+        assert_eq!(
+            t.decode(&ids, true),
+            "<|channel|>a<|message|>ab<|end|><|start|>b"
+        );
+        assert!(!t.is_end_of_generation(6), "<|end|> ends a message only");
+        assert!(t.is_end_of_generation(7) && t.is_end_of_generation(8));
+        // Anywhere else `<|end|>` stays a control token that ends the turn.
+        let t = Tokenizer::from_gguf(&gpt2_metadata()).unwrap();
+        assert!(t.is_end_of_generation(3));
+        assert_eq!(t.decode(&[2, 3], true), "ab");
     }
 
     #[test]

@@ -164,8 +164,7 @@ impl ConfigureRequest {
             .iter()
             .map(String::as_str)
             .chain(self.raw_runtime_flags.split_whitespace());
-        let mut settings =
-            settings::from_runtime_flags(flags).map_err(invalid("runtime-flags"))?;
+        let mut settings = settings::from_runtime_flags(flags).map_err(invalid("runtime-flags"))?;
         if let Some(n) = self.context_size.filter(|n| *n != -1) {
             settings.context_size =
                 Some(settings::context_size(n).map_err(invalid("context-size"))?);
@@ -199,11 +198,10 @@ pub async fn configure(
     let update = request.settings()?;
     let store = app.runtime.store().clone();
     let model = request.model.clone();
-    let (id, settings) = tokio::task::spawn_blocking(move || {
-        store.configure(&model, &update, request.reset)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("configure stopped: {e}")))??;
+    let (id, settings) =
+        tokio::task::spawn_blocking(move || store.configure(&model, &update, request.reset))
+            .await
+            .map_err(|e| ApiError::internal(format!("configure stopped: {e}")))??;
     tracing::info!(model = %request.model, ?settings, "model configured");
     Ok((
         axum::http::StatusCode::ACCEPTED,

@@ -206,7 +206,13 @@ pub async fn show(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<
 }
 
 /// Architectures that only embed: no generation, no tools, no thinking.
-const EMBEDDING_ARCHITECTURES: &[&str] = &["bert", "nomic-bert", "jina-bert-v2", "t5encoder", "modernbert"];
+const EMBEDDING_ARCHITECTURES: &[&str] = &[
+    "bert",
+    "nomic-bert",
+    "jina-bert-v2",
+    "t5encoder",
+    "modernbert",
+];
 
 /// What a model can do, as Ollama's `/api/show` lists it. Every decoder completes and calls tools (a
 /// template without a tool format gets the generic one, and the grammar keeps calls well formed); one

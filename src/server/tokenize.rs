@@ -62,7 +62,13 @@ pub async fn tokenize(
     let llama_cpp_shape = request.content.is_some();
     let tokens = match (request.content, request.prompt, request.messages) {
         (Some(text), None, None) => {
-            prompt::text(&model, text, request.add_special.unwrap_or(false), "content").await?
+            prompt::text(
+                &model,
+                text,
+                request.add_special.unwrap_or(false),
+                "content",
+            )
+            .await?
         }
         (None, Some(text), None) => {
             let add_bos = request.add_special_tokens.unwrap_or(true);
@@ -93,7 +99,13 @@ pub async fn tokenize(
     let token_strs = request.return_token_strs.then(|| {
         tokens
             .iter()
-            .map(|&id| model.tokenizer.token_text(id).unwrap_or_default().to_string())
+            .map(|&id| {
+                model
+                    .tokenizer
+                    .token_text(id)
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .collect::<Vec<_>>()
     });
     Ok(Json(json!({
@@ -122,9 +134,8 @@ pub async fn detokenize(
         .iter()
         .map(|&id| u32::try_from(id).unwrap_or(u32::MAX))
         .collect();
-    validation::prompt_ids(&ids, model.vocab_size).map_err(|e| {
-        ApiError::invalid(e.to_string(), Some("tokens"))
-    })?;
+    validation::prompt_ids(&ids, model.vocab_size)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("tokens")))?;
     let decoding = model.clone();
     let text = tokio::task::spawn_blocking(move || {
         let bytes: Vec<u8> = ids

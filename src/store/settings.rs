@@ -20,9 +20,13 @@ pub enum SettingsError {
         "reasoning budget must be -1 (no limit) or 0 (no thinking), as llama.cpp's --reasoning-budget; got {0}"
     )]
     ReasoningBudget(i64),
-    #[error("keep-alive must be a duration like \"5m\", \"1h\" or \"30s\", 0, or -1 for ever; got {0:?}")]
+    #[error(
+        "keep-alive must be a duration like \"5m\", \"1h\" or \"30s\", 0, or -1 for ever; got {0:?}"
+    )]
     KeepAlive(String),
-    #[error("runtime flag {0:?} is not supported by this runner; it takes --ctx-size and --reasoning-budget")]
+    #[error(
+        "runtime flag {0:?} is not supported by this runner; it takes --ctx-size and --reasoning-budget"
+    )]
     UnknownFlag(String),
     #[error("runtime flag {flag} needs a whole number, got {value:?}")]
     FlagValue { flag: &'static str, value: String },
@@ -193,7 +197,11 @@ mod tests {
         );
         assert_eq!(parse_keep_alive("-1"), Ok(None));
         assert_eq!(parse_keep_alive("-5m"), Ok(None));
-        assert_eq!(parse_keep_alive("1e20"), Ok(None), "past a year is for ever");
+        assert_eq!(
+            parse_keep_alive("1e20"),
+            Ok(None),
+            "past a year is for ever"
+        );
         for bad in ["", "-", "5x", "m", "1.2.3s", "NaN", "inf", "5m-3s"] {
             assert!(parse_keep_alive(bad).is_err(), "{bad:?} was accepted");
         }
