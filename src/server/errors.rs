@@ -25,6 +25,8 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     pub param: Option<String>,
     pub message: String,
+    /// Seconds the client should wait before trying again (`Retry-After`), where that is known.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -49,6 +51,7 @@ impl ApiError {
             code: None,
             param: param.map(str::to_string),
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -60,6 +63,7 @@ impl ApiError {
             param: None,
             message: "Incorrect or missing API key: send it as 'Authorization: Bearer <key>'"
                 .into(),
+            retry_after: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl ApiError {
             code: None,
             param: None,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -81,6 +86,7 @@ impl ApiError {
             code: None,
             param: None,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -91,6 +97,7 @@ impl ApiError {
             code: None,
             param: None,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -111,10 +118,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self.retry_after {
+            Some(seconds) => Some(seconds),
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(u64::from(RETRY_AFTER_SECONDS))
+            }
+            None => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -132,6 +146,7 @@ impl From<ValidationError> for ApiError {
             code,
             param: e.param().map(str::to_string),
             message: e.to_string(),
+            retry_after: None,
         }
     }
 }
@@ -145,6 +160,7 @@ impl From<RuntimeError> for ApiError {
                 code: Some("model_not_found"),
                 param: Some("model".into()),
                 message: e.to_string(),
+                retry_after: None,
             },
             RuntimeError::Reference(_) => Self::invalid(e.to_string(), Some("model")),
             // As Ollama and llama.cpp's server answer a model that fails to load: a 500, here with a
@@ -155,6 +171,7 @@ impl From<RuntimeError> for ApiError {
                 code: Some("model_load_failed"),
                 param: Some("model".into()),
                 message: e.to_string(),
+                retry_after: None,
             },
             other => Self::internal(other.to_string()),
         }
@@ -175,6 +192,7 @@ impl From<SubmitError> for ApiError {
             code: Some("server_overloaded"),
             param: None,
             message: e.to_string(),
+            retry_after: None,
         }
     }
 }
@@ -221,12 +239,20 @@ impl From<McpError> for ApiError {
             | McpError::InvalidArguments { .. }
             | McpError::Script(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
         };
+        let retry_after = match &e {
+            // Whole seconds, rounded up: a client that waits that long is let in.
+            McpError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ => None,
+        };
         Self {
             status,
             kind,
             code,
             param: None,
             message: e.to_string(),
+            retry_after,
         }
     }
 }
@@ -250,6 +276,7 @@ impl From<ChatError> for ApiError {
                 code: Some("context_length_exceeded"),
                 param: Some(field.into()),
                 message: e.to_string(),
+                retry_after: None,
             },
             ChatError::PromptDeadline { .. } => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -257,6 +284,7 @@ impl From<ChatError> for ApiError {
                 code: Some("timeout"),
                 param: None,
                 message: e.to_string(),
+                retry_after: None,
             },
             ChatError::Submit(e) => e.into(),
             ChatError::Generation(GenerationError::Submit(e)) => e.into(),
@@ -282,9 +310,11 @@ mod tests {
         assert_eq!(status(denied), StatusCode::FORBIDDEN);
         let limited = McpError::RateLimited {
             client: "c".into(),
-            retry_after: Duration::from_secs(1),
+            retry_after: Duration::from_millis(2300),
         };
-        assert_eq!(status(limited), StatusCode::TOO_MANY_REQUESTS);
+        let response = ApiError::from(ChatError::mcp(limited, "tools[0]")).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3", "rounded up");
         let down = McpError::Unavailable {
             server: "s".into(),
             reason: "r".into(),

@@ -292,6 +292,7 @@ impl ApiError {
             param: None,
             message: "request bodies must be JSON sent with 'Content-Type: application/json'"
                 .into(),
+            retry_after: None,
         }
     }
 }

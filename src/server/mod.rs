@@ -210,6 +210,7 @@ async fn body_too_large_as_json(request: Request, next: Next) -> Response {
             code: Some("request_too_large"),
             param: None,
             message: "the request body is larger than the server accepts".into(),
+            retry_after: None,
         };
         return anthropic::error::respond_for(&path, error);
     }
