@@ -139,6 +139,27 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Runs a script of tests/python against this gateway with the default model and the files of
+    /// `files`; it must print `marker`, else the script's output and the server's log are shown.
+    fn run_python(&self, script: &str, files: &Files, marker: &str) {
+        let out = Command::new(python())
+            .arg(repo_root().join("tests/python").join(script))
+            .env("BASE_URL", self.url("/v1"))
+            .env("MCP_URL", self.url("/mcp"))
+            .env("MODEL", "ai/smollm2:latest")
+            .env("FILES_DIR", &files.path)
+            .output()
+            .expect("run python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{stdout}");
+        assert!(
+            stdout.contains(marker),
+            "{script}: {stdout}\n{}\n--- server log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
@@ -928,21 +949,7 @@ fn chat_completions_run_mcp_tools_in_a_loop() {
         "time": time_server(json!({}))
     }});
     let gateway = Gateway::start(&cli, &config, &[]);
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/python/mcp_chat.py"))
-        .env("BASE_URL", gateway.url("/v1"))
-        .env("MODEL", "ai/smollm2:latest")
-        .env("FILES_DIR", &files.path)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        stdout.contains("mcp chat ok"),
-        "{stdout}\n{}\n--- server log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gateway.log()
-    );
+    gateway.run_python("mcp_chat.py", &files, "mcp chat ok");
 }
 
 /// The runner's own tools are tools of the pseudo-server `model-runner`: a client whose `servers` leave
@@ -1272,20 +1279,7 @@ fn messages_api_runs_mcp_servers_named_by_the_connector() {
         "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), &files.path]}
     }});
     let gateway = Gateway::start(&cli, &config, &[]);
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/python/anthropic_mcp.py"))
-        .env("BASE_URL", gateway.url("/v1"))
-        .env("MODEL", "ai/smollm2:latest")
-        .env("FILES_DIR", &files.path)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("anthropic mcp ok"),
-        "{stdout}\n{}\n--- server log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gateway.log()
-    );
+    gateway.run_python("anthropic_mcp.py", &files, "anthropic mcp ok");
 }
 
 /// The Responses API's MCP tools on the gateway: `mcp_list_tools` / `mcp_call` items whole and streamed,
@@ -1299,20 +1293,5 @@ fn responses_api_runs_mcp_tools_with_approvals_and_agents_use_our_mcp() {
         "fs": {"command": var("MCP_NODE"), "args": [var("MCP_SERVER_FILESYSTEM_JS"), &files.path]},
     }});
     let gateway = Gateway::start(&cli, &config, &[]);
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/python/responses_mcp.py"))
-        .env("BASE_URL", gateway.url("/v1"))
-        .env("MCP_URL", gateway.url("/mcp"))
-        .env("MODEL", "ai/smollm2:latest")
-        .env("FILES_DIR", &files.path)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        stdout.contains("responses mcp ok"),
-        "{stdout}\n{}\n--- server log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gateway.log()
-    );
+    gateway.run_python("responses_mcp.py", &files, "responses mcp ok");
 }
