@@ -20,6 +20,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        // SAFETY: no other thread exists yet (the runtime, the kernel pool and candle's are all built
+        // later, and read these once when they are).
+        unsafe {
+            std::env::set_var(model_runner::cli::THREADS_ENV, threads.to_string());
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -419,7 +419,7 @@ fn the_device_is_reported_in_health_ps_and_metrics() {
     let err = cli.fails(&["serve", "--device", "tpu"]);
     assert!(err.contains("expected auto, cpu, cuda"), "{err}");
 
-    let server = Server::start(&cli, &["--device", "cpu"]);
+    let server = Server::start(&cli, &["--device", "cpu", "--threads", "1"]);
     runtime().block_on(async {
         let health: Value = reqwest::get(server.url("/health"))
             .await
@@ -428,6 +428,10 @@ fn the_device_is_reported_in_health_ps_and_metrics() {
             .await
             .unwrap();
         assert_eq!(health["device"], "cpu", "{health}");
+        assert_eq!(
+            health["threads"], 1,
+            "--threads sizes the kernels' pool: {health}"
+        );
         let (status, _, _) = post(
             &server.url("/v1/completions"),
             json!({"model": "ai/smollm2", "prompt": "Hi", "max_tokens": 1}).to_string(),

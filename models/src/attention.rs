@@ -12,9 +12,10 @@ use kernels::reference::PagedAttentionShape;
 
 use crate::ModelError;
 use crate::batch::StepBatch;
-use crate::kv_cache::PagedKvCache;
+use crate::kv_cache::{KvLayer, PagedKvCache};
 use crate::layers::{Linear, RmsNorm};
 use crate::weights::GgufWeights;
+use half::f16;
 
 /// How rotary embedding pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +337,8 @@ impl Attention {
 
 /// Softmax attention of every (token, head) row against its own sequence's cached positions. One task
 /// per (token, KV head): the query heads sharing a KV head (GQA) read each key and value once. The CPU
-/// path of `kernels::reference::paged_attention`, which the tests hold it to.
+/// path of `kernels::reference::paged_attention`, which the tests hold it to. An f16 cache is widened
+/// as it is read, eight values at a time.
 pub fn attend_on_host(
     shape: &PagedAttentionShape,
     layer: usize,
@@ -344,9 +346,22 @@ pub fn attend_on_host(
     batch: &StepBatch,
     cache: &PagedKvCache,
 ) -> Result<Vec<f32>, ModelError> {
+    Ok(match cache.layer(layer)? {
+        KvLayer::F32 { keys, values } => attend(shape, q, batch, cache, keys, values),
+        KvLayer::F16 { keys, values } => attend(shape, q, batch, cache, keys, values),
+    })
+}
+
+fn attend<E: KvElement>(
+    shape: &PagedAttentionShape,
+    q: &[f32],
+    batch: &StepBatch,
+    cache: &PagedKvCache,
+    keys: &[E],
+    values: &[E],
+) -> Vec<f32> {
     let (hd, heads, kv_heads) = (shape.head_dim, shape.heads, shape.kv_heads);
     let group = heads / kv_heads;
-    let (keys, values) = cache.layer(layer)?;
     let simd = VectorOps::detect();
     // The sequence each packed token belongs to.
     let mut owner = vec![0usize; batch.tokens.len()];
@@ -371,7 +386,7 @@ pub fn attend_on_host(
             let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
             let key = &keys[at..at + hd];
             for (g, query) in queries.chunks_exact(hd).enumerate() {
-                scores[g * n + i] = simd.dot(query, key) * shape.scale;
+                scores[g * n + i] = E::dot(simd, query, key) * shape.scale;
             }
         }
         for row in scores.chunks_exact_mut(n) {
@@ -388,15 +403,60 @@ pub fn attend_on_host(
             let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
             let value = &values[at..at + hd];
             for (g, out_head) in out_group.chunks_exact_mut(hd).enumerate() {
-                simd.axpy(out_head, scores[g * n + i], value);
+                E::axpy(simd, out_head, scores[g * n + i], value);
             }
         }
     });
-    Ok(out)
+    out
 }
 
-/// The vector loops of attention, compiled twice: for the build's baseline and, on x86-64, with AVX2
-/// and FMA, picked at run time (a portable build's baseline is SSE2).
+/// An element of the KV cache as attention reads it: dot products with an f32 query, and weighted
+/// sums into an f32 output.
+trait KvElement: Copy + Send + Sync {
+    fn dot(simd: VectorOps, query: &[f32], key: &[Self]) -> f32;
+    fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[Self]);
+}
+
+impl KvElement for f32 {
+    #[inline]
+    fn dot(simd: VectorOps, query: &[f32], key: &[f32]) -> f32 {
+        simd.dot(query, key)
+    }
+
+    #[inline]
+    fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[f32]) {
+        simd.axpy(out, w, value)
+    }
+}
+
+impl KvElement for f16 {
+    #[inline]
+    fn dot(simd: VectorOps, query: &[f32], key: &[f16]) -> f32 {
+        match simd {
+            VectorOps::Baseline => query.iter().zip(key).map(|(q, k)| q * k.to_f32()).sum(),
+            // SAFETY: `detect` saw AVX2, FMA and F16C.
+            #[cfg(target_arch = "x86_64")]
+            VectorOps::Avx2 => unsafe { dot_f16_avx2(query, key) },
+        }
+    }
+
+    #[inline]
+    fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[f16]) {
+        match simd {
+            VectorOps::Baseline => {
+                for (o, v) in out.iter_mut().zip(value) {
+                    *o += w * v.to_f32();
+                }
+            }
+            // SAFETY: `detect` saw AVX2, FMA and F16C.
+            #[cfg(target_arch = "x86_64")]
+            VectorOps::Avx2 => unsafe { axpy_f16_avx2(out, w, value) },
+        }
+    }
+}
+
+/// The vector loops of attention, compiled twice: for the build's baseline and, on x86-64, with AVX2,
+/// FMA and F16C, picked at run time (a portable build's baseline is SSE2).
 #[derive(Clone, Copy)]
 enum VectorOps {
     Baseline,
@@ -407,7 +467,10 @@ enum VectorOps {
 impl VectorOps {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
             return VectorOps::Avx2;
         }
         VectorOps::Baseline
@@ -444,6 +507,61 @@ fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 fn axpy_avx2(out: &mut [f32], w: f32, v: &[f32]) {
     axpy(out, w, v)
+}
+
+/// `a . b` with `b` widened from f16 eight lanes at a time (two accumulators hide the FMA latency).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_avx2(a: &[f32], b: &[f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    // SAFETY: every load reads 8 values at `i`, and `i + 8 <= n` (16 for the pair) bounds both slices.
+    unsafe {
+        while i + 16 <= n {
+            let k0 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast()));
+            let k1 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8).cast()));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), k0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8)), k1, acc1);
+            i += 16;
+        }
+        if i + 8 <= n {
+            let k0 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast()));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), k0, acc0);
+            i += 8;
+        }
+    }
+    let acc = _mm256_add_ps(acc0, acc1);
+    let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    let mut sum = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
+    for j in i..n {
+        sum += a[j] * b[j].to_f32();
+    }
+    sum
+}
+
+/// `out += w * v` with `v` widened from f16 eight lanes at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_f16_avx2(out: &mut [f32], w: f32, v: &[f16]) {
+    use std::arch::x86_64::*;
+    let n = out.len().min(v.len());
+    let weight = _mm256_set1_ps(w);
+    let mut i = 0;
+    // SAFETY: every access touches 8 values at `i`, and `i + 8 <= n` bounds both slices.
+    unsafe {
+        while i + 8 <= n {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+            let o = out.as_mut_ptr().add(i);
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(weight, x, _mm256_loadu_ps(o)));
+            i += 8;
+        }
+    }
+    for j in i..n {
+        out[j] += w * v[j].to_f32();
+    }
 }
 
 fn host_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
@@ -483,7 +601,7 @@ fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
 mod tests {
     use super::*;
     use crate::batch::LogitsWanted;
-    use crate::kv_layout::{KvLayout, StepTables};
+    use crate::kv_layout::{KvLayout, KvType, StepTables};
     use kernels::reference;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -499,57 +617,79 @@ mod tests {
     /// a decode deep in one sequence and a prompt chunk of another, with and without a window.
     #[test]
     fn host_attention_matches_the_kernels_twin() {
-        let layout = KvLayout {
-            layers: 1,
-            kv_heads: 2,
-            head_dim: 64,
-            block_size: 16,
-        };
-        let width = layout.token_width();
-        let mut cache = PagedKvCache::new(layout, 8);
-        let mut batch = StepBatch::default();
-        batch.push(&[1], 20, vec![5, 2], LogitsWanted::Last);
-        batch.push(&[1, 2, 3, 4, 5], 3, vec![7], LogitsWanted::All);
-        for (seq, table) in [(21, vec![5u32, 2]), (8, vec![7])] {
-            for p in 0..seq {
-                let row = values(2 * width, (p * 31 + table[0] as usize) as u32);
-                cache
-                    .write(0, &table, p, &row[..width], &row[width..])
-                    .unwrap();
-            }
-        }
-        let tables = StepTables::new(&batch, layout.block_size).unwrap();
-        assert_eq!(tables.token_meta, [0, 20, 2, 3, 2, 4, 2, 5, 2, 6, 2, 7]);
-        assert_eq!(tables.slots[0], 2 * 16 + 4);
-        let heads = 6;
-        let q = values(batch.tokens.len() * heads * 64, 9);
-        for window in [0, 4] {
-            let shape = PagedAttentionShape {
-                heads,
+        let mut outputs = Vec::new();
+        for kv_type in [KvType::F32, KvType::F16] {
+            let layout = KvLayout {
+                layers: 1,
                 kv_heads: 2,
                 head_dim: 64,
                 block_size: 16,
-                window,
-                scale: 0.125,
+                kv_type,
             };
-            let host = attend_on_host(&shape, 0, &q, &batch, &cache).unwrap();
-            let (keys, vals) = cache.layer(0).unwrap();
-            let mut twin = vec![0f32; host.len()];
-            reference::paged_attention(
-                &mut twin,
-                &q,
-                keys,
-                vals,
-                &tables.block_tables,
-                &tables.token_meta,
-                &shape,
-            );
-            let worst = host
+            let width = layout.token_width();
+            let mut cache = PagedKvCache::new(layout, 8);
+            let mut batch = StepBatch::default();
+            batch.push(&[1], 20, vec![5, 2], LogitsWanted::Last);
+            batch.push(&[1, 2, 3, 4, 5], 3, vec![7], LogitsWanted::All);
+            for (seq, table) in [(21, vec![5u32, 2]), (8, vec![7])] {
+                for p in 0..seq {
+                    let row = values(2 * width, (p * 31 + table[0] as usize) as u32);
+                    cache
+                        .write(0, &table, p, &row[..width], &row[width..])
+                        .unwrap();
+                }
+            }
+            let tables = StepTables::new(&batch, layout.block_size).unwrap();
+            assert_eq!(tables.token_meta, [0, 20, 2, 3, 2, 4, 2, 5, 2, 6, 2, 7]);
+            assert_eq!(tables.slots[0], 2 * 16 + 4);
+            let heads = 6;
+            let q = values(batch.tokens.len() * heads * 64, 9);
+            for window in [0, 4] {
+                let shape = PagedAttentionShape {
+                    heads,
+                    kv_heads: 2,
+                    head_dim: 64,
+                    block_size: 16,
+                    window,
+                    scale: 0.125,
+                };
+                let host = attend_on_host(&shape, 0, &q, &batch, &cache).unwrap();
+                // The twin reads the cache's values as stored (widened, for an f16 cache).
+                let (keys, vals) = cache.layer(0).unwrap().to_f32();
+                let mut twin = vec![0f32; host.len()];
+                reference::paged_attention(
+                    &mut twin,
+                    &q,
+                    &keys,
+                    &vals,
+                    &tables.block_tables,
+                    &tables.token_meta,
+                    &shape,
+                );
+                let worst = host
+                    .iter()
+                    .zip(&twin)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 1e-5,
+                    "{kv_type:?}, window {window}: largest difference {worst}"
+                );
+                outputs.push(host);
+            }
+        }
+        // An f16 cache changes attention's output only at f16's precision.
+        let (f32_out, f16_out) = outputs.split_at(2);
+        for (wide, half) in f32_out.iter().zip(f16_out) {
+            let worst = wide
                 .iter()
-                .zip(&twin)
+                .zip(half)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "window {window}: largest difference {worst}");
+            assert!(
+                worst < 2e-3,
+                "f16 against f32 cache: largest difference {worst}"
+            );
         }
     }
 

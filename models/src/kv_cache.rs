@@ -1,14 +1,18 @@
 //! The paged KV cache: fixed-size blocks of key/value slots, and leases on them.
 //!
 //! Storage is one preallocated buffer per layer for keys and one for values, laid out
-//! `[block][slot][kv_head][head_dim]` (vLLM's paged layout). A sequence owns a `BlockLease`: the blocks
+//! `[block][slot][kv_head][head_dim]` (vLLM's paged layout), in the layout's `KvType` (f16 by default in
+//! host memory; the CUDA kernels read f32). A sequence owns a `BlockLease`: the blocks
 //! holding its positions, in order. Dropping a lease returns its blocks to the pool, so a cancelled or
 //! failed sequence cannot leak cache memory. Blocks are reference counted so that sequences sharing a
 //! prompt prefix can share the blocks that hold it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::kv_layout::KvLayout;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use crate::kv_layout::{KvLayout, KvType};
 
 /// Key and value storage for every layer.
 pub struct PagedKvCache {
@@ -18,31 +22,75 @@ pub struct PagedKvCache {
 }
 
 enum KvStorage {
-    Host {
-        keys: Vec<Vec<f32>>,
-        values: Vec<Vec<f32>>,
-    },
+    Host(HostKv),
     /// In device memory, read and written by our CUDA kernels.
     #[cfg(feature = "cuda")]
     Cuda(Box<crate::cuda::DeviceKv>),
+}
+
+/// Keys and values in host memory: one buffer per layer each, in the layout's element type.
+enum HostKv {
+    F32 {
+        keys: Vec<Vec<f32>>,
+        values: Vec<Vec<f32>>,
+    },
+    F16 {
+        keys: Vec<Vec<f16>>,
+        values: Vec<Vec<f16>>,
+    },
+}
+
+/// One layer's keys and values as attention reads them.
+#[derive(Clone, Copy)]
+pub enum KvLayer<'a> {
+    F32 { keys: &'a [f32], values: &'a [f32] },
+    F16 { keys: &'a [f16], values: &'a [f16] },
+}
+
+impl KvLayer<'_> {
+    /// The layer's keys and values widened to f32 (for tests and checks, not the hot path).
+    pub fn to_f32(&self) -> (Vec<f32>, Vec<f32>) {
+        match *self {
+            KvLayer::F32 { keys, values } => (keys.to_vec(), values.to_vec()),
+            KvLayer::F16 { keys, values } => (keys.to_f32_vec(), values.to_f32_vec()),
+        }
+    }
+}
+
+/// Copies `len` values from `src` to `dst` within every buffer.
+fn copy_within_all<T: Copy>(buffers: &mut [Vec<T>], src: usize, dst: usize, len: usize) {
+    for buffer in buffers {
+        buffer.copy_within(src..src + len, dst);
+    }
 }
 
 impl PagedKvCache {
     /// A cache in host memory.
     pub fn new(layout: KvLayout, num_blocks: usize) -> Self {
         let per_layer = num_blocks * layout.block_size * layout.token_width();
-        Self {
-            layout,
-            num_blocks,
-            storage: KvStorage::Host {
+        let host = match layout.kv_type {
+            KvType::F32 => HostKv::F32 {
                 keys: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
                 values: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
             },
+            KvType::F16 => HostKv::F16 {
+                keys: (0..layout.layers)
+                    .map(|_| vec![f16::ZERO; per_layer])
+                    .collect(),
+                values: (0..layout.layers)
+                    .map(|_| vec![f16::ZERO; per_layer])
+                    .collect(),
+            },
+        };
+        Self {
+            layout,
+            num_blocks,
+            storage: KvStorage::Host(host),
         }
     }
 
-    /// A cache where `device`'s attention reads it: device memory on CUDA, host memory otherwise (the
-    /// CPU path, and Metal, whose attention runs on the host).
+    /// A cache where `device`'s attention reads it: device memory on CUDA (always f32, what the kernels
+    /// read), host memory otherwise (the CPU path, and Metal, whose attention runs on the host).
     pub fn on_device(
         layout: KvLayout,
         num_blocks: usize,
@@ -51,7 +99,10 @@ impl PagedKvCache {
         match device {
             #[cfg(feature = "cuda")]
             candle_core::Device::Cuda(cuda) => Ok(Self {
-                layout,
+                layout: KvLayout {
+                    kv_type: KvType::F32,
+                    ..layout
+                },
                 num_blocks,
                 storage: KvStorage::Cuda(Box::new(crate::cuda::DeviceKv::new(
                     cuda, layout, num_blocks,
@@ -72,7 +123,7 @@ impl PagedKvCache {
     /// Makes the step's block tables ready for the device kernels (a no-op in host memory).
     pub fn begin_step(&mut self, batch: &crate::StepBatch) -> Result<(), crate::ModelError> {
         match &mut self.storage {
-            KvStorage::Host { .. } => {
+            KvStorage::Host(_) => {
                 let _ = batch;
                 Ok(())
             }
@@ -86,7 +137,7 @@ impl PagedKvCache {
     pub fn device_mut(&mut self) -> Option<&mut crate::cuda::DeviceKv> {
         match &mut self.storage {
             KvStorage::Cuda(device) => Some(device),
-            KvStorage::Host { .. } => None,
+            KvStorage::Host(_) => None,
         }
     }
 
@@ -115,9 +166,14 @@ impl PagedKvCache {
         let offset = self.slot_offset(block_table, position);
         let width = self.layout.token_width();
         match &mut self.storage {
-            KvStorage::Host { keys, values } => {
+            KvStorage::Host(HostKv::F32 { keys, values }) => {
                 keys[layer][offset..offset + width].copy_from_slice(key);
                 values[layer][offset..offset + width].copy_from_slice(value);
+                Ok(())
+            }
+            KvStorage::Host(HostKv::F16 { keys, values }) => {
+                keys[layer][offset..offset + width].convert_from_f32_slice(key);
+                values[layer][offset..offset + width].convert_from_f32_slice(value);
                 Ok(())
             }
             #[cfg(feature = "cuda")]
@@ -149,10 +205,14 @@ impl PagedKvCache {
         let dst = dst_block as usize * self.layout.block_size * width;
         let len = count * width;
         match &mut self.storage {
-            KvStorage::Host { keys, values } => {
-                for buffer in keys.iter_mut().chain(values.iter_mut()) {
-                    buffer.copy_within(src..src + len, dst);
-                }
+            KvStorage::Host(HostKv::F32 { keys, values }) => {
+                copy_within_all(keys, src, dst, len);
+                copy_within_all(values, src, dst, len);
+                Ok(())
+            }
+            KvStorage::Host(HostKv::F16 { keys, values }) => {
+                copy_within_all(keys, src, dst, len);
+                copy_within_all(values, src, dst, len);
                 Ok(())
             }
             #[cfg(feature = "cuda")]
@@ -161,9 +221,16 @@ impl PagedKvCache {
     }
 
     /// A layer's key and value buffers, in host memory.
-    pub fn layer(&self, layer: usize) -> Result<(&[f32], &[f32]), crate::ModelError> {
+    pub fn layer(&self, layer: usize) -> Result<KvLayer<'_>, crate::ModelError> {
         match &self.storage {
-            KvStorage::Host { keys, values } => Ok((&keys[layer], &values[layer])),
+            KvStorage::Host(HostKv::F32 { keys, values }) => Ok(KvLayer::F32 {
+                keys: &keys[layer],
+                values: &values[layer],
+            }),
+            KvStorage::Host(HostKv::F16 { keys, values }) => Ok(KvLayer::F16 {
+                keys: &keys[layer],
+                values: &values[layer],
+            }),
             #[cfg(feature = "cuda")]
             KvStorage::Cuda(_) => Err(Self::host_only()),
         }
@@ -376,26 +443,60 @@ mod tests {
 
     #[test]
     fn positions_copy_between_blocks_in_every_layer() {
-        let layout = KvLayout {
-            layers: 2,
-            kv_heads: 1,
-            head_dim: 2,
-            block_size: 4,
-        };
-        let mut cache = PagedKvCache::new(layout, 3);
-        for p in 0..4 {
-            let (k, v) = ([p as f32, 1.0], [10.0 + p as f32, 2.0]);
-            cache.write(0, &[2], p, &k, &v).unwrap();
-            cache.write(1, &[2], p, &v, &k).unwrap();
+        for kv_type in [KvType::F32, KvType::F16] {
+            let layout = KvLayout {
+                layers: 2,
+                kv_heads: 1,
+                head_dim: 2,
+                block_size: 4,
+                kv_type,
+            };
+            let mut cache = PagedKvCache::new(layout, 3);
+            for p in 0..4 {
+                let (k, v) = ([p as f32, 1.0], [10.0 + p as f32, 2.0]);
+                cache.write(0, &[2], p, &k, &v).unwrap();
+                cache.write(1, &[2], p, &v, &k).unwrap();
+            }
+            cache.copy_positions(2, 0, 3).unwrap();
+            let (keys, values) = cache.layer(0).unwrap().to_f32();
+            assert_eq!(keys[..8], [0.0, 1.0, 1.0, 1.0, 2.0, 1.0, 0.0, 0.0]);
+            assert_eq!(values[..6], [10.0, 2.0, 11.0, 2.0, 12.0, 2.0]);
+            let (keys, _) = cache.layer(1).unwrap().to_f32();
+            assert_eq!(keys[..6], [10.0, 2.0, 11.0, 2.0, 12.0, 2.0]);
+            assert!(cache.copy_positions(2, 0, 5).is_err());
+            assert!(cache.copy_positions(3, 0, 1).is_err());
         }
-        cache.copy_positions(2, 0, 3).unwrap();
-        let (keys, values) = cache.layer(0).unwrap();
-        assert_eq!(keys[..8], [0.0, 1.0, 1.0, 1.0, 2.0, 1.0, 0.0, 0.0]);
-        assert_eq!(values[..6], [10.0, 2.0, 11.0, 2.0, 12.0, 2.0]);
-        let (keys, _) = cache.layer(1).unwrap();
-        assert_eq!(keys[..6], [10.0, 2.0, 11.0, 2.0, 12.0, 2.0]);
-        assert!(cache.copy_positions(2, 0, 5).is_err());
-        assert!(cache.copy_positions(3, 0, 1).is_err());
+    }
+
+    #[test]
+    fn an_f16_cache_takes_half_the_bytes_and_keeps_values_to_f16_precision() {
+        let layout = KvLayout {
+            layers: 1,
+            kv_heads: 2,
+            head_dim: 4,
+            block_size: 2,
+            kv_type: KvType::F16,
+        };
+        let wide = KvLayout {
+            kv_type: KvType::F32,
+            ..layout
+        };
+        assert_eq!(layout.bytes_per_block() * 2, wide.bytes_per_block());
+        let mut cache = PagedKvCache::new(layout, 1);
+        let key: Vec<f32> = (0..8).map(|i| 0.1 + i as f32 / 3.0).collect();
+        let value: Vec<f32> = key.iter().map(|k| -k * 1000.0).collect();
+        cache.write(0, &[0], 1, &key, &value).unwrap();
+        let (keys, values) = cache.layer(0).unwrap().to_f32();
+        for (stored, exact) in keys[8..]
+            .iter()
+            .zip(&key)
+            .chain(values[8..].iter().zip(&value))
+        {
+            assert!(
+                (stored - exact).abs() <= exact.abs() / 1024.0,
+                "{stored} vs {exact}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,45 @@
 //! (`kv_cache`) and the CUDA path (`cuda`) both read. Kept apart from both so that neither imports the
 //! other for them.
 
+/// The element type keys and values are stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    F32,
+    /// Half the memory of f32, as llama.cpp's default cache; attention widens each value as it reads it.
+    #[default]
+    F16,
+}
+
+impl KvType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(KvType::F32),
+            "f16" => Ok(KvType::F16),
+            other => Err(format!(
+                "KV cache type {other:?} is not supported: use f16 (the default) or f32"
+            )),
+        }
+    }
+}
+
 /// The shape of one model's cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLayout {
@@ -10,17 +49,18 @@ pub struct KvLayout {
     pub head_dim: usize,
     /// Token positions per block.
     pub block_size: usize,
+    pub kv_type: KvType,
 }
 
 impl KvLayout {
-    /// f32 values one token position takes in one layer, for keys or for values.
+    /// Values one token position takes in one layer, for keys or for values.
     pub fn token_width(&self) -> usize {
         self.kv_heads * self.head_dim
     }
 
     /// Bytes one block takes across all layers, keys and values.
     pub fn bytes_per_block(&self) -> usize {
-        self.layers * 2 * self.block_size * self.token_width() * std::mem::size_of::<f32>()
+        self.layers * 2 * self.block_size * self.token_width() * self.kv_type.bytes()
     }
 
     /// Blocks needed to hold `tokens` positions.

@@ -29,8 +29,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 
 pub use batch::{DENSE_MIN_PROMPT, LogitsWanted, SequenceSlice, StepBatch};
-pub use kv_cache::{BlockLease, BlockPool, OutOfBlocks, PagedKvCache};
-pub use kv_layout::{KvLayout, StepTables};
+pub use kv_cache::{BlockLease, BlockPool, KvLayer, OutOfBlocks, PagedKvCache};
+pub use kv_layout::{KvLayout, KvType, StepTables};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -96,6 +96,7 @@ impl ModelInfo {
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
             block_size,
+            kv_type: KvType::default(),
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// With --local: the device to run on (auto, cpu, cuda, cuda:N, metal).
     #[arg(long, env = "MODEL_RUNNER_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
+    /// With --local: the KV cache's element type (f16 or f32).
+    #[arg(long, default_value = "f16", value_name = "TYPE")]
+    pub kv_cache_type: models::KvType,
 }
 
 pub async fn bench(store: &crate::store::Store, args: BenchArgs) -> Result<()> {
@@ -65,6 +68,7 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
             device: args.device.open()?,
             context_size: Some(1024),
             sequences: 16,
+            kv_type: args.kv_cache_type,
             ..Default::default()
         },
     )?;
@@ -82,7 +86,7 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
     let mut results = vec![json!({
         "test": "pp512", "tokens_per_second": 512.0 / pp.as_secs_f64(),
         "kernels": kernels::SimdLevel::detect().name(), "threads": kernels::pool().threads(),
-        "device": device_name(engine.device()),
+        "device": device_name(engine.device()), "kv_cache_type": engine.kv_type().name(),
     })];
     for sequences in [1usize, 4, 8, 16] {
         let steps = if sequences == 1 { 128 } else { 64 };
@@ -98,10 +102,11 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         println!(
-            "device: {}, CPU kernels: {}, {} threads",
+            "device: {}, CPU kernels: {}, {} threads, KV cache {}",
             device_name(engine.device()),
             kernels::SimdLevel::detect().name(),
-            kernels::pool().threads()
+            kernels::pool().threads(),
+            engine.kv_type().name()
         );
         println!("{:<14} {:>12}", "TEST", "TOKENS/S");
         for r in &results {

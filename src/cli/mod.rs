@@ -24,6 +24,9 @@ use crate::reference::{ModelRef, ModelSource};
 use crate::registry::{self, RegistryOptions};
 use crate::store::Store;
 
+/// The environment variable (and `--threads`) that sizes the kernels' thread pool.
+pub const THREADS_ENV: &str = "MODEL_RUNNER_THREADS";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "model",
@@ -34,6 +37,9 @@ pub struct Cli {
     /// Store root (default: model-runner under the user's data directory).
     #[arg(long, global = true, env = crate::store::HOME_ENV, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Threads the engine computes with (default: one per core).
+    #[arg(long, global = true, env = THREADS_ENV, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// KV cache blocks (16 tokens each) per model (default: parallel full contexts, within a quarter of free memory).
     #[arg(long)]
     pub kv_cache_blocks: Option<usize>,
+    /// The KV cache's element type: f16 (half the memory, as llama.cpp's default) or f32. CUDA's is f32.
+    #[arg(long, default_value = "f16", value_name = "TYPE")]
+    pub kv_cache_type: models::KvType,
     /// Most tokens in one forward step (chunked prefill budget).
     #[arg(long, default_value_t = 512)]
     pub step_tokens: usize,
@@ -199,6 +202,7 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
                 context_size: args.context_size,
                 kv_blocks: args.kv_cache_blocks,
                 sequences: args.parallel,
+                kv_type: args.kv_cache_type,
             },
             scheduler: SchedulerConfig {
                 max_running: args.parallel.max(1),

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use models::{BlockPool, CausalModel, ModelInfo, PagedKvCache, StepBatch};
+use models::{BlockPool, CausalModel, KvLayout, KvType, ModelInfo, PagedKvCache, StepBatch};
 
 use chat_template::{CHATML_TEMPLATE, ChatTemplate, TemplateError};
 use tokenizer::{Tokenizer, TokenizerError};
@@ -68,6 +68,8 @@ pub struct EngineOptions {
     /// KV cache blocks; default: enough for `sequences` full contexts.
     pub kv_blocks: Option<usize>,
     pub sequences: usize,
+    /// The KV cache's element type on the host (CUDA's cache is f32 whatever this says).
+    pub kv_type: KvType,
 }
 
 impl Default for EngineOptions {
@@ -77,6 +79,7 @@ impl Default for EngineOptions {
             context_size: None,
             kv_blocks: None,
             sequences: 1,
+            kv_type: KvType::default(),
         }
     }
 }
@@ -122,7 +125,14 @@ impl Engine {
             .or(files.context_size)
             .unwrap_or(DEFAULT_CONTEXT_SIZE.min(info.context_length))
             .max(1);
-        let layout = info.kv_layout(KV_BLOCK_SIZE);
+        let layout = KvLayout {
+            kv_type: if options.device.is_cuda() {
+                KvType::F32
+            } else {
+                options.kv_type
+            },
+            ..info.kv_layout(KV_BLOCK_SIZE)
+        };
         let blocks = options.kv_blocks.unwrap_or_else(|| {
             let wanted = layout.blocks_for(context_size) * options.sequences.max(1);
             // What the device can spare, but always room for one full context.
@@ -143,6 +153,11 @@ impl Engine {
 
     pub fn info(&self) -> &ModelInfo {
         self.model.info()
+    }
+
+    /// The element type the KV cache holds.
+    pub fn kv_type(&self) -> KvType {
+        self.cache.layout().kv_type
     }
 
     /// The device the weights and KV cache live on.

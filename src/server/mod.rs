@@ -222,6 +222,7 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut body = json!({
         "status": "ok",
         "device": state.runtime.device_name(),
+        "threads": kernels::pool().threads(),
         "models_loaded": loaded.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
     });
     if let Some(gateway) = &state.gateway {
