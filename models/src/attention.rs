@@ -61,6 +61,25 @@ impl Rope {
         self
     }
 
+    /// Per-frequency divisors (`rope_freqs.weight`, one per rotated pair): how llama.cpp's converter stores
+    /// Llama 3's "llama3" rope scaling, applied as ggml does, `theta_i / factor_i`.
+    pub fn with_freq_factors(mut self, factors: &[f32]) -> Result<Self, ModelError> {
+        if factors.len() != self.inv_freq.len() || factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
+            return Err(ModelError::Shape {
+                key: "rope_freqs.weight".into(),
+                reason: format!(
+                    "expected {} positive factors, one per rotated pair, found {}",
+                    self.inv_freq.len(),
+                    factors.len()
+                ),
+            });
+        }
+        for (f, factor) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= *factor as f64;
+        }
+        Ok(self)
+    }
+
     /// The angles of `positions`, also on `device` when the kernels there read them.
     pub fn angles_on(&self, positions: &[u32], device: &Device) -> candle_core::Result<RopeAngles> {
         #[allow(unused_mut)]
@@ -136,6 +155,8 @@ pub struct Attention {
     pub scale: f32,
     /// Attend only to the last `window` positions (Gemma's local layers).
     pub sliding_window: Option<usize>,
+    /// Soft-cap the scaled scores at this value, `c * tanh(s / c)` (Gemma 2).
+    pub softcap: Option<f32>,
     /// This layer's index in the KV cache.
     pub layer: usize,
 }
@@ -203,6 +224,7 @@ impl Attention {
             head_dim: shape.head_dim,
             scale: 1.0 / (shape.head_dim as f32).sqrt(),
             sliding_window: None,
+            softcap: None,
             layer,
         })
     }
@@ -301,6 +323,7 @@ impl Attention {
             block_size,
             window: self.sliding_window.unwrap_or(0),
             scale: self.scale,
+            softcap: self.softcap.unwrap_or(0.0),
         }
     }
 
@@ -315,6 +338,11 @@ impl Attention {
         angles: &RopeAngles,
         cache: &mut crate::cuda::DeviceKv,
     ) -> Result<Tensor, ModelError> {
+        if self.softcap.is_some() {
+            return Err(ModelError::Unsupported(
+                "attention soft-capping (Gemma 2) on CUDA: the kernel does not apply it yet".into(),
+            ));
+        }
         let dense_from = batch.dense_from();
         let (q, k, v) = self.project(x, dense_from)?;
         let q = Self::head_norm(self.q_norm.as_ref(), q, self.heads, self.head_dim)?;
@@ -371,7 +399,12 @@ pub fn attend_on_host(
             let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
             let key = &keys[at..at + hd];
             for (g, query) in queries.chunks_exact(hd).enumerate() {
-                scores[g * n + i] = simd.dot(query, key) * shape.scale;
+                let score = simd.dot(query, key) * shape.scale;
+                scores[g * n + i] = if shape.softcap > 0.0 {
+                    shape.softcap * (score / shape.softcap).tanh()
+                } else {
+                    score
+                };
             }
         }
         for row in scores.chunks_exact_mut(n) {
@@ -523,7 +556,7 @@ mod tests {
         assert_eq!(tables.slots[0], 2 * 16 + 4);
         let heads = 6;
         let q = values(batch.tokens.len() * heads * 64, 9);
-        for window in [0, 4] {
+        for (window, softcap) in [(0, 0.0), (4, 0.0), (0, 0.5)] {
             let shape = PagedAttentionShape {
                 heads,
                 kv_heads: 2,
@@ -531,6 +564,7 @@ mod tests {
                 block_size: 16,
                 window,
                 scale: 0.125,
+                softcap,
             };
             let host = attend_on_host(&shape, 0, &q, &batch, &cache).unwrap();
             let (keys, vals) = cache.layer(0).unwrap();
@@ -549,7 +583,10 @@ mod tests {
                 .zip(&twin)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "window {window}: largest difference {worst}");
+            assert!(
+                worst < 1e-5,
+                "window {window}, softcap {softcap}: largest difference {worst}"
+            );
         }
     }
 
