@@ -46,11 +46,12 @@ FAMILIES = {
     # Gemma 2: embeddings scaled by sqrt(hidden) and tied to the output; norms after attention and after the
     # MLP too; GELU; explicit head size; local (sliding-window) and global layers alternating; attention and
     # final logits soft-capped. The converter writes no rope keys (llama.cpp's default base, 10000). The
-    # caps and the window are small here (real: 50, 30 and 4096) so that this model's scores and logits
-    # reach them and the prompts outgrow the window; the post-norm weights are large so that the layers'
-    # outputs weigh as much as the scaled embedding in the residual stream.
+    # attention cap and the window are small here (real: 50 and 4096) so that this model's scores reach the
+    # cap and the prompts outgrow the window; the final cap is the real 30, which its logits (up to ~37)
+    # reach; the post-norm weights are large so that the layers' outputs weigh as much as the scaled
+    # embedding in the residual stream.
     "gemma2": dict(arch="gemma2", rope_base=None, layers=4, head_dim=32, explicit_head_dim=True, eps=1e-6,
-                   gemma=True, sliding_window=8, attn_softcap=3.0, final_softcap=15.0),
+                   gemma=True, sliding_window=8, attn_softcap=3.0, final_softcap=30.0),
 }
 
 TYPES = {
@@ -119,7 +120,9 @@ def synthesize(family, tokenizer_from, out, type_name, hidden):
     rng = np.random.default_rng(list(FAMILIES).index(family) + 19)
 
     writer = gguf.GGUFWriter(out, arch)
-    writer.add_name(f"synthetic {family}")
+    # Not the family's name: llama.cpp sets token attributes by model name (for "phi3", on tokens of Phi-3's
+    # own vocabulary, which the borrowed one lacks).
+    writer.add_name("synthetic model")
     writer.add_file_type(FILE_TYPES[type_name])
     writer.add_context_length(spec["context"])
     writer.add_embedding_length(hidden)

@@ -175,8 +175,7 @@ fn check_family(family: &str) {
         let gguf = synthesize(family, file_type, sha256, dir.path());
         let figures = compare(&mut engine(&gguf), file);
         let spread = &file["llama_cpp_spread"];
-        let mean_bound =
-            (SPREAD_FACTOR * spread["mean_kl"].as_f64().unwrap()).max(MEAN_KL_FLOOR);
+        let mean_bound = (SPREAD_FACTOR * spread["mean_kl"].as_f64().unwrap()).max(MEAN_KL_FLOOR);
         let max_bound = (SPREAD_FACTOR * spread["max_kl"].as_f64().unwrap()).max(MAX_KL_FLOOR);
         eprintln!(
             "{family} {file_type}: {figures:?}; bounds: mean KL {mean_bound:.3e}, largest {max_bound:.3e}; \

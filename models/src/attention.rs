@@ -64,7 +64,9 @@ impl Rope {
     /// Per-frequency divisors (`rope_freqs.weight`, one per rotated pair): how llama.cpp's converter stores
     /// Llama 3's "llama3" rope scaling, applied as ggml does, `theta_i / factor_i`.
     pub fn with_freq_factors(mut self, factors: &[f32]) -> Result<Self, ModelError> {
-        if factors.len() != self.inv_freq.len() || factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
+        if factors.len() != self.inv_freq.len()
+            || factors.iter().any(|f| !f.is_finite() || *f <= 0.0)
+        {
             return Err(ModelError::Shape {
                 key: "rope_freqs.weight".into(),
                 reason: format!(

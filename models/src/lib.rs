@@ -42,7 +42,9 @@ pub enum ModelError {
     },
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
-    #[error("unsupported model architecture {0:?} (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)")]
+    #[error(
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)"
+    )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
     MissingTensor(String),
