@@ -2,6 +2,7 @@
 """Reference fixtures from llama.cpp for the model families proven by structure (scripts/synthesize-gguf.py).
 
     make-architecture-reference.py TOKENIZER.gguf OUT_DIR [FAMILY ...]
+    make-architecture-reference.py --k-quants TOKENIZER.gguf OUT_DIR [FAMILY ...]
 
 For each family and each file type the tests synthesize (F16, Q8_0, Q4_0), it writes the GGUF with
 scripts/synthesize-gguf.py, runs it in llama.cpp (llama-cpp-python, default settings: F16 KV cache) and
@@ -105,6 +106,37 @@ def reference_for(path):
     return cases, spread
 
 
+K_QUANTS = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K}
+
+
+def k_quants(tokenizer, out_dir, families):
+    """K-quant files, which only llama.cpp's quantizer writes: hidden 256 (K-quant rows are 256 wide), F32
+    synthesized, then quantized by llama_model_quantize as llama-quantize does. The files (~20 MB) stay in
+    OUT_DIR with a fixture beside each; `tests/architectures.rs`'s ignored test compares them when pointed
+    there (MODEL_RUNNER_K_QUANT_DIR)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.makedirs(out_dir, exist_ok=True)
+    for family in families or FAMILIES:
+        source = os.path.join(out_dir, f"{family}-f32.gguf")
+        subprocess.run([sys.executable, os.path.join(here, "synthesize-gguf.py"), "--family", family,
+                        "--tokenizer-from", tokenizer, "--out", source, "--type", "f32", "--hidden", "256"],
+                       check=True)
+        for name, ftype in K_QUANTS.items():
+            path = os.path.join(out_dir, f"{family}-{name}.gguf")
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = ftype
+            if llama_cpp.llama_model_quantize(source.encode(), path.encode(), params) != 0:
+                sys.exit(f"quantizing {source} to {name} failed")
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            cases, spread = reference_for(path)
+            print(family, name, json.dumps(spread), file=sys.stderr)
+            with open(os.path.join(out_dir, f"{family}-{name}.json"), "w") as f:
+                json.dump({"family": family, "gguf": os.path.basename(path), "sha256": digest,
+                           "llama_cpp_spread": spread, "generate": cases}, f)
+        os.remove(source)
+
+
 def main(tokenizer, out_dir, families):
     here = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
@@ -129,4 +161,7 @@ def main(tokenizer, out_dir, families):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    if sys.argv[1] == "--k-quants":
+        k_quants(sys.argv[2], sys.argv[3], sys.argv[4:])
+    else:
+        main(sys.argv[1], sys.argv[2], sys.argv[3:])

@@ -166,6 +166,26 @@ fn compare(engine: &mut Engine, file: &Value) -> Figures {
     figures
 }
 
+/// Runs `gguf` and compares it with `file` (a fixture's entry for it); a line for `failures` if it is off.
+fn check_file(label: &str, gguf: &Path, file: &Value, failures: &mut Vec<String>) {
+    let figures = compare(&mut engine(gguf), file);
+    let spread = &file["llama_cpp_spread"];
+    let mean_bound = (SPREAD_FACTOR * spread["mean_kl"].as_f64().unwrap()).max(MEAN_KL_FLOOR);
+    let max_bound = (SPREAD_FACTOR * spread["max_kl"].as_f64().unwrap()).max(MAX_KL_FLOOR);
+    eprintln!(
+        "{label}: {figures:?}; bounds: mean KL {mean_bound:.3e}, largest {max_bound:.3e}; \
+             llama.cpp's own spread {spread}"
+    );
+    if figures.decisive_disagreements > 0
+        || figures.mean_kl > mean_bound
+        || figures.max_kl > max_bound
+    {
+        failures.push(format!(
+            "{label}: {figures:?}, bounds: mean KL {mean_bound:.3e}, largest {max_bound:.3e}"
+        ));
+    }
+}
+
 /// Every file type of `family` in its fixture, synthesized, run and compared.
 fn check_family(family: &str) {
     let fixture = fixture(family);
@@ -174,22 +194,7 @@ fn check_family(family: &str) {
     for (file_type, file) in fixture["files"].as_object().unwrap() {
         let sha256 = file["sha256"].as_str().unwrap();
         let gguf = synthesize(family, file_type, sha256, dir.path());
-        let figures = compare(&mut engine(&gguf), file);
-        let spread = &file["llama_cpp_spread"];
-        let mean_bound = (SPREAD_FACTOR * spread["mean_kl"].as_f64().unwrap()).max(MEAN_KL_FLOOR);
-        let max_bound = (SPREAD_FACTOR * spread["max_kl"].as_f64().unwrap()).max(MAX_KL_FLOOR);
-        eprintln!(
-            "{family} {file_type}: {figures:?}; bounds: mean KL {mean_bound:.3e}, largest {max_bound:.3e}; \
-             llama.cpp's own spread {spread}"
-        );
-        if figures.decisive_disagreements > 0
-            || figures.mean_kl > mean_bound
-            || figures.max_kl > max_bound
-        {
-            failures.push(format!(
-                "{file_type}: {figures:?}, bounds: mean KL {mean_bound:.3e}, largest {max_bound:.3e}"
-            ));
-        }
+        check_file(&format!("{family} {file_type}"), &gguf, file, &mut failures);
         let _ = std::fs::remove_file(&gguf);
     }
     assert!(
@@ -228,4 +233,41 @@ fn phi3_with_fused_projections_matches_llama_cpp() {
 #[test]
 fn gemma2_with_soft_capping_and_alternating_windows_matches_llama_cpp() {
     check_family("gemma2");
+}
+
+/// K-quants (Q4_K_M, Q6_K), which only llama.cpp's quantizer writes: the files and their fixtures come
+/// from `scripts/make-architecture-reference.py --k-quants TOKENIZER.gguf DIR` (~20 MB each, not in the
+/// repository); run with `MODEL_RUNNER_K_QUANT_DIR=DIR cargo test --test architectures -- --ignored`.
+#[test]
+#[ignore = "needs K-quant files made by llama.cpp's quantizer (MODEL_RUNNER_K_QUANT_DIR)"]
+fn k_quant_files_of_every_family_match_llama_cpp() {
+    let dir = PathBuf::from(std::env::var_os("MODEL_RUNNER_K_QUANT_DIR").expect(
+        "MODEL_RUNNER_K_QUANT_DIR: a directory from make-architecture-reference.py --k-quants",
+    ));
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("MODEL_RUNNER_K_QUANT_DIR")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    fixtures.sort();
+    assert!(!fixtures.is_empty(), "no fixtures in {}", dir.display());
+    let mut failures = Vec::new();
+    for path in &fixtures {
+        let file: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let gguf = dir.join(file["gguf"].as_str().unwrap());
+        let bytes = std::fs::read(&gguf).expect("K-quant GGUF");
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            file["sha256"].as_str().unwrap(),
+            "{} is not the file llama.cpp ran",
+            gguf.display()
+        );
+        let label = path.file_stem().unwrap().to_string_lossy().to_string();
+        check_file(&label, &gguf, &file, &mut failures);
+    }
+    assert!(
+        failures.is_empty(),
+        "K-quant files differ from llama.cpp:\n{}",
+        failures.join("\n")
+    );
 }
