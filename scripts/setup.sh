@@ -18,11 +18,15 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&
 scripts/fetch-default-model.sh >/dev/null
 scripts/fetch-gemma3-270m.sh >/dev/null
 
-# The real clients the tests drive: the openai and anthropic SDKs and the OpenAI Agents SDK.
+# The real clients the tests drive: the openai and anthropic SDKs and the OpenAI Agents SDK; and gguf with
+# numpy, which write the small GGUFs of tests/architectures.rs (pinned: the fixtures record those files' bytes).
 if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import openai, anthropic, agents, jsonschema' 2>/dev/null; then
   [[ -x .venv/bin/python ]] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<4' 'anthropic>=0.40,<1' \
     'openai-agents>=0.3,<1' 'jsonschema>=4,<5'
+fi
+if [[ $(.venv/bin/python -c 'import gguf, numpy, importlib.metadata as m; print(m.version("gguf"), numpy.__version__)' 2>/dev/null) != "0.19.0 2.4.6" ]]; then
+  .venv/bin/pip install -q --disable-pip-version-check gguf==0.19.0 numpy==2.4.6
 fi
 
 # MCP servers and clients for the gateway's tests (npm and PyPI, pinned, cached outside the repo).

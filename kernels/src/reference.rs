@@ -13,6 +13,8 @@ pub struct PagedAttentionShape {
     /// Attend only to the last `window` positions; 0: to all.
     pub window: usize,
     pub scale: f32,
+    /// Scaled scores pass through `softcap * tanh(score / softcap)` before the softmax (Gemma 2); 0: not.
+    pub softcap: f32,
 }
 
 impl PagedAttentionShape {
@@ -69,6 +71,7 @@ pub fn paged_attention(
         block_size,
         window,
         scale,
+        softcap,
     } = *shape;
     let group = heads / kv_heads;
     for (t, meta) in token_meta.chunks_exact(2).enumerate() {
@@ -88,7 +91,12 @@ pub fn paged_attention(
             let scores: Vec<f32> = (first..=position)
                 .map(|p| {
                     let key = &key_cache[row(p, kv_head)..][..head_dim];
-                    query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * scale
+                    let score = query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    if softcap > 0.0 {
+                        softcap * (score / softcap).tanh()
+                    } else {
+                        score
+                    }
                 })
                 .collect();
             let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));

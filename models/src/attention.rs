@@ -62,6 +62,27 @@ impl Rope {
         self
     }
 
+    /// Per-frequency divisors (`rope_freqs.weight`, one per rotated pair): how llama.cpp's converter stores
+    /// Llama 3's "llama3" rope scaling, applied as ggml does, `theta_i / factor_i`.
+    pub fn with_freq_factors(mut self, factors: &[f32]) -> Result<Self, ModelError> {
+        if factors.len() != self.inv_freq.len()
+            || factors.iter().any(|f| !f.is_finite() || *f <= 0.0)
+        {
+            return Err(ModelError::Shape {
+                key: "rope_freqs.weight".into(),
+                reason: format!(
+                    "expected {} positive factors, one per rotated pair, found {}",
+                    self.inv_freq.len(),
+                    factors.len()
+                ),
+            });
+        }
+        for (f, factor) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= *factor as f64;
+        }
+        Ok(self)
+    }
+
     /// The angles of `positions`, also on `device` when the kernels there read them.
     pub fn angles_on(&self, positions: &[u32], device: &Device) -> candle_core::Result<RopeAngles> {
         #[allow(unused_mut)]
@@ -137,6 +158,8 @@ pub struct Attention {
     pub scale: f32,
     /// Attend only to the last `window` positions (Gemma's local layers).
     pub sliding_window: Option<usize>,
+    /// Soft-cap the scaled scores at this value, `c * tanh(s / c)` (Gemma 2).
+    pub softcap: Option<f32>,
     /// This layer's index in the KV cache.
     pub layer: usize,
 }
@@ -204,6 +227,7 @@ impl Attention {
             head_dim: shape.head_dim,
             scale: 1.0 / (shape.head_dim as f32).sqrt(),
             sliding_window: None,
+            softcap: None,
             layer,
         })
     }
@@ -302,6 +326,7 @@ impl Attention {
             block_size,
             window: self.sliding_window.unwrap_or(0),
             scale: self.scale,
+            softcap: self.softcap.unwrap_or(0.0),
         }
     }
 
@@ -316,6 +341,11 @@ impl Attention {
         angles: &RopeAngles,
         cache: &mut crate::cuda::DeviceKv,
     ) -> Result<Tensor, ModelError> {
+        if self.softcap.is_some() {
+            return Err(ModelError::Unsupported(
+                "attention soft-capping (Gemma 2) on CUDA: the kernel does not apply it yet".into(),
+            ));
+        }
         let dense_from = batch.dense_from();
         let (q, k, v) = self.project(x, dense_from)?;
         let q = Self::head_norm(self.q_norm.as_ref(), q, self.heads, self.head_dim)?;
@@ -386,7 +416,12 @@ fn attend<E: KvElement>(
             let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
             let key = &keys[at..at + hd];
             for (g, query) in queries.chunks_exact(hd).enumerate() {
-                scores[g * n + i] = E::dot(simd, query, key) * shape.scale;
+                let score = E::dot(simd, query, key) * shape.scale;
+                scores[g * n + i] = if shape.softcap > 0.0 {
+                    shape.softcap * (score / shape.softcap).tanh()
+                } else {
+                    score
+                };
             }
         }
         for row in scores.chunks_exact_mut(n) {
@@ -644,7 +679,7 @@ mod tests {
             assert_eq!(tables.slots[0], 2 * 16 + 4);
             let heads = 6;
             let q = values(batch.tokens.len() * heads * 64, 9);
-            for window in [0, 4] {
+            for (window, softcap) in [(0, 0.0), (4, 0.0), (0, 0.5)] {
                 let shape = PagedAttentionShape {
                     heads,
                     kv_heads: 2,
@@ -652,6 +687,7 @@ mod tests {
                     block_size: 16,
                     window,
                     scale: 0.125,
+                    softcap,
                 };
                 let host = attend_on_host(&shape, 0, &q, &batch, &cache).unwrap();
                 // The twin reads the cache's values as stored (widened, for an f16 cache).
@@ -673,13 +709,13 @@ mod tests {
                     .fold(0f32, f32::max);
                 assert!(
                     worst < 1e-5,
-                    "{kv_type:?}, window {window}: largest difference {worst}"
+                    "{kv_type:?}, window {window}, softcap {softcap}: largest difference {worst}"
                 );
                 outputs.push(host);
             }
         }
         // An f16 cache changes attention's output only at f16's precision.
-        let (f32_out, f16_out) = outputs.split_at(2);
+        let (f32_out, f16_out) = outputs.split_at(3);
         for (wide, half) in f32_out.iter().zip(f16_out) {
             let worst = wide
                 .iter()

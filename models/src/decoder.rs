@@ -1,6 +1,7 @@
 //! The pre-norm decoder stack that Llama, Qwen 2/3 and Phi-3 share: token embedding, then per layer
 //! `x += attn(norm(x)); x += mlp(norm(x))`, then a final norm and the output head (tied to the embedding
 //! when the file has no `output.weight`). The architectures differ only in what they load into it.
+//! Llama 3's rope scaling comes as `rope_freqs.weight`, per-frequency divisors, wherever the file has it.
 
 use candle_core::Tensor;
 
@@ -49,6 +50,11 @@ impl Decoder {
         let rope_base = w.arch_f32_or("rope.freq_base", options.default_rope_base)?;
         let context_length = w.arch_usize_or("context_length", 4096)?;
 
+        let mut rope = Rope::new(rope_dims, rope_base, options.rope_style);
+        if let Some(factors) = w.optional_dequantized("rope_freqs.weight")? {
+            rope = rope.with_freq_factors(&factors.flatten_all()?.to_vec1::<f32>()?)?;
+        }
+
         let output = Linear::output_head(w)?;
         let tied = (!w.has_tensor("output.weight")).then_some(&output);
         let embedding = Embedding::load(w, "token_embd.weight", tied)?;
@@ -81,7 +87,7 @@ impl Decoder {
             blocks,
             norm: RmsNorm::load(w, "output_norm.weight", eps)?,
             output,
-            rope: Rope::new(rope_dims, rope_base, options.rope_style),
+            rope,
         })
     }
 

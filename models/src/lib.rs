@@ -10,6 +10,7 @@ pub mod batch;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod decoder;
+pub mod gemma2;
 pub mod gemma3;
 pub mod gguf;
 pub mod kv_cache;
@@ -41,7 +42,9 @@ pub enum ModelError {
     },
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
-    #[error("unsupported model architecture {0:?} (supported: llama, qwen2, qwen3, gemma3, phi3)")]
+    #[error(
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)"
+    )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
     MissingTensor(String),
@@ -106,6 +109,7 @@ impl ModelInfo {
 pub enum CausalModel {
     /// llama, qwen2, qwen3 and phi3 share the pre-norm decoder.
     Decoder(decoder::Decoder),
+    Gemma2(gemma2::Gemma2),
     Gemma3(gemma3::Gemma3),
 }
 
@@ -113,6 +117,7 @@ impl CausalModel {
     pub fn info(&self) -> &ModelInfo {
         match self {
             CausalModel::Decoder(m) => m.info(),
+            CausalModel::Gemma2(m) => m.info(),
             CausalModel::Gemma3(m) => m.info(),
         }
     }
@@ -126,6 +131,7 @@ impl CausalModel {
         cache.begin_step(batch)?;
         match self {
             CausalModel::Decoder(m) => m.hidden_states(batch, cache),
+            CausalModel::Gemma2(m) => m.hidden_states(batch, cache),
             CausalModel::Gemma3(m) => m.hidden_states(batch, cache),
         }
     }
@@ -149,6 +155,7 @@ impl CausalModel {
         let selected = hidden.index_select(&rows, 0)?;
         match self {
             CausalModel::Decoder(m) => m.lm_head(&selected),
+            CausalModel::Gemma2(m) => m.lm_head(&selected),
             CausalModel::Gemma3(m) => m.lm_head(&selected),
         }
     }
@@ -166,7 +173,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
     let architecture = weights.architecture().to_string();
     if !matches!(
         architecture.as_str(),
-        "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma3"
+        "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma2" | "gemma3"
     ) {
         return Err(ModelError::UnknownArchitecture(architecture));
     }
@@ -177,6 +184,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
         "qwen2" => CausalModel::Decoder(qwen2::load(&mut weights)?),
         "qwen3" => CausalModel::Decoder(qwen3::load(&mut weights)?),
         "phi3" => CausalModel::Decoder(phi3::load(&mut weights)?),
+        "gemma2" => CausalModel::Gemma2(gemma2::Gemma2::load(&mut weights)?),
         "gemma3" => CausalModel::Gemma3(gemma3::Gemma3::load(&mut weights)?),
         other => return Err(ModelError::UnknownArchitecture(other.to_string())),
     };

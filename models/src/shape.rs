@@ -14,7 +14,7 @@ use crate::weights::GgufWeights;
 pub struct Expected {
     /// Gate and up projections stored as one `ffn_up` of twice the width (Phi-3).
     pub fused_gate_up: bool,
-    /// Norms after attention and after the MLP as well (Gemma 3).
+    /// Norms after attention and after the MLP as well (Gemma 2 and 3).
     pub post_norms: bool,
 }
 
@@ -22,7 +22,7 @@ impl Expected {
     pub fn for_architecture(architecture: &str) -> Self {
         Self {
             fused_gate_up: architecture == "phi3",
-            post_norms: architecture == "gemma3",
+            post_norms: matches!(architecture, "gemma2" | "gemma3"),
         }
     }
 }

@@ -151,6 +151,9 @@ impl CudaKernels {
         if shape.kv_heads == 0 || !shape.heads.is_multiple_of(shape.kv_heads) {
             return Err(shape_error(K, "query heads must be a multiple of KV heads"));
         }
+        if shape.softcap != 0.0 {
+            return Err(shape_error(K, "score soft-capping is not implemented here"));
+        }
         if shape.head_dim == 0 || shape.head_dim > MAX_HEAD_DIM || shape.block_size == 0 {
             return Err(shape_error(
                 K,

@@ -103,6 +103,7 @@ fn paged_attention_matches_its_twin_for_smollm2_heads() {
         block_size: 16,
         window: 0,
         scale: 0.125,
+        softcap: 0.0,
     };
     attention_case(shape, &[1, 17, 70]);
 }
@@ -116,6 +117,7 @@ fn paged_attention_matches_its_twin_with_wide_heads_and_a_window() {
         block_size: 16,
         window: 20,
         scale: 0.0625,
+        softcap: 0.0,
     };
     attention_case(shape, &[45, 3]);
 }
@@ -132,6 +134,7 @@ fn paged_attention_refuses_heads_wider_than_its_registers() {
         block_size: 16,
         window: 0,
         scale: 1.0,
+        softcap: 0.0,
     };
     let buffer = stream.alloc_zeros::<f32>(16 * 512).unwrap();
     let meta = stream.clone_htod(&[0u32, 0]).unwrap();

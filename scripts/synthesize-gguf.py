@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Writes a small GGUF of one model family, with that family's real structure, for proving the engine against
+llama.cpp where no real file of the family can be fetched.
+
+    synthesize-gguf.py --family FAMILY --tokenizer-from REAL.gguf --out FILE [--type f32|f16|q8_0|q4_0|q5_1]
+                       [--hidden N]
+
+What is real: the metadata keys and tensor names and shapes, as llama.cpp's converter (convert_hf_to_gguf.py
+and its `conversion/` classes) writes them for that family (GQA, Q/K/V biases, QK-norm, fused projections,
+Llama 3's rope frequency factors, ...), and the tokenizer, whose `tokenizer.*` keys are copied from a real GGUF
+(the default model, SmolLM2: a GPT-2 style BPE of 49152 tokens). What is not: the weights, drawn from numpy's
+`default_rng` with a fixed seed per family and scaled so that attention and the next-token distributions are
+peaked (a near-uniform distribution would make every comparison a near-tie).
+
+The output is deterministic: the same gguf and numpy versions write the same bytes (the fixtures record the
+sha256 and the tests check it). Norm weights, biases and rope factors stay F32, as the converter keeps them;
+every matrix gets `--type` (gguf-py quantizes Q8_0, Q4_0 and Q5_1 itself; K-quants need llama-quantize).
+"""
+import argparse
+import math
+import sys
+
+import numpy as np
+import gguf
+
+# The dimensions every family shares unless it says otherwise: GQA with two query heads per KV head.
+BASE = dict(layers=2, heads=4, kv_heads=2, ff_mult=2, context=4096, eps=1e-5)
+
+# One entry per family: the GGUF architecture and what distinguishes it. Keys are read by `Family` below.
+FAMILIES = {
+    # Llama 3.1/3.2: rope base 500000 and the "llama3" rope scaling, which the converter bakes into a
+    # `rope_freqs.weight` tensor of per-frequency divisors (no metadata key).
+    "llama3": dict(arch="llama", rope_base=500000.0, llama3_rope=dict(factor=32.0, low_freq_factor=1.0,
+                                                                     high_freq_factor=4.0, original_context=8192)),
+    # Mistral (7B v0.2+, Nemo): llama architecture in GGUF, rope base 1e6, 4 query heads per KV head and an
+    # explicit head size that is not hidden / heads (Nemo: 128 with hidden 5120 and 32 heads).
+    "mistral": dict(arch="llama", rope_base=1000000.0, heads=8, kv_heads=2, head_dim=32, explicit_head_dim=True),
+    # Qwen 2 / 2.5: biased Q/K/V projections, NeoX rope, rope base 1e6, eps 1e-6.
+    "qwen2": dict(arch="qwen2", rope_base=1000000.0, qkv_bias=True, eps=1e-6),
+    # Qwen 3: per-head RMS norm on Q and K, explicit key/value length (128 in the real models, independent of
+    # hidden / heads), no biases.
+    "qwen3": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True, eps=1e-6),
+    # Phi-3 mini: fused QKV and fused gate/up, rope base 10000, no GQA (32 heads, 32 KV heads).
+    "phi3": dict(arch="phi3", rope_base=10000.0, fused=True, kv_heads=4,
+                 sliding_window=2047, original_context=4096),
+    # Gemma 2: embeddings scaled by sqrt(hidden) and tied to the output; norms after attention and after the
+    # MLP too; GELU; explicit head size; local (sliding-window) and global layers alternating; attention and
+    # final logits soft-capped. The converter writes no rope keys (llama.cpp's default base, 10000). The
+    # attention cap and the window are small here (real: 50 and 4096) so that this model's scores reach the
+    # cap and the prompts outgrow the window; the final cap is the real 30, which its logits (up to ~37)
+    # reach; the post-norm weights are large so that the layers' outputs weigh as much as the scaled
+    # embedding in the residual stream.
+    "gemma2": dict(arch="gemma2", rope_base=None, layers=4, head_dim=32, explicit_head_dim=True, eps=1e-6,
+                   gemma=True, sliding_window=8, attn_softcap=3.0, final_softcap=30.0),
+}
+
+TYPES = {
+    "f32": gguf.GGMLQuantizationType.F32,
+    "f16": gguf.GGMLQuantizationType.F16,
+    "q8_0": gguf.GGMLQuantizationType.Q8_0,
+    "q4_0": gguf.GGMLQuantizationType.Q4_0,
+    "q5_1": gguf.GGMLQuantizationType.Q5_1,
+}
+FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+              "q5_1": gguf.LlamaFileType.MOSTLY_Q5_1}
+
+# Scales that make the model's distributions peaked: query/key gain (attention scores of std ~gain^2) and the
+# standard deviation of the next-token logits (the top two of 49152 Gaussian logits then differ by ~1.3).
+QK_GAIN = 1.5
+LOGIT_STD = 6.0
+
+
+def llama3_rope_factors(base, head_dim, factor, low_freq_factor, high_freq_factor, original_context):
+    """The converter's `generate_extra_tensors` for rope_type "llama3" (conversion/llama.py), in float32."""
+    freqs = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    low_wavelen = original_context / low_freq_factor
+    high_wavelen = original_context / high_freq_factor
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+def copy_tokenizer(writer, path):
+    """Every `tokenizer.*` key of a real GGUF, with its type, in the file's order."""
+    reader = gguf.GGUFReader(path)
+    vocab = 0
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vtype = field.types[0]
+        value = field.contents()
+        if vtype == gguf.GGUFValueType.ARRAY:
+            writer.add_key_value(key, value, vtype, sub_type=field.types[-1])
+            if key == "tokenizer.ggml.tokens":
+                vocab = len(value)
+        else:
+            writer.add_key_value(key, value, vtype)
+    if vocab == 0:
+        sys.exit(f"{path} has no tokenizer.ggml.tokens")
+    return vocab
+
+
+def synthesize(family, tokenizer_from, out, type_name, hidden):
+    spec = {**BASE, **FAMILIES[family]}
+    arch = spec["arch"]
+    heads, kv_heads = spec["heads"], spec["kv_heads"]
+    head_dim = spec.get("head_dim", hidden // heads)
+    ff = hidden * spec["ff_mult"]
+    qtype = TYPES[type_name]
+    # One seed per family, so that adding a family changes no other family's file.
+    rng = np.random.default_rng(list(FAMILIES).index(family) + 19)
+
+    writer = gguf.GGUFWriter(out, arch)
+    # Not the family's name: llama.cpp sets token attributes by model name (for "phi3", on tokens of Phi-3's
+    # own vocabulary, which the borrowed one lacks).
+    writer.add_name("synthetic model")
+    writer.add_file_type(FILE_TYPES[type_name])
+    writer.add_context_length(spec["context"])
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(spec["layers"])
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(spec["eps"])
+    if spec["rope_base"] is not None:
+        writer.add_rope_freq_base(spec["rope_base"])
+        writer.add_rope_dimension_count(head_dim)
+    if spec.get("explicit_head_dim"):
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if "sliding_window" in spec:
+        writer.add_sliding_window(spec["sliding_window"])
+    if "attn_softcap" in spec:
+        writer.add_attn_logit_softcapping(spec["attn_softcap"])
+        writer.add_final_logit_softcapping(spec["final_softcap"])
+    if "original_context" in spec:
+        writer.add_rope_scaling_orig_ctx_len(spec["original_context"])
+    vocab = copy_tokenizer(writer, tokenizer_from)
+    if arch == "llama":
+        writer.add_vocab_size(vocab)
+
+    def put_matrix(name, data):
+        quantized = gguf.quants.quantize(data.astype(np.float32), qtype)
+        # F32 and F16 arrays carry their own type; quantized blocks come as bytes, with the type beside them.
+        raw = qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+        writer.add_tensor(name, quantized, raw_dtype=qtype if raw else None)
+
+    def matrix(name, rows, cols, std):
+        put_matrix(name, rng.standard_normal((rows, cols)) * std)
+
+    def vector(name, n, mean, std):
+        writer.add_tensor(name, (mean + rng.standard_normal(n) * std).astype(np.float32))
+
+    q_width, kv_width = heads * head_dim, kv_heads * head_dim
+    gemma = spec.get("gemma", False)
+    if gemma:
+        # Tied: the one matrix sets the logits' spread.
+        matrix("token_embd.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
+    else:
+        matrix("token_embd.weight", vocab, hidden, 1.0)
+    vector("output_norm.weight", hidden, 1.0, 0.1)
+    if not gemma:
+        matrix("output.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
+    if "llama3_rope" in spec:
+        writer.add_tensor("rope_freqs.weight", llama3_rope_factors(spec["rope_base"], head_dim, **spec["llama3_rope"]))
+    qk_std = QK_GAIN / math.sqrt(hidden)
+    for layer in range(spec["layers"]):
+        p = f"blk.{layer}"
+        vector(f"{p}.attn_norm.weight", hidden, 1.0, 0.1)
+        if spec.get("fused"):
+            # Phi-3's attn_qkv: Q rows, then K, then V.
+            put_matrix(f"{p}.attn_qkv.weight",
+                       np.concatenate([rng.standard_normal((q_width + kv_width, hidden)) * qk_std,
+                                       rng.standard_normal((kv_width, hidden)) / math.sqrt(hidden)]))
+        else:
+            matrix(f"{p}.attn_q.weight", q_width, hidden, qk_std)
+            matrix(f"{p}.attn_k.weight", kv_width, hidden, qk_std)
+            matrix(f"{p}.attn_v.weight", kv_width, hidden, 1.0 / math.sqrt(hidden))
+            if spec.get("qkv_bias"):
+                vector(f"{p}.attn_q.bias", q_width, 0.0, 0.5)
+                vector(f"{p}.attn_k.bias", kv_width, 0.0, 0.5)
+                vector(f"{p}.attn_v.bias", kv_width, 0.0, 0.5)
+        if spec.get("qk_norm"):
+            vector(f"{p}.attn_q_norm.weight", head_dim, QK_GAIN, 0.1)
+            vector(f"{p}.attn_k_norm.weight", head_dim, QK_GAIN, 0.1)
+        matrix(f"{p}.attn_output.weight", hidden, q_width, 1.0 / math.sqrt(q_width))
+        if gemma:
+            vector(f"{p}.post_attention_norm.weight", hidden, 4.0, 0.5)
+        vector(f"{p}.ffn_norm.weight", hidden, 1.0, 0.1)
+        if spec.get("fused"):
+            # Phi-3's ffn_up: gate rows then up rows.
+            matrix(f"{p}.ffn_up.weight", 2 * ff, hidden, 1.0 / math.sqrt(hidden))
+        else:
+            matrix(f"{p}.ffn_gate.weight", ff, hidden, 1.0 / math.sqrt(hidden))
+            matrix(f"{p}.ffn_up.weight", ff, hidden, 1.0 / math.sqrt(hidden))
+        matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+        if gemma:
+            vector(f"{p}.post_ffw_norm.weight", hidden, 4.0, 0.5)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    parser.add_argument("--tokenizer-from", required=True, help="a real GGUF whose tokenizer.* keys are copied")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--type", default="f16", choices=sorted(TYPES))
+    parser.add_argument("--hidden", type=int, default=64, help="embedding length (256 for K-quants)")
+    args = parser.parse_args()
+    synthesize(args.family, args.tokenizer_from, args.out, args.type, args.hidden)
+
+
+if __name__ == "__main__":
+    main()
