@@ -135,6 +135,12 @@ impl Argument {
     pub fn key(&self) -> Option<&str> {
         self.name.as_deref().or(self.value_hint.as_deref())
     }
+
+    /// Whether `--arg KEY=...` names this argument (a named one with or without its leading dashes).
+    pub fn is_named_by(&self, key: &str) -> bool {
+        self.key()
+            .is_some_and(|k| k == key || k.trim_start_matches('-') == key.trim_start_matches('-'))
+    }
 }
 
 /// An environment variable or HTTP header the server reads.

@@ -145,7 +145,7 @@ fn package_definition(
         .chain(&package.package_arguments)
         .collect();
     for (key, _) in &options.args {
-        if !all_args.iter().any(|a| a.key() == Some(key.as_str())) {
+        if !all_args.iter().any(|a| a.is_named_by(key)) {
             let known: Vec<&str> = all_args.iter().filter_map(|a| a.key()).collect();
             return Err(InstallError::UnknownArgument {
                 entry: name.clone(),
@@ -264,7 +264,7 @@ fn arguments(
         let given: Vec<&String> = options
             .args
             .iter()
-            .filter(|(k, _)| argument.key() == Some(k.as_str()))
+            .filter(|(k, _)| argument.is_named_by(k))
             .map(|(_, v)| v)
             .collect();
         let values: Vec<String> = if !given.is_empty() {
@@ -410,7 +410,7 @@ mod tests {
         let time = definition(
             &shipped("time"),
             &InstallOptions {
-                args: vec![("--local-timezone".into(), "UTC".into())],
+                args: vec![("local-timezone".into(), "UTC".into())],
                 tools: Some(vec!["get_current_time".into()]),
                 ..Default::default()
             },
