@@ -93,6 +93,8 @@ pub struct ServerArgs {
     command: ServerCommand,
 }
 
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 enum ServerCommand {
     /// Install a catalog entry into the gateway config.

@@ -438,7 +438,8 @@ mod tests {
                 "description": "replaced", "icons": [{"src": "x"}]}"#,
         )
         .expect("write");
-        let catalog = Catalog::load(dir.path(), &[replacement.clone()]).expect("catalog");
+        let catalog =
+            Catalog::load(dir.path(), std::slice::from_ref(&replacement)).expect("catalog");
         let weather = catalog.find("weather").expect("weather");
         assert_eq!(weather.kind(), "oci");
         let time = catalog.find("time").expect("time");
