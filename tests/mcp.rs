@@ -86,6 +86,17 @@ impl Gateway {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_in(cli, config, extra, env, None)
+    }
+
+    /// As `start_with_env`, the runner working in `cwd` (where `npx` finds locally installed packages).
+    fn start_in(
+        cli: &ModelCli,
+        config: &Value,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        cwd: Option<&std::path::Path>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("mcp.json");
         std::fs::write(&config_path, config.to_string()).expect("write config");
@@ -107,8 +118,11 @@ impl Gateway {
             repo_root().join("tests/fixtures/fake-docker").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let child = cli
-            .command(&args)
+        let mut command = cli.command(&args);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .envs(mcp_env())
             .env("PATH", path)
             .envs(env.iter().copied())
@@ -1294,4 +1308,291 @@ fn responses_api_runs_mcp_tools_with_approvals_and_agents_use_our_mcp() {
     }});
     let gateway = Gateway::start(&cli, &config, &[]);
     gateway.run_python("responses_mcp.py", &files, "responses mcp ok");
+}
+
+/// `PATH` with the test installation's `uvx` and Node 22 first: what a user who has `npx` and `uvx` has.
+fn path_with_runtimes() -> String {
+    format!(
+        "{}/bin:{}:{}",
+        var("MCP_VENV"),
+        var("MCP_NPM_BIN_DIR"),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Servers from the shipped catalog, installed by `model mcp server add` (npm through `npx -y`, PyPI
+/// through `uvx`, at the versions scripts/setup-mcp.sh installs, so nothing is downloaded here), picked up
+/// by a running server without a restart, used through /mcp, disabled and enabled; the catalog served
+/// as the MCP Registry API and read by a client written to its spec; `client connect` writing VS Code's
+/// (HTTP, with a minted token) and Claude Desktop's (stdio) files, which the Python SDK then uses as
+/// those clients would.
+#[test]
+fn catalog_servers_installed_by_the_cli_run_through_the_gateway() {
+    let cli = ModelCli::new();
+    let npm_dir = PathBuf::from(var("MCP_NPM_DIR"));
+    let path = path_with_runtimes();
+    let gateway = Gateway::start_in(
+        &cli,
+        &json!({"mcpServers": {}}),
+        &[],
+        &[("PATH", path.as_str())],
+        Some(&npm_dir),
+    );
+    let config = gateway.config.to_str().expect("utf-8").to_string();
+    let port = gateway.port.to_string();
+    let model = |args: &[&str]| -> String {
+        let out = cli
+            .command(args)
+            .env("MODEL_RUNNER_PORT", &port)
+            .env("PATH", &path)
+            .current_dir(&npm_dir)
+            .output()
+            .expect("run model");
+        assert!(
+            out.status.success(),
+            "model {args:?}:\n{}\n{}\n--- server log ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            gateway.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // The catalog pins the versions the test installation has.
+    let listed: Value =
+        serde_json::from_str(&model(&["mcp", "catalog", "ls", "--json"])).expect("json");
+    let pinned = |name: &str| -> String {
+        listed["servers"]
+            .as_array()
+            .expect("servers")
+            .iter()
+            .find(|s| s["server"]["name"] == name)
+            .and_then(|s| s["server"]["packages"][0]["version"].as_str())
+            .unwrap_or_else(|| panic!("{name} not in the catalog"))
+            .to_string()
+    };
+    let installed_everything: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            npm_dir.join("node_modules/@modelcontextprotocol/server-everything/package.json"),
+        )
+        .expect("package.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        pinned("io.github.modelcontextprotocol/server-everything"),
+        installed_everything["version"].as_str().expect("version")
+    );
+    assert!(model(&["mcp", "catalog", "search", "time zone"]).contains("server-time"));
+    assert!(model(&["mcp", "catalog", "show", "time"]).contains("uvx mcp-server-time@"));
+
+    let wheels = format!("UV_FIND_LINKS={}", var("MCP_WHEELS_DIR"));
+    let added = model(&[
+        "mcp",
+        "server",
+        "add",
+        "everything",
+        "--mcp-config",
+        &config,
+        "--env",
+        "npm_config_offline=true",
+    ]);
+    assert!(
+        added.contains("npx -y @modelcontextprotocol/server-everything@"),
+        "{added}"
+    );
+    assert!(
+        added.contains("reloaded"),
+        "the running server was not told: {added}"
+    );
+    model(&[
+        "mcp",
+        "server",
+        "add",
+        "time",
+        "--mcp-config",
+        &config,
+        "--arg",
+        "local-timezone=UTC",
+        "--env",
+        "UV_NO_INDEX=1",
+        "--env",
+        &wheels,
+        "--env",
+        "UV_PYTHON_DOWNLOADS=never",
+        "--tools",
+        "get_current_time",
+    ]);
+    let ls = model(&["mcp", "server", "ls", "--mcp-config", &config]);
+    assert!(
+        ls.contains("io.github.modelcontextprotocol/server-time@"),
+        "{ls}"
+    );
+
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let names = session.tool_names();
+    assert!(names.iter().any(|n| n == "everything__echo"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "time__get_current_time"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "time__convert_time"),
+        "--tools: {names:?}"
+    );
+    let echo = session.call("everything__echo", json!({"message": "from the catalog"}));
+    assert!(
+        result_text(&echo).contains("from the catalog"),
+        "{}",
+        echo.message
+    );
+    let now = session.call("time__get_current_time", json!({"timezone": "UTC"}));
+    assert!(
+        !is_error(&now) && result_text(&now).contains("UTC"),
+        "{}",
+        now.message
+    );
+
+    let status: Value =
+        serde_json::from_str(&model(&["mcp", "server", "status", "--json"])).expect("json");
+    let everything = status["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .find(|s| s["name"] == "everything")
+        .expect("everything in status");
+    assert_eq!(everything["state"], "running", "{status}");
+    assert!(
+        everything["tools"].as_u64().is_some_and(|n| n > 3),
+        "{status}"
+    );
+
+    model(&["mcp", "server", "disable", "time", "--mcp-config", &config]);
+    assert!(!session.tool_names().iter().any(|n| n.starts_with("time__")));
+    model(&["mcp", "server", "enable", "time", "--mcp-config", &config]);
+    assert!(
+        session
+            .tool_names()
+            .iter()
+            .any(|n| n == "time__get_current_time")
+    );
+
+    // The catalog as the MCP Registry API, read by a client written to the spec.
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_registry_client.py"))
+        .env("REGISTRY_URL", gateway.url(""))
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("registry client ok") && stdout.contains(r#""label": "everything""#),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Clients' own files, used as the clients would use them.
+    let client_home = tempfile::tempdir().expect("tempdir");
+    let vscode_file = client_home.path().join("vscode/mcp.json");
+    std::fs::create_dir_all(vscode_file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &vscode_file,
+        r#"{"servers": {"mine": {"type": "stdio", "command": "x"}}}"#,
+    )
+    .expect("write");
+    let connected = model(&[
+        "mcp",
+        "client",
+        "connect",
+        "vscode",
+        "--transport",
+        "http",
+        "--mcp-config",
+        &config,
+        "--config-file",
+        vscode_file.to_str().expect("utf-8"),
+        "--url",
+        &gateway.url("/mcp"),
+    ]);
+    assert!(connected.contains("kept as"), "{connected}");
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&vscode_file).expect("read")).expect("json");
+    assert_eq!(written["servers"]["mine"]["command"], "x");
+    // The gateway now wants tokens: anonymous callers are refused.
+    assert_eq!(
+        Session::new(gateway.url("/mcp"), None).initialize().status,
+        401
+    );
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_client_config.py"))
+        .env("CLIENT", "vscode")
+        .env("CLIENT_CONFIG", &vscode_file)
+        .output()
+        .expect("run python");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("client config ok"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+
+    let connected = cli
+        .command(&[
+            "mcp",
+            "client",
+            "connect",
+            "claude-desktop",
+            "--mcp-config",
+            &config,
+        ])
+        .env("HOME", client_home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .expect("connect claude-desktop");
+    assert!(
+        connected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&connected.stderr)
+    );
+    let claude_file = client_home
+        .path()
+        .join(".config/Claude/claude_desktop_config.json");
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_client_config.py"))
+        .env("CLIENT", "claude-desktop")
+        .env("CLIENT_CONFIG", &claude_file)
+        .env("PATH", &path)
+        .current_dir(&npm_dir)
+        .output()
+        .expect("run python");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("client config ok"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = cli
+        .command(&["mcp", "client", "ls", "--mcp-config", &config])
+        .env("HOME", client_home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .expect("client ls");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("claude-desktop") && l.contains("stdio")),
+        "{listed}"
+    );
+    model(&[
+        "mcp",
+        "client",
+        "disconnect",
+        "vscode",
+        "--mcp-config",
+        &config,
+        "--config-file",
+        vscode_file.to_str().expect("utf-8"),
+    ]);
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&vscode_file).expect("read")).expect("json");
+    assert!(written["servers"].get("model-runner").is_none());
 }

@@ -187,6 +187,10 @@ fn gateway_client_tokens_reach_chat_but_not_administration() {
         http.delete(server.url("/models/ai/smollm2")),
         http.get(server.url("/metrics")),
         http.get(server.url("/api/ps")),
+        // The gateway's administration and the catalog's registry API take the key too.
+        http.post(server.url("/gateway/reload")),
+        http.get(server.url("/gateway/servers")),
+        http.get(server.url("/v0.1/servers")),
     ];
     for request in admin {
         let (status, body) = send(as_client(request));
@@ -201,6 +205,19 @@ fn gateway_client_tokens_reach_chat_but_not_administration() {
     assert_eq!(status, 200);
     let (status, _) = send(http.get(server.url("/metrics")).bearer_auth("admin-key!"));
     assert_eq!(status, 401);
+    let (status, _) = send(http.get(server.url("/v0.1/servers")));
+    assert_eq!(status, 401);
+    let (status, body) = send(
+        http.get(server.url("/v0.1/servers?limit=1"))
+            .bearer_auth("admin-key"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"]["count"], 1, "{body}");
+    let (status, body) = send(
+        http.get(server.url("/gateway/servers"))
+            .bearer_auth("admin-key"),
+    );
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]

@@ -63,6 +63,16 @@ pub async fn configure(request: &Value) -> Result<Value> {
     .await
 }
 
+/// The running server's MCP servers and their state (`GET /gateway/servers`).
+pub async fn gateway_servers() -> Result<Value> {
+    send(client().get(format!("{}/gateway/servers", server_url()))).await
+}
+
+/// Asks the running server to reread its MCP configuration (`POST /gateway/reload`).
+pub async fn gateway_reload() -> Result<Value> {
+    send(client().post(format!("{}/gateway/reload", server_url()))).await
+}
+
 /// `model ps`: the models the server has loaded.
 pub async fn ps() -> Result<()> {
     let body = send(client().get(format!("{}/api/ps", server_url()))).await?;

@@ -7,6 +7,7 @@ mod bench;
 mod chat;
 mod client;
 mod compose;
+mod mcp;
 mod progress_view;
 pub mod run;
 mod serve;
@@ -44,13 +45,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Chat with a model: one prompt, or interactively.
     Run(run::RunArgs),
     /// Serve the OpenAI-compatible API.
     Serve(serve::ServeArgs),
-    /// Serve the MCP gateway (its servers' tools, `chat`, `list_models`) over stdio for MCP clients.
+    /// Serve the MCP gateway (its servers' tools, `chat`, `list_models`) over stdio for MCP clients;
+    /// `catalog`, `server` and `client` manage what it offers and who reaches it.
+    #[command(args_conflicts_with_subcommands = true)]
     Mcp(serve::McpArgs),
     /// Measure throughput: the engine in process, or any OpenAI-compatible endpoint under load.
     Bench(bench::BenchArgs),
@@ -170,7 +175,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(&store, args).await,
         Command::Serve(args) => serve::serve(store, args).await,
-        Command::Mcp(args) => serve::mcp(store, args).await,
+        Command::Mcp(args) => match args.command {
+            Some(command) => mcp::run(&store, command).await,
+            None => serve::mcp(store, args).await,
+        },
         Command::Bench(args) => bench::bench(&store, args).await,
         Command::Compose(args) => compose::compose(&store, args).await,
         Command::Ps => client::ps().await,

@@ -82,7 +82,8 @@ pub struct ServeArgs {
     /// recently used idle model gives way. Default: 3/4 of the memory available at start.
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<u64>,
-    /// MCP servers for the gateway: a JSON or YAML file in the `mcpServers` shape (reloaded on SIGHUP).
+    /// MCP servers for the gateway: a JSON or YAML file in the `mcpServers` shape (reloaded on SIGHUP
+    /// and on `POST /gateway/reload`). Default: `mcp.json` under the store root, when it exists.
     #[arg(long, env = "MODEL_RUNNER_MCP_CONFIG", value_name = "FILE")]
     pub mcp_config: Option<std::path::PathBuf>,
     /// MCP tools given to chat requests that bring no tools of their own.
@@ -133,7 +134,8 @@ impl From<McpToolsArg> for DefaultMcpTools {
     }
 }
 
-/// `model mcp`: the gateway over stdio for desktop MCP clients.
+/// `model mcp`: the gateway over stdio for desktop MCP clients, or (with a subcommand) its catalog,
+/// servers and clients.
 #[derive(Debug, Clone, clap::Args)]
 pub struct McpArgs {
     /// A gateway client token: the calls are made as that client.
@@ -141,6 +143,8 @@ pub struct McpArgs {
     pub token: Option<String>,
     #[command(flatten)]
     pub serve: ServeArgs,
+    #[command(subcommand)]
+    pub command: Option<super::mcp::McpCommand>,
 }
 
 pub async fn serve(store: Store, args: ServeArgs) -> Result<()> {
@@ -153,7 +157,9 @@ pub async fn mcp(store: Store, args: McpArgs) -> Result<()> {
     use rmcp::ServiceExt;
     let state = app_state(store, args.serve)?;
     let Some(gateway) = state.gateway.clone() else {
-        anyhow::bail!("model mcp needs --mcp-config FILE naming the MCP servers to serve");
+        anyhow::bail!(
+            "model mcp needs --mcp-config FILE naming the MCP servers to serve (or servers added with `model mcp server add`)"
+        );
     };
     let caller = gateway
         .authenticate(args.token.as_deref())
@@ -181,8 +187,13 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
     let addr: std::net::SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .map_err(|e| anyhow::anyhow!("invalid --host/--port: {e}"))?;
-    let gateway = match &args.mcp_config {
-        Some(path) => Some(Gateway::from_file(path.clone())?),
+    // Without --mcp-config, the config `model mcp server add` writes, when there is one.
+    let mcp_config = args.mcp_config.clone().or_else(|| {
+        let default = crate::mcp::config_edit::default_path(store.root());
+        default.exists().then_some(default)
+    });
+    let gateway = match mcp_config {
+        Some(path) => Some(Gateway::from_file(path)?),
         None => None,
     };
     let responses = Arc::new(ResponsesStore::new(

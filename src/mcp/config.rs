@@ -56,6 +56,10 @@ struct RawServer {
     #[serde(default)]
     long_lived: bool,
     cache_ttl_secs: Option<f64>,
+    /// The catalog entry the server was installed from (`model mcp server add`); informational.
+    #[serde(default)]
+    #[allow(dead_code)]
+    catalog: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +202,15 @@ impl McpConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         resolve(raw, base, &|name| std::env::var(name).ok())
     }
+}
+
+/// Checks that a configuration document (as `config_edit` is about to write it) is one this module
+/// reads: the shape, server names and transports, durations. `${NAME}` references are not looked up,
+/// since the values may be set only where the server runs.
+pub fn check_document(document: &serde_json::Value, base: &Path) -> Result<(), ConfigError> {
+    let raw: RawConfig = serde_path_to_error::deserialize(document.clone())
+        .map_err(|e| ConfigError::Invalid(format!("{} at {}", e.inner(), e.path())))?;
+    resolve(raw, base, &|_| Some("unresolved-reference".to_string())).map(|_| ())
 }
 
 fn seconds(value: Option<f64>, default: Duration, field: &str) -> Result<Duration, ConfigError> {

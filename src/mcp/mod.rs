@@ -9,13 +9,22 @@
 //! tools alike; `discovery` ranks tools for the `mcp_find` meta-tool; `code_mode` runs `run_js`
 //! scripts whose functions are the tools; `endpoint` serves it all as an MCP server (the `/mcp` route
 //! and `model mcp` over stdio).
+//!
+//! Around the gateway: `catalog` (servers one can install, in the MCP Registry's `server.json` format),
+//! `install` (a catalog entry to a server definition: pinned `npx`/`uvx`/sandboxed `docker run`, or a
+//! remote), `config_edit` (atomic edits of the gateway's config file) and `client_config` (the MCP
+//! clients' own files, pointed at this gateway).
 
 pub mod breaker;
+pub mod catalog;
+pub mod client_config;
 pub mod code_mode;
 pub mod config;
+pub mod config_edit;
 pub mod discovery;
 pub mod endpoint;
 pub mod gateway;
+pub mod install;
 pub mod naming;
 pub mod policy;
 pub mod redact;

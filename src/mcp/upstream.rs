@@ -20,7 +20,7 @@ use rmcp::{ClientCacheConfig, ClientHandler, Peer, RoleClient, ServiceError, Ser
 use tokio::io::AsyncBufReadExt;
 
 use super::McpError;
-use super::breaker::Breaker;
+use super::breaker::{Breaker, BreakerState};
 use super::config::{ServerConfig, Transport};
 use super::redact::Redactor;
 
@@ -46,6 +46,21 @@ struct Health {
     next_start: Option<Instant>,
     /// Set when a running server was found dead.
     crashes: u64,
+    /// The last failure (a start, a crash, a call that failed in transport or timed out), redacted.
+    last_error: Option<String>,
+}
+
+/// What `model mcp server status` shows of one server.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UpstreamStatus {
+    pub name: String,
+    /// `running`, `idle` (not started, or stopped when idle), `crashed` (found dead, or failing to
+    /// start), `breaker_open` (calls refused until the cool-down ends).
+    pub state: &'static str,
+    /// Tools offered, once the server has listed them.
+    pub tools: Option<usize>,
+    pub crashes: u64,
+    pub last_error: Option<String>,
 }
 
 pub struct Upstream {
@@ -166,7 +181,11 @@ impl Upstream {
             if !connection.peer.is_transport_closed() {
                 return Ok(connection.peer.clone());
             }
-            lock(&self.health).crashes += 1;
+            {
+                let mut health = lock(&self.health);
+                health.crashes += 1;
+                health.last_error = Some("the server exited".into());
+            }
             tracing::warn!(server = %self.config.name, pid = ?connection.pid, "MCP server exited; restarting");
             *slot = None;
         }
@@ -203,6 +222,7 @@ impl Upstream {
                     _ => format!("no answer within {} s", START_TIMEOUT.as_secs()),
                 };
                 let mut health = lock(&self.health);
+                health.last_error = Some(format!("failed to start: {reason}"));
                 health.start_failures += 1;
                 let backoff = BACKOFF_BASE
                     .saturating_mul(1 << health.start_failures.min(16).saturating_sub(1))
@@ -324,6 +344,9 @@ impl Upstream {
         let outcome = self.call_admitted(tool, arguments).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         *lock(&self.last_used) = Instant::now();
+        if let Err(e @ (McpError::Timeout { .. } | McpError::Transport { .. })) = &outcome {
+            lock(&self.health).last_error = Some(e.to_string());
+        }
         let mut breaker = lock(&self.breaker);
         match &outcome {
             Ok(_) | Err(McpError::Protocol { .. }) => breaker.record_success(),
@@ -399,6 +422,32 @@ impl Upstream {
         let connection = self.connection.lock().await.take();
         if let Some(connection) = connection {
             close(connection).await;
+        }
+    }
+
+    /// The server's state, tools and last error, for `model mcp server status`.
+    pub async fn status(&self) -> UpstreamStatus {
+        let (connected, dead) = match self.connection.lock().await.as_ref() {
+            Some(c) => (true, c.peer.is_transport_closed()),
+            None => (false, false),
+        };
+        let breaker_open = lock(&self.breaker).state(Instant::now()) == BreakerState::Open;
+        let health = lock(&self.health);
+        let state = if breaker_open {
+            "breaker_open"
+        } else if dead || (!connected && health.start_failures > 0) {
+            "crashed"
+        } else if connected {
+            "running"
+        } else {
+            "idle"
+        };
+        UpstreamStatus {
+            name: self.config.name.clone(),
+            state,
+            tools: self.known_tools().map(|t| t.len()),
+            crashes: health.crashes,
+            last_error: health.last_error.clone(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! `model serve`: the HTTP server, axum only. OpenAI's `/v1` API (also under Docker Model Runner's
 //! `/engines/v1` and `/engines/{backend}/v1` paths), Anthropic's `/v1/messages`, Ollama's `/api`, Docker
-//! Model Runner's `/models` and `/engines/_configure`, `/tokenize` and `/detokenize`, `/mcp`, health and
-//! Prometheus metrics, optional bearer-key auth and CORS.
+//! Model Runner's `/models` and `/engines/_configure`, `/tokenize` and `/detokenize`, `/mcp`, the MCP
+//! Registry API over the catalog (`/v0.1/servers`), the gateway's `/gateway/servers` and
+//! `/gateway/reload`, health and Prometheus metrics, optional bearer-key auth and CORS.
 //!
 //! Data flows one way: handler -> `chat` (validation, prompt, grammar) -> runtime (model lifecycle) ->
 //! scheduler -> events back. Handlers translate HTTP into a `chat::ChatInput` and events back into HTTP;
@@ -11,8 +12,10 @@ pub mod anthropic;
 pub mod body;
 pub mod dmr;
 pub mod errors;
+pub mod gateway_admin;
 pub mod guard;
 pub mod mcp;
+pub mod mcp_registry;
 mod metrics;
 pub mod ollama;
 pub mod openai;
@@ -106,6 +109,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/embed", post(ollama::embed))
         .merge(anthropic::routes())
         .nest("/anthropic", anthropic::routes())
+        .merge(mcp_registry::routes())
+        .merge(gateway_admin::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

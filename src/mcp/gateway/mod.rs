@@ -117,6 +117,20 @@ impl Gateway {
         status
     }
 
+    /// Each configured server's state, tools count and last error (`model mcp server status`).
+    pub async fn server_report(&self) -> Vec<super::upstream::UpstreamStatus> {
+        let mut report = Vec::new();
+        for upstream in &self.setup().upstreams {
+            report.push(upstream.status().await);
+        }
+        report
+    }
+
+    /// The file reloads read, if the gateway came from one.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
     pub fn max_rounds(&self) -> usize {
         self.setup().config.max_rounds
     }
