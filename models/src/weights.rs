@@ -29,6 +29,8 @@ pub struct GgufWeights {
     dense_linears: bool,
     /// Repack weights of the types our CPU kernels run (`MODEL_RUNNER_KERNELS=candle` turns it off).
     packed_kernels: bool,
+    /// Types already reported as running on candle's matmul (said once per type, not per tensor).
+    fallback_types: Vec<GgmlDType>,
 }
 
 /// Largest model (all tensors as f32) whose linear weights also get a dense f32 copy.
@@ -69,6 +71,7 @@ impl GgufWeights {
             architecture,
             dense_linears,
             packed_kernels,
+            fallback_types: Vec::new(),
         })
     }
 
@@ -166,6 +169,16 @@ impl GgufWeights {
                 return Err(ModelError::MissingTensor(name.to_string()));
             };
             let Some(ty) = kernel_type(info.ggml_dtype) else {
+                let dtype = info.ggml_dtype;
+                if names.len() == 1 && !self.fallback_types.contains(&dtype) {
+                    // Stated, not silent: these run correctly but without our kernels' speed.
+                    tracing::warn!(
+                        tensor = name,
+                        ggml_type = ?dtype,
+                        "no packed CPU kernel for this type: its matmuls run on candle's (slower)"
+                    );
+                    self.fallback_types.push(dtype);
+                }
                 return Ok(None);
             };
             let (rows, c) = match info.shape.dims() {
@@ -264,8 +277,11 @@ fn kernel_type(dtype: GgmlDType) -> Option<GgmlType> {
         GgmlDType::Q4_0 => GgmlType::Q4_0,
         GgmlDType::Q4_1 => GgmlType::Q4_1,
         GgmlDType::Q5_0 => GgmlType::Q5_0,
+        GgmlDType::Q5_1 => GgmlType::Q5_1,
         GgmlDType::Q8_0 => GgmlType::Q8_0,
+        GgmlDType::Q3K => GgmlType::Q3K,
         GgmlDType::Q4K => GgmlType::Q4K,
+        GgmlDType::Q5K => GgmlType::Q5K,
         GgmlDType::Q6K => GgmlType::Q6K,
         _ => return None,
     })

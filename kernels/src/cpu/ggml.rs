@@ -14,8 +14,11 @@ pub enum GgmlType {
     Q4_0,
     Q4_1,
     Q5_0,
+    Q5_1,
     Q8_0,
+    Q3K,
     Q4K,
+    Q5K,
     Q6K,
 }
 
@@ -26,14 +29,16 @@ pub enum TileKind {
     U4,
     /// 8-bit signed values, one scale per 16: `x = scale * q`.
     I8,
+    /// 5-bit unsigned values held in bytes, one scale and one offset per 32: `x = scale * q + min`.
+    U8,
 }
 
 impl GgmlType {
     /// Elements per block.
     pub fn block_elems(self) -> usize {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => 32,
-            Self::Q4K | Self::Q6K => 256,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
+            Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => 256,
         }
     }
 
@@ -43,8 +48,11 @@ impl GgmlType {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q3K => 110,
             Self::Q4K => 144,
+            Self::Q5K => 176,
             Self::Q6K => 210,
         }
     }
@@ -52,13 +60,14 @@ impl GgmlType {
     pub fn tile_kind(self) -> TileKind {
         match self {
             Self::Q4_0 | Self::Q4_1 | Self::Q4K => TileKind::U4,
-            Self::Q5_0 | Self::Q8_0 | Self::Q6K => TileKind::I8,
+            Self::Q5_1 | Self::Q5K => TileKind::U8,
+            Self::Q5_0 | Self::Q8_0 | Self::Q3K | Self::Q6K => TileKind::I8,
         }
     }
 }
 
-/// 32 elements in the packer's form. For `U4` tiles `q` holds 0..=15 and `scale[0] == scale[1]`; for `I8`
-/// tiles `min` is zero.
+/// 32 elements in the packer's form. For `U4` tiles `q` holds 0..=15 and for `U8` tiles 0..=31, both with
+/// `scale[0] == scale[1]`; for `I8` tiles `min` is zero.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Block32 {
     pub q: [i8; 32],
@@ -106,6 +115,21 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                 }
                 out.push(b);
             }
+            GgmlType::Q5_1 => {
+                let (d, m) = (half_at(block, 0), half_at(block, 2));
+                let qh = u32::from_le_bytes([block[4], block[5], block[6], block[7]]);
+                let qs = &block[8..24];
+                let mut b = Block32 {
+                    scale: [d, d],
+                    min: m,
+                    ..Block32::default()
+                };
+                for j in 0..16 {
+                    b.q[j] = ((qs[j] & 0x0F) | ((((qh >> j) << 4) & 0x10) as u8)) as i8;
+                    b.q[j + 16] = ((qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8)) as i8;
+                }
+                out.push(b);
+            }
             GgmlType::Q8_0 => {
                 let d = half_at(block, 0);
                 let mut b = Block32 {
@@ -132,6 +156,59 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                         };
                         for l in 0..32 {
                             b.q[l] = ((q[l] >> shift) & 0x0F) as i8;
+                        }
+                        out.push(b);
+                    }
+                }
+            }
+            GgmlType::Q3K => {
+                let hmask = &block[0..32];
+                let qs = &block[32..96];
+                let scales = q3k_scales(&block[96..108]);
+                let d = half_at(block, 108);
+                let mut values = [0i8; 256];
+                let mut bit = 1u8;
+                for half in 0..2 {
+                    let q = &qs[32 * half..32 * half + 32];
+                    for j in 0..4 {
+                        let shift = 2 * j;
+                        let y = &mut values[128 * half + 32 * j..128 * half + 32 * j + 32];
+                        for l in 0..32 {
+                            let low = ((q[l] >> shift) & 3) as i8;
+                            y[l] = low - if hmask[l] & bit != 0 { 0 } else { 4 };
+                        }
+                        bit <<= 1;
+                    }
+                }
+                for b32 in 0..8 {
+                    let mut b = Block32 {
+                        scale: [
+                            d * (scales[2 * b32] - 32) as f32,
+                            d * (scales[2 * b32 + 1] - 32) as f32,
+                        ],
+                        ..Block32::default()
+                    };
+                    b.q.copy_from_slice(&values[32 * b32..32 * b32 + 32]);
+                    out.push(b);
+                }
+            }
+            GgmlType::Q5K => {
+                let (d, dmin) = (half_at(block, 0), half_at(block, 2));
+                let scales = &block[4..16];
+                let qh = &block[16..48];
+                let qs = &block[48..176];
+                for pair in 0..4 {
+                    let q = &qs[32 * pair..32 * pair + 32];
+                    for (sub, shift) in [(2 * pair, 0), (2 * pair + 1, 4)] {
+                        let (sc, m) = scale_min_k4(sub, scales);
+                        let mut b = Block32 {
+                            scale: [d * sc as f32; 2],
+                            min: -dmin * m as f32,
+                            ..Block32::default()
+                        };
+                        for l in 0..32 {
+                            let high = if qh[l] & (1 << sub) != 0 { 16 } else { 0 };
+                            b.q[l] = (((q[l] >> shift) & 0x0F) + high) as i8;
                         }
                         out.push(b);
                     }
@@ -182,6 +259,26 @@ fn nibbles(qs: &[u8], scale: f32, min: f32) -> Block32 {
         b.q[j + 16] = (qs[j] >> 4) as i8;
     }
     b
+}
+
+/// Q3_K's sixteen 6-bit scales (0..=63, centred on 32), unpacked from 12 bytes as ggml does.
+fn q3k_scales(packed: &[u8]) -> [i8; 16] {
+    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let (kmask1, kmask2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
+    let (a0, a1, tmp) = (word(0), word(1), word(2));
+    let aux = [
+        (a0 & kmask2) | ((tmp & kmask1) << 4),
+        (a1 & kmask2) | (((tmp >> 2) & kmask1) << 4),
+        ((a0 >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4),
+        ((a1 >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4),
+    ];
+    let mut out = [0i8; 16];
+    for (i, word) in aux.iter().enumerate() {
+        for (j, byte) in word.to_le_bytes().into_iter().enumerate() {
+            out[4 * i + j] = byte as i8;
+        }
+    }
+    out
 }
 
 /// Q4_K's 6-bit scale and min of sub-block `j` (ggml's `get_scale_min_k4`).

@@ -145,6 +145,23 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Kernels {
             one: |t, x| unsafe { x86::i8_vnni(t, x) },
             two: |t, x, y| unsafe { x86::i8_vnni_x2(t, x, y) },
         },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, TileKind::U8) => Kernels {
+            one: |t, x| unsafe { x86::u8_avx2(t, x) },
+            two: |t, x, y| unsafe { x86::u8_avx2_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, TileKind::U8) => Kernels {
+            one: |t, x| unsafe { x86::u8_vnni(t, x) },
+            two: |t, x, y| unsafe { x86::u8_vnni_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "aarch64")]
+        (SimdLevel::Neon, TileKind::U8) => Kernels {
+            one: |t, (q, d, s)| unsafe { neon::u8_group(t, q, d, s) },
+            two: |t, (q, d, s), (q2, d2, s2)| unsafe {
+                [neon::u8_group(t, q, d, s), neon::u8_group(t, q2, d2, s2)]
+            },
+        },
         #[cfg(target_arch = "aarch64")]
         (SimdLevel::Neon, TileKind::U4) => Kernels {
             one: |t, (q, d, s)| unsafe { neon::u4_group(t, q, d, s) },
@@ -165,6 +182,15 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Kernels {
                 [
                     scalar::u4_group(t, q, d, s),
                     scalar::u4_group(t, q2, d2, s2),
+                ]
+            },
+        },
+        (_, TileKind::U8) => Kernels {
+            one: |t, (q, d, s)| scalar::u8_group(t, q, d, s),
+            two: |t, (q, d, s), (q2, d2, s2)| {
+                [
+                    scalar::u8_group(t, q, d, s),
+                    scalar::u8_group(t, q2, d2, s2),
                 ]
             },
         },

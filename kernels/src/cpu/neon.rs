@@ -3,7 +3,7 @@
 
 use std::arch::aarch64::*;
 
-use super::tiles::{I8_TILE_BYTES, U4_TILE_BYTES, read_f16};
+use super::tiles::{I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16};
 
 /// `sum(w[i] * a[i])` over 16 lanes.
 #[inline]
@@ -60,6 +60,33 @@ pub unsafe fn i8_group(tiles: &[u8], qs: &[i8], d: &[f32]) -> [f32; 4] {
             *o += d[b]
                 * (read_f16(tile, 4 * r) * dot16(w_lo, a_lo) as f32
                     + read_f16(tile, 4 * r + 2) * dot16(w_hi, a_hi) as f32);
+        }
+    }
+    out
+}
+
+/// Four U8 rows against one activation row (values 0..=31 fit a signed byte).
+///
+/// # Safety
+/// The CPU has NEON (every AArch64 CPU does).
+#[target_feature(enable = "neon")]
+pub unsafe fn u8_group(tiles: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> [f32; 4] {
+    let blocks = d
+        .len()
+        .min(s.len())
+        .min(tiles.len() / U8_TILE_BYTES)
+        .min(qs.len() / 32);
+    let mut out = [0f32; 4];
+    for b in 0..blocks {
+        let tile = &tiles[b * U8_TILE_BYTES..(b + 1) * U8_TILE_BYTES];
+        let a = &qs[32 * b..32 * b + 32];
+        // SAFETY: `a` has 32 values, each row of the tile 32 bytes at 16 + 32 * r.
+        let (a_lo, a_hi) = unsafe { (vld1q_s8(a.as_ptr()), vld1q_s8(a.as_ptr().add(16))) };
+        for (r, o) in out.iter_mut().enumerate() {
+            let at = tile[16 + 32 * r..].as_ptr() as *const i8;
+            let (w_lo, w_hi) = unsafe { (vld1q_s8(at), vld1q_s8(at.add(16))) };
+            let sum = dot16(w_lo, a_lo) + dot16(w_hi, a_hi);
+            *o += read_f16(tile, 2 * r) * d[b] * sum as f32 + read_f16(tile, 8 + 2 * r) * s[b];
         }
     }
     out

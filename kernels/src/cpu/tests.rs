@@ -20,12 +20,15 @@ fn random(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const TYPES: [(GgmlType, GgmlDType); 6] = [
+const TYPES: [(GgmlType, GgmlDType); 9] = [
     (GgmlType::Q4_0, GgmlDType::Q4_0),
     (GgmlType::Q4_1, GgmlDType::Q4_1),
     (GgmlType::Q5_0, GgmlDType::Q5_0),
+    (GgmlType::Q5_1, GgmlDType::Q5_1),
     (GgmlType::Q8_0, GgmlDType::Q8_0),
+    (GgmlType::Q3K, GgmlDType::Q3K),
     (GgmlType::Q4K, GgmlDType::Q4K),
+    (GgmlType::Q5K, GgmlDType::Q5K),
     (GgmlType::Q6K, GgmlDType::Q6K),
 ];
 
@@ -57,7 +60,9 @@ fn packing_reproduces_candles_dequantization() {
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
         // Exact for the 32-element types; K-quants' scales are rounded to f16.
         let tolerance = match ty {
-            GgmlType::Q4K | GgmlType::Q6K => 2e-3 * max_abs(&reference),
+            GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+                2e-3 * max_abs(&reference)
+            }
             _ => 0.0,
         };
         for r in 0..rows {

@@ -4,9 +4,10 @@
 //!
 //! - U4 tile, 80 bytes: `scale: [f16; 4]`, `min: [f16; 4]`, `q: [[u8; 16]; 4]` (byte `j` holds element `j`
 //!   in its low nibble and element `j + 16` in its high one, as Q4_0 does). `x = scale * q + min`.
+//! - U8 tile, 144 bytes: as U4 but `q: [[u8; 32]; 4]`, one byte per element (5-bit types). `x = scale * q + min`.
 //! - I8 tile, 144 bytes: `scale: [[f16; 2]; 4]` (one per 16 elements), `q: [[i8; 32]; 4]`. `x = scale * q`.
 //!
-//! Q4_0 and Q4_1 pack without loss. K-quants' per-sub-block scales (`d * sc`, `dmin * m`) are rounded to
+//! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 pack without loss. K-quants' per-sub-block scales (`d * sc`, `dmin * m`) are rounded to
 //! f16, a relative error of 2^-11 on the scale, far below the 4-bit quantization step.
 
 use half::f16;
@@ -15,6 +16,7 @@ use super::ggml::{Block32, TileKind};
 
 pub const U4_TILE_BYTES: usize = 80;
 pub const I8_TILE_BYTES: usize = 144;
+pub const U8_TILE_BYTES: usize = 144;
 /// Rows per group.
 pub const GROUP_ROWS: usize = 4;
 
@@ -22,6 +24,7 @@ pub fn tile_bytes(kind: TileKind) -> usize {
     match kind {
         TileKind::U4 => U4_TILE_BYTES,
         TileKind::I8 => I8_TILE_BYTES,
+        TileKind::U8 => U8_TILE_BYTES,
     }
 }
 
@@ -46,6 +49,13 @@ pub fn write_tile(kind: TileKind, rows: &[&Block32], tile: &mut [u8]) {
                     tile[16 + 16 * r + j] = (b.q[j] as u8 & 0x0F) | ((b.q[j + 16] as u8) << 4);
                 }
             }
+            TileKind::U8 => {
+                write_f16(tile, 2 * r, b.scale[0]);
+                write_f16(tile, 8 + 2 * r, b.min);
+                for j in 0..32 {
+                    tile[16 + 32 * r + j] = b.q[j] as u8;
+                }
+            }
             TileKind::I8 => {
                 write_f16(tile, 4 * r, b.scale[0]);
                 write_f16(tile, 4 * r + 2, b.scale[1]);
@@ -66,6 +76,12 @@ pub fn dequantize_tile_row(kind: TileKind, tile: &[u8], r: usize, out: &mut [f32
                 let byte = tile[16 + 16 * r + j];
                 out[j] = scale * (byte & 0x0F) as f32 + min;
                 out[j + 16] = scale * (byte >> 4) as f32 + min;
+            }
+        }
+        TileKind::U8 => {
+            let (scale, min) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
+            for j in 0..32 {
+                out[j] = scale * tile[16 + 32 * r + j] as f32 + min;
             }
         }
         TileKind::I8 => {

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::tiles::{I8_TILE_BYTES, U4_TILE_BYTES};
+use super::tiles::{I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
 
 /// Sums each of four 8-lane vectors: `[sum(a), sum(b), sum(c), sum(d)]`.
 #[inline]
@@ -62,6 +62,20 @@ unsafe fn load32(at: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(at as *const __m256i) }
 }
 
+/// Row `r`'s 32 values of a U4 tile, one per byte.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn u4_row(tile: *const u8, r: usize) -> __m256i {
+    unsafe { unpack_nibbles(tile.add(16 + 16 * r)) }
+}
+
+/// Row `r`'s 32 values of a U8 tile.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn u8_row(tile: *const u8, r: usize) -> __m256i {
+    unsafe { load32(tile.add(16 + 32 * r)) }
+}
+
 /// `sum(u8 x i8)` over each four bytes, as eight i32 lanes, converted to f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -95,40 +109,42 @@ unsafe fn u4_scales(tile: *const u8, d: f32) -> (__m256, __m128) {
 /// One activation row: values, block scales, scaled block sums.
 pub type Act<'a> = (&'a [i8], &'a [f32], &'a [f32]);
 
-macro_rules! u4_kernels {
-    ($one:ident, $two:ident, $features:literal, $dot:ident) => {
-        /// Four U4 rows against one activation row.
+/// Kernels for the tiles with a scale and an offset per row and block (U4, U8): `$row` reads a row's
+/// unsigned values, `$tile` is the tile's size.
+macro_rules! offset_kernels {
+    ($one:ident, $two:ident, $features:literal, $dot:ident, $row:ident, $tile:ident) => {
+        /// Four rows against one activation row.
         ///
         /// # Safety
         /// The CPU has the features named; `tiles` holds `d.len()` tiles, `qs` `32 * d.len()` values.
         #[target_feature(enable = $features)]
         pub unsafe fn $one(tiles: &[u8], (qs, d, s): Act) -> [f32; 4] {
-            let blocks = d.len().min(tiles.len() / U4_TILE_BYTES).min(qs.len() / 32);
+            let blocks = d.len().min(tiles.len() / $tile).min(qs.len() / 32);
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut offsets = _mm_setzero_ps();
             for b in 0..blocks {
                 unsafe {
-                    let tile = tiles.as_ptr().add(b * U4_TILE_BYTES);
+                    let tile = tiles.as_ptr().add(b * $tile);
                     let a = load32(qs.as_ptr().add(32 * b) as *const u8);
                     let (scales, mins) = u4_scales(tile, *d.get_unchecked(b));
                     offsets = _mm_fmadd_ps(mins, _mm_set1_ps(*s.get_unchecked(b)), offsets);
                     acc[0] = _mm256_fmadd_ps(
-                        $dot(unpack_nibbles(tile.add(16)), a),
+                        $dot($row(tile, 0), a),
                         lane(scales, 0),
                         acc[0],
                     );
                     acc[1] = _mm256_fmadd_ps(
-                        $dot(unpack_nibbles(tile.add(32)), a),
+                        $dot($row(tile, 1), a),
                         lane(scales, 1),
                         acc[1],
                     );
                     acc[2] = _mm256_fmadd_ps(
-                        $dot(unpack_nibbles(tile.add(48)), a),
+                        $dot($row(tile, 2), a),
                         lane(scales, 2),
                         acc[2],
                     );
                     acc[3] = _mm256_fmadd_ps(
-                        $dot(unpack_nibbles(tile.add(64)), a),
+                        $dot($row(tile, 3), a),
                         lane(scales, 3),
                         acc[3],
                     );
@@ -140,7 +156,7 @@ macro_rules! u4_kernels {
             out
         }
 
-        /// Four U4 rows against two activation rows: `[first row's four, second's four]`.
+        /// Four rows against two activation rows: `[first row's four, second's four]`.
         ///
         /// # Safety
         /// As for the one-row kernel, for both rows.
@@ -149,7 +165,7 @@ macro_rules! u4_kernels {
             let blocks =
                 x.1.len()
                     .min(y.1.len())
-                    .min(tiles.len() / U4_TILE_BYTES)
+                    .min(tiles.len() / $tile)
                     .min(x.0.len() / 32)
                     .min(y.0.len() / 32);
             let mut ax = [_mm256_setzero_ps(); 4];
@@ -157,7 +173,7 @@ macro_rules! u4_kernels {
             let (mut ox, mut oy) = (_mm_setzero_ps(), _mm_setzero_ps());
             for b in 0..blocks {
                 unsafe {
-                    let tile = tiles.as_ptr().add(b * U4_TILE_BYTES);
+                    let tile = tiles.as_ptr().add(b * $tile);
                     let a = load32(x.0.as_ptr().add(32 * b) as *const u8);
                     let c = load32(y.0.as_ptr().add(32 * b) as *const u8);
                     let raw = _mm256_cvtph_ps(_mm_loadu_si128(tile as *const __m128i));
@@ -167,7 +183,7 @@ macro_rules! u4_kernels {
                     let sx = _mm256_mul_ps(raw, _mm256_set1_ps(*x.1.get_unchecked(b)));
                     let sy = _mm256_mul_ps(raw, _mm256_set1_ps(*y.1.get_unchecked(b)));
                     for r in 0..4 {
-                        let w = unpack_nibbles(tile.add(16 + 16 * r));
+                        let w = $row(tile, r);
                         ax[r] = _mm256_fmadd_ps($dot(w, a), lane(sx, r as i32), ax[r]);
                         ay[r] = _mm256_fmadd_ps($dot(w, c), lane(sy, r as i32), ay[r]);
                     }
@@ -262,12 +278,37 @@ macro_rules! i8_kernels {
     };
 }
 
-u4_kernels!(u4_avx2, u4_avx2_x2, "avx2,fma,f16c", dot_avx2);
-u4_kernels!(
+offset_kernels!(
+    u4_avx2,
+    u4_avx2_x2,
+    "avx2,fma,f16c",
+    dot_avx2,
+    u4_row,
+    U4_TILE_BYTES
+);
+offset_kernels!(
     u4_vnni,
     u4_vnni_x2,
     "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
-    dot_vnni
+    dot_vnni,
+    u4_row,
+    U4_TILE_BYTES
+);
+offset_kernels!(
+    u8_avx2,
+    u8_avx2_x2,
+    "avx2,fma,f16c",
+    dot_avx2,
+    u8_row,
+    U8_TILE_BYTES
+);
+offset_kernels!(
+    u8_vnni,
+    u8_vnni_x2,
+    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+    dot_vnni,
+    u8_row,
+    U8_TILE_BYTES
 );
 i8_kernels!(i8_avx2, i8_avx2_x2, "avx2,fma,f16c", dot_avx2);
 i8_kernels!(
