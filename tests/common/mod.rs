@@ -8,8 +8,11 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -419,4 +422,56 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The MCP_* variables (paths of the MCP reference servers) of the test installation (installed on first use; idempotent).
+pub fn mcp_env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let script = repo_root().join("scripts/setup-mcp.sh");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "'{}' >/dev/null && . \"${{MODEL_RUNNER_CACHE:-$HOME/.cache/model-runner}}/mcp/env.sh\" && env",
+                script.display()
+            ))
+            .output()
+            .expect("run scripts/setup-mcp.sh");
+        assert!(
+            out.status.success(),
+            "scripts/setup-mcp.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.starts_with("MCP_"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+pub fn mcp_var(name: &str) -> String {
+    mcp_env()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is not set by scripts/setup-mcp.sh"))
+        .clone()
+}
+
+pub fn everything_server(extra: Value) -> Value {
+    let mut server =
+        json!({"command": mcp_var("MCP_NODE"), "args": [mcp_var("MCP_SERVER_EVERYTHING_JS"), "stdio"]});
+    if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
+        server.extend(extra.clone());
+    }
+    server
+}
+
+pub fn time_server(extra: Value) -> Value {
+    let mut server =
+        json!({"command": mcp_var("MCP_SERVER_TIME_BIN"), "args": ["--local-timezone", "UTC"]});
+    if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
+        server.extend(extra.clone());
+    }
+    server
 }
