@@ -291,9 +291,9 @@ function renderMessage(message) {
     node.append(el("details", { class: `tool-call ${status}` },
       el("summary", { text: `Tool call: ${call.name} (${label}${call.duration_ms ? `, ${Math.round(call.duration_ms)} ms` : ""})` }),
       el("div", { class: "muted", text: "Arguments" }),
-      el("pre", { class: "code", text: typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments ?? {}, null, 2) }),
+      el("pre", { class: "code", tabindex: "0", text: typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments ?? {}, null, 2) }),
       call.result !== undefined || call.error ? el("div", { class: "muted", text: call.error ? "Error" : "Result" }) : null,
-      call.result !== undefined || call.error ? el("pre", { class: "code", text: call.error || (call.result ?? "") }) : null));
+      call.result !== undefined || call.error ? el("pre", { class: "code", tabindex: "0", text: call.error || (call.result ?? "") }) : null));
   }
   const body = Markdown.render(message.content || "");
   body.classList.add("answer");
@@ -687,7 +687,7 @@ function formArguments(form) {
 function renderTool(tool) {
   const schema = tool.inputSchema || {};
   const required = new Set(schema.required || []);
-  const result = el("pre", { class: "code result", "aria-live": "polite", hidden: true });
+  const result = el("pre", { class: "code result", tabindex: "0", "aria-live": "polite", hidden: true });
   const form = el("form", { "aria-label": `Call ${tool.name}` });
   for (const [name, property] of Object.entries(schema.properties || {})) form.append(schemaField(name, property || {}, required.has(name), tool.name));
   form.append(el("div", { class: "actions row" }, el("button", { type: "submit", text: "Call" })));
@@ -721,7 +721,7 @@ function renderTool(tool) {
     tool.description && tool.description.includes("\n") ? el("p", { class: "muted", text: tool.description }) : null,
     form,
     result,
-    el("details", {}, el("summary", { text: "Input schema" }), el("pre", { class: "code", text: JSON.stringify(schema, null, 2) })));
+    el("details", {}, el("summary", { text: "Input schema" }), el("pre", { class: "code", tabindex: "0", text: JSON.stringify(schema, null, 2) })));
 }
 
 let mcpTools = [];
@@ -846,7 +846,7 @@ function buildCharts() {
   box.replaceChildren(...CHARTS.map((chart) => el("figure", { class: "chart", id: "chart-" + chart.id },
     el("figcaption", {}, el("span", { text: chart.title }), el("span", { class: "value", id: `chart-${chart.id}-value`, text: "-" })),
     el("canvas", { role: "img", "aria-label": chart.title, width: "340", height: "140" }),
-    el("div", { class: "legend", text: chart.series.map((name, i) => `${["━", "┅", "┄"][i] || "━"} ${name}`).join("   ") }))));
+    el("div", { class: "legend" }, ...chart.series.map((name, i) => el("span", {}, el("span", { class: `swatch swatch-${i}`, "aria-hidden": "true" }), name))))));
 }
 
 function redrawCharts() {

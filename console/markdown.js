@@ -88,6 +88,7 @@ const Markdown = (() => {
         while (i < lines.length && !lines[i].trimStart().startsWith(fence[1])) body.push(lines[i++]);
         i++;
         const pre = el("pre");
+        pre.tabIndex = 0; // a long line scrolls: the keyboard must reach it
         const code = el("code");
         if (fence[2]) code.dataset.lang = fence[2];
         highlight(body.join("\n"), fence[2], code);
