@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ModelCli, Registry, Server, default_model_gguf, everything_server, python, repo_root};
+use common::{
+    ModelCli, Registry, Server, default_model_gguf, everything_server, python, repo_root,
+};
 use serde_json::json;
 
 const API_KEY: &str = "console-test-key-0123";

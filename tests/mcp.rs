@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    ModelCli, cli_with_default_model, everything_server, free_port, mcp_env, mcp_var as var, python,
-    repo_root, time_server,
+    ModelCli, cli_with_default_model, everything_server, free_port, mcp_env, mcp_var as var,
+    python, repo_root, time_server,
 };
 use serde_json::{Value, json};
 

@@ -139,6 +139,8 @@ mod tests {
     #[test]
     fn the_page_runs_no_inline_script_or_style() {
         let html = std::str::from_utf8(include_bytes!("../../console/index.html")).unwrap();
-        assert!(!html.contains("<script>") && !html.contains(" style=") && !html.contains("onclick"));
+        assert!(
+            !html.contains("<script>") && !html.contains(" style=") && !html.contains("onclick")
+        );
     }
 }

@@ -3,12 +3,12 @@
 //! model, and a loopback TCP proxy that can cut a transfer short.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -459,8 +459,7 @@ pub fn mcp_var(name: &str) -> String {
 }
 
 pub fn everything_server(extra: Value) -> Value {
-    let mut server =
-        json!({"command": mcp_var("MCP_NODE"), "args": [mcp_var("MCP_SERVER_EVERYTHING_JS"), "stdio"]});
+    let mut server = json!({"command": mcp_var("MCP_NODE"), "args": [mcp_var("MCP_SERVER_EVERYTHING_JS"), "stdio"]});
     if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
         server.extend(extra.clone());
     }
