@@ -9,6 +9,7 @@ const CURRENT_STORE = "model-runner.current";
 const THEME_STORE = "model-runner.theme";
 const CALL_LOG_STORE = "model-runner.mcp-calls";
 const METRICS_WINDOW_MS = 15 * 60 * 1000;
+const METRICS_SHOWN_STORE = "model-runner.metrics-window";
 const METRICS_EVERY_MS = 2000;
 
 function el(tag, attrs = {}, ...children) {
@@ -281,14 +282,14 @@ function renderMessage(message) {
     return node;
   }
   if (message.reasoning) {
-    node.append(el("details", { class: "reasoning" },
+    node.append(el("details", { class: "reasoning", "data-part": "reasoning" },
       el("summary", { text: message.done ? "Thought" : "Thinking…" }),
       el("div", { class: "reasoning-body", text: message.reasoning })));
   }
   for (const call of message.calls || []) {
     const status = call.status || "in_progress";
     const label = status === "in_progress" ? "running" : status;
-    node.append(el("details", { class: `tool-call ${status}` },
+    node.append(el("details", { class: `tool-call ${status}`, "data-part": `call-${call.id}` },
       el("summary", { text: `Tool call: ${call.name} (${label}${call.duration_ms ? `, ${Math.round(call.duration_ms)} ms` : ""})` }),
       el("div", { class: "muted", text: "Arguments" }),
       el("pre", { class: "code", tabindex: "0", text: typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments ?? {}, null, 2) }),
@@ -309,6 +310,24 @@ function renderMessage(message) {
     node.append(el("div", { class: "stats", text: parts.join(" · ") }));
   }
   return node;
+}
+
+// Brings `node`, an answer's article, up to date with `message` in place while it streams: the article
+// and its answer element stay the same nodes (a screen reader, a selection or a test holding them keeps
+// them, and the log does not announce a new article per token); folded parts keep their open state.
+function updateMessage(node, message) {
+  const fresh = renderMessage(message);
+  for (const part of fresh.querySelectorAll(":scope > details[data-part]")) {
+    const before = node.querySelector(`:scope > details[data-part="${CSS.escape(part.dataset.part)}"]`);
+    if (before?.open) part.open = true;
+  }
+  const answer = node.querySelector(":scope > .answer");
+  const freshAnswer = fresh.querySelector(":scope > .answer");
+  if (answer && freshAnswer) {
+    answer.replaceChildren(...freshAnswer.childNodes);
+    freshAnswer.replaceWith(answer);
+  }
+  node.replaceChildren(...fresh.childNodes);
 }
 
 function renderMessages(conversation) {
@@ -357,18 +376,27 @@ async function sendMessage(text) {
   renderConversationList();
   renderMessages(conversation);
   const box = $("#messages");
-  let node = box.lastElementChild;
+  // The answer's article: the list may be drawn afresh while the answer streams (the page shown
+  // again, a conversation deleted); the answer is then the last article of the new list.
+  const answerNode = () => {
+    const last = box.lastElementChild;
+    return last?.classList.contains("assistant") ? last : null;
+  };
   let pending = false;
+  const paint = () => {
+    pending = false;
+    if (currentId !== conversation.id) return;
+    const node = answerNode();
+    if (!node) return;
+    const follow = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    updateMessage(node, answer);
+    if (follow) box.scrollTop = box.scrollHeight;
+  };
+  // At most one paint per frame; a hidden tab gets no frames, so a timer stands in.
   const repaint = () => {
     if (pending) return;
     pending = true;
-    requestAnimationFrame(() => {
-      pending = false;
-      const next = renderMessage(answer);
-      node.replaceWith(next);
-      node = next;
-      box.scrollTop = box.scrollHeight;
-    });
+    if (document.hidden) setTimeout(paint, 100); else requestAnimationFrame(paint);
   };
   const request = {
     model: conversation.model,
@@ -427,9 +455,7 @@ async function sendMessage(text) {
     streaming = null;
     setStreaming(false);
     saveConversations();
-    const next = renderMessage(answer);
-    node.replaceWith(next);
-    box.scrollTop = box.scrollHeight;
+    paint();
   }
 }
 
@@ -732,14 +758,20 @@ function renderTools() {
   $("#mcp-tools").replaceChildren(...shown.map(renderTool));
 }
 
-async function loadMcp() {
-  renderCallLog();
-  let health;
-  try { health = await getJson("/health"); } catch (error) { setStatus("Could not read /health: " + error.message, true); return; }
+// The gateway's servers as /health reports them; false when no gateway is configured.
+async function loadMcpServers() {
+  const health = await getJson("/health");
   mcpServers = health.mcp_servers || [];
   const configured = Array.isArray(health.mcp_servers);
   $("#mcp-none").hidden = configured;
   $("#mcp-servers").replaceChildren(...mcpServers.map((s) => el("li", { class: s.running ? "up" : "down", text: `${s.name}: ${s.running ? "running" : "stopped"}` })));
+  return configured;
+}
+
+async function loadMcp() {
+  renderCallLog();
+  let configured;
+  try { configured = await loadMcpServers(); } catch (error) { setStatus("Could not read /health: " + error.message, true); return; }
   if (!configured) { mcpTools = []; renderTools(); return; }
   try {
     const tools = [];
@@ -755,6 +787,8 @@ async function loadMcp() {
   } catch (error) {
     setStatus("Could not list MCP tools: " + error.message, true);
   }
+  // The gateway starts its servers on first use: listing the tools may have started them.
+  try { await loadMcpServers(); } catch { /* the status line already says what failed */ }
 }
 
 pageLoaders.mcp = loadMcp;
@@ -849,6 +883,12 @@ function buildCharts() {
     el("div", { class: "legend" }, ...chart.series.map((name, i) => el("span", {}, el("span", { class: `swatch swatch-${i}`, "aria-hidden": "true" }), name))))));
 }
 
+// How much of the kept window the charts show: 1, 5 or 15 minutes, chosen on the page.
+function shownWindowMs() {
+  const minutes = Number($("#metrics-window")?.value) || 15;
+  return Math.min(minutes * 60 * 1000, METRICS_WINDOW_MS);
+}
+
 function redrawCharts() {
   if ($("#page-metrics")?.hidden !== false) return;
   const now = Date.now();
@@ -857,7 +897,7 @@ function redrawCharts() {
     if (!figure) continue;
     const data = chart.series.map((name, i) => ({ name, points: samples[chart.id][i] }));
     const canvas = figure.querySelector("canvas");
-    Charts.draw(canvas, data, METRICS_WINDOW_MS, now);
+    Charts.draw(canvas, data, shownWindowMs(), now);
     const latest = data.map((s) => {
       const last = [...s.points].reverse().find(([, v]) => Number.isFinite(v));
       return last ? `${s.name} ${last[1].toFixed(chart.digits)}` : `${s.name} -`;
@@ -912,6 +952,9 @@ function wire() {
   $("#mcp-refresh").addEventListener("click", loadMcp);
   $("#mcp-filter").addEventListener("input", renderTools);
   window.addEventListener("resize", redrawCharts);
+  const shown = $("#metrics-window");
+  shown.value = ["1", "5", "15"].includes(localStorage.getItem(METRICS_SHOWN_STORE)) ? localStorage.getItem(METRICS_SHOWN_STORE) : "15";
+  shown.addEventListener("change", () => { localStorage.setItem(METRICS_SHOWN_STORE, shown.value); redrawCharts(); });
 }
 
 document.addEventListener("DOMContentLoaded", () => {

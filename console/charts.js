@@ -65,14 +65,16 @@ const Charts = (() => {
       ctx.strokeStyle = cssVar(PALETTE[index % PALETTE.length]);
       ctx.lineWidth = 2;
       ctx.beginPath();
-      let drawing = false;
-      for (const [t, v] of s.points) {
-        if (t < start || !Number.isFinite(v)) { drawing = false; continue; }
+      ctx.fillStyle = ctx.strokeStyle;
+      // A point with no neighbour to join (one sample between gaps) is drawn as a dot.
+      const visible = s.points.map(([t, v]) => t >= start && Number.isFinite(v));
+      s.points.forEach(([t, v], i) => {
+        if (!visible[i]) return;
         const x = left + ((t - start) / windowMs) * plotW;
         const y = top + plotH - (v / max) * plotH;
-        if (drawing) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-        drawing = true;
-      }
+        if (i > 0 && visible[i - 1]) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+        if (!visible[i - 1] && !visible[i + 1]) ctx.fillRect(x - 1.5, y - 1.5, 3, 3);
+      });
       ctx.stroke();
     });
   }

@@ -18,7 +18,7 @@ const Markdown = (() => {
 
   // Code highlighting: comments, strings, numbers and common keywords, for any C-like or Python-like
   // language. Each token becomes a span whose text is set as text.
-  const TOKENS = "\\/\\*[\\s\\S]*?\\*\\/|\"(?:[^\"\\\\\\n]|\\\\.)*\"|'(?:[^'\\\\\\n]|\\\\.)*'|`(?:[^`\\\\]|\\\\.)*`|\\b\\d+(?:\\.\\d+)?\\b|\\b[A-Za-z_]\\w*\\b";
+  const TOKENS = "\"\"\"[\\s\\S]*?\"\"\"|'''[\\s\\S]*?'''|\\/\\*[\\s\\S]*?\\*\\/|\"(?:[^\"\\\\\\n]|\\\\.)*\"|'(?:[^'\\\\\\n]|\\\\.)*'|`(?:[^`\\\\]|\\\\.)*`|\\b\\d+(?:\\.\\d+)?\\b|\\b[A-Za-z_]\\w*\\b";
   const SLASH_TOKEN = new RegExp("(\\/\\/[^\\n]*|" + TOKENS + ")", "g");
   const HASH_TOKEN = new RegExp("(#[^\\n]*|" + TOKENS + ")", "g");
   function highlight(code, lang, target) {

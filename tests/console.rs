@@ -112,6 +112,59 @@ fn console_pages_load_with_strict_headers_and_no_ui_turns_them_off() {
     assert_eq!(get(&plain.url("/ui/"), None).status(), 404);
 }
 
+/// The console's MCP page calls `/mcp` from the server's own origin; a page of another site may not.
+#[test]
+fn mcp_takes_the_console_origin_and_refuses_a_foreign_one() {
+    let cli = ModelCli::new();
+    let config = cli.home.path().join("mcp.json");
+    std::fs::write(
+        &config,
+        json!({"mcpServers": {"everything": everything_server(json!({}))}}).to_string(),
+    )
+    .expect("write MCP config");
+    let server = Server::start(
+        &cli,
+        &[
+            "--api-key",
+            API_KEY,
+            "--mcp-config",
+            config.to_str().expect("utf-8 path"),
+        ],
+    );
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "console-test", "version": "1"}}});
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let post = |origin: &str| {
+        let response = http
+            .post(server.url("/mcp"))
+            .bearer_auth(API_KEY)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .header("Origin", origin)
+            .body(initialize.to_string())
+            .send()
+            .expect("POST /mcp");
+        let status = response.status().as_u16();
+        (status, response.text().unwrap_or_default())
+    };
+    let page = format!("http://127.0.0.1:{}", server.port);
+    let (status, body) = post(&page);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("serverInfo"), "{body}");
+    for foreign in [
+        "https://evil.example",
+        "http://127.0.0.1.evil.example",
+        "null",
+    ] {
+        let (status, body) = post(foreign);
+        assert_eq!(status, 403, "Origin {foreign}: {body}");
+    }
+}
+
 #[test]
 fn console_chats_pulls_calls_a_tool_and_charts_metrics_in_chromium() {
     let Some((browser, driver)) = chromium() else {

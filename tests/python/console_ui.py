@@ -136,9 +136,13 @@ def run(driver):
     assert "tokens/s" in stats and "TTFT" in stats, stats
     log(f"answer: {answer[:120]!r} ({stats})")
 
+    # A long answer to stop: greedy decoding and a prompt the default model answers at length (at 0.7 it
+    # may answer "Count to 2000" with one line).
     driver.find_element(By.ID, "chat-max-tokens").clear()
     driver.find_element(By.ID, "chat-max-tokens").send_keys("4000")
-    prompt.send_keys("Count from 1 to 2000, one number per line.", Keys.ENTER)
+    driver.find_element(By.ID, "chat-temperature").clear()
+    driver.find_element(By.ID, "chat-temperature").send_keys("0")
+    prompt.send_keys("Write a very long story about a dragon and a knight, at least 2000 words.", Keys.ENTER)
     wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".message.assistant .answer")) == 2
          and len(d.find_elements(By.CSS_SELECTOR, ".message.assistant .answer")[1].text) > 20, 60,
          "the second answer to stream")
