@@ -270,7 +270,8 @@ function renderSettings(conversation) {
       conversation.mcp = [...fieldset.querySelectorAll("input:checked")].map((b) => b.value);
       saveConversations();
     });
-    fieldset.append(el("label", {}, box, `${server.name}${server.running ? "" : " (not running)"}`));
+    const note = server.running || server.state === "idle" ? "" : ` (${SERVER_STATES[server.state] ?? "not running"})`;
+    fieldset.append(el("label", {}, box, `${server.name}${note}`));
   }
 }
 
@@ -758,13 +759,25 @@ function renderTools() {
   $("#mcp-tools").replaceChildren(...shown.map(renderTool));
 }
 
+// /health's server states in words.
+const SERVER_STATES = {
+  running: "running",
+  idle: "idle (starts on its next call)",
+  failing: "failing to start",
+  breaker_open: "circuit breaker open",
+};
+
 // The gateway's servers as /health reports them; false when no gateway is configured.
 async function loadMcpServers() {
   const health = await getJson("/health");
   mcpServers = health.mcp_servers || [];
   const configured = Array.isArray(health.mcp_servers);
   $("#mcp-none").hidden = configured;
-  $("#mcp-servers").replaceChildren(...mcpServers.map((s) => el("li", { class: s.running ? "up" : "down", text: `${s.name}: ${s.running ? "running" : "stopped"}` })));
+  $("#mcp-servers").replaceChildren(...mcpServers.map((s) => {
+    const state = SERVER_STATES[s.state] ?? (s.running ? "running" : "stopped");
+    const crashes = s.crashes ? `, ${s.crashes} crash${s.crashes === 1 ? "" : "es"}` : "";
+    return el("li", { class: s.running ? "up" : (s.state === "idle" ? "idle" : "down"), "data-state": s.state, text: `${s.name}: ${state}${crashes}` });
+  }));
   return configured;
 }
 

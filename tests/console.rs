@@ -151,6 +151,15 @@ fn mcp_takes_the_console_origin_and_refuses_a_foreign_one() {
         let status = response.status().as_u16();
         (status, response.text().unwrap_or_default())
     };
+    // The MCP page's server list: not started yet, so idle (the first call starts it).
+    let health: serde_json::Value = get(&server.url("/health"), Some(API_KEY))
+        .json()
+        .expect("health");
+    assert_eq!(
+        health["mcp_servers"],
+        json!([{"name": "everything", "running": false, "state": "idle", "crashes": 0}]),
+        "{health}"
+    );
     let page = format!("http://127.0.0.1:{}", server.port);
     let (status, body) = post(&page);
     assert_eq!(status, 200, "{body}");

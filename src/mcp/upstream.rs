@@ -20,7 +20,7 @@ use rmcp::{ClientCacheConfig, ClientHandler, Peer, RoleClient, ServiceError, Ser
 use tokio::io::AsyncBufReadExt;
 
 use super::McpError;
-use super::breaker::Breaker;
+use super::breaker::{Breaker, BreakerState};
 use super::config::{ServerConfig, Transport};
 use super::redact::Redactor;
 
@@ -406,6 +406,63 @@ impl Upstream {
     pub fn crashes(&self) -> u64 {
         lock(&self.health).crashes
     }
+
+    /// Where the server stands now, for `/health` and the console's MCP page.
+    pub async fn status(&self) -> ServerStatus {
+        let running = self.is_running().await;
+        let breaker_open = lock(&self.breaker).state(Instant::now()) == BreakerState::Open;
+        let (start_failures, crashes) = {
+            let health = lock(&self.health);
+            (health.start_failures, health.crashes)
+        };
+        let state = if breaker_open {
+            ServerState::BreakerOpen
+        } else if running {
+            ServerState::Running
+        } else if start_failures > 0 {
+            ServerState::Failing
+        } else {
+            ServerState::Idle
+        };
+        ServerStatus {
+            running,
+            state,
+            crashes,
+        }
+    }
+}
+
+/// One server's state as `/health` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Up, with a live session.
+    Running,
+    /// Not started yet, or stopped after its idle timeout: the next call starts it.
+    Idle,
+    /// Its last start failed; the next start waits for the backoff.
+    Failing,
+    /// Too many failures in a row: calls fail at once until the cool-down ends.
+    BreakerOpen,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Idle => "idle",
+            Self::Failing => "failing",
+            Self::BreakerOpen => "breaker_open",
+        }
+    }
+}
+
+/// What [`Upstream::status`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub running: bool,
+    pub state: ServerState,
+    /// Times the server was found dead and restarted.
+    pub crashes: u64,
 }
 
 /// Variables a stdio server inherits from the runner: what a process needs to find programs, its home,

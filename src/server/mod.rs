@@ -230,7 +230,10 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             .server_status()
             .await
             .into_iter()
-            .map(|(name, running)| json!({"name": name, "running": running}))
+            .map(|(name, status)| {
+                json!({"name": name, "running": status.running,
+                       "state": status.state.as_str(), "crashes": status.crashes})
+            })
             .collect();
     }
     axum::Json(body)

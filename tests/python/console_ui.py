@@ -146,6 +146,17 @@ def run(driver):
     wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".message.assistant .answer")) == 2
          and len(d.find_elements(By.CSS_SELECTOR, ".message.assistant .answer")[1].text) > 20, 60,
          "the second answer to stream")
+    # Another page and back while it streams: the chat is drawn afresh and the answer goes on growing in
+    # the new drawing (it once went on in a detached node and never showed again).
+    driver.execute_script("window.drawnAnswer = document.querySelector('.message.assistant:nth-of-type(4)')")
+    go(driver, "models")
+    go(driver, "chat")
+    wait(driver, lambda d: d.execute_script("return !window.drawnAnswer.isConnected"), 10,
+         "the chat to be drawn again")
+    shown = len(text(driver, ".message.assistant:nth-of-type(4) .answer"))
+    wait(driver, lambda d: len(text(d, ".message.assistant:nth-of-type(4) .answer")) > shown + 20, 30,
+         "the answer to go on streaming in the chat drawn again")
+    log(f"the answer went on streaming after the chat was drawn again ({shown} characters then)")
     driver.find_element(By.ID, "stop").click()
     wait(driver, lambda d: "stopped" in text(d, ".message.assistant:nth-of-type(4) .stats"), 15,
          "the stopped answer")

@@ -26,7 +26,7 @@ use super::breaker::Breaker;
 use super::config::{ConfigError, McpConfig};
 use super::policy::{Caller, Policy};
 use super::redact::Redactor;
-use super::upstream::Upstream;
+use super::upstream::{ServerStatus, Upstream};
 
 pub use call::{CallContext, CallRecord, RateBudget, result_text};
 pub use catalogue::Entry;
@@ -108,11 +108,11 @@ impl Gateway {
             .collect()
     }
 
-    /// Each configured server and whether it runs now, for `/health`.
-    pub async fn server_status(&self) -> Vec<(String, bool)> {
+    /// Each configured server and where it stands now, for `/health`.
+    pub async fn server_status(&self) -> Vec<(String, ServerStatus)> {
         let mut status = Vec::new();
         for upstream in &self.setup().upstreams {
-            status.push((upstream.name().to_string(), upstream.is_running().await));
+            status.push((upstream.name().to_string(), upstream.status().await));
         }
         status
     }
