@@ -4,66 +4,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{ModelCli, cli_with_default_model, free_port, python, repo_root};
+use common::{
+    ModelCli, cli_with_default_model, everything_server, free_port, mcp_env, mcp_var as var,
+    python, repo_root, time_server,
+};
 use serde_json::{Value, json};
-
-/// The MCP_* variables of the test installation (installed on first use; idempotent).
-fn mcp_env() -> &'static HashMap<String, String> {
-    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let script = repo_root().join("scripts/setup-mcp.sh");
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "'{}' >/dev/null && . \"${{MODEL_RUNNER_CACHE:-$HOME/.cache/model-runner}}/mcp/env.sh\" && env",
-                script.display()
-            ))
-            .output()
-            .expect("run scripts/setup-mcp.sh");
-        assert!(
-            out.status.success(),
-            "scripts/setup-mcp.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .filter(|(k, _)| k.starts_with("MCP_"))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    })
-}
-
-fn var(name: &str) -> String {
-    mcp_env()
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} is not set by scripts/setup-mcp.sh"))
-        .clone()
-}
-
-fn everything_server(extra: Value) -> Value {
-    let mut server =
-        json!({"command": var("MCP_NODE"), "args": [var("MCP_SERVER_EVERYTHING_JS"), "stdio"]});
-    if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
-        server.extend(extra.clone());
-    }
-    server
-}
-
-fn time_server(extra: Value) -> Value {
-    let mut server =
-        json!({"command": var("MCP_SERVER_TIME_BIN"), "args": ["--local-timezone", "UTC"]});
-    if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
-        server.extend(extra.clone());
-    }
-    server
-}
 
 /// `model serve --mcp-config` with its log captured; stopped with SIGTERM (the graceful path) on drop.
 struct Gateway {

@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// left raw in the content (none), as llama.cpp's flag.
     #[arg(long, value_enum, default_value_t = ReasoningFormatArg::Auto)]
     pub reasoning_format: ReasoningFormatArg,
+    /// Serve no web console at `/` and `/ui/` (then `/` answers with one line of text).
+    #[arg(long)]
+    pub no_ui: bool,
 }
 
 /// `--reasoning-format`.
@@ -247,6 +250,7 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
             body_limit_bytes: args.body_limit,
             default_mcp_tools: args.mcp_tools.into(),
             reasoning_output: args.reasoning_format.into(),
+            console: !args.no_ui,
         },
         gateway,
         responses,

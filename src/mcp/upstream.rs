@@ -54,9 +54,9 @@ struct Health {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct UpstreamStatus {
     pub name: String,
-    /// `running`, `idle` (not started, or stopped when idle), `crashed` (found dead, or failing to
-    /// start), `breaker_open` (calls refused until the cool-down ends).
-    pub state: &'static str,
+    pub state: ServerState,
+    /// Whether a live session is up (`state` is `running`).
+    pub running: bool,
     /// Tools offered, once the server has listed them.
     pub tools: Option<usize>,
     pub crashes: u64,
@@ -425,7 +425,8 @@ impl Upstream {
         }
     }
 
-    /// The server's state, tools and last error, for `model mcp server status`.
+    /// The server's state, tools and last error: for `/health`, the console's MCP page and
+    /// `model mcp server status`.
     pub async fn status(&self) -> UpstreamStatus {
         let (connected, dead) = match self.connection.lock().await.as_ref() {
             Some(c) => (true, c.peer.is_transport_closed()),
@@ -433,18 +434,20 @@ impl Upstream {
         };
         let breaker_open = lock(&self.breaker).state(Instant::now()) == BreakerState::Open;
         let health = lock(&self.health);
+        let running = connected && !dead;
         let state = if breaker_open {
-            "breaker_open"
+            ServerState::BreakerOpen
         } else if dead || (!connected && health.start_failures > 0) {
-            "crashed"
-        } else if connected {
-            "running"
+            ServerState::Crashed
+        } else if running {
+            ServerState::Running
         } else {
-            "idle"
+            ServerState::Idle
         };
         UpstreamStatus {
             name: self.config.name.clone(),
             state,
+            running,
             tools: self.known_tools().map(|t| t.len()),
             crashes: health.crashes,
             last_error: health.last_error.clone(),
@@ -454,6 +457,31 @@ impl Upstream {
     /// Restarts counted when the server was found dead.
     pub fn crashes(&self) -> u64 {
         lock(&self.health).crashes
+    }
+}
+
+/// One server's state, as `/health`, `/gateway/servers` and `model mcp server status` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// Up, with a live session.
+    Running,
+    /// Not started yet, or stopped after its idle timeout: the next call starts it.
+    Idle,
+    /// Found dead, or its last start failed; the next start waits for the backoff.
+    Crashed,
+    /// Too many failures in a row: calls fail at once until the cool-down ends.
+    BreakerOpen,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Idle => "idle",
+            Self::Crashed => "crashed",
+            Self::BreakerOpen => "breaker_open",
+        }
     }
 }
 

@@ -51,18 +51,24 @@ pub fn routes(state: &Arc<AppState>, gateway: Arc<Gateway>) -> Router<Arc<AppSta
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
         .with_sse_keep_alive(Some(std::time::Duration::from_secs(15)));
-    config = if state.config.cors_origins.is_empty() {
-        // Browsers send Origin; a page on another site must not reach local tools (DNS rebinding).
-        config.with_allowed_origins([
-            "http://localhost:*",
-            "http://127.0.0.1:*",
-            "http://[::1]:*",
-            "https://localhost:*",
-            "https://127.0.0.1:*",
-        ])
-    } else {
-        config.with_allowed_origins(state.config.cors_origins.clone())
-    };
+    // Browsers send Origin; a page on another site must not reach local tools (DNS rebinding). Loopback
+    // pages (the web console among them) and `--cors` origins may, as `guard::browser_guard` allows.
+    let mut origins: Vec<String> = [
+        "http://localhost:*",
+        "http://127.0.0.1:*",
+        "http://[::1]:*",
+        "https://localhost:*",
+        "https://127.0.0.1:*",
+    ]
+    .map(String::from)
+    .to_vec();
+    let ip = state.config.addr.ip();
+    if !ip.is_loopback() && !ip.is_unspecified() {
+        // The console served on the bound address calls /mcp from there.
+        origins.push(format!("http://{}", state.config.addr));
+    }
+    origins.extend(state.config.cors_origins.iter().cloned());
+    config = config.with_allowed_origins(origins);
     if state.config.addr.ip().is_unspecified() {
         // Bound to every interface: any Host may be the right one, so only Origin guards.
         config = config.disable_allowed_hosts();

@@ -10,6 +10,7 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod console;
 pub mod dmr;
 pub mod errors;
 pub mod gateway_admin;
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub default_mcp_tools: crate::chat::mcp_tools::DefaultMcpTools,
     /// Whether thinking is split from answers or left raw (`--reasoning-format`).
     pub reasoning_output: crate::chat::ReasoningOutput,
+    /// Whether `/` and `/ui/` serve the web console (`--no-ui` turns it off).
+    pub console: bool,
 }
 
 /// State shared by every handler.
@@ -120,8 +123,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Outside the API-key layer: /mcp names its callers by gateway client tokens.
         app = app.merge(mcp::routes(&state, gateway));
     }
+    app = if state.config.console {
+        // Outside the API-key layer: the page must load to ask for the key; its API calls carry it.
+        app.merge(console::routes())
+    } else {
+        app.route("/", get(|| async { "model-runner is running" }))
+    };
     app = app
-        .route("/", get(|| async { "model-runner is running" }))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
         .layer(middleware::from_fn(body_too_large_as_json))
@@ -232,10 +240,13 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     });
     if let Some(gateway) = &state.gateway {
         body["mcp_servers"] = gateway
-            .server_status()
+            .server_report()
             .await
             .into_iter()
-            .map(|(name, running)| json!({"name": name, "running": running}))
+            .map(|status| {
+                json!({"name": status.name, "running": status.running,
+                       "state": status.state.as_str(), "crashes": status.crashes})
+            })
             .collect();
     }
     axum::Json(body)

@@ -108,16 +108,7 @@ impl Gateway {
             .collect()
     }
 
-    /// Each configured server and whether it runs now, for `/health`.
-    pub async fn server_status(&self) -> Vec<(String, bool)> {
-        let mut status = Vec::new();
-        for upstream in &self.setup().upstreams {
-            status.push((upstream.name().to_string(), upstream.is_running().await));
-        }
-        status
-    }
-
-    /// Each configured server's state, tools count and last error (`model mcp server status`).
+    /// Each configured server's state, tools count and last error (`/health`, `model mcp server status`).
     pub async fn server_report(&self) -> Vec<super::upstream::UpstreamStatus> {
         let mut report = Vec::new();
         for upstream in &self.setup().upstreams {
