@@ -263,7 +263,14 @@ fn nibbles(qs: &[u8], scale: f32, min: f32) -> Block32 {
 
 /// Q3_K's sixteen 6-bit scales (0..=63, centred on 32), unpacked from 12 bytes as ggml does.
 fn q3k_scales(packed: &[u8]) -> [i8; 16] {
-    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            packed[4 * i],
+            packed[4 * i + 1],
+            packed[4 * i + 2],
+            packed[4 * i + 3],
+        ])
+    };
     let (kmask1, kmask2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
     let (a0, a1, tmp) = (word(0), word(1), word(2));
     let aux = [

@@ -128,26 +128,10 @@ macro_rules! offset_kernels {
                     let a = load32(qs.as_ptr().add(32 * b) as *const u8);
                     let (scales, mins) = u4_scales(tile, *d.get_unchecked(b));
                     offsets = _mm_fmadd_ps(mins, _mm_set1_ps(*s.get_unchecked(b)), offsets);
-                    acc[0] = _mm256_fmadd_ps(
-                        $dot($row(tile, 0), a),
-                        lane(scales, 0),
-                        acc[0],
-                    );
-                    acc[1] = _mm256_fmadd_ps(
-                        $dot($row(tile, 1), a),
-                        lane(scales, 1),
-                        acc[1],
-                    );
-                    acc[2] = _mm256_fmadd_ps(
-                        $dot($row(tile, 2), a),
-                        lane(scales, 2),
-                        acc[2],
-                    );
-                    acc[3] = _mm256_fmadd_ps(
-                        $dot($row(tile, 3), a),
-                        lane(scales, 3),
-                        acc[3],
-                    );
+                    acc[0] = _mm256_fmadd_ps($dot($row(tile, 0), a), lane(scales, 0), acc[0]);
+                    acc[1] = _mm256_fmadd_ps($dot($row(tile, 1), a), lane(scales, 1), acc[1]);
+                    acc[2] = _mm256_fmadd_ps($dot($row(tile, 2), a), lane(scales, 2), acc[2]);
+                    acc[3] = _mm256_fmadd_ps($dot($row(tile, 3), a), lane(scales, 3), acc[3]);
                 }
             }
             let mut out = [0f32; 4];
