@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use model_runner::engine::sampler::{SamplingParams, argmax, log_softmax};
 use model_runner::engine::{Engine, EngineOptions, ModelFiles};
 use model_runner::scheduler::{Event, Scheduler, SchedulerConfig, ValidRequest};
-use models::{LogitsWanted, StepBatch};
+use models::{KvType, LogitsWanted, StepBatch};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
@@ -17,6 +17,10 @@ fn fixture(name: &str) -> Value {
 }
 
 fn engine(gguf: &Path, sequences: usize) -> Engine {
+    engine_with_kv(gguf, sequences, KvType::default())
+}
+
+fn engine_with_kv(gguf: &Path, sequences: usize, kv_type: KvType) -> Engine {
     let files = ModelFiles {
         gguf: gguf.to_path_buf(),
         chat_template: None,
@@ -25,6 +29,7 @@ fn engine(gguf: &Path, sequences: usize) -> Engine {
     let options = EngineOptions {
         context_size: Some(1024),
         sequences,
+        kv_type,
         ..Default::default()
     };
     Engine::load(&files, &options).expect("load engine")
@@ -99,8 +104,12 @@ fn generated_tokens(scheduler: &Scheduler, request: ValidRequest) -> Vec<u32> {
 /// first near-tie; along llama.cpp's path (teacher forcing) every decisive step must agree and
 /// log-probabilities must stay close.
 fn check_greedy(gguf: &Path, fixture: &Value) {
-    let scheduler = Scheduler::start(engine(gguf, 1), SchedulerConfig::default());
-    let mut engine = engine(gguf, 1);
+    check_greedy_with_kv(gguf, fixture, KvType::default())
+}
+
+fn check_greedy_with_kv(gguf: &Path, fixture: &Value, kv_type: KvType) {
+    let scheduler = Scheduler::start(engine_with_kv(gguf, 1, kv_type), SchedulerConfig::default());
+    let mut engine = engine_with_kv(gguf, 1, kv_type);
     let (mut error_sum, mut steps) = (0.0, 0);
     for case in fixture["generate"].as_array().unwrap() {
         let prompt = ids(&case["prompt_ids"]);
@@ -179,6 +188,17 @@ fn smollm2_greedy_continuations_and_logprobs_match_llama_cpp() {
     check_greedy(
         &common::default_model_gguf(),
         &fixture("smollm2-135m-instruct-q4_1.json"),
+    );
+}
+
+/// A q8_0 cache (llama.cpp's `-ctk/-ctv q8_0`) stays within the bounds the f16 cache is held to against
+/// llama.cpp's f16 run: quantizing keys and values to 8 bits costs less than llama.cpp's own spread.
+#[test]
+fn smollm2_with_a_q8_0_kv_cache_stays_within_llama_cpps_bounds() {
+    check_greedy_with_kv(
+        &common::default_model_gguf(),
+        &fixture("smollm2-135m-instruct-q4_1.json"),
+        KvType::Q8_0,
     );
 }
 

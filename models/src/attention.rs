@@ -12,7 +12,7 @@ use kernels::reference::PagedAttentionShape;
 
 use crate::ModelError;
 use crate::batch::StepBatch;
-use crate::kv_cache::{KvLayer, PagedKvCache};
+use crate::kv_cache::{KvLayer, PagedKvCache, Q8Block};
 use crate::layers::{Linear, RmsNorm};
 use crate::weights::GgufWeights;
 use half::f16;
@@ -379,6 +379,7 @@ pub fn attend_on_host(
     Ok(match cache.layer(layer)? {
         KvLayer::F32 { keys, values } => attend(shape, q, batch, cache, keys, values),
         KvLayer::F16 { keys, values } => attend(shape, q, batch, cache, keys, values),
+        KvLayer::Q8_0 { keys, values } => attend(shape, q, batch, cache, keys, values),
     })
 }
 
@@ -413,8 +414,8 @@ fn attend<E: KvElement>(
         // scores[g * n + i]: query head g of this group against position first + i.
         let mut scores = vec![0f32; group * n];
         for (i, p) in (first..=position).enumerate() {
-            let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
-            let key = &keys[at..at + hd];
+            let at = (cache.slot_offset(&seq.block_table, p) + kv_offset) / E::VALUES;
+            let key = &keys[at..at + hd / E::VALUES];
             for (g, query) in queries.chunks_exact(hd).enumerate() {
                 let score = E::dot(simd, query, key) * shape.scale;
                 scores[g * n + i] = if shape.softcap > 0.0 {
@@ -435,8 +436,8 @@ fn attend<E: KvElement>(
             row.iter_mut().for_each(|s| *s *= inv);
         }
         for (i, p) in (first..=position).enumerate() {
-            let at = cache.slot_offset(&seq.block_table, p) + kv_offset;
-            let value = &values[at..at + hd];
+            let at = (cache.slot_offset(&seq.block_table, p) + kv_offset) / E::VALUES;
+            let value = &values[at..at + hd / E::VALUES];
             for (g, out_head) in out_group.chunks_exact_mut(hd).enumerate() {
                 E::axpy(simd, out_head, scores[g * n + i], value);
             }
@@ -448,6 +449,8 @@ fn attend<E: KvElement>(
 /// An element of the KV cache as attention reads it: dot products with an f32 query, and weighted
 /// sums into an f32 output.
 trait KvElement: Copy + Send + Sync {
+    /// Values one element holds (a Q8_0 block holds 32; heads are whole elements).
+    const VALUES: usize = 1;
     fn dot(simd: VectorOps, query: &[f32], key: &[Self]) -> f32;
     fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[Self]);
 }
@@ -486,6 +489,44 @@ impl KvElement for f16 {
             // SAFETY: `detect` saw AVX2, FMA and F16C.
             #[cfg(target_arch = "x86_64")]
             VectorOps::Avx2 => unsafe { axpy_f16_avx2(out, w, value) },
+        }
+    }
+}
+
+impl KvElement for Q8Block {
+    const VALUES: usize = 32;
+
+    #[inline]
+    fn dot(simd: VectorOps, query: &[f32], key: &[Q8Block]) -> f32 {
+        match simd {
+            VectorOps::Baseline => query
+                .chunks_exact(32)
+                .zip(key)
+                .map(|(x, block)| {
+                    let sum: f32 = x.iter().zip(&block.qs).map(|(a, &q)| a * q as f32).sum();
+                    block.d.to_f32() * sum
+                })
+                .sum(),
+            // SAFETY: `detect` saw AVX2, FMA and F16C.
+            #[cfg(target_arch = "x86_64")]
+            VectorOps::Avx2 => unsafe { dot_q8_avx2(query, key) },
+        }
+    }
+
+    #[inline]
+    fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[Q8Block]) {
+        match simd {
+            VectorOps::Baseline => {
+                for (o, block) in out.chunks_exact_mut(32).zip(value) {
+                    let scale = w * block.d.to_f32();
+                    for (o, &q) in o.iter_mut().zip(&block.qs) {
+                        *o += scale * q as f32;
+                    }
+                }
+            }
+            // SAFETY: `detect` saw AVX2, FMA and F16C.
+            #[cfg(target_arch = "x86_64")]
+            VectorOps::Avx2 => unsafe { axpy_q8_avx2(out, w, value) },
         }
     }
 }
@@ -599,6 +640,60 @@ fn axpy_f16_avx2(out: &mut [f32], w: f32, v: &[f16]) {
     }
 }
 
+/// Eight of a Q8_0 block's values, from `at`, as f32 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_lanes(block: &Q8Block, at: usize) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let eight = &block.qs[at..at + 8];
+    // SAFETY: `eight` is 8 bytes, what the 64-bit load reads.
+    let raw = unsafe { _mm_loadl_epi64(eight.as_ptr().cast()) };
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw))
+}
+
+/// `a . b` over whole Q8_0 blocks: each block's products summed in f32 lanes, then scaled by its `d`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q8_avx2(a: &[f32], b: &[Q8Block]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut total = _mm256_setzero_ps();
+    for (x, block) in a.chunks_exact(32).zip(b) {
+        let mut acc = _mm256_setzero_ps();
+        for k in 0..4 {
+            // SAFETY: `x` has 32 values; the load reads 8 at 8k.
+            let lanes = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) };
+            acc = _mm256_fmadd_ps(lanes, q8_lanes(block, 8 * k), acc);
+        }
+        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(block.d.to_f32()), total);
+    }
+    let quad = _mm_add_ps(
+        _mm256_castps256_ps128(total),
+        _mm256_extractf128_ps(total, 1),
+    );
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+}
+
+/// `out += w * v` over whole Q8_0 blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_q8_avx2(out: &mut [f32], w: f32, v: &[Q8Block]) {
+    use std::arch::x86_64::*;
+    for (o, block) in out.chunks_exact_mut(32).zip(v) {
+        let scale = _mm256_set1_ps(w * block.d.to_f32());
+        for k in 0..4 {
+            // SAFETY: `o` has 32 values; each access touches 8 at 8k.
+            unsafe {
+                let at = o.as_mut_ptr().add(8 * k);
+                _mm256_storeu_ps(
+                    at,
+                    _mm256_fmadd_ps(q8_lanes(block, 8 * k), scale, _mm256_loadu_ps(at)),
+                );
+            }
+        }
+    }
+}
+
 fn host_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_device(&Device::Cpu)?
         .contiguous()?
@@ -653,7 +748,7 @@ mod tests {
     #[test]
     fn host_attention_matches_the_kernels_twin() {
         let mut outputs = Vec::new();
-        for kv_type in [KvType::F32, KvType::F16] {
+        for kv_type in [KvType::F32, KvType::F16, KvType::Q8_0] {
             let layout = KvLayout {
                 layers: 1,
                 kv_heads: 2,
@@ -714,18 +809,24 @@ mod tests {
                 outputs.push(host);
             }
         }
-        // An f16 cache changes attention's output only at f16's precision.
-        let (f32_out, f16_out) = outputs.split_at(3);
-        for (wide, half) in f32_out.iter().zip(f16_out) {
-            let worst = wide
-                .iter()
-                .zip(half)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst < 2e-3,
-                "f16 against f32 cache: largest difference {worst}"
-            );
+        // An f16 or q8_0 cache changes attention's output only at that type's precision: f16 keeps 11
+        // bits, q8_0 rounds each value by at most half of its block's largest / 127.
+        let (f32_out, narrower) = outputs.split_at(3);
+        for (kv_type, bound, out) in [
+            (KvType::F16, 2e-3, &narrower[..3]),
+            (KvType::Q8_0, 1e-2, &narrower[3..]),
+        ] {
+            for (wide, narrow) in f32_out.iter().zip(out) {
+                let worst = wide
+                    .iter()
+                    .zip(narrow)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < bound,
+                    "{kv_type:?} against f32 cache: largest difference {worst}"
+                );
+            }
         }
     }
 

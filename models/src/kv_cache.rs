@@ -38,13 +38,62 @@ enum HostKv {
         keys: Vec<Vec<f16>>,
         values: Vec<Vec<f16>>,
     },
+    Q8_0 {
+        keys: Vec<Vec<Q8Block>>,
+        values: Vec<Vec<Q8Block>>,
+    },
+}
+
+/// llama.cpp's `block_q8_0`: 32 values stored as `d * qs[i]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[repr(C)]
+pub struct Q8Block {
+    pub d: f16,
+    pub qs: [i8; 32],
+}
+
+impl Q8Block {
+    /// Quantizes `src` (whole blocks) into `dst` as llama.cpp's `quantize_row_q8_0_ref` does.
+    pub fn quantize(dst: &mut [Q8Block], src: &[f32]) {
+        for (block, x) in dst.iter_mut().zip(src.chunks_exact(KvType::Q8_BLOCK)) {
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+            for (q, v) in block.qs.iter_mut().zip(x) {
+                *q = (v * inverse).round() as i8;
+            }
+            block.d = f16::from_f32(d);
+        }
+    }
+
+    /// The blocks' values as f32.
+    pub fn widen(blocks: &[Q8Block]) -> Vec<f32> {
+        blocks
+            .iter()
+            .flat_map(|b| {
+                let d = b.d.to_f32();
+                b.qs.iter().map(move |&q| d * q as f32)
+            })
+            .collect()
+    }
 }
 
 /// One layer's keys and values as attention reads them.
 #[derive(Clone, Copy)]
 pub enum KvLayer<'a> {
-    F32 { keys: &'a [f32], values: &'a [f32] },
-    F16 { keys: &'a [f16], values: &'a [f16] },
+    F32 {
+        keys: &'a [f32],
+        values: &'a [f32],
+    },
+    F16 {
+        keys: &'a [f16],
+        values: &'a [f16],
+    },
+    /// Blocks of 32 values: position offsets divide by 32 to index them.
+    Q8_0 {
+        keys: &'a [Q8Block],
+        values: &'a [Q8Block],
+    },
 }
 
 impl KvLayer<'_> {
@@ -53,6 +102,7 @@ impl KvLayer<'_> {
         match *self {
             KvLayer::F32 { keys, values } => (keys.to_vec(), values.to_vec()),
             KvLayer::F16 { keys, values } => (keys.to_f32_vec(), values.to_f32_vec()),
+            KvLayer::Q8_0 { keys, values } => (Q8Block::widen(keys), Q8Block::widen(values)),
         }
     }
 }
@@ -81,6 +131,17 @@ impl PagedKvCache {
                     .map(|_| vec![f16::ZERO; per_layer])
                     .collect(),
             },
+            KvType::Q8_0 => {
+                let blocks = per_layer.div_ceil(KvType::Q8_BLOCK);
+                HostKv::Q8_0 {
+                    keys: (0..layout.layers)
+                        .map(|_| vec![Q8Block::default(); blocks])
+                        .collect(),
+                    values: (0..layout.layers)
+                        .map(|_| vec![Q8Block::default(); blocks])
+                        .collect(),
+                }
+            }
         };
         Self {
             layout,
@@ -176,6 +237,13 @@ impl PagedKvCache {
                 values[layer][offset..offset + width].convert_from_f32_slice(value);
                 Ok(())
             }
+            KvStorage::Host(HostKv::Q8_0 { keys, values }) => {
+                // A token's row is whole blocks (`KvType::fits_head`), so blocks never straddle tokens.
+                let blocks = offset / KvType::Q8_BLOCK..(offset + width) / KvType::Q8_BLOCK;
+                Q8Block::quantize(&mut keys[layer][blocks.clone()], key);
+                Q8Block::quantize(&mut values[layer][blocks], value);
+                Ok(())
+            }
             #[cfg(feature = "cuda")]
             KvStorage::Cuda(_) => Err(Self::host_only()),
         }
@@ -215,6 +283,12 @@ impl PagedKvCache {
                 copy_within_all(values, src, dst, len);
                 Ok(())
             }
+            KvStorage::Host(HostKv::Q8_0 { keys, values }) => {
+                let block = KvType::Q8_BLOCK;
+                copy_within_all(keys, src / block, dst / block, len / block);
+                copy_within_all(values, src / block, dst / block, len / block);
+                Ok(())
+            }
             #[cfg(feature = "cuda")]
             KvStorage::Cuda(device) => Ok(device.copy_within(src, dst, len)?),
         }
@@ -228,6 +302,10 @@ impl PagedKvCache {
                 values: &values[layer],
             }),
             KvStorage::Host(HostKv::F16 { keys, values }) => Ok(KvLayer::F16 {
+                keys: &keys[layer],
+                values: &values[layer],
+            }),
+            KvStorage::Host(HostKv::Q8_0 { keys, values }) => Ok(KvLayer::Q8_0 {
                 keys: &keys[layer],
                 values: &values[layer],
             }),
@@ -466,6 +544,45 @@ mod tests {
             assert!(cache.copy_positions(2, 0, 5).is_err());
             assert!(cache.copy_positions(3, 0, 1).is_err());
         }
+    }
+
+    #[test]
+    fn a_q8_0_cache_takes_34_bytes_per_32_values_keeps_each_within_half_a_step_and_copies_blocks() {
+        let layout = KvLayout {
+            layers: 1,
+            kv_heads: 2,
+            head_dim: 32,
+            block_size: 2,
+            kv_type: KvType::Q8_0,
+        };
+        let wide = KvLayout {
+            kv_type: KvType::F32,
+            ..layout
+        };
+        assert_eq!(layout.bytes_per_block() * 128, wide.bytes_per_block() * 34);
+        assert!(!KvType::Q8_0.fits_head(48) && KvType::Q8_0.fits_head(64));
+        let mut cache = PagedKvCache::new(layout, 2);
+        let key: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let value: Vec<f32> = key.iter().map(|k| -k * 100.0).collect();
+        cache.write(0, &[1], 1, &key, &value).unwrap();
+        let (keys, values) = cache.layer(0).unwrap().to_f32();
+        // Position 1 of block 1 is slot 3: values 192..256.
+        for (head, (stored, exact)) in [(&keys[192..256], &key), (&values[192..256], &value)]
+            .into_iter()
+            .enumerate()
+        {
+            for (s32, e32) in stored.chunks(32).zip(exact.chunks(32)) {
+                let amax = e32.iter().fold(0f32, |m, v| m.max(v.abs()));
+                // Half a step of rounding, plus the block scale's own rounding to f16 (2^-11 of amax).
+                let bound = amax / 127.0 * 0.5 + amax / 2048.0;
+                for (s, e) in s32.iter().zip(e32) {
+                    assert!((s - e).abs() <= bound, "{head}: {s} vs {e}");
+                }
+            }
+        }
+        cache.copy_positions(1, 0, 2).unwrap();
+        let (copied, _) = cache.layer(0).unwrap().to_f32();
+        assert_eq!(copied[64..128], copied[192..256]);
     }
 
     #[test]

@@ -9,13 +9,21 @@ pub enum KvType {
     /// Half the memory of f32, as llama.cpp's default cache; attention widens each value as it reads it.
     #[default]
     F16,
+    /// llama.cpp's `q8_0` (`-ctk q8_0 -ctv q8_0`): 32 values as one f16 scale and 32 signed bytes, 34 bytes
+    /// where f16 takes 64. Needs a head size that is whole blocks of 32.
+    Q8_0,
 }
 
 impl KvType {
-    pub fn bytes(self) -> usize {
+    /// Values per Q8_0 block.
+    pub const Q8_BLOCK: usize = 32;
+
+    /// Bytes that `values` keys (or values) take; for Q8_0, `values` is whole blocks.
+    pub fn bytes_for(self, values: usize) -> usize {
         match self {
-            KvType::F32 => 4,
-            KvType::F16 => 2,
+            KvType::F32 => 4 * values,
+            KvType::F16 => 2 * values,
+            KvType::Q8_0 => values / Self::Q8_BLOCK * 34,
         }
     }
 
@@ -23,7 +31,13 @@ impl KvType {
         match self {
             KvType::F32 => "f32",
             KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
         }
+    }
+
+    /// Whether a head of `head_dim` values can be stored in this type.
+    pub fn fits_head(self, head_dim: usize) -> bool {
+        self != KvType::Q8_0 || head_dim.is_multiple_of(Self::Q8_BLOCK)
     }
 }
 
@@ -34,8 +48,9 @@ impl std::str::FromStr for KvType {
         match s {
             "f32" => Ok(KvType::F32),
             "f16" => Ok(KvType::F16),
+            "q8_0" => Ok(KvType::Q8_0),
             other => Err(format!(
-                "KV cache type {other:?} is not supported: use f16 (the default) or f32"
+                "KV cache type {other:?} is not supported: use f16 (the default), q8_0 or f32"
             )),
         }
     }
@@ -60,7 +75,7 @@ impl KvLayout {
 
     /// Bytes one block takes across all layers, keys and values.
     pub fn bytes_per_block(&self) -> usize {
-        self.layers * 2 * self.block_size * self.token_width() * self.kv_type.bytes()
+        self.layers * 2 * self.kv_type.bytes_for(self.block_size * self.token_width())
     }
 
     /// Blocks needed to hold `tokens` positions.

@@ -46,7 +46,7 @@ pub struct BenchArgs {
     /// With --local: the device to run on (auto, cpu, cuda, cuda:N, metal).
     #[arg(long, env = "MODEL_RUNNER_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
-    /// With --local: the KV cache's element type (f16 or f32).
+    /// With --local: the KV cache's element type (f16, q8_0 or f32).
     #[arg(long, default_value = "f16", value_name = "TYPE")]
     pub kv_cache_type: models::KvType,
 }

@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// KV cache blocks (16 tokens each) per model (default: parallel full contexts, within a quarter of free memory).
     #[arg(long)]
     pub kv_cache_blocks: Option<usize>,
-    /// The KV cache's element type: f16 (half the memory, as llama.cpp's default) or f32. CUDA's is f32.
+    /// The KV cache's element type: f16 (half the memory, as llama.cpp's default), q8_0 (about a quarter, as
+    /// llama.cpp's `-ctk/-ctv q8_0`) or f32. CUDA's is f32.
     #[arg(long, default_value = "f16", value_name = "TYPE")]
     pub kv_cache_type: models::KvType,
     /// Most tokens in one forward step (chunked prefill budget).

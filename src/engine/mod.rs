@@ -125,14 +125,20 @@ impl Engine {
             .or(files.context_size)
             .unwrap_or(DEFAULT_CONTEXT_SIZE.min(info.context_length))
             .max(1);
-        let layout = KvLayout {
-            kv_type: if options.device.is_cuda() {
-                KvType::F32
-            } else {
-                options.kv_type
-            },
-            ..info.kv_layout(KV_BLOCK_SIZE)
+        let shape = info.kv_layout(KV_BLOCK_SIZE);
+        let kv_type = if options.device.is_cuda() {
+            KvType::F32
+        } else if !options.kv_type.fits_head(shape.head_dim) {
+            tracing::warn!(
+                head_dim = shape.head_dim,
+                wanted = options.kv_type.name(),
+                "this model's head size is not whole blocks of the KV cache type: using f16"
+            );
+            KvType::F16
+        } else {
+            options.kv_type
         };
+        let layout = KvLayout { kv_type, ..shape };
         let blocks = options.kv_blocks.unwrap_or_else(|| {
             let wanted = layout.blocks_for(context_size) * options.sequences.max(1);
             // What the device can spare, but always room for one full context.
