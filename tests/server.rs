@@ -455,6 +455,40 @@ fn the_device_is_reported_in_health_ps_and_metrics() {
     });
 }
 
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command's closing parenthesis: state is the 3rd field, utime the 14th, stime the 15th.
+    let (_, rest) = stat.rsplit_once(") ").expect("stat fields");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// The kernels' pool spins only briefly after a step: once an answer is done, a server with a loaded model
+/// and no requests uses (next to) no CPU.
+#[test]
+fn an_idle_server_with_a_loaded_model_uses_no_cpu() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &["--threads", "2"]);
+    runtime().block_on(async {
+        let (status, _, _) = post(
+            &server.url("/v1/completions"),
+            json!({"model": "ai/smollm2", "prompt": "Hi", "max_tokens": 8}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(server.pid()) - before;
+    // Clock ticks are 1/100 s on Linux: 15 ticks in 3 s is 5% of one core, against 600 if both workers spun.
+    assert!(
+        used <= 15,
+        "an idle server used {used} ticks of CPU in 3 s"
+    );
+}
+
 /// The server's resident memory in MiB.
 fn rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
