@@ -483,10 +483,7 @@ fn an_idle_server_with_a_loaded_model_uses_no_cpu() {
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu_ticks(server.pid()) - before;
     // Clock ticks are 1/100 s on Linux: 15 ticks in 3 s is 5% of one core, against 600 if both workers spun.
-    assert!(
-        used <= 15,
-        "an idle server used {used} ticks of CPU in 3 s"
-    );
+    assert!(used <= 15, "an idle server used {used} ticks of CPU in 3 s");
 }
 
 /// The server's resident memory in MiB.

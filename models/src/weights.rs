@@ -257,6 +257,18 @@ fn check_header(path: &Path) -> Result<(), ModelError> {
             ModelError::Unsupported(format!("GGUF version {version}"))
         }
     })?;
+    // Types the header knows but candle cannot load (the i-quants, ternary and MXFP4 types): a clear
+    // error naming the tensor and its type, where candle's would only give the type's number.
+    for tensor in &header.tensors {
+        if !candle_loads(tensor.ggml_type) {
+            let name = crate::gguf::ggml_type_name(tensor.ggml_type).unwrap_or("unknown");
+            return Err(ModelError::Unsupported(format!(
+                "tensor {} is {name}, a type this runner does not run yet (it runs F32, F16, BF16, \
+                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K)",
+                tensor.name
+            )));
+        }
+    }
     let mut elements = 0u64;
     for (key, value) in &header.metadata {
         if let GgufValue::Array { len, .. } = value {
@@ -269,6 +281,11 @@ fn check_header(path: &Path) -> Result<(), ModelError> {
         }
     }
     Ok(())
+}
+
+/// Whether candle's GGUF reader takes tensors of this GGML type (its `GgmlDType::from_u32`).
+fn candle_loads(ggml_type: u32) -> bool {
+    matches!(ggml_type, 0..=3 | 6..=15 | 30)
 }
 
 /// The kernels' name for a GGML type they run.
@@ -293,6 +310,16 @@ mod tests {
 
     /// A GGUF v3 with the given metadata entries (key, type, value bytes) and one F32 tensor.
     fn gguf(kvs: &[(&str, u32, Vec<u8>)], dims: &[u64], data: usize) -> Vec<u8> {
+        typed_gguf(kvs, dims, 0, data)
+    }
+
+    /// As `gguf`, with the tensor of GGML type `tensor_type`.
+    fn typed_gguf(
+        kvs: &[(&str, u32, Vec<u8>)],
+        dims: &[u64],
+        tensor_type: u32,
+        data: usize,
+    ) -> Vec<u8> {
         let mut b = Vec::new();
         let string = |b: &mut Vec<u8>, s: &str| {
             b.extend((s.len() as u64).to_le_bytes());
@@ -312,7 +339,7 @@ mod tests {
         for d in dims {
             b.extend(d.to_le_bytes());
         }
-        b.extend(0u32.to_le_bytes());
+        b.extend(tensor_type.to_le_bytes());
         b.extend(0u64.to_le_bytes());
         while b.len() % 32 != 0 {
             b.push(0);
@@ -368,5 +395,21 @@ mod tests {
         assert!(reason.contains("cannot fit in a file"), "{reason}");
         let reason = open_error("short", &gguf(&[arch()], &[64], 16));
         assert!(reason.contains("cannot fit in a file"), "{reason}");
+    }
+
+    #[test]
+    fn a_type_candle_cannot_load_is_named_in_a_clear_error() {
+        // IQ4_XS (23): 256 values in 136 bytes.
+        let path = std::env::temp_dir().join(format!("weights-{}-iq4.gguf", std::process::id()));
+        std::fs::write(&path, typed_gguf(&[arch()], &[256], 23, 136)).unwrap();
+        let result = GgufWeights::open(&path, &Device::Cpu);
+        std::fs::remove_file(&path).ok();
+        match result {
+            Err(ModelError::Unsupported(reason)) => {
+                assert!(reason.contains("tensor w is IQ4_XS"), "{reason}")
+            }
+            Err(other) => panic!("expected an unsupported-type error, got {other}"),
+            Ok(_) => panic!("an IQ4_XS file opened though candle cannot read it"),
+        }
     }
 }
