@@ -53,6 +53,27 @@ pub struct Q8Block {
 }
 
 impl Q8Block {
+    /// `n` zero blocks from zeroed memory, which the OS maps lazily (as `vec![0.0f32; n]` is): the
+    /// cache's pages count in the process's memory only once positions are written.
+    fn zeroed(n: usize) -> Vec<Q8Block> {
+        let Ok(layout) = std::alloc::Layout::array::<Q8Block>(n) else {
+            panic!("a KV cache of {n} blocks overflows the address space");
+        };
+        if layout.size() == 0 {
+            return Vec::new();
+        }
+        // SAFETY: the layout is non-zero-sized and for `n` blocks; all-zero bytes are a valid
+        // `Q8Block` (`d` = +0.0, `qs` = 0), and the Vec takes ownership with the allocator and layout
+        // it was allocated with.
+        unsafe {
+            let ptr = std::alloc::alloc_zeroed(layout) as *mut Q8Block;
+            if ptr.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Vec::from_raw_parts(ptr, n, n)
+        }
+    }
+
     /// Quantizes `src` (whole blocks) into `dst` as llama.cpp's `quantize_row_q8_0_ref` does.
     pub fn quantize(dst: &mut [Q8Block], src: &[f32]) {
         for (block, x) in dst.iter_mut().zip(src.chunks_exact(KvType::Q8_BLOCK)) {
@@ -107,6 +128,13 @@ impl KvLayer<'_> {
     }
 }
 
+/// `n` zero f16 values from zeroed memory (a `vec![0u16; n]` reinterpreted, no copy), which the OS maps
+/// lazily: `vec![f16::ZERO; n]` would write every value and make the whole cache resident at once.
+fn zeroed_f16(n: usize) -> Vec<f16> {
+    use half::vec::HalfBitsVecExt;
+    vec![0u16; n].reinterpret_into()
+}
+
 /// Copies `len` values from `src` to `dst` within every buffer.
 fn copy_within_all<T: Copy>(buffers: &mut [Vec<T>], src: usize, dst: usize, len: usize) {
     for buffer in buffers {
@@ -124,21 +152,17 @@ impl PagedKvCache {
                 values: (0..layout.layers).map(|_| vec![0.0; per_layer]).collect(),
             },
             KvType::F16 => HostKv::F16 {
-                keys: (0..layout.layers)
-                    .map(|_| vec![f16::ZERO; per_layer])
-                    .collect(),
-                values: (0..layout.layers)
-                    .map(|_| vec![f16::ZERO; per_layer])
-                    .collect(),
+                keys: (0..layout.layers).map(|_| zeroed_f16(per_layer)).collect(),
+                values: (0..layout.layers).map(|_| zeroed_f16(per_layer)).collect(),
             },
             KvType::Q8_0 => {
                 let blocks = per_layer.div_ceil(KvType::Q8_BLOCK);
                 HostKv::Q8_0 {
                     keys: (0..layout.layers)
-                        .map(|_| vec![Q8Block::default(); blocks])
+                        .map(|_| Q8Block::zeroed(blocks))
                         .collect(),
                     values: (0..layout.layers)
-                        .map(|_| vec![Q8Block::default(); blocks])
+                        .map(|_| Q8Block::zeroed(blocks))
                         .collect(),
                 }
             }
@@ -543,6 +567,43 @@ mod tests {
             assert_eq!(keys[..6], [10.0, 2.0, 11.0, 2.0, 12.0, 2.0]);
             assert!(cache.copy_positions(2, 0, 5).is_err());
             assert!(cache.copy_positions(3, 0, 1).is_err());
+        }
+    }
+
+    /// The process's resident memory in KiB.
+    #[cfg(target_os = "linux")]
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    /// A new cache costs address space, not memory: its pages become resident only as positions are
+    /// written (as an f32 cache's always did), whatever the element type.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_new_cache_of_any_type_is_not_resident_until_written() {
+        for kv_type in [KvType::F32, KvType::F16, KvType::Q8_0] {
+            let layout = KvLayout {
+                layers: 8,
+                kv_heads: 8,
+                head_dim: 128,
+                block_size: 16,
+                kv_type,
+            };
+            let before = rss_kib();
+            let cache = PagedKvCache::new(layout, 2048);
+            let grown = rss_kib().saturating_sub(before);
+            assert!(
+                grown < 32 * 1024,
+                "{kv_type:?}: a new cache of {} MiB made {} MiB resident",
+                layout.bytes_per_block() * 2048 >> 20,
+                grown >> 10
+            );
+            drop(cache);
         }
     }
 
