@@ -300,6 +300,8 @@ fn kernel_type(dtype: GgmlDType) -> Option<GgmlType> {
         GgmlDType::Q4K => GgmlType::Q4K,
         GgmlDType::Q5K => GgmlType::Q5K,
         GgmlDType::Q6K => GgmlType::Q6K,
+        GgmlDType::F16 => GgmlType::F16,
+        GgmlDType::BF16 => GgmlType::BF16,
         _ => return None,
     })
 }

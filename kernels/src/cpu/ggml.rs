@@ -20,6 +20,10 @@ pub enum GgmlType {
     Q4K,
     Q5K,
     Q6K,
+    F16,
+    /// Packed as f16: exact for every value in f16's normal range (|x| from 6.1e-5 to 65504); smaller
+    /// weights keep f16's subnormal precision.
+    BF16,
 }
 
 /// Which tile a type packs into.
@@ -31,6 +35,8 @@ pub enum TileKind {
     I8,
     /// 5-bit unsigned values held in bytes, one scale and one offset per 32: `x = scale * q + min`.
     U8,
+    /// f16 values, multiplied with unquantized f32 activations.
+    F16,
 }
 
 impl GgmlType {
@@ -39,6 +45,7 @@ impl GgmlType {
         match self {
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
             Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => 256,
+            Self::F16 | Self::BF16 => 1,
         }
     }
 
@@ -54,6 +61,7 @@ impl GgmlType {
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
+            Self::F16 | Self::BF16 => 2,
         }
     }
 
@@ -62,6 +70,7 @@ impl GgmlType {
             Self::Q4_0 | Self::Q4_1 | Self::Q4K => TileKind::U4,
             Self::Q5_1 | Self::Q5K => TileKind::U8,
             Self::Q5_0 | Self::Q8_0 | Self::Q3K | Self::Q6K => TileKind::I8,
+            Self::F16 | Self::BF16 => TileKind::F16,
         }
     }
 }
@@ -79,6 +88,18 @@ fn half_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
 
+/// Decodes one row of an F16 or BF16 tensor into f16 values.
+pub fn decode_float_row(ty: GgmlType, row: &[u8], out: &mut Vec<f16>) {
+    out.clear();
+    out.extend(row.chunks_exact(2).map(|b| {
+        let bits = u16::from_le_bytes([b[0], b[1]]);
+        match ty {
+            GgmlType::BF16 => f16::from_f32(half::bf16::from_bits(bits).to_f32()),
+            _ => f16::from_bits(bits),
+        }
+    }));
+}
+
 /// Decodes one row (`cols` elements of type `ty`) into `cols / 32` blocks.
 pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<(), KernelError> {
     let bb = ty.block_bytes();
@@ -89,8 +110,14 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
         )));
     }
     out.clear();
+    if ty.tile_kind() == TileKind::F16 {
+        return Err(KernelError::Shape(format!(
+            "{ty:?} rows are not integer blocks"
+        )));
+    }
     for block in row.chunks_exact(bb) {
         match ty {
+            GgmlType::F16 | GgmlType::BF16 => unreachable!("float rows return above"),
             GgmlType::Q4_0 => {
                 let d = half_at(block, 0);
                 out.push(nibbles(&block[2..18], d, -8.0 * d));

@@ -24,11 +24,11 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 pub use activations::QuantizedRows;
-use ggml::{Block32, decode_row};
+use ggml::{Block32, decode_float_row, decode_row};
 pub use ggml::{GgmlType, TileKind};
 use pool::SendPtr;
 pub use pool::{ThreadPool, pool};
-use tiles::{GROUP_ROWS, tile_bytes, write_tile};
+use tiles::{GROUP_ROWS, tile_bytes, write_f16_tile, write_tile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -121,10 +121,12 @@ struct Kernels {
     two: fn(&[u8], Act, Act) -> [[f32; 4]; 2],
 }
 
-fn kernels(level: SimdLevel, kind: TileKind) -> Kernels {
+/// The integer kernels for a tile kind; `None` for F16 tiles, which take unquantized activations.
+fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
     // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
     // `PackedMatrix::matmul_with` passes whole tiles and activation rows of the same block count.
-    match (level, kind) {
+    Some(match (level, kind) {
+        (_, TileKind::F16) => return None,
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx2, TileKind::U4) => Kernels {
             one: |t, x| unsafe { x86::u4_avx2(t, x) },
@@ -200,6 +202,22 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Kernels {
                 [scalar::i8_group(t, q, d), scalar::i8_group(t, q2, d2)]
             },
         },
+    })
+}
+
+/// Four F16 rows against one activation row, or two (the second result zero for one).
+fn float_kernel(level: SimdLevel) -> fn(&[u8], &[f32], Option<&[f32]>) -> [[f32; 4]; 2] {
+    match level {
+        // SAFETY: `SimdLevel::available` saw AVX2, FMA and F16C at these levels, and
+        // `PackedMatrix::matmul_with` passes whole tiles and rows of `cols` values.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512Vnni => |t, x, y| unsafe { x86::f16_avx2(t, x, y) },
+        _ => |t, x, y| {
+            [
+                scalar::f16_group(t, x),
+                y.map_or([0.0; 4], |y| scalar::f16_group(t, y)),
+            ]
+        },
     }
 }
 
@@ -237,7 +255,7 @@ impl PackedMatrix {
             if ty.tile_kind() != kind {
                 return Err(KernelError::MixedKinds(first, ty));
             }
-            if cols == 0 || !cols.is_multiple_of(ty.block_elems()) {
+            if cols == 0 || !cols.is_multiple_of(ty.block_elems()) || !cols.is_multiple_of(32) {
                 return Err(KernelError::Shape(format!(
                     "{cols} columns is not whole {ty:?} blocks"
                 )));
@@ -257,6 +275,31 @@ impl PackedMatrix {
         let tile = tile_bytes(kind);
         let groups = rows.div_ceil(GROUP_ROWS);
         let mut data = vec![0u8; groups * blocks * tile];
+        if kind == TileKind::F16 {
+            data.par_chunks_mut(blocks * tile)
+                .zip(sources.par_chunks(GROUP_ROWS))
+                .for_each(|(group, rows)| {
+                    let decoded: Vec<Vec<half::f16>> = rows
+                        .iter()
+                        .map(|&(ty, row)| {
+                            let mut values = Vec::with_capacity(cols);
+                            decode_float_row(ty, row, &mut values);
+                            values
+                        })
+                        .collect();
+                    for (b, tile_bytes) in group.chunks_exact_mut(tile).enumerate() {
+                        let column: Vec<&[half::f16]> =
+                            decoded.iter().map(|r| &r[32 * b..32 * b + 32]).collect();
+                        write_f16_tile(&column, tile_bytes);
+                    }
+                });
+            return Ok(Self {
+                kind,
+                rows,
+                cols,
+                data,
+            });
+        }
         data.par_chunks_mut(blocks * tile)
             .zip(sources.par_chunks(GROUP_ROWS))
             .try_for_each(|(group, rows)| -> Result<(), KernelError> {
@@ -338,8 +381,6 @@ impl PackedMatrix {
                 out.len()
             )));
         }
-        let act = QuantizedRows::quantize(x, self.cols);
-        let kernels = kernels(level, self.kind);
         let groups = self.rows.div_ceil(GROUP_ROWS);
         let out_ptr = SendPtr(out.as_mut_ptr());
         let store = |t: usize, g: usize, values: [f32; 4]| {
@@ -352,19 +393,29 @@ impl PackedMatrix {
                 }
             }
         };
+        let gb = self.group_bytes();
+        let integer = kernels(level, self.kind).map(|k| (k, QuantizedRows::quantize(x, self.cols)));
+        let float = float_kernel(level);
+        let row = |t: usize| &x[t * self.cols..(t + 1) * self.cols];
         let run = |range: Range<usize>| {
-            let gb = self.group_bytes();
             for g in range {
                 let tiles = &self.data[g * gb..(g + 1) * gb];
                 let mut t = 0;
                 while t + 1 < tokens {
-                    let [x, y] = (kernels.two)(tiles, act.row(t), act.row(t + 1));
-                    store(t, g, x);
-                    store(t + 1, g, y);
+                    let [a, b] = match &integer {
+                        Some((kernels, act)) => (kernels.two)(tiles, act.row(t), act.row(t + 1)),
+                        None => float(tiles, row(t), Some(row(t + 1))),
+                    };
+                    store(t, g, a);
+                    store(t + 1, g, b);
                     t += 2;
                 }
                 if t < tokens {
-                    store(t, g, (kernels.one)(tiles, act.row(t)));
+                    let a = match &integer {
+                        Some((kernels, act)) => (kernels.one)(tiles, act.row(t)),
+                        None => float(tiles, row(t), None)[0],
+                    };
+                    store(t, g, a);
                 }
             }
         };

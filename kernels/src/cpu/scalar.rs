@@ -1,7 +1,7 @@
 //! The portable kernels: the same integer arithmetic as the SIMD paths, one element at a time. Every SIMD
 //! kernel is tested against these.
 
-use super::tiles::{I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16};
+use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16};
 
 /// Four rows of a U4 tile group against one activation row: `[f32; 4]` dot products.
 pub fn u4_group(tiles: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> [f32; 4] {
@@ -52,6 +52,20 @@ pub fn u8_group(tiles: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> [f32; 4] {
             let q = &tile[16 + 32 * r..48 + 32 * r];
             let sum: i32 = q.iter().zip(a).map(|(&w, &x)| w as i32 * x as i32).sum();
             *o += scale * d[b] * sum as f32 + min * s[b];
+        }
+    }
+    out
+}
+
+/// Four rows of an F16 tile group against one unquantized activation row.
+pub fn f16_group(tiles: &[u8], x: &[f32]) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (b, tile) in tiles.chunks_exact(F16_TILE_BYTES).enumerate() {
+        let a = &x[32 * b..32 * b + 32];
+        for (r, o) in out.iter_mut().enumerate() {
+            for (j, v) in a.iter().enumerate() {
+                *o += read_f16(tile, 64 * r + 2 * j) * v;
+            }
         }
     }
     out

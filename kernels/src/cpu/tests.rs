@@ -20,7 +20,9 @@ fn random(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const TYPES: [(GgmlType, GgmlDType); 9] = [
+const TYPES: [(GgmlType, GgmlDType); 11] = [
+    (GgmlType::F16, GgmlDType::F16),
+    (GgmlType::BF16, GgmlDType::BF16),
     (GgmlType::Q4_0, GgmlDType::Q4_0),
     (GgmlType::Q4_1, GgmlDType::Q4_1),
     (GgmlType::Q5_0, GgmlDType::Q5_0),
@@ -63,6 +65,8 @@ fn packing_reproduces_candles_dequantization() {
             GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
                 2e-3 * max_abs(&reference)
             }
+            // BF16 narrowed to f16: exact in f16's normal range, f16's subnormal step (6e-8) below it.
+            GgmlType::BF16 => 6e-8,
             _ => 0.0,
         };
         for r in 0..rows {

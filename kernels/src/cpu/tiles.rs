@@ -5,6 +5,7 @@
 //! - U4 tile, 80 bytes: `scale: [f16; 4]`, `min: [f16; 4]`, `q: [[u8; 16]; 4]` (byte `j` holds element `j`
 //!   in its low nibble and element `j + 16` in its high one, as Q4_0 does). `x = scale * q + min`.
 //! - U8 tile, 144 bytes: as U4 but `q: [[u8; 32]; 4]`, one byte per element (5-bit types). `x = scale * q + min`.
+//! - F16 tile, 256 bytes: `w: [[f16; 32]; 4]`, the rows' values as they are (F16, and BF16 narrowed).
 //! - I8 tile, 144 bytes: `scale: [[f16; 2]; 4]` (one per 16 elements), `q: [[i8; 32]; 4]`. `x = scale * q`.
 //!
 //! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 pack without loss. K-quants' per-sub-block scales (`d * sc`, `dmin * m`) are rounded to
@@ -17,6 +18,7 @@ use super::ggml::{Block32, TileKind};
 pub const U4_TILE_BYTES: usize = 80;
 pub const I8_TILE_BYTES: usize = 144;
 pub const U8_TILE_BYTES: usize = 144;
+pub const F16_TILE_BYTES: usize = 256;
 /// Rows per group.
 pub const GROUP_ROWS: usize = 4;
 
@@ -25,6 +27,7 @@ pub fn tile_bytes(kind: TileKind) -> usize {
         TileKind::U4 => U4_TILE_BYTES,
         TileKind::I8 => I8_TILE_BYTES,
         TileKind::U8 => U8_TILE_BYTES,
+        TileKind::F16 => F16_TILE_BYTES,
     }
 }
 
@@ -35,6 +38,16 @@ pub fn read_f16(bytes: &[u8], at: usize) -> f32 {
 
 fn write_f16(bytes: &mut [u8], at: usize, v: f32) {
     bytes[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// Writes one F16 tile from up to four rows' 32 values each (missing rows stay zero: padding).
+pub fn write_f16_tile(rows: &[&[f16]], tile: &mut [u8]) {
+    tile.fill(0);
+    for (r, values) in rows.iter().enumerate() {
+        for (j, v) in values.iter().enumerate() {
+            tile[64 * r + 2 * j..64 * r + 2 * j + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
 }
 
 /// Writes one tile from up to four rows' blocks (missing rows stay zero: padding).
@@ -49,6 +62,7 @@ pub fn write_tile(kind: TileKind, rows: &[&Block32], tile: &mut [u8]) {
                     tile[16 + 16 * r + j] = (b.q[j] as u8 & 0x0F) | ((b.q[j + 16] as u8) << 4);
                 }
             }
+            TileKind::F16 => unreachable!("F16 tiles are written by write_f16_tile"),
             TileKind::U8 => {
                 write_f16(tile, 2 * r, b.scale[0]);
                 write_f16(tile, 8 + 2 * r, b.min);
@@ -76,6 +90,11 @@ pub fn dequantize_tile_row(kind: TileKind, tile: &[u8], r: usize, out: &mut [f32
                 let byte = tile[16 + 16 * r + j];
                 out[j] = scale * (byte & 0x0F) as f32 + min;
                 out[j + 16] = scale * (byte >> 4) as f32 + min;
+            }
+        }
+        TileKind::F16 => {
+            for (j, o) in out.iter_mut().enumerate().take(32) {
+                *o = read_f16(tile, 64 * r + 2 * j);
             }
         }
         TileKind::U8 => {

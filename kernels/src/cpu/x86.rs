@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::tiles::{I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
+use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
 
 /// Sums each of four 8-lane vectors: `[sum(a), sum(b), sum(c), sum(d)]`.
 #[inline]
@@ -301,3 +301,42 @@ i8_kernels!(
     "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
     dot_vnni
 );
+
+/// Four F16 rows against one or two unquantized activation rows, widened eight lanes at a time with
+/// F16C: `[first row's four, second's four]` (the second zero when `y` is `None`).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `tiles` holds whole tiles, `x` (and `y`) 32 values per tile.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_avx2(tiles: &[u8], x: &[f32], y: Option<&[f32]>) -> [[f32; 4]; 2] {
+    let mut blocks = (tiles.len() / F16_TILE_BYTES).min(x.len() / 32);
+    if let Some(y) = y {
+        blocks = blocks.min(y.len() / 32);
+    }
+    let mut ax = [_mm256_setzero_ps(); 4];
+    let mut ay = [_mm256_setzero_ps(); 4];
+    for b in 0..blocks {
+        unsafe {
+            let tile = tiles.as_ptr().add(b * F16_TILE_BYTES);
+            for k in 0..4 {
+                let xs = _mm256_loadu_ps(x.as_ptr().add(32 * b + 8 * k));
+                let ys = y.map(|y| _mm256_loadu_ps(y.as_ptr().add(32 * b + 8 * k)));
+                for r in 0..4 {
+                    let w = _mm256_cvtph_ps(_mm_loadu_si128(
+                        tile.add(64 * r + 16 * k) as *const __m128i
+                    ));
+                    ax[r] = _mm256_fmadd_ps(w, xs, ax[r]);
+                    if let Some(ys) = ys {
+                        ay[r] = _mm256_fmadd_ps(w, ys, ay[r]);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; 2];
+    unsafe {
+        _mm_storeu_ps(out[0].as_mut_ptr(), hsum4(ax[0], ax[1], ax[2], ax[3]));
+        _mm_storeu_ps(out[1].as_mut_ptr(), hsum4(ay[0], ay[1], ay[2], ay[3]));
+    }
+    out
+}
