@@ -7,14 +7,16 @@
 #   2. both servers on 127.0.0.1, restarted for each concurrency with as many slots as clients:
 #      `model bench --url OURS --compare LLAMA` (streaming chat, fixed prompt, max_tokens with ignore_eos),
 #      and each server's peak RSS.
-# usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]     (default 1,8,16)
+# usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]     (default 1,8,16; '' measures the engines alone)
+#   BUILD_ONLY=1 builds llama.cpp's tools (llama-server, llama-bench, llama-quantize) and stops;
 #   MODEL_BIN=path/to/model skips our release build; BENCH_JSON=FILE also writes the raw figures;
-#   GGUF=path/to/model.gguf benchmarks another model (default: SmolLM2-135M-Instruct Q4_1);
+#   GGUF=path/to/model.gguf benchmarks another model (default: SmolLM2-135M-Instruct Q4_1; real sizes:
+#   scripts/synthesize-sizes.sh);
 #   DEVICE=cuda runs both on the first NVIDIA GPU: llama.cpp built with GGML_CUDA and every layer offloaded
 #   (-ngl 99), ours built with --features cuda and run with --device cuda (needs nvcc; CUDA_COMPUTE_CAP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-concurrency=${1:-1,8,16}
+concurrency=${1-1,8,16}
 threads=$(nproc)
 device=${DEVICE:-cpu}
 case $device in
@@ -28,7 +30,8 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/model-runner/llama.cpp
 src=$cache/llama_cpp_python-0.3.36/vendor/llama.cpp
 server=$src/$build_dir/bin/llama-server
 llama_bench=$src/$build_dir/bin/llama-bench
-if [[ ! -x $server || ! -x $llama_bench ]]; then
+quantize=$src/$build_dir/bin/llama-quantize
+if [[ ! -x $server || ! -x $llama_bench || ! -x $quantize ]]; then
   mkdir -p "$cache"
   [[ -x $cache/venv/bin/cmake ]] || { python3 -m venv "$cache/venv" && "$cache/venv/bin/pip" install -q cmake; }
   [[ -d $src ]] || {
@@ -44,8 +47,9 @@ if [[ ! -x $server || ! -x $llama_bench ]]; then
   }
   "$cache/venv/bin/cmake" -S "$src" -B "$src/$build_dir" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DCMAKE_BUILD_TYPE=Release ${cmake_device[@]+"${cmake_device[@]}"} >"$cache/$build_dir.log" 2>&1
-  "$cache/venv/bin/cmake" --build "$src/$build_dir" --target llama-server llama-bench -j"$threads" >>"$cache/$build_dir.log" 2>&1
+  "$cache/venv/bin/cmake" --build "$src/$build_dir" --target llama-server llama-bench llama-quantize -j"$threads" >>"$cache/$build_dir.log" 2>&1
 fi
+[[ -z ${BUILD_ONLY:-} ]] || { echo "$src/$build_dir/bin"; exit 0; }
 if [[ -n ${MODEL_BIN:-} ]]; then
   model=$MODEL_BIN
 else

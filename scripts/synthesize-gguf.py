@@ -3,7 +3,10 @@
 llama.cpp where no real file of the family can be fetched.
 
     synthesize-gguf.py --family FAMILY --tokenizer-from REAL.gguf --out FILE [--type f32|f16|q8_0|q4_0|q5_1]
-                       [--hidden N]
+                       [--hidden N | --size 1b|3b|8b]
+
+`--size` gives a llama3 file the real shape of Llama 3.2 1B, 3.2 3B or 3.1 8B (hidden size, layers, heads, KV
+heads, FFN size) for speed, memory and load-time measurements: the vocabulary stays the borrowed one.
 
 What is real: the metadata keys and tensor names and shapes, as llama.cpp's converter (convert_hf_to_gguf.py
 and its `conversion/` classes) writes them for that family (GQA, Q/K/V biases, QK-norm, fused projections,
@@ -52,6 +55,13 @@ FAMILIES = {
     # embedding in the residual stream.
     "gemma2": dict(arch="gemma2", rope_base=None, layers=4, head_dim=32, explicit_head_dim=True, eps=1e-6,
                    gemma=True, sliding_window=8, attn_softcap=3.0, final_softcap=30.0),
+}
+
+# Real shapes (from the models' config.json) for `--size`, llama3 family only.
+SIZES = {
+    "1b": dict(hidden=2048, layers=16, heads=32, kv_heads=8, ff=8192),
+    "3b": dict(hidden=3072, layers=28, heads=24, kv_heads=8, ff=8192),
+    "8b": dict(hidden=4096, layers=32, heads=32, kv_heads=8, ff=14336),
 }
 
 TYPES = {
@@ -109,12 +119,14 @@ def copy_tokenizer(writer, path):
     return vocab
 
 
-def synthesize(family, tokenizer_from, out, type_name, hidden):
-    spec = {**BASE, **FAMILIES[family]}
+def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
+    spec = {**BASE, **FAMILIES[family], **(SIZES[size] if size else {})}
+    if size:
+        hidden = spec["hidden"]
     arch = spec["arch"]
     heads, kv_heads = spec["heads"], spec["kv_heads"]
     head_dim = spec.get("head_dim", hidden // heads)
-    ff = hidden * spec["ff_mult"]
+    ff = spec.get("ff", hidden * spec["ff_mult"])
     qtype = TYPES[type_name]
     # One seed per family, so that adding a family changes no other family's file.
     rng = np.random.default_rng(list(FAMILIES).index(family) + 19)
@@ -219,8 +231,11 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--type", default="f16", choices=sorted(TYPES))
     parser.add_argument("--hidden", type=int, default=64, help="embedding length (256 for K-quants)")
+    parser.add_argument("--size", choices=sorted(SIZES), help="a real model's shape (llama3 family only)")
     args = parser.parse_args()
-    synthesize(args.family, args.tokenizer_from, args.out, args.type, args.hidden)
+    if args.size and args.family != "llama3":
+        parser.error("--size gives llama3 shapes: use --family llama3")
+    synthesize(args.family, args.tokenizer_from, args.out, args.type, args.hidden, args.size)
 
 
 if __name__ == "__main__":
