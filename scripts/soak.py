@@ -269,6 +269,19 @@ def descendants(pid):
     return found
 
 
+def is_template_worker(pid):
+    """The server's own template-rendering worker (`model __render-template`), not an MCP server."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"__render-template" in f.read()
+    except OSError:
+        return False
+
+
+def mcp_processes(pid):
+    return [p for p in descendants(pid) if not is_template_worker(p)]
+
+
 def metric(text, name):
     total, seen = 0.0, False
     for line in text.splitlines():
@@ -290,7 +303,7 @@ def sample(phase):
     except Exception:
         text, loaded = "", -1
     return {"t": round(time.time() - started, 1), "phase": phase, "rss_mib": round(rss_kib / 1024, 1),
-            "fds": fds, "models_loaded": loaded, "mcp_processes": len(descendants(SERVER_PID)),
+            "fds": fds, "models_loaded": loaded, "mcp_processes": len(mcp_processes(SERVER_PID)),
             "kv_blocks_used": metric(text, "model_runner:kv_cache_blocks_used"),
             # Blocks the prefix cache keeps by design (counted in kv_blocks_used, evicted when memory is needed).
             "prefix_cache_blocks": metric(text, "model_runner:prefix_cache_blocks"),
