@@ -5,7 +5,7 @@
 # to the registry, pulls the model into the server's store, then runs scripts/soak.py: CLIENTS (16)
 # clients mixing chat (plain, streamed, streams dropped midway), tool calls, MCP chat, direct /mcp calls,
 # pulls and unloads, sampling RSS, fds, MCP processes and KV blocks every 10 s. It fails (exit 1) on error
-# responses beyond 503, RSS's floor (the model loaded, between unloads) growing more than 5% from the 2nd to the last quarter, KV blocks not back to
+# responses beyond 503, RSS growing more than 5% from the 2nd to the last quarter, KV blocks not back to
 # the baseline once idle, MCP processes left after their idle stop, or fds left open.
 #   usage: scripts/soak.sh [MINUTES]        (default 20)
 # Environment: CLIENTS (16), SOAK_NICE (0; the server and clients' nice level), SOAK_KEEP=1 keeps the
