@@ -600,7 +600,7 @@ mod tests {
             assert!(
                 grown < 32 * 1024,
                 "{kv_type:?}: a new cache of {} MiB made {} MiB resident",
-                layout.bytes_per_block() * 2048 >> 20,
+                (layout.bytes_per_block() * 2048) >> 20,
                 grown >> 10
             );
             drop(cache);

@@ -206,7 +206,9 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
 }
 
 /// Four F16 rows against one activation row, or two (the second result zero for one).
-fn float_kernel(level: SimdLevel) -> fn(&[u8], &[f32], Option<&[f32]>) -> [[f32; 4]; 2] {
+type FloatKernel = fn(&[u8], &[f32], Option<&[f32]>) -> [[f32; 4]; 2];
+
+fn float_kernel(level: SimdLevel) -> FloatKernel {
     match level {
         // SAFETY: `SimdLevel::available` saw AVX2, FMA and F16C at these levels, and
         // `PackedMatrix::matmul_with` passes whole tiles and rows of `cols` values.
