@@ -16,6 +16,7 @@ use crate::kv_cache::{KvLayer, PagedKvCache, Q8Block};
 use crate::layers::{Linear, RmsNorm};
 use crate::weights::GgufWeights;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// How rotary embedding pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,11 +414,13 @@ fn attend<E: KvElement>(
         let queries = &q[(t * heads + kv_head * group) * hd..][..group * hd];
         // scores[g * n + i]: query head g of this group against position first + i.
         let mut scores = vec![0f32; group * n];
+        let mut widened = vec![0f32; hd];
         for (i, p) in (first..=position).enumerate() {
             let at = (cache.slot_offset(&seq.block_table, p) + kv_offset) / E::VALUES;
-            let key = &keys[at..at + hd / E::VALUES];
+            // Widened once for the whole group of query heads that share it.
+            let key = E::as_f32(simd, &keys[at..at + hd / E::VALUES], &mut widened);
             for (g, query) in queries.chunks_exact(hd).enumerate() {
-                let score = E::dot(simd, query, key) * shape.scale;
+                let score = simd.dot(query, key) * shape.scale;
                 scores[g * n + i] = if shape.softcap > 0.0 {
                     shape.softcap * (score / shape.softcap).tanh()
                 } else {
@@ -437,59 +440,37 @@ fn attend<E: KvElement>(
         }
         for (i, p) in (first..=position).enumerate() {
             let at = (cache.slot_offset(&seq.block_table, p) + kv_offset) / E::VALUES;
-            let value = &values[at..at + hd / E::VALUES];
+            let value = E::as_f32(simd, &values[at..at + hd / E::VALUES], &mut widened);
             for (g, out_head) in out_group.chunks_exact_mut(hd).enumerate() {
-                E::axpy(simd, out_head, scores[g * n + i], value);
+                simd.axpy(out_head, scores[g * n + i], value);
             }
         }
     });
     out
 }
 
-/// An element of the KV cache as attention reads it: dot products with an f32 query, and weighted
-/// sums into an f32 output.
+/// An element of the KV cache as attention reads it: a key or value row as f32, widened once per position
+/// for all the query heads that share it.
 trait KvElement: Copy + Send + Sync {
     /// Values one element holds (a Q8_0 block holds 32; heads are whole elements).
     const VALUES: usize = 1;
-    fn dot(simd: VectorOps, query: &[f32], key: &[Self]) -> f32;
-    fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[Self]);
+    /// `row` as f32: itself where it is f32, else widened into `buf` (one head's values).
+    fn as_f32<'a>(simd: VectorOps, row: &'a [Self], buf: &'a mut [f32]) -> &'a [f32];
 }
 
 impl KvElement for f32 {
     #[inline]
-    fn dot(simd: VectorOps, query: &[f32], key: &[f32]) -> f32 {
-        simd.dot(query, key)
-    }
-
-    #[inline]
-    fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[f32]) {
-        simd.axpy(out, w, value)
+    fn as_f32<'a>(_: VectorOps, row: &'a [f32], _: &'a mut [f32]) -> &'a [f32] {
+        row
     }
 }
 
 impl KvElement for f16 {
     #[inline]
-    fn dot(simd: VectorOps, query: &[f32], key: &[f16]) -> f32 {
-        match simd {
-            VectorOps::Baseline => query.iter().zip(key).map(|(q, k)| q * k.to_f32()).sum(),
-            // SAFETY: `detect` saw AVX2, FMA and F16C.
-            #[cfg(target_arch = "x86_64")]
-            VectorOps::Avx2 => unsafe { dot_f16_avx2(query, key) },
-        }
-    }
-
-    #[inline]
-    fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[f16]) {
-        match simd {
-            VectorOps::Baseline => {
-                for (o, v) in out.iter_mut().zip(value) {
-                    *o += w * v.to_f32();
-                }
-            }
-            // SAFETY: `detect` saw AVX2, FMA and F16C.
-            #[cfg(target_arch = "x86_64")]
-            VectorOps::Avx2 => unsafe { axpy_f16_avx2(out, w, value) },
-        }
+    fn as_f32<'a>(_: VectorOps, row: &'a [f16], buf: &'a mut [f32]) -> &'a [f32] {
+        // half widens with F16C where the CPU has it (detected at run time).
+        row.convert_to_f32_slice(&mut buf[..row.len()]);
+        &buf[..row.len()]
     }
 }
 
@@ -497,38 +478,33 @@ impl KvElement for Q8Block {
     const VALUES: usize = 32;
 
     #[inline]
-    fn dot(simd: VectorOps, query: &[f32], key: &[Q8Block]) -> f32 {
+    fn as_f32<'a>(simd: VectorOps, row: &'a [Q8Block], buf: &'a mut [f32]) -> &'a [f32] {
+        let out = &mut buf[..row.len() * 32];
         match simd {
-            VectorOps::Baseline => query
-                .chunks_exact(32)
-                .zip(key)
-                .map(|(x, block)| {
-                    let sum: f32 = x.iter().zip(&block.qs).map(|(a, &q)| a * q as f32).sum();
-                    block.d.to_f32() * sum
-                })
-                .sum(),
+            VectorOps::Baseline => widen_q8(row, out),
             // SAFETY: `detect` saw AVX2, FMA and F16C.
             #[cfg(target_arch = "x86_64")]
-            VectorOps::Avx2 => unsafe { dot_q8_avx2(query, key) },
+            VectorOps::Avx2 => unsafe { widen_q8_avx2(row, out) },
         }
+        out
     }
+}
 
-    #[inline]
-    fn axpy(simd: VectorOps, out: &mut [f32], w: f32, value: &[Q8Block]) {
-        match simd {
-            VectorOps::Baseline => {
-                for (o, block) in out.chunks_exact_mut(32).zip(value) {
-                    let scale = w * block.d.to_f32();
-                    for (o, &q) in o.iter_mut().zip(&block.qs) {
-                        *o += scale * q as f32;
-                    }
-                }
-            }
-            // SAFETY: `detect` saw AVX2, FMA and F16C.
-            #[cfg(target_arch = "x86_64")]
-            VectorOps::Avx2 => unsafe { axpy_q8_avx2(out, w, value) },
+/// `d * q` for every value of the blocks (a loop the compiler vectorises).
+#[inline(always)]
+fn widen_q8(blocks: &[Q8Block], out: &mut [f32]) {
+    for (block, out) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let d = block.d.to_f32();
+        for (o, &q) in out.iter_mut().zip(&block.qs) {
+            *o = d * q as f32;
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn widen_q8_avx2(blocks: &[Q8Block], out: &mut [f32]) {
+    widen_q8(blocks, out)
 }
 
 /// The vector loops of attention, compiled twice: for the build's baseline and, on x86-64, with AVX2,
@@ -583,115 +559,6 @@ fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 fn axpy_avx2(out: &mut [f32], w: f32, v: &[f32]) {
     axpy(out, w, v)
-}
-
-/// `a . b` with `b` widened from f16 eight lanes at a time (two accumulators hide the FMA latency).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f16_avx2(a: &[f32], b: &[f16]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    // SAFETY: every load reads 8 values at `i`, and `i + 8 <= n` (16 for the pair) bounds both slices.
-    unsafe {
-        while i + 16 <= n {
-            let k0 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast()));
-            let k1 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8).cast()));
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), k0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8)), k1, acc1);
-            i += 16;
-        }
-        if i + 8 <= n {
-            let k0 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast()));
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), k0, acc0);
-            i += 8;
-        }
-    }
-    let acc = _mm256_add_ps(acc0, acc1);
-    let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-    let mut sum = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
-    for j in i..n {
-        sum += a[j] * b[j].to_f32();
-    }
-    sum
-}
-
-/// `out += w * v` with `v` widened from f16 eight lanes at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn axpy_f16_avx2(out: &mut [f32], w: f32, v: &[f16]) {
-    use std::arch::x86_64::*;
-    let n = out.len().min(v.len());
-    let weight = _mm256_set1_ps(w);
-    let mut i = 0;
-    // SAFETY: every access touches 8 values at `i`, and `i + 8 <= n` bounds both slices.
-    unsafe {
-        while i + 8 <= n {
-            let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
-            let o = out.as_mut_ptr().add(i);
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(weight, x, _mm256_loadu_ps(o)));
-            i += 8;
-        }
-    }
-    for j in i..n {
-        out[j] += w * v[j].to_f32();
-    }
-}
-
-/// Eight of a Q8_0 block's values, from `at`, as f32 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q8_lanes(block: &Q8Block, at: usize) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-    let eight = &block.qs[at..at + 8];
-    // SAFETY: `eight` is 8 bytes, what the 64-bit load reads.
-    let raw = unsafe { _mm_loadl_epi64(eight.as_ptr().cast()) };
-    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw))
-}
-
-/// `a . b` over whole Q8_0 blocks: each block's products summed in f32 lanes, then scaled by its `d`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q8_avx2(a: &[f32], b: &[Q8Block]) -> f32 {
-    use std::arch::x86_64::*;
-    let mut total = _mm256_setzero_ps();
-    for (x, block) in a.chunks_exact(32).zip(b) {
-        let mut acc = _mm256_setzero_ps();
-        for k in 0..4 {
-            // SAFETY: `x` has 32 values; the load reads 8 at 8k.
-            let lanes = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) };
-            acc = _mm256_fmadd_ps(lanes, q8_lanes(block, 8 * k), acc);
-        }
-        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(block.d.to_f32()), total);
-    }
-    let quad = _mm_add_ps(
-        _mm256_castps256_ps128(total),
-        _mm256_extractf128_ps(total, 1),
-    );
-    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-    _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
-}
-
-/// `out += w * v` over whole Q8_0 blocks.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn axpy_q8_avx2(out: &mut [f32], w: f32, v: &[Q8Block]) {
-    use std::arch::x86_64::*;
-    for (o, block) in out.chunks_exact_mut(32).zip(v) {
-        let scale = _mm256_set1_ps(w * block.d.to_f32());
-        for k in 0..4 {
-            // SAFETY: `o` has 32 values; each access touches 8 at 8k.
-            unsafe {
-                let at = o.as_mut_ptr().add(8 * k);
-                _mm256_storeu_ps(
-                    at,
-                    _mm256_fmadd_ps(q8_lanes(block, 8 * k), scale, _mm256_loadu_ps(at)),
-                );
-            }
-        }
-    }
 }
 
 fn host_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
