@@ -168,26 +168,6 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                 }
                 out.push(b);
             }
-            GgmlType::Q4K => {
-                let (d, dmin) = (half_at(block, 0), half_at(block, 2));
-                let scales = &block[4..16];
-                let qs = &block[16..144];
-                for pair in 0..4 {
-                    let q = &qs[32 * pair..32 * pair + 32];
-                    for (sub, shift) in [(2 * pair, 0), (2 * pair + 1, 4)] {
-                        let (sc, m) = scale_min_k4(sub, scales);
-                        let mut b = Block32 {
-                            scale: [d * sc as f32; 2],
-                            min: -dmin * m as f32,
-                            ..Block32::default()
-                        };
-                        for l in 0..32 {
-                            b.q[l] = ((q[l] >> shift) & 0x0F) as i8;
-                        }
-                        out.push(b);
-                    }
-                }
-            }
             GgmlType::Q3K => {
                 let hmask = &block[0..32];
                 let qs = &block[32..96];
@@ -219,11 +199,14 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                     out.push(b);
                 }
             }
-            GgmlType::Q5K => {
+            GgmlType::Q4K | GgmlType::Q5K => {
+                // Q5_K is Q4_K with a fifth bit per value: bit `sub` of byte `l` of `qh`, before the nibbles.
                 let (d, dmin) = (half_at(block, 0), half_at(block, 2));
                 let scales = &block[4..16];
-                let qh = &block[16..48];
-                let qs = &block[48..176];
+                let (qh, qs) = match ty {
+                    GgmlType::Q5K => (Some(&block[16..48]), &block[48..176]),
+                    _ => (None, &block[16..144]),
+                };
                 for pair in 0..4 {
                     let q = &qs[32 * pair..32 * pair + 32];
                     for (sub, shift) in [(2 * pair, 0), (2 * pair + 1, 4)] {
@@ -234,7 +217,8 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                             ..Block32::default()
                         };
                         for l in 0..32 {
-                            let high = if qh[l] & (1 << sub) != 0 { 16 } else { 0 };
+                            let high =
+                                qh.map_or(0, |qh| if qh[l] & (1 << sub) != 0 { 16 } else { 0 });
                             b.q[l] = (((q[l] >> shift) & 0x0F) + high) as i8;
                         }
                         out.push(b);
