@@ -481,7 +481,7 @@ impl KvElement for Q8Block {
     fn as_f32<'a>(simd: VectorOps, row: &'a [Q8Block], buf: &'a mut [f32]) -> &'a [f32] {
         let out = &mut buf[..row.len() * 32];
         match simd {
-            VectorOps::Baseline => widen_q8(row, out),
+            VectorOps::Baseline => Q8Block::widen_into(row, out),
             // SAFETY: `detect` saw AVX2, FMA and F16C.
             #[cfg(target_arch = "x86_64")]
             VectorOps::Avx2 => unsafe { widen_q8_avx2(row, out) },
@@ -490,21 +490,10 @@ impl KvElement for Q8Block {
     }
 }
 
-/// `d * q` for every value of the blocks (a loop the compiler vectorises).
-#[inline(always)]
-fn widen_q8(blocks: &[Q8Block], out: &mut [f32]) {
-    for (block, out) in blocks.iter().zip(out.chunks_exact_mut(32)) {
-        let d = block.d.to_f32();
-        for (o, &q) in out.iter_mut().zip(&block.qs) {
-            *o = d * q as f32;
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn widen_q8_avx2(blocks: &[Q8Block], out: &mut [f32]) {
-    widen_q8(blocks, out)
+    Q8Block::widen_into(blocks, out)
 }
 
 /// The vector loops of attention, compiled twice: for the build's baseline and, on x86-64, with AVX2,
