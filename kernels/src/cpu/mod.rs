@@ -277,45 +277,14 @@ impl PackedMatrix {
         let tile = tile_bytes(kind);
         let groups = rows.div_ceil(GROUP_ROWS);
         let mut data = vec![0u8; groups * blocks * tile];
-        if kind == TileKind::F16 {
-            data.par_chunks_mut(blocks * tile)
-                .zip(sources.par_chunks(GROUP_ROWS))
-                .for_each(|(group, rows)| {
-                    let decoded: Vec<Vec<half::f16>> = rows
-                        .iter()
-                        .map(|&(ty, row)| {
-                            let mut values = Vec::with_capacity(cols);
-                            decode_float_row(ty, row, &mut values);
-                            values
-                        })
-                        .collect();
-                    for (b, tile_bytes) in group.chunks_exact_mut(tile).enumerate() {
-                        let column: Vec<&[half::f16]> =
-                            decoded.iter().map(|r| &r[32 * b..32 * b + 32]).collect();
-                        write_f16_tile(&column, tile_bytes);
-                    }
-                });
-            return Ok(Self {
-                kind,
-                rows,
-                cols,
-                data,
-            });
-        }
         data.par_chunks_mut(blocks * tile)
             .zip(sources.par_chunks(GROUP_ROWS))
-            .try_for_each(|(group, rows)| -> Result<(), KernelError> {
-                let mut decoded: Vec<Vec<Block32>> = Vec::with_capacity(GROUP_ROWS);
-                for &(ty, row) in rows {
-                    let mut blocks = Vec::with_capacity(cols / 32);
-                    decode_row(ty, row, &mut blocks)?;
-                    decoded.push(blocks);
+            .try_for_each(|(group, rows)| match kind {
+                TileKind::F16 => {
+                    pack_float_group(rows, cols, group);
+                    Ok(())
                 }
-                for (b, tile_bytes) in group.chunks_exact_mut(tile).enumerate() {
-                    let column: Vec<&Block32> = decoded.iter().map(|r| &r[b]).collect();
-                    write_tile(kind, &column, tile_bytes);
-                }
-                Ok(())
+                _ => pack_integer_group(kind, rows, cols, group),
             })?;
         Ok(Self {
             kind,
@@ -432,6 +401,45 @@ impl PackedMatrix {
             &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
         );
         Ok(())
+    }
+}
+
+/// Writes one group's tiles (`group`: `cols / 32` of them) from up to four rows of an integer-tile type.
+fn pack_integer_group(
+    kind: TileKind,
+    rows: &[(GgmlType, &[u8])],
+    cols: usize,
+    group: &mut [u8],
+) -> Result<(), KernelError> {
+    let mut decoded: Vec<Vec<Block32>> = Vec::with_capacity(GROUP_ROWS);
+    for &(ty, row) in rows {
+        let mut blocks = Vec::with_capacity(cols / 32);
+        decode_row(ty, row, &mut blocks)?;
+        decoded.push(blocks);
+    }
+    for (b, tile) in group.chunks_exact_mut(tile_bytes(kind)).enumerate() {
+        let column: Vec<&Block32> = decoded.iter().map(|r| &r[b]).collect();
+        write_tile(kind, &column, tile);
+    }
+    Ok(())
+}
+
+/// Writes one group's F16 tiles from up to four F16 or BF16 rows.
+fn pack_float_group(rows: &[(GgmlType, &[u8])], cols: usize, group: &mut [u8]) {
+    let decoded: Vec<Vec<half::f16>> = rows
+        .iter()
+        .map(|&(ty, row)| {
+            let mut values = Vec::with_capacity(cols);
+            decode_float_row(ty, row, &mut values);
+            values
+        })
+        .collect();
+    for (b, tile) in group
+        .chunks_exact_mut(tile_bytes(TileKind::F16))
+        .enumerate()
+    {
+        let column: Vec<&[half::f16]> = decoded.iter().map(|r| &r[32 * b..32 * b + 32]).collect();
+        write_f16_tile(&column, tile);
     }
 }
 
