@@ -110,14 +110,13 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
         )));
     }
     out.clear();
-    if ty.tile_kind() == TileKind::F16 {
-        return Err(KernelError::Shape(format!(
-            "{ty:?} rows are not integer blocks"
-        )));
-    }
     for block in row.chunks_exact(bb) {
         match ty {
-            GgmlType::F16 | GgmlType::BF16 => unreachable!("float rows return above"),
+            GgmlType::F16 | GgmlType::BF16 => {
+                return Err(KernelError::Shape(format!(
+                    "{ty:?} rows are not integer blocks"
+                )));
+            }
             GgmlType::Q4_0 => {
                 let d = half_at(block, 0);
                 out.push(nibbles(&block[2..18], d, -8.0 * d));
