@@ -45,6 +45,24 @@ fn axe_script() -> PathBuf {
     path
 }
 
+/// A server with the API key and server-everything behind its MCP gateway (config written at `config`).
+fn start_with_everything(cli: &ModelCli, config: &Path) -> Server {
+    std::fs::write(
+        config,
+        json!({"mcpServers": {"everything": everything_server(json!({}))}}).to_string(),
+    )
+    .expect("write MCP config");
+    Server::start(
+        cli,
+        &[
+            "--api-key",
+            API_KEY,
+            "--mcp-config",
+            config.to_str().expect("utf-8 path"),
+        ],
+    )
+}
+
 /// Packages the default model and pushes it to `registry`; returns its reference there.
 fn push_default_model(registry: &Registry) -> String {
     let publisher = ModelCli::new();
@@ -116,21 +134,7 @@ fn console_pages_load_with_strict_headers_and_no_ui_turns_them_off() {
 #[test]
 fn mcp_takes_the_console_origin_and_refuses_a_foreign_one() {
     let cli = ModelCli::new();
-    let config = cli.home.path().join("mcp.json");
-    std::fs::write(
-        &config,
-        json!({"mcpServers": {"everything": everything_server(json!({}))}}).to_string(),
-    )
-    .expect("write MCP config");
-    let server = Server::start(
-        &cli,
-        &[
-            "--api-key",
-            API_KEY,
-            "--mcp-config",
-            config.to_str().expect("utf-8 path"),
-        ],
-    );
+    let server = start_with_everything(&cli, &cli.home.path().join("mcp.json"));
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "console-test", "version": "1"}}});
@@ -186,23 +190,9 @@ fn console_chats_pulls_calls_a_tool_and_charts_metrics_in_chromium() {
     let registry = Registry::start();
     let reference = push_default_model(&registry);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("mcp.json");
-    std::fs::write(
-        &config,
-        json!({"mcpServers": {"everything": everything_server(json!({}))}}).to_string(),
-    )
-    .expect("write MCP config");
     // An empty store: the page pulls the model it then chats with.
     let cli = ModelCli::new();
-    let server = Server::start(
-        &cli,
-        &[
-            "--api-key",
-            API_KEY,
-            "--mcp-config",
-            config.to_str().expect("utf-8 path"),
-        ],
-    );
+    let server = start_with_everything(&cli, &dir.path().join("mcp.json"));
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&screenshots).expect("screenshot dir");
     let out = Command::new(python())
