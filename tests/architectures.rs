@@ -12,8 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use model_runner::engine::Engine;
 use model_runner::engine::sampler::log_softmax;
-use model_runner::engine::{Engine, EngineOptions, ModelFiles};
 use models::{LogitsWanted, StepBatch};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -60,17 +60,7 @@ fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBu
 }
 
 fn engine(gguf: &Path) -> Engine {
-    let files = ModelFiles {
-        gguf: gguf.to_path_buf(),
-        chat_template: None,
-        context_size: None,
-    };
-    let options = EngineOptions {
-        context_size: Some(512),
-        sequences: 1,
-        ..Default::default()
-    };
-    Engine::load(&files, &options).expect("load engine")
+    common::load_engine(gguf, 512, 1, models::KvType::default())
 }
 
 fn ids(v: &Value) -> Vec<u32> {

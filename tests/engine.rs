@@ -21,18 +21,7 @@ fn engine(gguf: &Path, sequences: usize) -> Engine {
 }
 
 fn engine_with_kv(gguf: &Path, sequences: usize, kv_type: KvType) -> Engine {
-    let files = ModelFiles {
-        gguf: gguf.to_path_buf(),
-        chat_template: None,
-        context_size: None,
-    };
-    let options = EngineOptions {
-        context_size: Some(1024),
-        sequences,
-        kv_type,
-        ..Default::default()
-    };
-    Engine::load(&files, &options).expect("load engine")
+    common::load_engine(gguf, 1024, sequences, kv_type)
 }
 
 fn gemma3_gguf() -> PathBuf {

@@ -474,3 +474,25 @@ pub fn time_server(extra: Value) -> Value {
     }
     server
 }
+
+/// An engine on `gguf` from the library (no server): `context` tokens per sequence, `sequences` of them,
+/// keys and values stored as `kv_type`.
+pub fn load_engine(
+    gguf: &Path,
+    context: usize,
+    sequences: usize,
+    kv_type: models::KvType,
+) -> model_runner::engine::Engine {
+    let files = model_runner::engine::ModelFiles {
+        gguf: gguf.to_path_buf(),
+        chat_template: None,
+        context_size: None,
+    };
+    let options = model_runner::engine::EngineOptions {
+        context_size: Some(context),
+        sequences,
+        kv_type,
+        ..Default::default()
+    };
+    model_runner::engine::Engine::load(&files, &options).expect("load engine")
+}
