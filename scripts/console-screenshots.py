@@ -5,7 +5,7 @@ reference server `server-everything` (see tests/console.rs for the same set-up):
 
     .venv/bin/python scripts/console-screenshots.py http://127.0.0.1:12434/ [API_KEY]
 
-It drives Debian's headless Chromium through chromedriver (scripts/setup.sh installs both): asks the
+It drives Debian's headless Chromium through chromedriver (scripts/setup-tests.sh installs both): asks the
 model for a short answer with code, calls the echo tool from its form, and waits for the metrics charts
 to hold a few samples. Every wait is bounded.
 """

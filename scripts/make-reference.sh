@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 venv=${REFERENCE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/model-runner/reference-venv}
 if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import llama_cpp, gguf' 2>/dev/null; then
   python3 -m venv "$venv"
-  # gguf and numpy as scripts/setup.sh pins them: both venvs must write the same synthetic files.
+  # gguf and numpy as scripts/setup-tests.sh pins them: both venvs must write the same synthetic files.
   CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install -q numpy==2.4.6 gguf==0.19.0 llama-cpp-python==0.3.36
 fi
 mkdir -p tests/fixtures

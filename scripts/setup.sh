@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the project needs on a fresh Debian machine: the CNCF distribution registry and skopeo
-# (tests and quickstart), then fetches the default model. Idempotent: what is present is left alone.
+# Installs what the quickstart needs on a fresh Debian machine: the CNCF distribution registry, curl and
+# Python's venv, the `openai` SDK in .venv, and the default model. What only the tests need is in
+# scripts/setup-tests.sh. Idempotent: what is present is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
-command -v skopeo >/dev/null || need+=(skopeo)
 command -v curl >/dev/null || need+=(curl)
-# The web console's browser tests: Debian's Chromium and its WebDriver.
-[[ -x /usr/bin/chromium ]] || need+=(chromium)
-[[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
 if ((${#need[@]})); then
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
@@ -19,27 +16,9 @@ if ((${#need[@]})); then
 fi
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 scripts/fetch-default-model.sh >/dev/null
-scripts/fetch-gemma3-270m.sh >/dev/null
 
-# The real clients the tests drive: the openai and anthropic SDKs and the OpenAI Agents SDK; Selenium drives
-# Chromium in the web console's tests; gguf with numpy write the small GGUFs of tests/architectures.rs
-# (pinned: the fixtures record those files' bytes).
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import openai, anthropic, agents, jsonschema, selenium' 2>/dev/null; then
+# The OpenAI SDK the quickstart asks the server with.
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import openai' 2>/dev/null; then
   [[ -x .venv/bin/python ]] || python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<4' 'anthropic>=0.40,<1' \
-    'openai-agents>=0.3,<1' 'jsonschema>=4,<5' 'selenium>=4.20,<5'
+  .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<4'
 fi
-
-# axe-core, the accessibility checker the console's tests run in the page (npm, pinned, outside the repo).
-console_dir="${MODEL_RUNNER_CACHE:-$HOME/.cache/model-runner}/console"
-if [[ ! -f "$console_dir/node_modules/axe-core/axe.min.js" ]]; then
-  mkdir -p "$console_dir"
-  [[ -f "$console_dir/package.json" ]] || echo '{"name":"model-runner-console-tests","private":true}' >"$console_dir/package.json"
-  npm install --prefix "$console_dir" --save-exact --no-audit --no-fund --loglevel=error axe-core@4.11.1 >/dev/null
-fi
-if [[ $(.venv/bin/python -c 'import gguf, numpy, importlib.metadata as m; print(m.version("gguf"), numpy.__version__)' 2>/dev/null) != "0.19.0 2.4.6" ]]; then
-  .venv/bin/pip install -q --disable-pip-version-check gguf==0.19.0 numpy==2.4.6
-fi
-
-# MCP servers and clients for the gateway's tests (npm and PyPI, pinned, cached outside the repo).
-scripts/setup-mcp.sh >/dev/null

@@ -10,7 +10,7 @@
 #   usage: scripts/soak.sh [MINUTES]        (default 20)
 # Environment: CLIENTS (16), SOAK_NICE (0; the server and clients' nice level), SOAK_KEEP=1 keeps the
 # work dir (logs, samples in report.json), MODEL_RUNNER_THREADS as for the server.
-# Needs: scripts/setup.sh and scripts/setup-mcp.sh done (docker-registry, .venv, the MCP servers).
+# Needs: scripts/setup-tests.sh done (docker-registry, .venv, the MCP servers).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 minutes=${1:-20}

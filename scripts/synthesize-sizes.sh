@@ -5,7 +5,7 @@
 #   usage: scripts/synthesize-sizes.sh SIZE [TYPE]      SIZE: 1b, 3b or 8b; TYPE: Q4_K_M (default), Q5_K_M,
 #          Q8_0, Q3_K_M, ... (what llama-quantize takes), or F16
 # Files are cached under ~/.cache/model-runner/sizes (the F16 source too: 2.5 GB for 1b, 16 GB for 8b);
-# prints the file's path. Needs scripts/setup.sh (the .venv with gguf and numpy).
+# prints the file's path. Needs scripts/setup-tests.sh (the .venv with gguf and numpy).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 size=${1:?usage: $0 1b|3b|8b [TYPE]}

@@ -3,7 +3,7 @@
 # registry and the real default model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup-tests.sh
 # Deployment files (Dockerfiles, compose.yaml, Kubernetes manifests) against their schemas.
 scripts/validate-deploy.sh
 cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-2}"

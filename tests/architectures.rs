@@ -54,7 +54,7 @@ fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBu
         hex::encode(Sha256::digest(&bytes)),
         sha256,
         "{family} {file_type}: the synthesized file differs from the one llama.cpp ran; the gguf or numpy \
-         versions in .venv differ from the fixture's (scripts/setup.sh pins them)"
+         versions in .venv differ from the fixture's (scripts/setup-tests.sh pins them)"
     );
     out
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 
 const API_KEY: &str = "console-test-key-0123";
 
-/// Chromium and its driver, which `scripts/setup.sh` installs; `None` says why the test cannot run.
+/// Chromium and its driver, which `scripts/setup-tests.sh` installs; `None` says why the test cannot run.
 fn chromium() -> Option<(PathBuf, PathBuf)> {
     let browser = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
@@ -29,7 +29,7 @@ fn chromium() -> Option<(PathBuf, PathBuf)> {
     Some((browser, driver))
 }
 
-/// axe-core's script, installed by `scripts/setup.sh` outside the repository.
+/// axe-core's script, installed by `scripts/setup-tests.sh` outside the repository.
 fn axe_script() -> PathBuf {
     let cache = std::env::var_os("MODEL_RUNNER_CACHE")
         .map(PathBuf::from)
@@ -39,7 +39,7 @@ fn axe_script() -> PathBuf {
     let path = cache.join("console/node_modules/axe-core/axe.min.js");
     assert!(
         path.exists(),
-        "axe-core is missing at {}: run scripts/setup.sh",
+        "axe-core is missing at {}: run scripts/setup-tests.sh",
         path.display()
     );
     path
@@ -183,7 +183,7 @@ fn console_chats_pulls_calls_a_tool_and_charts_metrics_in_chromium() {
     let Some((browser, driver)) = chromium() else {
         eprintln!(
             "SKIPPED console_chats_pulls_calls_a_tool_and_charts_metrics_in_chromium: chromium and \
-             chromium-driver are not installed (scripts/setup.sh installs them with apt)"
+             chromium-driver are not installed (scripts/setup-tests.sh installs them with apt)"
         );
         return;
     };
