@@ -64,11 +64,24 @@ assert latest["server"]["name"] == name
 installed = latest["_meta"]["dev.model-runner/catalog"]["installed"]
 print("installed:", json.dumps(installed))
 
-try:
-    get("/v0.1/servers", limit=0)
-    raise AssertionError("limit=0 was accepted")
-except urllib.error.HTTPError as e:
-    assert e.code == 400, e.code
+# Hostile values: limits that are not whole numbers in range are 400s; odd cursors and searches page
+# nothing rather than fail; unknown or traversing names are 404s.
+for limit in (0, -1, "abc", "1e3", "99999999999999999999999", ""):
+    try:
+        get("/v0.1/servers", limit=limit)
+        raise AssertionError(f"limit={limit!r} was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400, (limit, e.code)
+for query in ({"cursor": "\uffff" * 64}, {"search": "x" * 10000}, {"search": "%00'\";<script>"}):
+    body = get("/v0.1/servers", **query)
+    assert body["servers"] == [] and body["metadata"]["count"] == 0, (query, body["metadata"])
+for path in ("/v0.1/servers/" + urllib.parse.quote("../../etc/passwd", safe="") + "/versions/latest",
+             "/v0.1/servers/" + urllib.parse.quote(name, safe="") + "/versions/0.0.0-none"):
+    try:
+        get(path)
+        raise AssertionError(f"{path} was found")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404, (path, e.code)
 
 print("names:", json.dumps(names))
 print("registry client ok")
