@@ -1,7 +1,9 @@
 //! `model bench`: throughput, measured two ways.
 //!
 //! - `--local REF`: the engine alone, in process: prompt processing (512 tokens), single-stream decode
-//!   (128 tokens), and aggregate decode of 4/8/16 sequences sharing each packed step.
+//!   (128 tokens), and aggregate decode of 4/8/16 sequences sharing each packed step. Single-stream decode
+//!   is also given as a fraction of its bandwidth limit: the weight bytes a token reads, over the memory
+//!   read bandwidth measured here and now.
 //! - `--url URL`: a load test of any OpenAI-compatible endpoint (ours, llama.cpp's `llama-server`, ...):
 //!   streaming chat requests at each concurrency, reporting aggregate tok/s, time to first token and
 //!   inter-token latency percentiles, and errors. `--compare URL2` runs the same load against a second
@@ -88,15 +90,20 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
         "kernels": kernels::SimdLevel::detect().name(), "threads": kernels::pool().threads(),
         "device": device_name(engine.device()), "kv_cache_type": engine.kv_type().name(),
     })];
+    let token_bytes = weight_bytes_per_token(&files.gguf)?;
+    let bandwidth = read_bandwidth(kernels::pool().threads());
     for sequences in [1usize, 4, 8, 16] {
         let steps = if sequences == 1 { 128 } else { 64 };
         let rate = decode_rate(&mut engine, sequences, steps, &prompt[..32])?;
-        let name = if sequences == 1 {
-            "tg128".to_string()
+        if sequences == 1 {
+            let limit = bandwidth / token_bytes as f64;
+            results.push(json!({"test": "tg128", "tokens_per_second": rate,
+                "weight_bytes_per_token": token_bytes, "read_bandwidth_gb_s": bandwidth / 1e9,
+                "bandwidth_limit_tokens_per_second": limit, "fraction_of_limit": rate / limit}));
         } else {
-            format!("decode x{sequences}")
-        };
-        results.push(json!({"test": name, "tokens_per_second": rate}));
+            results
+                .push(json!({"test": format!("decode x{sequences}"), "tokens_per_second": rate}));
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -110,14 +117,70 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
         );
         println!("{:<14} {:>12}", "TEST", "TOKENS/S");
         for r in &results {
-            println!(
+            print!(
                 "{:<14} {:>12.1}",
                 r["test"].as_str().unwrap_or_default(),
                 r["tokens_per_second"].as_f64().unwrap_or(0.0)
             );
+            match r["fraction_of_limit"].as_f64() {
+                Some(fraction) => println!(
+                    "   {:.0}% of the bandwidth limit ({:.1} tok/s: {} per token at {:.1} GB/s read)",
+                    100.0 * fraction,
+                    r["bandwidth_limit_tokens_per_second"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                    crate::artifact::human_size(r["weight_bytes_per_token"].as_u64().unwrap_or(0)),
+                    r["read_bandwidth_gb_s"].as_f64().unwrap_or(0.0),
+                ),
+                None => println!(),
+            }
         }
     }
     Ok(())
+}
+
+/// The weight bytes one decode token reads: every tensor in the file but the token embeddings, of which
+/// it reads one row, unless the output projection is those embeddings (no `output.weight`).
+fn weight_bytes_per_token(gguf: &std::path::Path) -> Result<u64> {
+    let header = models::gguf::GgufHeader::read_file(gguf)
+        .with_context(|| format!("cannot read {}", gguf.display()))?;
+    let tied = !header.tensors.iter().any(|t| t.name == "output.weight");
+    Ok(header
+        .tensors
+        .iter()
+        .filter(|t| tied || t.name != "token_embd.weight")
+        .filter_map(|t| t.byte_size())
+        .sum())
+}
+
+/// Memory read bandwidth in bytes per second: `threads` threads each summing their share of a 512 MiB
+/// buffer (far past any cache), the best of three passes.
+fn read_bandwidth(threads: usize) -> f64 {
+    const WORDS: usize = (512 << 20) / 8;
+    // Written, so every page is really mapped before the timed reads.
+    let buffer: Vec<u64> = (0..WORDS as u64).collect();
+    let share = WORDS.div_ceil(threads.max(1));
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let total: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = buffer
+                .chunks(share)
+                .map(|chunk| {
+                    scope.spawn(move || chunk.iter().fold(0u64, |a, &w| a.wrapping_add(w)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        let rate = (WORDS * 8) as f64 / started.elapsed().as_secs_f64();
+        // Keeps the sums from being optimised away.
+        std::hint::black_box(total);
+        best = best.max(rate);
+    }
+    best
 }
 
 fn timed_prefill(engine: &mut Engine, tokens: &[u32]) -> Result<Duration> {
