@@ -1091,3 +1091,194 @@ fn hugging_face_pull_refuses_a_file_longer_than_listed() {
     );
     assert!(cli.stored_files().is_empty(), "{:?}", cli.stored_files());
 }
+
+const CATALOG_TYPE: &str = "application/vnd.model-runner.mcp.catalog.v1+json";
+
+/// The catalog files a store holds under mcp-catalog/, by name, with their contents.
+fn pulled_catalogs(cli: &ModelCli) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(cli.home.path().join("mcp-catalog"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    (e.file_name().to_string_lossy().into_owned(), text)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// A registry whose manifest names one catalog layer of `declared` bytes, answered with `layer`.
+fn hostile_catalog(layer: Vec<u8>, declared: u64) -> HostileRegistry {
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": CATALOG_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": format!("sha256:{}", sha256_hex(b"{}")), "size": 2},
+        "layers": [{"mediaType": CATALOG_TYPE, "digest": format!("sha256:{}", sha256_hex(&layer)),
+            "size": declared}],
+    }))
+    .unwrap();
+    HostileRegistry::start(move |head| {
+        let line = head.lines().next().unwrap_or("");
+        if line.contains("/manifests/") {
+            Reply::Whole {
+                status: "200 OK",
+                headers: vec!["Content-Type: application/vnd.oci.image.manifest.v1+json".into()],
+                body: manifest.clone(),
+            }
+        } else if line.contains("/blobs/") {
+            Reply::ok(layer.clone())
+        } else {
+            Reply::ok("{}")
+        }
+    })
+}
+
+/// `model mcp catalog push | pull`: a curated catalog travels through a real registry as an OCI artifact
+/// and is read back entry for entry; what is not a catalog, or not the bytes its digest names, is refused
+/// with nothing written.
+#[test]
+fn mcp_catalogs_travel_through_a_registry_and_hostile_ones_are_refused() {
+    let registry = Registry::start();
+    let curator = ModelCli::new();
+    let file = curator.home.path().join("team.json");
+    std::fs::write(
+        &file,
+        r#"{"servers": [{"server": {"name": "com.example/weather-mcp", "description": "Weather for agents",
+            "version": "1.2.0", "packages": [{"registryType": "oci",
+            "identifier": "docker.io/example/weather:1.2.0", "transport": {"type": "stdio"}}]}}]}"#,
+    )
+    .unwrap();
+    let team = format!("{}/team/mcp-catalog:v1", registry.host());
+    let pushed = curator.ok(&[
+        "mcp",
+        "catalog",
+        "push",
+        &team,
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(pushed.contains("sha256:"), "{pushed}");
+
+    let user = ModelCli::new();
+    let pulled = user.ok(&["mcp", "catalog", "pull", &team]);
+    assert!(pulled.contains("1 servers"), "{pulled}");
+    let shown: Value =
+        serde_json::from_str(&user.ok(&["mcp", "catalog", "show", "weather", "--json"]))
+            .expect("show --json");
+    assert_eq!(shown["name"], "com.example/weather-mcp");
+    assert_eq!(
+        shown["packages"][0]["identifier"],
+        "docker.io/example/weather:1.2.0"
+    );
+    let listed: Value =
+        serde_json::from_str(&user.ok(&["mcp", "catalog", "ls", "--json"])).expect("ls --json");
+    let count = listed["metadata"]["count"].as_u64().unwrap();
+    assert!(
+        count >= 6,
+        "the shipped catalog plus the pulled entry: {listed}"
+    );
+
+    // Without --file, push sends every entry the pusher lists; a third store reads the same list.
+    let everything = format!("{}/team/mcp-catalog:all", registry.host());
+    user.ok(&["mcp", "catalog", "push", &everything]);
+    let other = ModelCli::new();
+    other.ok(&["mcp", "catalog", "pull", &everything]);
+    let relisted: Value =
+        serde_json::from_str(&other.ok(&["mcp", "catalog", "ls", "--json"])).expect("ls --json");
+    assert_eq!(relisted["metadata"]["count"].as_u64(), Some(count));
+    assert!(
+        other
+            .ok(&["mcp", "catalog", "search", "weather"])
+            .contains("weather")
+    );
+
+    // A model is not a catalog, and an invalid file is not pushed.
+    let (model, _) = push_default_model(&registry);
+    let before = pulled_catalogs(&user);
+    let error = user.fails(&["mcp", "catalog", "pull", &model]);
+    assert!(
+        error.contains(&format!("not a {CATALOG_TYPE} artifact")),
+        "{error}"
+    );
+    let bad = curator.home.path().join("bad.json");
+    std::fs::write(&bad, r#"{"servers": [{"description": "no name"}]}"#).unwrap();
+    let error = curator.fails(&[
+        "mcp",
+        "catalog",
+        "push",
+        &team,
+        "--file",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(error.contains("invalid MCP catalog"), "{error}");
+
+    // Bytes in the registry's storage changed after the push: the digest no longer matches.
+    let manifest: Value = serde_json::from_slice(
+        &Command::new("curl")
+            .args([
+                "-sf",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+            ])
+            .arg(format!(
+                "http://{}/v2/team/mcp-catalog/manifests/v1",
+                registry.host()
+            ))
+            .output()
+            .expect("curl")
+            .stdout,
+    )
+    .expect("manifest JSON");
+    assert_eq!(manifest["artifactType"], CATALOG_TYPE, "{manifest}");
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let data = registry.blob_data_path(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&data, bytes).unwrap();
+    let error = user.fails(&["mcp", "catalog", "pull", &team]);
+    assert!(error.contains("does not match its digest"), "{error}");
+    assert_eq!(
+        pulled_catalogs(&user),
+        before,
+        "a refused pull changed the catalog"
+    );
+
+    // A hostile registry: a layer declared beyond the bound is refused before it is read, a layer that is
+    // not a catalog is refused after it is.
+    let huge = hostile_catalog(b"{}".to_vec(), 1 << 40);
+    let error = user.fails(&[
+        "mcp",
+        "catalog",
+        "pull",
+        &format!("{}/x/catalog:v1", huge.host()),
+    ]);
+    assert!(error.contains("layer over the"), "{error}");
+    let junk_layer = br#"{"servers": 5}"#.to_vec();
+    let junk = hostile_catalog(junk_layer.clone(), junk_layer.len() as u64);
+    let error = user.fails(&[
+        "mcp",
+        "catalog",
+        "pull",
+        &format!("{}/x/catalog:v1", junk.host()),
+    ]);
+    assert!(error.contains("invalid MCP catalog"), "{error}");
+    assert_eq!(pulled_catalogs(&user), before);
+    for error in [
+        user.fails(&["mcp", "catalog", "pull", "Bad/Reference"]),
+        user.fails(&[
+            "mcp",
+            "catalog",
+            "pull",
+            &format!("{}/x/catalog:v1", huge.host()),
+        ]),
+    ] {
+        assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+    }
+}

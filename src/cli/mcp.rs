@@ -1,4 +1,5 @@
-//! `model mcp catalog | server | client`: browse the MCP catalog, install its servers into the gateway's
+//! `model mcp catalog | server | client`: browse the MCP catalog (and push or pull it as an OCI artifact),
+//! install its servers into the gateway's
 //! config (and have a running server reload it), and point MCP clients (Claude Desktop, Cursor,
 //! VS Code, Claude Code) at the gateway. `model mcp` without a subcommand serves the gateway over stdio
 //! (`serve::mcp`).
@@ -9,11 +10,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{client, write_table};
-use crate::mcp::catalog::{CATALOG_ENV, Catalog, Entry};
+use super::{RegistryArgs, client, write_table};
+use crate::mcp::catalog::{
+    CATALOG_ARTIFACT_TYPE, CATALOG_ENV, Catalog, Entry, MAX_CATALOG_BYTES, pulled_path,
+    registry_document, validate,
+};
 use crate::mcp::client_config::{Link, McpClient};
-use crate::mcp::config_edit::{ConfigFile, default_path};
+use crate::mcp::config_edit::{ConfigFile, atomic_write, default_path};
 use crate::mcp::install::{InstallOptions, Sandbox, definition};
+use crate::reference::ModelRef;
+use crate::registry::{self, JsonArtifactKind, RegistryOptions};
 use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -82,6 +88,22 @@ enum CatalogCommand {
         name: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Fetch a catalog kept in an OCI registry into <home>/mcp-catalog/ (again to update it).
+    Pull {
+        /// The catalog's reference (`registry/repository:tag` or `@sha256:...`).
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Push a catalog to an OCI registry: FILE, or every entry `ls` lists.
+    Push {
+        reference: String,
+        /// A catalog file (one server.json, a list, or a registry answer) to push instead.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
 }
 
@@ -198,6 +220,34 @@ enum ClientCommand {
     },
 }
 
+/// What `model mcp catalog push | pull` moves: a registry answer of at most `MAX_CATALOG_BYTES`.
+const CATALOG_ARTIFACT: JsonArtifactKind = JsonArtifactKind {
+    artifact_type: CATALOG_ARTIFACT_TYPE,
+    max_bytes: MAX_CATALOG_BYTES,
+    title: "mcp-catalog.json",
+};
+
+/// Pulls a catalog, checks it reads as one, and writes it (atomically) where `Catalog::load` finds it.
+async fn pull_catalog(store: &Store, reference: &str, options: &RegistryOptions) -> Result<()> {
+    let reference = ModelRef::parse(reference)?;
+    let bytes = registry::pull_json_artifact(&reference, CATALOG_ARTIFACT, options).await?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("{} is not UTF-8 text", reference.familiar()))?;
+    let count = validate(&text, &reference.familiar())?;
+    let path = pulled_path(store.root(), &reference.familiar());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    atomic_write(&path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "Pulled {} ({count} servers) into {}",
+        reference.familiar(),
+        path.display()
+    );
+    Ok(())
+}
+
 fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -207,38 +257,63 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 
 pub async fn run(store: &Store, command: McpCommand) -> Result<()> {
     match command {
-        McpCommand::Catalog(args) => catalog(store, args),
+        McpCommand::Catalog(args) => catalog(store, args).await,
         McpCommand::Server(args) => server(store, args).await,
         McpCommand::Client(args) => client_command(store, args).await,
     }
 }
 
-fn catalog(store: &Store, args: CatalogArgs) -> Result<()> {
-    let catalog = args.files.catalog(store)?;
-    let (entries, json) = match &args.command {
-        CatalogCommand::Ls { json } => (catalog.entries(), *json),
-        CatalogCommand::Search { term, json } => (catalog.search(term), *json),
+async fn catalog(store: &Store, args: CatalogArgs) -> Result<()> {
+    let load = || args.files.catalog(store);
+    match &args.command {
+        CatalogCommand::Ls { json } => list(load()?.entries(), *json),
+        CatalogCommand::Search { term, json } => list(load()?.search(term), *json),
         CatalogCommand::Show { name, json } => {
+            let catalog = load()?;
             let entry = catalog.find(name)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&entry.server)?);
             } else {
                 show(entry);
             }
-            return Ok(());
+            Ok(())
         }
-    };
+        // A pull replaces a catalog file, so it must work while the catalog does not read.
+        CatalogCommand::Pull {
+            reference,
+            registry,
+        } => pull_catalog(store, reference, &registry.options()).await,
+        CatalogCommand::Push {
+            reference,
+            file,
+            registry,
+        } => {
+            let content = match file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    validate(&text, &path.display().to_string())?;
+                    text.into_bytes()
+                }
+                None => serde_json::to_vec_pretty(&registry_document(
+                    load()?.entries().into_iter().map(|e| &e.server),
+                ))?,
+            };
+            let target = ModelRef::parse(reference)?;
+            let options = registry.options();
+            let digest =
+                registry::push_json_artifact(&target, CATALOG_ARTIFACT, content, &options).await?;
+            println!("Pushed {} ({digest})", target.familiar());
+            Ok(())
+        }
+    }
+}
+
+/// Catalog entries as a table, or as a registry answer with `--json`.
+fn list(entries: Vec<&Entry>, json: bool) -> Result<()> {
     if json {
-        let servers: Vec<Value> = entries
-            .iter()
-            .map(|e| json!({"server": e.server}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"servers": servers, "metadata": {"count": entries.len()}})
-            )?
-        );
+        let document = registry_document(entries.iter().map(|e| &e.server));
+        println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(());
     }
     let mut rows = vec![["NAME", "KIND", "VERSION", "ENTRY", "DESCRIPTION"].map(String::from)];

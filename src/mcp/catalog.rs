@@ -19,6 +19,11 @@ const SHIPPED: &str = include_str!("../../catalog/mcp-catalog.json");
 
 /// The folder under the store root whose `*.json` files add to the catalog.
 pub const USER_CATALOG_DIR: &str = "mcp-catalog";
+/// The artifact type of a catalog kept in an OCI registry (`model mcp catalog push | pull`); its one layer
+/// is a registry answer (`registry_document`).
+pub const CATALOG_ARTIFACT_TYPE: &str = "application/vnd.model-runner.mcp.catalog.v1+json";
+/// The largest catalog pulled from a registry: the shipped one is a few KiB.
+pub const MAX_CATALOG_BYTES: u64 = 4 << 20;
 /// More catalog files or folders, comma-separated (also `--catalog`).
 pub const CATALOG_ENV: &str = "MODEL_RUNNER_MCP_CATALOG";
 
@@ -349,6 +354,33 @@ impl Catalog {
             }),
         }
     }
+}
+
+/// `servers` as the MCP Registry API answers a listing: the form catalogs are served and pushed in.
+pub fn registry_document<'a>(servers: impl IntoIterator<Item = &'a ServerJson>) -> Value {
+    let servers: Vec<Value> = servers
+        .into_iter()
+        .map(|server| serde_json::json!({"server": server}))
+        .collect();
+    serde_json::json!({"metadata": {"count": servers.len()}, "servers": servers})
+}
+
+/// The number of servers in `text` if it is a catalog (what `Catalog::load` accepts), else why not.
+pub fn validate(text: &str, what: &str) -> Result<usize, CatalogError> {
+    parse(text, what).map(|servers| servers.len())
+}
+
+/// Where a catalog pulled from `reference` is kept: `<home>/mcp-catalog/oci-<reference>.json`, the
+/// reference reduced to characters safe in a file name.
+pub fn pulled_path(home: &Path, reference: &str) -> PathBuf {
+    let name: String = reference
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect();
+    home.join(USER_CATALOG_DIR).join(format!("oci-{name}.json"))
 }
 
 /// A `server.json`, a list of them, or a registry answer (`{"servers": [...]}`, each one bare or as

@@ -1,4 +1,5 @@
-//! OCI registry access: pulling models into the store and pushing them out.
+//! OCI registry access: pulling models into the store and pushing them out, and small JSON artifacts
+//! (MCP catalogs) both ways.
 //!
 //! Pulls speak the distribution API through `session` (every response bounded, credentials only for their
 //! own registry); pushes go through `oci-client`. Plain HTTP is used only for registries named insecure:
@@ -6,6 +7,7 @@
 //! before it becomes visible.
 
 mod credentials;
+mod json_artifact;
 mod pull;
 mod push;
 mod session;
@@ -14,6 +16,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 
 pub use credentials::registry_auth;
+pub use json_artifact::{JsonArtifactKind, pull_json_artifact, push_json_artifact};
 pub use pull::pull;
 pub use push::push;
 
@@ -53,6 +56,20 @@ pub enum RegistryError {
         registry: String,
         digest: String,
         declared: u64,
+    },
+    #[error("{reference} is not a {expected} artifact: the registry holds {found}")]
+    WrongArtifact {
+        reference: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error(
+        "registry {registry} sent a blob that does not match its digest {expected} (got {actual})"
+    )]
+    BlobDigestMismatch {
+        registry: String,
+        expected: String,
+        actual: String,
     },
     #[error("{0} is an image index (multi-platform list), not a model manifest")]
     IndexNotSupported(String),
