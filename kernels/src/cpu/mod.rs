@@ -14,9 +14,12 @@ mod ggml;
 mod neon;
 mod pool;
 mod scalar;
+mod superblocks;
 mod tiles;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_superblocks;
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -24,11 +27,13 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 pub use activations::QuantizedRows;
+use activations::{SuperRow, SuperRows};
 use ggml::{Block32, decode_float_row, decode_row};
 pub use ggml::{GgmlType, TileKind};
 use pool::SendPtr;
 pub use pool::{ThreadPool, pool};
-use tiles::{GROUP_ROWS, tile_bytes, write_f16_tile, write_tile};
+use superblocks::SuperKind;
+use tiles::{GROUP_ROWS, tile_bytes, tile_cols, write_f16_tile, write_tile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -126,7 +131,7 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
     // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
     // `PackedMatrix::matmul_with` passes whole tiles and activation rows of the same block count.
     Some(match (level, kind) {
-        (_, TileKind::F16) => return None,
+        (_, TileKind::F16 | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K) => return None,
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx2, TileKind::U4) => Kernels {
             one: |t, x| unsafe { x86::u4_avx2(t, x) },
@@ -205,6 +210,56 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
     })
 }
 
+/// Four rows of super-block tiles against one to four activation rows, into as many results.
+type SuperKernel = fn(&[u8], &[SuperRow], &mut [[f32; 4]]);
+
+fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
+    // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
+    // `PackedMatrix::matmul_with` passes whole tiles, activation rows of as many super-blocks, and 1 to 4
+    // of them with as many results.
+    match (level, kind) {
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, SuperKind::Q4K) => |t, x, o| unsafe { x86_superblocks::avx2::q4k(t, x, o) },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, SuperKind::Q5K) => |t, x, o| unsafe { x86_superblocks::avx2::q5k(t, x, o) },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, SuperKind::Q6K) => |t, x, o| unsafe { x86_superblocks::avx2::q6k(t, x, o) },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, SuperKind::Q4K) => |t, x, o| unsafe {
+            x86_superblocks::vnni::q4k(t, x, o)
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, SuperKind::Q5K) => |t, x, o| unsafe {
+            x86_superblocks::vnni::q5k(t, x, o)
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, SuperKind::Q6K) => |t, x, o| unsafe {
+            x86_superblocks::vnni::q6k(t, x, o)
+        },
+        (_, SuperKind::Q4K) => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::q4k_group(SuperKind::Q4K, t, *x);
+            }
+        },
+        (_, SuperKind::Q5K) => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::q4k_group(SuperKind::Q5K, t, *x);
+            }
+        },
+        (_, SuperKind::Q6K) => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::q6k_group(t, *x);
+            }
+        },
+    }
+}
+
+/// Tokens a super-block kernel takes at once.
+const SUPER_TOKENS: usize = 4;
+/// Tokens whose activations one task walks all its row groups with before the next ones, so that they
+/// stay in the core's cache while the weights stream past.
+const TOKEN_BLOCK: usize = 32;
+
 /// Four F16 rows against one activation row, or two (the second result zero for one).
 type FloatKernel = fn(&[u8], &[f32], Option<&[f32]>) -> [[f32; 4]; 2];
 
@@ -257,7 +312,10 @@ impl PackedMatrix {
             if ty.tile_kind() != kind {
                 return Err(KernelError::MixedKinds(first, ty));
             }
-            if cols == 0 || !cols.is_multiple_of(ty.block_elems()) || !cols.is_multiple_of(32) {
+            if cols == 0
+                || !cols.is_multiple_of(ty.block_elems())
+                || !cols.is_multiple_of(tile_cols(kind))
+            {
                 return Err(KernelError::Shape(format!(
                     "{cols} columns is not whole {ty:?} blocks"
                 )));
@@ -273,14 +331,15 @@ impl PackedMatrix {
             sources.extend(raw.chunks_exact(row_bytes).map(|row| (ty, row)));
         }
         let rows = sources.len();
-        let blocks = cols / 32;
+        let blocks = cols / tile_cols(kind);
         let tile = tile_bytes(kind);
         let groups = rows.div_ceil(GROUP_ROWS);
         let mut data = vec![0u8; groups * blocks * tile];
         data.par_chunks_mut(blocks * tile)
             .zip(sources.par_chunks(GROUP_ROWS))
-            .try_for_each(|(group, rows)| match kind {
-                TileKind::F16 => {
+            .try_for_each(|(group, rows)| match (kind, kind.superblock()) {
+                (_, Some(layout)) => superblocks::write_group(layout, rows, group),
+                (TileKind::F16, None) => {
                     pack_float_group(rows, cols, group);
                     Ok(())
                 }
@@ -303,7 +362,7 @@ impl PackedMatrix {
     }
 
     fn group_bytes(&self) -> usize {
-        self.cols / 32 * tile_bytes(self.kind)
+        self.cols / tile_cols(self.kind) * tile_bytes(self.kind)
     }
 
     /// Row `r`, dequantized from the packed tiles.
@@ -312,7 +371,7 @@ impl PackedMatrix {
         let mut out = vec![0f32; self.cols];
         for (tile, values) in group
             .chunks_exact(tile_bytes(self.kind))
-            .zip(out.chunks_exact_mut(32))
+            .zip(out.chunks_exact_mut(tile_cols(self.kind)))
         {
             tiles::dequantize_tile_row(self.kind, tile, r % GROUP_ROWS, values);
         }
@@ -365,6 +424,38 @@ impl PackedMatrix {
             }
         };
         let gb = self.group_bytes();
+        let work = tokens * self.rows * self.cols;
+        let tasks = if work < SERIAL_WORK {
+            1
+        } else {
+            groups.min(pool().threads() * 4)
+        };
+        if let Some(layout) = self.kind.superblock() {
+            let kernel = super_kernel(level, layout);
+            let act = SuperRows::quantize(x, self.cols);
+            let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
+            let run = |range: Range<usize>| {
+                let mut results = [[0f32; 4]; SUPER_TOKENS];
+                for block in (0..tokens).step_by(TOKEN_BLOCK) {
+                    let block_end = (block + TOKEN_BLOCK).min(tokens);
+                    for g in range.clone() {
+                        let tiles = &self.data[g * gb..(g + 1) * gb];
+                        for t in (block..block_end).step_by(SUPER_TOKENS) {
+                            let n = SUPER_TOKENS.min(block_end - t);
+                            kernel(tiles, &acts[t..t + n], &mut results[..n]);
+                            for (i, values) in results[..n].iter().enumerate() {
+                                store(t + i, g, *values);
+                            }
+                        }
+                    }
+                }
+            };
+            pool().run(
+                tasks,
+                &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
+            );
+            return Ok(());
+        }
         let integer = kernels(level, self.kind).map(|k| (k, QuantizedRows::quantize(x, self.cols)));
         let float = float_kernel(level);
         let row = |t: usize| &x[t * self.cols..(t + 1) * self.cols];
@@ -389,12 +480,6 @@ impl PackedMatrix {
                     store(t, g, a);
                 }
             }
-        };
-        let work = tokens * self.rows * self.cols;
-        let tasks = if work < SERIAL_WORK {
-            1
-        } else {
-            groups.min(pool().threads() * 4)
         };
         pool().run(
             tasks,

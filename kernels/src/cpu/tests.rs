@@ -60,8 +60,10 @@ fn packing_reproduces_candles_dequantization() {
     for (ty, dtype) in TYPES {
         let (bytes, reference) = ggml_matrix(dtype, rows, cols, 7);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        // Exact for the 32-element types; K-quants' scales are rounded to f16.
+        // Exact for the 32-element types and the super-block tiles; K-quants in 32-column tiles have
+        // their scales rounded to f16.
         let tolerance = match ty {
+            _ if ty.tile_kind().superblock().is_some() => 0.0,
             GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
                 2e-3 * max_abs(&reference)
             }
@@ -91,7 +93,9 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
     for (ty, dtype) in TYPES {
         let (bytes, _) = ggml_matrix(dtype, rows, cols, 11);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        for tokens in [1, 3, 40] {
+        // 1 to 6 tokens take every width of the super-block kernels (4 + 1, 4 + 2); 40 spans two token
+        // blocks.
+        for tokens in [1, 2, 3, 5, 6, 40] {
             let x = random(tokens, cols, 5 + tokens as u64);
             let mut scalar = vec![0f32; tokens * rows];
             packed
@@ -126,6 +130,37 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn k_quants_pack_into_super_block_tiles_no_larger_than_the_file() {
+    for (ty, bits) in [
+        (GgmlType::Q4K, 4.625),
+        (GgmlType::Q5K, 5.625),
+        (GgmlType::Q6K, 6.5625),
+    ] {
+        let kind = ty.tile_kind();
+        if cfg!(target_arch = "aarch64") {
+            assert!(kind.superblock().is_none());
+            continue;
+        }
+        assert!(kind.superblock().is_some(), "{ty:?}");
+        let (rows, cols) = (8, 512);
+        let (bytes, _) = ggml_matrix(
+            match ty {
+                GgmlType::Q4K => GgmlDType::Q4K,
+                GgmlType::Q5K => GgmlDType::Q5K,
+                _ => GgmlDType::Q6K,
+            },
+            rows,
+            cols,
+            3,
+        );
+        let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        assert_eq!(packed.data.len() as f64 * 8.0 / (rows * cols) as f64, bits);
+        // A K-quant needs whole super-blocks.
+        assert!(PackedMatrix::pack(ty, &bytes, 4 * rows, cols / 4).is_err());
     }
 }
 
