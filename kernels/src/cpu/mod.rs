@@ -51,7 +51,8 @@ pub enum SimdLevel {
     Neon,
     /// AVX2 with FMA and F16C.
     Avx2,
-    /// AVX2 plus AVX-512 VNNI on 256-bit vectors (AVX512VL).
+    /// AVX2 plus AVX-512 VNNI on 256-bit vectors (AVX512VL, and AVX512BW for byte and word operations
+    /// on all 32 vector registers).
     Avx512Vnni,
 }
 
@@ -77,6 +78,7 @@ impl SimdLevel {
                 levels.push(SimdLevel::Avx2);
                 if is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
                 {
                     levels.push(SimdLevel::Avx512Vnni);
@@ -256,9 +258,9 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
 
 /// Tokens a super-block kernel takes at once.
 const SUPER_TOKENS: usize = 4;
-/// Tokens whose activations one task walks all its row groups with before the next ones, so that they
-/// stay in the core's cache while the weights stream past.
-const TOKEN_BLOCK: usize = 32;
+/// Activation bytes one task walks all its row groups with before the next tokens', so that they stay in
+/// the core's cache (L2) while the weights stream past.
+const TOKEN_BLOCK_BYTES: usize = 256 << 10;
 
 /// Four F16 rows against one activation row, or two (the second result zero for one).
 type FloatKernel = fn(&[u8], &[f32], Option<&[f32]>) -> [[f32; 4]; 2];
@@ -306,10 +308,21 @@ impl PackedMatrix {
         let Some(&(first, _, _)) = parts.first() else {
             return Err(KernelError::Shape("nothing to pack".into()));
         };
-        let kind = first.tile_kind();
+        Self::pack_into(first.tile_kind(), parts, cols)
+    }
+
+    /// `pack_stacked` into tiles of `kind` (the tests compare kinds on one matrix).
+    fn pack_into(
+        kind: TileKind,
+        parts: &[(GgmlType, &[u8], usize)],
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        let Some(&(first, _, _)) = parts.first() else {
+            return Err(KernelError::Shape("nothing to pack".into()));
+        };
         let mut sources: Vec<(GgmlType, &[u8])> = Vec::new();
         for &(ty, raw, rows) in parts {
-            if ty.tile_kind() != kind {
+            if ty.tile_kind() != first.tile_kind() {
                 return Err(KernelError::MixedKinds(first, ty));
             }
             if cols == 0
@@ -434,10 +447,11 @@ impl PackedMatrix {
             let kernel = super_kernel(level, layout);
             let act = SuperRows::quantize(x, self.cols);
             let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
+            let token_block = (TOKEN_BLOCK_BYTES / self.cols / SUPER_TOKENS).max(1) * SUPER_TOKENS;
             let run = |range: Range<usize>| {
                 let mut results = [[0f32; 4]; SUPER_TOKENS];
-                for block in (0..tokens).step_by(TOKEN_BLOCK) {
-                    let block_end = (block + TOKEN_BLOCK).min(tokens);
+                for block in (0..tokens).step_by(token_block) {
+                    let block_end = (block + token_block).min(tokens);
                     for g in range.clone() {
                         let tiles = &self.data[g * gb..(g + 1) * gb];
                         for t in (block..block_end).step_by(SUPER_TOKENS) {

@@ -93,8 +93,7 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
     for (ty, dtype) in TYPES {
         let (bytes, _) = ggml_matrix(dtype, rows, cols, 11);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        // 1 to 6 tokens take every width of the super-block kernels (4 + 1, 4 + 2); 40 spans two token
-        // blocks.
+        // 1 to 6 tokens take every width of the super-block kernels (4 + 1, 4 + 2); 40 is a prompt.
         for tokens in [1, 2, 3, 5, 6, 40] {
             let x = random(tokens, cols, 5 + tokens as u64);
             let mut scalar = vec![0f32; tokens * rows];
@@ -193,4 +192,44 @@ fn bad_shapes_are_errors_not_panics() {
     let mut out = vec![0f32; 4];
     assert!(packed.matmul(&[0.0; 63], &mut out).is_err());
     assert!(packed.matmul(&[0.0; 64], &mut out[..3]).is_err());
+}
+
+/// Not a check but a measurement: the super-block kernels against the 32-column tiles on the same K-quant
+/// matrix, at one token (memory-bound) and 64 (compute-bound), best of several runs so that a shared
+/// machine's noise mostly drops out:
+/// `cargo test -p model-runner-kernels --lib kernel_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn kernel_speed() {
+    let (rows, cols) = (2048, 4096);
+    for (ty, dtype, old) in [
+        (GgmlType::Q4K, GgmlDType::Q4K, TileKind::U4),
+        (GgmlType::Q6K, GgmlDType::Q6K, TileKind::I8),
+        (GgmlType::Q5K, GgmlDType::Q5K, TileKind::U8),
+    ] {
+        let (bytes, _) = ggml_matrix(dtype, rows, cols, 1);
+        let new = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        let old = PackedMatrix::pack_into(old, &[(ty, &bytes, rows)], cols).unwrap();
+        for tokens in [1, 64] {
+            let x = random(tokens, cols, 2);
+            let mut out = vec![0f32; tokens * rows];
+            let mut best = [f64::MAX; 2];
+            for _ in 0..(if tokens == 1 { 200 } else { 12 }) {
+                for (i, m) in [&old, &new].into_iter().enumerate() {
+                    let start = std::time::Instant::now();
+                    m.matmul(&x, &mut out).unwrap();
+                    best[i] = best[i].min(start.elapsed().as_secs_f64());
+                }
+            }
+            let macs = (tokens * rows * cols) as f64;
+            println!(
+                "{ty:?} {tokens:>2} tokens: 32-column tiles {:.1} GMAC/s ({} MB), super-block {:.1} GMAC/s ({} MB): x{:.2}",
+                macs / best[0] / 1e9,
+                old.data.len() >> 20,
+                macs / best[1] / 1e9,
+                new.data.len() >> 20,
+                best[0] / best[1]
+            );
+        }
+    }
 }

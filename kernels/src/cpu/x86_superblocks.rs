@@ -37,7 +37,7 @@ fn madd_avx2(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
 
 /// The same in one `vpdpwssd`.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 fn madd_vnni(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
     _mm256_dpwssd_epi32(acc, p, s)
 }
@@ -53,13 +53,48 @@ fn sum_rows(acc: [__m256i; 4]) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
-/// A shuffle that puts i16 lane `lo` of each 128-bit half in the low half's eight lanes and lane `hi` in
-/// the high half's.
+/// `vpshufb` controls that put i16 lane `lo` of a 128-bit half in the low half's eight lanes and lane `hi`
+/// in the high half's: `WORDS[j]` takes lane `j` into both (Q4K's sub-block `j`), `PAIRS[k]` lanes `2k`
+/// and `2k + 1` (Q6K's two 16-value sub-blocks of a 32-value run).
+const fn word_shuffle(lo: usize, hi: usize) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    let mut i = 0;
+    while i < 8 {
+        m[2 * i] = 2 * lo as u8;
+        m[2 * i + 1] = 2 * lo as u8 + 1;
+        m[16 + 2 * i] = 2 * hi as u8;
+        m[16 + 2 * i + 1] = 2 * hi as u8 + 1;
+        i += 1;
+    }
+    m
+}
+
+static WORDS: [[u8; 32]; 8] = [
+    word_shuffle(0, 0),
+    word_shuffle(1, 1),
+    word_shuffle(2, 2),
+    word_shuffle(3, 3),
+    word_shuffle(4, 4),
+    word_shuffle(5, 5),
+    word_shuffle(6, 6),
+    word_shuffle(7, 7),
+];
+static PAIRS: [[u8; 32]; 4] = [
+    word_shuffle(0, 1),
+    word_shuffle(2, 3),
+    word_shuffle(4, 5),
+    word_shuffle(6, 7),
+];
+
+/// Row `r`'s eight Q4K sub-block scales as i16, in both 128-bit halves.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn broadcast_words(lo: usize, hi: usize) -> __m256i {
-    let word = |i: usize| ((2 * i + 1) << 8 | 2 * i) as i16;
-    _mm256_set_m128i(_mm_set1_epi16(word(hi)), _mm_set1_epi16(word(lo)))
+unsafe fn q4k_scales(tile: *const u8, r: usize) -> __m256i {
+    unsafe {
+        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
+            tile.add(Q4K_SCALES + 8 * r) as *const __m128i,
+        )))
+    }
 }
 
 macro_rules! superblock_kernels {
@@ -71,7 +106,7 @@ macro_rules! superblock_kernels {
             x: &[SuperRow],
         ) -> [[f32; 4]; N] {
             let tb = if FIVE { Q5K_TILE_BYTES } else { Q4K_TILE_BYTES };
-            let x: &[SuperRow; N] = x[..N].try_into().expect("N activation rows");
+            let x = &x[..N];
             let mut supers = tiles.len() / tb;
             for a in x {
                 supers = supers
@@ -86,46 +121,63 @@ macro_rules! superblock_kernels {
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * tb);
-                    let acts: [*const u8; N] =
-                        std::array::from_fn(|t| x[t].qs.as_ptr().add(256 * b) as *const u8);
+                    let mut acts = [std::ptr::null::<u8>(); N];
+                    for t in 0..N {
+                        acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                    }
+                    let scales = [
+                        q4k_scales(tile, 0),
+                        q4k_scales(tile, 1),
+                        q4k_scales(tile, 2),
+                        q4k_scales(tile, 3),
+                    ];
+                    let mut qh = [_mm256_setzero_si256(); 4];
+                    if FIVE {
+                        qh = [
+                            load32(tile.add(Q5K_QH)),
+                            load32(tile.add(Q5K_QH + 32)),
+                            load32(tile.add(Q5K_QH + 64)),
+                            load32(tile.add(Q5K_QH + 96)),
+                        ];
+                    }
                     let mut acc = [[_mm256_setzero_si256(); N]; 4];
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
-                            tile.add(Q4K_SCALES + 8 * r) as *const __m128i,
-                        )));
-                        let mut qh = if FIVE {
-                            load32(tile.add(Q5K_QH + 32 * r))
-                        } else {
-                            _mm256_setzero_si256()
-                        };
-                        for p in 0..4 {
-                            let raw = load32(tile.add(Q4K_QS + 128 * p + 32 * r));
-                            let mut lo = _mm256_and_si256(raw, nibble);
-                            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
-                            if FIVE {
-                                // Bits 2p and 2p + 1 of each qh byte, at bit 0 and 1 after the shifts so far.
-                                lo = _mm256_or_si256(
-                                    lo,
-                                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), fifth),
-                                );
-                                hi = _mm256_or_si256(
-                                    hi,
-                                    _mm256_and_si256(_mm256_slli_epi16::<3>(qh), fifth),
-                                );
-                                qh = _mm256_srli_epi16::<2>(qh);
-                            }
-                            let s_lo = _mm256_shuffle_epi8(scales, broadcast_words(2 * p, 2 * p));
-                            let s_hi = _mm256_shuffle_epi8(
-                                scales,
-                                broadcast_words(2 * p + 1, 2 * p + 1),
-                            );
-                            for t in 0..N {
-                                let a_lo = load32(acts[t].add(64 * p));
-                                let a_hi = load32(acts[t].add(64 * p + 32));
-                                acc[t] = $madd(acc[t], _mm256_maddubs_epi16(lo, a_lo), s_lo);
-                                acc[t] = $madd(acc[t], _mm256_maddubs_epi16(hi, a_hi), s_hi);
-                            }
+                    for p in 0..4 {
+                        let (w_lo, w_hi) = (WORDS[2 * p].as_ptr(), WORDS[2 * p + 1].as_ptr());
+                        // One row of chunk `p`: its two sub-blocks against every token.
+                        macro_rules! row {
+                            ($r:literal) => {
+                                let raw = load32(tile.add(Q4K_QS + 128 * p + 32 * $r));
+                                let mut lo = _mm256_and_si256(raw, nibble);
+                                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
+                                if FIVE {
+                                    // Bits 2p and 2p + 1 of each qh byte, at bits 0 and 1 after the
+                                    // shifts so far.
+                                    lo = _mm256_or_si256(
+                                        lo,
+                                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh[$r]), fifth),
+                                    );
+                                    hi = _mm256_or_si256(
+                                        hi,
+                                        _mm256_and_si256(_mm256_slli_epi16::<3>(qh[$r]), fifth),
+                                    );
+                                    qh[$r] = _mm256_srli_epi16::<2>(qh[$r]);
+                                }
+                                let s_lo = _mm256_shuffle_epi8(scales[$r], load32(w_lo));
+                                let s_hi = _mm256_shuffle_epi8(scales[$r], load32(w_hi));
+                                for t in 0..N {
+                                    let a_lo = load32(acts[t].add(64 * p));
+                                    let a_hi = load32(acts[t].add(64 * p + 32));
+                                    acc[$r][t] =
+                                        $madd(acc[$r][t], _mm256_maddubs_epi16(lo, a_lo), s_lo);
+                                    acc[$r][t] =
+                                        $madd(acc[$r][t], _mm256_maddubs_epi16(hi, a_hi), s_hi);
+                                }
+                            };
                         }
+                        row!(0);
+                        row!(1);
+                        row!(2);
+                        row!(3);
                     }
                     // Rows 0, 1 and 2, 3's mins as i16, against each token's 32-value sums.
                     let mins01 = _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS)));
@@ -153,22 +205,22 @@ macro_rules! superblock_kernels {
                     }
                 }
             }
-            std::array::from_fn(|t| {
-                let mut out = [0f32; 4];
+            let mut out = [[0f32; 4]; N];
+            for t in 0..N {
                 let sum = _mm_add_ps(
                     _mm256_castps256_ps128(total[t]),
                     _mm256_extractf128_ps::<1>(total[t]),
                 );
-                // SAFETY: `out` has four floats.
-                unsafe { _mm_storeu_ps(out.as_mut_ptr(), sum) };
-                out
-            })
+                // SAFETY: `out[t]` has four floats.
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), sum) };
+            }
+            out
         }
 
         /// Four Q6K rows against the first `N` activation rows of `x`.
         #[target_feature(enable = $features)]
         unsafe fn q6k_tokens<const N: usize>(tiles: &[u8], x: &[SuperRow]) -> [[f32; 4]; N] {
-            let x: &[SuperRow; N] = x[..N].try_into().expect("N activation rows");
+            let x = &x[..N];
             let mut supers = tiles.len() / Q6K_TILE_BYTES;
             for a in x {
                 supers = supers
@@ -182,67 +234,86 @@ macro_rules! superblock_kernels {
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * Q6K_TILE_BYTES);
-                    let acts: [*const u8; N] =
-                        std::array::from_fn(|t| x[t].qs.as_ptr().add(256 * b) as *const u8);
-                    let mut acc = [[_mm256_setzero_si256(); N]; 4];
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let sc8 = load16(tile.add(Q6K_SCALES + 16 * r));
-                        for h in 0..2 {
-                            let half = if h == 0 { sc8 } else { _mm_srli_si128::<8>(sc8) };
-                            let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(half));
-                            let at = tile.add(Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * r);
-                            let (ql0, ql1, qh) = (load32(at), load32(at.add(32)), load32(at.add(64)));
-                            let values = [
-                                _mm256_or_si256(
-                                    _mm256_and_si256(ql0, nibble),
-                                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), high),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(ql1, nibble),
-                                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), high),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), nibble),
-                                    _mm256_and_si256(qh, high),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), nibble),
-                                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), high),
-                                ),
-                            ];
-                            for (k, &w) in values.iter().enumerate() {
-                                let s = _mm256_shuffle_epi8(
-                                    scales,
-                                    broadcast_words(2 * k, 2 * k + 1),
-                                );
-                                for t in 0..N {
-                                    let a = load32(acts[t].add(128 * h + 32 * k));
-                                    acc[t] = $madd(acc[t], _mm256_maddubs_epi16(w, a), s);
-                                }
-                            }
-                        }
-                        // The values are stored plus 32: take 32 times each sub-block's sum back off.
-                        let scales32 = _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(sc8));
-                        for t in 0..N {
-                            let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
-                            acc[t] = _mm256_sub_epi32(acc[t], _mm256_madd_epi16(scales32, sums));
-                        }
-                    }
-                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
+                    let mut acts = [std::ptr::null::<u8>(); N];
                     for t in 0..N {
-                        let sumi = sum_rows([acc[0][t], acc[1][t], acc[2][t], acc[3][t]]);
+                        acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                    }
+                    let mut acc = [[_mm256_setzero_si256(); N]; 4];
+                    for h in 0..2 {
+                        // One row of half `h`: its 128 values against every token.
+                        macro_rules! row {
+                            ($r:literal) => {
+                                let sc8 = _mm_loadl_epi64(
+                                    tile.add(Q6K_SCALES + 16 * $r + 8 * h) as *const __m128i
+                                );
+                                let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
+                                let at = tile
+                                    .add(Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * $r);
+                                let (ql0, ql1, qh) =
+                                    (load32(at), load32(at.add(32)), load32(at.add(64)));
+                                let values = [
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(ql0, nibble),
+                                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), high),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(ql1, nibble),
+                                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), high),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), nibble),
+                                        _mm256_and_si256(qh, high),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), nibble),
+                                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), high),
+                                    ),
+                                ];
+                                for k in 0..4 {
+                                    let s = _mm256_shuffle_epi8(scales, load32(PAIRS[k].as_ptr()));
+                                    for t in 0..N {
+                                        let a = load32(acts[t].add(128 * h + 32 * k));
+                                        acc[$r][t] = $madd(
+                                            acc[$r][t],
+                                            _mm256_maddubs_epi16(values[k], a),
+                                            s,
+                                        );
+                                    }
+                                }
+                            };
+                        }
+                        row!(0);
+                        row!(1);
+                        row!(2);
+                        row!(3);
+                    }
+                    // The values are stored plus 32: take 32 times each sub-block's sum back off.
+                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
+                    let scales32 = [0, 1, 2, 3].map(|r| {
+                        _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(load16(
+                            tile.add(Q6K_SCALES + 16 * r),
+                        )))
+                    });
+                    for t in 0..N {
+                        let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
+                        let mut rows = [_mm256_setzero_si256(); 4];
+                        for r in 0..4 {
+                            rows[r] =
+                                _mm256_sub_epi32(acc[r][t], _mm256_madd_epi16(scales32[r], sums));
+                        }
+                        let sumi = sum_rows(rows);
                         let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
                         total[t] =
                             _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
                     }
                 }
             }
-            std::array::from_fn(|t| {
-                let mut out = [0f32; 4];
-                // SAFETY: `out` has four floats.
-                unsafe { _mm_storeu_ps(out.as_mut_ptr(), total[t]) };
-                out
-            })
+            let mut out = [[0f32; 4]; N];
+            for t in 0..N {
+                // SAFETY: `out[t]` has four floats.
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
+            }
+            out
         }
 
         /// Four Q4K rows against `x.len()` (1 to 4) activation rows, into `out[..x.len()]`.
@@ -308,7 +379,7 @@ pub mod vnni {
         q4k,
         q5k,
         q6k,
-        "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+        "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni",
         madd_vnni
     );
 }
