@@ -153,12 +153,18 @@ impl SuperRows {
                 (
                     std::slice::from_raw_parts_mut(parts.0.at(first * cols), n * cols),
                     std::slice::from_raw_parts_mut(parts.1.at(first * supers), n * supers),
-                    std::slice::from_raw_parts_mut(parts.2.at(first * supers * 16), n * supers * 16),
+                    std::slice::from_raw_parts_mut(
+                        parts.2.at(first * supers * 16),
+                        n * supers * 16,
+                    ),
                     std::slice::from_raw_parts_mut(parts.3.at(first * supers * 8), n * supers * 8),
                 )
             };
             let values = x[first * cols..(first + n) * cols].chunks_exact(256);
-            let outs = qs.chunks_exact_mut(256).zip(d).zip(s16.chunks_exact_mut(16));
+            let outs = qs
+                .chunks_exact_mut(256)
+                .zip(d)
+                .zip(s16.chunks_exact_mut(16));
             for ((xb, ((qb, db), s16)), s32) in values.zip(outs).zip(s32.chunks_exact_mut(8)) {
                 quantize_super(xb, qb, db, s16, s32);
             }
@@ -172,6 +178,7 @@ impl SuperRows {
         out
     }
 
+    #[cfg(test)]
     pub fn rows(&self) -> usize {
         self.qs.len() / self.cols.max(1)
     }
@@ -248,11 +255,17 @@ mod tests {
                     assert!((back - v).abs() <= d * 0.5 + 1e-6, "{back} vs {v}");
                 }
                 for i in 0..16 {
-                    let sum: i32 = row.qs[b * 256 + 16 * i..][..16].iter().map(|&v| v as i32).sum();
+                    let sum: i32 = row.qs[b * 256 + 16 * i..][..16]
+                        .iter()
+                        .map(|&v| v as i32)
+                        .sum();
                     assert_eq!(row.sums16[16 * b + i] as i32, sum);
                 }
                 for i in 0..8 {
-                    let sum: i32 = row.qs[b * 256 + 32 * i..][..32].iter().map(|&v| v as i32).sum();
+                    let sum: i32 = row.qs[b * 256 + 32 * i..][..32]
+                        .iter()
+                        .map(|&v| v as i32)
+                        .sum();
                     assert_eq!(row.sums32[8 * b + i] as i32, sum);
                 }
             }

@@ -221,23 +221,29 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
     // of them with as many results.
     match (level, kind) {
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, SuperKind::Q4K) => |t, x, o| unsafe { x86_superblocks::avx2::q4k(t, x, o) },
+        (SimdLevel::Avx2, SuperKind::Q4K) => {
+            |t, x, o| unsafe { x86_superblocks::avx2::q4k(t, x, o) }
+        }
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, SuperKind::Q5K) => |t, x, o| unsafe { x86_superblocks::avx2::q5k(t, x, o) },
+        (SimdLevel::Avx2, SuperKind::Q5K) => {
+            |t, x, o| unsafe { x86_superblocks::avx2::q5k(t, x, o) }
+        }
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, SuperKind::Q6K) => |t, x, o| unsafe { x86_superblocks::avx2::q6k(t, x, o) },
+        (SimdLevel::Avx2, SuperKind::Q6K) => {
+            |t, x, o| unsafe { x86_superblocks::avx2::q6k(t, x, o) }
+        }
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512Vnni, SuperKind::Q4K) => |t, x, o| unsafe {
-            x86_superblocks::vnni::q4k(t, x, o)
-        },
+        (SimdLevel::Avx512Vnni, SuperKind::Q4K) => {
+            |t, x, o| unsafe { x86_superblocks::vnni::q4k(t, x, o) }
+        }
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512Vnni, SuperKind::Q5K) => |t, x, o| unsafe {
-            x86_superblocks::vnni::q5k(t, x, o)
-        },
+        (SimdLevel::Avx512Vnni, SuperKind::Q5K) => {
+            |t, x, o| unsafe { x86_superblocks::vnni::q5k(t, x, o) }
+        }
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512Vnni, SuperKind::Q6K) => |t, x, o| unsafe {
-            x86_superblocks::vnni::q6k(t, x, o)
-        },
+        (SimdLevel::Avx512Vnni, SuperKind::Q6K) => {
+            |t, x, o| unsafe { x86_superblocks::vnni::q6k(t, x, o) }
+        }
         (_, SuperKind::Q4K) => |t, x, o| {
             for (o, x) in o.iter_mut().zip(x) {
                 *o = scalar::q4k_group(SuperKind::Q4K, t, *x);

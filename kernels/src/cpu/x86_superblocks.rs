@@ -12,8 +12,8 @@ use std::arch::x86_64::*;
 
 use super::activations::SuperRow;
 use super::superblocks::{
-    Q4K_MINS, Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF_ROW,
-    Q6K_HALVES, Q6K_SCALES, Q6K_TILE_BYTES,
+    Q4K_MINS, Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF_ROW, Q6K_HALVES,
+    Q6K_SCALES, Q6K_TILE_BYTES,
 };
 
 #[inline]
@@ -247,8 +247,8 @@ macro_rules! superblock_kernels {
                                     tile.add(Q6K_SCALES + 16 * $r + 8 * h) as *const __m128i
                                 );
                                 let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
-                                let at = tile
-                                    .add(Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * $r);
+                                let at =
+                                    tile.add(Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * $r);
                                 let (ql0, ql1, qh) =
                                     (load32(at), load32(at.add(32)), load32(at.add(64)));
                                 let values = [
@@ -303,8 +303,7 @@ macro_rules! superblock_kernels {
                         }
                         let sumi = sum_rows(rows);
                         let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
-                        total[t] =
-                            _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
+                        total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
                     }
                 }
             }
