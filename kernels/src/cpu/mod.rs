@@ -1,12 +1,13 @@
 //! Quantized matrix products on the CPU.
 //!
-//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`); `PackedMatrix::matmul` takes
-//! f32 activations, quantizes them per 32-element block (`activations`), and computes every output with
-//! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2) or `scalar`, the
-//! reference every SIMD kernel is tested against. Work is split by row groups over `pool`, a persistent
-//! pool with one thread per core whose workers spin between the loops of a step; each task runs all of
-//! the step's tokens against its groups, so a weight tile is read from memory once per step however many
-//! tokens share it.
+//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`, or `superblocks` for Q4_K,
+//! Q5_K and Q6_K on x86-64); `PackedMatrix::matmul` takes f32 activations, quantizes them per 32-element
+//! block, or per 256 for super-block tiles (`activations`), and computes every output with
+//! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2), `x86_superblocks` for
+//! super-block tiles, or `scalar`, the reference every SIMD kernel is tested against. Work is split by
+//! row groups over `pool`, a persistent pool with one thread per core whose workers spin between the
+//! loops of a step; each task runs all of the step's tokens against its groups, so a weight tile is read
+//! from memory once per step however many tokens share it.
 
 mod activations;
 mod ggml;

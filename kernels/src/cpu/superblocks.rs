@@ -142,7 +142,11 @@ pub fn q6k_value(ql: &[u8], qh: &[u8], k: usize, l: usize) -> u8 {
 #[inline]
 pub fn q4k_value(kind: SuperKind, tile: &[u8], r: usize, s: usize, l: usize) -> u8 {
     let byte = tile[Q4K_QS + 128 * (s / 2) + 32 * r + l];
-    let low = if s.is_multiple_of(2) { byte & 0x0F } else { byte >> 4 };
+    let low = if s.is_multiple_of(2) {
+        byte & 0x0F
+    } else {
+        byte >> 4
+    };
     let high = if kind == SuperKind::Q5K {
         ((tile[Q5K_QH + 32 * r + l] >> s) & 1) << 4
     } else {

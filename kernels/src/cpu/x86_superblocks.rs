@@ -131,18 +131,13 @@ macro_rules! superblock_kernels {
                         q4k_scales(tile, 2),
                         q4k_scales(tile, 3),
                     ];
-                    let mut qh = [_mm256_setzero_si256(); 4];
-                    if FIVE {
-                        qh = [
-                            load32(tile.add(Q5K_QH)),
-                            load32(tile.add(Q5K_QH + 32)),
-                            load32(tile.add(Q5K_QH + 64)),
-                            load32(tile.add(Q5K_QH + 96)),
-                        ];
-                    }
                     let mut acc = [[_mm256_setzero_si256(); N]; 4];
                     for p in 0..4 {
                         let (w_lo, w_hi) = (WORDS[2 * p].as_ptr(), WORDS[2 * p + 1].as_ptr());
+                        // Q5K: shifts that bring bits 2p and 2p + 1 of each qh byte to bit 0 and 1
+                        // (read again per chunk from the cache: four rows' qh would take registers
+                        // the accumulators need).
+                        let qh_shift = _mm_cvtsi32_si128(2 * p as i32);
                         // One row of chunk `p`: its two sub-blocks against every token.
                         macro_rules! row {
                             ($r:literal) => {
@@ -150,17 +145,18 @@ macro_rules! superblock_kernels {
                                 let mut lo = _mm256_and_si256(raw, nibble);
                                 let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
                                 if FIVE {
-                                    // Bits 2p and 2p + 1 of each qh byte, at bits 0 and 1 after the
-                                    // shifts so far.
+                                    let qh = _mm256_srl_epi16(
+                                        load32(tile.add(Q5K_QH + 32 * $r)),
+                                        qh_shift,
+                                    );
                                     lo = _mm256_or_si256(
                                         lo,
-                                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh[$r]), fifth),
+                                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), fifth),
                                     );
                                     hi = _mm256_or_si256(
                                         hi,
-                                        _mm256_and_si256(_mm256_slli_epi16::<3>(qh[$r]), fifth),
+                                        _mm256_and_si256(_mm256_slli_epi16::<3>(qh), fifth),
                                     );
-                                    qh[$r] = _mm256_srli_epi16::<2>(qh[$r]);
                                 }
                                 let s_lo = _mm256_shuffle_epi8(scales[$r], load32(w_lo));
                                 let s_hi = _mm256_shuffle_epi8(scales[$r], load32(w_hi));
