@@ -7,6 +7,7 @@
 use half::f16;
 
 use super::KernelError;
+use super::superblocks::{SuperKind, scale_min_k4};
 
 /// The GGML tensor types the CPU kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +38,29 @@ pub enum TileKind {
     U8,
     /// f16 values, multiplied with unquantized f32 activations.
     F16,
+    /// Q4_K's super-blocks as the file has them (`superblocks`).
+    Q4K,
+    /// Q5_K's super-blocks as the file has them.
+    Q5K,
+    /// Q6_K's super-blocks as the file has them.
+    Q6K,
 }
+
+impl TileKind {
+    /// The super-block layout of this kind, if it is one.
+    pub(crate) fn superblock(self) -> Option<SuperKind> {
+        match self {
+            TileKind::Q4K => Some(SuperKind::Q4K),
+            TileKind::Q5K => Some(SuperKind::Q5K),
+            TileKind::Q6K => Some(SuperKind::Q6K),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the K-quants pack into super-block tiles: where their kernels have SIMD twins (x86-64).
+/// AArch64 keeps the 32-column tiles, which have NEON kernels.
+const SUPERBLOCK_TILES: bool = cfg!(not(target_arch = "aarch64"));
 
 impl GgmlType {
     /// Elements per block.
@@ -67,6 +90,9 @@ impl GgmlType {
 
     pub fn tile_kind(self) -> TileKind {
         match self {
+            Self::Q4K if SUPERBLOCK_TILES => TileKind::Q4K,
+            Self::Q5K if SUPERBLOCK_TILES => TileKind::Q5K,
+            Self::Q6K if SUPERBLOCK_TILES => TileKind::Q6K,
             Self::Q4_0 | Self::Q4_1 | Self::Q4K => TileKind::U4,
             Self::Q5_1 | Self::Q5K => TileKind::U8,
             Self::Q5_0 | Self::Q8_0 | Self::Q3K | Self::Q6K => TileKind::I8,
@@ -296,16 +322,4 @@ fn q3k_scales(packed: &[u8]) -> [i8; 16] {
         }
     }
     out
-}
-
-/// Q4_K's 6-bit scale and min of sub-block `j` (ggml's `get_scale_min_k4`).
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
 }

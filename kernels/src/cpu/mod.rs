@@ -1,12 +1,13 @@
 //! Quantized matrix products on the CPU.
 //!
-//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`); `PackedMatrix::matmul` takes
-//! f32 activations, quantizes them per 32-element block (`activations`), and computes every output with
-//! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2) or `scalar`, the
-//! reference every SIMD kernel is tested against. Work is split by row groups over `pool`, a persistent
-//! pool with one thread per core whose workers spin between the loops of a step; each task runs all of
-//! the step's tokens against its groups, so a weight tile is read from memory once per step however many
-//! tokens share it.
+//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`, or `superblocks` for Q4_K,
+//! Q5_K and Q6_K on x86-64); `PackedMatrix::matmul` takes f32 activations, quantizes them per 32-element
+//! block, or per 256 for super-block tiles (`activations`), and computes every output with
+//! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2), `x86_superblocks` for
+//! super-block tiles, or `scalar`, the reference every SIMD kernel is tested against. Work is split by
+//! row groups over `pool`, a persistent pool with one thread per core whose workers spin between the
+//! loops of a step; each task runs all of the step's tokens against its groups, so a weight tile is read
+//! from memory once per step however many tokens share it.
 
 mod activations;
 mod ggml;
@@ -14,9 +15,12 @@ mod ggml;
 mod neon;
 mod pool;
 mod scalar;
+mod superblocks;
 mod tiles;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_superblocks;
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -24,11 +28,13 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 pub use activations::QuantizedRows;
+use activations::{SuperRow, SuperRows};
 use ggml::{Block32, decode_float_row, decode_row};
 pub use ggml::{GgmlType, TileKind};
 use pool::SendPtr;
 pub use pool::{ThreadPool, pool};
-use tiles::{GROUP_ROWS, tile_bytes, write_f16_tile, write_tile};
+use superblocks::SuperKind;
+use tiles::{GROUP_ROWS, tile_bytes, tile_cols, write_f16_tile, write_tile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -46,7 +52,8 @@ pub enum SimdLevel {
     Neon,
     /// AVX2 with FMA and F16C.
     Avx2,
-    /// AVX2 plus AVX-512 VNNI on 256-bit vectors (AVX512VL).
+    /// AVX2 plus AVX-512 VNNI on 256-bit vectors (AVX512VL, and AVX512BW for byte and word operations
+    /// on all 32 vector registers).
     Avx512Vnni,
 }
 
@@ -72,6 +79,7 @@ impl SimdLevel {
                 levels.push(SimdLevel::Avx2);
                 if is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
                 {
                     levels.push(SimdLevel::Avx512Vnni);
@@ -126,7 +134,7 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
     // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
     // `PackedMatrix::matmul_with` passes whole tiles and activation rows of the same block count.
     Some(match (level, kind) {
-        (_, TileKind::F16) => return None,
+        (_, TileKind::F16 | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K) => return None,
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx2, TileKind::U4) => Kernels {
             one: |t, x| unsafe { x86::u4_avx2(t, x) },
@@ -205,6 +213,62 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
     })
 }
 
+/// Four rows of super-block tiles against one to four activation rows, into as many results.
+type SuperKernel = fn(&[u8], &[SuperRow], &mut [[f32; 4]]);
+
+fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
+    // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
+    // `PackedMatrix::matmul_with` passes whole tiles, activation rows of as many super-blocks, and 1 to 4
+    // of them with as many results.
+    match (level, kind) {
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, SuperKind::Q4K) => {
+            |t, x, o| unsafe { x86_superblocks::avx2::q4k(t, x, o) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, SuperKind::Q5K) => {
+            |t, x, o| unsafe { x86_superblocks::avx2::q5k(t, x, o) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, SuperKind::Q6K) => {
+            |t, x, o| unsafe { x86_superblocks::avx2::q6k(t, x, o) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, SuperKind::Q4K) => {
+            |t, x, o| unsafe { x86_superblocks::vnni::q4k(t, x, o) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, SuperKind::Q5K) => {
+            |t, x, o| unsafe { x86_superblocks::vnni::q5k(t, x, o) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, SuperKind::Q6K) => {
+            |t, x, o| unsafe { x86_superblocks::vnni::q6k(t, x, o) }
+        }
+        (_, SuperKind::Q4K) => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::q4k_group(SuperKind::Q4K, t, *x);
+            }
+        },
+        (_, SuperKind::Q5K) => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::q4k_group(SuperKind::Q5K, t, *x);
+            }
+        },
+        (_, SuperKind::Q6K) => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::q6k_group(t, *x);
+            }
+        },
+    }
+}
+
+/// Tokens a super-block kernel takes at once.
+const SUPER_TOKENS: usize = 4;
+/// Activation bytes one task walks all its row groups with before the next tokens', so that they stay in
+/// the core's cache (L2) while the weights stream past.
+const TOKEN_BLOCK_BYTES: usize = 256 << 10;
+
 /// Four F16 rows against one activation row, or two (the second result zero for one).
 type FloatKernel = fn(&[u8], &[f32], Option<&[f32]>) -> [[f32; 4]; 2];
 
@@ -251,13 +315,27 @@ impl PackedMatrix {
         let Some(&(first, _, _)) = parts.first() else {
             return Err(KernelError::Shape("nothing to pack".into()));
         };
-        let kind = first.tile_kind();
+        Self::pack_into(first.tile_kind(), parts, cols)
+    }
+
+    /// `pack_stacked` into tiles of `kind` (the tests compare kinds on one matrix).
+    fn pack_into(
+        kind: TileKind,
+        parts: &[(GgmlType, &[u8], usize)],
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        let Some(&(first, _, _)) = parts.first() else {
+            return Err(KernelError::Shape("nothing to pack".into()));
+        };
         let mut sources: Vec<(GgmlType, &[u8])> = Vec::new();
         for &(ty, raw, rows) in parts {
-            if ty.tile_kind() != kind {
+            if ty.tile_kind() != first.tile_kind() {
                 return Err(KernelError::MixedKinds(first, ty));
             }
-            if cols == 0 || !cols.is_multiple_of(ty.block_elems()) || !cols.is_multiple_of(32) {
+            if cols == 0
+                || !cols.is_multiple_of(ty.block_elems())
+                || !cols.is_multiple_of(tile_cols(kind))
+            {
                 return Err(KernelError::Shape(format!(
                     "{cols} columns is not whole {ty:?} blocks"
                 )));
@@ -273,14 +351,15 @@ impl PackedMatrix {
             sources.extend(raw.chunks_exact(row_bytes).map(|row| (ty, row)));
         }
         let rows = sources.len();
-        let blocks = cols / 32;
+        let blocks = cols / tile_cols(kind);
         let tile = tile_bytes(kind);
         let groups = rows.div_ceil(GROUP_ROWS);
         let mut data = vec![0u8; groups * blocks * tile];
         data.par_chunks_mut(blocks * tile)
             .zip(sources.par_chunks(GROUP_ROWS))
-            .try_for_each(|(group, rows)| match kind {
-                TileKind::F16 => {
+            .try_for_each(|(group, rows)| match (kind, kind.superblock()) {
+                (_, Some(layout)) => superblocks::write_group(layout, rows, group),
+                (TileKind::F16, None) => {
                     pack_float_group(rows, cols, group);
                     Ok(())
                 }
@@ -303,7 +382,7 @@ impl PackedMatrix {
     }
 
     fn group_bytes(&self) -> usize {
-        self.cols / 32 * tile_bytes(self.kind)
+        self.cols / tile_cols(self.kind) * tile_bytes(self.kind)
     }
 
     /// Row `r`, dequantized from the packed tiles.
@@ -312,7 +391,7 @@ impl PackedMatrix {
         let mut out = vec![0f32; self.cols];
         for (tile, values) in group
             .chunks_exact(tile_bytes(self.kind))
-            .zip(out.chunks_exact_mut(32))
+            .zip(out.chunks_exact_mut(tile_cols(self.kind)))
         {
             tiles::dequantize_tile_row(self.kind, tile, r % GROUP_ROWS, values);
         }
@@ -365,6 +444,39 @@ impl PackedMatrix {
             }
         };
         let gb = self.group_bytes();
+        let work = tokens * self.rows * self.cols;
+        let tasks = if work < SERIAL_WORK {
+            1
+        } else {
+            groups.min(pool().threads() * 4)
+        };
+        if let Some(layout) = self.kind.superblock() {
+            let kernel = super_kernel(level, layout);
+            let act = SuperRows::quantize(x, self.cols);
+            let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
+            let token_block = (TOKEN_BLOCK_BYTES / self.cols / SUPER_TOKENS).max(1) * SUPER_TOKENS;
+            let run = |range: Range<usize>| {
+                let mut results = [[0f32; 4]; SUPER_TOKENS];
+                for block in (0..tokens).step_by(token_block) {
+                    let block_end = (block + token_block).min(tokens);
+                    for g in range.clone() {
+                        let tiles = &self.data[g * gb..(g + 1) * gb];
+                        for t in (block..block_end).step_by(SUPER_TOKENS) {
+                            let n = SUPER_TOKENS.min(block_end - t);
+                            kernel(tiles, &acts[t..t + n], &mut results[..n]);
+                            for (i, values) in results[..n].iter().enumerate() {
+                                store(t + i, g, *values);
+                            }
+                        }
+                    }
+                }
+            };
+            pool().run(
+                tasks,
+                &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
+            );
+            return Ok(());
+        }
         let integer = kernels(level, self.kind).map(|k| (k, QuantizedRows::quantize(x, self.cols)));
         let float = float_kernel(level);
         let row = |t: usize| &x[t * self.cols..(t + 1) * self.cols];
@@ -389,12 +501,6 @@ impl PackedMatrix {
                     store(t, g, a);
                 }
             }
-        };
-        let work = tokens * self.rows * self.cols;
-        let tasks = if work < SERIAL_WORK {
-            1
-        } else {
-            groups.min(pool().threads() * 4)
         };
         pool().run(
             tasks,

@@ -1,6 +1,11 @@
 //! The portable kernels: the same integer arithmetic as the SIMD paths, one element at a time. Every SIMD
 //! kernel is tested against these.
 
+use super::activations::SuperRow;
+use super::superblocks::{
+    Q4K_MINS, Q4K_SCALES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES, Q6K_TILE_BYTES, SuperKind,
+    q4k_value, q6k_value,
+};
 use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16};
 
 /// Four rows of a U4 tile group against one activation row: `[f32; 4]` dot products.
@@ -66,6 +71,57 @@ pub fn f16_group(tiles: &[u8], x: &[f32]) -> [f32; 4] {
             for (j, v) in a.iter().enumerate() {
                 *o += read_f16(tile, 64 * r + 2 * j) * v;
             }
+        }
+    }
+    out
+}
+
+/// Four rows of Q4K or Q5K super-block tiles against one activation row (`SuperRows`): per super-block
+/// and row, the sub-blocks' integer dots weighted by their 6-bit scales, and the mins against the
+/// activations' 32-value sums, each converted to float once.
+pub fn q4k_group(kind: SuperKind, tiles: &[u8], x: SuperRow) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (b, tile) in tiles.chunks_exact(kind.tile_bytes()).enumerate() {
+        let a = &x.qs[256 * b..256 * b + 256];
+        for (r, o) in out.iter_mut().enumerate() {
+            let (mut sumi, mut summ) = (0i32, 0i32);
+            for s in 0..8 {
+                let dot: i32 = (0..32)
+                    .map(|l| q4k_value(kind, tile, r, s, l) as i32 * a[32 * s + l] as i32)
+                    .sum();
+                sumi += tile[Q4K_SCALES + 8 * r + s] as i32 * dot;
+                summ += tile[Q4K_MINS + 8 * r + s] as i32 * x.sums32[8 * b + s] as i32;
+            }
+            let (d, dmin) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
+            *o += x.d[b] * d * sumi as f32 - x.d[b] * dmin * summ as f32;
+        }
+    }
+    out
+}
+
+/// Four rows of Q6K super-block tiles against one activation row: unsigned 6-bit values against the
+/// activations, less 32 times the activations' 16-value sums, weighted by the sub-block scales.
+pub fn q6k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (b, tile) in tiles.chunks_exact(Q6K_TILE_BYTES).enumerate() {
+        let a = &x.qs[256 * b..256 * b + 256];
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut sumi = 0i32;
+            for h in 0..2 {
+                let at = Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * r;
+                let (ql, qh) = (&tile[at..at + 64], &tile[at + 64..at + 96]);
+                for k in 0..4 {
+                    for half16 in 0..2 {
+                        let s = 8 * h + 2 * k + half16;
+                        let dot: i32 = (16 * half16..16 * half16 + 16)
+                            .map(|l| q6k_value(ql, qh, k, l) as i32 * a[16 * s + l % 16] as i32)
+                            .sum();
+                        let sc = tile[Q6K_SCALES + 16 * r + s] as i8 as i32;
+                        sumi += sc * (dot - 32 * x.sums16[16 * b + s] as i32);
+                    }
+                }
+            }
+            *o += x.d[b] * read_f16(tile, 2 * r) * sumi as f32;
         }
     }
     out

@@ -60,8 +60,10 @@ fn packing_reproduces_candles_dequantization() {
     for (ty, dtype) in TYPES {
         let (bytes, reference) = ggml_matrix(dtype, rows, cols, 7);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        // Exact for the 32-element types; K-quants' scales are rounded to f16.
+        // Exact for the 32-element types and the super-block tiles; K-quants in 32-column tiles have
+        // their scales rounded to f16.
         let tolerance = match ty {
+            _ if ty.tile_kind().superblock().is_some() => 0.0,
             GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
                 2e-3 * max_abs(&reference)
             }
@@ -91,7 +93,8 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
     for (ty, dtype) in TYPES {
         let (bytes, _) = ggml_matrix(dtype, rows, cols, 11);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        for tokens in [1, 3, 40] {
+        // 1 to 6 tokens take every width of the super-block kernels (4 + 1, 4 + 2); 40 is a prompt.
+        for tokens in [1, 2, 3, 5, 6, 40] {
             let x = random(tokens, cols, 5 + tokens as u64);
             let mut scalar = vec![0f32; tokens * rows];
             packed
@@ -130,6 +133,37 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
 }
 
 #[test]
+fn k_quants_pack_into_super_block_tiles_no_larger_than_the_file() {
+    for (ty, bits) in [
+        (GgmlType::Q4K, 4.625),
+        (GgmlType::Q5K, 5.625),
+        (GgmlType::Q6K, 6.5625),
+    ] {
+        let kind = ty.tile_kind();
+        if cfg!(target_arch = "aarch64") {
+            assert!(kind.superblock().is_none());
+            continue;
+        }
+        assert!(kind.superblock().is_some(), "{ty:?}");
+        let (rows, cols) = (8, 512);
+        let (bytes, _) = ggml_matrix(
+            match ty {
+                GgmlType::Q4K => GgmlDType::Q4K,
+                GgmlType::Q5K => GgmlDType::Q5K,
+                _ => GgmlDType::Q6K,
+            },
+            rows,
+            cols,
+            3,
+        );
+        let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        assert_eq!(packed.data.len() as f64 * 8.0 / (rows * cols) as f64, bits);
+        // A K-quant needs whole super-blocks.
+        assert!(PackedMatrix::pack(ty, &bytes, 4 * rows, cols / 4).is_err());
+    }
+}
+
+#[test]
 fn stacked_matrices_equal_their_parts() {
     let cols = 256;
     let (q, _) = ggml_matrix(GgmlDType::Q4_1, 6, cols, 1);
@@ -158,4 +192,44 @@ fn bad_shapes_are_errors_not_panics() {
     let mut out = vec![0f32; 4];
     assert!(packed.matmul(&[0.0; 63], &mut out).is_err());
     assert!(packed.matmul(&[0.0; 64], &mut out[..3]).is_err());
+}
+
+/// Not a check but a measurement: the super-block kernels against the 32-column tiles on the same K-quant
+/// matrix, at one token (memory-bound) and 64 (compute-bound), best of several runs so that a shared
+/// machine's noise mostly drops out:
+/// `cargo test -p model-runner-kernels --lib kernel_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn kernel_speed() {
+    let (rows, cols) = (2048, 4096);
+    for (ty, dtype, old) in [
+        (GgmlType::Q4K, GgmlDType::Q4K, TileKind::U4),
+        (GgmlType::Q6K, GgmlDType::Q6K, TileKind::I8),
+        (GgmlType::Q5K, GgmlDType::Q5K, TileKind::U8),
+    ] {
+        let (bytes, _) = ggml_matrix(dtype, rows, cols, 1);
+        let new = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        let old = PackedMatrix::pack_into(old, &[(ty, &bytes, rows)], cols).unwrap();
+        for tokens in [1, 64] {
+            let x = random(tokens, cols, 2);
+            let mut out = vec![0f32; tokens * rows];
+            let mut best = [f64::MAX; 2];
+            for _ in 0..(if tokens == 1 { 200 } else { 12 }) {
+                for (i, m) in [&old, &new].into_iter().enumerate() {
+                    let start = std::time::Instant::now();
+                    m.matmul(&x, &mut out).unwrap();
+                    best[i] = best[i].min(start.elapsed().as_secs_f64());
+                }
+            }
+            let macs = (tokens * rows * cols) as f64;
+            println!(
+                "{ty:?} {tokens:>2} tokens: 32-column tiles {:.1} GMAC/s ({} MB), super-block {:.1} GMAC/s ({} MB): x{:.2}",
+                macs / best[0] / 1e9,
+                old.data.len() >> 20,
+                macs / best[1] / 1e9,
+                new.data.len() >> 20,
+                best[0] / best[1]
+            );
+        }
+    }
 }

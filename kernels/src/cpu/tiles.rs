@@ -14,6 +14,7 @@
 use half::f16;
 
 use super::ggml::{Block32, TileKind};
+use super::superblocks::{self, SUPER};
 
 pub const U4_TILE_BYTES: usize = 80;
 pub const I8_TILE_BYTES: usize = 144;
@@ -28,6 +29,18 @@ pub fn tile_bytes(kind: TileKind) -> usize {
         TileKind::I8 => I8_TILE_BYTES,
         TileKind::U8 => U8_TILE_BYTES,
         TileKind::F16 => F16_TILE_BYTES,
+        TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
+            kind.superblock().map_or(0, |s| s.tile_bytes())
+        }
+    }
+}
+
+/// Columns one tile covers: 32, or a super-block's 256.
+pub fn tile_cols(kind: TileKind) -> usize {
+    if kind.superblock().is_some() {
+        SUPER
+    } else {
+        32
     }
 }
 
@@ -62,7 +75,9 @@ pub fn write_tile(kind: TileKind, rows: &[&Block32], tile: &mut [u8]) {
                     tile[16 + 16 * r + j] = (b.q[j] as u8 & 0x0F) | ((b.q[j + 16] as u8) << 4);
                 }
             }
-            TileKind::F16 => unreachable!("F16 tiles are written by write_f16_tile"),
+            TileKind::F16 | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
+                unreachable!("F16 and super-block tiles have their own writers")
+            }
             TileKind::U8 => {
                 write_f16(tile, 2 * r, b.scale[0]);
                 write_f16(tile, 8 + 2 * r, b.min);
@@ -81,8 +96,12 @@ pub fn write_tile(kind: TileKind, rows: &[&Block32], tile: &mut [u8]) {
     }
 }
 
-/// Row `r`'s 32 values of a tile, dequantized (for tests and the reference path).
+/// Row `r`'s values of a tile (`tile_cols`), dequantized (for tests, the reference path, embeddings).
 pub fn dequantize_tile_row(kind: TileKind, tile: &[u8], r: usize, out: &mut [f32]) {
+    if let Some(layout) = kind.superblock() {
+        superblocks::dequantize_tile_row(layout, tile, r, out);
+        return;
+    }
     match kind {
         TileKind::U4 => {
             let (scale, min) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
@@ -109,5 +128,6 @@ pub fn dequantize_tile_row(kind: TileKind, tile: &[u8], r: usize, out: &mut [f32
                 out[j] = scale * (tile[16 + 32 * r + j] as i8) as f32;
             }
         }
+        TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {}
     }
 }

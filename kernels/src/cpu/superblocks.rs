@@ -1,0 +1,186 @@
+//! The K-quants' repacked layout, which keeps each 256-value super-block whole: the file's own integers
+//! (6-bit sub-block scales and mins unpacked to bytes, the quants as they are), four rows interleaved as
+//! `tiles` does, so that a kernel keeps integer sums over a super-block and converts to float once per
+//! super-block and row (as ggml's Q4_K x Q8_K dot product does), and reads no more bytes than the file.
+//!
+//! One tile per 256 columns of a four-row group (missing rows are zero, which dequantizes to zero):
+//!
+//! - Q4K tile, 592 bytes (4.625 bits a weight; the file 4.5): `d: [f16; 4]`, `dmin: [f16; 4]`,
+//!   `scales: [[u8; 8]; 4]`, `mins: [[u8; 8]; 4]`, then for each 32-byte chunk `p` of the row's 128 quant
+//!   bytes, the four rows' chunks: `q: [[[u8; 32]; 4]; 4]` (`[p][row]`). Byte `l` of chunk `p` holds value
+//!   `l` of sub-block `2p` in its low nibble and of sub-block `2p + 1` in its high one, as Q4_K does.
+//!   `x = d * scales[s] * q - dmin * mins[s]` for sub-block `s` (32 values).
+//! - Q5K tile, 720 bytes (5.625 bits; the file 5.5): a Q4K tile, then `qh: [[u8; 32]; 4]`: bit `s` of byte
+//!   `l` is the fifth bit (16) of value `l` of sub-block `s`, as Q5_K has it.
+//! - Q6K tile, 840 bytes (6.5625 bits, as the file): `d: [f16; 4]`, `scales: [[i8; 16]; 4]` (one per 16
+//!   values), then for each half `h` (128 values) the four rows' `ql: [u8; 64]` and `qh: [u8; 32]`, Q6_K's
+//!   own bytes: value `32k + l` of a half is `ql[l + 32 (k & 1)] >> 4 (k >> 1) & 15 | (qh[l] >> 2k & 3) << 4`.
+//!   `x = d * scales[s] * (q - 32)` for 16-value sub-block `s`.
+//!
+//! Packing copies the file's integers and f16 scales, so the tiles dequantize to exactly ggml's values.
+
+use super::KernelError;
+use super::ggml::GgmlType;
+use super::tiles::read_f16;
+
+/// Values per super-block.
+pub const SUPER: usize = 256;
+pub const Q4K_TILE_BYTES: usize = 592;
+pub const Q5K_TILE_BYTES: usize = 720;
+pub const Q6K_TILE_BYTES: usize = 840;
+
+/// Where the parts of a Q4K / Q5K tile start.
+pub const Q4K_SCALES: usize = 16;
+pub const Q4K_MINS: usize = 48;
+pub const Q4K_QS: usize = 80;
+pub const Q5K_QH: usize = Q4K_TILE_BYTES;
+/// Where a Q6K tile's scales and halves start, and one row's bytes in a half.
+pub const Q6K_SCALES: usize = 8;
+pub const Q6K_HALVES: usize = 72;
+pub const Q6K_HALF_ROW: usize = 96;
+
+/// The super-block layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuperKind {
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+impl SuperKind {
+    pub fn tile_bytes(self) -> usize {
+        match self {
+            SuperKind::Q4K => Q4K_TILE_BYTES,
+            SuperKind::Q5K => Q5K_TILE_BYTES,
+            SuperKind::Q6K => Q6K_TILE_BYTES,
+        }
+    }
+
+    /// The GGML type whose blocks this layout holds.
+    fn source(self) -> GgmlType {
+        match self {
+            SuperKind::Q4K => GgmlType::Q4K,
+            SuperKind::Q5K => GgmlType::Q5K,
+            SuperKind::Q6K => GgmlType::Q6K,
+        }
+    }
+}
+
+/// Q4_K's 6-bit scale and min of sub-block `j` (ggml's `get_scale_min_k4`).
+pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Writes one group's tiles (`group`: one per super-block) from up to four rows of `kind`'s type.
+pub fn write_group(
+    kind: SuperKind,
+    rows: &[(GgmlType, &[u8])],
+    group: &mut [u8],
+) -> Result<(), KernelError> {
+    let ty = kind.source();
+    let bb = ty.block_bytes();
+    let tb = kind.tile_bytes();
+    group.fill(0);
+    for (r, &(row_ty, row)) in rows.iter().enumerate() {
+        if row_ty != ty || !row.len().is_multiple_of(bb) || row.len() / bb != group.len() / tb {
+            return Err(KernelError::Shape(format!(
+                "a {row_ty:?} row of {} bytes does not fill {kind:?} tiles",
+                row.len()
+            )));
+        }
+        for (block, tile) in row.chunks_exact(bb).zip(group.chunks_exact_mut(tb)) {
+            match kind {
+                SuperKind::Q4K | SuperKind::Q5K => {
+                    tile[2 * r..2 * r + 2].copy_from_slice(&block[0..2]);
+                    tile[8 + 2 * r..10 + 2 * r].copy_from_slice(&block[2..4]);
+                    for s in 0..8 {
+                        let (sc, m) = scale_min_k4(s, &block[4..16]);
+                        tile[Q4K_SCALES + 8 * r + s] = sc;
+                        tile[Q4K_MINS + 8 * r + s] = m;
+                    }
+                    let qs = if kind == SuperKind::Q5K {
+                        tile[Q5K_QH + 32 * r..Q5K_QH + 32 * r + 32].copy_from_slice(&block[16..48]);
+                        &block[48..176]
+                    } else {
+                        &block[16..144]
+                    };
+                    for p in 0..4 {
+                        let at = Q4K_QS + 128 * p + 32 * r;
+                        tile[at..at + 32].copy_from_slice(&qs[32 * p..32 * p + 32]);
+                    }
+                }
+                SuperKind::Q6K => {
+                    tile[2 * r..2 * r + 2].copy_from_slice(&block[208..210]);
+                    tile[Q6K_SCALES + 16 * r..Q6K_SCALES + 16 * r + 16]
+                        .copy_from_slice(&block[192..208]);
+                    for h in 0..2 {
+                        let at = Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * r;
+                        tile[at..at + 64].copy_from_slice(&block[64 * h..64 * h + 64]);
+                        tile[at + 64..at + 96].copy_from_slice(&block[128 + 32 * h..160 + 32 * h]);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Q6K value `32k + l` (`k` 0..4, `l` 0..32) of a half, from its row's `ql` and `qh`: 0..=63.
+#[inline]
+pub fn q6k_value(ql: &[u8], qh: &[u8], k: usize, l: usize) -> u8 {
+    ((ql[l + 32 * (k & 1)] >> (4 * (k >> 1))) & 0x0F) | (((qh[l] >> (2 * k)) & 3) << 4)
+}
+
+/// Q4K / Q5K value `l` of sub-block `s` of row `r`: 0..=15, or 0..=31 with the fifth bit.
+#[inline]
+pub fn q4k_value(kind: SuperKind, tile: &[u8], r: usize, s: usize, l: usize) -> u8 {
+    let byte = tile[Q4K_QS + 128 * (s / 2) + 32 * r + l];
+    let low = if s.is_multiple_of(2) {
+        byte & 0x0F
+    } else {
+        byte >> 4
+    };
+    let high = if kind == SuperKind::Q5K {
+        ((tile[Q5K_QH + 32 * r + l] >> s) & 1) << 4
+    } else {
+        0
+    };
+    low | high
+}
+
+/// Row `r`'s 256 values of a tile, dequantized as ggml does.
+pub fn dequantize_tile_row(kind: SuperKind, tile: &[u8], r: usize, out: &mut [f32]) {
+    match kind {
+        SuperKind::Q4K | SuperKind::Q5K => {
+            let (d, dmin) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
+            for s in 0..8 {
+                let d1 = d * tile[Q4K_SCALES + 8 * r + s] as f32;
+                let m1 = dmin * tile[Q4K_MINS + 8 * r + s] as f32;
+                for l in 0..32 {
+                    out[32 * s + l] = d1 * q4k_value(kind, tile, r, s, l) as f32 - m1;
+                }
+            }
+        }
+        SuperKind::Q6K => {
+            let d = read_f16(tile, 2 * r);
+            for h in 0..2 {
+                let at = Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * r;
+                let (ql, qh) = (&tile[at..at + 64], &tile[at + 64..at + 96]);
+                for k in 0..4 {
+                    for l in 0..32 {
+                        let i = 128 * h + 32 * k + l;
+                        let sc = tile[Q6K_SCALES + 16 * r + i / 16] as i8;
+                        out[i] = d * sc as f32 * (q6k_value(ql, qh, k, l) as i32 - 32) as f32;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! x86-64 kernels for the super-block tiles (`superblocks`), AVX2 and AVX-512 VNNI on 256-bit vectors.
+//!
+//! Four rows against one to four activation rows (`SuperRows`) at once: each unpacked weight vector and
+//! sub-block scale serves every token, and the tokens' integer sums stay in registers (4 rows x 4 tokens
+//! of 8 lanes) for a whole super-block. Per 32 values and token the work is `vpmaddubsw` (u8 weights x i8
+//! activations into i16 pairs) and one multiply-add of those pairs with the sub-block's scale into i32
+//! (`vpdpwssd` with VNNI, `vpmaddwd` + `vpaddd` without). The mins (Q4K, Q5K) and Q6K's offset of 32 come
+//! from the activations' per-32 and per-16 sums, once per super-block; floats appear once per super-block,
+//! row and token. Callers check the CPU's features (`SimdLevel::available`).
+
+use std::arch::x86_64::*;
+
+use super::activations::SuperRow;
+use super::superblocks::{
+    Q4K_MINS, Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF_ROW, Q6K_HALVES,
+    Q6K_SCALES, Q6K_TILE_BYTES,
+};
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load32(at: *const u8) -> __m256i {
+    unsafe { _mm256_loadu_si256(at as *const __m256i) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load16(at: *const u8) -> __m128i {
+    unsafe { _mm_loadu_si128(at as *const __m128i) }
+}
+
+/// `acc + pairwise(p * s)` over i16 lanes into i32 lanes, without VNNI.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn madd_avx2(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+}
+
+/// The same in one `vpdpwssd`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+fn madd_vnni(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpwssd_epi32(acc, p, s)
+}
+
+/// Four rows' i32 lane vectors summed to `[r0, r1, r2, r3]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_rows(acc: [__m256i; 4]) -> __m128i {
+    let h = _mm256_hadd_epi32(
+        _mm256_hadd_epi32(acc[0], acc[1]),
+        _mm256_hadd_epi32(acc[2], acc[3]),
+    );
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// `vpshufb` controls that put i16 lane `lo` of a 128-bit half in the low half's eight lanes and lane `hi`
+/// in the high half's: `WORDS[j]` takes lane `j` into both (Q4K's sub-block `j`), `PAIRS[k]` lanes `2k`
+/// and `2k + 1` (Q6K's two 16-value sub-blocks of a 32-value run).
+const fn word_shuffle(lo: usize, hi: usize) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    let mut i = 0;
+    while i < 8 {
+        m[2 * i] = 2 * lo as u8;
+        m[2 * i + 1] = 2 * lo as u8 + 1;
+        m[16 + 2 * i] = 2 * hi as u8;
+        m[16 + 2 * i + 1] = 2 * hi as u8 + 1;
+        i += 1;
+    }
+    m
+}
+
+static WORDS: [[u8; 32]; 8] = [
+    word_shuffle(0, 0),
+    word_shuffle(1, 1),
+    word_shuffle(2, 2),
+    word_shuffle(3, 3),
+    word_shuffle(4, 4),
+    word_shuffle(5, 5),
+    word_shuffle(6, 6),
+    word_shuffle(7, 7),
+];
+static PAIRS: [[u8; 32]; 4] = [
+    word_shuffle(0, 1),
+    word_shuffle(2, 3),
+    word_shuffle(4, 5),
+    word_shuffle(6, 7),
+];
+
+/// Row `r`'s eight Q4K sub-block scales as i16, in both 128-bit halves.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_scales(tile: *const u8, r: usize) -> __m256i {
+    unsafe {
+        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
+            tile.add(Q4K_SCALES + 8 * r) as *const __m128i,
+        )))
+    }
+}
+
+macro_rules! superblock_kernels {
+    ($q4k:ident, $q5k:ident, $q6k:ident, $features:literal, $madd:ident) => {
+        /// Four Q4K (or, with `FIVE`, Q5K) rows against the first `N` activation rows of `x`.
+        #[target_feature(enable = $features)]
+        unsafe fn q4k_tokens<const N: usize, const FIVE: bool>(
+            tiles: &[u8],
+            x: &[SuperRow],
+        ) -> [[f32; 4]; N] {
+            let tb = if FIVE { Q5K_TILE_BYTES } else { Q4K_TILE_BYTES };
+            let x = &x[..N];
+            let mut supers = tiles.len() / tb;
+            for a in x {
+                supers = supers
+                    .min(a.d.len())
+                    .min(a.qs.len() / 256)
+                    .min(a.sums32.len() / 8);
+            }
+            let nibble = _mm256_set1_epi8(0x0F);
+            let fifth = _mm256_set1_epi8(0x10);
+            let sign = _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0);
+            let mut total = [_mm256_setzero_ps(); N];
+            for b in 0..supers {
+                unsafe {
+                    let tile = tiles.as_ptr().add(b * tb);
+                    let mut acts = [std::ptr::null::<u8>(); N];
+                    for t in 0..N {
+                        acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                    }
+                    let scales = [
+                        q4k_scales(tile, 0),
+                        q4k_scales(tile, 1),
+                        q4k_scales(tile, 2),
+                        q4k_scales(tile, 3),
+                    ];
+                    let mut acc = [[_mm256_setzero_si256(); N]; 4];
+                    for p in 0..4 {
+                        let (w_lo, w_hi) = (WORDS[2 * p].as_ptr(), WORDS[2 * p + 1].as_ptr());
+                        // Q5K: shifts that bring bits 2p and 2p + 1 of each qh byte to bit 0 and 1
+                        // (read again per chunk from the cache: four rows' qh would take registers
+                        // the accumulators need).
+                        let qh_shift = _mm_cvtsi32_si128(2 * p as i32);
+                        // One row of chunk `p`: its two sub-blocks against every token.
+                        macro_rules! row {
+                            ($r:literal) => {
+                                let raw = load32(tile.add(Q4K_QS + 128 * p + 32 * $r));
+                                let mut lo = _mm256_and_si256(raw, nibble);
+                                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
+                                if FIVE {
+                                    let qh = _mm256_srl_epi16(
+                                        load32(tile.add(Q5K_QH + 32 * $r)),
+                                        qh_shift,
+                                    );
+                                    lo = _mm256_or_si256(
+                                        lo,
+                                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), fifth),
+                                    );
+                                    hi = _mm256_or_si256(
+                                        hi,
+                                        _mm256_and_si256(_mm256_slli_epi16::<3>(qh), fifth),
+                                    );
+                                }
+                                let s_lo = _mm256_shuffle_epi8(scales[$r], load32(w_lo));
+                                let s_hi = _mm256_shuffle_epi8(scales[$r], load32(w_hi));
+                                for t in 0..N {
+                                    let a_lo = load32(acts[t].add(64 * p));
+                                    let a_hi = load32(acts[t].add(64 * p + 32));
+                                    acc[$r][t] =
+                                        $madd(acc[$r][t], _mm256_maddubs_epi16(lo, a_lo), s_lo);
+                                    acc[$r][t] =
+                                        $madd(acc[$r][t], _mm256_maddubs_epi16(hi, a_hi), s_hi);
+                                }
+                            };
+                        }
+                        row!(0);
+                        row!(1);
+                        row!(2);
+                        row!(3);
+                    }
+                    // Rows 0, 1 and 2, 3's mins as i16, against each token's 32-value sums.
+                    let mins01 = _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS)));
+                    let mins23 = _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS + 16)));
+                    // [d0..d3, -dmin0..-dmin3]
+                    let scales = _mm256_mul_ps(_mm256_cvtph_ps(load16(tile)), sign);
+                    for t in 0..N {
+                        let sumi = sum_rows([acc[0][t], acc[1][t], acc[2][t], acc[3][t]]);
+                        let sums = _mm256_broadcastsi128_si256(load16(
+                            x[t].sums32.as_ptr().add(8 * b) as *const u8,
+                        ));
+                        let q = _mm256_hadd_epi32(
+                            _mm256_madd_epi16(mins01, sums),
+                            _mm256_madd_epi16(mins23, sums),
+                        );
+                        // [r0, r2, r0, r2 | r1, r3, r1, r3]
+                        let q = _mm256_hadd_epi32(q, q);
+                        let summ = _mm_unpacklo_epi32(
+                            _mm256_castsi256_si128(q),
+                            _mm256_extracti128_si256::<1>(q),
+                        );
+                        let v = _mm256_cvtepi32_ps(_mm256_set_m128i(summ, sumi));
+                        let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] = _mm256_fmadd_ps(v, _mm256_mul_ps(scales, da), total[t]);
+                    }
+                }
+            }
+            let mut out = [[0f32; 4]; N];
+            for t in 0..N {
+                let sum = _mm_add_ps(
+                    _mm256_castps256_ps128(total[t]),
+                    _mm256_extractf128_ps::<1>(total[t]),
+                );
+                // SAFETY: `out[t]` has four floats.
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), sum) };
+            }
+            out
+        }
+
+        /// Four Q6K rows against the first `N` activation rows of `x`.
+        #[target_feature(enable = $features)]
+        unsafe fn q6k_tokens<const N: usize>(tiles: &[u8], x: &[SuperRow]) -> [[f32; 4]; N] {
+            let x = &x[..N];
+            let mut supers = tiles.len() / Q6K_TILE_BYTES;
+            for a in x {
+                supers = supers
+                    .min(a.d.len())
+                    .min(a.qs.len() / 256)
+                    .min(a.sums16.len() / 16);
+            }
+            let nibble = _mm256_set1_epi8(0x0F);
+            let high = _mm256_set1_epi8(0x30);
+            let mut total = [_mm_setzero_ps(); N];
+            for b in 0..supers {
+                unsafe {
+                    let tile = tiles.as_ptr().add(b * Q6K_TILE_BYTES);
+                    let mut acts = [std::ptr::null::<u8>(); N];
+                    for t in 0..N {
+                        acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                    }
+                    let mut acc = [[_mm256_setzero_si256(); N]; 4];
+                    for h in 0..2 {
+                        // One row of half `h`: its 128 values against every token.
+                        macro_rules! row {
+                            ($r:literal) => {
+                                let sc8 = _mm_loadl_epi64(
+                                    tile.add(Q6K_SCALES + 16 * $r + 8 * h) as *const __m128i
+                                );
+                                let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
+                                let at =
+                                    tile.add(Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * $r);
+                                let (ql0, ql1, qh) =
+                                    (load32(at), load32(at.add(32)), load32(at.add(64)));
+                                let values = [
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(ql0, nibble),
+                                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), high),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(ql1, nibble),
+                                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), high),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), nibble),
+                                        _mm256_and_si256(qh, high),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), nibble),
+                                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), high),
+                                    ),
+                                ];
+                                for k in 0..4 {
+                                    let s = _mm256_shuffle_epi8(scales, load32(PAIRS[k].as_ptr()));
+                                    for t in 0..N {
+                                        let a = load32(acts[t].add(128 * h + 32 * k));
+                                        acc[$r][t] = $madd(
+                                            acc[$r][t],
+                                            _mm256_maddubs_epi16(values[k], a),
+                                            s,
+                                        );
+                                    }
+                                }
+                            };
+                        }
+                        row!(0);
+                        row!(1);
+                        row!(2);
+                        row!(3);
+                    }
+                    // The values are stored plus 32: take 32 times each sub-block's sum back off.
+                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
+                    let scales32 = [0, 1, 2, 3].map(|r| {
+                        _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(load16(
+                            tile.add(Q6K_SCALES + 16 * r),
+                        )))
+                    });
+                    for t in 0..N {
+                        let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
+                        let mut rows = [_mm256_setzero_si256(); 4];
+                        for r in 0..4 {
+                            rows[r] =
+                                _mm256_sub_epi32(acc[r][t], _mm256_madd_epi16(scales32[r], sums));
+                        }
+                        let sumi = sum_rows(rows);
+                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
+                    }
+                }
+            }
+            let mut out = [[0f32; 4]; N];
+            for t in 0..N {
+                // SAFETY: `out[t]` has four floats.
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
+            }
+            out
+        }
+
+        /// Four Q4K rows against `x.len()` (1 to 4) activation rows, into `out[..x.len()]`.
+        ///
+        /// # Safety
+        /// The CPU has the features named; `x` has 1 to 4 rows, `out` as many.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $q4k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+            unsafe {
+                match x.len() {
+                    1 => out[..1].copy_from_slice(&q4k_tokens::<1, false>(tiles, x)),
+                    2 => out[..2].copy_from_slice(&q4k_tokens::<2, false>(tiles, x)),
+                    3 => out[..3].copy_from_slice(&q4k_tokens::<3, false>(tiles, x)),
+                    _ => out[..4].copy_from_slice(&q4k_tokens::<4, false>(tiles, x)),
+                }
+            }
+        }
+
+        /// Four Q5K rows against 1 to 4 activation rows.
+        ///
+        /// # Safety
+        /// As for the Q4K kernel.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $q5k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+            unsafe {
+                match x.len() {
+                    1 => out[..1].copy_from_slice(&q4k_tokens::<1, true>(tiles, x)),
+                    2 => out[..2].copy_from_slice(&q4k_tokens::<2, true>(tiles, x)),
+                    3 => out[..3].copy_from_slice(&q4k_tokens::<3, true>(tiles, x)),
+                    _ => out[..4].copy_from_slice(&q4k_tokens::<4, true>(tiles, x)),
+                }
+            }
+        }
+
+        /// Four Q6K rows against 1 to 4 activation rows.
+        ///
+        /// # Safety
+        /// As for the Q4K kernel.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $q6k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+            unsafe {
+                match x.len() {
+                    1 => out[..1].copy_from_slice(&q6k_tokens::<1>(tiles, x)),
+                    2 => out[..2].copy_from_slice(&q6k_tokens::<2>(tiles, x)),
+                    3 => out[..3].copy_from_slice(&q6k_tokens::<3>(tiles, x)),
+                    _ => out[..4].copy_from_slice(&q6k_tokens::<4>(tiles, x)),
+                }
+            }
+        }
+    };
+}
+
+/// AVX2 without VNNI.
+pub mod avx2 {
+    use super::*;
+    superblock_kernels!(q4k, q5k, q6k, "avx2,fma,f16c", madd_avx2);
+}
+
+/// AVX-512 VNNI on 256-bit vectors.
+pub mod vnni {
+    use super::*;
+    superblock_kernels!(
+        q4k,
+        q5k,
+        q6k,
+        "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni",
+        madd_vnni
+    );
+}
