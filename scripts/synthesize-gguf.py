@@ -55,6 +55,14 @@ FAMILIES = {
     # embedding in the residual stream.
     "gemma2": dict(arch="gemma2", rope_base=None, layers=4, head_dim=32, explicit_head_dim=True, eps=1e-6,
                    gemma=True, sliding_window=8, attn_softcap=3.0, final_softcap=30.0),
+    # Qwen 3 MoE (Qwen3-30B-A3B: 128 experts, 8 per token): Qwen 3's attention, and every layer's FFN a router
+    # `ffn_gate_inp` (kept F32 by the converter) over experts stacked in 3-D `ffn_{gate,up,down}_exps`, of
+    # `expert_feed_forward_length` (narrower than `feed_forward_length`, as 768 against 6144 in the real one).
+    "qwen3moe": dict(arch="qwen3moe", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
+                     eps=1e-6, moe=dict(experts=8, used=4, ff_div=4, expert_ff_key=True)),
+    # Mixtral 8x7B: `llama` architecture with `llama.expert_count` 8 and `expert_used_count` 2, GQA 4:1, rope
+    # base 1e6; `feed_forward_length` is each expert's width.
+    "mixtral": dict(arch="llama", rope_base=1000000.0, heads=8, kv_heads=2, moe=dict(experts=8, used=2)),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
@@ -79,6 +87,9 @@ FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTL
 # standard deviation of the next-token logits (the top two of 49152 Gaussian logits then differ by ~1.3).
 QK_GAIN = 1.5
 LOGIT_STD = 6.0
+# Standard deviation of the experts' router logits: choices clear enough that two correct engines route
+# alike, yet the chosen experts' weights far enough from 1 that their renormalisation matters.
+ROUTER_STD = 2.0
 
 
 def llama3_rope_factors(base, head_dim, factor, low_freq_factor, high_freq_factor, original_context):
@@ -156,6 +167,13 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         writer.add_final_logit_softcapping(spec["final_softcap"])
     if "original_context" in spec:
         writer.add_rope_scaling_orig_ctx_len(spec["original_context"])
+    moe = spec.get("moe")
+    if moe:
+        writer.add_expert_count(moe["experts"])
+        writer.add_expert_used_count(moe["used"])
+        expert_ff = ff // moe.get("ff_div", 1)
+        if moe.get("expert_ff_key"):
+            writer.add_expert_feed_forward_length(expert_ff)
     vocab = copy_tokenizer(writer, tokenizer_from)
     if arch == "llama":
         writer.add_vocab_size(vocab)
@@ -208,13 +226,22 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         if gemma:
             vector(f"{p}.post_attention_norm.weight", hidden, 4.0, 0.5)
         vector(f"{p}.ffn_norm.weight", hidden, 1.0, 0.1)
-        if spec.get("fused"):
+        if moe:
+            n = moe["experts"]
+            writer.add_tensor(f"{p}.ffn_gate_inp.weight",
+                              (rng.standard_normal((n, hidden)) * ROUTER_STD / math.sqrt(hidden)).astype(np.float32))
+            # numpy (expert, rows, cols): GGUF's {cols, rows, expert}, the layout llama.cpp's mul_mat_id reads.
+            put_matrix(f"{p}.ffn_gate_exps.weight", rng.standard_normal((n, expert_ff, hidden)) / math.sqrt(hidden))
+            put_matrix(f"{p}.ffn_up_exps.weight", rng.standard_normal((n, expert_ff, hidden)) / math.sqrt(hidden))
+            put_matrix(f"{p}.ffn_down_exps.weight", rng.standard_normal((n, hidden, expert_ff)) / math.sqrt(expert_ff))
+        elif spec.get("fused"):
             # Phi-3's ffn_up: gate rows then up rows.
             matrix(f"{p}.ffn_up.weight", 2 * ff, hidden, 1.0 / math.sqrt(hidden))
         else:
             matrix(f"{p}.ffn_gate.weight", ff, hidden, 1.0 / math.sqrt(hidden))
             matrix(f"{p}.ffn_up.weight", ff, hidden, 1.0 / math.sqrt(hidden))
-        matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+        if not moe:
+            matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
         if gemma:
             vector(f"{p}.post_ffw_norm.weight", hidden, 4.0, 0.5)
 
