@@ -63,6 +63,12 @@ FAMILIES = {
     # Mixtral 8x7B: `llama` architecture with `llama.expert_count` 8 and `expert_used_count` 2, GQA 4:1, rope
     # base 1e6; `feed_forward_length` is each expert's width.
     "mixtral": dict(arch="llama", rope_base=1000000.0, heads=8, kv_heads=2, moe=dict(experts=8, used=2)),
+    # Qwen 1.5 / 2 MoE (Qwen1.5-MoE-A2.7B: 60 experts, 4 per token): Qwen 2's biased attention; the routed
+    # experts' weights are not renormalised, and a shared expert (`ffn_*_shexp`, of
+    # `expert_shared_feed_forward_length`, 4 times an expert's width as in the real one) is added to every
+    # token's output, scaled by the sigmoid of `ffn_gate_inp_shexp` (F32, HF's `[1, hidden]` kept).
+    "qwen2moe": dict(arch="qwen2moe", rope_base=1000000.0, qkv_bias=True, eps=1e-6,
+                     moe=dict(experts=8, used=4, ff_div=4, expert_ff_key=True, shared_mult=4)),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
@@ -174,6 +180,9 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         expert_ff = ff // moe.get("ff_div", 1)
         if moe.get("expert_ff_key"):
             writer.add_expert_feed_forward_length(expert_ff)
+        if "shared_mult" in moe:
+            shared_ff = expert_ff * moe["shared_mult"]
+            writer.add_expert_shared_feed_forward_length(shared_ff)
     vocab = copy_tokenizer(writer, tokenizer_from)
     if arch == "llama":
         writer.add_vocab_size(vocab)
@@ -234,6 +243,12 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
             put_matrix(f"{p}.ffn_gate_exps.weight", rng.standard_normal((n, expert_ff, hidden)) / math.sqrt(hidden))
             put_matrix(f"{p}.ffn_up_exps.weight", rng.standard_normal((n, expert_ff, hidden)) / math.sqrt(hidden))
             put_matrix(f"{p}.ffn_down_exps.weight", rng.standard_normal((n, hidden, expert_ff)) / math.sqrt(expert_ff))
+            if "shared_mult" in moe:
+                writer.add_tensor(f"{p}.ffn_gate_inp_shexp.weight",
+                                  (rng.standard_normal((1, hidden)) * ROUTER_STD / math.sqrt(hidden)).astype(np.float32))
+                matrix(f"{p}.ffn_gate_shexp.weight", shared_ff, hidden, 1.0 / math.sqrt(hidden))
+                matrix(f"{p}.ffn_up_shexp.weight", shared_ff, hidden, 1.0 / math.sqrt(hidden))
+                matrix(f"{p}.ffn_down_shexp.weight", hidden, shared_ff, 1.0 / math.sqrt(shared_ff))
         elif spec.get("fused"):
             # Phi-3's ffn_up: gate rows then up rows.
             matrix(f"{p}.ffn_up.weight", 2 * ff, hidden, 1.0 / math.sqrt(hidden))

@@ -2,7 +2,7 @@
 //! `x += attn(norm(x)); x += mlp(norm(x))`, then a final norm and the output head (tied to the embedding
 //! when the file has no `output.weight`). The architectures differ only in what they load into it.
 //! Llama 3's rope scaling comes as `rope_freqs.weight`, per-frequency divisors, wherever the file has it.
-//! The feed-forward block is a gated MLP or, for Qwen 3 MoE and Mixtral, a mixture of experts (`moe`).
+//! The feed-forward block is a gated MLP or, for Qwen 2/3 MoE and Mixtral, a mixture of experts (`moe`).
 
 use candle_core::Tensor;
 
@@ -45,7 +45,7 @@ impl FeedForward {
     fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
         match self {
             FeedForward::Dense(mlp) => mlp.forward(x, dense_from),
-            FeedForward::Experts(moe) => moe.forward(x),
+            FeedForward::Experts(moe) => moe.forward(x, dense_from),
         }
     }
 }

@@ -284,7 +284,21 @@ impl GatedMlp {
         prefix: &str,
         activation: Activation,
     ) -> Result<Self, ModelError> {
-        let (gate, up) = (format!("{prefix}.ffn_gate"), format!("{prefix}.ffn_up"));
+        Self::load_suffixed(w, prefix, "", activation)
+    }
+
+    /// `ffn_gate<suffix>`, `ffn_up<suffix>`, `ffn_down<suffix>` under `prefix` (`_shexp`: a shared
+    /// expert).
+    pub fn load_suffixed(
+        w: &mut GgufWeights,
+        prefix: &str,
+        suffix: &str,
+        activation: Activation,
+    ) -> Result<Self, ModelError> {
+        let (gate, up) = (
+            format!("{prefix}.ffn_gate{suffix}"),
+            format!("{prefix}.ffn_up{suffix}"),
+        );
         let gate_up = match Linear::load_stacked(w, &[&gate, &up])? {
             Some(fused) => GateUp::Fused(fused),
             None => GateUp::Separate {
@@ -294,7 +308,7 @@ impl GatedMlp {
         };
         Ok(Self {
             gate_up,
-            down: Linear::load(w, &format!("{prefix}.ffn_down"))?,
+            down: Linear::load(w, &format!("{prefix}.ffn_down{suffix}"))?,
             activation,
         })
     }

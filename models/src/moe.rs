@@ -22,30 +22,39 @@ use crate::weights::GgufWeights;
 /// llama.cpp's `LLAMA_MAX_EXPERTS`.
 pub const MAX_EXPERTS: usize = 1024;
 
-/// Whether an architecture's feed-forward blocks are mixtures of experts.
+/// Whether an architecture's feed-forward blocks are mixtures of experts, and of which kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExpertLayers {
     /// Always dense (the `<arch>.expert_*` keys are ignored, as llama.cpp ignores them).
     #[default]
     Never,
-    /// Mixtures when `<arch>.expert_count` is above 0 (`llama`: Mixtral files).
+    /// Mixtures when `<arch>.expert_count` is above 0, top-k weights renormalised (`llama`: Mixtral).
     WhenCounted,
-    /// Always mixtures: `<arch>.expert_count` and `expert_used_count` are required (`qwen3moe`).
+    /// Always mixtures, top-k weights renormalised: `<arch>.expert_count` and `expert_used_count` are
+    /// required (`qwen3moe`).
     Always,
+    /// Always mixtures, top-k weights as the softmax gave them, plus a shared expert whose output is
+    /// gated by `sigmoid(ffn_gate_inp_shexp . x)` (`qwen2moe`).
+    AlwaysWithSharedExpert,
 }
 
-/// How many experts a mixture has and how many each token uses (from the metadata, checked by
+/// A mixture's experts, experts per token and routing (from the metadata, checked by
 /// `crate::shape::moe_shape`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MoeShape {
     pub experts: usize,
     pub used: usize,
+    /// The chosen experts' weights rescaled to sum 1 (Mixtral, Qwen 3 MoE; not Qwen 2 MoE).
+    pub renormalise: bool,
+    /// A shared expert (`ffn_*_shexp`) every token goes through besides its routed ones (Qwen 2 MoE).
+    pub shared_expert: bool,
 }
 
-/// The experts one token goes to, best first, with weights that sum to 1: llama.cpp's softmax over
-/// `logits` (one per expert), its top `k` (ties to the lower index), and their renormalisation (the sum
-/// clamped below at f16's smallest normal, as llama.cpp does, so it never divides by zero).
-pub fn route(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+/// The experts one token goes to, best first, with their weights: llama.cpp's softmax over `logits`
+/// (one per expert) and its top `k` (ties to the lower index); with `renormalise`, the weights rescaled
+/// to sum 1 (the sum clamped below at f16's smallest normal, as llama.cpp does, so it never divides by
+/// zero).
+pub fn route(logits: &[f32], k: usize, renormalise: bool) -> Vec<(usize, f32)> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
     let total: f32 = exp.iter().sum();
@@ -58,6 +67,9 @@ pub fn route(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
     });
     order.truncate(k);
     let chosen: Vec<(usize, f32)> = order.iter().map(|&e| (e, exp[e] / total)).collect();
+    if !renormalise {
+        return chosen;
+    }
     let sum = chosen
         .iter()
         .map(|(_, p)| p)
@@ -73,6 +85,34 @@ pub struct MixtureOfExperts {
     router: Tensor,
     experts: Vec<GatedMlp>,
     used: usize,
+    renormalise: bool,
+    shared: Option<SharedExpert>,
+}
+
+/// Qwen 2 MoE's shared expert: a gated MLP every token goes through, its output scaled by
+/// `sigmoid(gate . x)`.
+#[derive(Debug, Clone)]
+struct SharedExpert {
+    /// `ffn_gate_inp_shexp` as a column, `[hidden, 1]`, f32.
+    gate: Tensor,
+    mlp: GatedMlp,
+}
+
+impl SharedExpert {
+    fn load(w: &mut GgufWeights, prefix: &str) -> Result<Self, ModelError> {
+        let gate = w.dequantized(&format!("{prefix}.ffn_gate_inp_shexp.weight"))?;
+        let hidden = gate.elem_count();
+        Ok(Self {
+            gate: gate.reshape((hidden, 1))?,
+            mlp: GatedMlp::load_suffixed(w, prefix, "_shexp", Activation::Silu)?,
+        })
+    }
+
+    /// llama.cpp computes the gate as `silu(g) / g`, which is `sigmoid(g)` where `g` is not 0.
+    fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
+        let gate = candle_nn::ops::sigmoid(&x.matmul(&self.gate)?)?;
+        self.mlp.forward(x, dense_from)?.broadcast_mul(&gate)
+    }
 }
 
 impl MixtureOfExperts {
@@ -119,15 +159,32 @@ impl MixtureOfExperts {
                     .collect()
             }
         };
+        let shared = if shape.shared_expert {
+            Some(SharedExpert::load(w, prefix)?)
+        } else {
+            None
+        };
         Ok(Self {
             router,
             experts,
             used: shape.used,
+            renormalise: shape.renormalise,
+            shared,
         })
     }
 
-    /// `x` is `[tokens, hidden]`; returns `[tokens, hidden]`.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `x` is `[tokens, hidden]`; returns `[tokens, hidden]`. Rows from `dense_from` on are prompt rows
+    /// (`StepBatch::dense_from`), for the shared expert's layers.
+    pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
+        let routed = self.routed(x)?;
+        match &self.shared {
+            Some(shared) => routed + shared.forward(x, dense_from)?,
+            None => Ok(routed),
+        }
+    }
+
+    /// The routed experts' weighted sum.
+    fn routed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (tokens, hidden) = x.dims2()?;
         let k = self.used;
         let logits = x.matmul(&self.router)?.to_vec2::<f32>()?;
@@ -135,7 +192,7 @@ impl MixtureOfExperts {
         let mut routed: Vec<(Vec<u32>, Vec<u32>, Vec<f32>)> =
             vec![(Vec::new(), Vec::new(), Vec::new()); self.experts.len()];
         for (t, row) in logits.iter().enumerate() {
-            for (rank, (e, weight)) in route(row, k).into_iter().enumerate() {
+            for (rank, (e, weight)) in route(row, k, self.renormalise).into_iter().enumerate() {
                 let (rows, slots, weights) = &mut routed[e];
                 rows.push(t as u32);
                 slots.push((t * k + rank) as u32);
@@ -217,6 +274,27 @@ mod tests {
         hidden: usize,
         ff: usize,
         used: usize,
+        renormalise: bool,
+        /// The shared expert's gate vector, its gate, up and down rows, and its width.
+        shared: Option<(Vec<f32>, (Vec<f32>, Vec<f32>, Vec<f32>), usize)>,
+    }
+
+    fn gated(
+        h: usize,
+        ff: usize,
+        (gate, up, down): &(Vec<f32>, Vec<f32>, Vec<f32>),
+        x: &[f32],
+    ) -> Vec<f32> {
+        let mixed: Vec<f32> = (0..ff)
+            .map(|j| {
+                let g = dot(&gate[j * h..(j + 1) * h], x);
+                let u = dot(&up[j * h..(j + 1) * h], x);
+                g / (1.0 + (-g).exp()) * u
+            })
+            .collect();
+        (0..h)
+            .map(|i| dot(&down[i * ff..(i + 1) * ff], &mixed))
+            .collect()
     }
 
     impl Dense {
@@ -224,17 +302,15 @@ mod tests {
             let (h, ff) = (self.hidden, self.ff);
             let logits: Vec<f32> = self.router.iter().map(|r| dot(r, x)).collect();
             let mut out = vec![0f32; h];
-            for (e, weight) in route(&logits, self.used) {
-                let (gate, up, down) = &self.experts[e];
-                let mixed: Vec<f32> = (0..ff)
-                    .map(|j| {
-                        let g = dot(&gate[j * h..(j + 1) * h], x);
-                        let u = dot(&up[j * h..(j + 1) * h], x);
-                        g / (1.0 + (-g).exp()) * u
-                    })
-                    .collect();
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o += weight * dot(&down[i * ff..(i + 1) * ff], &mixed);
+            for (e, weight) in route(&logits, self.used, self.renormalise) {
+                for (o, y) in out.iter_mut().zip(gated(h, ff, &self.experts[e], x)) {
+                    *o += weight * y;
+                }
+            }
+            if let Some((gate, mlp, ff)) = &self.shared {
+                let g = 1.0 / (1.0 + (-dot(gate, x)).exp());
+                for (o, y) in out.iter_mut().zip(gated(h, *ff, mlp, x)) {
+                    *o += g * y;
                 }
             }
             out
@@ -244,7 +320,11 @@ mod tests {
             let mut used = std::collections::BTreeSet::new();
             for token in x.chunks(self.hidden).take(tokens) {
                 let logits: Vec<f32> = self.router.iter().map(|r| dot(r, token)).collect();
-                used.extend(route(&logits, self.used).into_iter().map(|(e, _)| e));
+                used.extend(
+                    route(&logits, self.used, self.renormalise)
+                        .into_iter()
+                        .map(|(e, _)| e),
+                );
             }
             used.len()
         }
@@ -253,7 +333,11 @@ mod tests {
         fn check(&self, moe: &MixtureOfExperts, x: &[f32], tolerance: f32) {
             let tokens = x.len() / self.hidden;
             let input = Tensor::from_vec(x.to_vec(), (tokens, self.hidden), &Device::Cpu).unwrap();
-            let out = moe.forward(&input).unwrap().to_vec2::<f32>().unwrap();
+            let out = moe
+                .forward(&input, usize::MAX)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
             for (t, row) in out.iter().enumerate() {
                 let want = self.token(&x[t * self.hidden..(t + 1) * self.hidden]);
                 let err = row
@@ -276,6 +360,7 @@ mod tests {
 
     const HIDDEN: usize = 64;
     const FF: usize = 32;
+    const SHARED_FF: usize = 96;
 
     /// Six experts of F16 weights on the packed kernels, two per token, and their reference.
     fn packed_mixture() -> (MixtureOfExperts, Dense) {
@@ -312,6 +397,8 @@ mod tests {
             router: Tensor::from_vec(router_t, (HIDDEN, experts), &Device::Cpu).unwrap(),
             experts: mlps,
             used: 2,
+            renormalise: true,
+            shared: None,
         };
         let reference = Dense {
             router,
@@ -319,6 +406,8 @@ mod tests {
             hidden: HIDDEN,
             ff: FF,
             used: 2,
+            renormalise: true,
+            shared: None,
         };
         (moe, reference)
     }
@@ -335,26 +424,34 @@ mod tests {
         let tokens = 7;
         let x = values(tokens * HIDDEN, 11, 1.5);
         let input = Tensor::from_vec(x.clone(), (tokens, HIDDEN), &Device::Cpu).unwrap();
-        let batched = moe.forward(&input).unwrap().to_vec2::<f32>().unwrap();
+        let batched = moe
+            .forward(&input, usize::MAX)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         for (t, row) in batched.iter().enumerate() {
             let one = x[t * HIDDEN..(t + 1) * HIDDEN].to_vec();
             let alone = Tensor::from_vec(one, (1, HIDDEN), &Device::Cpu).unwrap();
-            let alone = moe.forward(&alone).unwrap().to_vec2::<f32>().unwrap();
+            let alone = moe
+                .forward(&alone, usize::MAX)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
             assert_eq!(&alone[0], row, "token {t}");
         }
         let empty = Tensor::zeros((0, HIDDEN), candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(moe.forward(&empty).unwrap().dims(), [0, HIDDEN]);
+        assert_eq!(moe.forward(&empty, usize::MAX).unwrap().dims(), [0, HIDDEN]);
     }
 
     /// A layer's router and stacked experts (`[experts, rows, cols]`) written as a GGUF of `dtype`.
-    fn stacked_file(dtype: GgmlDType, experts: usize) -> std::path::PathBuf {
+    fn stacked_file(dtype: GgmlDType, experts: usize, shared: bool) -> std::path::PathBuf {
         use candle_core::quantized::{QTensor, gguf_file};
         let tensor = |name: &str, dims: &[usize], seed: u32, dtype: GgmlDType| {
             let n = dims.iter().product();
             let t = Tensor::from_vec(values(n, seed, 0.3), dims, &Device::Cpu).unwrap();
             (name.to_string(), QTensor::quantize(&t, dtype).unwrap())
         };
-        let tensors = [
+        let mut tensors = vec![
             tensor(
                 "blk.1.ffn_gate_inp.weight",
                 &[experts, HIDDEN],
@@ -375,9 +472,35 @@ mod tests {
                 dtype,
             ),
         ];
-        let arch = gguf_file::Value::String("qwen3moe".into());
-        let path =
-            std::env::temp_dir().join(format!("models-moe-{}-{dtype:?}.gguf", std::process::id()));
+        if shared {
+            // The converter keeps HF's `[1, hidden]` shared-expert gate (F32).
+            tensors.extend([
+                tensor(
+                    "blk.1.ffn_gate_inp_shexp.weight",
+                    &[1, HIDDEN],
+                    5,
+                    GgmlDType::F32,
+                ),
+                tensor(
+                    "blk.1.ffn_gate_shexp.weight",
+                    &[SHARED_FF, HIDDEN],
+                    6,
+                    dtype,
+                ),
+                tensor("blk.1.ffn_up_shexp.weight", &[SHARED_FF, HIDDEN], 7, dtype),
+                tensor(
+                    "blk.1.ffn_down_shexp.weight",
+                    &[HIDDEN, SHARED_FF],
+                    8,
+                    dtype,
+                ),
+            ]);
+        }
+        let arch = gguf_file::Value::String("qwen2moe".into());
+        let path = std::env::temp_dir().join(format!(
+            "models-moe-{}-{dtype:?}-{shared}.gguf",
+            std::process::id()
+        ));
         let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let mut file = std::fs::File::create(&path).unwrap();
         gguf_file::write(&mut file, &[("general.architecture", &arch)], &refs).unwrap();
@@ -385,7 +508,8 @@ mod tests {
     }
 
     /// Each expert reads its own slice of the stacked tensors, whether packed for our kernels (F16,
-    /// Q8_0) or left to candle's matmul (F32, which the kernels do not run).
+    /// Q8_0) or left to candle's matmul (F32, which the kernels do not run); with a shared expert (Qwen 2
+    /// MoE), its sigmoid-gated output is added and the routed weights are not renormalised.
     #[test]
     fn experts_load_their_own_slices_of_the_stacked_tensors() {
         let experts = 5;
@@ -394,49 +518,67 @@ mod tests {
             (GgmlDType::F32, 1e-4),
             (GgmlDType::Q8_0, 2e-2),
         ] {
-            let path = stacked_file(dtype, experts);
-            let mut w = GgufWeights::open(&path, &Device::Cpu).unwrap();
-            let _ = std::fs::remove_file(&path);
-            let shape = MoeShape { experts, used: 2 };
-            let moe = MixtureOfExperts::load(&mut w, "blk.1", shape).unwrap();
-            let mut stack = |name: &str| -> Vec<Vec<f32>> {
-                let t = w.dequantized(&format!("blk.1.{name}.weight")).unwrap();
-                let (n, rows, cols) = t.dims3().unwrap();
-                t.reshape((n, rows * cols)).unwrap().to_vec2().unwrap()
-            };
-            let (gates, ups, downs) = (
-                stack("ffn_gate_exps"),
-                stack("ffn_up_exps"),
-                stack("ffn_down_exps"),
-            );
-            let router = stack_router(&mut w);
-            let reference = Dense {
-                router,
-                experts: gates
-                    .into_iter()
-                    .zip(ups)
-                    .zip(downs)
-                    .map(|((g, u), d)| (g, u, d))
-                    .collect(),
-                hidden: HIDDEN,
-                ff: FF,
-                used: 2,
-            };
-            reference.check(&moe, &values(8 * HIDDEN, 3, 1.5), tolerance);
+            for shared in [false, true] {
+                let path = stacked_file(dtype, experts, shared);
+                let mut w = GgufWeights::open(&path, &Device::Cpu).unwrap();
+                let _ = std::fs::remove_file(&path);
+                let shape = MoeShape {
+                    experts,
+                    used: 2,
+                    renormalise: !shared,
+                    shared_expert: shared,
+                };
+                let moe = MixtureOfExperts::load(&mut w, "blk.1", shape).unwrap();
+                let mut rows = |name: &str| -> Vec<f32> {
+                    let t = w.dequantized(&format!("blk.1.{name}.weight")).unwrap();
+                    t.flatten_all().unwrap().to_vec1().unwrap()
+                };
+                let split = |v: Vec<f32>| -> Vec<Vec<f32>> {
+                    v.chunks(v.len() / experts).map(<[f32]>::to_vec).collect()
+                };
+                let (gates, ups, downs) = (
+                    split(rows("ffn_gate_exps")),
+                    split(rows("ffn_up_exps")),
+                    split(rows("ffn_down_exps")),
+                );
+                let shared_weights = shared.then(|| {
+                    (
+                        rows("ffn_gate_inp_shexp"),
+                        (
+                            rows("ffn_gate_shexp"),
+                            rows("ffn_up_shexp"),
+                            rows("ffn_down_shexp"),
+                        ),
+                        SHARED_FF,
+                    )
+                });
+                let reference = Dense {
+                    router: split_router(rows("ffn_gate_inp"), experts),
+                    experts: gates
+                        .into_iter()
+                        .zip(ups)
+                        .zip(downs)
+                        .map(|((g, u), d)| (g, u, d))
+                        .collect(),
+                    hidden: HIDDEN,
+                    ff: FF,
+                    used: 2,
+                    renormalise: !shared,
+                    shared: shared_weights,
+                };
+                reference.check(&moe, &values(8 * HIDDEN, 3, 1.5), tolerance);
+            }
         }
     }
 
-    fn stack_router(w: &mut GgufWeights) -> Vec<Vec<f32>> {
-        w.dequantized("blk.1.ffn_gate_inp.weight")
-            .unwrap()
-            .to_vec2()
-            .unwrap()
+    fn split_router(v: Vec<f32>, experts: usize) -> Vec<Vec<f32>> {
+        v.chunks(v.len() / experts).map(<[f32]>::to_vec).collect()
     }
 
     #[test]
     fn routing_takes_the_top_k_of_the_softmax_and_renormalises_them() {
         let logits = [0.5f32, 2.0, -1.0, 1.0];
-        let routed = route(&logits, 2);
+        let routed = route(&logits, 2, true);
         assert_eq!(routed.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 3]);
         let (a, b) = (2.0f32.exp(), 1.0f32.exp());
         assert!((routed[0].1 - a / (a + b)).abs() < 1e-6);
@@ -444,11 +586,21 @@ mod tests {
     }
 
     #[test]
+    fn without_renormalisation_the_weights_are_the_softmax_probabilities() {
+        let logits = [0.5f32, 2.0, -1.0, 1.0];
+        let total: f32 = logits.iter().map(|l| l.exp()).sum();
+        let routed = route(&logits, 2, false);
+        assert_eq!(routed.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 3]);
+        assert!((routed[0].1 - 2.0f32.exp() / total).abs() < 1e-6);
+        assert!((routed[1].1 - 1.0f32.exp() / total).abs() < 1e-6);
+    }
+
+    #[test]
     fn equal_router_logits_route_to_the_lower_experts_in_order() {
-        let routed = route(&[1.0, 1.0, 1.0, 0.0], 2);
+        let routed = route(&[1.0, 1.0, 1.0, 0.0], 2, true);
         assert_eq!(routed, [(0, 0.5), (1, 0.5)]);
-        let all = route(&[3.0, -2.0], 2);
+        let all = route(&[3.0, -2.0], 2, true);
         assert!((all.iter().map(|r| r.1).sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(route(&[0.0, 9.0, 1.0], 1), [(1, 1.0)]);
+        assert_eq!(route(&[0.0, 9.0, 1.0], 1, true), [(1, 1.0)]);
     }
 }

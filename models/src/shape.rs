@@ -28,6 +28,7 @@ impl Expected {
             post_norms: matches!(architecture, "gemma2" | "gemma3"),
             experts: match architecture {
                 "qwen3moe" => ExpertLayers::Always,
+                "qwen2moe" => ExpertLayers::AlwaysWithSharedExpert,
                 "llama" | "mistral" => ExpertLayers::WhenCounted,
                 _ => ExpertLayers::Never,
             },
@@ -105,10 +106,12 @@ pub fn moe_shape(w: &GgufWeights, layers: ExpertLayers) -> Result<Option<MoeShap
     let experts = match layers {
         ExpertLayers::Never => return Ok(None),
         ExpertLayers::WhenCounted => w.arch_usize_or("expert_count", 0)?,
-        ExpertLayers::Always => w.arch_usize("expert_count")?,
+        ExpertLayers::Always | ExpertLayers::AlwaysWithSharedExpert => {
+            w.arch_usize("expert_count")?
+        }
     };
     if experts == 0 {
-        if layers == ExpertLayers::Always {
+        if layers != ExpertLayers::WhenCounted {
             return Err(bad(key("expert_count"), "must be at least 1"));
         }
         if w.has_tensor("blk.0.ffn_gate_inp.weight") {
@@ -136,7 +139,13 @@ pub fn moe_shape(w: &GgufWeights, layers: ExpertLayers) -> Result<Option<MoeShap
                 .into(),
         ));
     }
-    Ok(Some(MoeShape { experts, used }))
+    let shared_expert = layers == ExpertLayers::AlwaysWithSharedExpert;
+    Ok(Some(MoeShape {
+        experts,
+        used,
+        renormalise: !shared_expert,
+        shared_expert,
+    }))
 }
 
 /// Checks the dimensions in the metadata and the shape of every tensor the architecture will read.
@@ -221,7 +230,9 @@ pub fn check(w: &GgufWeights, expected: Expected) -> Result<(), ModelError> {
 }
 
 /// A layer's router `ffn_gate_inp` `[experts, hidden]` and its experts' `ffn_{gate,up,down}_exps`,
-/// `[experts, ff, hidden]` and `[experts, hidden, ff]` with one expert width `ff` for all three.
+/// `[experts, ff, hidden]` and `[experts, hidden, ff]` with one expert width `ff` for all three; and a
+/// shared expert's gate `ffn_gate_inp_shexp` (`[hidden]`, or `[1, hidden]` as the converter keeps it)
+/// and its `ffn_{gate,up,down}_shexp` matrices where the mixture has one.
 fn experts(w: &GgufWeights, p: &str, moe: MoeShape, hidden: usize) -> Result<(), ModelError> {
     let n = moe.experts;
     matrix(
@@ -240,6 +251,32 @@ fn experts(w: &GgufWeights, p: &str, moe: MoeShape, hidden: usize) -> Result<(),
             w,
             &format!("{p}.{name}.weight"),
             [Some(n), Some(ff), Some(hidden)],
+        )?;
+    }
+    if moe.shared_expert {
+        let gate = format!("{p}.ffn_gate_inp_shexp.weight");
+        match w.tensor_dims(&gate) {
+            None => return Err(ModelError::MissingTensor(gate)),
+            Some(dims) if dims == [hidden] || dims == [1, hidden] => {}
+            Some(dims) => {
+                return Err(bad(
+                    gate,
+                    format!("expected [{hidden}] or [1, {hidden}], found {dims:?}"),
+                ));
+            }
+        }
+        let (_, ff) = matrix(w, &format!("{p}.ffn_down_shexp.weight"), Some(hidden), None)?;
+        matrix(
+            w,
+            &format!("{p}.ffn_gate_shexp.weight"),
+            Some(ff),
+            Some(hidden),
+        )?;
+        matrix(
+            w,
+            &format!("{p}.ffn_up_shexp.weight"),
+            Some(ff),
+            Some(hidden),
         )?;
     }
     Ok(())
