@@ -10,10 +10,10 @@ heads, FFN size) for speed, memory and load-time measurements: the vocabulary st
 
 What is real: the metadata keys and tensor names and shapes, as llama.cpp's converter (convert_hf_to_gguf.py
 and its `conversion/` classes) writes them for that family (GQA, Q/K/V biases, QK-norm, fused projections,
-Llama 3's rope frequency factors, ...), and the tokenizer, whose `tokenizer.*` keys are copied from a real GGUF
-(the default model, SmolLM2: a GPT-2 style BPE of 49152 tokens). What is not: the weights, drawn from numpy's
-`default_rng` with a fixed seed per family and scaled so that attention and the next-token distributions are
-peaked (a near-uniform distribution would make every comparison a near-tie).
+Llama 3's rope frequency factors, mixtures of experts with F32 routers and 3-D expert tensors, ...), and the
+tokenizer, whose `tokenizer.*` keys are copied from a real GGUF (the default model, SmolLM2: a GPT-2 style BPE
+of 49152 tokens). What is not: the weights, drawn from numpy's `default_rng` with a fixed seed per family and
+scaled so that attention, expert routing and the next-token distributions are peaked (a near-uniform distribution would make every comparison a near-tie).
 
 The output is deterministic: the same gguf and numpy versions write the same bytes (the fixtures record the
 sha256 and the tests check it). Norm weights, biases and rope factors stay F32, as the converter keeps them;
@@ -68,7 +68,7 @@ FAMILIES = {
     # `expert_shared_feed_forward_length`, 4 times an expert's width as in the real one) is added to every
     # token's output, scaled by the sigmoid of `ffn_gate_inp_shexp` (F32, HF's `[1, hidden]` kept).
     "qwen2moe": dict(arch="qwen2moe", rope_base=1000000.0, qkv_bias=True, eps=1e-6,
-                     moe=dict(experts=8, used=4, ff_div=4, expert_ff_key=True, shared_mult=4)),
+                     moe=dict(experts=8, used=2, ff_div=4, expert_ff_key=True, shared_mult=4)),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.

@@ -266,25 +266,22 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
+    /// A gated MLP's gate rows, up rows and down rows.
+    type Mlp = (Vec<f32>, Vec<f32>, Vec<f32>);
+
     /// A mixture's weights as plain rows, computed token by token: what the grouped forward must equal.
     struct Dense {
         router: Vec<Vec<f32>>,
-        /// Per expert: gate rows, up rows, down rows.
-        experts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+        experts: Vec<Mlp>,
         hidden: usize,
         ff: usize,
         used: usize,
         renormalise: bool,
         /// The shared expert's gate vector, its gate, up and down rows, and its width.
-        shared: Option<(Vec<f32>, (Vec<f32>, Vec<f32>, Vec<f32>), usize)>,
+        shared: Option<(Vec<f32>, Mlp, usize)>,
     }
 
-    fn gated(
-        h: usize,
-        ff: usize,
-        (gate, up, down): &(Vec<f32>, Vec<f32>, Vec<f32>),
-        x: &[f32],
-    ) -> Vec<f32> {
+    fn gated(h: usize, ff: usize, (gate, up, down): &Mlp, x: &[f32]) -> Vec<f32> {
         let mixed: Vec<f32> = (0..ff)
             .map(|j| {
                 let g = dot(&gate[j * h..(j + 1) * h], x);

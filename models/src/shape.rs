@@ -627,4 +627,26 @@ pub(crate) mod tests {
             other => panic!("expected a missing key, got {other:?}"),
         }
     }
+
+    #[test]
+    fn a_qwen2moe_file_without_its_shared_expert_is_refused_naming_the_tensor() {
+        use gguf_file::Value;
+        let mut model = TinyLlama::new()
+            .with_experts(4, 2)
+            .set("general.architecture", Value::String("qwen2moe".into()));
+        for (key, _) in &mut model.metadata {
+            if let Some(rest) = key.strip_prefix("llama.") {
+                *key = format!("qwen2moe.{rest}");
+            }
+        }
+        let path = model.write();
+        let weights = GgufWeights::open(&path, &Device::Cpu).unwrap();
+        let _ = std::fs::remove_file(&path);
+        match check(&weights, Expected::for_architecture("qwen2moe")) {
+            Err(ModelError::MissingTensor(name)) => {
+                assert_eq!(name, "blk.0.ffn_gate_inp_shexp.weight")
+            }
+            other => panic!("expected a missing tensor, got {other:?}"),
+        }
+    }
 }
