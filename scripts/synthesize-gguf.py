@@ -13,7 +13,8 @@ and its `conversion/` classes) writes them for that family (GQA, Q/K/V biases, Q
 Llama 3's rope frequency factors, mixtures of experts with F32 routers and 3-D expert tensors, ...), and the
 tokenizer, whose `tokenizer.*` keys are copied from a real GGUF (the default model, SmolLM2: a GPT-2 style BPE
 of 49152 tokens). What is not: the weights, drawn from numpy's `default_rng` with a fixed seed per family and
-scaled so that attention, expert routing and the next-token distributions are peaked (a near-uniform distribution would make every comparison a near-tie).
+scaled so that attention, expert routing and the next-token distributions are peaked (a near-uniform
+distribution would make every comparison a near-tie).
 
 The output is deterministic: the same gguf and numpy versions write the same bytes (the fixtures record the
 sha256 and the tests check it). Norm weights, biases and rope factors stay F32, as the converter keeps them;

@@ -1,5 +1,6 @@
-//! Mixture-of-experts feed-forward blocks (Qwen 3 MoE, Mixtral): a router picks, per token, the `k` most
-//! likely of `n` gated-SiLU experts, and the block's output is their outputs weighted by the router.
+//! Mixture-of-experts feed-forward blocks (Qwen 2 and 3 MoE, Mixtral): a router picks, per token, the `k`
+//! most likely of `n` gated-SiLU experts, and the block's output is their outputs weighted by the router
+//! (plus, for Qwen 2 MoE, a shared expert every token goes through, gated by a sigmoid).
 //!
 //! Routing is llama.cpp's `build_moe_ffn` with softmax gating: logits from `ffn_gate_inp` (kept F32 by
 //! the converter), softmax over every expert, the top `k`, their probabilities renormalised to sum 1
@@ -58,13 +59,17 @@ pub fn route(logits: &[f32], k: usize, renormalise: bool) -> Vec<(usize, f32)> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
     let total: f32 = exp.iter().sum();
+    // NaN (a broken router) ranks last rather than breaking the sort's total order.
+    let rank = |e: usize| {
+        if exp[e].is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            exp[e]
+        }
+    };
     let mut order: Vec<usize> = (0..logits.len()).collect();
-    // Stable, so equal probabilities keep index order; NaN (a broken router) sorts last.
-    order.sort_by(|&a, &b| {
-        exp[b]
-            .partial_cmp(&exp[a])
-            .unwrap_or(std::cmp::Ordering::Less)
-    });
+    // Stable, so equal probabilities keep index order.
+    order.sort_by(|&a, &b| rank(b).total_cmp(&rank(a)));
     order.truncate(k);
     let chosen: Vec<(usize, f32)> = order.iter().map(|&e| (e, exp[e] / total)).collect();
     if !renormalise {
@@ -599,5 +604,7 @@ mod tests {
         let all = route(&[3.0, -2.0], 2, true);
         assert!((all.iter().map(|r| r.1).sum::<f32>() - 1.0).abs() < 1e-6);
         assert_eq!(route(&[0.0, 9.0, 1.0], 1, true), [(1, 1.0)]);
+        // A broken router gives broken weights, never a panic.
+        assert_eq!(route(&[f32::NAN, 1.0, f32::NAN], 2, true).len(), 2);
     }
 }
