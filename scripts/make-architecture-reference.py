@@ -28,7 +28,7 @@ import llama_cpp
 from llama_cpp import Llama
 
 TYPES = ["f16", "q8_0", "q4_0"]
-FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2"]
+FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "qwen3moe", "mixtral", "qwen2moe"]
 STEPS = 24
 TOP_K = 16
 NEAR_TIE = 0.5

@@ -10,10 +10,11 @@ heads, FFN size) for speed, memory and load-time measurements: the vocabulary st
 
 What is real: the metadata keys and tensor names and shapes, as llama.cpp's converter (convert_hf_to_gguf.py
 and its `conversion/` classes) writes them for that family (GQA, Q/K/V biases, QK-norm, fused projections,
-Llama 3's rope frequency factors, ...), and the tokenizer, whose `tokenizer.*` keys are copied from a real GGUF
-(the default model, SmolLM2: a GPT-2 style BPE of 49152 tokens). What is not: the weights, drawn from numpy's
-`default_rng` with a fixed seed per family and scaled so that attention and the next-token distributions are
-peaked (a near-uniform distribution would make every comparison a near-tie).
+Llama 3's rope frequency factors, mixtures of experts with F32 routers and 3-D expert tensors, ...), and the
+tokenizer, whose `tokenizer.*` keys are copied from a real GGUF (the default model, SmolLM2: a GPT-2 style BPE
+of 49152 tokens). What is not: the weights, drawn from numpy's `default_rng` with a fixed seed per family and
+scaled so that attention, expert routing and the next-token distributions are peaked (a near-uniform
+distribution would make every comparison a near-tie).
 
 The output is deterministic: the same gguf and numpy versions write the same bytes (the fixtures record the
 sha256 and the tests check it). Norm weights, biases and rope factors stay F32, as the converter keeps them;
@@ -55,6 +56,20 @@ FAMILIES = {
     # embedding in the residual stream.
     "gemma2": dict(arch="gemma2", rope_base=None, layers=4, head_dim=32, explicit_head_dim=True, eps=1e-6,
                    gemma=True, sliding_window=8, attn_softcap=3.0, final_softcap=30.0),
+    # Qwen 3 MoE (Qwen3-30B-A3B: 128 experts, 8 per token): Qwen 3's attention, and every layer's FFN a router
+    # `ffn_gate_inp` (kept F32 by the converter) over experts stacked in 3-D `ffn_{gate,up,down}_exps`, of
+    # `expert_feed_forward_length` (narrower than `feed_forward_length`, as 768 against 6144 in the real one).
+    "qwen3moe": dict(arch="qwen3moe", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
+                     eps=1e-6, moe=dict(experts=8, used=4, ff_div=4, expert_ff_key=True)),
+    # Mixtral 8x7B: `llama` architecture with `llama.expert_count` 8 and `expert_used_count` 2, GQA 4:1, rope
+    # base 1e6; `feed_forward_length` is each expert's width.
+    "mixtral": dict(arch="llama", rope_base=1000000.0, heads=8, kv_heads=2, moe=dict(experts=8, used=2)),
+    # Qwen 1.5 / 2 MoE (Qwen1.5-MoE-A2.7B: 60 experts, 4 per token): Qwen 2's biased attention; the routed
+    # experts' weights are not renormalised, and a shared expert (`ffn_*_shexp`, of
+    # `expert_shared_feed_forward_length`, 4 times an expert's width as in the real one) is added to every
+    # token's output, scaled by the sigmoid of `ffn_gate_inp_shexp` (F32, HF's `[1, hidden]` kept).
+    "qwen2moe": dict(arch="qwen2moe", rope_base=1000000.0, qkv_bias=True, eps=1e-6,
+                     moe=dict(experts=8, used=2, ff_div=4, expert_ff_key=True, shared_mult=4)),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
@@ -79,6 +94,9 @@ FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTL
 # standard deviation of the next-token logits (the top two of 49152 Gaussian logits then differ by ~1.3).
 QK_GAIN = 1.5
 LOGIT_STD = 6.0
+# Standard deviation of the experts' router logits: choices clear enough that two correct engines route
+# alike, yet the chosen experts' weights far enough from 1 that their renormalisation matters.
+ROUTER_STD = 2.0
 
 
 def llama3_rope_factors(base, head_dim, factor, low_freq_factor, high_freq_factor, original_context):
@@ -156,6 +174,16 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         writer.add_final_logit_softcapping(spec["final_softcap"])
     if "original_context" in spec:
         writer.add_rope_scaling_orig_ctx_len(spec["original_context"])
+    moe = spec.get("moe")
+    if moe:
+        writer.add_expert_count(moe["experts"])
+        writer.add_expert_used_count(moe["used"])
+        expert_ff = ff // moe.get("ff_div", 1)
+        if moe.get("expert_ff_key"):
+            writer.add_expert_feed_forward_length(expert_ff)
+        if "shared_mult" in moe:
+            shared_ff = expert_ff * moe["shared_mult"]
+            writer.add_expert_shared_feed_forward_length(shared_ff)
     vocab = copy_tokenizer(writer, tokenizer_from)
     if arch == "llama":
         writer.add_vocab_size(vocab)
@@ -208,13 +236,28 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         if gemma:
             vector(f"{p}.post_attention_norm.weight", hidden, 4.0, 0.5)
         vector(f"{p}.ffn_norm.weight", hidden, 1.0, 0.1)
-        if spec.get("fused"):
+        if moe:
+            n = moe["experts"]
+            writer.add_tensor(f"{p}.ffn_gate_inp.weight",
+                              (rng.standard_normal((n, hidden)) * ROUTER_STD / math.sqrt(hidden)).astype(np.float32))
+            # numpy (expert, rows, cols): GGUF's {cols, rows, expert}, the layout llama.cpp's mul_mat_id reads.
+            put_matrix(f"{p}.ffn_gate_exps.weight", rng.standard_normal((n, expert_ff, hidden)) / math.sqrt(hidden))
+            put_matrix(f"{p}.ffn_up_exps.weight", rng.standard_normal((n, expert_ff, hidden)) / math.sqrt(hidden))
+            put_matrix(f"{p}.ffn_down_exps.weight", rng.standard_normal((n, hidden, expert_ff)) / math.sqrt(expert_ff))
+            if "shared_mult" in moe:
+                writer.add_tensor(f"{p}.ffn_gate_inp_shexp.weight",
+                                  (rng.standard_normal((1, hidden)) * ROUTER_STD / math.sqrt(hidden)).astype(np.float32))
+                matrix(f"{p}.ffn_gate_shexp.weight", shared_ff, hidden, 1.0 / math.sqrt(hidden))
+                matrix(f"{p}.ffn_up_shexp.weight", shared_ff, hidden, 1.0 / math.sqrt(hidden))
+                matrix(f"{p}.ffn_down_shexp.weight", hidden, shared_ff, 1.0 / math.sqrt(shared_ff))
+        elif spec.get("fused"):
             # Phi-3's ffn_up: gate rows then up rows.
             matrix(f"{p}.ffn_up.weight", 2 * ff, hidden, 1.0 / math.sqrt(hidden))
         else:
             matrix(f"{p}.ffn_gate.weight", ff, hidden, 1.0 / math.sqrt(hidden))
             matrix(f"{p}.ffn_up.weight", ff, hidden, 1.0 / math.sqrt(hidden))
-        matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+        if not moe:
+            matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
         if gemma:
             vector(f"{p}.post_ffw_norm.weight", hidden, 4.0, 0.5)
 

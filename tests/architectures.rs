@@ -225,6 +225,21 @@ fn gemma2_with_soft_capping_and_alternating_windows_matches_llama_cpp() {
     check_family("gemma2");
 }
 
+#[test]
+fn qwen3moe_with_routed_experts_matches_llama_cpp() {
+    check_family("qwen3moe");
+}
+
+#[test]
+fn mixtral_experts_under_the_llama_architecture_match_llama_cpp() {
+    check_family("mixtral");
+}
+
+#[test]
+fn qwen2moe_with_a_shared_expert_matches_llama_cpp() {
+    check_family("qwen2moe");
+}
+
 /// K-quants (Q4_K_M, Q6_K), which only llama.cpp's quantizer writes: the files and their fixtures come
 /// from `scripts/make-architecture-reference.py --k-quants TOKENIZER.gguf DIR` (~20 MB each, not in the
 /// repository); run with `MODEL_RUNNER_K_QUANT_DIR=DIR cargo test --test architectures -- --ignored`.

@@ -2,6 +2,7 @@
 //! `x += attn(norm(x)); x += mlp(norm(x))`, then a final norm and the output head (tied to the embedding
 //! when the file has no `output.weight`). The architectures differ only in what they load into it.
 //! Llama 3's rope scaling comes as `rope_freqs.weight`, per-frequency divisors, wherever the file has it.
+//! The feed-forward block is a gated MLP or, for Qwen 2/3 MoE and Mixtral, a mixture of experts (`moe`).
 
 use candle_core::Tensor;
 
@@ -9,6 +10,7 @@ use crate::attention::{Attention, AttentionShape, Rope, RopeStyle};
 use crate::batch::StepBatch;
 use crate::kv_cache::PagedKvCache;
 use crate::layers::{Activation, Embedding, GatedMlp, Linear, RmsNorm};
+use crate::moe::{ExpertLayers, MixtureOfExperts};
 use crate::weights::GgufWeights;
 use crate::{ModelError, ModelInfo};
 
@@ -20,6 +22,8 @@ pub struct DecoderOptions {
     /// Gate and up projections stored as one `ffn_up` (Phi-3).
     pub fused_gate_up: bool,
     pub default_rope_base: f32,
+    /// Whether feed-forward blocks are mixtures of experts.
+    pub experts: ExpertLayers,
 }
 
 #[derive(Debug, Clone)]
@@ -27,7 +31,23 @@ struct Block {
     attn_norm: RmsNorm,
     attention: Attention,
     ffn_norm: RmsNorm,
-    mlp: GatedMlp,
+    mlp: FeedForward,
+}
+
+/// A layer's feed-forward block.
+#[derive(Debug, Clone)]
+enum FeedForward {
+    Dense(GatedMlp),
+    Experts(MixtureOfExperts),
+}
+
+impl FeedForward {
+    fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
+        match self {
+            FeedForward::Dense(mlp) => mlp.forward(x, dense_from),
+            FeedForward::Experts(moe) => moe.forward(x, dense_from),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +69,7 @@ impl Decoder {
         let eps = w.arch_f32_or("attention.layer_norm_rms_epsilon", 1e-5)?;
         let rope_base = w.arch_f32_or("rope.freq_base", options.default_rope_base)?;
         let context_length = w.arch_usize_or("context_length", 4096)?;
+        let moe = crate::shape::moe_shape(w, options.experts)?;
 
         let mut rope = Rope::new(rope_dims, rope_base, options.rope_style);
         if let Some(factors) = w.optional_dequantized("rope_freqs.weight")? {
@@ -61,10 +82,12 @@ impl Decoder {
         let mut blocks = Vec::with_capacity(layers);
         for layer in 0..layers {
             let p = format!("blk.{layer}");
-            let mlp = if options.fused_gate_up {
-                GatedMlp::load_fused(w, &p, options.activation)?
+            let mlp = if let Some(moe) = moe {
+                FeedForward::Experts(MixtureOfExperts::load(w, &p, moe)?)
+            } else if options.fused_gate_up {
+                FeedForward::Dense(GatedMlp::load_fused(w, &p, options.activation)?)
             } else {
-                GatedMlp::load(w, &p, options.activation)?
+                FeedForward::Dense(GatedMlp::load(w, &p, options.activation)?)
             };
             blocks.push(Block {
                 attn_norm: RmsNorm::load(w, &format!("{p}.attn_norm.weight"), eps)?,

@@ -82,6 +82,22 @@ impl Linear {
         }))
     }
 
+    /// A layer over an already packed matrix, without bias (one expert's slice of a 3-D tensor).
+    pub fn from_packed(packed: Arc<PackedMatrix>) -> Self {
+        Self {
+            weight: LinearWeight::Packed(packed),
+            bias: None,
+        }
+    }
+
+    /// A layer over a candle matmul, without bias or dense copy (an expert the kernels do not run).
+    pub fn from_qmatmul(q: QMatMul) -> Self {
+        Self {
+            weight: LinearWeight::Candle { q, dense: None },
+            bias: None,
+        }
+    }
+
     /// The output head: `output.weight`, or the embedding matrix when tied, as in SmolLM2.
     pub fn output_head(w: &mut GgufWeights) -> Result<Self, ModelError> {
         let name = if w.has_tensor("output.weight") {
@@ -268,7 +284,21 @@ impl GatedMlp {
         prefix: &str,
         activation: Activation,
     ) -> Result<Self, ModelError> {
-        let (gate, up) = (format!("{prefix}.ffn_gate"), format!("{prefix}.ffn_up"));
+        Self::load_suffixed(w, prefix, "", activation)
+    }
+
+    /// `ffn_gate<suffix>`, `ffn_up<suffix>`, `ffn_down<suffix>` under `prefix` (`_shexp`: a shared
+    /// expert).
+    pub fn load_suffixed(
+        w: &mut GgufWeights,
+        prefix: &str,
+        suffix: &str,
+        activation: Activation,
+    ) -> Result<Self, ModelError> {
+        let (gate, up) = (
+            format!("{prefix}.ffn_gate{suffix}"),
+            format!("{prefix}.ffn_up{suffix}"),
+        );
         let gate_up = match Linear::load_stacked(w, &[&gate, &up])? {
             Some(fused) => GateUp::Fused(fused),
             None => GateUp::Separate {
@@ -278,7 +308,7 @@ impl GatedMlp {
         };
         Ok(Self {
             gate_up,
-            down: Linear::load(w, &format!("{prefix}.ffn_down"))?,
+            down: Linear::load(w, &format!("{prefix}.ffn_down{suffix}"))?,
             activation,
         })
     }
@@ -294,6 +324,24 @@ impl GatedMlp {
             down: Linear::load(w, &format!("{prefix}.ffn_down"))?,
             activation,
         })
+    }
+
+    /// Gate and up as one layer of twice the width, gate rows first (a packed expert).
+    pub fn from_fused(gate_up: Linear, down: Linear, activation: Activation) -> Self {
+        Self {
+            gate_up: GateUp::Fused(gate_up),
+            down,
+            activation,
+        }
+    }
+
+    /// Gate, up and down as given (an expert on candle's matmul).
+    pub fn from_separate(gate: Linear, up: Linear, down: Linear, activation: Activation) -> Self {
+        Self {
+            gate_up: GateUp::Separate { gate, up },
+            down,
+            activation,
+        }
     }
 
     pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {

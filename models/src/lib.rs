@@ -17,9 +17,12 @@ pub mod kv_cache;
 pub mod kv_layout;
 pub mod layers;
 pub mod llama;
+pub mod moe;
 pub mod phi3;
 pub mod qwen2;
+pub mod qwen2moe;
 pub mod qwen3;
+pub mod qwen3moe;
 pub mod shape;
 pub mod weights;
 
@@ -43,7 +46,7 @@ pub enum ModelError {
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
     #[error(
-        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)"
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3)"
     )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
@@ -107,7 +110,7 @@ impl ModelInfo {
 /// A loaded causal language model: weights only; the cache and batch come with each step.
 #[derive(Debug, Clone)]
 pub enum CausalModel {
-    /// llama, qwen2, qwen3 and phi3 share the pre-norm decoder.
+    /// llama (Mixtral too), qwen2, qwen2moe, qwen3, qwen3moe and phi3 share the pre-norm decoder.
     Decoder(decoder::Decoder),
     Gemma2(gemma2::Gemma2),
     Gemma3(gemma3::Gemma3),
@@ -173,7 +176,15 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
     let architecture = weights.architecture().to_string();
     if !matches!(
         architecture.as_str(),
-        "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma2" | "gemma3"
+        "llama"
+            | "mistral"
+            | "qwen2"
+            | "qwen2moe"
+            | "qwen3"
+            | "qwen3moe"
+            | "phi3"
+            | "gemma2"
+            | "gemma3"
     ) {
         return Err(ModelError::UnknownArchitecture(architecture));
     }
@@ -182,7 +193,9 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
     let model = match weights.architecture() {
         "llama" | "mistral" => CausalModel::Decoder(llama::load(&mut weights)?),
         "qwen2" => CausalModel::Decoder(qwen2::load(&mut weights)?),
+        "qwen2moe" => CausalModel::Decoder(qwen2moe::load(&mut weights)?),
         "qwen3" => CausalModel::Decoder(qwen3::load(&mut weights)?),
+        "qwen3moe" => CausalModel::Decoder(qwen3moe::load(&mut weights)?),
         "phi3" => CausalModel::Decoder(phi3::load(&mut weights)?),
         "gemma2" => CausalModel::Gemma2(gemma2::Gemma2::load(&mut weights)?),
         "gemma3" => CausalModel::Gemma3(gemma3::Gemma3::load(&mut weights)?),

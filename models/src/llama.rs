@@ -1,10 +1,12 @@
 //! Llama 2/3, Mistral and SmolLM2 (GGUF architecture `llama`): the pre-norm decoder with SwiGLU and
-//! interleaved rotary embedding (llama.cpp's converter permutes Q/K for ggml's "normal" rope mode).
+//! interleaved rotary embedding (llama.cpp's converter permutes Q/K for ggml's "normal" rope mode). With
+//! `llama.expert_count` above 0 (Mixtral) every feed-forward block is a mixture of experts (`moe`).
 
 use crate::ModelError;
 use crate::attention::RopeStyle;
 use crate::decoder::{Decoder, DecoderOptions};
 use crate::layers::Activation;
+use crate::moe::ExpertLayers;
 use crate::weights::GgufWeights;
 
 pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
@@ -14,6 +16,7 @@ pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
             rope_style: RopeStyle::Interleaved,
             activation: Activation::Silu,
             fused_gate_up: false,
+            experts: ExpertLayers::WhenCounted,
             default_rope_base: 10_000.0,
         },
     )

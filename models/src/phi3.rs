@@ -5,6 +5,7 @@ use crate::ModelError;
 use crate::attention::RopeStyle;
 use crate::decoder::{Decoder, DecoderOptions};
 use crate::layers::Activation;
+use crate::moe::ExpertLayers;
 use crate::weights::GgufWeights;
 
 pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
@@ -19,6 +20,7 @@ pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
             rope_style: RopeStyle::Neox,
             activation: Activation::Silu,
             fused_gate_up: true,
+            experts: ExpertLayers::Never,
             default_rope_base: 10_000.0,
         },
     )

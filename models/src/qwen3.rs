@@ -5,6 +5,7 @@ use crate::ModelError;
 use crate::attention::RopeStyle;
 use crate::decoder::{Decoder, DecoderOptions};
 use crate::layers::Activation;
+use crate::moe::ExpertLayers;
 use crate::weights::GgufWeights;
 
 pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
@@ -17,6 +18,7 @@ pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
             rope_style: RopeStyle::Neox,
             activation: Activation::Silu,
             fused_gate_up: false,
+            experts: ExpertLayers::Never,
             default_rope_base: 1_000_000.0,
         },
     )

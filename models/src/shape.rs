@@ -7,6 +7,7 @@
 
 use crate::ModelError;
 use crate::attention::AttentionShape;
+use crate::moe::{ExpertLayers, MAX_EXPERTS, MoeShape};
 use crate::weights::GgufWeights;
 
 /// What an architecture reads beyond the shared decoder's tensors.
@@ -16,6 +17,8 @@ pub struct Expected {
     pub fused_gate_up: bool,
     /// Norms after attention and after the MLP as well (Gemma 2 and 3).
     pub post_norms: bool,
+    /// Whether feed-forward blocks are mixtures of experts (`qwen3moe`; `llama` with an expert count).
+    pub experts: ExpertLayers,
 }
 
 impl Expected {
@@ -23,6 +26,12 @@ impl Expected {
         Self {
             fused_gate_up: architecture == "phi3",
             post_norms: matches!(architecture, "gemma2" | "gemma3"),
+            experts: match architecture {
+                "qwen3moe" => ExpertLayers::Always,
+                "qwen2moe" => ExpertLayers::AlwaysWithSharedExpert,
+                "llama" | "mistral" => ExpertLayers::WhenCounted,
+                _ => ExpertLayers::Never,
+            },
         }
     }
 }
@@ -87,6 +96,58 @@ pub fn attention_shape(w: &GgufWeights, hidden: usize) -> Result<AttentionShape,
     })
 }
 
+/// The mixture's expert count and experts per token from `<arch>.expert_count` and
+/// `expert_used_count`, or `None` for dense feed-forward blocks: both counts positive, at most llama.cpp's
+/// 1024 experts, and no more used than there are. Expert tensors in a file without an expert count, or
+/// the old per-expert layout, are refused naming what is missing.
+pub fn moe_shape(w: &GgufWeights, layers: ExpertLayers) -> Result<Option<MoeShape>, ModelError> {
+    let arch = w.architecture();
+    let key = |k: &str| format!("{arch}.{k}");
+    let experts = match layers {
+        ExpertLayers::Never => return Ok(None),
+        ExpertLayers::WhenCounted => w.arch_usize_or("expert_count", 0)?,
+        ExpertLayers::Always | ExpertLayers::AlwaysWithSharedExpert => {
+            w.arch_usize("expert_count")?
+        }
+    };
+    if experts == 0 {
+        if layers != ExpertLayers::WhenCounted {
+            return Err(bad(key("expert_count"), "must be at least 1"));
+        }
+        if w.has_tensor("blk.0.ffn_gate_inp.weight") {
+            return Err(ModelError::MissingMetadata(key("expert_count")));
+        }
+        return Ok(None);
+    }
+    if experts > MAX_EXPERTS {
+        return Err(bad(
+            key("expert_count"),
+            format!("{experts} experts, more than llama.cpp's {MAX_EXPERTS}"),
+        ));
+    }
+    let used = w.arch_usize("expert_used_count")?;
+    if used == 0 || used > experts {
+        return Err(bad(
+            key("expert_used_count"),
+            format!("{used} must be between 1 and the expert count {experts}"),
+        ));
+    }
+    if !w.has_tensor("blk.0.ffn_down_exps.weight") && w.has_tensor("blk.0.ffn_down.0.weight") {
+        return Err(ModelError::Unsupported(
+            "experts stored as one tensor each (blk.N.ffn_down.E.weight, an old Mixtral layout): \
+             convert the model again with a current llama.cpp (ffn_*_exps tensors)"
+                .into(),
+        ));
+    }
+    let shared_expert = layers == ExpertLayers::AlwaysWithSharedExpert;
+    Ok(Some(MoeShape {
+        experts,
+        used,
+        renormalise: !shared_expert,
+        shared_expert,
+    }))
+}
+
 /// Checks the dimensions in the metadata and the shape of every tensor the architecture will read.
 pub fn check(w: &GgufWeights, expected: Expected) -> Result<(), ModelError> {
     let arch = w.architecture();
@@ -107,6 +168,7 @@ pub fn check(w: &GgufWeights, expected: Expected) -> Result<(), ModelError> {
         kv_heads,
         head_dim,
     } = attention_shape(w, hidden)?;
+    let moe = moe_shape(w, expected.experts)?;
     let rope_dims = w.arch_usize_or("rope.dimension_count", head_dim)?;
     if rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
         return Err(bad(
@@ -149,10 +211,13 @@ pub fn check(w: &GgufWeights, expected: Expected) -> Result<(), ModelError> {
             }
         }
         vector(w, &format!("{p}.ffn_norm.weight"), hidden)?;
-        let (_, ff) = matrix(w, &format!("{p}.ffn_down.weight"), Some(hidden), None)?;
-        if expected.fused_gate_up {
+        if let Some(moe) = moe {
+            experts(w, &p, moe, hidden)?;
+        } else if expected.fused_gate_up {
+            let (_, ff) = matrix(w, &format!("{p}.ffn_down.weight"), Some(hidden), None)?;
             matrix(w, &format!("{p}.ffn_up.weight"), Some(2 * ff), Some(hidden))?;
         } else {
+            let (_, ff) = matrix(w, &format!("{p}.ffn_down.weight"), Some(hidden), None)?;
             matrix(w, &format!("{p}.ffn_gate.weight"), Some(ff), Some(hidden))?;
             matrix(w, &format!("{p}.ffn_up.weight"), Some(ff), Some(hidden))?;
         }
@@ -162,6 +227,88 @@ pub fn check(w: &GgufWeights, expected: Expected) -> Result<(), ModelError> {
         }
     }
     Ok(())
+}
+
+/// A layer's router `ffn_gate_inp` `[experts, hidden]` and its experts' `ffn_{gate,up,down}_exps`,
+/// `[experts, ff, hidden]` and `[experts, hidden, ff]` with one expert width `ff` for all three; and a
+/// shared expert's gate `ffn_gate_inp_shexp` (`[hidden]`, or `[1, hidden]` as the converter keeps it)
+/// and its `ffn_{gate,up,down}_shexp` matrices where the mixture has one.
+fn experts(w: &GgufWeights, p: &str, moe: MoeShape, hidden: usize) -> Result<(), ModelError> {
+    let n = moe.experts;
+    matrix(
+        w,
+        &format!("{p}.ffn_gate_inp.weight"),
+        Some(n),
+        Some(hidden),
+    )?;
+    let down = format!("{p}.ffn_down_exps.weight");
+    let [_, _, ff] = stack(w, &down, [Some(n), Some(hidden), None])?;
+    if ff == 0 {
+        return Err(bad(down, "the experts' width is 0"));
+    }
+    for name in ["ffn_gate_exps", "ffn_up_exps"] {
+        stack(
+            w,
+            &format!("{p}.{name}.weight"),
+            [Some(n), Some(ff), Some(hidden)],
+        )?;
+    }
+    if moe.shared_expert {
+        let gate = format!("{p}.ffn_gate_inp_shexp.weight");
+        match w.tensor_dims(&gate) {
+            None => return Err(ModelError::MissingTensor(gate)),
+            Some(dims) if dims == [hidden] || dims == [1, hidden] => {}
+            Some(dims) => {
+                return Err(bad(
+                    gate,
+                    format!("expected [{hidden}] or [1, {hidden}], found {dims:?}"),
+                ));
+            }
+        }
+        let (_, ff) = matrix(w, &format!("{p}.ffn_down_shexp.weight"), Some(hidden), None)?;
+        matrix(
+            w,
+            &format!("{p}.ffn_gate_shexp.weight"),
+            Some(ff),
+            Some(hidden),
+        )?;
+        matrix(
+            w,
+            &format!("{p}.ffn_up_shexp.weight"),
+            Some(ff),
+            Some(hidden),
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks a 3-D tensor's dimensions where given (experts' matrices stacked); returns all three.
+fn stack(w: &GgufWeights, name: &str, want: [Option<usize>; 3]) -> Result<[usize; 3], ModelError> {
+    let dims = w
+        .tensor_dims(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let &[a, b, c] = dims else {
+        return Err(bad(
+            name,
+            format!("expected a stack of expert matrices (3 dimensions), found {dims:?}"),
+        ));
+    };
+    let found = [a, b, c];
+    if want
+        .iter()
+        .zip(found)
+        .any(|(w, f)| w.is_some_and(|w| w != f))
+    {
+        let show: Vec<String> = want
+            .iter()
+            .map(|d| d.map_or("any".to_string(), |d| d.to_string()))
+            .collect();
+        return Err(bad(
+            name,
+            format!("expected [{}], found {found:?}", show.join(", ")),
+        ));
+    }
+    Ok(found)
 }
 
 /// `<name>.weight` of `[rows, cols]`, and `<name>.bias` of `[rows]` if present.
@@ -278,6 +425,34 @@ pub(crate) mod tests {
             self
         }
 
+        /// Every layer's dense MLP replaced by `experts` experts of width 16, `used` per token.
+        pub(crate) fn with_experts(mut self, experts: usize, used: usize) -> Self {
+            use gguf_file::Value;
+            self.tensors.retain(|(n, _)| {
+                !["ffn_gate.", "ffn_up.", "ffn_down."]
+                    .iter()
+                    .any(|f| n.contains(f))
+            });
+            for l in 0..2 {
+                for (name, dims) in [
+                    ("ffn_gate_inp", vec![experts, 8]),
+                    ("ffn_gate_exps", vec![experts, 16, 8]),
+                    ("ffn_up_exps", vec![experts, 16, 8]),
+                    ("ffn_down_exps", vec![experts, 8, 16]),
+                ] {
+                    self.tensors.push((format!("blk.{l}.{name}.weight"), dims));
+                }
+            }
+            self.set("llama.expert_count", Value::U32(experts as u32))
+                .set("llama.expert_used_count", Value::U32(used as u32))
+        }
+
+        pub(crate) fn remove(mut self, key_or_tensor: &str) -> Self {
+            self.metadata.retain(|(k, _)| k != key_or_tensor);
+            self.tensors.retain(|(k, _)| k != key_or_tensor);
+            self
+        }
+
         /// Writes it as F32 tensors of small values to a fresh temporary file.
         pub(crate) fn write(&self) -> PathBuf {
             static N: AtomicUsize = AtomicUsize::new(0);
@@ -313,7 +488,7 @@ pub(crate) mod tests {
         let path = model.write();
         let weights = GgufWeights::open(&path, &Device::Cpu);
         let _ = std::fs::remove_file(&path);
-        check(&weights?, Expected::default())
+        check(&weights?, Expected::for_architecture("llama"))
     }
 
     fn shape_error(model: TinyLlama) -> (String, String) {
@@ -379,6 +554,98 @@ pub(crate) mod tests {
         let model = TinyLlama::new().set("llama.block_count", gguf_file::Value::U64(1 << 40));
         match check_file(model) {
             Err(ModelError::MissingTensor(name)) => assert_eq!(name, "blk.2.attn_norm.weight"),
+            other => panic!("expected a missing tensor, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_consistent_mixture_of_experts_passes() {
+        check_file(TinyLlama::new().with_experts(4, 2)).unwrap();
+    }
+
+    #[test]
+    fn missing_expert_tensors_and_keys_are_named() {
+        use gguf_file::Value;
+        let missing = |model: TinyLlama| match check_file(model) {
+            Err(ModelError::MissingTensor(name)) => name,
+            Err(ModelError::MissingMetadata(key)) => key,
+            other => panic!("expected something missing, got {other:?}"),
+        };
+        let no_up = TinyLlama::new()
+            .with_experts(4, 2)
+            .remove("blk.1.ffn_up_exps.weight");
+        assert_eq!(missing(no_up), "blk.1.ffn_up_exps.weight");
+        let no_router = TinyLlama::new()
+            .with_experts(4, 2)
+            .remove("blk.0.ffn_gate_inp.weight");
+        assert_eq!(missing(no_router), "blk.0.ffn_gate_inp.weight");
+        let no_used = TinyLlama::new()
+            .with_experts(4, 2)
+            .remove("llama.expert_used_count");
+        assert_eq!(missing(no_used), "llama.expert_used_count");
+        let no_count = TinyLlama::new()
+            .with_experts(4, 2)
+            .remove("llama.expert_count");
+        assert_eq!(missing(no_count), "llama.expert_count");
+        let too_many = TinyLlama::new()
+            .with_experts(4, 2)
+            .set("llama.expert_used_count", Value::U32(5));
+        assert_eq!(shape_error(too_many).0, "llama.expert_used_count");
+        let wrong_count = TinyLlama::new()
+            .with_experts(4, 2)
+            .set("llama.expert_count", Value::U32(3));
+        assert_eq!(shape_error(wrong_count).0, "blk.0.ffn_gate_inp.weight");
+        let flat = TinyLlama::new()
+            .with_experts(4, 2)
+            .reshape("blk.0.ffn_down_exps.weight", vec![32, 16]);
+        let (key, reason) = shape_error(flat);
+        assert_eq!(key, "blk.0.ffn_down_exps.weight");
+        assert!(reason.contains("3 dimensions"), "{reason}");
+        let narrow = TinyLlama::new()
+            .with_experts(4, 2)
+            .reshape("blk.1.ffn_gate_exps.weight", vec![4, 12, 8]);
+        assert_eq!(shape_error(narrow).0, "blk.1.ffn_gate_exps.weight");
+    }
+
+    #[test]
+    fn a_qwen3moe_file_without_an_expert_count_is_refused_naming_the_key() {
+        use gguf_file::Value;
+        let mut model = TinyLlama::new()
+            .with_experts(4, 2)
+            .set("general.architecture", Value::String("qwen3moe".into()));
+        for (key, _) in &mut model.metadata {
+            if let Some(rest) = key.strip_prefix("llama.") {
+                *key = format!("qwen3moe.{rest}");
+            }
+        }
+        let model = model.remove("qwen3moe.expert_count");
+        let path = model.write();
+        let weights = GgufWeights::open(&path, &Device::Cpu).unwrap();
+        let _ = std::fs::remove_file(&path);
+        match check(&weights, Expected::for_architecture("qwen3moe")) {
+            Err(ModelError::MissingMetadata(key)) => assert_eq!(key, "qwen3moe.expert_count"),
+            other => panic!("expected a missing key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_qwen2moe_file_without_its_shared_expert_is_refused_naming_the_tensor() {
+        use gguf_file::Value;
+        let mut model = TinyLlama::new()
+            .with_experts(4, 2)
+            .set("general.architecture", Value::String("qwen2moe".into()));
+        for (key, _) in &mut model.metadata {
+            if let Some(rest) = key.strip_prefix("llama.") {
+                *key = format!("qwen2moe.{rest}");
+            }
+        }
+        let path = model.write();
+        let weights = GgufWeights::open(&path, &Device::Cpu).unwrap();
+        let _ = std::fs::remove_file(&path);
+        match check(&weights, Expected::for_architecture("qwen2moe")) {
+            Err(ModelError::MissingTensor(name)) => {
+                assert_eq!(name, "blk.0.ffn_gate_inp_shexp.weight")
+            }
             other => panic!("expected a missing tensor, got {other:?}"),
         }
     }

@@ -214,6 +214,117 @@ impl GgufWeights {
         }
     }
 
+    /// A 3-D expert tensor's dimensions, `[experts, rows, cols]` in candle's order, checked against the
+    /// expert count (`crate::shape` has checked them already; this keeps the split below in bounds).
+    fn expert_dims(&self, name: &str, experts: usize) -> Result<(usize, usize), ModelError> {
+        match self.tensor_dims(name) {
+            None => Err(ModelError::MissingTensor(name.to_string())),
+            Some(&[n, rows, cols]) if n == experts && n > 0 => Ok((rows, cols)),
+            Some(dims) => Err(ModelError::Shape {
+                key: name.to_string(),
+                reason: format!("expected [{experts}, rows, cols], found {dims:?}"),
+            }),
+        }
+    }
+
+    /// Each expert's slice of 3-D tensors (`ffn_*_exps`: `[experts, rows, cols]`) packed as its own
+    /// matrix, the tensors' slices stacked in `names`' order (gate rows then up rows); `None` where
+    /// `packed` would give none (not the CPU, a type the kernels do not run, mixed tile kinds).
+    pub fn packed_experts(
+        &mut self,
+        names: &[&str],
+        experts: usize,
+    ) -> Result<Option<Vec<Arc<PackedMatrix>>>, ModelError> {
+        if !self.packed_kernels {
+            return Ok(None);
+        }
+        let mut tensors = Vec::with_capacity(names.len());
+        let mut cols = None;
+        for name in names {
+            let (rows, c) = self.expert_dims(name, experts)?;
+            let dtype = self.content.tensor_infos[*name].ggml_dtype;
+            let Some(ty) = kernel_type(dtype) else {
+                if !self.fallback_types.contains(&dtype) {
+                    tracing::warn!(
+                        tensor = name,
+                        ggml_type = ?dtype,
+                        "no packed CPU kernel for this type: its experts run on candle's matmul (slower)"
+                    );
+                    self.fallback_types.push(dtype);
+                }
+                return Ok(None);
+            };
+            if cols.is_some_and(|k| k != c) {
+                return Ok(None);
+            }
+            cols = Some(c);
+            tensors.push((ty, self.qtensor(name)?, rows));
+        }
+        let Some(cols) = cols else {
+            return Ok(None);
+        };
+        let bytes = tensors
+            .iter()
+            .map(|(_, t, _)| t.data())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut packed = Vec::with_capacity(experts);
+        for e in 0..experts {
+            let parts: Vec<(GgmlType, &[u8], usize)> = tensors
+                .iter()
+                .zip(&bytes)
+                .map(|((ty, _, rows), raw)| {
+                    let per_expert = raw.len() / experts;
+                    (*ty, &raw[e * per_expert..(e + 1) * per_expert], *rows)
+                })
+                .collect();
+            match PackedMatrix::pack_stacked(&parts, cols) {
+                Ok(matrix) => packed.push(Arc::new(matrix)),
+                Err(kernels::KernelError::MixedKinds(..)) => return Ok(None),
+                Err(e) => {
+                    return Err(ModelError::Tensor {
+                        name: names.join("+"),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(Some(packed))
+    }
+
+    /// Each expert's slice of a 3-D tensor as a candle matmul on this device (where the kernels do
+    /// not run it). The tensor is read on the CPU and split there.
+    pub fn expert_matmuls(
+        &mut self,
+        name: &str,
+        experts: usize,
+    ) -> Result<Vec<QMatMul>, ModelError> {
+        let (rows, cols) = self.expert_dims(name, experts)?;
+        let tensor_error = |e: candle_core::Error| ModelError::Tensor {
+            name: name.to_string(),
+            reason: e.to_string(),
+        };
+        let whole = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(tensor_error)?;
+        let dtype = whole.dtype();
+        let raw = whole.data().map_err(tensor_error)?;
+        let per_expert = raw.len() / experts;
+        (0..experts)
+            .map(|e| {
+                let slice = &raw[e * per_expert..(e + 1) * per_expert];
+                let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                    dtype,
+                    slice,
+                    vec![rows, cols],
+                    &self.device,
+                )
+                .map_err(tensor_error)?;
+                Ok(QMatMul::from_qtensor(q)?)
+            })
+            .collect()
+    }
+
     /// A dense f32 copy of a linear weight, when this model keeps them.
     pub fn dense_copy(&mut self, name: &str) -> Result<Option<Tensor>, ModelError> {
         if self.dense_linears {
