@@ -1,18 +1,29 @@
-//! Embeddings from a causal model: the mean of the final hidden states over the input, L2-normalised
-//! (llama.cpp's mean pooling). The scheduler runs one between steps; the pooling itself lives here, beside
-//! the forward it reads, so that the scheduler only ever sees a finished vector.
+//! A model's pooled output for one input. An encoder pools as its file says (`models::bert`): mean, first
+//! or last row L2-normalised as llama.cpp's server normalises embeddings, or, for a reranker, the
+//! classifier's raw scores. A causal model embeds by the mean of its final hidden states, L2-normalised
+//! (llama.cpp's `--pooling mean`). The scheduler runs one between steps; the pooling itself lives here,
+//! beside the forward it reads, so that the scheduler only ever sees a finished vector.
 
-use models::LogitsWanted;
+use models::bert::Pooling;
+use models::{LogitsWanted, Model};
 
 use super::{Engine, EngineError, PREFILL_CHUNK};
 
 impl Engine {
-    /// The mean-pooled, L2-normalised final hidden states of `tokens`, which must fit the context.
+    /// The pooled output of `tokens`, which must fit the context: a unit-length embedding, or a
+    /// reranker's scores (`Pooling::Rank`, one per classifier label, not normalised).
     pub fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         if tokens.is_empty() || tokens.len() > self.context_size() {
             return Err(EngineError::ContextOverflow {
                 prompt: tokens.len(),
                 context: self.context_size(),
+            });
+        }
+        if let Model::Encoder(encoder) = &self.model {
+            let pooled = encoder.pooled(tokens)?;
+            return Ok(match encoder.pooling() {
+                Pooling::Rank => pooled,
+                _ => normalized(pooled),
             });
         }
         let mut lease = self.pool().lease();
