@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Reference fixtures from llama.cpp for the encoder families (scripts/synthesize-gguf.py --family bert|bert-rerank).
 
-    make-encoder-reference.py OUT_DIR
+    make-encoder-reference.py OUT_DIR TOKENIZER.gguf
+
+and for the decoder embedding family `qwen3-embed` (Qwen3-Embedding's layout, last-token pooling) the same
+as `bert`, with the tokenizer copied from TOKENIZER.gguf (the default model, as the decoder families do).
 
 For each family and each file type the tests synthesize (F16, Q8_0) it writes the GGUF, runs it in llama.cpp
 (llama-cpp-python, `embedding=True`, the model's own pooling type) and records, in OUT_DIR/FAMILY.json:
@@ -136,7 +139,7 @@ def reference_for(family, path):
                 seed=0, verbose=False)
     tokenize = [{"text": t, "ids": llm.tokenize(t.encode("utf-8"), add_bos=True, special=True)} for t in TEXTS]
     out = {"tokenize": tokenize, "pooling_type": int(llm.pooling_type())}
-    if family == "bert":
+    if family in ("bert", "qwen3-embed"):
         out["embeddings"] = [{"ids": case["ids"], "embedding": normalized(pooled(llm, case["ids"], llm.n_embd()))}
                              for case in tokenize]
     else:
@@ -152,16 +155,17 @@ def reference_for(family, path):
     return out
 
 
-def main(out_dir):
+def main(out_dir, tokenizer):
     here = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
-    for family in ["bert", "bert-rerank"]:
+    for family in ["bert", "bert-rerank", "qwen3-embed"]:
+        extra = ["--tokenizer-from", tokenizer] if family == "qwen3-embed" else []
         files = {}
         for type_name in TYPES:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, f"{family}-{type_name}.gguf")
                 subprocess.run([sys.executable, os.path.join(here, "synthesize-gguf.py"), "--family", family,
-                                "--out", path, "--type", type_name], check=True)
+                                "--out", path, "--type", type_name, *extra], check=True)
                 with open(path, "rb") as f:
                     digest = hashlib.sha256(f.read()).hexdigest()
                 files[type_name] = {"sha256": digest, **reference_for(family, path)}
@@ -174,4 +178,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -62,6 +62,10 @@ FAMILIES = {
     # embedding in the residual stream.
     "gemma2": dict(arch="gemma2", rope_base=None, layers=4, head_dim=32, explicit_head_dim=True, eps=1e-6,
                    gemma=True, sliding_window=8, attn_softcap=3.0, final_softcap=30.0),
+    # Qwen3-Embedding: Qwen 3 with no output head (the converter writes none) and last-token pooling
+    # (`qwen3.pooling_type` = 3, LLAMA_POOLING_TYPE_LAST): an embedding model over a decoder.
+    "qwen3-embed": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
+                        eps=1e-6, pooling=3, no_output=True),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
@@ -163,6 +167,8 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         writer.add_final_logit_softcapping(spec["final_softcap"])
     if "original_context" in spec:
         writer.add_rope_scaling_orig_ctx_len(spec["original_context"])
+    if "pooling" in spec:
+        writer.add_pooling_type(gguf.PoolingType(spec["pooling"]))
     vocab = copy_tokenizer(writer, tokenizer_from)
     if arch == "llama":
         writer.add_vocab_size(vocab)
@@ -187,7 +193,7 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     else:
         matrix("token_embd.weight", vocab, hidden, 1.0)
     vector("output_norm.weight", hidden, 1.0, 0.1)
-    if not gemma:
+    if not gemma and not spec.get("no_output"):
         matrix("output.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
     if "llama3_rope" in spec:
         writer.add_tensor("rope_freqs.weight", llama3_rope_factors(spec["rope_base"], head_dim, **spec["llama3_rope"]))

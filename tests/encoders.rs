@@ -52,12 +52,18 @@ fn fixture(family: &str) -> Value {
 /// Writes the family's GGUF of `file_type` into `dir` and checks it is byte for byte the file llama.cpp ran.
 fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{family}-{file_type}.gguf"));
-    let status = Command::new(common::python())
+    let mut command = Command::new(common::python());
+    command
         .arg(common::repo_root().join("scripts/synthesize-gguf.py"))
         .args(["--family", family, "--type", file_type, "--out"])
-        .arg(&out)
-        .status()
-        .expect("run scripts/synthesize-gguf.py");
+        .arg(&out);
+    if family == "qwen3-embed" {
+        // A decoder family: its tokenizer is the default model's.
+        command
+            .arg("--tokenizer-from")
+            .arg(common::default_model_gguf());
+    }
+    let status = command.status().expect("run scripts/synthesize-gguf.py");
     assert!(status.success(), "synthesizing {family} {file_type} failed");
     let bytes = std::fs::read(&out).expect("synthesized GGUF");
     assert_eq!(
@@ -122,26 +128,41 @@ fn each_file(family: &str, mut check: impl FnMut(&str, &mut Engine, &Value)) {
     }
 }
 
+/// Every recorded embedding, ours against llama.cpp's: unit length, cosine at least `MIN_COSINE`.
+fn check_embeddings(label: &str, engine: &mut Engine, file: &Value) {
+    let mut worst: f64 = 1.0;
+    for case in file["embeddings"].as_array().unwrap() {
+        let ours = engine.embed(&ids(&case["ids"])).expect("embed");
+        let norm: f32 = ours.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "{label}: not L2-normalised ({norm})"
+        );
+        worst = worst.min(cosine(&floats(&case["embedding"]), &ours));
+    }
+    eprintln!("{label}: lowest cosine similarity with llama.cpp {worst:.6}");
+    assert!(
+        worst >= MIN_COSINE,
+        "{label}: cosine {worst} < {MIN_COSINE}"
+    );
+}
+
 #[test]
 fn bert_embeddings_and_wordpiece_ids_match_llama_cpp() {
     each_file("bert", |label, engine, file| {
         assert!(!engine.generates());
         assert_eq!(engine.pooling(), Some(models::bert::Pooling::Mean));
-        let mut worst: f64 = 1.0;
-        for case in file["embeddings"].as_array().unwrap() {
-            let ours = engine.embed(&ids(&case["ids"])).expect("embed");
-            let norm: f32 = ours.iter().map(|x| x * x).sum::<f32>().sqrt();
-            assert!(
-                (norm - 1.0).abs() < 1e-4,
-                "{label}: not L2-normalised ({norm})"
-            );
-            worst = worst.min(cosine(&floats(&case["embedding"]), &ours));
-        }
-        eprintln!("{label}: lowest cosine similarity with llama.cpp {worst:.6}");
-        assert!(
-            worst >= MIN_COSINE,
-            "{label}: cosine {worst} < {MIN_COSINE}"
-        );
+        check_embeddings(label, engine, file);
+    });
+}
+
+/// Qwen3-Embedding's layout: a Qwen 3 decoder without an output head whose file asks for last-token
+/// pooling (`qwen3.pooling_type` = 3).
+#[test]
+fn qwen3_embedding_with_last_token_pooling_matches_llama_cpp() {
+    each_file("qwen3-embed", |label, engine, file| {
+        assert!(engine.generates());
+        check_embeddings(label, engine, file);
     });
 }
 

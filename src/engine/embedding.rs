@@ -1,7 +1,8 @@
 //! A model's pooled output for one input. An encoder pools as its file says (`models::bert`): mean, first
 //! or last row L2-normalised as llama.cpp's server normalises embeddings, or, for a reranker, the
-//! classifier's raw scores. A causal model embeds by the mean of its final hidden states, L2-normalised
-//! (llama.cpp's `--pooling mean`). The scheduler runs one between steps; the pooling itself lives here,
+//! classifier's raw scores. A causal model embeds by its file's `<arch>.pooling_type` (Qwen3-Embedding:
+//! the last token's final hidden state), or else by the mean of its final hidden states (llama.cpp's
+//! `--pooling mean`), L2-normalised. The scheduler runs one between steps; the pooling itself lives here,
 //! beside the forward it reads, so that the scheduler only ever sees a finished vector.
 
 use models::bert::Pooling;
@@ -26,9 +27,11 @@ impl Engine {
                 _ => normalized(pooled),
             });
         }
+        let pooling = self.decoder_pooling;
         let mut lease = self.pool().lease();
         lease.reserve(tokens.len())?;
         let mut sum: Vec<f32> = Vec::new();
+        let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
         for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
             let mut batch = models::StepBatch::default();
             batch.push_prompt(
@@ -38,7 +41,16 @@ impl Engine {
                 lease.blocks().to_vec(),
                 LogitsWanted::None,
             );
-            let hidden = self.hidden_states(&batch)?.sum(0)?.to_vec1::<f32>()?;
+            let states = self.hidden_states(&batch)?;
+            let hidden = match pooling {
+                Pooling::Cls if i == 0 => states.get(0)?.to_vec1::<f32>()?,
+                Pooling::Last if i + 1 == chunks => {
+                    states.get(chunk.len() - 1)?.to_vec1::<f32>()?
+                }
+                // Every chunk must still run: later positions attend to the cache it writes.
+                Pooling::Cls | Pooling::Last => continue,
+                _ => states.sum(0)?.to_vec1::<f32>()?,
+            };
             if sum.is_empty() {
                 sum = hidden;
             } else {

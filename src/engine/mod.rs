@@ -98,6 +98,8 @@ pub struct Engine {
     pool: BlockPool,
     context_size: usize,
     device: Device,
+    /// How a decoder embeds: its file's `<arch>.pooling_type` when that is cls or last, else mean.
+    decoder_pooling: Pooling,
 }
 
 impl Engine {
@@ -125,6 +127,15 @@ impl Engine {
             &token_text(tokenizer.eos),
         )?;
         let info = loaded.model.info().clone();
+        let decoder_pooling = match loaded
+            .metadata
+            .get(&format!("{}.pooling_type", info.architecture))
+            .and_then(|v| v.to_u32().ok())
+            .and_then(|v| Pooling::from_gguf(v as usize))
+        {
+            Some(p @ (Pooling::Cls | Pooling::Last)) => p,
+            _ => Pooling::Mean,
+        };
         let context_size = options
             .context_size
             .or(files.context_size)
@@ -162,6 +173,7 @@ impl Engine {
             pool: BlockPool::new(blocks, KV_BLOCK_SIZE),
             context_size,
             device: options.device.clone(),
+            decoder_pooling,
         })
     }
 
