@@ -277,6 +277,9 @@ fn encoders_embed_and_rerank_through_the_server_and_refuse_what_they_cannot_do()
         listing.contains("CAPABILITIES") && listing.contains("rerank"),
         "{listing}"
     );
+    // `model run` in process refuses an encoder with one line, before any prompt is rendered.
+    let refusal = cli.fails(&["run", "ai/minilm-synthetic", "hello"]);
+    assert!(refusal.contains("encoder"), "{refusal}");
     let server = common::Server::start(&cli, &["--api-key", API_KEY]);
     let client = reqwest::blocking::Client::new();
     let (embed, rank) = ("ai/minilm-synthetic", "ai/reranker-synthetic");
