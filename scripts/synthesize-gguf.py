@@ -4,6 +4,13 @@ llama.cpp where no real file of the family can be fetched.
 
     synthesize-gguf.py --family FAMILY --tokenizer-from REAL.gguf --out FILE [--type f32|f16|q8_0|q4_0|q5_1]
                        [--hidden N | --size 1b|3b|8b]
+    synthesize-gguf.py --family bert|bert-rerank --out FILE [--type ...]
+
+The encoder families (`bert`: all-MiniLM-L6-v2's layout, mean pooling; `bert-rerank`: the cross-encoder
+ms-marco-MiniLM-L-6-v2's, rank pooling with its classifier head) write their own WordPiece vocabulary, since
+no real BERT GGUF is at hand: BERT's special tokens at their real ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP]
+102, [MASK] 103), single characters, common English words and `##` pieces, in the phantom-space form
+llama.cpp's converter writes (word starts prefixed with U+2581, `##` continuations without their prefix).
 
 `--size` gives a llama3 file the real shape of Llama 3.2 1B, 3.2 3B or 3.1 8B (hidden size, layers, heads, KV
 heads, FFN size) for speed, memory and load-time measurements: the vocabulary stays the borrowed one.
@@ -70,6 +77,10 @@ FAMILIES = {
     # token's output, scaled by the sigmoid of `ffn_gate_inp_shexp` (F32, HF's `[1, hidden]` kept).
     "qwen2moe": dict(arch="qwen2moe", rope_base=1000000.0, qkv_bias=True, eps=1e-6,
                      moe=dict(experts=8, used=2, ff_div=4, expert_ff_key=True, shared_mult=4)),
+    # Qwen3-Embedding: Qwen 3 with no output head (the converter writes none) and last-token pooling
+    # (`qwen3.pooling_type` = 3, LLAMA_POOLING_TYPE_LAST): an embedding model over a decoder.
+    "qwen3-embed": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
+                        eps=1e-6, pooling=3, no_output=True),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
@@ -184,6 +195,8 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         if "shared_mult" in moe:
             shared_ff = expert_ff * moe["shared_mult"]
             writer.add_expert_shared_feed_forward_length(shared_ff)
+    if "pooling" in spec:
+        writer.add_pooling_type(gguf.PoolingType(spec["pooling"]))
     vocab = copy_tokenizer(writer, tokenizer_from)
     if arch == "llama":
         writer.add_vocab_size(vocab)
@@ -208,7 +221,7 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     else:
         matrix("token_embd.weight", vocab, hidden, 1.0)
     vector("output_norm.weight", hidden, 1.0, 0.1)
-    if not gemma:
+    if not gemma and not spec.get("no_output"):
         matrix("output.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
     if "llama3_rope" in spec:
         writer.add_tensor("rope_freqs.weight", llama3_rope_factors(spec["rope_base"], head_dim, **spec["llama3_rope"]))
@@ -267,15 +280,146 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     writer.close()
 
 
+# The encoder families: BERT's post-norm layout as llama.cpp's converter writes it for BertModel (biases on every
+# projection, LayerNorm with biases, learned positions, token type embeddings), scaled down from
+# all-MiniLM-L6-v2 (hidden 384, 6 layers, 12 heads of 32, FFN 1536, eps 1e-12, 512 positions).
+ENCODERS = {
+    # all-MiniLM-L6-v2, bge-small: mean pooling (llama.cpp's LLAMA_POOLING_TYPE_MEAN = 1).
+    "bert": dict(pooling=1, classifier=False),
+    # cross-encoder/ms-marco-MiniLM-L-6-v2: rank pooling (4): the [CLS] row through the pooler (`cls`, tanh)
+    # and the classifier (`cls.output`, one label).
+    "bert-rerank": dict(pooling=4, classifier=True),
+}
+ENCODER_SHAPE = dict(hidden=128, layers=2, heads=4, ff=512, context=512, eps=1e-12, token_types=2)
+
+# A deterministic WordPiece vocabulary (see the module's docstring).
+WORDS = """the of and to a in is was for on that with as by it at from this be are or an not which have has
+had but were all their they one two three there been its more can will would about when what who how where
+quick brown fox jump jumps over lazy dog hello world run running test tests token tokenization hard easy
+capital city france paris germany berlin italy rome river bank money water sea ocean sky blue red green
+cafe resume naive deja vu text number numbers and leading trailing space spaces newline newlines model
+models embedding embeddings search query document documents rank ranking score music film book books
+cat cats dog dogs house car cars machine learning language large small fast slow good bad new old
+apple banana orange fruit tree trees computer science data is isn t s weather today sunny rain""".split()
+PIECES = """s es ed ing ly er est tion ion al ity ment ness able ful less ous ive ize ise un re in ch th sh
+ph wh qu ck ng nk st tr pr br cr gr fr dr pl bl cl fl gl sl sp sc sk sm sn sw tw""".split()
+PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~") + ["\u2014", "\u00bf", "\u00a1", "\u20ac"]
+CHARACTERS = list("abcdefghijklmnopqrstuvwxyz0123456789") + ["\u4e2d", "\u6587", "\u00df"]
+
+
+def wordpiece_vocab():
+    """Tokens and their types (1 normal, 3 control) in llama.cpp's phantom-space form."""
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    types = [3] + [1] * 99 + [3, 3, 3, 3]
+    seen = set(tokens)
+    def add(token):
+        if token not in seen:
+            seen.add(token)
+            tokens.append(token)
+            types.append(1)
+    for c in PUNCTUATION + CHARACTERS:
+        add("\u2581" + c)
+    for c in CHARACTERS:
+        add(c)
+    for w in WORDS:
+        add("\u2581" + w)
+    for p in PIECES:
+        add(p)
+    return tokens, types
+
+
+def synthesize_encoder(family, out, type_name):
+    spec = {**ENCODER_SHAPE, **ENCODERS[family]}
+    hidden, heads, ff = spec["hidden"], spec["heads"], spec["ff"]
+    qtype = TYPES[type_name]
+    rng = np.random.default_rng(list(ENCODERS).index(family) + 101)
+    tokens, types = wordpiece_vocab()
+
+    writer = gguf.GGUFWriter(out, "bert")
+    writer.add_name("synthetic encoder")
+    writer.add_file_type(FILE_TYPES[type_name])
+    writer.add_context_length(spec["context"])
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ff)
+    writer.add_block_count(spec["layers"])
+    writer.add_head_count(heads)
+    writer.add_layer_norm_eps(spec["eps"])
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(gguf.PoolingType(spec["pooling"]))
+    writer.add_token_type_count(spec["token_types"])
+    writer.add_tokenizer_model("bert")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    # As gguf-py's SpecialVocab writes BERT's: [CLS] as BOS, and the post-processor's "[CLS] $A [SEP]" as
+    # add BOS and add SEP.
+    writer.add_bos_token_id(101)
+    writer.add_unk_token_id(100)
+    writer.add_sep_token_id(102)
+    writer.add_pad_token_id(0)
+    writer.add_mask_token_id(103)
+    writer.add_add_bos_token(True)
+    writer.add_add_sep_token(True)
+
+    def put_matrix(name, data):
+        quantized = gguf.quants.quantize(data.astype(np.float32), qtype)
+        raw = qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+        writer.add_tensor(name, quantized, raw_dtype=qtype if raw else None)
+
+    def matrix(name, rows, cols, std):
+        put_matrix(name, rng.standard_normal((rows, cols)) * std)
+
+    def vector(name, n, mean, std):
+        writer.add_tensor(name, (mean + rng.standard_normal(n) * std).astype(np.float32))
+
+    matrix("token_embd.weight", len(tokens), hidden, 1.0)
+    writer.add_tensor("token_types.weight",
+                      (rng.standard_normal((spec["token_types"], hidden)) * 0.5).astype(np.float32))
+    matrix("position_embd.weight", spec["context"], hidden, 0.5)
+    vector("token_embd_norm.weight", hidden, 1.0, 0.1)
+    vector("token_embd_norm.bias", hidden, 0.0, 0.1)
+    qk_std = QK_GAIN / math.sqrt(hidden)
+    for layer in range(spec["layers"]):
+        p = f"blk.{layer}"
+        for name, std in (("attn_q", qk_std), ("attn_k", qk_std), ("attn_v", 1.0 / math.sqrt(hidden))):
+            matrix(f"{p}.{name}.weight", hidden, hidden, std)
+            vector(f"{p}.{name}.bias", hidden, 0.0, 0.1)
+        matrix(f"{p}.attn_output.weight", hidden, hidden, 1.0 / math.sqrt(hidden))
+        vector(f"{p}.attn_output.bias", hidden, 0.0, 0.1)
+        vector(f"{p}.attn_output_norm.weight", hidden, 1.0, 0.1)
+        vector(f"{p}.attn_output_norm.bias", hidden, 0.0, 0.1)
+        matrix(f"{p}.ffn_up.weight", ff, hidden, 1.0 / math.sqrt(hidden))
+        vector(f"{p}.ffn_up.bias", ff, 0.0, 0.1)
+        matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+        vector(f"{p}.ffn_down.bias", hidden, 0.0, 0.1)
+        vector(f"{p}.layer_output_norm.weight", hidden, 1.0, 0.1)
+        vector(f"{p}.layer_output_norm.bias", hidden, 0.0, 0.1)
+    if spec["classifier"]:
+        matrix("cls.weight", hidden, hidden, 1.0 / math.sqrt(hidden))
+        vector("cls.bias", hidden, 0.0, 0.1)
+        matrix("cls.output.weight", 1, hidden, 2.0 / math.sqrt(hidden))
+        vector("cls.output.bias", 1, 0.0, 0.1)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--family", required=True, choices=sorted(FAMILIES))
-    parser.add_argument("--tokenizer-from", required=True, help="a real GGUF whose tokenizer.* keys are copied")
+    parser.add_argument("--family", required=True, choices=sorted(FAMILIES) + sorted(ENCODERS))
+    parser.add_argument("--tokenizer-from", help="a real GGUF whose tokenizer.* keys are copied (decoders)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--type", default="f16", choices=sorted(TYPES))
     parser.add_argument("--hidden", type=int, default=64, help="embedding length (256 for K-quants)")
     parser.add_argument("--size", choices=sorted(SIZES), help="a real model's shape (llama3 family only)")
     args = parser.parse_args()
+    if args.family in ENCODERS:
+        synthesize_encoder(args.family, args.out, args.type)
+        return
+    if not args.tokenizer_from:
+        parser.error("--tokenizer-from is needed for decoder families")
     if args.size and args.family != "llama3":
         parser.error("--size gives llama3 shapes: use --family llama3")
     synthesize(args.family, args.tokenizer_from, args.out, args.type, args.hidden, args.size)

@@ -178,6 +178,45 @@ pub struct ModelConfig {
     pub context_size: Option<u64>,
 }
 
+/// Architectures that only encode: they embed (or, with rank pooling, rerank), never generate.
+const ENCODER_ARCHITECTURES: &[&str] = &[
+    "bert",
+    "nomic-bert",
+    "jina-bert-v2",
+    "t5encoder",
+    "modernbert",
+];
+
+/// llama.cpp's `LLAMA_POOLING_TYPE_RANK`, as `<arch>.pooling_type` stores it.
+const POOLING_RANK: &str = "4";
+
+impl ModelConfig {
+    /// What the model serves, from its GGUF metadata: `completion` and `tools` for a decoder (which also
+    /// embeds by mean pooling, unadvertised, as Ollama lists only embedding models' `embedding`), only
+    /// `embedding` for a decoder whose file names its pooling (Qwen3-Embedding),
+    /// `embedding` for an encoder, `rerank` for an encoder whose pooling is rank (a cross-encoder).
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let architecture = self
+            .gguf
+            .get("general.architecture")
+            .map(String::as_str)
+            .unwrap_or(self.architecture.as_str());
+        let pooling = self.gguf.get(&format!("{architecture}.pooling_type"));
+        if !ENCODER_ARCHITECTURES.contains(&architecture) {
+            // A decoder whose file names a pooling (Qwen3-Embedding: last) is an embedding model.
+            return match pooling.map(String::as_str) {
+                Some("1" | "2" | "3") => vec!["embedding"],
+                _ => vec!["completion", "tools"],
+            };
+        }
+        if pooling.map(String::as_str) == Some(POOLING_RANK) {
+            vec!["rerank"]
+        } else {
+            vec!["embedding"]
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ConfigDescriptor {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -113,6 +113,10 @@ pub struct LoadedModel {
     pub context_size: usize,
     pub vocab_size: usize,
     pub architecture: String,
+    /// An encoder's pooling (`None` for a decoder).
+    pub pooling: Option<models::bert::Pooling>,
+    /// Whether it generates text: false for an encoder, which only embeds or ranks.
+    pub generates: bool,
     /// Where it runs: `cpu`, `cuda:0`, `metal:0`.
     pub device: String,
     pub size_bytes: u64,
@@ -134,6 +138,21 @@ struct Usage {
 }
 
 impl LoadedModel {
+    /// What it serves, as `ModelConfig::capabilities` says from the metadata: `completion` and `tools`
+    /// for a decoder, `embedding` for an encoder that pools, `rerank` for one that ranks.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        match self.pooling {
+            None => vec!["completion", "tools"],
+            Some(models::bert::Pooling::Rank) => vec!["rerank"],
+            Some(_) => vec!["embedding"],
+        }
+    }
+
+    /// Whether it ranks query/document pairs (an encoder with rank pooling).
+    pub fn ranks(&self) -> bool {
+        self.pooling == Some(models::bert::Pooling::Rank)
+    }
+
     /// The model's grammar engine, built on first use (blocking: call it off the async runtime).
     pub fn grammar(&self) -> Result<Arc<Grammar>, GrammarError> {
         self.grammar
@@ -337,6 +356,8 @@ impl ModelRuntime {
             context_size: engine.context_size(),
             vocab_size: engine.info().vocab_size,
             architecture: engine.info().architecture.clone(),
+            pooling: engine.pooling(),
+            generates: engine.generates(),
             device: crate::engine::device::device_name(engine.device()),
             size_bytes: local.size(),
             memory_bytes: local.size() + engine.kv_cache_bytes(),

@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod bert;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod decoder;
@@ -46,7 +47,7 @@ pub enum ModelError {
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
     #[error(
-        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3)"
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, bert)"
     )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
@@ -164,9 +165,26 @@ impl CausalModel {
     }
 }
 
+/// A loaded model of either kind: a decoder that generates, or an encoder that only embeds or ranks.
+#[derive(Debug, Clone)]
+pub enum Model {
+    Causal(CausalModel),
+    /// BERT: one whole input per forward, no KV cache, pooled as the file says.
+    Encoder(bert::Bert),
+}
+
+impl Model {
+    pub fn info(&self) -> &ModelInfo {
+        match self {
+            Model::Causal(m) => m.info(),
+            Model::Encoder(m) => m.info(),
+        }
+    }
+}
+
 /// A model and the GGUF metadata its tokenizer and chat template are built from.
 pub struct LoadedModel {
-    pub model: CausalModel,
+    pub model: Model,
     pub metadata: HashMap<String, gguf_file::Value>,
 }
 
@@ -185,12 +203,21 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             | "phi3"
             | "gemma2"
             | "gemma3"
+            | "bert"
     ) {
         return Err(ModelError::UnknownArchitecture(architecture));
     }
+    if architecture == "bert" {
+        // Its own shape checks, in `Bert::load`, before any weight is read.
+        let model = Model::Encoder(bert::Bert::load(&mut weights)?);
+        return Ok(LoadedModel {
+            model,
+            metadata: weights.into_metadata(),
+        });
+    }
     // Before any weight is read: the forward pass relies on these shapes and would panic otherwise.
     shape::check(&weights, shape::Expected::for_architecture(&architecture))?;
-    let model = match weights.architecture() {
+    let model = Model::Causal(match weights.architecture() {
         "llama" | "mistral" => CausalModel::Decoder(llama::load(&mut weights)?),
         "qwen2" => CausalModel::Decoder(qwen2::load(&mut weights)?),
         "qwen2moe" => CausalModel::Decoder(qwen2moe::load(&mut weights)?),
@@ -200,7 +227,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
         "gemma2" => CausalModel::Gemma2(gemma2::Gemma2::load(&mut weights)?),
         "gemma3" => CausalModel::Gemma3(gemma3::Gemma3::load(&mut weights)?),
         other => return Err(ModelError::UnknownArchitecture(other.to_string())),
-    };
+    });
     Ok(LoadedModel {
         model,
         metadata: weights.into_metadata(),

@@ -59,6 +59,12 @@ pub enum ChatError {
     /// Generation failed inside the scheduler.
     #[error(transparent)]
     Generation(#[from] GenerationError),
+    /// A chat or completion asked of a model that only embeds or ranks.
+    #[error("model {model} is an encoder ({capability} only): it cannot chat or complete text")]
+    NotGenerative {
+        model: String,
+        capability: &'static str,
+    },
     /// The server failed on this request (a panic in a worker, a lost channel): a 500.
     #[error("{0}")]
     Internal(String),

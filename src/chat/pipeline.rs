@@ -91,6 +91,12 @@ pub struct ValidChat {
 impl ValidChat {
     /// Validates `input` for `model`: its parameters, its token ids, its tools and output format.
     pub fn new(model: &LoadedModel, input: ChatInput) -> Result<Self, ChatError> {
+        if !model.generates {
+            return Err(ChatError::NotGenerative {
+                model: model.name.clone(),
+                capability: if model.ranks() { "rerank" } else { "embedding" },
+            });
+        }
         let params = validation::check(&input.params, model.vocab_size)?;
         if let PromptInput::Tokens(ids) = &input.prompt {
             validation::prompt_ids(ids, model.vocab_size)?;

@@ -139,6 +139,46 @@ pub async fn text(
     off_runtime(move || encode_with(&model, &text, add_bos, field)).await
 }
 
+/// Query/document pairs as a reranker's inputs (`Tokenizer::encode_pair`), each within the bytes its
+/// context could hold.
+pub async fn pairs(
+    model: &Arc<LoadedModel>,
+    pairs: Vec<(String, String)>,
+    field: &'static str,
+) -> Result<Vec<Vec<u32>>, ChatError> {
+    let model = model.clone();
+    off_runtime(move || {
+        let limit = model
+            .context_size
+            .saturating_mul(crate::engine::tokenizer::MAX_BYTES_PER_CONTEXT_TOKEN);
+        pairs
+            .iter()
+            .map(|(query, document)| {
+                model
+                    .tokenizer
+                    .encode_pair(query, document, limit)
+                    .map_err(|e| tokenize_error(e, field, model.context_size))
+            })
+            .collect()
+    })
+    .await
+}
+
+fn tokenize_error(e: TokenizerError, field: &'static str, context: usize) -> ChatError {
+    match e {
+        TokenizerError::TooLong { bytes, limit } => ChatError::PromptTooLong {
+            field,
+            bytes,
+            limit,
+            context,
+        },
+        other => ChatError::Tokenize {
+            field,
+            message: other.to_string(),
+        },
+    }
+}
+
 fn encode(model: &LoadedModel, text: &str, field: &'static str) -> Result<Vec<u32>, ChatError> {
     encode_with(model, text, true, field)
 }
@@ -152,18 +192,7 @@ fn encode_with(
     model
         .tokenizer
         .encode_for_context(text, add_bos, model.context_size)
-        .map_err(|e| match e {
-            TokenizerError::TooLong { bytes, limit } => ChatError::PromptTooLong {
-                field,
-                bytes,
-                limit,
-                context: model.context_size,
-            },
-            other => ChatError::Tokenize {
-                field,
-                message: other.to_string(),
-            },
-        })
+        .map_err(|e| tokenize_error(e, field, model.context_size))
 }
 
 /// Runs `work` on the blocking pool; a panic in it is this request's 500, a deadline passed its 503.

@@ -396,6 +396,7 @@ fn print_models(models: &[ListedModel], quiet: bool) -> Result<()> {
             "CREATED",
             "CONTEXT",
             "SIZE",
+            "CAPABILITIES",
         ]
         .map(String::from),
     ];
@@ -419,6 +420,7 @@ fn print_models(models: &[ListedModel], quiet: bool) -> Result<()> {
                 created.clone(),
                 c.context_size.map_or_else(String::new, |n| n.to_string()),
                 c.size.clone(),
+                c.capabilities().join(","),
             ]);
         }
     }

@@ -110,6 +110,13 @@ struct InProcess {
 
 impl InProcess {
     fn start(engine: Engine, options: AnswerOptions, load_time: Duration) -> Result<Self> {
+        if !engine.generates() {
+            anyhow::bail!(
+                "this model is an encoder ({}): it embeds or reranks through `model serve` \
+                 (/v1/embeddings, /v1/rerank), it cannot chat",
+                engine.info().architecture
+            );
+        }
         let sandbox = TemplateSandbox::for_this_binary(1)?;
         let interrupt = Arc::new(Notify::new());
         let generating = Arc::new(AtomicBool::new(false));

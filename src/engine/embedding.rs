@@ -1,13 +1,18 @@
-//! Embeddings from a causal model: the mean of the final hidden states over the input, L2-normalised
-//! (llama.cpp's mean pooling). The scheduler runs one between steps; the pooling itself lives here, beside
-//! the forward it reads, so that the scheduler only ever sees a finished vector.
+//! A model's pooled output for one input. An encoder pools as its file says (`models::bert`): mean, first
+//! or last row L2-normalised as llama.cpp's server normalises embeddings, or, for a reranker, the
+//! classifier's raw scores. A causal model embeds by its file's `<arch>.pooling_type` (Qwen3-Embedding:
+//! the last token's final hidden state), or else by the mean of its final hidden states (llama.cpp's
+//! `--pooling mean`), L2-normalised. The scheduler runs one between steps; the pooling itself lives here,
+//! beside the forward it reads, so that the scheduler only ever sees a finished vector.
 
-use models::LogitsWanted;
+use models::bert::Pooling;
+use models::{LogitsWanted, Model};
 
 use super::{Engine, EngineError, PREFILL_CHUNK};
 
 impl Engine {
-    /// The mean-pooled, L2-normalised final hidden states of `tokens`, which must fit the context.
+    /// The pooled output of `tokens`, which must fit the context: a unit-length embedding, or a
+    /// reranker's scores (`Pooling::Rank`, one per classifier label, not normalised).
     pub fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         if tokens.is_empty() || tokens.len() > self.context_size() {
             return Err(EngineError::ContextOverflow {
@@ -15,9 +20,18 @@ impl Engine {
                 context: self.context_size(),
             });
         }
+        if let Model::Encoder(encoder) = &self.model {
+            let pooled = encoder.pooled(tokens)?;
+            return Ok(match encoder.pooling() {
+                Pooling::Rank => pooled,
+                _ => normalized(pooled),
+            });
+        }
+        let pooling = self.decoder_pooling;
         let mut lease = self.pool().lease();
         lease.reserve(tokens.len())?;
         let mut sum: Vec<f32> = Vec::new();
+        let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
         for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
             let mut batch = models::StepBatch::default();
             batch.push_prompt(
@@ -27,7 +41,16 @@ impl Engine {
                 lease.blocks().to_vec(),
                 LogitsWanted::None,
             );
-            let hidden = self.hidden_states(&batch)?.sum(0)?.to_vec1::<f32>()?;
+            let states = self.hidden_states(&batch)?;
+            let hidden = match pooling {
+                Pooling::Cls if i == 0 => states.get(0)?.to_vec1::<f32>()?,
+                Pooling::Last if i + 1 == chunks => {
+                    states.get(chunk.len() - 1)?.to_vec1::<f32>()?
+                }
+                // Every chunk must still run: later positions attend to the cache it writes.
+                Pooling::Cls | Pooling::Last => continue,
+                _ => states.sum(0)?.to_vec1::<f32>()?,
+            };
             if sum.is_empty() {
                 sum = hidden;
             } else {

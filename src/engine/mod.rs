@@ -12,12 +12,14 @@ pub mod sampler;
 pub mod template_sandbox;
 pub mod text_stream;
 pub mod tokenizer;
+pub mod wordpiece;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use models::{BlockPool, CausalModel, KvLayout, KvType, ModelInfo, PagedKvCache, StepBatch};
+use models::bert::Pooling;
+use models::{BlockPool, KvLayout, KvType, Model, ModelInfo, PagedKvCache, StepBatch};
 
 use chat_template::{CHATML_TEMPLATE, ChatTemplate, TemplateError};
 use tokenizer::{Tokenizer, TokenizerError};
@@ -47,6 +49,9 @@ pub enum EngineError {
     VocabMismatch { tokenizer: usize, model: usize },
     #[error("inference failed: {0}")]
     Compute(#[from] candle_core::Error),
+    /// A generation step asked of an encoder, which only embeds or ranks.
+    #[error("this model is an encoder ({0}): it embeds or ranks, it does not generate")]
+    NotGenerative(String),
 }
 
 /// What to load.
@@ -86,13 +91,15 @@ impl Default for EngineOptions {
 
 /// A model ready to run.
 pub struct Engine {
-    model: CausalModel,
+    model: Model,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Arc<ChatTemplate>,
     cache: PagedKvCache,
     pool: BlockPool,
     context_size: usize,
     device: Device,
+    /// How a decoder embeds: its file's `<arch>.pooling_type` when that is cls or last, else mean.
+    decoder_pooling: Pooling,
 }
 
 impl Engine {
@@ -120,6 +127,15 @@ impl Engine {
             &token_text(tokenizer.eos),
         )?;
         let info = loaded.model.info().clone();
+        let decoder_pooling = match loaded
+            .metadata
+            .get(&format!("{}.pooling_type", info.architecture))
+            .and_then(|v| v.to_u32().ok())
+            .and_then(|v| Pooling::from_gguf(v as usize))
+        {
+            Some(p @ (Pooling::Cls | Pooling::Last)) => p,
+            _ => Pooling::Mean,
+        };
         let context_size = options
             .context_size
             .or(files.context_size)
@@ -139,7 +155,10 @@ impl Engine {
             options.kv_type
         };
         let layout = KvLayout { kv_type, ..shape };
-        let blocks = options.kv_blocks.unwrap_or_else(|| {
+        // An encoder keeps no cache: one block, never leased, keeps the engine's shape uniform.
+        let encoder = matches!(loaded.model, Model::Encoder(_));
+        let blocks = if encoder { Some(1) } else { options.kv_blocks };
+        let blocks = blocks.unwrap_or_else(|| {
             let wanted = layout.blocks_for(context_size) * options.sequences.max(1);
             // What the device can spare, but always room for one full context.
             let affordable = device::kv_cache_budget(&options.device)
@@ -154,11 +173,25 @@ impl Engine {
             pool: BlockPool::new(blocks, KV_BLOCK_SIZE),
             context_size,
             device: options.device.clone(),
+            decoder_pooling,
         })
     }
 
     pub fn info(&self) -> &ModelInfo {
         self.model.info()
+    }
+
+    /// An encoder's pooling (`None` for a decoder, which generates and embeds by mean pooling).
+    pub fn pooling(&self) -> Option<Pooling> {
+        match &self.model {
+            Model::Causal(_) => None,
+            Model::Encoder(m) => Some(m.pooling()),
+        }
+    }
+
+    /// Whether the model generates text (a decoder), rather than only embedding or ranking.
+    pub fn generates(&self) -> bool {
+        matches!(self.model, Model::Causal(_))
     }
 
     /// The element type the KV cache holds.
@@ -197,12 +230,18 @@ impl Engine {
 
     /// One packed forward: logits `[rows, vocab]` for `batch.logit_rows()`.
     pub fn step(&mut self, batch: &StepBatch) -> Result<Tensor, EngineError> {
-        Ok(self.model.forward(batch, &mut self.cache)?)
+        match &self.model {
+            Model::Causal(m) => Ok(m.forward(batch, &mut self.cache)?),
+            Model::Encoder(m) => Err(EngineError::NotGenerative(m.info().architecture.clone())),
+        }
     }
 
-    /// Final hidden states for a batch (for embeddings).
+    /// Final hidden states for a batch (for a decoder's embeddings).
     pub fn hidden_states(&mut self, batch: &StepBatch) -> Result<Tensor, EngineError> {
-        Ok(self.model.hidden_states(batch, &mut self.cache)?)
+        match &self.model {
+            Model::Causal(m) => Ok(m.hidden_states(batch, &mut self.cache)?),
+            Model::Encoder(m) => Err(EngineError::NotGenerative(m.info().architecture.clone())),
+        }
     }
 }
 

@@ -6,6 +6,10 @@
 //!   merged piece's score, highest first), which merges exactly as llama.cpp's SPM tokenizer does; spaces
 //!   become `▁`, unknown characters fall back to byte tokens.
 //!
+//! - `bert`: WordPiece, by our own `wordpiece::WordPiece` (llama.cpp's WPM, which no `tokenizers` model
+//!   reproduces exactly); `inner` then holds the vocabulary for decoding. `encode` with `add_bos` wraps the
+//!   text in `[CLS]` ... `[SEP]`, as llama.cpp adds a WPM model's special tokens.
+//!
 //! Control tokens become special added tokens (matched in text, so rendered chat templates tokenize into
 //! their markers); user-defined tokens become plain added tokens.
 //!
@@ -14,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::wordpiece::WordPiece;
 use candle_core::quantized::gguf_file::Value;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -88,7 +93,7 @@ fn render_harmony_markers(tokens: &[String], types: &mut [i32]) -> bool {
 pub enum TokenizerError {
     #[error("the GGUF has no tokenizer ({0} missing)")]
     Missing(&'static str),
-    #[error("unsupported tokenizer model {0:?} (supported: gpt2, llama)")]
+    #[error("unsupported tokenizer model {0:?} (supported: gpt2, llama, bert)")]
     UnsupportedModel(String),
     #[error("cannot build the tokenizer: {0}")]
     Build(String),
@@ -122,6 +127,13 @@ pub struct Tokenizer {
     tokens: Vec<String>,
     types: Vec<i32>,
     byte_level: bool,
+    /// Set for a `bert` vocabulary: it, not `inner`, tokenizes.
+    wordpiece: Option<WordPiece>,
+    /// The separator token (`[SEP]`) and whether a pair of texts gets it between them.
+    pub sep: Option<u32>,
+    pub add_sep: bool,
+    /// Whether llama.cpp appends EOS to a text it adds special tokens to (never for WordPiece).
+    pub add_eos: bool,
 }
 
 impl Tokenizer {
@@ -166,10 +178,38 @@ impl Tokenizer {
         let eom = token_id("tokenizer.ggml.eom_token_id")?;
         token_id("tokenizer.ggml.unknown_token_id")?;
         let byte_level = model == "gpt2";
+        let bert = model == "bert";
+        // llama.cpp's defaults for a WordPiece vocabulary: [CLS] 101 as BOS, [SEP] 102, [UNK] 100.
+        let default_id = |id: u32| (bert && (id as usize) < tokens.len()).then_some(id);
+        let bos = bos.or(default_id(101));
+        let sep = token_id("tokenizer.ggml.seperator_token_id")?.or(default_id(102));
         let (mut inner, default_add_bos) = match model.as_str() {
             "gpt2" => (byte_level_bpe(metadata, &tokens)?, false),
             "llama" => (sentencepiece_bpe(metadata, &tokens)?, true),
+            "bert" => (wordpiece_vocabulary(&tokens)?, true),
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
+        let wordpiece = if bert {
+            let unk = token_id("tokenizer.ggml.unknown_token_id")?
+                .or(default_id(100))
+                .ok_or(TokenizerError::Missing("tokenizer.ggml.unknown_token_id"))?;
+            let lowercase = match metadata.get("tokenizer.ggml.normalizer.lowercase") {
+                Some(Value::Bool(b)) => *b,
+                _ => true,
+            };
+            let strip_accents = match metadata.get("tokenizer.ggml.normalizer.strip_accents") {
+                Some(Value::Bool(b)) => *b,
+                _ => lowercase,
+            };
+            Some(WordPiece::new(
+                &tokens,
+                &types,
+                unk,
+                lowercase,
+                strip_accents,
+            ))
+        } else {
+            None
         };
         let added: Vec<AddedToken> = tokens
             .iter()
@@ -195,10 +235,13 @@ impl Tokenizer {
             // and `<|call|>` end its turn.
             end_of_generation.retain(|&id| types[id as usize] != TOKEN_TYPE_USER_DEFINED);
         }
-        let add_bos = match metadata.get("tokenizer.ggml.add_bos_token") {
+        let flag = |key: &str, default: bool| match metadata.get(key) {
             Some(Value::Bool(b)) => *b,
-            _ => default_add_bos,
+            _ => default,
         };
+        let add_bos = flag("tokenizer.ggml.add_bos_token", default_add_bos);
+        let add_eos = flag("tokenizer.ggml.add_eos_token", false);
+        let add_sep = flag("tokenizer.ggml.add_sep_token", bert);
         Ok(Self {
             inner,
             bos,
@@ -208,7 +251,75 @@ impl Tokenizer {
             tokens,
             types,
             byte_level,
+            wordpiece,
+            sep,
+            add_sep: add_sep && sep.is_some(),
+            add_eos: add_eos && eos.is_some(),
         })
+    }
+
+    /// Whether this is a WordPiece (BERT) vocabulary.
+    pub fn is_wordpiece(&self) -> bool {
+        self.wordpiece.is_some()
+    }
+
+    /// A query and a document as one input, as llama.cpp's server formats a rerank pair for a model
+    /// without a rerank template: BOS, the query, EOS if the model adds it, SEP if it adds one, the
+    /// document, EOS if the model adds it; the texts' own special markers are not matched. For BERT:
+    /// `[CLS] query [SEP] document`. Texts above `limit` bytes together are refused.
+    pub fn encode_pair(
+        &self,
+        query: &str,
+        document: &str,
+        limit: usize,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let bytes = query.len() + document.len();
+        if bytes > limit.min(MAX_ENCODE_BYTES) {
+            return Err(TokenizerError::TooLong {
+                bytes,
+                limit: limit.min(MAX_ENCODE_BYTES),
+            });
+        }
+        let plain = |text: &str| -> Result<Vec<u32>, TokenizerError> {
+            match &self.wordpiece {
+                Some(wp) => {
+                    let mut ids = Vec::new();
+                    wp.encode(text, false, &mut ids);
+                    Ok(ids)
+                }
+                None => Ok(self
+                    .inner
+                    .encode_fast(text, false)
+                    .map_err(|e| TokenizerError::Encode(e.to_string()))?
+                    .get_ids()
+                    .to_vec()),
+            }
+        };
+        let eos = self.eos.or(self.sep);
+        let mut ids = Vec::new();
+        if self.add_bos
+            && let Some(bos) = self.bos
+        {
+            ids.push(bos);
+        }
+        ids.extend(plain(query)?);
+        if self.add_eos
+            && let Some(eos) = eos
+        {
+            ids.push(eos);
+        }
+        if self.add_sep
+            && let Some(sep) = self.sep
+        {
+            ids.push(sep);
+        }
+        ids.extend(plain(document)?);
+        if self.add_eos
+            && let Some(eos) = eos
+        {
+            ids.push(eos);
+        }
+        Ok(ids)
     }
 
     /// Tokenizes `text`, matching special-token markers in it (as llama.cpp's `parse_special`), and adds
@@ -244,6 +355,17 @@ impl Tokenizer {
                 bytes: text.len(),
                 limit,
             });
+        }
+        if let Some(wp) = &self.wordpiece {
+            // llama.cpp's WPM with special tokens added: [CLS] text [SEP].
+            let mut ids = Vec::new();
+            let bos = self.bos.filter(|_| add_bos);
+            ids.extend(bos);
+            wp.encode(text, true, &mut ids);
+            if bos.is_some() {
+                ids.extend(self.sep);
+            }
+            return Ok(ids);
         }
         let encoding = self
             .inner
@@ -472,6 +594,30 @@ fn sentencepiece_bpe(
     if add_space_prefix {
         decoders.push(Strip::new(' ', 1, 0).into());
     }
+    tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(tokenizer)
+}
+
+/// The vocabulary of a WordPiece model as a `tokenizers` word-level model: for decoding, token lookups
+/// and the grammar's token table; `WordPiece` tokenizes. `▁` marks a word's start, so decoding turns it
+/// into a space and drops the first.
+fn wordpiece_vocabulary(tokens: &[String]) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let vocab: HashMap<String, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let model = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(vocab.into_iter().collect())
+        .unk_token(tokens[0].clone())
+        .build()
+        .map_err(build_error)?;
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    let decoders: Vec<DecoderWrapper> = vec![
+        Replace::new("▁", " ").map_err(build_error)?.into(),
+        Fuse::new().into(),
+        Strip::new(' ', 1, 0).into(),
+    ];
     tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
     Ok(tokenizer)
 }

@@ -30,6 +30,8 @@ pub struct ModelJson<'a> {
     pub tags: Vec<String>,
     pub created: i64,
     pub config: &'a crate::artifact::ModelConfig,
+    /// What it serves (`ModelConfig::capabilities`).
+    pub capabilities: Vec<&'static str>,
     /// `model configure`'s settings, when it set any.
     #[serde(skip_serializing_if = "no_settings")]
     pub settings: &'a ModelSettings,
@@ -46,6 +48,7 @@ pub fn model_json(model: &LocalModel) -> ModelJson<'_> {
         tags: model.familiar_names(),
         created: model.created().map_or(0, |c| c.timestamp()),
         config: &model.config.config,
+        capabilities: model.config.config.capabilities(),
         settings: &model.settings,
     }
 }

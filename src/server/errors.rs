@@ -289,6 +289,7 @@ impl From<ChatError> for ApiError {
             ChatError::Submit(e) => e.into(),
             ChatError::Generation(GenerationError::Submit(e)) => e.into(),
             ChatError::Generation(e) => Self::internal(e.to_string()),
+            ChatError::NotGenerative { .. } => Self::invalid(e.to_string(), Some("model")),
             ChatError::Internal(message) => Self::internal(message),
         }
     }

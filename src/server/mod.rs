@@ -21,6 +21,7 @@ mod metrics;
 pub mod ollama;
 pub mod openai;
 pub mod pulling;
+pub mod rerank;
 pub mod tokenize;
 
 use std::net::SocketAddr;
@@ -78,6 +79,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/chat/completions", post(openai::chat::chat_completions))
         .route("/completions", post(openai::completions::completions))
         .route("/embeddings", post(openai::embeddings::embeddings))
+        .route("/rerank", post(rerank::rerank))
+        .route("/score", post(rerank::score))
         .route("/models", get(openai::models::list_models))
         .route("/models/{*id}", get(openai::models::get_model))
         .route("/responses", post(openai::responses::create))
@@ -110,6 +113,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/pull", post(ollama::pull))
         .route("/api/delete", axum::routing::delete(ollama::delete))
         .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/rerank", post(rerank::rerank))
         .merge(anthropic::routes())
         .nest("/anthropic", anthropic::routes())
         .merge(mcp_registry::routes())

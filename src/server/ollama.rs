@@ -197,7 +197,7 @@ pub async fn show(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<
     let mut info: serde_json::Map<String, Value> =
         c.gguf.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     info.remove("tokenizer.chat_template");
-    let capabilities = capabilities(&c.gguf, &template);
+    let capabilities = capabilities(c, &template);
     Ok(Json(json!({
         "license": "", "modelfile": "", "parameters": "", "template": template,
         "details": details(&model), "model_info": info, "capabilities": capabilities,
@@ -205,32 +205,12 @@ pub async fn show(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<
     })))
 }
 
-/// Architectures that only embed: no generation, no tools, no thinking.
-const EMBEDDING_ARCHITECTURES: &[&str] = &[
-    "bert",
-    "nomic-bert",
-    "jina-bert-v2",
-    "t5encoder",
-    "modernbert",
-];
-
-/// What a model can do, as Ollama's `/api/show` lists it. Every decoder completes and calls tools (a
-/// template without a tool format gets the generic one, and the grammar keeps calls well formed); one
-/// whose template thinks also thinks. Encoder-only models embed. (`/api/embed` takes any model, as
-/// Ollama's does, but like Ollama only embedding models list the capability.)
-fn capabilities(
-    gguf: &std::collections::BTreeMap<String, String>,
-    template: &str,
-) -> Vec<&'static str> {
-    let architecture = gguf
-        .get("general.architecture")
-        .map(String::as_str)
-        .unwrap_or_default();
-    if EMBEDDING_ARCHITECTURES.contains(&architecture) {
-        return vec!["embedding"];
-    }
-    let mut capabilities = vec!["completion", "tools"];
-    if ReasoningFormat::detect(template).is_some() {
+/// What a model can do, as Ollama's `/api/show` lists it: the artifact's capabilities (every decoder
+/// completes and calls tools: a template without a tool format gets the generic one, and the grammar keeps
+/// calls well formed; encoders embed or rerank), and `thinking` for a decoder whose template thinks.
+fn capabilities(config: &crate::artifact::ModelConfig, template: &str) -> Vec<&'static str> {
+    let mut capabilities = config.capabilities();
+    if capabilities.contains(&"completion") && ReasoningFormat::detect(template).is_some() {
         capabilities.push("thinking");
     }
     capabilities
@@ -579,6 +559,33 @@ pub async fn delete(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Res
     let _ = app.runtime.unload(Some(name)).await;
     app.runtime.store().remove(name, false)?;
     Ok(Json(json!({})).into_response())
+}
+
+/// The legacy `POST /api/embeddings`: one `prompt`, one `embedding`.
+#[derive(Debug, Deserialize)]
+pub struct LegacyEmbedRequest {
+    pub model: String,
+    pub prompt: String,
+    pub keep_alive: Option<Value>,
+}
+
+/// `POST /api/embeddings` (Ollama's older shape).
+pub async fn embeddings(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: LegacyEmbedRequest = parse_body(&body)?;
+    let Some(model) = model_for(&app, &request.model, &request.keep_alive).await? else {
+        return Ok(Json(json!({"embedding": []})));
+    };
+    if request.prompt.is_empty() {
+        // As Ollama answers an empty prompt: no vector.
+        return Ok(Json(json!({"embedding": []})));
+    }
+    let (mut vectors, _) = embed_all(&model, PromptField::Text(request.prompt)).await?;
+    Ok(Json(
+        json!({"embedding": vectors.pop().unwrap_or_default()}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -30,6 +30,15 @@ pub async fn embed_all(
     model: &Arc<LoadedModel>,
     input: PromptField,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    if model.ranks() {
+        return Err(ApiError::invalid(
+            format!(
+                "model {} is a reranker: it scores query/document pairs (POST /v1/rerank), it does not embed",
+                model.name
+            ),
+            Some("model"),
+        ));
+    }
     let inputs = input.tokens(model, "input").await?;
     if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
         return Err(ApiError::invalid("input must not be empty", Some("input")));
@@ -59,7 +68,8 @@ pub async fn embed_all(
     Ok((vectors, tokens))
 }
 
-/// `POST /v1/embeddings`: mean-pooled, normalised final hidden states, as llama.cpp gives for a causal model.
+/// `POST /v1/embeddings`: an encoder's own pooling (mean, first or last token), L2-normalised; for a causal
+/// model, the mean of its final hidden states, normalised, as llama.cpp gives with `--pooling mean`.
 pub async fn embeddings(
     State(app): State<Arc<AppState>>,
     body: Bytes,

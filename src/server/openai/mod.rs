@@ -130,7 +130,7 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn request_id(prefix: &str) -> String {
+pub(crate) fn request_id(prefix: &str) -> String {
     use rand::Rng;
     let n: u128 = rand::rng().random();
     format!("{prefix}-{:024x}", n & ((1u128 << 96) - 1))

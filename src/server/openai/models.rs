@@ -9,8 +9,10 @@ use serde_json::{Value, json};
 use crate::server::AppState;
 use crate::server::errors::ApiError;
 
-fn model_json(name: &str, created: i64) -> Value {
-    json!({"id": name, "object": "model", "created": created, "owned_by": "model-runner"})
+/// OpenAI's `model`, with what it serves (`completion`, `tools`, `embedding`, `rerank`) beside.
+fn model_json(name: &str, created: i64, capabilities: &[&str]) -> Value {
+    json!({"id": name, "object": "model", "created": created, "owned_by": "model-runner",
+           "capabilities": capabilities})
 }
 
 /// `GET /v1/models`: every model in the store, by each of its names.
@@ -20,9 +22,10 @@ pub async fn list_models(State(app): State<Arc<AppState>>) -> Result<Json<Value>
         .iter()
         .flat_map(|m| {
             let created = m.created().map_or(0, |c| c.timestamp());
+            let capabilities = m.config.config.capabilities();
             m.familiar_names()
                 .into_iter()
-                .map(move |n| model_json(&n, created))
+                .map(move |n| model_json(&n, created, &capabilities))
         })
         .collect();
     Ok(Json(json!({"object": "list", "data": data})))
@@ -37,5 +40,6 @@ pub async fn get_model(
     Ok(Json(model_json(
         &id,
         model.created().map_or(0, |c| c.timestamp()),
+        &model.config.config.capabilities(),
     )))
 }

@@ -1,0 +1,399 @@
+//! BERT encoders (GGUF architecture `bert`: all-MiniLM, bge, mxbai-embed-large, the ms-marco cross-encoders),
+//! as llama.cpp runs them: token, token-type (row 0, "sentence A", for every token) and learned position
+//! embeddings, a LayerNorm, then per layer `x = norm(x + attn(x)); x = norm(x + ffn(x))` with bidirectional
+//! attention over the whole input, biased projections and a GELU feed-forward. No KV cache: one input is
+//! one forward.
+//!
+//! The output is pooled as `bert.pooling_type` says (llama.cpp's enum): mean, the first (`[CLS]`) row,
+//! the last row, or rank: the `[CLS]` row through the classifier head (`cls`, tanh, then `cls.output`),
+//! whose outputs are the relevance scores of a cross-encoder. Normalising an embedding is the caller's.
+
+use candle_core::{D, Tensor};
+
+use crate::layers::{Embedding, Linear};
+use crate::weights::GgufWeights;
+use crate::{ModelError, ModelInfo};
+
+const POOLING_TYPE: &str = "pooling_type";
+const LAYER_NORM_EPS: &str = "attention.layer_norm_epsilon";
+
+/// How the per-token outputs become one vector (llama.cpp's `llama_pooling_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// 0: one vector per token; served by no pooled endpoint.
+    None,
+    /// 1: the mean over the input's tokens.
+    Mean,
+    /// 2: the first token's row (`[CLS]`).
+    Cls,
+    /// 3: the last token's row.
+    Last,
+    /// 4: the `[CLS]` row through the classifier head: relevance scores.
+    Rank,
+}
+
+impl Pooling {
+    /// llama.cpp's number for it, as `<arch>.pooling_type` stores it.
+    pub fn from_gguf(value: usize) -> Option<Self> {
+        Some(match value {
+            0 => Pooling::None,
+            1 => Pooling::Mean,
+            2 => Pooling::Cls,
+            3 => Pooling::Last,
+            4 => Pooling::Rank,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::None => "none",
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+            Pooling::Rank => "rank",
+        }
+    }
+}
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension.
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(w: &mut GgufWeights, name: &str, eps: f32) -> Result<Self, ModelError> {
+        Ok(Self {
+            weight: w.dequantized(&format!("{name}.weight"))?,
+            bias: w.dequantized(&format!("{name}.bias"))?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// Q, K and V: one stacked matrix where the kernels pack them together, else three.
+#[derive(Debug, Clone)]
+enum Qkv {
+    Stacked(Linear),
+    Separate { q: Linear, k: Linear, v: Linear },
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    qkv: Qkv,
+    output: Linear,
+    attn_norm: LayerNorm,
+    up: Linear,
+    down: Linear,
+    output_norm: LayerNorm,
+}
+
+/// The classifier head of a cross-encoder: `cls_out(tanh(cls(x)))`, either part optional.
+#[derive(Debug, Clone)]
+struct Classifier {
+    pooler: Option<Linear>,
+    output: Option<Linear>,
+}
+
+/// A loaded BERT encoder: weights only.
+#[derive(Debug, Clone)]
+pub struct Bert {
+    info: ModelInfo,
+    pooling: Pooling,
+    token_embd: Embedding,
+    /// Token type 0's row, added to every token as llama.cpp does.
+    token_type: Option<Tensor>,
+    positions: Tensor,
+    embd_norm: LayerNorm,
+    blocks: Vec<Block>,
+    heads: usize,
+    head_dim: usize,
+    classifier: Classifier,
+}
+
+fn bad(key: impl Into<String>, reason: impl Into<String>) -> ModelError {
+    ModelError::Shape {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `name` must be a matrix of `rows` x `cols` (candle's order), when the file has it.
+fn expect_matrix(w: &GgufWeights, name: &str, rows: usize, cols: usize) -> Result<(), ModelError> {
+    match w.tensor_dims(name) {
+        None => Err(ModelError::MissingTensor(name.to_string())),
+        Some([r, c]) if *r == rows && *c == cols => Ok(()),
+        Some(dims) => Err(bad(
+            name,
+            format!("shape {dims:?}, expected [{rows}, {cols}]"),
+        )),
+    }
+}
+
+fn expect_vector(w: &GgufWeights, name: &str, len: usize) -> Result<(), ModelError> {
+    match w.tensor_dims(name) {
+        None => Err(ModelError::MissingTensor(name.to_string())),
+        Some([n]) if *n == len => Ok(()),
+        Some(dims) => Err(bad(name, format!("shape {dims:?}, expected [{len}]"))),
+    }
+}
+
+/// Every dimension and tensor shape the forward relies on, before any weight loads.
+fn check_shapes(
+    w: &GgufWeights,
+    hidden: usize,
+    ff: usize,
+    layers: usize,
+) -> Result<(), ModelError> {
+    let Some(&[vocab, width]) = w.tensor_dims("token_embd.weight") else {
+        return Err(ModelError::MissingTensor("token_embd.weight".into()));
+    };
+    if width != hidden || vocab == 0 {
+        return Err(bad(
+            "token_embd.weight",
+            format!("[{vocab}, {width}] for an embedding length of {hidden}"),
+        ));
+    }
+    match w.tensor_dims("position_embd.weight") {
+        Some([n, c]) if *n > 0 && *c == hidden => {}
+        Some(dims) => return Err(bad("position_embd.weight", format!("shape {dims:?}"))),
+        None => return Err(ModelError::MissingTensor("position_embd.weight".into())),
+    }
+    if let Some(dims) = w.tensor_dims("token_types.weight")
+        && !matches!(dims, [n, c] if *n > 0 && *c == hidden)
+    {
+        return Err(bad("token_types.weight", format!("shape {dims:?}")));
+    }
+    for norm in ["token_embd_norm.weight", "token_embd_norm.bias"] {
+        expect_vector(w, norm, hidden)?;
+    }
+    for layer in 0..layers {
+        let p = format!("blk.{layer}");
+        for name in ["attn_q", "attn_k", "attn_v", "attn_output"] {
+            expect_matrix(w, &format!("{p}.{name}.weight"), hidden, hidden)?;
+            let bias = format!("{p}.{name}.bias");
+            if w.has_tensor(&bias) {
+                expect_vector(w, &bias, hidden)?;
+            }
+        }
+        expect_matrix(w, &format!("{p}.ffn_up.weight"), ff, hidden)?;
+        expect_matrix(w, &format!("{p}.ffn_down.weight"), hidden, ff)?;
+        for (name, len) in [("ffn_up.bias", ff), ("ffn_down.bias", hidden)] {
+            let name = format!("{p}.{name}");
+            if w.has_tensor(&name) {
+                expect_vector(w, &name, len)?;
+            }
+        }
+        for norm in ["attn_output_norm", "layer_output_norm"] {
+            expect_vector(w, &format!("{p}.{norm}.weight"), hidden)?;
+            expect_vector(w, &format!("{p}.{norm}.bias"), hidden)?;
+        }
+    }
+    if w.has_tensor("cls.weight") {
+        expect_matrix(w, "cls.weight", hidden, hidden)?;
+    }
+    if let Some(dims) = w.tensor_dims("cls.output.weight")
+        && !matches!(dims, [n, c] if *n > 0 && *c == hidden)
+    {
+        return Err(bad("cls.output.weight", format!("shape {dims:?}")));
+    }
+    Ok(())
+}
+
+impl Bert {
+    pub fn load(w: &mut GgufWeights) -> Result<Self, ModelError> {
+        let arch = w.architecture().to_string();
+        let layers = w.arch_usize("block_count")?;
+        let hidden = w.arch_usize("embedding_length")?;
+        let ff = w.arch_usize("feed_forward_length")?;
+        let heads = w.arch_usize("attention.head_count")?;
+        if layers == 0 || hidden == 0 || ff == 0 {
+            return Err(bad(
+                format!("{arch}.block_count"),
+                "layers, embedding and feed-forward lengths must be at least 1",
+            ));
+        }
+        if heads == 0 || !hidden.is_multiple_of(heads) {
+            return Err(bad(
+                format!("{arch}.attention.head_count"),
+                format!("{heads} heads do not divide the embedding length {hidden}"),
+            ));
+        }
+        let eps = w.arch_f32_or(LAYER_NORM_EPS, 1e-12)?;
+        let pooling_value = w.arch_usize_or(POOLING_TYPE, 1)?;
+        let pooling = Pooling::from_gguf(pooling_value).ok_or_else(|| {
+            bad(
+                format!("{arch}.{POOLING_TYPE}"),
+                format!("{pooling_value} is not a pooling type (0 to 4)"),
+            )
+        })?;
+        check_shapes(w, hidden, ff, layers)?;
+        let positions = w.dequantized("position_embd.weight")?;
+        let context_length = w.arch_usize_or("context_length", positions.dim(0)?)?;
+        let token_type = match w.optional_dequantized("token_types.weight")? {
+            Some(types) => Some(types.get(0)?),
+            None => None,
+        };
+
+        let mut blocks = Vec::with_capacity(layers);
+        for layer in 0..layers {
+            let p = format!("blk.{layer}");
+            let names = [
+                format!("{p}.attn_q"),
+                format!("{p}.attn_k"),
+                format!("{p}.attn_v"),
+            ];
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let qkv = match Linear::load_stacked(w, &refs)? {
+                Some(stacked) => Qkv::Stacked(stacked),
+                None => Qkv::Separate {
+                    q: Linear::load(w, &names[0])?,
+                    k: Linear::load(w, &names[1])?,
+                    v: Linear::load(w, &names[2])?,
+                },
+            };
+            blocks.push(Block {
+                qkv,
+                output: Linear::load(w, &format!("{p}.attn_output"))?,
+                attn_norm: LayerNorm::load(w, &format!("{p}.attn_output_norm"), eps)?,
+                up: Linear::load(w, &format!("{p}.ffn_up"))?,
+                down: Linear::load(w, &format!("{p}.ffn_down"))?,
+                output_norm: LayerNorm::load(w, &format!("{p}.layer_output_norm"), eps)?,
+            });
+        }
+        let classifier = Classifier {
+            pooler: if w.has_tensor("cls.weight") {
+                Some(Linear::load(w, "cls")?)
+            } else {
+                None
+            },
+            output: if w.has_tensor("cls.output.weight") {
+                Some(Linear::load(w, "cls.output")?)
+            } else {
+                None
+            },
+        };
+        let token_embd = Embedding::load(w, "token_embd.weight", None)?;
+        Ok(Self {
+            info: ModelInfo {
+                architecture: arch,
+                vocab_size: token_embd.vocab_size(),
+                hidden_size: hidden,
+                layers,
+                kv_heads: heads,
+                head_dim: hidden / heads,
+                context_length: context_length.min(positions.dim(0)?),
+            },
+            pooling,
+            token_embd,
+            token_type,
+            embd_norm: LayerNorm::load(w, "token_embd_norm", eps)?,
+            positions,
+            blocks,
+            heads,
+            head_dim: hidden / heads,
+            classifier,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Whether the file has a classifier head (a cross-encoder that ranks).
+    pub fn has_classifier(&self) -> bool {
+        self.classifier.pooler.is_some() || self.classifier.output.is_some()
+    }
+
+    /// The last layer's outputs, `[tokens, hidden]`, for one input that attends to itself whole.
+    pub fn hidden_states(&self, tokens: &[u32]) -> Result<Tensor, ModelError> {
+        let n = tokens.len();
+        if n == 0 || n > self.positions.dim(0)? {
+            return Err(ModelError::Unsupported(format!(
+                "an input of {n} tokens: this encoder takes 1 to {} tokens",
+                self.positions.dim(0)?
+            )));
+        }
+        let mut x = self.token_embd.forward(tokens)?;
+        if let Some(row) = &self.token_type {
+            x = x.broadcast_add(row)?;
+        }
+        x = (x + self.positions.narrow(0, 0, n)?)?;
+        x = self.embd_norm.forward(&x)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        for block in &self.blocks {
+            let (q, k, v) = match &block.qkv {
+                Qkv::Stacked(qkv) => {
+                    let all = qkv.forward(&x, 0)?;
+                    let hidden = self.heads * self.head_dim;
+                    (
+                        all.narrow(D::Minus1, 0, hidden)?,
+                        all.narrow(D::Minus1, hidden, hidden)?,
+                        all.narrow(D::Minus1, 2 * hidden, hidden)?,
+                    )
+                }
+                Qkv::Separate { q, k, v } => {
+                    (q.forward(&x, 0)?, k.forward(&x, 0)?, v.forward(&x, 0)?)
+                }
+            };
+            let heads = |t: Tensor| -> candle_core::Result<Tensor> {
+                t.reshape((n, self.heads, self.head_dim))?
+                    .transpose(0, 1)?
+                    .contiguous()
+            };
+            let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let attended = probs
+                .matmul(&v)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((n, self.heads * self.head_dim))?;
+            let attended = block.output.forward(&attended, 0)?;
+            let h = block.attn_norm.forward(&(attended + &x)?)?;
+            let mixed = block.down.forward(&block.up.forward(&h, 0)?.gelu()?, 0)?;
+            x = block.output_norm.forward(&(mixed + h)?)?;
+        }
+        Ok(x)
+    }
+
+    /// The input pooled as the model's `pooling_type` says: an embedding (not normalised) for mean, cls
+    /// and last; the classifier's outputs (relevance scores) for rank. `Pooling::None` has no one vector.
+    pub fn pooled(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let hidden = self.hidden_states(tokens)?;
+        let n = tokens.len();
+        let row = match self.pooling {
+            Pooling::None => {
+                return Err(ModelError::Unsupported(
+                    "this model's pooling type is none: it gives a vector per token, not one per input"
+                        .into(),
+                ));
+            }
+            Pooling::Mean => (hidden.sum(0)? / n as f64)?,
+            Pooling::Cls => hidden.get(0)?,
+            Pooling::Last => hidden.get(n - 1)?,
+            Pooling::Rank => {
+                let mut cls = hidden.narrow(0, 0, 1)?;
+                if let Some(pooler) = &self.classifier.pooler {
+                    cls = pooler.forward(&cls, 0)?.tanh()?;
+                }
+                if let Some(output) = &self.classifier.output {
+                    cls = output.forward(&cls, 0)?;
+                }
+                cls.get(0)?
+            }
+        };
+        Ok(row.to_vec1::<f32>()?)
+    }
+}

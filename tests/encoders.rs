@@ -1,0 +1,497 @@
+//! Encoder families proven by structure: small BERT GGUFs with the real metadata keys and tensor layout of
+//! all-MiniLM-L6-v2 (mean pooling) and of the cross-encoder ms-marco-MiniLM-L-6-v2 (rank pooling with its
+//! classifier head), random weights and a deterministic WordPiece vocabulary (scripts/synthesize-gguf.py),
+//! run by our engine and compared with what llama.cpp computed on the same bytes (fixtures from
+//! scripts/make-encoder-reference.py): the same token ids for every text, embeddings with cosine similarity
+//! of at least 0.999, reranking scores in llama.cpp's order and within 1e-3 (relative to the largest score)
+//! of llama.cpp's plus twice llama.cpp's own distance from the exact score. The fixture records that exact
+//! score (the same forward in float64 numpy): llama.cpp's CPU matmuls round an F16 file's activations to
+//! f16, which alone moves a one-number output by about 2e-3 of the largest score; ours keep f32.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use model_runner::engine::Engine;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const MIN_COSINE: f64 = 0.999;
+const MAX_SCORE_ERROR: f64 = 1e-3;
+
+/// How far our rerank scores may be from llama.cpp's, relative to the largest: `MAX_SCORE_ERROR` plus
+/// twice llama.cpp's own largest distance from the exact (float64) score on this file.
+fn score_bound(file: &Value) -> f64 {
+    let cases = file["scores"].as_array().unwrap();
+    let scale = score_scale(file);
+    let own = cases
+        .iter()
+        .map(|c| (c["score"].as_f64().unwrap() - c["exact_score"].as_f64().unwrap()).abs() / scale)
+        .fold(0f64, f64::max);
+    MAX_SCORE_ERROR + 2.0 * own
+}
+
+/// The largest |score| llama.cpp gave: the scale rerank errors are measured against.
+fn score_scale(file: &Value) -> f64 {
+    file["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap().abs())
+        .fold(1e-6, f64::max)
+}
+
+fn fixture(family: &str) -> Value {
+    let path = common::repo_root()
+        .join("tests/fixtures/encoders")
+        .join(format!("{family}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
+}
+
+/// Writes the family's GGUF of `file_type` into `dir` and checks it is byte for byte the file llama.cpp ran.
+fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{family}-{file_type}.gguf"));
+    let mut command = Command::new(common::python());
+    command
+        .arg(common::repo_root().join("scripts/synthesize-gguf.py"))
+        .args(["--family", family, "--type", file_type, "--out"])
+        .arg(&out);
+    if family == "qwen3-embed" {
+        // A decoder family: its tokenizer is the default model's.
+        command
+            .arg("--tokenizer-from")
+            .arg(common::default_model_gguf());
+    }
+    let status = command.status().expect("run scripts/synthesize-gguf.py");
+    assert!(status.success(), "synthesizing {family} {file_type} failed");
+    let bytes = std::fs::read(&out).expect("synthesized GGUF");
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        sha256,
+        "{family} {file_type}: the synthesized file differs from the one llama.cpp ran; the gguf or numpy \
+         versions in .venv differ from the fixture's (scripts/setup-tests.sh pins them)"
+    );
+    out
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn cosine(a: &[f64], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * *y as f64).sum();
+    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+/// Every text tokenizes to llama.cpp's ids ([CLS] ... [SEP], special markers matched).
+fn check_tokens(engine: &Engine, file: &Value, label: &str) {
+    for case in file["tokenize"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            engine.tokenizer.encode(text, true).unwrap(),
+            ids(&case["ids"]),
+            "{label}: {text:?} tokenizes differently from llama.cpp"
+        );
+    }
+}
+
+/// Synthesizes each file type of `family`, loads it and hands it to `check`.
+fn each_file(family: &str, mut check: impl FnMut(&str, &mut Engine, &Value)) {
+    let fixture = fixture(family);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for (file_type, file) in fixture["files"].as_object().unwrap() {
+        let gguf = synthesize(
+            family,
+            file_type,
+            file["sha256"].as_str().unwrap(),
+            dir.path(),
+        );
+        let mut engine = common::load_engine(&gguf, 512, 1, models::KvType::default());
+        let label = format!("{family} {file_type}");
+        check_tokens(&engine, file, &label);
+        check(&label, &mut engine, file);
+    }
+}
+
+/// Every recorded embedding, ours against llama.cpp's: unit length, cosine at least `MIN_COSINE`.
+fn check_embeddings(label: &str, engine: &mut Engine, file: &Value) {
+    let mut worst: f64 = 1.0;
+    for case in file["embeddings"].as_array().unwrap() {
+        let ours = engine.embed(&ids(&case["ids"])).expect("embed");
+        let norm: f32 = ours.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "{label}: not L2-normalised ({norm})"
+        );
+        worst = worst.min(cosine(&floats(&case["embedding"]), &ours));
+    }
+    eprintln!("{label}: lowest cosine similarity with llama.cpp {worst:.6}");
+    assert!(
+        worst >= MIN_COSINE,
+        "{label}: cosine {worst} < {MIN_COSINE}"
+    );
+}
+
+#[test]
+fn bert_embeddings_and_wordpiece_ids_match_llama_cpp() {
+    each_file("bert", |label, engine, file| {
+        assert!(!engine.generates());
+        assert_eq!(engine.pooling(), Some(models::bert::Pooling::Mean));
+        check_embeddings(label, engine, file);
+    });
+}
+
+/// Qwen3-Embedding's layout: a Qwen 3 decoder without an output head whose file asks for last-token
+/// pooling (`qwen3.pooling_type` = 3).
+#[test]
+fn qwen3_embedding_with_last_token_pooling_matches_llama_cpp() {
+    each_file("qwen3-embed", |label, engine, file| {
+        assert!(engine.generates());
+        check_embeddings(label, engine, file);
+    });
+}
+
+#[test]
+fn bert_reranker_scores_match_llama_cpp_in_value_and_order() {
+    each_file("bert-rerank", |label, engine, file| {
+        assert_eq!(engine.pooling(), Some(models::bert::Pooling::Rank));
+        let query = file["query"].as_str().unwrap();
+        let documents = file["documents"].as_array().unwrap();
+        let cases = file["scores"].as_array().unwrap();
+        let reference: Vec<f64> = cases.iter().map(|c| c["score"].as_f64().unwrap()).collect();
+        let exact: Vec<f64> = cases
+            .iter()
+            .map(|c| c["exact_score"].as_f64().unwrap())
+            .collect();
+        let (scale, bound) = (score_scale(file), score_bound(file));
+        let mut ours = Vec::new();
+        for (case, document) in cases.iter().zip(documents) {
+            let pair = engine
+                .tokenizer
+                .encode_pair(query, document.as_str().unwrap(), 1 << 20)
+                .unwrap();
+            assert_eq!(pair, ids(&case["ids"]), "{label}: the pair's ids differ");
+            let scores = engine.embed(&pair).expect("rank");
+            ours.push(scores[0] as f64);
+        }
+        let largest = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs() / scale)
+                .fold(0f64, f64::max)
+        };
+        let worst = largest(&reference, &ours);
+        eprintln!(
+            "{label}: ours {ours:?}, llama.cpp {reference:?}; from llama.cpp {worst:.2e} (bound \
+             {bound:.2e}), ours from exact {:.2e}, llama.cpp's from exact {:.2e}",
+            largest(&ours, &exact),
+            largest(&reference, &exact)
+        );
+        assert!(worst <= bound, "{label}: score error {worst} > {bound}");
+        let order = |s: &[f64]| {
+            let mut idx: Vec<usize> = (0..s.len()).collect();
+            idx.sort_by(|a, b| s[*b].total_cmp(&s[*a]));
+            idx
+        };
+        assert_eq!(
+            order(&ours),
+            order(&reference),
+            "{label}: ranked differently"
+        );
+    });
+}
+
+/// A blocking JSON POST with the test's API key: the status and the body.
+fn post(client: &reqwest::blocking::Client, url: &str, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(body)
+        .send()
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+fn get(client: &reqwest::blocking::Client, url: &str) -> Value {
+    let response = client
+        .get(url)
+        .bearer_auth(API_KEY)
+        .send()
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200, "GET {url}");
+    response.json().expect("JSON")
+}
+
+const API_KEY: &str = "s3cret";
+
+/// A 400 in OpenAI's error shape whose message says `needle`.
+fn assert_invalid(answer: (u16, Value), needle: &str, what: &str) {
+    let (status, body) = answer;
+    assert_eq!(status, 400, "{what}: {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(
+        body["error"]["type"], "invalid_request_error",
+        "{what}: {body}"
+    );
+    assert!(
+        message.contains(needle),
+        "{what}: {message:?} lacks {needle:?}"
+    );
+}
+
+/// The real binary serves both encoders: embeddings through every embedding route match llama.cpp's, a
+/// chat request gets a 400, rerank and score order documents as llama.cpp scores them, capabilities are
+/// listed, and hostile rerank input is a 400 in the API's shape.
+#[test]
+fn encoders_embed_and_rerank_through_the_server_and_refuse_what_they_cannot_do() {
+    let embedder = fixture("bert");
+    let reranker = fixture("bert-rerank");
+    let (embed_file, rank_file) = (&embedder["files"]["f16"], &reranker["files"]["f16"]);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let cli = common::ModelCli::new();
+    for (family, file, name) in [
+        ("bert", embed_file, "ai/minilm-synthetic:latest"),
+        ("bert-rerank", rank_file, "ai/reranker-synthetic:latest"),
+    ] {
+        let gguf = synthesize(family, "f16", file["sha256"].as_str().unwrap(), dir.path());
+        cli.ok(&["package", "--gguf", gguf.to_str().unwrap(), name]);
+    }
+    let listing = cli.ok(&["ls"]);
+    assert!(
+        listing.contains("CAPABILITIES") && listing.contains("rerank"),
+        "{listing}"
+    );
+    // `model run` in process refuses an encoder with one line, before any prompt is rendered.
+    let refusal = cli.fails(&["run", "ai/minilm-synthetic", "hello"]);
+    assert!(refusal.contains("encoder"), "{refusal}");
+    let server = common::Server::start(&cli, &["--api-key", API_KEY]);
+    let client = reqwest::blocking::Client::new();
+    let (embed, rank) = ("ai/minilm-synthetic", "ai/reranker-synthetic");
+
+    // Routes are inside the API-key layer.
+    let refused = client
+        .post(server.url("/v1/rerank"))
+        .json(&serde_json::json!({"model": rank, "query": "q", "documents": ["d"]}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    // Capabilities.
+    let models = get(&client, &server.url("/v1/models"));
+    let capabilities = |name: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"].as_str().unwrap().starts_with(name))
+            .map(|m| m["capabilities"].clone())
+            .unwrap()
+    };
+    assert_eq!(capabilities(embed), serde_json::json!(["embedding"]));
+    assert_eq!(capabilities(rank), serde_json::json!(["rerank"]));
+    let (status, show) = post(
+        &client,
+        &server.url("/api/show"),
+        &serde_json::json!({"model": rank}),
+    );
+    assert_eq!(
+        (status, show["capabilities"].clone()),
+        (200, serde_json::json!(["rerank"]))
+    );
+
+    // Embeddings: the model's own pooling, normalised, on every route.
+    let texts: Vec<&str> = embed_file["tokenize"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    let expected: Vec<Vec<f64>> = embed_file["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|c| floats(&c["embedding"]))
+        .collect();
+    let (status, body) = post(
+        &client,
+        &server.url("/v1/embeddings"),
+        &serde_json::json!({"model": embed, "input": texts}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let as_f32 = |v: &Value| -> Vec<f32> { floats(v).into_iter().map(|x| x as f32).collect() };
+    for (i, reference) in expected.iter().enumerate() {
+        let ours = as_f32(&body["data"][i]["embedding"]);
+        assert!(
+            cosine(reference, &ours) >= MIN_COSINE,
+            "/v1/embeddings input {i}"
+        );
+    }
+    let (status, body) = post(
+        &client,
+        &server.url("/api/embed"),
+        &serde_json::json!({"model": embed, "input": texts[0]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(cosine(&expected[0], &as_f32(&body["embeddings"][0])) >= MIN_COSINE);
+    let (status, body) = post(
+        &client,
+        &server.url("/api/embeddings"),
+        &serde_json::json!({"model": embed, "prompt": texts[0]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(cosine(&expected[0], &as_f32(&body["embedding"])) >= MIN_COSINE);
+
+    // An encoder does not chat; a reranker does not embed; an embedder does not rerank.
+    let chat = serde_json::json!({"model": embed, "messages": [{"role": "user", "content": "hi"}]});
+    assert_invalid(
+        post(&client, &server.url("/v1/chat/completions"), &chat),
+        "encoder",
+        "chat",
+    );
+    assert_invalid(
+        post(
+            &client,
+            &server.url("/v1/embeddings"),
+            &serde_json::json!({"model": rank, "input": "x"}),
+        ),
+        "reranker",
+        "embeddings from a reranker",
+    );
+    assert_invalid(
+        post(
+            &client,
+            &server.url("/v1/rerank"),
+            &serde_json::json!({"model": embed, "query": "q", "documents": ["d"]}),
+        ),
+        "does not rerank",
+        "rerank with an embedder",
+    );
+
+    // Rerank: llama.cpp's scores and order, top_n, documents returned.
+    let query = rank_file["query"].clone();
+    let documents = rank_file["documents"].clone();
+    let reference: Vec<f64> = rank_file["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap())
+        .collect();
+    let (scale, bound) = (score_scale(rank_file), score_bound(rank_file));
+    let mut best: Vec<usize> = (0..reference.len()).collect();
+    best.sort_by(|a, b| reference[*b].total_cmp(&reference[*a]));
+    for route in ["/v1/rerank", "/rerank"] {
+        let (status, body) = post(
+            &client,
+            &server.url(route),
+            &serde_json::json!({"model": rank, "query": query, "documents": documents,
+                                "top_n": 2, "return_documents": true}),
+        );
+        assert_eq!(status, 200, "{route}: {body}");
+        let results = body["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2, "{route}: top_n");
+        for (result, &index) in results.iter().zip(&best) {
+            assert_eq!(
+                result["index"].as_u64().unwrap() as usize,
+                index,
+                "{route}: order"
+            );
+            let score = result["relevance_score"].as_f64().unwrap();
+            assert!(
+                (score - reference[index]).abs() / scale <= bound,
+                "{route}: score"
+            );
+            assert_eq!(
+                result["document"]["text"], documents[index],
+                "{route}: document"
+            );
+        }
+        assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    }
+    let (status, body) = post(
+        &client,
+        &server.url("/v1/score"),
+        &serde_json::json!({"model": rank, "text_1": query, "text_2": documents}),
+    );
+    assert_eq!(status, 200, "{body}");
+    for (i, reference) in reference.iter().enumerate() {
+        let sigmoid = 1.0 / (1.0 + (-reference).exp());
+        let score = body["data"][i]["score"].as_f64().unwrap();
+        assert!((score - sigmoid).abs() <= bound * scale, "/v1/score {i}");
+    }
+
+    // Hostile input: a 400 naming what is wrong, never a panic or a hang.
+    let long_document = "the ".repeat(600);
+    let huge_document = "x".repeat(600 * 1024);
+    let many: Vec<&str> = vec!["d"; 1001];
+    for (body, needle) in [
+        (
+            serde_json::json!({"model": rank, "query": "q", "documents": []}),
+            "must not be empty",
+        ),
+        (
+            serde_json::json!({"model": rank, "query": "q", "documents": ["a", 1]}),
+            "documents[1]",
+        ),
+        (
+            serde_json::json!({"model": rank, "query": "q", "documents": "a"}),
+            "array of strings",
+        ),
+        (
+            serde_json::json!({"model": rank, "query": 3, "documents": ["a"]}),
+            "query",
+        ),
+        (
+            serde_json::json!({"model": rank, "query": "q", "documents": ["a"], "top_n": 1_000_000_000_000u64}),
+            "top_n",
+        ),
+        (
+            serde_json::json!({"model": rank, "query": "q", "documents": ["a"], "top_n": 0}),
+            "top_n",
+        ),
+        (
+            serde_json::json!({"model": rank, "query": "q", "documents": many}),
+            "more than the limit",
+        ),
+        (
+            serde_json::json!({"model": rank, "query": "q", "documents": [long_document]}),
+            "context size",
+        ),
+        (
+            serde_json::json!({"model": rank, "query": "q", "documents": [huge_document]}),
+            "context",
+        ),
+        (
+            serde_json::json!({"model": rank, "text_1": ["a", "b"], "text_2": ["c", "d", "e"]}),
+            "text_1",
+        ),
+    ] {
+        let route = if body.get("text_1").is_some() {
+            "/v1/score"
+        } else {
+            "/v1/rerank"
+        };
+        assert_invalid(
+            post(&client, &server.url(route), &body),
+            needle,
+            &format!("{route} {needle}"),
+        );
+    }
+}
