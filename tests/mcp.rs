@@ -549,6 +549,48 @@ fn gateway_clients_are_authenticated_limited_and_rate_limited() {
     );
 }
 
+/// Resources, resource templates, prompts and subscriptions of server-everything through `/mcp`, read by
+/// the Python SDK as a client allowed the server; a client allowed only another server sees none of
+/// them and is refused reading them.
+#[test]
+fn resources_and_prompts_are_relayed_namespaced_and_access_checked() {
+    let cli = ModelCli::new();
+    let config = json!({
+        "mcpServers": {"everything": everything_server(json!({})), "time": time_server(json!({}))},
+        "gateway": {"clients": [
+            {"name": "reader", "token": "reader-token-1234", "servers": ["everything"]},
+            {"name": "outsider", "token": "outsider-token-5678", "servers": ["time"]}
+        ]}
+    });
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let started = Instant::now();
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_resources_client.py"))
+        .env("MCP_URL", gateway.url("/mcp"))
+        .env("READER_TOKEN", "reader-token-1234")
+        .env("OUTSIDER_TOKEN", "outsider-token-5678")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("resources client ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+    eprintln!("resources client: {:.1} s", started.elapsed().as_secs_f64());
+    let log = gateway.log();
+    assert!(
+        log.contains("\"event\":\"mcp_resource_read\"")
+            && log.contains("\"event\":\"mcp_prompt_get\""),
+        "reads and prompt fetches are logged:\n{log}"
+    );
+    assert!(
+        log.contains("\"outcome\":\"denied\""),
+        "the outsider's refusals are logged:\n{log}"
+    );
+}
+
 /// A crashed server is restarted on the next call; a call past its timeout is an error result; an idle
 /// server is stopped and started again on demand; a server that cannot start trips the breaker.
 #[test]
