@@ -1560,9 +1560,58 @@ fn catalog_servers_installed_by_the_cli_run_through_the_gateway() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Codex: its TOML file under CODEX_HOME, the user's own content kept, the token from the environment.
+    let codex_home = client_home.path().join("codex");
+    std::fs::create_dir_all(&codex_home).expect("mkdir");
+    let codex_file = codex_home.join("config.toml");
+    let users_toml = "# mine\nmodel = \"o4-mini\"\n\n[mcp_servers.docs]\ncommand = \"docs\"\n";
+    std::fs::write(&codex_file, users_toml).expect("write");
+    let connected = cli
+        .command(&[
+            "mcp",
+            "client",
+            "connect",
+            "codex",
+            "--transport",
+            "http",
+            "--mcp-config",
+            &config,
+            "--url",
+            &gateway.url("/mcp"),
+        ])
+        .env("CODEX_HOME", &codex_home)
+        .env("MODEL_RUNNER_PORT", &port)
+        .output()
+        .expect("connect codex");
+    let said = String::from_utf8_lossy(&connected.stdout);
+    let token = said
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("MODEL_RUNNER_MCP_TOKEN="))
+        .unwrap_or_else(|| panic!("the token to export is printed: {said}"));
+    let written = std::fs::read_to_string(&codex_file).expect("read");
+    assert!(
+        written.starts_with("# mine")
+            && written.contains("[mcp_servers.docs]")
+            && !written.contains(token),
+        "{written}"
+    );
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_client_config.py"))
+        .env("CLIENT", "codex")
+        .env("CLIENT_CONFIG", &codex_file)
+        .env("MODEL_RUNNER_MCP_TOKEN", token)
+        .output()
+        .expect("run python");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("client config ok"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
     let listed = cli
         .command(&["mcp", "client", "ls", "--mcp-config", &config])
         .env("HOME", client_home.path())
+        .env("CODEX_HOME", &codex_home)
         .env_remove("XDG_CONFIG_HOME")
         .output()
         .expect("client ls");
@@ -1572,6 +1621,31 @@ fn catalog_servers_installed_by_the_cli_run_through_the_gateway() {
             .lines()
             .any(|l| l.starts_with("claude-desktop") && l.contains("stdio")),
         "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("codex") && l.contains("http") && l.contains("yes")),
+        "{listed}"
+    );
+    let disconnected = cli
+        .command(&[
+            "mcp",
+            "client",
+            "disconnect",
+            "codex",
+            "--mcp-config",
+            &config,
+        ])
+        .env("CODEX_HOME", &codex_home)
+        .env("MODEL_RUNNER_PORT", &port)
+        .output()
+        .expect("disconnect codex");
+    assert!(disconnected.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&codex_file).expect("read"),
+        users_toml,
+        "disconnect leaves the user's file as it was"
     );
     model(&[
         "mcp",

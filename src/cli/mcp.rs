@@ -1,6 +1,6 @@
 //! `model mcp catalog | server | client`: browse the MCP catalog, install its servers into the gateway's
 //! config (and have a running server reload it), and point MCP clients (Claude Desktop, Cursor,
-//! VS Code, Claude Code) at the gateway. `model mcp` without a subcommand serves the gateway over stdio
+//! VS Code, Claude Code, Codex) at the gateway. `model mcp` without a subcommand serves the gateway over stdio
 //! (`serve::mcp`).
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{client, write_table};
 use crate::mcp::catalog::{CATALOG_ENV, Catalog, Entry};
-use crate::mcp::client_config::{Link, McpClient};
+use crate::mcp::client_config::{Link, McpClient, TOKEN_ENV};
 use crate::mcp::config_edit::{ConfigFile, default_path};
 use crate::mcp::install::{InstallOptions, Sandbox, definition};
 use crate::store::Store;
@@ -22,7 +22,7 @@ pub enum McpCommand {
     Catalog(CatalogArgs),
     /// Install, remove, enable and disable the gateway's MCP servers; show their state.
     Server(ServerArgs),
-    /// Point MCP clients (claude-desktop, cursor, vscode, claude-code) at this gateway.
+    /// Point MCP clients (claude-desktop, cursor, vscode, claude-code, codex) at this gateway.
     Client(ClientArgs),
 }
 
@@ -174,7 +174,7 @@ enum TransportArg {
 enum ClientCommand {
     /// Write the client's config so that it reaches this gateway.
     Connect {
-        /// claude-desktop, cursor, vscode or claude-code.
+        /// claude-desktop, cursor, vscode, claude-code or codex.
         client: String,
         #[arg(long, value_enum, default_value_t = TransportArg::Stdio)]
         transport: TransportArg,
@@ -488,7 +488,7 @@ async fn client_command(store: &Store, args: ClientArgs) -> Result<()> {
                     let exe = std::env::current_exe().context("cannot tell where `model` is")?;
                     let mut env = BTreeMap::new();
                     if let Some(token) = &token {
-                        env.insert("MODEL_RUNNER_MCP_TOKEN".to_string(), token.clone());
+                        env.insert(TOKEN_ENV.to_string(), token.clone());
                     }
                     Link::Stdio {
                         command: exe.display().to_string(),
@@ -517,6 +517,11 @@ async fn client_command(store: &Store, args: ClientArgs) -> Result<()> {
             println!("Connected {} in {}", mcp_client.name(), target.display());
             if let Some(backup) = backup {
                 println!("The previous file is kept as {}", backup.display());
+            }
+            if let (McpClient::Codex, Link::Http { token, .. }) = (mcp_client, &link) {
+                println!(
+                    "Codex reads the gateway token from {TOKEN_ENV}; set it where Codex runs:\n  export {TOKEN_ENV}={token}"
+                );
             }
             if token.is_some() {
                 println!(
