@@ -591,6 +591,73 @@ fn resources_and_prompts_are_relayed_namespaced_and_access_checked() {
     );
 }
 
+/// A server that pages its resources forever, offers a URI with a control character, answers a read with
+/// a malformed result and a read and a prompt with 9 MiB: the list is cut at the gateway's bound, the
+/// odd URI left out, each bad answer is an MCP error naming the server, and the gateway keeps serving.
+#[test]
+fn hostile_resource_servers_are_cut_refused_and_survived() {
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {"hostile": {
+        "command": var("MCP_PYTHON"),
+        "args": [repo_root().join("tests/python/mcp_hostile_server.py")],
+        "callTimeoutSecs": 5
+    }}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    let init = session.initialize();
+    assert_eq!(init.status, 200);
+    let capabilities = &init.message["result"]["capabilities"];
+    assert!(
+        capabilities["resources"].is_object() && capabilities["prompts"].is_object(),
+        "{capabilities}"
+    );
+    let listed = session.request("resources/list", json!({}));
+    let uris: Vec<&str> = listed.message["result"]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    assert_eq!(uris.len(), 64, "cut at 64 pages: {uris:?}");
+    assert!(
+        uris.iter()
+            .all(|u| u.starts_with("model-runner://hostile/loop://")),
+        "{uris:?}"
+    );
+    let error_of = |reply: &Reply| reply.message["error"]["message"].as_str().map(String::from);
+    let malformed = session.request(
+        "resources/read",
+        json!({"uri": "model-runner://hostile/loop://1"}),
+    );
+    assert!(
+        error_of(&malformed).is_some_and(|m| m.contains("hostile")),
+        "{}",
+        malformed.message
+    );
+    let huge = session.request(
+        "resources/read",
+        json!({"uri": "model-runner://hostile/loop://2"}),
+    );
+    assert!(
+        error_of(&huge).is_some_and(|m| m.contains("hostile") && m.contains("larger than")),
+        "{}",
+        huge.message
+    );
+    let prompt = session.request("prompts/get", json!({"name": "hostile__huge"}));
+    assert!(
+        error_of(&prompt).is_some_and(|m| m.contains("larger than")),
+        "{}",
+        prompt.message
+    );
+    let fine = session.request(
+        "resources/read",
+        json!({"uri": "model-runner://hostile/loop://3"}),
+    );
+    let contents = &fine.message["result"]["contents"][0];
+    assert_eq!(contents["text"], "fine", "{}", fine.message);
+    assert_eq!(contents["uri"], "model-runner://hostile/loop://3");
+}
+
 /// A crashed server is restarted on the next call; a call past its timeout is an error result; an idle
 /// server is stopped and started again on demand; a server that cannot start trips the breaker.
 #[test]
