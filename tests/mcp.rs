@@ -658,6 +658,56 @@ fn hostile_resource_servers_are_cut_refused_and_survived() {
     assert_eq!(contents["uri"], "model-runner://hostile/loop://3");
 }
 
+/// A server's sampling request (server-everything's `trigger-sampling-request`) is answered by the local
+/// model through the chat pipeline when the server's config allows it, capped at its `maxTokens`; a
+/// server without `sampling` is not offered sampling at all (so that tool is not even listed).
+#[test]
+fn sampling_requests_are_answered_by_the_local_model_only_when_allowed() {
+    let cli = cli_with_default_model();
+    let config = json!({"mcpServers": {
+        "sampler": everything_server(json!({"sampling": {"model": "ai/smollm2:latest", "maxTokens": 8}})),
+        "plain": everything_server(json!({}))
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let names = session.tool_names();
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "sampler__trigger-sampling-request"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "plain__trigger-sampling-request"),
+        "{names:?}"
+    );
+    let started = Instant::now();
+    let reply = session.call(
+        "sampler__trigger-sampling-request",
+        json!({"prompt": "Say hello.", "maxTokens": 100}),
+    );
+    let text = result_text(&reply);
+    assert!(
+        !is_error(&reply)
+            && text.contains("LLM sampling result")
+            && text.contains("ai/smollm2:latest")
+            && text.contains("assistant"),
+        "{}\n--- server log ---\n{}",
+        reply.message,
+        gateway.log()
+    );
+    eprintln!("sampled in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        gateway
+            .log()
+            .lines()
+            .any(|l| l.contains("\"event\":\"mcp_sampling\"") && l.contains("\"max_tokens\":8")),
+        "the request is logged, capped at the config's maxTokens:\n{}",
+        gateway.log()
+    );
+}
+
 /// A crashed server is restarted on the next call; a call past its timeout is an error result; an idle
 /// server is stopped and started again on demand; a server that cannot start trips the breaker.
 #[test]

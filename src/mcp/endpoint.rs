@@ -3,14 +3,14 @@
 //! `model-runner`, checked, logged and counted by the gateway like any other); the servers'
 //! resources, resource templates and prompts (namespaced too, see `naming`), with resource
 //! subscriptions; and every list's changes as `notifications/*/list_changed`. `initialize` advertises
-//! resources and prompts only when a server the caller may use offers them. Served at `/mcp`
+//! resources and prompts only when a server the caller may use offers them (or has not run yet, so
+//! cannot have said). Served at `/mcp`
 //! (streamable HTTP, where the HTTP layer authenticates the caller and takes the rate limit) and by
 //! `model mcp` over stdio.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, GetPromptRequestParams, GetPromptResponse,
@@ -27,9 +27,6 @@ use super::McpError;
 use super::gateway::{self, CallContext, Gateway};
 use super::policy::Caller;
 use super::upstream::Subscriber;
-
-/// How long `initialize` waits for servers never started, to learn what they offer.
-const INITIALIZE_WAIT: Duration = Duration::from_secs(10);
 
 /// Who the caller is, put into the HTTP request's extensions by the server's `/mcp` layer.
 #[derive(Debug, Clone)]
@@ -163,7 +160,7 @@ impl ServerHandler for Endpoint {
     ) -> Result<InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
         let caller = self.context(&context).caller;
-        let offers = self.gateway.offers_for(&caller, INITIALIZE_WAIT).await;
+        let offers = self.gateway.offers_for(&caller);
         let mut result = self.negotiate_initialize(&request)?;
         let capabilities = &mut result.capabilities;
         if !offers.resources {

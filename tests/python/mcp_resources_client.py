@@ -98,8 +98,7 @@ async def subscriber():
     assert DOC in seen, seen
 
 
-async def outsider(session, capabilities):
-    assert capabilities.resources is None and capabilities.prompts is None, capabilities
+async def outsider(session, _capabilities):
     assert (await session.list_resources()).resources == []
     assert (await session.list_resource_templates()).resourceTemplates == []
     assert (await session.list_prompts()).prompts == []
@@ -111,10 +110,16 @@ async def outsider(session, capabilities):
     assert "may not" in error.message, error
 
 
+async def outsider_knows_nothing_is_offered(_session, capabilities):
+    assert capabilities.resources is None and capabilities.prompts is None, capabilities
+
+
 async def main():
     await connect(os.environ["READER_TOKEN"], reader)
     await subscriber()
     await connect(os.environ["OUTSIDER_TOKEN"], outsider)
+    # Its server has run by now and offers neither: a new session is not offered them.
+    await connect(os.environ["OUTSIDER_TOKEN"], outsider_knows_nothing_is_offered)
     print("resources client ok")
 
 

@@ -85,8 +85,9 @@ pub struct Gateway {
     config_path: Option<PathBuf>,
     catalogue: RwLock<Arc<catalogue::Catalogue>>,
     changes: Arc<ChangeSignal>,
-    /// The runner's own tools, once a transport that offers them has registered them.
-    local: RwLock<Option<Arc<dyn LocalModels>>>,
+    /// The runner's own tools, once a transport that offers them has registered them (shared with the
+    /// upstreams, whose sampling requests they answer).
+    local: Arc<RwLock<Option<Arc<dyn LocalModels>>>>,
     stats: observe::CallStats,
 }
 
@@ -99,13 +100,14 @@ impl Gateway {
             prompts: tokio::sync::watch::channel(0).0,
             resources: tokio::sync::watch::channel(0).0,
         });
-        let setup = build_setup(config, &[], &changes);
+        let local = Arc::new(RwLock::new(None));
+        let setup = build_setup(config, &[], &changes, &local);
         Arc::new(Self {
             setup: RwLock::new(Arc::new(setup)),
             config_path,
             catalogue: RwLock::new(Arc::new(catalogue::Catalogue::default())),
             changes,
-            local: RwLock::new(None),
+            local,
             stats: observe::CallStats::default(),
         })
     }
@@ -190,7 +192,7 @@ impl Gateway {
         };
         let config = McpConfig::load(path)?;
         let old = self.setup();
-        let setup = build_setup(config, &old.upstreams, &self.changes);
+        let setup = build_setup(config, &old.upstreams, &self.changes, &self.local);
         let retired: Vec<Arc<Upstream>> = old
             .upstreams
             .iter()
@@ -258,7 +260,10 @@ fn build_setup(
     config: McpConfig,
     previous: &[Arc<Upstream>],
     changes: &Arc<ChangeSignal>,
+    local: &Arc<RwLock<Option<Arc<dyn LocalModels>>>>,
 ) -> Setup {
+    let sampler: Arc<dyn super::upstream::Sampler> =
+        Arc::new(local_tools::LocalSampler(local.clone()));
     let redactor = Arc::new(Redactor::new(config.secret_values.clone()));
     let upstreams = config
         .servers
@@ -275,6 +280,7 @@ fn build_setup(
                         Breaker::new(config.breaker_failures, config.breaker_cooldown),
                         redactor.clone(),
                         Arc::new(move |kind| changes.raise(kind)),
+                        sampler.clone(),
                     )
                 })
         })

@@ -5,7 +5,7 @@
 //! can read what it was given and nothing routes to a server it did not come from.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rmcp::model::{ReadResourceResult, Resource, ResourceContents, ResourceTemplate};
 
@@ -16,14 +16,26 @@ use super::call::{CallContext, admit_server};
 use super::{Gateway, McpError};
 
 impl Gateway {
-    /// The servers `caller` may use whose offers pass `wanted` (servers never started are started
-    /// first, as listing tools does).
+    /// The servers `caller` may use whose offers pass `wanted` (those of them never started are
+    /// started first; servers the caller may not use are left asleep).
     pub(super) async fn offering(
         &self,
         caller: &Caller,
         wanted: impl Fn(Offers) -> bool,
     ) -> Vec<Arc<Upstream>> {
-        self.discover(None).await;
+        let setup = self.setup();
+        let pending: Vec<_> = setup
+            .upstreams
+            .iter()
+            .filter(|u| u.offers().is_none() && setup.policy.allows_server(caller, u.name()))
+            .cloned()
+            .collect();
+        let started = futures::future::join_all(pending.iter().map(|u| u.tools())).await;
+        for (upstream, result) in pending.iter().zip(started) {
+            if let Err(e) = result {
+                tracing::warn!(server = %upstream.name(), "MCP server not available: {e}");
+            }
+        }
         let setup = self.setup();
         setup
             .upstreams
@@ -34,21 +46,21 @@ impl Gateway {
             .collect()
     }
 
-    /// What the servers `caller` may use offer together, waiting at most `wait` for servers never
-    /// started (those still starting count as offering nothing): `initialize` advertises from it.
-    pub async fn offers_for(&self, caller: &Caller, wait: Duration) -> Offers {
-        if tokio::time::timeout(wait, self.discover(None))
-            .await
-            .is_err()
-        {
-            tracing::debug!("MCP servers still starting; capabilities advertised from those up");
-        }
+    /// What the servers `caller` may use offer together, as far as known: `initialize` advertises from
+    /// it without starting anything (servers start on first use). A server never started may offer
+    /// anything, so it counts as offering all; once it has run, what it said counts.
+    pub fn offers_for(&self, caller: &Caller) -> Offers {
+        let unknown = Offers {
+            resources: true,
+            resource_subscriptions: true,
+            prompts: true,
+        };
         let setup = self.setup();
         setup
             .upstreams
             .iter()
             .filter(|u| setup.policy.allows_server(caller, u.name()))
-            .filter_map(|u| u.offers())
+            .map(|u| u.offers().unwrap_or(unknown))
             .fold(Offers::default(), |all, o| Offers {
                 resources: all.resources || o.resources,
                 resource_subscriptions: all.resource_subscriptions || o.resource_subscriptions,

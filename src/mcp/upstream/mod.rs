@@ -4,9 +4,11 @@
 //! so stopping one kills everything it started (`docker run -i` clients, `npx` children).
 //!
 //! Tool calls live here; `features` holds the server's other offers (resources, resource templates,
-//! prompts, resource subscriptions), asked through the same guarded request path.
+//! prompts, resource subscriptions), asked through the same guarded request path; `sampling` answers
+//! the server's own sampling requests with a local model, when its config allows it.
 
 mod features;
+mod sampling;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -30,6 +32,7 @@ use super::config::{ServerConfig, Transport};
 use super::redact::Redactor;
 
 pub use features::Subscriber;
+pub use sampling::{Sampler, SamplingError};
 
 /// How long a server may take to start and answer `initialize` and `tools/list`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,6 +120,8 @@ pub struct Upstream {
     /// derives from them and tells its sessions).
     on_change: Arc<dyn Fn(ListKind) + Send + Sync>,
     redactor: Arc<Redactor>,
+    /// Answers the server's sampling requests (used only when its config has `sampling`).
+    sampler: Arc<dyn Sampler>,
 }
 
 /// The client side's handler: follows `notifications/tools/list_changed` (and prompts' and resources'),
@@ -128,11 +133,34 @@ struct Listener {
 
 impl ClientHandler for Listener {
     fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        if self
+            .upstream
+            .upgrade()
+            .is_some_and(|u| u.config.sampling.is_some())
+        {
+            capabilities.sampling = Some(Default::default());
+        }
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities,
             Implementation::new("model-runner", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        match self.upstream.upgrade() {
+            Some(upstream) => upstream.sample(params).await,
+            None => Err(rmcp::ErrorData::internal_error(
+                "the gateway no longer serves this server",
+                None,
+            )),
+        }
     }
 
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
@@ -191,6 +219,7 @@ impl Upstream {
         breaker: Breaker,
         redactor: Arc<Redactor>,
         on_change: Arc<dyn Fn(ListKind) + Send + Sync>,
+        sampler: Arc<dyn Sampler>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
@@ -205,6 +234,7 @@ impl Upstream {
             in_flight: AtomicUsize::new(0),
             on_change,
             redactor,
+            sampler,
         })
     }
 
