@@ -549,6 +549,165 @@ fn gateway_clients_are_authenticated_limited_and_rate_limited() {
     );
 }
 
+/// Resources, resource templates, prompts and subscriptions of server-everything through `/mcp`, read by
+/// the Python SDK as a client allowed the server; a client allowed only another server sees none of
+/// them and is refused reading them.
+#[test]
+fn resources_and_prompts_are_relayed_namespaced_and_access_checked() {
+    let cli = ModelCli::new();
+    let config = json!({
+        "mcpServers": {"everything": everything_server(json!({})), "time": time_server(json!({}))},
+        "gateway": {"clients": [
+            {"name": "reader", "token": "reader-token-1234", "servers": ["everything"]},
+            {"name": "outsider", "token": "outsider-token-5678", "servers": ["time"]}
+        ]}
+    });
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let started = Instant::now();
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_resources_client.py"))
+        .env("MCP_URL", gateway.url("/mcp"))
+        .env("READER_TOKEN", "reader-token-1234")
+        .env("OUTSIDER_TOKEN", "outsider-token-5678")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("resources client ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+    eprintln!("resources client: {:.1} s", started.elapsed().as_secs_f64());
+    let log = gateway.log();
+    assert!(
+        log.contains("\"event\":\"mcp_resource_read\"")
+            && log.contains("\"event\":\"mcp_prompt_get\""),
+        "reads and prompt fetches are logged:\n{log}"
+    );
+    assert!(
+        log.contains("\"outcome\":\"denied\""),
+        "the outsider's refusals are logged:\n{log}"
+    );
+}
+
+/// A server that pages its resources forever, offers a URI with a control character, answers a read with
+/// a malformed result and a read and a prompt with 9 MiB: the list is cut at the gateway's bound, the
+/// odd URI left out, each bad answer is an MCP error naming the server, and the gateway keeps serving.
+#[test]
+fn hostile_resource_servers_are_cut_refused_and_survived() {
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {"hostile": {
+        "command": var("MCP_PYTHON"),
+        "args": [repo_root().join("tests/python/mcp_hostile_server.py")],
+        "callTimeoutSecs": 5
+    }}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    let init = session.initialize();
+    assert_eq!(init.status, 200);
+    let capabilities = &init.message["result"]["capabilities"];
+    assert!(
+        capabilities["resources"].is_object() && capabilities["prompts"].is_object(),
+        "{capabilities}"
+    );
+    let listed = session.request("resources/list", json!({}));
+    let uris: Vec<&str> = listed.message["result"]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    assert_eq!(uris.len(), 64, "cut at 64 pages: {uris:?}");
+    assert!(
+        uris.iter()
+            .all(|u| u.starts_with("model-runner://hostile/loop://")),
+        "{uris:?}"
+    );
+    let error_of = |reply: &Reply| reply.message["error"]["message"].as_str().map(String::from);
+    let malformed = session.request(
+        "resources/read",
+        json!({"uri": "model-runner://hostile/loop://1"}),
+    );
+    assert!(
+        error_of(&malformed).is_some_and(|m| m.contains("hostile")),
+        "{}",
+        malformed.message
+    );
+    let huge = session.request(
+        "resources/read",
+        json!({"uri": "model-runner://hostile/loop://2"}),
+    );
+    assert!(
+        error_of(&huge).is_some_and(|m| m.contains("hostile") && m.contains("larger than")),
+        "{}",
+        huge.message
+    );
+    let prompt = session.request("prompts/get", json!({"name": "hostile__huge"}));
+    assert!(
+        error_of(&prompt).is_some_and(|m| m.contains("larger than")),
+        "{}",
+        prompt.message
+    );
+    let fine = session.request(
+        "resources/read",
+        json!({"uri": "model-runner://hostile/loop://3"}),
+    );
+    let contents = &fine.message["result"]["contents"][0];
+    assert_eq!(contents["text"], "fine", "{}", fine.message);
+    assert_eq!(contents["uri"], "model-runner://hostile/loop://3");
+}
+
+/// A server's sampling request (server-everything's `trigger-sampling-request`) is answered by the local
+/// model through the chat pipeline when the server's config allows it, capped at its `maxTokens`; a
+/// server without `sampling` is not offered sampling at all (so that tool is not even listed).
+#[test]
+fn sampling_requests_are_answered_by_the_local_model_only_when_allowed() {
+    let cli = cli_with_default_model();
+    let config = json!({"mcpServers": {
+        "sampler": everything_server(json!({"sampling": {"model": "ai/smollm2:latest", "maxTokens": 8}})),
+        "plain": everything_server(json!({}))
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let names = session.tool_names();
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "sampler__trigger-sampling-request"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "plain__trigger-sampling-request"),
+        "{names:?}"
+    );
+    let started = Instant::now();
+    let reply = session.call(
+        "sampler__trigger-sampling-request",
+        json!({"prompt": "Say hello.", "maxTokens": 100}),
+    );
+    let text = result_text(&reply);
+    assert!(
+        !is_error(&reply)
+            && text.contains("LLM sampling result")
+            && text.contains("ai/smollm2:latest")
+            && text.contains("assistant"),
+        "{}\n--- server log ---\n{}",
+        reply.message,
+        gateway.log()
+    );
+    eprintln!("sampled in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        gateway
+            .log()
+            .lines()
+            .any(|l| l.contains("\"event\":\"mcp_sampling\"") && l.contains("\"max_tokens\":8")),
+        "the request is logged, capped at the config's maxTokens:\n{}",
+        gateway.log()
+    );
+}
+
 /// A crashed server is restarted on the next call; a call past its timeout is an error result; an idle
 /// server is stopped and started again on demand; a server that cannot start trips the breaker.
 #[test]
@@ -1518,9 +1677,58 @@ fn catalog_servers_installed_by_the_cli_run_through_the_gateway() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Codex: its TOML file under CODEX_HOME, the user's own content kept, the token from the environment.
+    let codex_home = client_home.path().join("codex");
+    std::fs::create_dir_all(&codex_home).expect("mkdir");
+    let codex_file = codex_home.join("config.toml");
+    let users_toml = "# mine\nmodel = \"o4-mini\"\n\n[mcp_servers.docs]\ncommand = \"docs\"\n";
+    std::fs::write(&codex_file, users_toml).expect("write");
+    let connected = cli
+        .command(&[
+            "mcp",
+            "client",
+            "connect",
+            "codex",
+            "--transport",
+            "http",
+            "--mcp-config",
+            &config,
+            "--url",
+            &gateway.url("/mcp"),
+        ])
+        .env("CODEX_HOME", &codex_home)
+        .env("MODEL_RUNNER_PORT", &port)
+        .output()
+        .expect("connect codex");
+    let said = String::from_utf8_lossy(&connected.stdout);
+    let token = said
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("MODEL_RUNNER_MCP_TOKEN="))
+        .unwrap_or_else(|| panic!("the token to export is printed: {said}"));
+    let written = std::fs::read_to_string(&codex_file).expect("read");
+    assert!(
+        written.starts_with("# mine")
+            && written.contains("[mcp_servers.docs]")
+            && !written.contains(token),
+        "{written}"
+    );
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_client_config.py"))
+        .env("CLIENT", "codex")
+        .env("CLIENT_CONFIG", &codex_file)
+        .env("MODEL_RUNNER_MCP_TOKEN", token)
+        .output()
+        .expect("run python");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("client config ok"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
     let listed = cli
         .command(&["mcp", "client", "ls", "--mcp-config", &config])
         .env("HOME", client_home.path())
+        .env("CODEX_HOME", &codex_home)
         .env_remove("XDG_CONFIG_HOME")
         .output()
         .expect("client ls");
@@ -1530,6 +1738,31 @@ fn catalog_servers_installed_by_the_cli_run_through_the_gateway() {
             .lines()
             .any(|l| l.starts_with("claude-desktop") && l.contains("stdio")),
         "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("codex") && l.contains("http") && l.contains("yes")),
+        "{listed}"
+    );
+    let disconnected = cli
+        .command(&[
+            "mcp",
+            "client",
+            "disconnect",
+            "codex",
+            "--mcp-config",
+            &config,
+        ])
+        .env("CODEX_HOME", &codex_home)
+        .env("MODEL_RUNNER_PORT", &port)
+        .output()
+        .expect("disconnect codex");
+    assert!(disconnected.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&codex_file).expect("read"),
+        users_toml,
+        "disconnect leaves the user's file as it was"
     );
     model(&[
         "mcp",

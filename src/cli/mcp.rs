@@ -1,7 +1,7 @@
 //! `model mcp catalog | server | client`: browse the MCP catalog (and push or pull it as an OCI artifact),
 //! install its servers into the gateway's
 //! config (and have a running server reload it), and point MCP clients (Claude Desktop, Cursor,
-//! VS Code, Claude Code) at the gateway. `model mcp` without a subcommand serves the gateway over stdio
+//! VS Code, Claude Code, Codex) at the gateway. `model mcp` without a subcommand serves the gateway over stdio
 //! (`serve::mcp`).
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use crate::mcp::catalog::{
     CATALOG_ARTIFACT_TYPE, CATALOG_ENV, Catalog, Entry, MAX_CATALOG_BYTES, pulled_path,
     registry_document, validate,
 };
-use crate::mcp::client_config::{Link, McpClient};
+use crate::mcp::client_config::{Link, McpClient, TOKEN_ENV};
 use crate::mcp::config_edit::{ConfigFile, atomic_write, default_path};
 use crate::mcp::install::{InstallOptions, Sandbox, definition};
 use crate::reference::ModelRef;
@@ -28,7 +28,7 @@ pub enum McpCommand {
     Catalog(CatalogArgs),
     /// Install, remove, enable and disable the gateway's MCP servers; show their state.
     Server(ServerArgs),
-    /// Point MCP clients (claude-desktop, cursor, vscode, claude-code) at this gateway.
+    /// Point MCP clients (claude-desktop, cursor, vscode, claude-code, codex) at this gateway.
     Client(ClientArgs),
 }
 
@@ -196,7 +196,7 @@ enum TransportArg {
 enum ClientCommand {
     /// Write the client's config so that it reaches this gateway.
     Connect {
-        /// claude-desktop, cursor, vscode or claude-code.
+        /// claude-desktop, cursor, vscode, claude-code or codex.
         client: String,
         #[arg(long, value_enum, default_value_t = TransportArg::Stdio)]
         transport: TransportArg,
@@ -563,7 +563,7 @@ async fn client_command(store: &Store, args: ClientArgs) -> Result<()> {
                     let exe = std::env::current_exe().context("cannot tell where `model` is")?;
                     let mut env = BTreeMap::new();
                     if let Some(token) = &token {
-                        env.insert("MODEL_RUNNER_MCP_TOKEN".to_string(), token.clone());
+                        env.insert(TOKEN_ENV.to_string(), token.clone());
                     }
                     Link::Stdio {
                         command: exe.display().to_string(),
@@ -592,6 +592,11 @@ async fn client_command(store: &Store, args: ClientArgs) -> Result<()> {
             println!("Connected {} in {}", mcp_client.name(), target.display());
             if let Some(backup) = backup {
                 println!("The previous file is kept as {}", backup.display());
+            }
+            if let (McpClient::Codex, Link::Http { token, .. }) = (mcp_client, &link) {
+                println!(
+                    "Codex reads the gateway token from {TOKEN_ENV}; set it where Codex runs:\n  export {TOKEN_ENV}={token}"
+                );
             }
             if token.is_some() {
                 println!(

@@ -56,6 +56,8 @@ struct RawServer {
     #[serde(default)]
     long_lived: bool,
     cache_ttl_secs: Option<f64>,
+    /// Answer the server's sampling requests with this local model (off when absent).
+    sampling: Option<RawSampling>,
     /// The catalog entry the server was installed from (`model mcp server add`); informational.
     #[serde(default)]
     #[allow(dead_code)]
@@ -101,6 +103,26 @@ struct RawSecret {
     value: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawSampling {
+    model: String,
+    max_tokens: Option<u32>,
+}
+
+/// Whether and how a server's `sampling/createMessage` requests are answered by a local model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingPolicy {
+    /// The model that answers (a reference of the store, e.g. `ai/smollm2`).
+    pub model: String,
+    /// The most tokens one answer may have, whatever the server asks for.
+    pub max_tokens: u32,
+}
+
+/// `sampling.maxTokens` when absent, and its ceiling.
+const DEFAULT_SAMPLING_TOKENS: u32 = 512;
+const MAX_SAMPLING_TOKENS: u32 = 8192;
+
 /// How the gateway reaches a server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transport {
@@ -126,6 +148,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub long_lived: bool,
     pub cache_ttl: Option<Duration>,
+    /// Off (`None`) unless the server's config names a model for its sampling requests.
+    pub sampling: Option<SamplingPolicy>,
 }
 
 /// A gateway client: who a bearer token stands for and what it may do.
@@ -331,6 +355,21 @@ fn resolve(
                 "idleTimeoutSecs",
             )?,
             long_lived: server.long_lived,
+            sampling: server
+                .sampling
+                .map(|s| {
+                    let max_tokens = s.max_tokens.unwrap_or(DEFAULT_SAMPLING_TOKENS);
+                    if s.model.trim().is_empty() || !(1..=MAX_SAMPLING_TOKENS).contains(&max_tokens) {
+                        return Err(ConfigError::Invalid(format!(
+                            "server {name}: sampling needs a model and maxTokens from 1 to {MAX_SAMPLING_TOKENS}"
+                        )));
+                    }
+                    Ok(SamplingPolicy {
+                        model: s.model,
+                        max_tokens,
+                    })
+                })
+                .transpose()?,
             cache_ttl: server
                 .cache_ttl_secs
                 .map(|s| seconds(Some(s), Duration::ZERO, "cacheTtlSecs"))
@@ -467,6 +506,43 @@ mod tests {
         );
         assert!(config.secret_values.contains(&"s3cret-value".to_string()));
         assert!(config.secret_values.contains(&"tok-123".to_string()));
+    }
+
+    #[test]
+    fn sampling_is_off_unless_a_server_names_a_model() {
+        let config = parse(
+            r#"{"mcpServers": {"asks": {"command": "x", "sampling": {"model": "ai/smollm2"}},
+                               "quiet": {"command": "y"}}}"#,
+            &[],
+        )
+        .expect("config");
+        let asks = config
+            .servers
+            .iter()
+            .find(|s| s.name == "asks")
+            .expect("asks");
+        assert_eq!(
+            asks.sampling,
+            Some(SamplingPolicy {
+                model: "ai/smollm2".into(),
+                max_tokens: DEFAULT_SAMPLING_TOKENS
+            })
+        );
+        let quiet = config
+            .servers
+            .iter()
+            .find(|s| s.name == "quiet")
+            .expect("quiet");
+        assert_eq!(quiet.sampling, None);
+        for bad in [
+            r#"{"model": ""}"#,
+            r#"{"model": "m", "maxTokens": 0}"#,
+            r#"{"model": "m", "maxTokens": 100000}"#,
+        ] {
+            let json =
+                format!(r#"{{"mcpServers": {{"s": {{"command": "x", "sampling": {bad}}}}}}}"#);
+            assert!(parse(&json, &[]).is_err(), "{bad}");
+        }
     }
 
     #[test]

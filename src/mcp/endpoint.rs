@@ -1,22 +1,32 @@
 //! The gateway as an MCP server: the tools of every configured server (namespaced), the discovery
 //! meta-tools, and the runner's own `chat` and `list_models` (tools of the pseudo-server
-//! `model-runner`, checked, logged and counted by the gateway like any other). Served at `/mcp`
+//! `model-runner`, checked, logged and counted by the gateway like any other); the servers'
+//! resources, resource templates and prompts (namespaced too, see `naming`), with resource
+//! subscriptions; and every list's changes as `notifications/*/list_changed`. `initialize` advertises
+//! resources and prompts only when a server the caller may use offers them (or has not run yet, so
+//! cannot have said). Served at `/mcp`
 //! (streamable HTTP, where the HTTP layer authenticates the caller and takes the rate limit) and by
 //! `model mcp` over stdio.
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
 
+use super::McpError;
 use super::gateway::{self, CallContext, Gateway};
 use super::policy::Caller;
+use super::upstream::Subscriber;
 
 /// Who the caller is, put into the HTTP request's extensions by the server's `/mcp` layer.
 #[derive(Debug, Clone)]
@@ -27,6 +37,9 @@ pub struct Endpoint {
     gateway: Arc<Gateway>,
     /// The caller over stdio (HTTP callers come with each request).
     stdio_caller: Caller,
+    /// This session's number (resource subscriptions are kept per session).
+    session: u64,
+    sessions: Arc<AtomicU64>,
 }
 
 impl Endpoint {
@@ -36,6 +49,16 @@ impl Endpoint {
         Self {
             gateway,
             stdio_caller,
+            session: 0,
+            sessions: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// The endpoint for a new session (the streamable-HTTP service makes one per session).
+    pub fn new_session(&self) -> Self {
+        Self {
+            session: self.sessions.fetch_add(1, Ordering::Relaxed),
+            ..self.clone()
         }
     }
 
@@ -76,11 +99,40 @@ impl Endpoint {
     }
 }
 
+/// A gateway refusal as the JSON-RPC error an MCP client reads: unknown names and URIs are the
+/// caller's mistake, a denial or rate limit is named as such, a failing server is an internal error
+/// whose message says which server and why.
+fn error_data(error: McpError) -> ErrorData {
+    let message = error.to_string();
+    match error {
+        McpError::UnknownResource(_) => ErrorData::resource_not_found(message, None),
+        McpError::UnknownPrompt(_)
+        | McpError::UnknownTool(_)
+        | McpError::UnknownServer(_)
+        | McpError::InvalidArguments { .. }
+        | McpError::Script(_) => ErrorData::invalid_params(message, None),
+        McpError::Denied { .. } | McpError::RateLimited { .. } => {
+            ErrorData::invalid_request(message, None)
+        }
+        McpError::Unavailable { .. }
+        | McpError::Timeout { .. }
+        | McpError::Protocol { .. }
+        | McpError::Oversize { .. }
+        | McpError::Transport { .. } => ErrorData::internal_error(message, None),
+    }
+}
+
 impl ServerHandler for Endpoint {
     fn get_info(&self) -> ServerConfig {
+        // Everything the gateway can relay; `initialize` removes what no server of the caller's offers.
         #[allow(deprecated)]
         let capabilities = ServerCapabilities::builder()
+            .enable_prompts()
+            .enable_resources()
             .enable_tools()
+            .enable_prompts_list_changed()
+            .enable_resources_list_changed()
+            .enable_resources_subscribe()
             .enable_tool_list_changed()
             .enable_logging()
             .build();
@@ -91,13 +143,129 @@ impl ServerHandler for Endpoint {
             ))
             .with_instructions(
                 "Tools of the MCP servers this model runner's gateway reaches, named server__tool; \
-                 mcp_find searches them; chat asks a local model.",
+                 mcp_find searches them; chat asks a local model. Their prompts are named \
+                 server__prompt and their resources model-runner://server/uri.",
             )
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         // Versions with the initialize handshake, whose sessions can carry tools/list_changed.
         Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        context.peer.set_peer_info(request.clone());
+        let caller = self.context(&context).caller;
+        let offers = self.gateway.offers_for(&caller);
+        let mut result = self.negotiate_initialize(&request)?;
+        let capabilities = &mut result.capabilities;
+        if !offers.resources {
+            capabilities.resources = None;
+        } else if !offers.resource_subscriptions
+            && let Some(resources) = capabilities.resources.as_mut()
+        {
+            resources.subscribe = None;
+        }
+        if !offers.prompts {
+            capabilities.prompts = None;
+        }
+        Ok(result)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let caller = self.context(&context).caller;
+        Ok(ListResourcesResult::with_all_items(
+            self.gateway.resources(&caller).await,
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let caller = self.context(&context).caller;
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.gateway.resource_templates(&caller).await,
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let call_context = self.context(&context);
+        let read = self.gateway.read_resource(&call_context, &request.uri);
+        tokio::select! {
+            result = read => result.map(Into::into).map_err(error_data),
+            _ = context.ct.cancelled() => Err(ErrorData::internal_error("the read was cancelled", None)),
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // Subscriptions are not taken from the rate budget (their updates are the server's doing).
+        let call_context = self.context(&context).rate_taken_by_transport();
+        let subscriber = Subscriber {
+            session: self.session,
+            peer: context.peer.clone(),
+        };
+        self.gateway
+            .subscribe_resource(&call_context, &request.uri, subscriber)
+            .await
+            .map_err(error_data)
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let call_context = self.context(&context).rate_taken_by_transport();
+        self.gateway
+            .unsubscribe_resource(&call_context, &request.uri, self.session)
+            .await
+            .map_err(error_data)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let caller = self.context(&context).caller;
+        Ok(ListPromptsResult::with_all_items(
+            self.gateway.prompts(&caller).await,
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let call_context = self.context(&context);
+        let get = self
+            .gateway
+            .get_prompt(&call_context, &request.name, request.arguments);
+        tokio::select! {
+            result = get => result.map(Into::into).map_err(error_data),
+            _ = context.ct.cancelled() => Err(ErrorData::internal_error("the request was cancelled", None)),
+        }
     }
 
     async fn list_tools(
@@ -139,12 +307,26 @@ impl ServerHandler for Endpoint {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        // Forward catalogue changes as tools/list_changed for as long as the session lives.
-        let mut changes = self.gateway.subscribe();
+        // Forward the servers' list changes for as long as the session lives.
+        let mut changes = self.gateway.list_changes();
         let peer = context.peer;
         tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                if peer.is_transport_closed() || peer.notify_tool_list_changed().await.is_err() {
+            loop {
+                let sent = tokio::select! {
+                    changed = changes.tools.changed() => match changed {
+                        Ok(()) => peer.notify_tool_list_changed().await.is_ok(),
+                        Err(_) => false,
+                    },
+                    changed = changes.prompts.changed() => match changed {
+                        Ok(()) => peer.notify_prompt_list_changed().await.is_ok(),
+                        Err(_) => false,
+                    },
+                    changed = changes.resources.changed() => match changed {
+                        Ok(()) => peer.notify_resource_list_changed().await.is_ok(),
+                        Err(_) => false,
+                    },
+                };
+                if !sent || peer.is_transport_closed() {
                     break;
                 }
             }

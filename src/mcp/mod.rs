@@ -38,15 +38,20 @@ pub use policy::Caller;
 
 /// Why the gateway did not carry out a call. The variants fall into the classes an API maps to its
 /// statuses: the caller asked for something that is not there or not well-formed (`UnknownTool`,
-/// `UnknownServer`, `InvalidArguments`, `Script`), is not allowed (`Denied`), is over its budget
+/// `UnknownServer`, `UnknownResource`, `UnknownPrompt`, `InvalidArguments`, `Script`), is not allowed (`Denied`), is over its budget
 /// (`RateLimited`, with when to retry), or the server behind the tool failed (`Unavailable`,
-/// `Protocol`, `Transport`) or did not answer in time (`Timeout`).
+/// `Protocol`, `Transport`, `Oversize`) or did not answer in time (`Timeout`).
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
     #[error("no MCP tool named {0}")]
     UnknownTool(String),
     #[error("no MCP server labelled {0} is configured")]
     UnknownServer(String),
+    /// A resource URI that is not the gateway's (`model-runner://SERVER/...`) or names no server.
+    #[error("no MCP resource {0} behind this gateway")]
+    UnknownResource(String),
+    #[error("no MCP prompt named {0}")]
+    UnknownPrompt(String),
     /// The caller's client may not use the tool (its `servers` or `tools` do not name it).
     #[error("client {client} may not call {tool}")]
     Denied { client: String, tool: String },
@@ -61,8 +66,8 @@ pub enum McpError {
     /// The server could not be started or reached, or its circuit breaker is open.
     #[error("MCP server {server} is unavailable: {reason}")]
     Unavailable { server: String, reason: String },
-    /// The server took longer than its `timeout`.
-    #[error("{server}'s tool {tool} did not answer within {} s", after.as_secs_f64())]
+    /// The server took longer than its `timeout` (`tool` names the tool, or the request: `resources/read`).
+    #[error("{server}'s {tool} did not answer within {} s", after.as_secs_f64())]
     Timeout {
         server: String,
         tool: String,
@@ -71,6 +76,13 @@ pub enum McpError {
     /// The server answered the call with a JSON-RPC error.
     #[error("MCP server {server} refused the call: {message}")]
     Protocol { server: String, message: String },
+    /// The server's answer is larger than the gateway relays.
+    #[error("MCP server {server}'s answer to {what} is larger than {limit} bytes")]
+    Oversize {
+        server: String,
+        what: String,
+        limit: usize,
+    },
     /// The connection to the server failed during the call.
     #[error("MCP server {server} failed during the call: {message}")]
     Transport { server: String, message: String },
@@ -85,6 +97,9 @@ impl McpError {
         match self {
             McpError::UnknownTool(_) => "unknown_tool",
             McpError::UnknownServer(_) => "unknown_server",
+            McpError::UnknownResource(_) => "unknown_resource",
+            McpError::UnknownPrompt(_) => "unknown_prompt",
+            McpError::Oversize { .. } => "oversize",
             McpError::Denied { .. } => "denied",
             McpError::RateLimited { .. } => "rate_limited",
             McpError::InvalidArguments { .. } => "invalid_arguments",

@@ -89,6 +89,18 @@ impl Policy {
         }
     }
 
+    /// Whether `caller` may use `server` at all: its resources and prompts (a client's `tools` list
+    /// narrows tools only).
+    pub fn allows_server(&self, caller: &Caller, server: &str) -> bool {
+        match caller {
+            Caller::Anonymous => !self.is_enforced(),
+            Caller::Client(client) => client
+                .servers
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|s| s == "*" || s == server)),
+        }
+    }
+
     /// Takes one call from the caller's rate budget; `Err` holds how long until the next is allowed.
     pub fn check_rate(&self, caller: &Caller) -> Result<(), Duration> {
         let Caller::Client(client) = caller else {
@@ -142,6 +154,9 @@ mod tests {
         let a = policy.authenticate(Some("a-token")).expect("client a");
         assert!(policy.allows(&a, "fs", "fs__read"));
         assert!(!policy.allows(&a, "time", "time__now"));
+        assert!(policy.allows_server(&a, "fs"));
+        assert!(!policy.allows_server(&a, "time"));
+        assert!(!policy.allows_server(&anonymous, "fs"));
     }
 
     #[test]

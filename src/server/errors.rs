@@ -224,6 +224,7 @@ impl From<McpError> for ApiError {
             ),
             McpError::Unavailable { .. }
             | McpError::Protocol { .. }
+            | McpError::Oversize { .. }
             | McpError::Transport { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "server_error",
@@ -236,6 +237,8 @@ impl From<McpError> for ApiError {
             ),
             McpError::UnknownTool(_)
             | McpError::UnknownServer(_)
+            | McpError::UnknownResource(_)
+            | McpError::UnknownPrompt(_)
             | McpError::InvalidArguments { .. }
             | McpError::Script(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
         };

@@ -75,7 +75,7 @@ pub fn routes(state: &Arc<AppState>, gateway: Arc<Gateway>) -> Router<Arc<AppSta
     }
     let sessions = Arc::new(LocalSessionManager::default());
     let service =
-        StreamableHttpService::new(move || Ok(endpoint.clone()), sessions.clone(), config);
+        StreamableHttpService::new(move || Ok(endpoint.new_session()), sessions.clone(), config);
     Router::new()
         .route_service("/mcp", service)
         .layer(middleware::from_fn(move |request: Request, next: Next| {
@@ -118,7 +118,8 @@ async fn terminate_as_specified(
 }
 
 /// Names the caller (401 for an unknown token once clients are configured, or without the server's API
-/// key), and takes `tools/call` requests from its rate budget (429 with `Retry-After`).
+/// key), and takes `tools/call`, `resources/read` and `prompts/get` requests from its rate budget (429
+/// with `Retry-After`).
 async fn mcp_access(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let Some(gateway) = state.gateway.clone() else {
         return StatusCode::NOT_FOUND.into_response();
@@ -143,11 +144,14 @@ async fn mcp_access(State(state): State<Arc<AppState>>, request: Request, next: 
         Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     };
     let message: Option<Value> = serde_json::from_slice(&bytes).ok();
-    let is_call = message
-        .as_ref()
-        .and_then(|m| m.get("method"))
-        .and_then(Value::as_str)
-        == Some("tools/call");
+    // What reaches a server's tools, resources or prompts counts against the caller's rate.
+    let is_call = matches!(
+        message
+            .as_ref()
+            .and_then(|m| m.get("method"))
+            .and_then(Value::as_str),
+        Some("tools/call" | "resources/read" | "prompts/get")
+    );
     if is_call && let Err(e) = gateway.check_rate(&caller) {
         let retry = match &e {
             crate::mcp::McpError::RateLimited { retry_after, .. } => retry_after.as_secs().max(1),

@@ -1,20 +1,42 @@
 """Reads the `model-runner` entry that `model mcp client connect` wrote into a client's own config file,
 checks it against the shape the client documents, and connects to the gateway exactly as that client
 would: launching the stdio command with its args and env, or posting to the URL with its headers.
-Env: CLIENT (claude-desktop | vscode), CLIENT_CONFIG (the file). Prints `client config ok`."""
+Env: CLIENT (claude-desktop | vscode | codex), CLIENT_CONFIG (the file); for Codex over HTTP, the
+variable its entry names holds the token. Prints `client config ok`."""
 import asyncio
 import json
 import os
+import tomllib
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
 
 client = os.environ["CLIENT"]
-with open(os.environ["CLIENT_CONFIG"]) as f:
-    document = json.load(f)
+if client == "codex":
+    with open(os.environ["CLIENT_CONFIG"], "rb") as f:
+        document = tomllib.load(f)
+else:
+    with open(os.environ["CLIENT_CONFIG"]) as f:
+        document = json.load(f)
 
-if client == "vscode":
+if client == "codex":
+    # Codex (codex-rs RawMcpServerConfig, unknown keys refused): [mcp_servers.NAME] with stdio's
+    # command, args?, env?, env_vars?, cwd?, or streamable HTTP's url, bearer_token_env_var?,
+    # http_headers?, env_http_headers? (an inline bearer_token is refused); shared keys beside them.
+    entry = dict(document["mcp_servers"]["model-runner"])
+    shared = {"startup_timeout_sec", "startup_timeout_ms", "tool_timeout_sec", "enabled", "required",
+              "enabled_tools", "disabled_tools", "scopes", "oauth_resource"}
+    if "command" in entry:
+        assert set(entry) <= {"command", "args", "env", "env_vars", "cwd"} | shared, entry
+    else:
+        assert set(entry) <= {"url", "bearer_token_env_var", "http_headers", "env_http_headers"} | shared
+        assert "url" in entry and "bearer_token" not in entry, entry
+        headers = dict(entry.get("http_headers", {}))
+        if "bearer_token_env_var" in entry:
+            headers["Authorization"] = f"Bearer {os.environ[entry['bearer_token_env_var']]}"
+        entry["headers"] = headers
+elif client == "vscode":
     # VS Code: {"servers": {NAME: {"type": "stdio", "command", "args"?, "env"?} |
     #                              {"type": "http" | "sse", "url", "headers"?}}, "inputs"?: [...]}
     entry = document["servers"]["model-runner"]

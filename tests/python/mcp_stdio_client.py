@@ -21,6 +21,16 @@ async def main():
             assert {"everything__echo", "mcp_find", "chat", "list_models"} <= names, names
             r = await session.call_tool("everything__echo", {"message": "over stdio"})
             assert not r.isError and r.content[0].text == "Echo: over stdio", r
+            assert init.capabilities.resources and init.capabilities.prompts, init.capabilities
+            doc = "model-runner://everything/demo://resource/static/document/features.md"
+            uris = {str(r.uri) for r in (await session.list_resources()).resources}
+            assert doc in uris, uris
+            r = await session.read_resource(doc)
+            assert str(r.contents[0].uri) == doc and r.contents[0].text, r
+            prompts = {p.name for p in (await session.list_prompts()).prompts}
+            assert "everything__simple-prompt" in prompts, prompts
+            r = await session.get_prompt("everything__simple-prompt")
+            assert r.messages and r.messages[0].content.text, r
             r = await session.call_tool("list_models", {})
             assert os.environ["MODEL"] in r.structuredContent["models"], r.structuredContent
     print("stdio client ok")

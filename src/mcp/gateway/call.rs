@@ -316,6 +316,27 @@ fn admit(setup: &Setup, context: &CallContext, server: &str, name: &str) -> Resu
     }
 }
 
+/// The admission of a request for a server's resources or prompts: the caller may use the server
+/// (`what` names the request in the denial), then the rate limit unless the transport took it.
+pub(super) fn admit_server(
+    setup: &Setup,
+    context: &CallContext,
+    server: &str,
+    what: &str,
+) -> Result<(), McpError> {
+    let caller = &context.caller;
+    if !setup.policy.allows_server(caller, server) {
+        return Err(McpError::Denied {
+            client: caller.label().to_string(),
+            tool: what.to_string(),
+        });
+    }
+    match context.rate_budget {
+        RateBudget::Gateway => take_rate(setup, caller),
+        RateBudget::TakenByTransport => Ok(()),
+    }
+}
+
 /// Takes one call from `caller`'s budget.
 pub(super) fn take_rate(setup: &Setup, caller: &Caller) -> Result<(), McpError> {
     setup

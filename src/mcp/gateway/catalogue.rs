@@ -96,7 +96,7 @@ impl Catalogue {
 impl Gateway {
     /// Lists every server (or only `only`) that never listed its tools, starting it; failures are
     /// logged and the server left out.
-    async fn discover(&self, only: Option<&str>) {
+    pub(super) async fn discover(&self, only: Option<&str>) {
         let setup = self.setup();
         let pending: Vec<_> = setup
             .upstreams

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::super::config::LOCAL_SERVER;
 use super::super::policy::Caller;
+use super::super::upstream::{Sampler, SamplingError};
 use super::call::CallContext;
 use super::meta_tools::object_tool;
 use super::{Gateway, McpError, read, write};
@@ -49,6 +50,28 @@ pub enum LocalToolError {
     /// gateway, so the gateway names no type of it).
     #[error(transparent)]
     Chat(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The runner's models answering upstream servers' sampling requests, once a transport registered
+/// them: through the same `LocalModels::chat` (the chat pipeline) as the `chat` tool.
+pub(super) struct LocalSampler(pub(super) Arc<std::sync::RwLock<Option<Arc<dyn LocalModels>>>>);
+
+impl Sampler for LocalSampler {
+    fn sample(
+        &self,
+        model: String,
+        messages: Vec<(String, String)>,
+        max_tokens: u32,
+    ) -> BoxFuture<'static, Result<String, SamplingError>> {
+        let models = read(&self.0).clone();
+        Box::pin(async move {
+            let models = models.ok_or(SamplingError::NoModels)?;
+            models
+                .chat(model, messages, Some(i64::from(max_tokens)))
+                .await
+                .map_err(|e| SamplingError::Model(e.to_string()))
+        })
+    }
 }
 
 impl Gateway {

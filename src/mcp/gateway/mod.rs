@@ -3,8 +3,9 @@
 //! lifecycle (the setup replaced on reload, background duties, shutdown); the rest lives beside it:
 //! `catalogue` (which tools exist and who sees them), `call` (the one entry, `Gateway::call`, with its
 //! access check, rate limit, argument check, cache and timeout), `meta_tools` (`mcp_find`, `mcp_call`,
-//! `run_js`), `local_tools` (the runner's own `chat` and `list_models`) and `observe` (call log and
-//! Prometheus series). The configuration can be reloaded (SIGHUP): servers whose settings did not
+//! `run_js`), `local_tools` (the runner's own `chat` and `list_models`), `observe` (call log and
+//! Prometheus series), and the servers' other offers: `resources` (resources and templates under
+//! `naming`'s `model-runner://SERVER/URI`, reads, subscriptions) and `prompts` (`server__prompt`). The configuration can be reloaded (SIGHUP): servers whose settings did not
 //! change keep running.
 
 mod call;
@@ -12,6 +13,8 @@ mod catalogue;
 mod local_tools;
 mod meta_tools;
 mod observe;
+mod prompts;
+mod resources;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,12 +29,13 @@ use super::breaker::Breaker;
 use super::config::{ConfigError, McpConfig};
 use super::policy::{Caller, Policy};
 use super::redact::Redactor;
-use super::upstream::Upstream;
+use super::upstream::{ListKind, Upstream};
 
 pub use call::{CallContext, CallRecord, RateBudget, result_text};
 pub use catalogue::Entry;
 pub use local_tools::{CHAT, LIST_MODELS, LocalModels, LocalToolError};
 pub use meta_tools::meta_tools;
+pub use prompts::PromptEntry;
 
 /// The `server` label of the gateway's own tools (`mcp_find`, `mcp_call`, `run_js`) and of unknown names.
 pub const GATEWAY_SERVER: &str = "gateway";
@@ -47,17 +51,33 @@ struct Setup {
     caches: HashMap<String, moka::future::Cache<String, CallToolResult>>,
 }
 
-/// Shared between the gateway and its upstreams: set when a tool list changed.
+/// Shared between the gateway and its upstreams: raised when a server's tools, prompts or resources
+/// changed (the tool catalogue is rebuilt; sessions are told each list changed).
 struct ChangeSignal {
     dirty: AtomicBool,
     version: tokio::sync::watch::Sender<u64>,
+    prompts: tokio::sync::watch::Sender<u64>,
+    resources: tokio::sync::watch::Sender<u64>,
 }
 
 impl ChangeSignal {
-    fn raise(&self) {
-        self.dirty.store(true, Ordering::SeqCst);
-        self.version.send_modify(|v| *v += 1);
+    fn raise(&self, kind: ListKind) {
+        match kind {
+            ListKind::Tools => {
+                self.dirty.store(true, Ordering::SeqCst);
+                self.version.send_modify(|v| *v += 1);
+            }
+            ListKind::Prompts => self.prompts.send_modify(|v| *v += 1),
+            ListKind::Resources => self.resources.send_modify(|v| *v += 1),
+        }
     }
+}
+
+/// Receivers of each list's changes, for one session.
+pub struct ListChanges {
+    pub tools: tokio::sync::watch::Receiver<u64>,
+    pub prompts: tokio::sync::watch::Receiver<u64>,
+    pub resources: tokio::sync::watch::Receiver<u64>,
 }
 
 pub struct Gateway {
@@ -65,26 +85,29 @@ pub struct Gateway {
     config_path: Option<PathBuf>,
     catalogue: RwLock<Arc<catalogue::Catalogue>>,
     changes: Arc<ChangeSignal>,
-    /// The runner's own tools, once a transport that offers them has registered them.
-    local: RwLock<Option<Arc<dyn LocalModels>>>,
+    /// The runner's own tools, once a transport that offers them has registered them (shared with the
+    /// upstreams, whose sampling requests they answer).
+    local: Arc<RwLock<Option<Arc<dyn LocalModels>>>>,
     stats: observe::CallStats,
 }
 
 impl Gateway {
     /// A gateway over `config`; `config_path` is what SIGHUP reloads.
     pub fn new(config: McpConfig, config_path: Option<PathBuf>) -> Arc<Self> {
-        let (version, _) = tokio::sync::watch::channel(0);
         let changes = Arc::new(ChangeSignal {
             dirty: AtomicBool::new(true),
-            version,
+            version: tokio::sync::watch::channel(0).0,
+            prompts: tokio::sync::watch::channel(0).0,
+            resources: tokio::sync::watch::channel(0).0,
         });
-        let setup = build_setup(config, &[], &changes);
+        let local = Arc::new(RwLock::new(None));
+        let setup = build_setup(config, &[], &changes, &local);
         Arc::new(Self {
             setup: RwLock::new(Arc::new(setup)),
             config_path,
             catalogue: RwLock::new(Arc::new(catalogue::Catalogue::default())),
             changes,
-            local: RwLock::new(None),
+            local,
             stats: observe::CallStats::default(),
         })
     }
@@ -152,6 +175,15 @@ impl Gateway {
         self.changes.version.subscribe()
     }
 
+    /// Every list's changes, which sessions forward as `notifications/*/list_changed`.
+    pub fn list_changes(&self) -> ListChanges {
+        ListChanges {
+            tools: self.changes.version.subscribe(),
+            prompts: self.changes.prompts.subscribe(),
+            resources: self.changes.resources.subscribe(),
+        }
+    }
+
     /// Rereads the configuration file: new and changed servers get fresh upstreams, unchanged ones keep
     /// running, removed and replaced ones are stopped.
     pub async fn reload(&self) -> Result<(), ConfigError> {
@@ -160,7 +192,7 @@ impl Gateway {
         };
         let config = McpConfig::load(path)?;
         let old = self.setup();
-        let setup = build_setup(config, &old.upstreams, &self.changes);
+        let setup = build_setup(config, &old.upstreams, &self.changes, &self.local);
         let retired: Vec<Arc<Upstream>> = old
             .upstreams
             .iter()
@@ -171,7 +203,9 @@ impl Gateway {
         for upstream in retired {
             upstream.stop().await;
         }
-        self.changes.raise();
+        for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+            self.changes.raise(kind);
+        }
         tracing::info!(
             servers = self.server_names().len(),
             "MCP configuration reloaded"
@@ -226,7 +260,10 @@ fn build_setup(
     config: McpConfig,
     previous: &[Arc<Upstream>],
     changes: &Arc<ChangeSignal>,
+    local: &Arc<RwLock<Option<Arc<dyn LocalModels>>>>,
 ) -> Setup {
+    let sampler: Arc<dyn super::upstream::Sampler> =
+        Arc::new(local_tools::LocalSampler(local.clone()));
     let redactor = Arc::new(Redactor::new(config.secret_values.clone()));
     let upstreams = config
         .servers
@@ -242,7 +279,8 @@ fn build_setup(
                         server.clone(),
                         Breaker::new(config.breaker_failures, config.breaker_cooldown),
                         redactor.clone(),
-                        Arc::new(move || changes.raise()),
+                        Arc::new(move |kind| changes.raise(kind)),
+                        sampler.clone(),
                     )
                 })
         })

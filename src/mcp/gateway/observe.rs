@@ -71,6 +71,29 @@ impl Gateway {
         stats.latency.observe(record.duration.as_secs_f64());
     }
 
+    /// Log line of a resource read or prompt fetch (`event`), in the call log's shape: who, what
+    /// (`subject`: a gateway URI or prompt name, cut and redacted), how long, how it ended.
+    pub(super) fn observe_request(
+        &self,
+        setup: &Setup,
+        caller: &Caller,
+        event: &str,
+        subject: &str,
+        started: std::time::Instant,
+        error: Option<&McpError>,
+    ) {
+        let subject: String = subject.chars().take(LOGGED_NAME_CHARS).collect();
+        let line = json!({
+            "event": event,
+            "client": caller.label(),
+            "subject": setup.redactor.redact(&subject),
+            "duration_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            "outcome": error.map_or("ok", McpError::kind),
+            "error": error.map(|e| setup.redactor.redact(&e.to_string())),
+        });
+        tracing::info!(target: "model_runner::mcp::calls", "{line}");
+    }
+
     /// Prometheus series for the gateway.
     pub async fn render_metrics(&self, out: &mut String) {
         let stats: Vec<_> = lock(&self.stats.0)

@@ -7,7 +7,12 @@
 //! `{"mcpServers": {NAME: {"command", "args", "env"}}}` (stdio only); Cursor `~/.cursor/mcp.json`
 //! `{"mcpServers": {NAME: {"command", "args", "env"} | {"url", "headers"}}}`; VS Code's user `mcp.json`
 //! `{"servers": {NAME: {"type": "stdio", "command", "args", "env"} | {"type": "http", "url",
-//! "headers"}}}`; Claude Code `~/.claude.json` `{"mcpServers": {NAME: {"type": "stdio" | "http", ...}}}`.
+//! "headers"}}}`; Claude Code `~/.claude.json` `{"mcpServers": {NAME: {"type": "stdio" | "http", ...}}}`;
+//! Codex `$CODEX_HOME/config.toml` (default `~/.codex/config.toml`) `[mcp_servers.NAME]` with
+//! `command`, `args`, `env`, or `url` and `bearer_token_env_var` (Codex refuses a token written in its
+//! file), edited as TOML by `codex`.
+
+mod codex;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,16 +23,19 @@ use super::config_edit::atomic_write;
 
 /// The name of this gateway's entry in a client's file.
 pub const ENTRY_NAME: &str = "model-runner";
+/// The environment variable that carries a client's gateway token (`model mcp --token`'s default, and
+/// where Codex reads its bearer token from).
+pub const TOKEN_ENV: &str = "MODEL_RUNNER_MCP_TOKEN";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientConfigError {
-    #[error("unknown MCP client {0}; known: claude-desktop, cursor, vscode, claude-code")]
+    #[error("unknown MCP client {0}; known: claude-desktop, cursor, vscode, claude-code, codex")]
     UnknownClient(String),
     #[error("{client} reaches MCP servers over stdio only; use --transport stdio")]
     StdioOnly { client: &'static str },
     #[error("cannot tell where {client} keeps its configuration here; pass --config-file")]
     NoDefaultPath { client: &'static str },
-    #[error("{path} is not plain JSON ({message}); edit it by hand or pass another --config-file")]
+    #[error("{path} cannot be edited ({message}); edit it by hand or pass another --config-file")]
     Parse { path: PathBuf, message: String },
     #[error("cannot update {path}: {source}")]
     Io {
@@ -43,6 +51,7 @@ pub enum McpClient {
     Cursor,
     VsCode,
     ClaudeCode,
+    Codex,
 }
 
 /// How the client reaches the gateway.
@@ -59,11 +68,12 @@ pub enum Link {
 }
 
 impl McpClient {
-    pub const ALL: [McpClient; 4] = [
+    pub const ALL: [McpClient; 5] = [
         McpClient::ClaudeDesktop,
         McpClient::Cursor,
         McpClient::VsCode,
         McpClient::ClaudeCode,
+        McpClient::Codex,
     ];
 
     pub fn parse(name: &str) -> Result<Self, ClientConfigError> {
@@ -79,6 +89,7 @@ impl McpClient {
             McpClient::Cursor => "cursor",
             McpClient::VsCode => "vscode",
             McpClient::ClaudeCode => "claude-code",
+            McpClient::Codex => "codex",
         }
     }
 
@@ -108,6 +119,13 @@ impl McpClient {
                 .join(".cursor")
                 .join("mcp.json"),
             McpClient::ClaudeCode => dirs::home_dir().ok_or_else(missing)?.join(".claude.json"),
+            McpClient::Codex => match std::env::var_os("CODEX_HOME").filter(|h| !h.is_empty()) {
+                Some(home) => PathBuf::from(home).join("config.toml"),
+                None => dirs::home_dir()
+                    .ok_or_else(missing)?
+                    .join(".codex")
+                    .join("config.toml"),
+            },
         })
     }
 
@@ -138,6 +156,10 @@ impl McpClient {
                         client: self.name(),
                     });
                 }
+                if self == McpClient::Codex {
+                    // The token stays out of the file: Codex reads it from the environment.
+                    return Ok(json!({"bearer_token_env_var": TOKEN_ENV, "url": url}));
+                }
                 let mut entry =
                     json!({"url": url, "headers": {"Authorization": format!("Bearer {token}")}});
                 if typed {
@@ -156,6 +178,9 @@ impl McpClient {
     /// backup's path when there was a file to back up.
     pub fn connect(self, path: &Path, link: &Link) -> Result<Option<PathBuf>, ClientConfigError> {
         let entry = self.entry(link)?;
+        if self == McpClient::Codex {
+            return codex::connect(path, &entry);
+        }
         let mut document = read(path)?;
         let servers = document
             .as_object_mut()
@@ -180,6 +205,9 @@ impl McpClient {
         if !path.exists() {
             return Ok(false);
         }
+        if self == McpClient::Codex {
+            return codex::disconnect(path);
+        }
         let mut document = read(path)?;
         let removed = document
             .get_mut(self.servers_key())
@@ -196,6 +224,9 @@ impl McpClient {
     pub fn connected(self, path: &Path) -> Result<Option<Value>, ClientConfigError> {
         if !path.exists() {
             return Ok(None);
+        }
+        if self == McpClient::Codex {
+            return codex::connected(path);
         }
         Ok(read(path)?
             .get(self.servers_key())
@@ -220,6 +251,14 @@ fn read(path: &Path) -> Result<Value, ClientConfigError> {
 }
 
 fn write_with_backup(path: &Path, document: &Value) -> Result<Option<PathBuf>, ClientConfigError> {
+    let mut text = serde_json::to_string_pretty(document).unwrap_or_else(|_| "{}".into());
+    text.push('\n');
+    write_text_with_backup(path, &text)
+}
+
+/// Writes `text` to `path` atomically, the previous file kept as `<file>.bak`; returns the backup's
+/// path when there was a file to back up.
+fn write_text_with_backup(path: &Path, text: &str) -> Result<Option<PathBuf>, ClientConfigError> {
     let io = |source| ClientConfigError::Io {
         path: path.to_owned(),
         source,
@@ -233,8 +272,6 @@ fn write_with_backup(path: &Path, document: &Value) -> Result<Option<PathBuf>, C
     } else {
         None
     };
-    let mut text = serde_json::to_string_pretty(document).unwrap_or_else(|_| "{}".into());
-    text.push('\n');
     atomic_write(path, text.as_bytes()).map_err(io)?;
     Ok(backup)
 }

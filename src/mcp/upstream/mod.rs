@@ -2,6 +2,13 @@
 //! its tool list kept while it sleeps, stopped after its idle timeout, restarted after a crash with
 //! exponential backoff, and guarded by a circuit breaker. Stdio servers run in their own process group,
 //! so stopping one kills everything it started (`docker run -i` clients, `npx` children).
+//!
+//! Tool calls live here; `features` holds the server's other offers (resources, resource templates,
+//! prompts, resource subscriptions), asked through the same guarded request path; `sampling` answers
+//! the server's own sampling requests with a local model, when its config allows it.
+
+mod features;
+mod sampling;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -11,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-    ProtocolVersion, Tool,
+    Prompt, ProtocolVersion, ServerCapabilities, Tool,
 };
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -24,12 +31,44 @@ use super::breaker::{Breaker, BreakerState};
 use super::config::{ServerConfig, Transport};
 use super::redact::Redactor;
 
+pub use features::Subscriber;
+pub use sampling::{Sampler, SamplingError};
+
 /// How long a server may take to start and answer `initialize` and `tools/list`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping server gets to exit before its process group is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What changed on a server, for the gateway to rebuild and tell its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+}
+
+/// What a server offers besides tools, learnt from its `initialize` answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offers {
+    pub resources: bool,
+    pub resource_subscriptions: bool,
+    pub prompts: bool,
+}
+
+impl Offers {
+    fn of(capabilities: &ServerCapabilities) -> Self {
+        Self {
+            resources: capabilities.resources.is_some(),
+            resource_subscriptions: capabilities
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.subscribe == Some(true)),
+            prompts: capabilities.prompts.is_some(),
+        }
+    }
+}
 
 /// A running connection.
 struct Connection {
@@ -67,16 +106,26 @@ pub struct Upstream {
     pub config: ServerConfig,
     connection: tokio::sync::Mutex<Option<Connection>>,
     tools: Mutex<Option<Vec<Tool>>>,
+    /// What the server offered when it last started (kept while it sleeps, as its tools are).
+    offers: Mutex<Option<Offers>>,
+    /// Its prompts, listed at start and again when it says they changed.
+    prompts: Mutex<Option<Vec<Prompt>>>,
+    /// Sessions subscribed to its resources, by the server's own URI.
+    subscriptions: Mutex<HashMap<String, Vec<Subscriber>>>,
     breaker: Mutex<Breaker>,
     health: Mutex<Health>,
     last_used: Mutex<Instant>,
     in_flight: AtomicUsize,
-    /// Called when the server's tool list changes (the gateway rebuilds its catalogue).
-    on_tools_changed: Arc<dyn Fn() + Send + Sync>,
+    /// Called when the server's tools, prompts or resources change (the gateway rebuilds what it
+    /// derives from them and tells its sessions).
+    on_change: Arc<dyn Fn(ListKind) + Send + Sync>,
     redactor: Arc<Redactor>,
+    /// Answers the server's sampling requests (used only when its config has `sampling`).
+    sampler: Arc<dyn Sampler>,
 }
 
-/// The client side's handler: follows `notifications/tools/list_changed`, logs server log messages.
+/// The client side's handler: follows `notifications/tools/list_changed` (and prompts' and resources'),
+/// relays `notifications/resources/updated` to subscribed sessions, logs server log messages.
 #[derive(Clone)]
 struct Listener {
     upstream: Weak<Upstream>,
@@ -84,11 +133,34 @@ struct Listener {
 
 impl ClientHandler for Listener {
     fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        if self
+            .upstream
+            .upgrade()
+            .is_some_and(|u| u.config.sampling.is_some())
+        {
+            capabilities.sampling = Some(Default::default());
+        }
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities,
             Implementation::new("model-runner", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        match self.upstream.upgrade() {
+            Some(upstream) => upstream.sample(params).await,
+            None => Err(rmcp::ErrorData::internal_error(
+                "the gateway no longer serves this server",
+                None,
+            )),
+        }
     }
 
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
@@ -103,6 +175,28 @@ impl ClientHandler for Listener {
             Err(e) => {
                 tracing::warn!(server = %upstream.config.name, "cannot list changed tools: {e}")
             }
+        }
+    }
+
+    async fn on_prompt_list_changed(&self, context: NotificationContext<RoleClient>) {
+        if let Some(upstream) = self.upstream.upgrade() {
+            upstream.refresh_prompts(&context.peer).await;
+        }
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        if let Some(upstream) = self.upstream.upgrade() {
+            (upstream.on_change)(ListKind::Resources);
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(upstream) = self.upstream.upgrade() {
+            upstream.relay_update(&params.uri).await;
         }
     }
 
@@ -124,18 +218,23 @@ impl Upstream {
         config: ServerConfig,
         breaker: Breaker,
         redactor: Arc<Redactor>,
-        on_tools_changed: Arc<dyn Fn() + Send + Sync>,
+        on_change: Arc<dyn Fn(ListKind) + Send + Sync>,
+        sampler: Arc<dyn Sampler>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             connection: tokio::sync::Mutex::new(None),
             tools: Mutex::new(None),
+            offers: Mutex::new(None),
+            prompts: Mutex::new(None),
+            subscriptions: Mutex::new(HashMap::new()),
             breaker: Mutex::new(breaker),
             health: Mutex::new(Health::default()),
             last_used: Mutex::new(Instant::now()),
             in_flight: AtomicUsize::new(0),
-            on_tools_changed,
+            on_change,
             redactor,
+            sampler,
         })
     }
 
@@ -148,7 +247,7 @@ impl Upstream {
             tools.retain(|t| enabled.iter().any(|e| e == t.name.as_ref()));
         }
         *lock(&self.tools) = Some(tools);
-        (self.on_tools_changed)();
+        (self.on_change)(ListKind::Tools);
     }
 
     /// The tools last listed, if the server ever ran.
@@ -202,7 +301,7 @@ impl Upstream {
             });
         }
         match tokio::time::timeout(START_TIMEOUT, self.start()).await {
-            Ok(Ok((connection, tools))) => {
+            Ok(Ok((connection, tools, offers))) => {
                 let peer = connection.peer.clone();
                 tracing::info!(server = %self.config.name, pid = ?connection.pid, tools = tools.len(), "MCP server started");
                 *slot = Some(connection);
@@ -213,7 +312,15 @@ impl Upstream {
                 }
                 *lock(&self.last_used) = Instant::now();
                 drop(slot);
+                *lock(&self.offers) = Some(offers);
                 self.set_tools(tools);
+                if offers.prompts {
+                    self.refresh_prompts(&peer).await;
+                }
+                if offers.resources {
+                    (self.on_change)(ListKind::Resources);
+                }
+                self.resubscribe(&peer).await;
                 Ok(peer)
             }
             outcome => {
@@ -237,7 +344,7 @@ impl Upstream {
         }
     }
 
-    async fn start(self: &Arc<Self>) -> Result<(Connection, Vec<Tool>), String> {
+    async fn start(self: &Arc<Self>) -> Result<(Connection, Vec<Tool>, Offers), String> {
         let listener = Listener {
             upstream: Arc::downgrade(self),
         };
@@ -318,11 +425,15 @@ impl Upstream {
         let peer = service.peer().clone();
         peer.set_response_cache_config(ClientCacheConfig::disabled())
             .await;
+        let offers = peer
+            .peer_info()
+            .map(|info| Offers::of(&info.capabilities))
+            .unwrap_or_default();
         let tools = peer
             .list_all_tools()
             .await
             .map_err(|e| format!("tools/list failed: {e}"))?;
-        Ok((Connection { service, peer, pid }, tools))
+        Ok((Connection { service, peer, pid }, tools, offers))
     }
 
     /// Calls one of the server's tools (by its own name) under the breaker and the call timeout.
@@ -331,6 +442,24 @@ impl Upstream {
         tool: &str,
         arguments: serde_json::Map<String, serde_json::Value>,
     ) -> Result<CallToolResult, McpError> {
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        self.request(
+            tool,
+            move |peer| async move { peer.call_tool(params).await },
+        )
+        .await
+    }
+
+    /// One request to the server (`what` names it in errors: a tool's name, `resources/read`, ...),
+    /// under the breaker, the call timeout and the idle clock, its failures recorded as calls' are.
+    async fn request<T, Fut>(
+        self: &Arc<Self>,
+        what: &str,
+        send: impl FnOnce(Peer<RoleClient>) -> Fut,
+    ) -> Result<T, McpError>
+    where
+        Fut: std::future::Future<Output = Result<T, ServiceError>>,
+    {
         if let Err(wait) = lock(&self.breaker).admit(Instant::now()) {
             return Err(McpError::Unavailable {
                 server: self.config.name.clone(),
@@ -341,7 +470,7 @@ impl Upstream {
             });
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let outcome = self.call_admitted(tool, arguments).await;
+        let outcome = self.send_admitted(what, send).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         *lock(&self.last_used) = Instant::now();
         if let Err(e @ (McpError::Timeout { .. } | McpError::Transport { .. })) = &outcome {
@@ -355,18 +484,20 @@ impl Upstream {
         outcome
     }
 
-    async fn call_admitted(
+    async fn send_admitted<T, Fut>(
         self: &Arc<Self>,
-        tool: &str,
-        arguments: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<CallToolResult, McpError> {
+        what: &str,
+        send: impl FnOnce(Peer<RoleClient>) -> Fut,
+    ) -> Result<T, McpError>
+    where
+        Fut: std::future::Future<Output = Result<T, ServiceError>>,
+    {
         let peer = self.peer().await?;
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
         let server = self.config.name.clone();
-        match tokio::time::timeout(self.config.call_timeout, peer.call_tool(params)).await {
+        match tokio::time::timeout(self.config.call_timeout, send(peer)).await {
             Err(_) => Err(McpError::Timeout {
                 server,
-                tool: tool.to_string(),
+                tool: what.to_string(),
                 after: self.config.call_timeout,
             }),
             Ok(Ok(result)) => Ok(result),
@@ -392,6 +523,7 @@ impl Upstream {
         if slot.is_none()
             || idle < self.config.idle_timeout
             || self.in_flight.load(Ordering::SeqCst) > 0
+            || self.has_subscribers()
         {
             return;
         }
