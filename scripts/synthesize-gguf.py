@@ -80,7 +80,7 @@ FAMILIES = {
     # Qwen3-Embedding: Qwen 3 with no output head (the converter writes none) and last-token pooling
     # (`qwen3.pooling_type` = 3, LLAMA_POOLING_TYPE_LAST): an embedding model over a decoder.
     "qwen3-embed": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
-                        eps=1e-6, pooling=3, no_output=True),
+                        eps=1e-6, pooling=3, no_output=True, seed=25),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
@@ -157,8 +157,9 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     head_dim = spec.get("head_dim", hidden // heads)
     ff = spec.get("ff", hidden * spec["ff_mult"])
     qtype = TYPES[type_name]
-    # One seed per family, so that adding a family changes no other family's file.
-    rng = np.random.default_rng(list(FAMILIES).index(family) + 19)
+    # One seed per family, so that adding a family changes no other family's file: its place in FAMILIES,
+    # or its own `seed` where two families were added at once in the same place.
+    rng = np.random.default_rng(spec.get("seed", list(FAMILIES).index(family) + 19))
 
     writer = gguf.GGUFWriter(out, arch)
     # Not the family's name: llama.cpp sets token attributes by model name (for "phi3", on tokens of Phi-3's
