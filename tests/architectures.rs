@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use model_runner::engine::Engine;
 use model_runner::engine::sampler::log_softmax;
@@ -29,35 +28,6 @@ const NEAR_TIE: f64 = 0.5;
 const SPREAD_FACTOR: f64 = 4.0;
 const MEAN_KL_FLOOR: f64 = 1e-5;
 const MAX_KL_FLOOR: f64 = 1e-4;
-
-fn fixture(family: &str) -> Value {
-    let path = common::repo_root()
-        .join("tests/fixtures/architectures")
-        .join(format!("{family}.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
-}
-
-/// Writes the family's GGUF of `file_type` into `dir` and checks it is byte for byte the file llama.cpp ran.
-fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBuf {
-    let out = dir.join(format!("{family}-{file_type}.gguf"));
-    let status = Command::new(common::python())
-        .arg(common::repo_root().join("scripts/synthesize-gguf.py"))
-        .args(["--family", family, "--type", file_type, "--tokenizer-from"])
-        .arg(common::default_model_gguf())
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("run scripts/synthesize-gguf.py");
-    assert!(status.success(), "synthesizing {family} {file_type} failed");
-    let bytes = std::fs::read(&out).expect("synthesized GGUF");
-    assert_eq!(
-        hex::encode(Sha256::digest(&bytes)),
-        sha256,
-        "{family} {file_type}: the synthesized file differs from the one llama.cpp ran; the gguf or numpy \
-         versions in .venv differ from the fixture's (scripts/setup-tests.sh pins them)"
-    );
-    out
-}
 
 fn engine(gguf: &Path) -> Engine {
     common::load_engine(gguf, 512, 1, models::KvType::default())
@@ -178,12 +148,13 @@ fn check_file(label: &str, gguf: &Path, file: &Value, failures: &mut Vec<String>
 
 /// Every file type of `family` in its fixture, synthesized, run and compared.
 fn check_family(family: &str) {
-    let fixture = fixture(family);
+    let fixture = common::fixture(&format!("architectures/{family}.json"));
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut failures = Vec::new();
     for (file_type, file) in fixture["files"].as_object().unwrap() {
         let sha256 = file["sha256"].as_str().unwrap();
-        let gguf = synthesize(family, file_type, sha256, dir.path());
+        let tokenizer = common::default_model_gguf();
+        let gguf = common::synthesize_gguf(family, file_type, Some(&tokenizer), sha256, dir.path());
         check_file(&format!("{family} {file_type}"), &gguf, file, &mut failures);
         let _ = std::fs::remove_file(&gguf);
     }

@@ -11,14 +11,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use model_runner::engine::Engine;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const MIN_COSINE: f64 = 0.999;
 const MAX_SCORE_ERROR: f64 = 1e-3;
+
+/// The family's file of `file_type`, checked against the bytes llama.cpp ran. The decoder family borrows
+/// the default model's tokenizer; the BERT families write their own vocabulary.
+fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBuf {
+    let tokenizer = (family == "qwen3-embed").then(common::default_model_gguf);
+    common::synthesize_gguf(family, file_type, tokenizer.as_deref(), sha256, dir)
+}
 
 /// How far our rerank scores may be from llama.cpp's, relative to the largest: `MAX_SCORE_ERROR` plus
 /// twice llama.cpp's own largest distance from the exact (float64) score on this file.
@@ -40,39 +45,6 @@ fn score_scale(file: &Value) -> f64 {
         .iter()
         .map(|c| c["score"].as_f64().unwrap().abs())
         .fold(1e-6, f64::max)
-}
-
-fn fixture(family: &str) -> Value {
-    let path = common::repo_root()
-        .join("tests/fixtures/encoders")
-        .join(format!("{family}.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
-}
-
-/// Writes the family's GGUF of `file_type` into `dir` and checks it is byte for byte the file llama.cpp ran.
-fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBuf {
-    let out = dir.join(format!("{family}-{file_type}.gguf"));
-    let mut command = Command::new(common::python());
-    command
-        .arg(common::repo_root().join("scripts/synthesize-gguf.py"))
-        .args(["--family", family, "--type", file_type, "--out"])
-        .arg(&out);
-    if family == "qwen3-embed" {
-        // A decoder family: its tokenizer is the default model's.
-        command
-            .arg("--tokenizer-from")
-            .arg(common::default_model_gguf());
-    }
-    let status = command.status().expect("run scripts/synthesize-gguf.py");
-    assert!(status.success(), "synthesizing {family} {file_type} failed");
-    let bytes = std::fs::read(&out).expect("synthesized GGUF");
-    assert_eq!(
-        hex::encode(Sha256::digest(&bytes)),
-        sha256,
-        "{family} {file_type}: the synthesized file differs from the one llama.cpp ran; the gguf or numpy \
-         versions in .venv differ from the fixture's (scripts/setup-tests.sh pins them)"
-    );
-    out
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -112,7 +84,7 @@ fn check_tokens(engine: &Engine, file: &Value, label: &str) {
 
 /// Synthesizes each file type of `family`, loads it and hands it to `check`.
 fn each_file(family: &str, mut check: impl FnMut(&str, &mut Engine, &Value)) {
-    let fixture = fixture(family);
+    let fixture = common::fixture(&format!("encoders/{family}.json"));
     let dir = tempfile::tempdir().expect("temporary directory");
     for (file_type, file) in fixture["files"].as_object().unwrap() {
         let gguf = synthesize(
@@ -260,8 +232,8 @@ fn assert_invalid(answer: (u16, Value), needle: &str, what: &str) {
 /// listed, and hostile rerank input is a 400 in the API's shape.
 #[test]
 fn encoders_embed_and_rerank_through_the_server_and_refuse_what_they_cannot_do() {
-    let embedder = fixture("bert");
-    let reranker = fixture("bert-rerank");
+    let embedder = common::fixture("encoders/bert.json");
+    let reranker = common::fixture("encoders/bert-rerank.json");
     let (embed_file, rank_file) = (&embedder["files"]["f16"], &reranker["files"]["f16"]);
     let dir = tempfile::tempdir().expect("temporary directory");
     let cli = common::ModelCli::new();

@@ -11,11 +11,6 @@ use model_runner::scheduler::{Event, Scheduler, SchedulerConfig, ValidRequest};
 use models::{KvType, LogitsWanted, StepBatch};
 use serde_json::Value;
 
-fn fixture(name: &str) -> Value {
-    let path = common::repo_root().join("tests/fixtures").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
-}
-
 fn engine(gguf: &Path, sequences: usize) -> Engine {
     engine_with_kv(gguf, sequences, KvType::default())
 }
@@ -168,7 +163,7 @@ fn check_greedy_with_kv(gguf: &Path, fixture: &Value, kv_type: KvType) {
 fn smollm2_tokenizes_like_llama_cpp() {
     check_tokenizer(
         &engine(&common::default_model_gguf(), 1),
-        &fixture("smollm2-135m-instruct-q4_1.json"),
+        &common::fixture("smollm2-135m-instruct-q4_1.json"),
     );
 }
 
@@ -176,7 +171,7 @@ fn smollm2_tokenizes_like_llama_cpp() {
 fn smollm2_greedy_continuations_and_logprobs_match_llama_cpp() {
     check_greedy(
         &common::default_model_gguf(),
-        &fixture("smollm2-135m-instruct-q4_1.json"),
+        &common::fixture("smollm2-135m-instruct-q4_1.json"),
     );
 }
 
@@ -186,7 +181,7 @@ fn smollm2_greedy_continuations_and_logprobs_match_llama_cpp() {
 fn smollm2_with_a_q8_0_kv_cache_stays_within_llama_cpps_bounds() {
     check_greedy_with_kv(
         &common::default_model_gguf(),
-        &fixture("smollm2-135m-instruct-q4_1.json"),
+        &common::fixture("smollm2-135m-instruct-q4_1.json"),
         KvType::Q8_0,
     );
 }
@@ -194,7 +189,7 @@ fn smollm2_with_a_q8_0_kv_cache_stays_within_llama_cpps_bounds() {
 #[test]
 fn gemma3_tokenizes_and_continues_like_llama_cpp() {
     let gguf = gemma3_gguf();
-    let fixture = fixture("gemma3-270m-q4_k_m.json");
+    let fixture = common::fixture("gemma3-270m-q4_k_m.json");
     check_tokenizer(&engine(&gguf, 1), &fixture);
     check_greedy(&gguf, &fixture);
 }

@@ -496,3 +496,41 @@ pub fn load_engine(
     };
     model_runner::engine::Engine::load(&files, &options).expect("load engine")
 }
+
+/// A JSON fixture under tests/fixtures (`relative` as `architectures/qwen3.json`).
+pub fn fixture(relative: &str) -> Value {
+    let path = repo_root().join("tests/fixtures").join(relative);
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
+}
+
+/// Writes a family's GGUF of `file_type` into `dir` with scripts/synthesize-gguf.py (its tokenizer copied
+/// from `tokenizer_from` where the family borrows one) and checks it is byte for byte the file llama.cpp
+/// ran, whose sha256 the fixture recorded.
+pub fn synthesize_gguf(
+    family: &str,
+    file_type: &str,
+    tokenizer_from: Option<&Path>,
+    sha256: &str,
+    dir: &Path,
+) -> PathBuf {
+    use sha2::Digest as _;
+    let out = dir.join(format!("{family}-{file_type}.gguf"));
+    let mut command = Command::new(python());
+    command
+        .arg(repo_root().join("scripts/synthesize-gguf.py"))
+        .args(["--family", family, "--type", file_type, "--out"])
+        .arg(&out);
+    if let Some(tokenizer) = tokenizer_from {
+        command.arg("--tokenizer-from").arg(tokenizer);
+    }
+    let status = command.status().expect("run scripts/synthesize-gguf.py");
+    assert!(status.success(), "synthesizing {family} {file_type} failed");
+    let bytes = std::fs::read(&out).expect("synthesized GGUF");
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        sha256,
+        "{family} {file_type}: the synthesized file differs from the one llama.cpp ran; the gguf or numpy \
+         versions in .venv differ from the fixture's (scripts/setup-tests.sh pins them)"
+    );
+    out
+}
