@@ -42,13 +42,7 @@ pub async fn push_json_artifact(
             limit: kind.max_bytes,
         });
     }
-    let client = options.client_for(target);
-    let oci_ref = target.without_digest().to_oci();
-    let auth = RegistrySession::push_auth(target, options).await?;
-    client
-        .auth(&oci_ref, &auth, oci_client::RegistryOperation::Push)
-        .await
-        .map_err(|e| classify(target, e))?;
+    let (client, oci_ref) = super::push::push_client(target, options).await?;
 
     let layer_digest = Digest::of_bytes(&content);
     let layer_size = content.len();

@@ -22,13 +22,7 @@ pub async fn push(
     options: &RegistryOptions,
     progress: ProgressSink,
 ) -> Result<Digest, RegistryError> {
-    let client = options.client_for(target);
-    let oci_ref = target.without_digest().to_oci();
-    let auth = RegistrySession::push_auth(target, options).await?;
-    client
-        .auth(&oci_ref, &auth, oci_client::RegistryOperation::Push)
-        .await
-        .map_err(|e| classify(target, e))?;
+    let (client, oci_ref) = push_client(target, options).await?;
 
     futures::stream::iter(model.manifest.blobs().cloned())
         .map(|descriptor| {
@@ -55,6 +49,22 @@ pub async fn push(
         target.familiar()
     )));
     Ok(digest)
+}
+
+/// An oci-client authorised to push to `target` (credentials withheld from a realm that may not have
+/// them), and the reference it pushes under.
+pub(super) async fn push_client(
+    target: &ModelRef,
+    options: &RegistryOptions,
+) -> Result<(oci_client::Client, oci_client::Reference), RegistryError> {
+    let client = options.client_for(target);
+    let oci_ref = target.without_digest().to_oci();
+    let auth = RegistrySession::push_auth(target, options).await?;
+    client
+        .auth(&oci_ref, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(|e| classify(target, e))?;
+    Ok((client, oci_ref))
 }
 
 async fn push_blob(
