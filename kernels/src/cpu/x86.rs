@@ -56,9 +56,10 @@ unsafe fn unpack_nibbles(at: *const u8) -> __m256i {
     )
 }
 
+/// 32 bytes from `at`, unaligned.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load32(at: *const u8) -> __m256i {
+pub(super) unsafe fn load32(at: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(at as *const __m256i) }
 }
 

@@ -15,12 +15,7 @@ use super::superblocks::{
     Q4K_MINS, Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF_ROW, Q6K_HALVES,
     Q6K_SCALES, Q6K_TILE_BYTES,
 };
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load32(at: *const u8) -> __m256i {
-    unsafe { _mm256_loadu_si256(at as *const __m256i) }
-}
+use super::x86::load32;
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
