@@ -159,39 +159,7 @@ impl GgufWeights {
     /// Several weights of the same input width packed as one matrix, rows stacked in order; `None` when
     /// the device is not the CPU, or a type is not one the kernels run, or the types need different tiles.
     pub fn packed(&mut self, names: &[&str]) -> Result<Option<Arc<PackedMatrix>>, ModelError> {
-        if !self.packed_kernels {
-            return Ok(None);
-        }
-        let mut tensors = Vec::with_capacity(names.len());
-        let mut cols = None;
-        for name in names {
-            let Some(info) = self.content.tensor_infos.get(*name) else {
-                return Err(ModelError::MissingTensor(name.to_string()));
-            };
-            let Some(ty) = kernel_type(info.ggml_dtype) else {
-                let dtype = info.ggml_dtype;
-                if names.len() == 1 && !self.fallback_types.contains(&dtype) {
-                    // Stated, not silent: these run correctly but without our kernels' speed.
-                    tracing::warn!(
-                        tensor = name,
-                        ggml_type = ?dtype,
-                        "no packed CPU kernel for this type: its matmuls run on candle's (slower)"
-                    );
-                    self.fallback_types.push(dtype);
-                }
-                return Ok(None);
-            };
-            let (rows, c) = match info.shape.dims() {
-                [rows, c] => (*rows, *c),
-                _ => return Ok(None),
-            };
-            if cols.is_some_and(|k| k != c) {
-                return Ok(None);
-            }
-            cols = Some(c);
-            tensors.push((ty, self.qtensor(name)?, rows));
-        }
-        let Some(cols) = cols else {
+        let Some((tensors, cols)) = self.kernel_sources(names, Stacking::Matrices)? else {
             return Ok(None);
         };
         // The tensors' bytes, borrowed where candle holds them as they are on disk.
@@ -204,14 +172,7 @@ impl GgufWeights {
             .zip(&bytes)
             .map(|((ty, _, rows), raw)| (*ty, raw.as_ref(), *rows))
             .collect();
-        match PackedMatrix::pack_stacked(&parts, cols) {
-            Ok(packed) => Ok(Some(Arc::new(packed))),
-            Err(kernels::KernelError::MixedKinds(..)) => Ok(None),
-            Err(e) => Err(ModelError::Tensor {
-                name: names.join("+"),
-                reason: e.to_string(),
-            }),
-        }
+        Ok(pack_parts(names, &parts, cols)?.map(Arc::new))
     }
 
     /// A 3-D expert tensor's dimensions, `[experts, rows, cols]` in candle's order, checked against the
@@ -227,6 +188,62 @@ impl GgufWeights {
         }
     }
 
+    /// Each of `names` as the kernels take it: its kernel type, its tensor and its rows (an expert's, for
+    /// 3-D stacks), with the input width they all share; `None` where no packed matrix can be made (not
+    /// the CPU, a type the kernels do not run, which is logged once per type, or differing widths).
+    fn kernel_sources(
+        &mut self,
+        names: &[&str],
+        stacking: Stacking,
+    ) -> Result<Option<KernelSources>, ModelError> {
+        if !self.packed_kernels {
+            return Ok(None);
+        }
+        let mut tensors = Vec::with_capacity(names.len());
+        let mut cols = None;
+        for name in names {
+            let Some(info) = self.content.tensor_infos.get(*name) else {
+                return Err(ModelError::MissingTensor(name.to_string()));
+            };
+            let (dtype, dims) = (info.ggml_dtype, info.shape.dims().to_vec());
+            let expert_dims = match stacking {
+                Stacking::Experts(experts) => Some(self.expert_dims(name, experts)?),
+                Stacking::Matrices => None,
+            };
+            let Some(ty) = kernel_type(dtype) else {
+                // Stated, not silent: these run correctly but without our kernels' speed.
+                let alone = names.len() == 1 || matches!(stacking, Stacking::Experts(_));
+                if alone && !self.fallback_types.contains(&dtype) {
+                    match stacking {
+                        Stacking::Matrices => tracing::warn!(
+                            tensor = name,
+                            ggml_type = ?dtype,
+                            "no packed CPU kernel for this type: its matmuls run on candle's (slower)"
+                        ),
+                        Stacking::Experts(_) => tracing::warn!(
+                            tensor = name,
+                            ggml_type = ?dtype,
+                            "no packed CPU kernel for this type: its experts run on candle's matmul (slower)"
+                        ),
+                    }
+                    self.fallback_types.push(dtype);
+                }
+                return Ok(None);
+            };
+            let (rows, c) = match (expert_dims, dims.as_slice()) {
+                (Some(per_expert), _) => per_expert,
+                (None, [rows, c]) => (*rows, *c),
+                (None, _) => return Ok(None),
+            };
+            if cols.is_some_and(|k| k != c) {
+                return Ok(None);
+            }
+            cols = Some(c);
+            tensors.push((ty, self.qtensor(name)?, rows));
+        }
+        Ok(cols.map(|cols| (tensors, cols)))
+    }
+
     /// Each expert's slice of 3-D tensors (`ffn_*_exps`: `[experts, rows, cols]`) packed as its own
     /// matrix, the tensors' slices stacked in `names`' order (gate rows then up rows); `None` where
     /// `packed` would give none (not the CPU, a type the kernels do not run, mixed tile kinds).
@@ -235,32 +252,7 @@ impl GgufWeights {
         names: &[&str],
         experts: usize,
     ) -> Result<Option<Vec<Arc<PackedMatrix>>>, ModelError> {
-        if !self.packed_kernels {
-            return Ok(None);
-        }
-        let mut tensors = Vec::with_capacity(names.len());
-        let mut cols = None;
-        for name in names {
-            let (rows, c) = self.expert_dims(name, experts)?;
-            let dtype = self.content.tensor_infos[*name].ggml_dtype;
-            let Some(ty) = kernel_type(dtype) else {
-                if !self.fallback_types.contains(&dtype) {
-                    tracing::warn!(
-                        tensor = name,
-                        ggml_type = ?dtype,
-                        "no packed CPU kernel for this type: its experts run on candle's matmul (slower)"
-                    );
-                    self.fallback_types.push(dtype);
-                }
-                return Ok(None);
-            };
-            if cols.is_some_and(|k| k != c) {
-                return Ok(None);
-            }
-            cols = Some(c);
-            tensors.push((ty, self.qtensor(name)?, rows));
-        }
-        let Some(cols) = cols else {
+        let Some((tensors, cols)) = self.kernel_sources(names, Stacking::Experts(experts))? else {
             return Ok(None);
         };
         let bytes = tensors
@@ -277,16 +269,10 @@ impl GgufWeights {
                     (*ty, &raw[e * per_expert..(e + 1) * per_expert], *rows)
                 })
                 .collect();
-            match PackedMatrix::pack_stacked(&parts, cols) {
-                Ok(matrix) => packed.push(Arc::new(matrix)),
-                Err(kernels::KernelError::MixedKinds(..)) => return Ok(None),
-                Err(e) => {
-                    return Err(ModelError::Tensor {
-                        name: names.join("+"),
-                        reason: e.to_string(),
-                    });
-                }
-            }
+            let Some(matrix) = pack_parts(names, &parts, cols)? else {
+                return Ok(None);
+            };
+            packed.push(Arc::new(matrix));
         }
         Ok(Some(packed))
     }
@@ -397,6 +383,32 @@ fn check_header(path: &Path) -> Result<(), ModelError> {
 /// Whether candle's GGUF reader takes tensors of this GGML type (its `GgmlDType::from_u32`).
 fn candle_loads(ggml_type: u32) -> bool {
     matches!(ggml_type, 0..=3 | 6..=15 | 30)
+}
+
+/// Whether the weights packed together are plain matrices or 3-D stacks of experts (and how many).
+#[derive(Debug, Clone, Copy)]
+enum Stacking {
+    Matrices,
+    Experts(usize),
+}
+
+/// Each weight's kernel type, tensor and rows, and the input width they share.
+type KernelSources = (Vec<(GgmlType, QTensor, usize)>, usize);
+
+/// `parts` packed as one matrix; `None` when their types need different tiles.
+fn pack_parts(
+    names: &[&str],
+    parts: &[(GgmlType, &[u8], usize)],
+    cols: usize,
+) -> Result<Option<PackedMatrix>, ModelError> {
+    match PackedMatrix::pack_stacked(parts, cols) {
+        Ok(packed) => Ok(Some(packed)),
+        Err(kernels::KernelError::MixedKinds(..)) => Ok(None),
+        Err(e) => Err(ModelError::Tensor {
+            name: names.join("+"),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// The kernels' name for a GGML type they run.
