@@ -148,6 +148,19 @@ def copy_tokenizer(writer, path):
     return vocab
 
 
+class Deferred:
+    """A tensor the GGUF writer sees by shape and type, made only when the writer writes it."""
+
+    def __init__(self, make, shape, dtype):
+        self.make, self.shape, self.dtype = make, tuple(shape), np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def tofile(self, fout):
+        data = self.make()
+        assert data.nbytes == self.nbytes and data.dtype == self.dtype, "deferred tensor changed shape"
+        data.tofile(fout)
+
+
 def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     spec = {**BASE, **FAMILIES[family], **(SIZES[size] if size else {})}
     if size:
@@ -202,17 +215,31 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     if arch == "llama":
         writer.add_vocab_size(vocab)
 
+    # F32 and F16 arrays carry their own type; quantized blocks come as bytes, with the type beside them.
+    raw = qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+
     def put_matrix(name, data):
         quantized = gguf.quants.quantize(data.astype(np.float32), qtype)
-        # F32 and F16 arrays carry their own type; quantized blocks come as bytes, with the type beside them.
-        raw = qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
         writer.add_tensor(name, quantized, raw_dtype=qtype if raw else None)
 
+    # Real sizes (8B: 16 GB of F16) are generated as the writer writes each tensor, in the order they were
+    # added, so the random draws and the bytes are the same as drawing them up front, without holding the
+    # model in memory.
     def matrix(name, rows, cols, std):
-        put_matrix(name, rng.standard_normal((rows, cols)) * std)
+        if not size:
+            put_matrix(name, rng.standard_normal((rows, cols)) * std)
+            return
+        make = lambda: gguf.quants.quantize((rng.standard_normal((rows, cols)) * std).astype(np.float32), qtype)
+        if raw:
+            shape = gguf.quants.quant_shape_to_byte_shape((rows, cols), qtype)
+            writer.add_tensor(name, Deferred(make, shape, np.uint8), raw_dtype=qtype)
+        else:
+            dtype = np.float16 if qtype == gguf.GGMLQuantizationType.F16 else np.float32
+            writer.add_tensor(name, Deferred(make, (rows, cols), dtype))
 
     def vector(name, n, mean, std):
-        writer.add_tensor(name, (mean + rng.standard_normal(n) * std).astype(np.float32))
+        make = lambda: (mean + rng.standard_normal(n) * std).astype(np.float32)
+        writer.add_tensor(name, Deferred(make, (n,), np.float32) if size else make())
 
     q_width, kv_width = heads * head_dim, kv_heads * head_dim
     gemma = spec.get("gemma", False)

@@ -18,5 +18,6 @@ pub mod cuda;
 pub mod reference;
 
 pub use cpu::{
-    GgmlType, KernelError, PackedMatrix, QuantizedRows, SimdLevel, ThreadPool, TileKind, pool,
+    GgmlType, KernelError, PackedMatrix, QuantizedRows, SimdLevel, ThreadPool, TileKind,
+    dequantize_row, pool,
 };

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Tensor};
 use kernels::PackedMatrix;
 
 use crate::ModelError;
-use crate::weights::GgufWeights;
+use crate::weights::{GgufWeights, MappedMatrix};
 
 /// `y = x W^T (+ b)` with quantized `W`.
 ///
@@ -212,6 +212,9 @@ pub struct Embedding {
 enum EmbeddingTable {
     Dense(Tensor),
     Packed(Arc<PackedMatrix>),
+    /// Quantized rows where they lie in the mapped file (an untied table on the CPU): an f32 copy of a
+    /// 128k-token vocabulary would be 1-2 GiB, and a step reads only its tokens' rows.
+    Mapped(MappedMatrix),
 }
 
 impl Embedding {
@@ -223,7 +226,10 @@ impl Embedding {
     ) -> Result<Self, ModelError> {
         let table = match tied_head.and_then(Linear::packed) {
             Some(packed) => EmbeddingTable::Packed(packed.clone()),
-            None => EmbeddingTable::Dense(w.dequantized(name)?),
+            None => match w.mapped_matrix(name)? {
+                Some(mapped) => EmbeddingTable::Mapped(mapped),
+                None => EmbeddingTable::Dense(w.dequantized(name)?),
+            },
         };
         Ok(Self { table })
     }
@@ -232,6 +238,7 @@ impl Embedding {
         match &self.table {
             EmbeddingTable::Dense(t) => t.dim(0).unwrap_or(0),
             EmbeddingTable::Packed(p) => p.rows(),
+            EmbeddingTable::Mapped(m) => m.rows(),
         }
     }
 
@@ -253,6 +260,22 @@ impl Embedding {
                 Tensor::from_vec(
                     rows,
                     (tokens.len(), packed.cols()),
+                    &candle_core::Device::Cpu,
+                )
+            }
+            EmbeddingTable::Mapped(mapped) => {
+                let mut rows = Vec::with_capacity(tokens.len() * mapped.cols());
+                for &t in tokens {
+                    if t as usize >= mapped.rows() {
+                        candle_core::bail!("token id {t} is outside the vocabulary");
+                    }
+                    mapped
+                        .dequantize_row_into(t as usize, &mut rows)
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                }
+                Tensor::from_vec(
+                    rows,
+                    (tokens.len(), mapped.cols()),
                     &candle_core::Device::Cpu,
                 )
             }

@@ -1,4 +1,9 @@
-//! Reading a GGUF file's metadata and tensors through candle, with errors that name what is missing.
+//! Reading a GGUF file's metadata and tensors, with errors that name what is missing.
+//!
+//! The file is memory-mapped: weights our kernels repack are read from the mapping straight into their
+//! tiles (no transient copy of the tensor), and the mapped pages are released as each is packed, so the
+//! load's peak memory is the packed model plus one tensor group. Weights used as the file has them (a
+//! quantized token-embedding table) keep the mapping and only the rows looked up become resident.
 //!
 //! The file is untrusted: before candle parses it, `gguf::GgufHeader` (the one header reader) checks it
 //! whole, with checked arithmetic (alignment, every tensor's range within the file), and we refuse what
@@ -8,8 +13,8 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
+use std::ops::Range;
 use std::path::Path;
-
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
@@ -19,10 +24,10 @@ use kernels::{GgmlType, PackedMatrix};
 use crate::ModelError;
 use crate::gguf::{GgufError, GgufHeader, GgufValue};
 
-/// An open GGUF file: its header, and a reader for its tensors.
+/// An open GGUF file: its header, and its tensors' bytes mapped.
 pub struct GgufWeights {
     content: gguf_file::Content,
-    reader: BufReader<File>,
+    map: Arc<memmap2::Mmap>,
     device: Device,
     architecture: String,
     /// Keep f32 copies of linear weights for steps with many rows (small models on CPU only).
@@ -47,9 +52,15 @@ impl GgufWeights {
             source: e,
         })?;
         check_header(path)?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let content =
-            gguf_file::Content::read(&mut reader).map_err(|e| ModelError::corrupt(path, e))?;
+        let content = gguf_file::Content::read(&mut BufReader::new(&file))
+            .map_err(|e| ModelError::corrupt(path, e))?;
+        // SAFETY: the mapping is read-only and the store never rewrites a blob in place (blobs are
+        // written to a temporary name and renamed); a file truncated under us by another process is
+        // outside what the runner defends against (llama.cpp maps its files the same way).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         let architecture = match content.metadata.get("general.architecture") {
             Some(gguf_file::Value::String(a)) => a.clone(),
             _ => return Err(ModelError::MissingMetadata("general.architecture".into())),
@@ -66,7 +77,7 @@ impl GgufWeights {
             && std::env::var("MODEL_RUNNER_KERNELS").map_or(true, |v| v != "candle");
         Ok(Self {
             content,
-            reader,
+            map: Arc::new(map),
             device: device.clone(),
             architecture,
             dense_linears,
@@ -140,16 +151,85 @@ impl GgufWeights {
         self.content.tensor_infos.get(name).map(|t| t.shape.dims())
     }
 
-    pub fn qtensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
-        if !self.has_tensor(name) {
-            return Err(ModelError::MissingTensor(name.to_string()));
-        }
-        self.content
-            .tensor(&mut self.reader, name, &self.device)
-            .map_err(|e| ModelError::Tensor {
+    /// A tensor's GGML type and its bytes' place in the mapping (`check_header` has checked that every
+    /// tensor lies within the file; this checks again rather than trust candle's arithmetic).
+    fn tensor_range(&self, name: &str) -> Result<(GgmlDType, Range<usize>), ModelError> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let dtype = info.ggml_dtype;
+        let bytes = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let start = usize::try_from(self.content.tensor_data_offset)
+            .ok()
+            .and_then(|base| base.checked_add(usize::try_from(info.offset).ok()?));
+        match start.and_then(|s| Some(s..s.checked_add(bytes)?)) {
+            Some(range) if range.end <= self.map.len() => Ok((dtype, range)),
+            _ => Err(ModelError::Tensor {
                 name: name.to_string(),
-                reason: e.to_string(),
-            })
+                reason: "its data lies beyond the end of the file".into(),
+            }),
+        }
+    }
+
+    /// Gives the mapped pages of `range` back to the page cache: what was packed from them is no longer
+    /// read there, and without this the pages would count in the process's memory for its lifetime.
+    fn release(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        {
+            // SAFETY: the mapping is read-only and file-backed, so dropped pages read back from the file
+            // unchanged if anything touches them again.
+            let released = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    range.start,
+                    range.len(),
+                )
+            };
+            if let Err(e) = released {
+                tracing::debug!(error = %e, "could not release mapped pages");
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
+    pub fn qtensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
+        let (dtype, range) = self.tensor_range(name)?;
+        let dims = self.tensor_dims(name).unwrap_or_default().to_vec();
+        let tensor = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            &self.map[range.clone()],
+            dims,
+            &self.device,
+        )
+        .map_err(|e| ModelError::Tensor {
+            name: name.to_string(),
+            reason: e.to_string(),
+        });
+        self.release(range);
+        tensor
+    }
+
+    /// A 2-D tensor used where it lies in the file, for a type whose rows the kernels decode; `None`
+    /// off the CPU or for other types.
+    pub fn mapped_matrix(&self, name: &str) -> Result<Option<MappedMatrix>, ModelError> {
+        let (dtype, range) = self.tensor_range(name)?;
+        let (Some(ty), Some(&[rows, cols])) = (kernel_type(dtype), self.tensor_dims(name)) else {
+            return Ok(None);
+        };
+        if !self.device.is_cpu() || rows == 0 || !cols.is_multiple_of(ty.block_elems()) {
+            return Ok(None);
+        }
+        Ok(Some(MappedMatrix {
+            map: self.map.clone(),
+            ty,
+            row_bytes: range.len() / rows,
+            range,
+            rows,
+            cols,
+        }))
     }
 
     pub fn qmatmul(&mut self, name: &str) -> Result<QMatMul, ModelError> {
@@ -162,17 +242,15 @@ impl GgufWeights {
         let Some((tensors, cols)) = self.kernel_sources(names, Stacking::Matrices)? else {
             return Ok(None);
         };
-        // The tensors' bytes, borrowed where candle holds them as they are on disk.
-        let bytes = tensors
-            .iter()
-            .map(|(_, t, _)| t.data())
-            .collect::<candle_core::Result<Vec<_>>>()?;
         let parts: Vec<(GgmlType, &[u8], usize)> = tensors
             .iter()
-            .zip(&bytes)
-            .map(|((ty, _, rows), raw)| (*ty, raw.as_ref(), *rows))
+            .map(|(ty, range, rows)| (*ty, &self.map[range.clone()], *rows))
             .collect();
-        Ok(pack_parts(names, &parts, cols)?.map(Arc::new))
+        let packed = pack_parts(names, &parts, cols)?.map(Arc::new);
+        tensors
+            .into_iter()
+            .for_each(|(_, range, _)| self.release(range));
+        Ok(packed)
     }
 
     /// A 3-D expert tensor's dimensions, `[experts, rows, cols]` in candle's order, checked against the
@@ -239,7 +317,7 @@ impl GgufWeights {
                 return Ok(None);
             }
             cols = Some(c);
-            tensors.push((ty, self.qtensor(name)?, rows));
+            tensors.push((ty, self.tensor_range(name)?.1, rows));
         }
         Ok(cols.map(|cols| (tensors, cols)))
     }
@@ -255,16 +333,12 @@ impl GgufWeights {
         let Some((tensors, cols)) = self.kernel_sources(names, Stacking::Experts(experts))? else {
             return Ok(None);
         };
-        let bytes = tensors
-            .iter()
-            .map(|(_, t, _)| t.data())
-            .collect::<candle_core::Result<Vec<_>>>()?;
         let mut packed = Vec::with_capacity(experts);
         for e in 0..experts {
             let parts: Vec<(GgmlType, &[u8], usize)> = tensors
                 .iter()
-                .zip(&bytes)
-                .map(|((ty, _, rows), raw)| {
+                .map(|(ty, range, rows)| {
+                    let raw = &self.map[range.clone()];
                     let per_expert = raw.len() / experts;
                     (*ty, &raw[e * per_expert..(e + 1) * per_expert], *rows)
                 })
@@ -274,6 +348,9 @@ impl GgufWeights {
             };
             packed.push(Arc::new(matrix));
         }
+        tensors
+            .into_iter()
+            .for_each(|(_, range, _)| self.release(range));
         Ok(Some(packed))
     }
 
@@ -289,14 +366,10 @@ impl GgufWeights {
             name: name.to_string(),
             reason: e.to_string(),
         };
-        let whole = self
-            .content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(tensor_error)?;
-        let dtype = whole.dtype();
-        let raw = whole.data().map_err(tensor_error)?;
+        let (dtype, range) = self.tensor_range(name)?;
+        let raw = &self.map[range.clone()];
         let per_expert = raw.len() / experts;
-        (0..experts)
+        let matmuls = (0..experts)
             .map(|e| {
                 let slice = &raw[e * per_expert..(e + 1) * per_expert];
                 let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
@@ -308,7 +381,9 @@ impl GgufWeights {
                 .map_err(tensor_error)?;
                 Ok(QMatMul::from_qtensor(q)?)
             })
-            .collect()
+            .collect();
+        self.release(range);
+        matmuls
     }
 
     /// A dense f32 copy of a linear weight, when this model keeps them.
@@ -392,8 +467,46 @@ enum Stacking {
     Experts(usize),
 }
 
-/// Each weight's kernel type, tensor and rows, and the input width they share.
-type KernelSources = (Vec<(GgmlType, QTensor, usize)>, usize);
+/// Each weight's kernel type, bytes in the mapping and rows, and the input width they share.
+type KernelSources = (Vec<(GgmlType, Range<usize>, usize)>, usize);
+
+/// A quantized matrix read where it lies in the mapped file, one row at a time (a token-embedding
+/// table: a step reads a few of its rows, so the rest never need to be resident).
+#[derive(Debug, Clone)]
+pub struct MappedMatrix {
+    map: Arc<memmap2::Mmap>,
+    ty: GgmlType,
+    range: Range<usize>,
+    row_bytes: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl MappedMatrix {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `r` as f32 appended to `out`, exactly as GGML dequantizes it.
+    pub fn dequantize_row_into(&self, r: usize, out: &mut Vec<f32>) -> Result<(), ModelError> {
+        if r >= self.rows {
+            return Err(ModelError::Unsupported(format!(
+                "row {r} of a {}-row table",
+                self.rows
+            )));
+        }
+        let start = self.range.start + r * self.row_bytes;
+        let row = &self.map[start..start + self.row_bytes];
+        kernels::dequantize_row(self.ty, row, out).map_err(|e| ModelError::Tensor {
+            name: "mapped row".into(),
+            reason: e.to_string(),
+        })
+    }
+}
 
 /// `parts` packed as one matrix; `None` when their types need different tiles.
 fn pack_parts(

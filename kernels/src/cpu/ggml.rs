@@ -126,6 +126,32 @@ pub fn decode_float_row(ty: GgmlType, row: &[u8], out: &mut Vec<f16>) {
     }));
 }
 
+/// One row of a tensor of type `ty` as f32, appended to `out`: the values GGML's dequantizer gives.
+pub fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut Vec<f32>) -> Result<(), KernelError> {
+    match ty {
+        GgmlType::F16 | GgmlType::BF16 => {
+            out.extend(row.chunks_exact(2).map(|b| {
+                let bits = u16::from_le_bytes([b[0], b[1]]);
+                match ty {
+                    GgmlType::BF16 => half::bf16::from_bits(bits).to_f32(),
+                    _ => f16::from_bits(bits).to_f32(),
+                }
+            }));
+        }
+        _ => {
+            let mut blocks =
+                Vec::with_capacity(row.len() / ty.block_bytes() * ty.block_elems() / 32);
+            decode_row(ty, row, &mut blocks)?;
+            for block in &blocks {
+                out.extend(
+                    (0..32).map(|i| block.scale[i / 16] * f32::from(block.q[i]) + block.min),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes one row (`cols` elements of type `ty`) into `cols / 32` blocks.
 pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<(), KernelError> {
     let bb = ty.block_bytes();

@@ -84,6 +84,26 @@ fn packing_reproduces_candles_dequantization() {
 }
 
 #[test]
+fn raw_rows_dequantize_exactly_as_candle() {
+    let (rows, cols) = (3, 512);
+    for (ty, dtype) in TYPES {
+        let (bytes, reference) = ggml_matrix(dtype, rows, cols, 11);
+        let row_bytes = bytes.len() / rows;
+        for r in 0..rows {
+            let mut row = Vec::new();
+            super::dequantize_row(ty, &bytes[r * row_bytes..][..row_bytes], &mut row).unwrap();
+            assert_eq!(row.len(), cols);
+            for (c, (got, want)) in row.iter().zip(&reference[r * cols..]).enumerate() {
+                assert!(
+                    got.to_bits() == want.to_bits() || got == want,
+                    "{ty:?} row {r} col {c}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn every_kernel_level_matches_scalar_and_the_f32_product() {
     let (rows, cols) = (13, 768);
     let levels = SimdLevel::available();
