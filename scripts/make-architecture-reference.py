@@ -106,11 +106,14 @@ def reference_for(path):
     return cases, spread
 
 
-K_QUANTS = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K}
+# The types only llama.cpp's quantizer writes: K-quants and the 4-bit i-quants (IQ4_NL, IQ4_XS: no
+# importance matrix needed).
+K_QUANTS = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
+            "iq4_nl": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL, "iq4_xs": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_XS}
 
 
 def k_quants(tokenizer, out_dir, families):
-    """K-quant files, which only llama.cpp's quantizer writes: hidden 256 (K-quant rows are 256 wide), F32
+    """K-quant and IQ4 files, which only llama.cpp's quantizer writes: hidden 256 (K-quant rows are 256 wide), F32
     synthesized, then quantized by llama_model_quantize as llama-quantize does. The files (~20 MB) stay in
     OUT_DIR with a fixture beside each; `tests/architectures.rs`'s ignored test compares them when pointed
     there (MODEL_RUNNER_K_QUANT_DIR)."""

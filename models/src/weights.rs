@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::Cursor;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,9 +24,10 @@ use kernels::{GgmlType, PackedMatrix};
 use crate::ModelError;
 use crate::gguf::{GgufError, GgufHeader, GgufValue};
 
-/// An open GGUF file: its header, and its tensors' bytes mapped.
+/// An open GGUF file: its metadata, its tensor directory, and its tensors' bytes mapped.
 pub struct GgufWeights {
-    content: gguf_file::Content,
+    metadata: HashMap<String, gguf_file::Value>,
+    tensors: HashMap<String, TensorEntry>,
     map: Arc<memmap2::Mmap>,
     device: Device,
     architecture: String,
@@ -35,7 +36,17 @@ pub struct GgufWeights {
     /// Repack weights of the types our CPU kernels run (`MODEL_RUNNER_KERNELS=candle` turns it off).
     packed_kernels: bool,
     /// Types already reported as running on candle's matmul (said once per type, not per tensor).
-    fallback_types: Vec<GgmlDType>,
+    fallback_types: Vec<u32>,
+}
+
+/// One tensor as our header reader found it (it knows every GGML type, candle's reader does not).
+#[derive(Debug, Clone)]
+struct TensorEntry {
+    ggml_type: u32,
+    /// Candle's order: `[rows, cols]` for a matrix.
+    dims: Vec<usize>,
+    /// Its bytes in the mapping.
+    range: Range<usize>,
 }
 
 /// Largest model (all tensors as f32) whose linear weights also get a dense f32 copy.
@@ -51,9 +62,7 @@ impl GgufWeights {
             path: path.display().to_string(),
             source: e,
         })?;
-        check_header(path)?;
-        let content = gguf_file::Content::read(&mut BufReader::new(&file))
-            .map_err(|e| ModelError::corrupt(path, e))?;
+        let header = check_header(path)?;
         // SAFETY: the mapping is read-only and the store never rewrites a blob in place (blobs are
         // written to a temporary name and renamed); a file truncated under us by another process is
         // outside what the runner defends against (llama.cpp maps its files the same way).
@@ -61,14 +70,16 @@ impl GgufWeights {
             path: path.display().to_string(),
             source: e,
         })?;
-        let architecture = match content.metadata.get("general.architecture") {
+        let metadata = read_metadata(path, &map, &header)?;
+        let tensors = tensor_entries(path, &header, map.len())?;
+        let architecture = match metadata.get("general.architecture") {
             Some(gguf_file::Value::String(a)) => a.clone(),
             _ => return Err(ModelError::MissingMetadata("general.architecture".into())),
         };
-        let f32_bytes: u64 = content
-            .tensor_infos
-            .values()
-            .map(|t| (t.shape.elem_count() as u64).saturating_mul(4))
+        let f32_bytes: u64 = header
+            .tensors
+            .iter()
+            .map(|t| t.element_count().saturating_mul(4))
             .fold(0, u64::saturating_add);
         let dense_linears = device.is_cpu()
             && f32_bytes <= DENSE_LIMIT_BYTES
@@ -76,7 +87,8 @@ impl GgufWeights {
         let packed_kernels = device.is_cpu()
             && std::env::var("MODEL_RUNNER_KERNELS").map_or(true, |v| v != "candle");
         Ok(Self {
-            content,
+            metadata,
+            tensors,
             map: Arc::new(map),
             device: device.clone(),
             architecture,
@@ -95,16 +107,15 @@ impl GgufWeights {
     }
 
     pub fn metadata(&self) -> &HashMap<String, gguf_file::Value> {
-        &self.content.metadata
+        &self.metadata
     }
 
     pub fn into_metadata(self) -> HashMap<String, gguf_file::Value> {
-        self.content.metadata
+        self.metadata
     }
 
     fn value(&self, key: &str) -> Result<&gguf_file::Value, ModelError> {
-        self.content
-            .metadata
+        self.metadata
             .get(key)
             .ok_or_else(|| ModelError::MissingMetadata(key.to_string()))
     }
@@ -134,7 +145,7 @@ impl GgufWeights {
 
     pub fn arch_f32_or(&self, key: &str, default: f32) -> Result<f32, ModelError> {
         let full = format!("{}.{key}", self.architecture);
-        match self.content.metadata.get(&full) {
+        match self.metadata.get(&full) {
             None => Ok(default),
             Some(gguf_file::Value::F32(v)) => Ok(*v),
             Some(gguf_file::Value::F64(v)) => Ok(*v as f32),
@@ -143,34 +154,20 @@ impl GgufWeights {
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(name)
+        self.tensors.contains_key(name)
     }
 
     /// A tensor's dimensions as candle orders them (`[rows, cols]` for a matrix), if the file has it.
     pub fn tensor_dims(&self, name: &str) -> Option<&[usize]> {
-        self.content.tensor_infos.get(name).map(|t| t.shape.dims())
+        self.tensors.get(name).map(|t| t.dims.as_slice())
     }
 
-    /// A tensor's GGML type and its bytes' place in the mapping (`check_header` has checked that every
-    /// tensor lies within the file; this checks again rather than trust candle's arithmetic).
-    fn tensor_range(&self, name: &str) -> Result<(GgmlDType, Range<usize>), ModelError> {
-        let info = self
-            .content
-            .tensor_infos
+    /// A tensor's GGML type and its bytes' place in the mapping.
+    fn tensor_range(&self, name: &str) -> Result<(u32, Range<usize>), ModelError> {
+        self.tensors
             .get(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        let dtype = info.ggml_dtype;
-        let bytes = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
-        let start = usize::try_from(self.content.tensor_data_offset)
-            .ok()
-            .and_then(|base| base.checked_add(usize::try_from(info.offset).ok()?));
-        match start.and_then(|s| Some(s..s.checked_add(bytes)?)) {
-            Some(range) if range.end <= self.map.len() => Ok((dtype, range)),
-            _ => Err(ModelError::Tensor {
-                name: name.to_string(),
-                reason: "its data lies beyond the end of the file".into(),
-            }),
-        }
+            .map(|t| (t.ggml_type, t.range.clone()))
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
     }
 
     /// Gives the mapped pages of `range` back to the page cache: what was packed from them is no longer
@@ -195,19 +192,34 @@ impl GgufWeights {
         let _ = range;
     }
 
+    /// A tensor as candle holds it. Types only our kernels decode (the 4-bit i-quants) come as f32:
+    /// candle runs them only where our kernels do not (another device, or packing turned off).
     pub fn qtensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
-        let (dtype, range) = self.tensor_range(name)?;
+        let (ggml_type, range) = self.tensor_range(name)?;
         let dims = self.tensor_dims(name).unwrap_or_default().to_vec();
-        let tensor = candle_core::quantized::ggml_file::qtensor_from_ggml(
-            dtype,
-            &self.map[range.clone()],
-            dims,
-            &self.device,
-        )
-        .map_err(|e| ModelError::Tensor {
+        let tensor_error = |reason: String| ModelError::Tensor {
             name: name.to_string(),
-            reason: e.to_string(),
-        });
+            reason,
+        };
+        let raw = &self.map[range.clone()];
+        let tensor = match (candle_dtype(ggml_type), kernel_type(ggml_type)) {
+            (Some(dtype), _) => {
+                candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, raw, dims, &self.device)
+                    .map_err(|e| tensor_error(e.to_string()))
+            }
+            (None, Some(ty)) => {
+                let mut values = Vec::new();
+                kernels::dequantize_row(ty, raw, &mut values)
+                    .map_err(|e| tensor_error(e.to_string()))?;
+                Tensor::from_vec(values, dims, &self.device)
+                    .and_then(|t| QTensor::quantize(&t, GgmlDType::F32))
+                    .map_err(|e| tensor_error(e.to_string()))
+            }
+            (None, None) => Err(tensor_error(format!(
+                "type {} is not one this runner loads",
+                crate::gguf::ggml_type_name(ggml_type).unwrap_or("unknown")
+            ))),
+        };
         self.release(range);
         tensor
     }
@@ -280,10 +292,10 @@ impl GgufWeights {
         let mut tensors = Vec::with_capacity(names.len());
         let mut cols = None;
         for name in names {
-            let Some(info) = self.content.tensor_infos.get(*name) else {
+            let Some(info) = self.tensors.get(*name) else {
                 return Err(ModelError::MissingTensor(name.to_string()));
             };
-            let (dtype, dims) = (info.ggml_dtype, info.shape.dims().to_vec());
+            let (dtype, dims) = (info.ggml_type, info.dims.clone());
             let expert_dims = match stacking {
                 Stacking::Experts(experts) => Some(self.expert_dims(name, experts)?),
                 Stacking::Matrices => None,
@@ -295,12 +307,12 @@ impl GgufWeights {
                     match stacking {
                         Stacking::Matrices => tracing::warn!(
                             tensor = name,
-                            ggml_type = ?dtype,
+                            ggml_type = crate::gguf::ggml_type_name(dtype).unwrap_or("unknown"),
                             "no packed CPU kernel for this type: its matmuls run on candle's (slower)"
                         ),
                         Stacking::Experts(_) => tracing::warn!(
                             tensor = name,
-                            ggml_type = ?dtype,
+                            ggml_type = crate::gguf::ggml_type_name(dtype).unwrap_or("unknown"),
                             "no packed CPU kernel for this type: its experts run on candle's matmul (slower)"
                         ),
                     }
@@ -366,7 +378,13 @@ impl GgufWeights {
             name: name.to_string(),
             reason: e.to_string(),
         };
-        let (dtype, range) = self.tensor_range(name)?;
+        let (ggml_type, range) = self.tensor_range(name)?;
+        let Some(dtype) = candle_dtype(ggml_type) else {
+            return Err(ModelError::Unsupported(format!(
+                "experts of type {} off the CPU kernels",
+                crate::gguf::ggml_type_name(ggml_type).unwrap_or("unknown")
+            )));
+        };
         let raw = &self.map[range.clone()];
         let per_expert = raw.len() / experts;
         let matmuls = (0..experts)
@@ -412,7 +430,7 @@ impl GgufWeights {
 
 /// Reads the header with the one GGUF reader (which checks alignment and every tensor's range with checked
 /// arithmetic), then refuses metadata arrays candle would hold at 32 bytes an element.
-fn check_header(path: &Path) -> Result<(), ModelError> {
+fn check_header(path: &Path) -> Result<GgufHeader, ModelError> {
     let display = path.display().to_string();
     let corrupt = |reason: String| ModelError::Corrupt {
         path: display.clone(),
@@ -429,14 +447,14 @@ fn check_header(path: &Path) -> Result<(), ModelError> {
             ModelError::Unsupported(format!("GGUF version {version}"))
         }
     })?;
-    // Types the header knows but candle cannot load (the i-quants, ternary and MXFP4 types): a clear
-    // error naming the tensor and its type, where candle's would only give the type's number.
+    // Types the header knows but neither candle nor our kernels load (most i-quants, the ternary and
+    // MXFP4 types): a clear error naming the tensor and its type.
     for tensor in &header.tensors {
-        if !candle_loads(tensor.ggml_type) {
+        if candle_dtype(tensor.ggml_type).is_none() && kernel_type(tensor.ggml_type).is_none() {
             let name = crate::gguf::ggml_type_name(tensor.ggml_type).unwrap_or("unknown");
             return Err(ModelError::Unsupported(format!(
                 "tensor {} is {name}, a type this runner does not run yet (it runs F32, F16, BF16, \
-                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K)",
+                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K, IQ4_NL and IQ4_XS)",
                 tensor.name
             )));
         }
@@ -452,12 +470,94 @@ fn check_header(path: &Path) -> Result<(), ModelError> {
             }
         }
     }
-    Ok(())
+    Ok(header)
 }
 
-/// Whether candle's GGUF reader takes tensors of this GGML type (its `GgmlDType::from_u32`).
-fn candle_loads(ggml_type: u32) -> bool {
-    matches!(ggml_type, 0..=3 | 6..=15 | 30)
+/// The metadata as candle holds it (the tokenizer and the families read it so). Candle's reader is given
+/// the header with its tensor count set to zero: the tensor directory is ours (`tensor_entries`), which
+/// knows the types candle's reader would refuse.
+fn read_metadata(
+    path: &Path,
+    map: &memmap2::Mmap,
+    header: &GgufHeader,
+) -> Result<HashMap<String, gguf_file::Value>, ModelError> {
+    let end = usize::try_from(header.data_offset)
+        .ok()
+        .filter(|&end| end <= map.len() && end >= 24)
+        .ok_or_else(|| ModelError::Corrupt {
+            path: path.display().to_string(),
+            reason: "the header runs past the end of the file".into(),
+        })?;
+    let mut head = map[..end].to_vec();
+    // The tensor count follows the magic and version: 32 bits in version 1, 64 after.
+    let count = if header.version == 1 { 8..12 } else { 8..16 };
+    head[count].fill(0);
+    let content = gguf_file::Content::read(&mut Cursor::new(head))
+        .map_err(|e| ModelError::corrupt(path, e))?;
+    Ok(content.metadata)
+}
+
+/// Every tensor's type, dimensions (candle's order) and bytes, from the checked header.
+fn tensor_entries(
+    path: &Path,
+    header: &GgufHeader,
+    file_len: usize,
+) -> Result<HashMap<String, TensorEntry>, ModelError> {
+    let mut entries = HashMap::with_capacity(header.tensors.len());
+    for t in &header.tensors {
+        let range = t.byte_size().and_then(|len| {
+            let start = header.data_offset.checked_add(t.offset)?;
+            let start = usize::try_from(start).ok()?;
+            Some(start..start.checked_add(usize::try_from(len).ok()?)?)
+        });
+        let dims: Option<Vec<usize>> = t
+            .dims
+            .iter()
+            .rev()
+            .map(|&d| usize::try_from(d).ok())
+            .collect();
+        match (range, dims) {
+            (Some(range), Some(dims)) if range.end <= file_len => {
+                entries.insert(
+                    t.name.clone(),
+                    TensorEntry {
+                        ggml_type: t.ggml_type,
+                        dims,
+                        range,
+                    },
+                );
+            }
+            _ => {
+                return Err(ModelError::Corrupt {
+                    path: path.display().to_string(),
+                    reason: format!("tensor {} does not fit in the file", t.name),
+                });
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Candle's name for a GGML type it loads (its `GgmlDType::from_u32`, which is private).
+fn candle_dtype(ggml_type: u32) -> Option<GgmlDType> {
+    Some(match ggml_type {
+        0 => GgmlDType::F32,
+        1 => GgmlDType::F16,
+        2 => GgmlDType::Q4_0,
+        3 => GgmlDType::Q4_1,
+        6 => GgmlDType::Q5_0,
+        7 => GgmlDType::Q5_1,
+        8 => GgmlDType::Q8_0,
+        9 => GgmlDType::Q8_1,
+        10 => GgmlDType::Q2K,
+        11 => GgmlDType::Q3K,
+        12 => GgmlDType::Q4K,
+        13 => GgmlDType::Q5K,
+        14 => GgmlDType::Q6K,
+        15 => GgmlDType::Q8K,
+        30 => GgmlDType::BF16,
+        _ => return None,
+    })
 }
 
 /// Whether the weights packed together are plain matrices or 3-D stacks of experts (and how many).
@@ -525,19 +625,21 @@ fn pack_parts(
 }
 
 /// The kernels' name for a GGML type they run.
-fn kernel_type(dtype: GgmlDType) -> Option<GgmlType> {
-    Some(match dtype {
-        GgmlDType::Q4_0 => GgmlType::Q4_0,
-        GgmlDType::Q4_1 => GgmlType::Q4_1,
-        GgmlDType::Q5_0 => GgmlType::Q5_0,
-        GgmlDType::Q5_1 => GgmlType::Q5_1,
-        GgmlDType::Q8_0 => GgmlType::Q8_0,
-        GgmlDType::Q3K => GgmlType::Q3K,
-        GgmlDType::Q4K => GgmlType::Q4K,
-        GgmlDType::Q5K => GgmlType::Q5K,
-        GgmlDType::Q6K => GgmlType::Q6K,
-        GgmlDType::F16 => GgmlType::F16,
-        GgmlDType::BF16 => GgmlType::BF16,
+fn kernel_type(ggml_type: u32) -> Option<GgmlType> {
+    Some(match ggml_type {
+        2 => GgmlType::Q4_0,
+        3 => GgmlType::Q4_1,
+        6 => GgmlType::Q5_0,
+        7 => GgmlType::Q5_1,
+        8 => GgmlType::Q8_0,
+        11 => GgmlType::Q3K,
+        12 => GgmlType::Q4K,
+        13 => GgmlType::Q5K,
+        14 => GgmlType::Q6K,
+        20 => GgmlType::IQ4NL,
+        23 => GgmlType::IQ4XS,
+        1 => GgmlType::F16,
+        30 => GgmlType::BF16,
         _ => return None,
     })
 }
@@ -636,18 +738,34 @@ mod tests {
     }
 
     #[test]
-    fn a_type_candle_cannot_load_is_named_in_a_clear_error() {
-        // IQ4_XS (23): 256 values in 136 bytes.
-        let path = std::env::temp_dir().join(format!("weights-{}-iq4.gguf", std::process::id()));
-        std::fs::write(&path, typed_gguf(&[arch()], &[256], 23, 136)).unwrap();
+    fn a_type_nothing_here_loads_is_named_in_a_clear_error() {
+        // IQ2_XXS (16): 256 values in 66 bytes; neither candle nor our kernels read it.
+        let path = std::env::temp_dir().join(format!("weights-{}-iq2.gguf", std::process::id()));
+        std::fs::write(&path, typed_gguf(&[arch()], &[256], 16, 66)).unwrap();
         let result = GgufWeights::open(&path, &Device::Cpu);
         std::fs::remove_file(&path).ok();
         match result {
             Err(ModelError::Unsupported(reason)) => {
-                assert!(reason.contains("tensor w is IQ4_XS"), "{reason}")
+                assert!(reason.contains("tensor w is IQ2_XXS"), "{reason}")
             }
             Err(other) => panic!("expected an unsupported-type error, got {other}"),
-            Ok(_) => panic!("an IQ4_XS file opened though candle cannot read it"),
+            Ok(_) => panic!("an IQ2_XXS file opened though nothing here reads it"),
         }
+    }
+
+    #[test]
+    fn an_iq4_xs_tensor_candle_cannot_read_opens_and_dequantizes() {
+        // IQ4_XS (23): 256 values in 136 bytes, all zero but for d = 1 and one index: 1 * (0 - 32) * 113.
+        let path = std::env::temp_dir().join(format!("weights-{}-iq4.gguf", std::process::id()));
+        let mut bytes = typed_gguf(&[arch()], &[256], 23, 136);
+        let data = bytes.len() - 136;
+        bytes[data..data + 2].copy_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
+        bytes[data + 8] = 0x0F;
+        std::fs::write(&path, bytes).unwrap();
+        let result = GgufWeights::open(&path, &Device::Cpu).and_then(|mut w| w.dequantized("w"));
+        std::fs::remove_file(&path).ok();
+        let values = result.unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(values.len(), 256);
+        assert_eq!((values[0], values[16]), (-32.0 * 113.0, -32.0 * -127.0));
     }
 }

@@ -21,6 +21,10 @@ pub enum GgmlType {
     Q4K,
     Q5K,
     Q6K,
+    /// 4-bit indices into a fixed non-linear table of int8 values, one f16 scale per 32.
+    IQ4NL,
+    /// IQ4_NL's table in 256-element super-blocks, with a 6-bit scale per 32.
+    IQ4XS,
     F16,
     /// Packed as f16: exact for every value in f16's normal range (|x| from 6.1e-5 to 65504); smaller
     /// weights keep f16's subnormal precision.
@@ -66,8 +70,8 @@ impl GgmlType {
     /// Elements per block.
     pub fn block_elems(self) -> usize {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
-            Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => 256,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::IQ4NL => 32,
+            Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
             Self::F16 | Self::BF16 => 1,
         }
     }
@@ -84,6 +88,8 @@ impl GgmlType {
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
+            Self::IQ4NL => 18,
+            Self::IQ4XS => 136,
             Self::F16 | Self::BF16 => 2,
         }
     }
@@ -95,7 +101,9 @@ impl GgmlType {
             Self::Q6K if SUPERBLOCK_TILES => TileKind::Q6K,
             Self::Q4_0 | Self::Q4_1 | Self::Q4K => TileKind::U4,
             Self::Q5_1 | Self::Q5K => TileKind::U8,
-            Self::Q5_0 | Self::Q8_0 | Self::Q3K | Self::Q6K => TileKind::I8,
+            Self::Q5_0 | Self::Q8_0 | Self::Q3K | Self::Q6K | Self::IQ4NL | Self::IQ4XS => {
+                TileKind::I8
+            }
             Self::F16 | Self::BF16 => TileKind::F16,
         }
     }
@@ -304,9 +312,39 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                     out.push(b);
                 }
             }
+            GgmlType::IQ4NL => out.push(iq4_block(&block[2..18], half_at(block, 0))),
+            GgmlType::IQ4XS => {
+                let d = half_at(block, 0);
+                let scales_h = u16::from_le_bytes([block[2], block[3]]);
+                let (scales_l, qs) = (&block[4..8], &block[8..136]);
+                for ib in 0..8 {
+                    let low = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F;
+                    let high = ((scales_h >> (2 * ib)) & 3) as u8;
+                    let ls = i32::from(low | (high << 4)) - 32;
+                    out.push(iq4_block(&qs[16 * ib..16 * ib + 16], d * ls as f32));
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// The values IQ4_NL's and IQ4_XS's 4-bit indices stand for (ggml's `kvalues_iq4nl`).
+const IQ4_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// IQ4 nibbles: byte `j` holds the index of element `j` (low) and `j + 16` (high), as Q4_0's.
+fn iq4_block(qs: &[u8], scale: f32) -> Block32 {
+    let mut b = Block32 {
+        scale: [scale, scale],
+        ..Block32::default()
+    };
+    for j in 0..16 {
+        b.q[j] = IQ4_VALUES[usize::from(qs[j] & 0x0F)];
+        b.q[j + 16] = IQ4_VALUES[usize::from(qs[j] >> 4)];
+    }
+    b
 }
 
 /// Q4_0/Q4_1 nibbles: byte `j` holds element `j` (low) and `j + 16` (high).

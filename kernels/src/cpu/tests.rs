@@ -34,6 +34,55 @@ const TYPES: [(GgmlType, GgmlDType); 11] = [
     (GgmlType::Q6K, GgmlDType::Q6K),
 ];
 
+/// Random IQ4_NL or IQ4_XS bytes (candle has no quantizer for them): random indices and sub-block
+/// scales under f16 scales of about 1/64, so values stay near the other types' range.
+fn iq4_matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let noise = random(1, rows * cols / ty.block_elems() * ty.block_bytes(), seed);
+    let mut bytes: Vec<u8> = noise.iter().map(|v| (v.to_bits() >> 7) as u8).collect();
+    for (b, block) in bytes.chunks_exact_mut(ty.block_bytes()).enumerate() {
+        let d = half::f16::from_f32((1.0 + (b % 7) as f32) / 448.0).to_le_bytes();
+        block[..2].copy_from_slice(&d);
+    }
+    bytes
+}
+
+/// Every type's test matrix: candle's quantization of random values, and random i-quant blocks.
+fn every_type_matrix(rows: usize, cols: usize, seed: u64) -> Vec<(GgmlType, Vec<u8>)> {
+    let mut all: Vec<_> = TYPES
+        .iter()
+        .map(|&(ty, dtype)| (ty, ggml_matrix(dtype, rows, cols, seed).0))
+        .collect();
+    for ty in [GgmlType::IQ4NL, GgmlType::IQ4XS] {
+        all.push((ty, iq4_matrix(ty, rows, cols, seed)));
+    }
+    all
+}
+
+#[test]
+fn iq4_blocks_decode_to_ggmls_table_values() {
+    // IQ4_NL: d = 0.5; byte 0 holds index 15 (element 0) and 3 (element 16).
+    let mut nl = vec![0u8; 18];
+    nl[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+    nl[2] = 0x3F;
+    let mut row = Vec::new();
+    super::dequantize_row(GgmlType::IQ4NL, &nl, &mut row).unwrap();
+    assert_eq!((row[0], row[16], row[1]), (56.5, -32.5, -63.5));
+    // IQ4_XS: d = 1; sub-block 0's scale 1 | 2 << 4 = 33 (x1), sub-block 1's 2 | 1 << 4 = 18 (x-14).
+    let mut xs = vec![0u8; 136];
+    xs[..2].copy_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
+    xs[2..4].copy_from_slice(&0b0110u16.to_le_bytes());
+    xs[4] = 0x21;
+    xs[8] = 0x80;
+    xs[8 + 16] = 0x0F;
+    row.clear();
+    super::dequantize_row(GgmlType::IQ4XS, &xs, &mut row).unwrap();
+    assert_eq!(row.len(), 256);
+    assert_eq!(
+        (row[0], row[16], row[32], row[48]),
+        (-127.0, 1.0, -1582.0, 1778.0)
+    );
+}
+
 /// A GGML tensor of `ty` made by candle, its bytes, and candle's dequantization of it.
 fn ggml_matrix(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
     let values = Tensor::from_vec(random(rows, cols, seed), (rows, cols), &Device::Cpu).unwrap();
@@ -53,6 +102,20 @@ fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0f32, |m, x| m.max(x.abs()))
 }
 
+/// How far packed values may be from the file's: exact for the 32-element types and the super-block
+/// tiles; K-quants and IQ4_XS in 32-column tiles have their (sub-block) scales rounded to f16.
+fn packing_tolerance(ty: GgmlType, values: &[f32]) -> f32 {
+    match ty {
+        _ if ty.tile_kind().superblock().is_some() => 0.0,
+        GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K | GgmlType::IQ4XS => {
+            2e-3 * max_abs(values)
+        }
+        // BF16 narrowed to f16: exact in f16's normal range, f16's subnormal step (6e-8) below it.
+        GgmlType::BF16 => 6e-8,
+        _ => 0.0,
+    }
+}
+
 #[test]
 fn packing_reproduces_candles_dequantization() {
     // 9 rows: two full groups and one padded group.
@@ -60,17 +123,7 @@ fn packing_reproduces_candles_dequantization() {
     for (ty, dtype) in TYPES {
         let (bytes, reference) = ggml_matrix(dtype, rows, cols, 7);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        // Exact for the 32-element types and the super-block tiles; K-quants in 32-column tiles have
-        // their scales rounded to f16.
-        let tolerance = match ty {
-            _ if ty.tile_kind().superblock().is_some() => 0.0,
-            GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
-                2e-3 * max_abs(&reference)
-            }
-            // BF16 narrowed to f16: exact in f16's normal range, f16's subnormal step (6e-8) below it.
-            GgmlType::BF16 => 6e-8,
-            _ => 0.0,
-        };
+        let tolerance = packing_tolerance(ty, &reference);
         for r in 0..rows {
             let row = packed.dequantize_row(r);
             for (c, (got, want)) in row.iter().zip(&reference[r * cols..]).enumerate() {
@@ -110,9 +163,21 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
     assert!(levels.contains(&SimdLevel::Scalar));
     #[cfg(target_arch = "aarch64")]
     assert!(levels.contains(&SimdLevel::Neon));
-    for (ty, dtype) in TYPES {
-        let (bytes, _) = ggml_matrix(dtype, rows, cols, 11);
+    for (ty, bytes) in every_type_matrix(rows, cols, 11) {
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        let mut raw_row = Vec::new();
+        let row_bytes = bytes.len() / rows;
+        for r in 0..rows {
+            raw_row.clear();
+            super::dequantize_row(ty, &bytes[r * row_bytes..][..row_bytes], &mut raw_row).unwrap();
+            let tolerance = packing_tolerance(ty, &raw_row);
+            for (c, (got, want)) in packed.dequantize_row(r).iter().zip(&raw_row).enumerate() {
+                assert!(
+                    (got - want).abs() <= tolerance,
+                    "{ty:?} r{r} c{c}: tiles {got}, file {want}"
+                );
+            }
+        }
         // 1 to 6 tokens take every width of the super-block kernels (4 + 1, 4 + 2); 40 is a prompt.
         for tokens in [1, 2, 3, 5, 6, 40] {
             let x = random(tokens, cols, 5 + tokens as u64);
