@@ -6,7 +6,10 @@
 #   1. the engines alone: llama-bench -p 512 -n 128 against `model bench --local` (prompt 512, decode 128);
 #   2. both servers on 127.0.0.1, restarted for each concurrency with as many slots as clients:
 #      `model bench --url OURS --compare LLAMA` (streaming chat, fixed prompt, max_tokens with ignore_eos),
-#      and each server's peak RSS.
+#      and each server's peak RSS;
+#   3. load to first token: each server started with one slot of LOAD_CONTEXT tokens (default 8192), timed
+#      from its start to the end of a one-token completion (our server loads the model on that request,
+#      llama-server before its /health answers), and its peak RSS then.
 # usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]     (default 1,8,16; '' measures the engines alone)
 #   BUILD_ONLY=1 builds llama.cpp's tools (llama-server, llama-bench, llama-quantize) and stops;
 #   MODEL_BIN=path/to/model skips our release build; BENCH_JSON=FILE also writes the raw figures;
@@ -90,6 +93,25 @@ for clients in ${concurrency//,/ }; do
 done
 echo "]" >>"$work/http.json"; echo "]" >>"$work/rss.json"
 
+load_context=${LOAD_CONTEXT:-8192}
+echo "load to first token, one slot x $load_context..." >&2
+since() { python3 -c 'import sys, time; print(round(time.time() - float(sys.argv[1]), 2))' "$1"; }
+first_token() { # PORT MODEL: waits for /health, then one completion of one token
+  for _ in $(seq 3000); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$1/v1/completions" -H 'content-type: application/json' \
+    -d "{\"model\": \"$2\", \"prompt\": \"Hello\", \"max_tokens\": 1}" >/dev/null
+}
+p1=$(free_port); start=$(date +%s.%N)
+"$model" serve --port "$p1" --parallel 1 --context-size "$load_context" --device "$device" >"$work/ours.log" 2>&1 & ours=$!
+first_token "$p1" bench/model; ours_s=$(since "$start"); ours_kib=$(rss $ours)
+kill $ours; wait $ours 2>/dev/null || true
+p2=$(free_port); start=$(date +%s.%N)
+"$server" -m "$gguf" --host 127.0.0.1 --port "$p2" -np 1 -c "$load_context" -t "$threads" \
+  ${offload[@]+"${offload[@]}"} >"$work/theirs.log" 2>&1 & theirs=$!
+first_token "$p2" model; theirs_s=$(since "$start"); theirs_kib=$(rss $theirs)
+kill $theirs; wait $theirs 2>/dev/null || true
+echo "{\"context\": $load_context, \"ours_s\": $ours_s, \"theirs_s\": $theirs_s, \"ours_kib\": $ours_kib, \"theirs_kib\": $theirs_kib}" >"$work/load.json"
+
 python3 - "$work" "${BENCH_JSON:-}" <<'PY'
 import json, sys, os
 work, out = sys.argv[1], sys.argv[2]
@@ -97,6 +119,7 @@ theirs_local = json.load(open(f"{work}/llama-bench.json"))
 ours_local = {r["test"]: r for r in json.load(open(f"{work}/ours-local.json"))}
 http = json.load(open(f"{work}/http.json"))
 rss = json.load(open(f"{work}/rss.json"))
+load = json.load(open(f"{work}/load.json"))
 tl = {("pp512" if r["n_prompt"] else "tg128"): r["avg_ts"] for r in theirs_local}
 rows = []
 def row(name, ours, theirs, target=None, higher=True):
@@ -116,12 +139,14 @@ for a, b in zip(http[0::2], http[1::2]):
         print(f"errors at {c} clients: ours {a['errors']}, llama-server {b['errors']}", file=sys.stderr)
 for r in rss:
     row(f"peak RSS, MiB ({r['clients']} slots x 4096 context)", r["ours_kib"] / 1024, r["theirs_kib"] / 1024, 1.1, higher=False)
+row(f"load to first token, s (1 slot x {load['context']})", load["ours_s"], load["theirs_s"], 1.0, higher=False)
+row(f"peak RSS after it, MiB (1 slot x {load['context']})", load["ours_kib"] / 1024, load["theirs_kib"] / 1024, 1.0, higher=False)
 print(f"device: {ours_local['pp512'].get('device')}, CPU kernels: {ours_local['pp512'].get('kernels')}, threads: {ours_local['pp512'].get('threads')}")
 print("| measure | model-runner | llama.cpp | ratio | target | met |")
 print("|---|---|---|---|---|---|")
 for name, o, t, r, target, met in rows:
     print(f"| {name} | {o:.1f} | {t:.1f} | x{r:.2f} | {target} | {met} |")
 if out:
-    json.dump({"llama_bench": theirs_local, "ours_local": list(ours_local.values()), "http": http, "rss": rss},
+    json.dump({"llama_bench": theirs_local, "ours_local": list(ours_local.values()), "http": http, "rss": rss, "load": load},
               open(out, "w"), indent=2)
 PY
