@@ -39,8 +39,6 @@ pub enum RuntimeError {
 /// Why a stored model could not be loaded: the model's own files, not the server, are at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{model} is split over {files} GGUF files; the engine runs single-file GGUF models")]
-    SplitGguf { model: String, files: usize },
     #[error("the chat template layer is not UTF-8")]
     TemplateNotUtf8,
     /// The engine refused the weights (an unknown architecture, inconsistent metadata, a bad tensor).
@@ -64,13 +62,6 @@ impl From<StoreError> for RuntimeError {
 /// The files the engine loads for a stored model: its GGUF, and its own chat template if it has one.
 pub fn model_files(store: &Store, model: &LocalModel) -> Result<ModelFiles, RuntimeError> {
     let weights: Vec<_> = model.manifest.gguf_layers().collect();
-    if weights.len() > 1 {
-        return Err(LoadError::SplitGguf {
-            model: model.id.short().to_string(),
-            files: weights.len(),
-        }
-        .into());
-    }
     let chat_template = match model.manifest.chat_template_layer() {
         Some(layer) => {
             let bytes = store.read_blob(&layer.digest)?;
@@ -79,7 +70,7 @@ pub fn model_files(store: &Store, model: &LocalModel) -> Result<ModelFiles, Runt
         None => None,
     };
     Ok(ModelFiles {
-        gguf: store.blob_path(&weights[0].digest),
+        gguf: weights.iter().map(|w| store.blob_path(&w.digest)).collect(),
         chat_template,
         context_size: model.config.config.context_size.map(|c| c as usize),
     })

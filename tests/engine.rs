@@ -92,8 +92,14 @@ fn check_greedy(gguf: &Path, fixture: &Value) {
 }
 
 fn check_greedy_with_kv(gguf: &Path, fixture: &Value, kv_type: KvType) {
-    let scheduler = Scheduler::start(engine_with_kv(gguf, 1, kv_type), SchedulerConfig::default());
-    let mut engine = engine_with_kv(gguf, 1, kv_type);
+    check_greedy_files(&[gguf.to_path_buf()], fixture, kv_type)
+}
+
+/// `check_greedy_with_kv` for a model in several files.
+fn check_greedy_files(gguf: &[PathBuf], fixture: &Value, kv_type: KvType) {
+    let engine = || common::load_engine_files(gguf.to_vec(), 1024, 1, kv_type);
+    let scheduler = Scheduler::start(engine(), SchedulerConfig::default());
+    let mut engine = engine();
     let (mut error_sum, mut steps) = (0.0, 0);
     for case in fixture["generate"].as_array().unwrap() {
         let prompt = ids(&case["prompt_ids"]);
@@ -289,7 +295,7 @@ fn a_batched_step_gives_each_sequence_its_solo_logits() {
 fn a_hostile_chat_template_fails_the_render_not_the_process() {
     use model_runner::engine::chat_template::{ChatMessage, TemplateError};
     let files = ModelFiles {
-        gguf: common::default_model_gguf(),
+        gguf: vec![common::default_model_gguf()],
         chat_template: Some("{{ messages | tojson(indent=1000000000000) }}".to_string()),
         context_size: None,
     };
@@ -340,7 +346,7 @@ fn a_gguf_with_a_zero_alignment_fails_to_load_with_an_error() {
     let path = dir.path().join("align0.gguf");
     std::fs::write(&path, &b).unwrap();
     let files = ModelFiles {
-        gguf: path,
+        gguf: vec![path],
         chat_template: None,
         context_size: None,
     };
@@ -348,4 +354,80 @@ fn a_gguf_with_a_zero_alignment_fails_to_load_with_an_error() {
         .err()
         .expect("a zero alignment was accepted");
     assert!(err.to_string().contains("general.alignment"), "{err}");
+}
+
+/// A split GGUF (llama.cpp's `-0000N-of-0000K.gguf` shards) packaged from its first shard loads from the
+/// store as one model and answers as llama.cpp answers the whole file.
+#[test]
+fn a_split_gguf_packaged_from_its_shards_answers_like_the_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::python())
+        .arg(common::repo_root().join("scripts/split-gguf.py"))
+        .arg(common::default_model_gguf())
+        .arg(dir.path().join("smollm2.gguf"))
+        .args(["--max-tensors", "120"])
+        .output()
+        .expect("split-gguf.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shards: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(shards.len(), 3, "{shards:?}");
+
+    let home = dir.path().join("home");
+    let packaged = std::process::Command::new(env!("CARGO_BIN_EXE_model"))
+        .env("MODEL_RUNNER_HOME", &home)
+        .args(["package", "--gguf"])
+        .arg(&shards[0])
+        .arg("split/smollm2")
+        .output()
+        .expect("model package");
+    assert!(
+        packaged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packaged.stderr)
+    );
+    let store = model_runner::store::Store::open(&home).unwrap();
+    let model = store.resolve("split/smollm2").unwrap();
+    let files = model_runner::runtime::model_files(&store, &model).unwrap();
+    assert_eq!(files.gguf.len(), 3, "one stored layer per shard");
+
+    // The store's blobs in reverse: the engine orders shards by their own `split.no`.
+    let mut blobs = files.gguf.clone();
+    blobs.reverse();
+    check_greedy_files(
+        &blobs,
+        &common::fixture("smollm2-135m-instruct-q4_1.json"),
+        KvType::default(),
+    );
+
+    // Shards of different models, or one missing, are one-line errors, not a half-loaded model.
+    let options = EngineOptions::default();
+    let missing = ModelFiles {
+        gguf: files.gguf[..2].to_vec(),
+        chat_template: None,
+        context_size: None,
+    };
+    let error = Engine::load(&missing, &options)
+        .err()
+        .expect("two of three shards");
+    assert!(error.to_string().contains("split.count 3"), "{error}");
+    let doubled = ModelFiles {
+        gguf: vec![
+            files.gguf[0].clone(),
+            files.gguf[1].clone(),
+            files.gguf[1].clone(),
+        ],
+        chat_template: None,
+        context_size: None,
+    };
+    let error = Engine::load(&doubled, &options)
+        .err()
+        .expect("a shard twice");
+    assert!(error.to_string().contains("split.no 1"), "{error}");
 }

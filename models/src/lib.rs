@@ -188,9 +188,10 @@ pub struct LoadedModel {
     pub metadata: HashMap<String, gguf_file::Value>,
 }
 
-/// Loads a GGUF file onto `device`, choosing the architecture from `general.architecture`.
-pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
-    let mut weights = weights::GgufWeights::open(path, device)?;
+/// Loads a GGUF model (one file, or every file of a split one) onto `device`, choosing the architecture
+/// from `general.architecture`.
+pub fn load(files: &[&Path], device: &Device) -> Result<LoadedModel, ModelError> {
+    let mut weights = weights::GgufWeights::open_shards(files, device)?;
     let architecture = weights.architecture().to_string();
     if !matches!(
         architecture.as_str(),

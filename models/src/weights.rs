@@ -28,7 +28,8 @@ use crate::gguf::{GgufError, GgufHeader, GgufValue};
 pub struct GgufWeights {
     metadata: HashMap<String, gguf_file::Value>,
     tensors: HashMap<String, TensorEntry>,
-    map: Arc<memmap2::Mmap>,
+    /// One mapping per file: a split model (`-00001-of-00003.gguf`) has its tensors in several.
+    shards: Vec<Arc<memmap2::Mmap>>,
     device: Device,
     architecture: String,
     /// Keep f32 copies of linear weights for steps with many rows (small models on CPU only).
@@ -45,7 +46,13 @@ struct TensorEntry {
     ggml_type: u32,
     /// Candle's order: `[rows, cols]` for a matrix.
     dims: Vec<usize>,
-    /// Its bytes in the mapping.
+    at: Location,
+}
+
+/// Where a tensor's bytes lie: which file of the model, and where in it.
+#[derive(Debug, Clone)]
+struct Location {
+    shard: usize,
     range: Range<usize>,
 }
 
@@ -58,29 +65,50 @@ pub const MAX_METADATA_ARRAY_ELEMENTS: u64 = 1 << 24;
 
 impl GgufWeights {
     pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
-        let file = File::open(path).map_err(|e| ModelError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        let header = check_header(path)?;
-        // SAFETY: the mapping is read-only and the store never rewrites a blob in place (blobs are
-        // written to a temporary name and renamed); a file truncated under us by another process is
-        // outside what the runner defends against (llama.cpp maps its files the same way).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        let metadata = read_metadata(path, &map, &header)?;
-        let tensors = tensor_entries(path, &header, map.len())?;
+        Self::open_shards(&[path], device)
+    }
+
+    /// A model in one GGUF, or split across several (llama.cpp's `gguf-split`: every file a GGUF of its
+    /// own tensors, `split.no` / `split.count` in each, the model's metadata in the first), in any order.
+    pub fn open_shards(paths: &[&Path], device: &Device) -> Result<Self, ModelError> {
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let header = check_header(path)?;
+            let map = map_file(path)?;
+            let metadata = read_metadata(path, &map, &header)?;
+            files.push((*path, header, map, metadata));
+        }
+        if files.len() > 1 {
+            order_shards(&mut files)?;
+        }
+        let mut tensors = HashMap::new();
+        for (shard, (path, header, map, _)) in files.iter().enumerate() {
+            for (name, entry) in tensor_entries(path, header, map.len(), shard)? {
+                if tensors.contains_key(&name) {
+                    return Err(ModelError::Corrupt {
+                        path: path.display().to_string(),
+                        reason: format!("tensor {name} is in more than one file of the model"),
+                    });
+                }
+                tensors.insert(name, entry);
+            }
+        }
+        let f32_bytes: u64 = tensors
+            .values()
+            .map(|t| (t.dims.iter().product::<usize>() as u64).saturating_mul(4))
+            .fold(0, u64::saturating_add);
+        let mut shards = Vec::with_capacity(files.len());
+        let mut metadata = None;
+        for (_, _, map, file_metadata) in files {
+            metadata.get_or_insert(file_metadata);
+            shards.push(Arc::new(map));
+        }
+        let metadata =
+            metadata.ok_or_else(|| ModelError::Unsupported("a model with no files".into()))?;
         let architecture = match metadata.get("general.architecture") {
             Some(gguf_file::Value::String(a)) => a.clone(),
             _ => return Err(ModelError::MissingMetadata("general.architecture".into())),
         };
-        let f32_bytes: u64 = header
-            .tensors
-            .iter()
-            .map(|t| t.element_count().saturating_mul(4))
-            .fold(0, u64::saturating_add);
         let dense_linears = device.is_cpu()
             && f32_bytes <= DENSE_LIMIT_BYTES
             && std::env::var("MODEL_RUNNER_DENSE_LINEARS").map_or(true, |v| v != "0");
@@ -89,7 +117,7 @@ impl GgufWeights {
         Ok(Self {
             metadata,
             tensors,
-            map: Arc::new(map),
+            shards,
             device: device.clone(),
             architecture,
             dense_linears,
@@ -162,26 +190,30 @@ impl GgufWeights {
         self.tensors.get(name).map(|t| t.dims.as_slice())
     }
 
-    /// A tensor's GGML type and its bytes' place in the mapping.
-    fn tensor_range(&self, name: &str) -> Result<(u32, Range<usize>), ModelError> {
+    /// A tensor's GGML type and where its bytes lie.
+    fn tensor_at(&self, name: &str) -> Result<(u32, Location), ModelError> {
         self.tensors
             .get(name)
-            .map(|t| (t.ggml_type, t.range.clone()))
+            .map(|t| (t.ggml_type, t.at.clone()))
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
     }
 
-    /// Gives the mapped pages of `range` back to the page cache: what was packed from them is no longer
+    fn bytes(&self, at: &Location) -> &[u8] {
+        &self.shards[at.shard][at.range.clone()]
+    }
+
+    /// Gives the mapped pages at `at` back to the page cache: what was packed from them is no longer
     /// read there, and without this the pages would count in the process's memory for its lifetime.
-    fn release(&self, range: Range<usize>) {
+    fn release(&self, at: Location) {
         #[cfg(unix)]
         {
             // SAFETY: the mapping is read-only and file-backed, so dropped pages read back from the file
             // unchanged if anything touches them again.
             let released = unsafe {
-                self.map.unchecked_advise_range(
+                self.shards[at.shard].unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
-                    range.start,
-                    range.len(),
+                    at.range.start,
+                    at.range.len(),
                 )
             };
             if let Err(e) = released {
@@ -189,19 +221,19 @@ impl GgufWeights {
             }
         }
         #[cfg(not(unix))]
-        let _ = range;
+        let _ = at;
     }
 
     /// A tensor as candle holds it. Types only our kernels decode (the 4-bit i-quants) come as f32:
     /// candle runs them only where our kernels do not (another device, or packing turned off).
     pub fn qtensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
-        let (ggml_type, range) = self.tensor_range(name)?;
+        let (ggml_type, at) = self.tensor_at(name)?;
         let dims = self.tensor_dims(name).unwrap_or_default().to_vec();
         let tensor_error = |reason: String| ModelError::Tensor {
             name: name.to_string(),
             reason,
         };
-        let raw = &self.map[range.clone()];
+        let raw = self.bytes(&at);
         let tensor = match (candle_dtype(ggml_type), kernel_type(ggml_type)) {
             (Some(dtype), _) => {
                 candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, raw, dims, &self.device)
@@ -220,14 +252,14 @@ impl GgufWeights {
                 crate::gguf::ggml_type_name(ggml_type).unwrap_or("unknown")
             ))),
         };
-        self.release(range);
+        self.release(at);
         tensor
     }
 
     /// A 2-D tensor used where it lies in the file, for a type whose rows the kernels decode; `None`
     /// off the CPU or for other types.
     pub fn mapped_matrix(&self, name: &str) -> Result<Option<MappedMatrix>, ModelError> {
-        let (dtype, range) = self.tensor_range(name)?;
+        let (dtype, at) = self.tensor_at(name)?;
         let (Some(ty), Some(&[rows, cols])) = (kernel_type(dtype), self.tensor_dims(name)) else {
             return Ok(None);
         };
@@ -235,10 +267,10 @@ impl GgufWeights {
             return Ok(None);
         }
         Ok(Some(MappedMatrix {
-            map: self.map.clone(),
+            map: self.shards[at.shard].clone(),
             ty,
-            row_bytes: range.len() / rows,
-            range,
+            row_bytes: at.range.len() / rows,
+            range: at.range,
             rows,
             cols,
         }))
@@ -256,12 +288,10 @@ impl GgufWeights {
         };
         let parts: Vec<(GgmlType, &[u8], usize)> = tensors
             .iter()
-            .map(|(ty, range, rows)| (*ty, &self.map[range.clone()], *rows))
+            .map(|(ty, at, rows)| (*ty, self.bytes(at), *rows))
             .collect();
         let packed = pack_parts(names, &parts, cols)?.map(Arc::new);
-        tensors
-            .into_iter()
-            .for_each(|(_, range, _)| self.release(range));
+        tensors.into_iter().for_each(|(_, at, _)| self.release(at));
         Ok(packed)
     }
 
@@ -329,7 +359,7 @@ impl GgufWeights {
                 return Ok(None);
             }
             cols = Some(c);
-            tensors.push((ty, self.tensor_range(name)?.1, rows));
+            tensors.push((ty, self.tensor_at(name)?.1, rows));
         }
         Ok(cols.map(|cols| (tensors, cols)))
     }
@@ -349,8 +379,8 @@ impl GgufWeights {
         for e in 0..experts {
             let parts: Vec<(GgmlType, &[u8], usize)> = tensors
                 .iter()
-                .map(|(ty, range, rows)| {
-                    let raw = &self.map[range.clone()];
+                .map(|(ty, at, rows)| {
+                    let raw = self.bytes(at);
                     let per_expert = raw.len() / experts;
                     (*ty, &raw[e * per_expert..(e + 1) * per_expert], *rows)
                 })
@@ -360,9 +390,7 @@ impl GgufWeights {
             };
             packed.push(Arc::new(matrix));
         }
-        tensors
-            .into_iter()
-            .for_each(|(_, range, _)| self.release(range));
+        tensors.into_iter().for_each(|(_, at, _)| self.release(at));
         Ok(Some(packed))
     }
 
@@ -378,14 +406,14 @@ impl GgufWeights {
             name: name.to_string(),
             reason: e.to_string(),
         };
-        let (ggml_type, range) = self.tensor_range(name)?;
+        let (ggml_type, at) = self.tensor_at(name)?;
         let Some(dtype) = candle_dtype(ggml_type) else {
             return Err(ModelError::Unsupported(format!(
                 "experts of type {} off the CPU kernels",
                 crate::gguf::ggml_type_name(ggml_type).unwrap_or("unknown")
             )));
         };
-        let raw = &self.map[range.clone()];
+        let raw = self.bytes(&at);
         let per_expert = raw.len() / experts;
         let matmuls = (0..experts)
             .map(|e| {
@@ -400,7 +428,7 @@ impl GgufWeights {
                 Ok(QMatMul::from_qtensor(q)?)
             })
             .collect();
-        self.release(range);
+        self.release(at);
         matmuls
     }
 
@@ -473,6 +501,60 @@ fn check_header(path: &Path) -> Result<GgufHeader, ModelError> {
     Ok(header)
 }
 
+/// The file mapped read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap, ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    // SAFETY: the mapping is read-only and the store never rewrites a blob in place (blobs are written
+    // to a temporary name and renamed); a file truncated under us by another process is outside what the
+    // runner defends against (llama.cpp maps its files the same way).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
+}
+
+/// One file of a model as `open_shards` reads it: its path, header, mapping and metadata.
+type ShardFile<'a> = (
+    &'a Path,
+    GgufHeader,
+    memmap2::Mmap,
+    HashMap<String, gguf_file::Value>,
+);
+
+/// A split model's files put in `split.no` order, checked to be exactly files 0 to `split.count - 1`.
+fn order_shards(files: &mut [ShardFile<'_>]) -> Result<(), ModelError> {
+    let count = files.len();
+    let number = |metadata: &HashMap<String, gguf_file::Value>, key: &str| match metadata.get(key) {
+        Some(gguf_file::Value::U16(v)) => Some(usize::from(*v)),
+        Some(gguf_file::Value::U32(v)) => usize::try_from(*v).ok(),
+        Some(gguf_file::Value::I32(v)) => usize::try_from(*v).ok(),
+        _ => None,
+    };
+    let mut seen = vec![false; count];
+    for (path, _, _, metadata) in files.iter() {
+        let bad = |reason: String| ModelError::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        };
+        let (Some(no), Some(of)) = (
+            number(metadata, "split.no"),
+            number(metadata, "split.count"),
+        ) else {
+            return Err(bad(
+                "one of several files of a model, without split.no and split.count".into(),
+            ));
+        };
+        if of != count || no >= count || std::mem::replace(&mut seen[no], true) {
+            return Err(bad(format!(
+                "split.no {no} of split.count {of}, where the model has {count} files"
+            )));
+        }
+    }
+    files.sort_by_key(|(_, _, _, metadata)| number(metadata, "split.no"));
+    Ok(())
+}
+
 /// The metadata as candle holds it (the tokenizer and the families read it so). Candle's reader is given
 /// the header with its tensor count set to zero: the tensor directory is ours (`tensor_entries`), which
 /// knows the types candle's reader would refuse.
@@ -502,6 +584,7 @@ fn tensor_entries(
     path: &Path,
     header: &GgufHeader,
     file_len: usize,
+    shard: usize,
 ) -> Result<HashMap<String, TensorEntry>, ModelError> {
     let mut entries = HashMap::with_capacity(header.tensors.len());
     for t in &header.tensors {
@@ -523,7 +606,7 @@ fn tensor_entries(
                     TensorEntry {
                         ggml_type: t.ggml_type,
                         dims,
-                        range,
+                        at: Location { shard, range },
                     },
                 );
             }
@@ -568,7 +651,7 @@ enum Stacking {
 }
 
 /// Each weight's kernel type, bytes in the mapping and rows, and the input width they share.
-type KernelSources = (Vec<(GgmlType, Range<usize>, usize)>, usize);
+type KernelSources = (Vec<(GgmlType, Location, usize)>, usize);
 
 /// A quantized matrix read where it lies in the mapped file, one row at a time (a token-embedding
 /// table: a step reads a few of its rows, so the rest never need to be resident).

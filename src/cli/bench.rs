@@ -141,12 +141,15 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
 
 /// The weight bytes one decode token reads: every tensor in the file but the token embeddings, of which
 /// it reads one row, unless the output projection is those embeddings (no `output.weight`).
-fn weight_bytes_per_token(gguf: &std::path::Path) -> Result<u64> {
-    let header = models::gguf::GgufHeader::read_file(gguf)
-        .with_context(|| format!("cannot read {}", gguf.display()))?;
-    let tied = !header.tensors.iter().any(|t| t.name == "output.weight");
-    Ok(header
-        .tensors
+fn weight_bytes_per_token(files: &[std::path::PathBuf]) -> Result<u64> {
+    let mut tensors = Vec::new();
+    for gguf in files {
+        let header = models::gguf::GgufHeader::read_file(gguf)
+            .with_context(|| format!("cannot read {}", gguf.display()))?;
+        tensors.extend(header.tensors);
+    }
+    let tied = !tensors.iter().any(|t| t.name == "output.weight");
+    Ok(tensors
         .iter()
         .filter(|t| tied || t.name != "token_embd.weight")
         .filter_map(|t| t.byte_size())

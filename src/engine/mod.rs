@@ -14,7 +14,7 @@ pub mod text_stream;
 pub mod tokenizer;
 pub mod wordpiece;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
@@ -57,7 +57,8 @@ pub enum EngineError {
 /// What to load.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
-    pub gguf: PathBuf,
+    /// The GGUF, or every file of a split one (`-00001-of-0000N.gguf`), in any order.
+    pub gguf: Vec<PathBuf>,
     /// A template shipped beside the weights; wins over the GGUF's own.
     pub chat_template: Option<String>,
     /// The context size the package records, if any.
@@ -104,7 +105,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn load(files: &ModelFiles, options: &EngineOptions) -> Result<Self, EngineError> {
-        let loaded = models::load(&files.gguf, &options.device)?;
+        let shards: Vec<&Path> = files.gguf.iter().map(PathBuf::as_path).collect();
+        let loaded = models::load(&shards, &options.device)?;
         let tokenizer = Tokenizer::from_gguf(&loaded.metadata)?;
         check_vocab(tokenizer.vocab_size(), loaded.model.info().vocab_size)?;
         let token_text = |id: Option<u32>| {

@@ -483,8 +483,18 @@ pub fn load_engine(
     sequences: usize,
     kv_type: models::KvType,
 ) -> model_runner::engine::Engine {
+    load_engine_files(vec![gguf.to_path_buf()], context, sequences, kv_type)
+}
+
+/// `load_engine` on a model in several files (a split GGUF's shards).
+pub fn load_engine_files(
+    gguf: Vec<PathBuf>,
+    context: usize,
+    sequences: usize,
+    kv_type: models::KvType,
+) -> model_runner::engine::Engine {
     let files = model_runner::engine::ModelFiles {
-        gguf: gguf.to_path_buf(),
+        gguf,
         chat_template: None,
         context_size: None,
     };
