@@ -81,6 +81,12 @@ FAMILIES = {
     # (`qwen3.pooling_type` = 3, LLAMA_POOLING_TYPE_LAST): an embedding model over a decoder.
     "qwen3-embed": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
                         eps=1e-6, pooling=3, no_output=True, seed=25),
+    # Phi-3 128k (LongRoPE, `rope.scaling.type` longrope): per-frequency divisors for short and long contexts
+    # (`rope_factors_short` / `rope_factors_long`, chosen by whether the context exceeds
+    # `rope.scaling.original_context_length`) and `rope.scaling.attn_factor` scaling cos and sin. The original
+    # context is small here (real: 4096) so that the tests' 512-token context takes the long factors.
+    "phi3-long": dict(arch="phi3", rope_base=10000.0, fused=True, kv_heads=4, sliding_window=2047,
+                      original_context=256, longrope=True, seed=101),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
@@ -253,6 +259,14 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         matrix("output.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
     if "llama3_rope" in spec:
         writer.add_tensor("rope_freqs.weight", llama3_rope_factors(spec["rope_base"], head_dim, **spec["llama3_rope"]))
+    if spec.get("longrope"):
+        # Shapes of Phi-3-mini-128k's factors: short ones near 1, long ones growing to ~40 at low frequencies.
+        pairs = head_dim // 2
+        ramp = np.linspace(0.0, 1.0, pairs)
+        writer.add_tensor("rope_factors_short.weight", (1.0 + 1.5 * ramp**2).astype(np.float32))
+        writer.add_tensor("rope_factors_long.weight", np.exp(ramp * math.log(40.0)).astype(np.float32))
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
+        writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(32) / math.log(spec["original_context"])))
     qk_std = QK_GAIN / math.sqrt(hidden)
     for layer in range(spec["layers"]):
         p = f"blk.{layer}"

@@ -247,3 +247,10 @@ fn k_quant_files_of_every_family_match_llama_cpp() {
         failures.join("\n")
     );
 }
+
+/// Phi-3 128k's LongRoPE: short and long per-frequency factors, the long ones taken because the context
+/// (512) exceeds the file's original context (256), and cosines and sines scaled by `attn_factor`.
+#[test]
+fn phi3_with_long_rope_factors_matches_llama_cpp() {
+    check_family("phi3-long");
+}

@@ -32,6 +32,8 @@ pub enum RopeStyle {
 pub struct Rope {
     inv_freq: Vec<f64>,
     style: RopeStyle,
+    /// Multiplies cosines and sines (ggml's `attn_factor`: LongRoPE's `rope.scaling.attn_factor`).
+    scale: f32,
 }
 
 /// Cosines and sines for one step's positions: `[token][pair]`.
@@ -50,7 +52,24 @@ impl Rope {
         let inv_freq = (0..dims / 2)
             .map(|i| 1.0 / (base as f64).powf(2.0 * i as f64 / dims as f64))
             .collect();
-        Self { inv_freq, style }
+        Self {
+            inv_freq,
+            style,
+            scale: 1.0,
+        }
+    }
+
+    /// Scales the rotation's cosines and sines, so queries and keys, by `factor`, as ggml's rope does
+    /// with its `attn_factor` (LongRoPE's `rope.scaling.attn_factor`).
+    pub fn with_attention_factor(mut self, factor: f32) -> Result<Self, ModelError> {
+        if !factor.is_finite() || factor <= 0.0 {
+            return Err(ModelError::Shape {
+                key: "rope.scaling.attn_factor".into(),
+                reason: format!("{factor} is not a positive number"),
+            });
+        }
+        self.scale = factor;
+        Ok(self)
     }
 
     /// Linear position scaling (`rope.scaling.factor`): positions are divided by `factor`.
@@ -63,14 +82,15 @@ impl Rope {
         self
     }
 
-    /// Per-frequency divisors (`rope_freqs.weight`, one per rotated pair): how llama.cpp's converter stores
-    /// Llama 3's "llama3" rope scaling, applied as ggml does, `theta_i / factor_i`.
-    pub fn with_freq_factors(mut self, factors: &[f32]) -> Result<Self, ModelError> {
+    /// Per-frequency divisors (one per rotated pair, in tensor `name`): how llama.cpp's converter stores
+    /// Llama 3's "llama3" rope scaling (`rope_freqs`) and LongRoPE's (`rope_factors_short` / `_long`),
+    /// applied as ggml does, `theta_i / factor_i`.
+    pub fn with_freq_factors(mut self, name: &str, factors: &[f32]) -> Result<Self, ModelError> {
         if factors.len() != self.inv_freq.len()
             || factors.iter().any(|f| !f.is_finite() || *f <= 0.0)
         {
             return Err(ModelError::Shape {
-                key: "rope_freqs.weight".into(),
+                key: name.into(),
                 reason: format!(
                     "expected {} positive factors, one per rotated pair, found {}",
                     self.inv_freq.len(),
@@ -105,8 +125,8 @@ impl Rope {
         for &p in positions {
             for f in &self.inv_freq {
                 let (s, c) = (p as f64 * f).sin_cos();
-                cos.push(c as f32);
-                sin.push(s as f32);
+                cos.push(c as f32 * self.scale);
+                sin.push(s as f32 * self.scale);
             }
         }
         RopeAngles {
@@ -723,6 +743,7 @@ mod tests {
         Rope {
             inv_freq: vec![0.0; 2],
             style: RopeStyle::Interleaved,
+            scale: 1.0,
         }
         .apply(&mut x, 1, 4, &angles);
         assert_eq!(x, [-2.0, 1.0, 3.0, 4.0]);
@@ -730,6 +751,7 @@ mod tests {
         Rope {
             inv_freq: vec![0.0; 2],
             style: RopeStyle::Neox,
+            scale: 1.0,
         }
         .apply(&mut x, 1, 4, &angles);
         assert_eq!(x, [-3.0, 2.0, 1.0, 4.0]);

@@ -58,6 +58,9 @@ pub struct Decoder {
     norm: RmsNorm,
     output: Linear,
     rope: Rope,
+    /// LongRoPE (Phi-3 128k): the rotation for contexts longer than the original one, and that length;
+    /// `rope` then holds the short one until `use_context` says the context is longer.
+    long_rope: Option<(usize, Rope)>,
 }
 
 impl Decoder {
@@ -73,7 +76,28 @@ impl Decoder {
 
         let mut rope = Rope::new(rope_dims, rope_base, options.rope_style);
         if let Some(factors) = w.optional_dequantized("rope_freqs.weight")? {
-            rope = rope.with_freq_factors(&factors.flatten_all()?.to_vec1::<f32>()?)?;
+            let factors = factors.flatten_all()?.to_vec1::<f32>()?;
+            rope = rope.with_freq_factors("rope_freqs.weight", &factors)?;
+        }
+        let mut long_rope = None;
+        if w.has_tensor("rope_factors_long.weight") {
+            let (short, long) = ("rope_factors_short.weight", "rope_factors_long.weight");
+            let factors = |w: &mut GgufWeights, name: &str| -> Result<Vec<f32>, ModelError> {
+                Ok(w.dequantized(name)?.flatten_all()?.to_vec1::<f32>()?)
+            };
+            let original = w.arch_usize("rope.scaling.original_context_length")?;
+            let attn_factor = w.arch_f32_or("rope.scaling.attn_factor", 1.0)?;
+            let long_factors = factors(w, long)?;
+            long_rope = Some((
+                original,
+                rope.clone()
+                    .with_freq_factors(long, &long_factors)?
+                    .with_attention_factor(attn_factor)?,
+            ));
+            let short_factors = factors(w, short)?;
+            rope = rope
+                .with_freq_factors(short, &short_factors)?
+                .with_attention_factor(attn_factor)?;
         }
 
         let output = Linear::output_head(w)?;
@@ -111,7 +135,19 @@ impl Decoder {
             norm: RmsNorm::load(w, "output_norm.weight", eps)?,
             output,
             rope,
+            long_rope,
         })
+    }
+
+    /// The context each sequence may fill: LongRoPE models rotate with their long factors when it is
+    /// longer than their original context, as llama.cpp chooses (by the context, not by position).
+    pub fn use_context(&mut self, tokens: usize) {
+        if let Some((original, long)) = &self.long_rope
+            && tokens > *original
+        {
+            self.rope = long.clone();
+            self.long_rope = None;
+        }
     }
 
     pub fn info(&self) -> &ModelInfo {

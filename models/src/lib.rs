@@ -118,6 +118,13 @@ pub enum CausalModel {
 }
 
 impl CausalModel {
+    /// Tells the model the context each sequence may fill (LongRoPE chooses its factors by it).
+    pub fn use_context(&mut self, tokens: usize) {
+        if let CausalModel::Decoder(m) = self {
+            m.use_context(tokens);
+        }
+    }
+
     pub fn info(&self) -> &ModelInfo {
         match self {
             CausalModel::Decoder(m) => m.info(),

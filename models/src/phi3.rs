@@ -1,5 +1,5 @@
 //! Phi-3 (GGUF architecture `phi3`): fused QKV (`attn_qkv`) and fused gate/up (`ffn_up`, gate first), NeoX
-//! rotary embedding. The long-context variants' per-frequency rope factors are not supported.
+//! rotary embedding; the 128k variants' LongRoPE (short and long per-frequency factors) in `Decoder`.
 
 use crate::ModelError;
 use crate::attention::RopeStyle;
@@ -9,11 +9,6 @@ use crate::moe::ExpertLayers;
 use crate::weights::GgufWeights;
 
 pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
-    if w.has_tensor("rope_factors_long.weight") {
-        return Err(ModelError::Unsupported(
-            "Phi-3 long-context rope scaling (rope_factors_long)".into(),
-        ));
-    }
     Decoder::load(
         w,
         DecoderOptions {

@@ -167,8 +167,12 @@ impl Engine {
                 .map_or(wanted, |m| m / layout.bytes_per_block());
             wanted.min(affordable).max(layout.blocks_for(context_size))
         });
+        let mut model = loaded.model;
+        if let Model::Causal(causal) = &mut model {
+            causal.use_context(context_size);
+        }
         Ok(Self {
-            model: loaded.model,
+            model,
             tokenizer: Arc::new(tokenizer),
             template: Arc::new(template),
             cache: PagedKvCache::on_device(layout, blocks, &options.device)?,
