@@ -4,7 +4,8 @@
     make-architecture-reference.py TOKENIZER.gguf OUT_DIR [FAMILY ...]
     make-architecture-reference.py --k-quants TOKENIZER.gguf OUT_DIR [FAMILY ...]
 
-For each family and each file type the tests synthesize (F16, Q8_0, Q4_0), it writes the GGUF with
+For each family and each file type the tests synthesize (F16, Q8_0, Q4_0; for gpt-oss F16, Q8_0 and
+MXFP4 experts with Q8_0 elsewhere), it writes the GGUF with
 scripts/synthesize-gguf.py, runs it in llama.cpp (llama-cpp-python, default settings: F16 KV cache) and
 records, in OUT_DIR/FAMILY.json:
   - the file's sha256 (the test synthesizes it again and must get the same bytes);
@@ -28,7 +29,9 @@ import llama_cpp
 from llama_cpp import Llama
 
 TYPES = ["f16", "q8_0", "q4_0"]
-FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "qwen3moe", "mixtral", "qwen2moe"]
+# Families whose released files come in another type: gpt-oss's experts are MXFP4 (the rest Q8_0).
+FAMILY_TYPES = {"gpt-oss": ["f16", "q8_0", "mxfp4"]}
+FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "qwen3moe", "mixtral", "qwen2moe", "gpt-oss"]
 STEPS = 24
 TOP_K = 16
 NEAR_TIE = 0.5
@@ -143,7 +146,7 @@ def main(tokenizer, out_dir, families):
 
     for family in families or FAMILIES:
         files = {}
-        for type_name in TYPES:
+        for type_name in FAMILY_TYPES.get(family, TYPES):
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, f"{family}-{type_name}.gguf")
                 subprocess.run([sys.executable, os.path.join(here, "synthesize-gguf.py"), "--family", family,

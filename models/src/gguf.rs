@@ -86,6 +86,8 @@ pub struct TensorInfo {
     pub ggml_type: u32,
     /// Offset from the start of the tensor data section.
     pub offset: u64,
+    /// Where in the file this tensor's type field lies (`mxfp4::HeaderAsQ8_0` shows it to candle).
+    pub type_position: u64,
 }
 
 impl TensorInfo {
@@ -448,6 +450,7 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
         let dims = (0..n_dims)
             .map(|_| self.count())
             .collect::<Result<Vec<_>, _>>()?;
+        let type_position = self.position;
         let ggml_type = self.u32()?;
         if ggml_type_layout(ggml_type).is_none() {
             return Err(self.corrupt(format!("tensor {name} has unknown type {ggml_type}")));
@@ -458,6 +461,7 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
             dims,
             ggml_type,
             offset,
+            type_position,
         };
         match tensor.byte_size() {
             Some(size) if size <= self.file_len && offset <= self.file_len => Ok(tensor),

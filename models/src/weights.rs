@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use std::sync::Arc;
@@ -31,6 +31,15 @@ pub struct GgufWeights {
     packed_kernels: bool,
     /// Types already reported as running on candle's matmul (said once per type, not per tensor).
     fallback_types: Vec<GgmlDType>,
+    /// MXFP4 tensors, which candle sees as Q8_0 (`mxfp4::HeaderAsQ8_0`): read here and converted.
+    mxfp4: HashMap<String, Mxfp4Tensor>,
+}
+
+/// Where an MXFP4 tensor's blocks lie, and its dimensions in candle's order.
+struct Mxfp4Tensor {
+    offset: u64,
+    bytes: u64,
+    dims: Vec<usize>,
 }
 
 /// Largest model (all tensors as f32) whose linear weights also get a dense f32 copy.
@@ -46,10 +55,43 @@ impl GgufWeights {
             path: path.display().to_string(),
             source: e,
         })?;
-        check_header(path)?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let header = check_header(path)?;
+        let mxfp4: Vec<&crate::gguf::TensorInfo> = header
+            .tensors
+            .iter()
+            .filter(|t| t.ggml_type == crate::mxfp4::MXFP4)
+            .collect();
+        let reader = BufReader::with_capacity(1 << 20, file);
+        let io = |source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut shown = crate::mxfp4::HeaderAsQ8_0::new(
+            reader,
+            mxfp4.iter().map(|t| t.type_position).collect(),
+        )
+        .map_err(io)?;
         let content =
-            gguf_file::Content::read(&mut reader).map_err(|e| ModelError::corrupt(path, e))?;
+            gguf_file::Content::read(&mut shown).map_err(|e| ModelError::corrupt(path, e))?;
+        let reader = shown.into_inner();
+        let mxfp4: HashMap<String, Mxfp4Tensor> = mxfp4
+            .into_iter()
+            .map(|t| {
+                let tensor = Mxfp4Tensor {
+                    offset: content.tensor_data_offset.saturating_add(t.offset),
+                    bytes: t.byte_size().unwrap_or(u64::MAX),
+                    dims: t.dims.iter().rev().map(|&d| d as usize).collect(),
+                };
+                (t.name.clone(), tensor)
+            })
+            .collect();
+        if !mxfp4.is_empty() {
+            tracing::warn!(
+                tensors = mxfp4.len(),
+                "MXFP4 weights are converted to Q8_0 at load (exact for real weights' scales, twice \
+                 their memory): this engine has no MXFP4 kernel yet"
+            );
+        }
         let architecture = match content.metadata.get("general.architecture") {
             Some(gguf_file::Value::String(a)) => a.clone(),
             _ => return Err(ModelError::MissingMetadata("general.architecture".into())),
@@ -72,6 +114,7 @@ impl GgufWeights {
             dense_linears,
             packed_kernels,
             fallback_types: Vec::new(),
+            mxfp4,
         })
     }
 
@@ -141,15 +184,43 @@ impl GgufWeights {
     }
 
     pub fn qtensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
+        let device = self.device.clone();
+        self.read_tensor(name, &device)
+    }
+
+    /// A tensor onto `device`: through candle, or, for MXFP4, read here and converted to Q8_0.
+    fn read_tensor(&mut self, name: &str, device: &Device) -> Result<QTensor, ModelError> {
         if !self.has_tensor(name) {
             return Err(ModelError::MissingTensor(name.to_string()));
         }
-        self.content
-            .tensor(&mut self.reader, name, &self.device)
-            .map_err(|e| ModelError::Tensor {
-                name: name.to_string(),
-                reason: e.to_string(),
-            })
+        let tensor_error = |reason: String| ModelError::Tensor {
+            name: name.to_string(),
+            reason,
+        };
+        let Some(mxfp4) = self.mxfp4.get(name) else {
+            return self
+                .content
+                .tensor(&mut self.reader, name, device)
+                .map_err(|e| tensor_error(e.to_string()));
+        };
+        let len = usize::try_from(mxfp4.bytes).map_err(|e| tensor_error(e.to_string()))?;
+        let mut blocks = vec![0u8; len];
+        self.reader
+            .seek(SeekFrom::Start(mxfp4.offset))
+            .and_then(|_| self.reader.read_exact(&mut blocks))
+            .map_err(|e| tensor_error(e.to_string()))?;
+        let (q8, inexact) =
+            crate::mxfp4::to_q8_0(&blocks).map_err(|e| tensor_error(e.to_string()))?;
+        if inexact > 0 {
+            tracing::warn!(
+                tensor = name,
+                blocks = inexact,
+                "MXFP4 blocks whose scale f16 cannot hold were requantized to Q8_0 (not exact)"
+            );
+        }
+        let dims = mxfp4.dims.clone();
+        candle_core::quantized::ggml_file::qtensor_from_ggml(GgmlDType::Q8_0, &q8, dims, device)
+            .map_err(|e| tensor_error(e.to_string()))
     }
 
     pub fn qmatmul(&mut self, name: &str) -> Result<QMatMul, ModelError> {
@@ -289,10 +360,7 @@ impl GgufWeights {
             name: name.to_string(),
             reason: e.to_string(),
         };
-        let whole = self
-            .content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(tensor_error)?;
+        let whole = self.read_tensor(name, &Device::Cpu)?;
         let dtype = whole.dtype();
         let raw = whole.data().map_err(tensor_error)?;
         let per_expert = raw.len() / experts;
@@ -337,7 +405,7 @@ impl GgufWeights {
 
 /// Reads the header with the one GGUF reader (which checks alignment and every tensor's range with checked
 /// arithmetic), then refuses metadata arrays candle would hold at 32 bytes an element.
-fn check_header(path: &Path) -> Result<(), ModelError> {
+fn check_header(path: &Path) -> Result<GgufHeader, ModelError> {
     let display = path.display().to_string();
     let corrupt = |reason: String| ModelError::Corrupt {
         path: display.clone(),
@@ -357,11 +425,11 @@ fn check_header(path: &Path) -> Result<(), ModelError> {
     // Types the header knows but candle cannot load (the i-quants, ternary and MXFP4 types): a clear
     // error naming the tensor and its type, where candle's would only give the type's number.
     for tensor in &header.tensors {
-        if !candle_loads(tensor.ggml_type) {
+        if !candle_loads(tensor.ggml_type) && tensor.ggml_type != crate::mxfp4::MXFP4 {
             let name = crate::gguf::ggml_type_name(tensor.ggml_type).unwrap_or("unknown");
             return Err(ModelError::Unsupported(format!(
                 "tensor {} is {name}, a type this runner does not run yet (it runs F32, F16, BF16, \
-                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K)",
+                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K and MXFP4)",
                 tensor.name
             )));
         }
@@ -377,7 +445,7 @@ fn check_header(path: &Path) -> Result<(), ModelError> {
             }
         }
     }
-    Ok(())
+    Ok(header)
 }
 
 /// Whether candle's GGUF reader takes tensors of this GGML type (its `GgmlDType::from_u32`).
