@@ -110,6 +110,8 @@ def reference_for(path):
 
 
 K_QUANTS = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K}
+# gpt-oss also as llama-quantize's MXFP4_MOE (experts MXFP4, the rest Q8_0), the type its files ship in.
+FAMILY_K_QUANTS = {"gpt-oss": {**K_QUANTS, "mxfp4_moe": llama_cpp.LLAMA_FTYPE_MOSTLY_MXFP4_MOE}}
 
 
 def k_quants(tokenizer, out_dir, families):
@@ -124,7 +126,7 @@ def k_quants(tokenizer, out_dir, families):
         subprocess.run([sys.executable, os.path.join(here, "synthesize-gguf.py"), "--family", family,
                         "--tokenizer-from", tokenizer, "--out", source, "--type", "f32", "--hidden", "256"],
                        check=True)
-        for name, ftype in K_QUANTS.items():
+        for name, ftype in FAMILY_K_QUANTS.get(family, K_QUANTS).items():
             path = os.path.join(out_dir, f"{family}-{name}.gguf")
             params = llama_cpp.llama_model_quantize_default_params()
             params.ftype = ftype

@@ -369,14 +369,7 @@ impl Attention {
             }
         }
         let shape = self.kernel_shape(cache.layout().block_size);
-        let out = attend_on_host(
-            &shape,
-            self.layer,
-            &q,
-            self.sinks.as_deref(),
-            batch,
-            cache,
-        )?;
+        let out = attend_on_host(&shape, self.layer, &q, self.sinks.as_deref(), batch, cache)?;
         let out = Tensor::from_vec(out, (tokens, self.heads * self.head_dim), &Device::Cpu)?
             .to_device(x.device())?;
         Ok(self.output.forward(&out, dense_from)?)
@@ -508,7 +501,9 @@ fn attend<E: KvElement>(
         }
         for (g, row) in scores.chunks_exact_mut(n).enumerate() {
             let sink = sinks.map(|s| s[kv_head * group + g]);
-            let max = row.iter().fold(sink.unwrap_or(f32::NEG_INFINITY), |m, &s| m.max(s));
+            let max = row
+                .iter()
+                .fold(sink.unwrap_or(f32::NEG_INFINITY), |m, &s| m.max(s));
             let mut sum = 0.0;
             for s in row.iter_mut() {
                 *s = (*s - max).exp();
@@ -820,7 +815,10 @@ mod tests {
                     .map(|p| scores[p].exp() / z * vals[cache.slot_offset(&table, p) + d])
                     .sum();
                 let got = host[h * 32 + d];
-                assert!((got - want).abs() < 1e-5, "head {h}, dim {d}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "head {h}, dim {d}: {got} vs {want}"
+                );
             }
         }
     }

@@ -370,7 +370,9 @@ impl GatedMlp {
         down_bias: Tensor,
     ) -> candle_core::Result<Self> {
         self.gate_up = match self.gate_up {
-            GateUp::Fused(both) => GateUp::Fused(both.with_bias(Tensor::cat(&[gate_bias, up_bias], 0)?)),
+            GateUp::Fused(both) => {
+                GateUp::Fused(both.with_bias(Tensor::cat(&[gate_bias, up_bias], 0)?))
+            }
             GateUp::Separate { gate, up } => GateUp::Separate {
                 gate: gate.with_bias(gate_bias),
                 up: up.with_bias(up_bias),

@@ -45,7 +45,11 @@ pub fn dequantize(blocks: &[u8]) -> Vec<f32> {
     for block in blocks.chunks_exact(MXFP4_BLOCK_BYTES) {
         let d = e8m0_half(block[0]);
         let codes = &block[1..];
-        out.extend(codes.iter().map(|c| KVALUES[(c & 0x0f) as usize] as f32 * d));
+        out.extend(
+            codes
+                .iter()
+                .map(|c| KVALUES[(c & 0x0f) as usize] as f32 * d),
+        );
         out.extend(codes.iter().map(|c| KVALUES[(c >> 4) as usize] as f32 * d));
     }
     out
@@ -156,7 +160,9 @@ mod tests {
         let mut out = Vec::new();
         for (i, &e) in scales.iter().enumerate() {
             out.push(e);
-            out.extend((0..16u32).map(|j| (j.wrapping_mul(37).wrapping_add(i as u32 * 11) % 256) as u8));
+            out.extend(
+                (0..16u32).map(|j| (j.wrapping_mul(37).wrapping_add(i as u32 * 11) % 256) as u8),
+            );
         }
         out
     }
@@ -178,7 +184,10 @@ mod tests {
         let amax = 12.0 * e8m0_half(144);
         for (ours, want) in q8_0_values(&q8).iter().zip(dequantize(&mxfp4)) {
             // Half a step of the block's Q8_0 scale, and f16's rounding of that scale.
-            assert!((ours - want).abs() <= amax / 254.0 + want.abs() * 1e-3, "{ours} vs {want}");
+            assert!(
+                (ours - want).abs() <= amax / 254.0 + want.abs() * 1e-3,
+                "{ours} vs {want}"
+            );
         }
         assert!(to_q8_0(&blocks(&[160])).is_err());
     }

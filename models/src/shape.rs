@@ -111,9 +111,9 @@ pub fn moe_shape(w: &GgufWeights, layers: ExpertLayers) -> Result<Option<MoeShap
     let experts = match layers {
         ExpertLayers::Never => return Ok(None),
         ExpertLayers::WhenCounted => w.arch_usize_or("expert_count", 0)?,
-        ExpertLayers::Always | ExpertLayers::AlwaysWithSharedExpert | ExpertLayers::AlwaysOpenAi => {
-            w.arch_usize("expert_count")?
-        }
+        ExpertLayers::Always
+        | ExpertLayers::AlwaysWithSharedExpert
+        | ExpertLayers::AlwaysOpenAi => w.arch_usize("expert_count")?,
     };
     if experts == 0 {
         if layers != ExpertLayers::WhenCounted {
@@ -268,7 +268,11 @@ fn experts(w: &GgufWeights, p: &str, moe: MoeShape, hidden: usize) -> Result<(),
     }
     if moe.openai {
         vector(w, &format!("{p}.ffn_gate_inp.bias"), n)?;
-        for (name, width) in [("ffn_gate_exps", ff), ("ffn_up_exps", ff), ("ffn_down_exps", hidden)] {
+        for (name, width) in [
+            ("ffn_gate_exps", ff),
+            ("ffn_up_exps", ff),
+            ("ffn_down_exps", hidden),
+        ] {
             matrix(w, &format!("{p}.{name}.bias"), Some(n), Some(width))?;
         }
     }
