@@ -648,6 +648,12 @@ mod tests {
         );
         assert!(ReasoningFormat::switchable(QWEN3));
         assert!(!ReasoningFormat::switchable(DEEPSEEK_R1));
+        assert_eq!(
+            ReasoningFormat::detect(include_str!(
+                "../../tests/fixtures/gpt-oss-chat-template.jinja"
+            )),
+            Some(ReasoningFormat::Harmony)
+        );
     }
 
     const HARMONY: Reasoning = Reasoning {
