@@ -4,7 +4,8 @@
     make-architecture-reference.py TOKENIZER.gguf OUT_DIR [FAMILY ...]
     make-architecture-reference.py --k-quants TOKENIZER.gguf OUT_DIR [FAMILY ...]
 
-For each family and each file type the tests synthesize (F16, Q8_0, Q4_0), it writes the GGUF with
+For each family and each file type the tests synthesize (F16, Q8_0, Q4_0; for gpt-oss F16, Q8_0 and
+MXFP4 experts with Q8_0 elsewhere), it writes the GGUF with
 scripts/synthesize-gguf.py, runs it in llama.cpp (llama-cpp-python, default settings: F16 KV cache) and
 records, in OUT_DIR/FAMILY.json:
   - the file's sha256 (the test synthesizes it again and must get the same bytes);
@@ -28,7 +29,9 @@ import llama_cpp
 from llama_cpp import Llama
 
 TYPES = ["f16", "q8_0", "q4_0"]
-FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "qwen3moe", "mixtral", "qwen2moe"]
+# Families whose released files come in another type: gpt-oss's experts are MXFP4 (the rest Q8_0).
+FAMILY_TYPES = {"gpt-oss": ["f16", "q8_0", "mxfp4"]}
+FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "qwen3moe", "mixtral", "qwen2moe", "gpt-oss"]
 STEPS = 24
 TOP_K = 16
 NEAR_TIE = 0.5
@@ -110,6 +113,8 @@ def reference_for(path):
 # importance matrix needed).
 K_QUANTS = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
             "iq4_nl": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL, "iq4_xs": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_XS}
+# gpt-oss also as llama-quantize's MXFP4_MOE (experts MXFP4, the rest Q8_0), the type its files ship in.
+FAMILY_K_QUANTS = {"gpt-oss": {**K_QUANTS, "mxfp4_moe": llama_cpp.LLAMA_FTYPE_MOSTLY_MXFP4_MOE}}
 
 
 def k_quants(tokenizer, out_dir, families):
@@ -124,7 +129,7 @@ def k_quants(tokenizer, out_dir, families):
         subprocess.run([sys.executable, os.path.join(here, "synthesize-gguf.py"), "--family", family,
                         "--tokenizer-from", tokenizer, "--out", source, "--type", "f32", "--hidden", "256"],
                        check=True)
-        for name, ftype in K_QUANTS.items():
+        for name, ftype in FAMILY_K_QUANTS.get(family, K_QUANTS).items():
             path = os.path.join(out_dir, f"{family}-{name}.gguf")
             params = llama_cpp.llama_model_quantize_default_params()
             params.ftype = ftype
@@ -146,7 +151,7 @@ def main(tokenizer, out_dir, families):
 
     for family in families or FAMILIES:
         files = {}
-        for type_name in TYPES:
+        for type_name in FAMILY_TYPES.get(family, TYPES):
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, f"{family}-{type_name}.gguf")
                 subprocess.run([sys.executable, os.path.join(here, "synthesize-gguf.py"), "--family", family,

@@ -87,6 +87,18 @@ FAMILIES = {
     # context is small here (real: 4096) so that the tests' 512-token context takes the long factors.
     "phi3-long": dict(arch="phi3", rope_base=10000.0, fused=True, kv_heads=4, sliding_window=2047,
                       original_context=256, longrope=True, seed=101),
+    # gpt-oss (gpt-oss-20b: 24 layers, 64 heads of 64, 8 KV heads, 32 experts, 4 per token): biased Q/K/V and
+    # output projections, a learned sink logit per head (`attn_sinks`), `post_attention_norm` before every
+    # FFN, NeoX rope of base 150000 with YaRN scaling (factor 32 from 4096 positions, as the real config),
+    # sliding-window layers (the even ones) alternating with full ones, and mixtures whose router and
+    # experts all have biases; `expert_feed_forward_length` is the experts' width (`intermediate_size`, as
+    # `feed_forward_length`). The window is 8 here (real: 128) so that the prompts outgrow it. File type
+    # `mxfp4` writes the experts as MXFP4 and every other matrix as Q8_0, as the converter writes the
+    # released MXFP4 checkpoints with `--outtype q8_0`.
+    "gpt-oss": dict(arch="gpt-oss", rope_base=150000.0, heads=8, kv_heads=2, head_dim=32, explicit_head_dim=True,
+                    context=131072, sliding_window=8, gpt_oss=True,
+                    yarn=dict(factor=32.0, original_context=4096),
+                    moe=dict(experts=8, used=4, ff_div=1, expert_ff_key=True), seed=29),
 }
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
@@ -102,8 +114,10 @@ TYPES = {
     "q8_0": gguf.GGMLQuantizationType.Q8_0,
     "q4_0": gguf.GGMLQuantizationType.Q4_0,
     "q5_1": gguf.GGMLQuantizationType.Q5_1,
+    # Experts MXFP4, every other matrix Q8_0 (gpt-oss's released layout).
+    "mxfp4": gguf.GGMLQuantizationType.Q8_0,
 }
-FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+FILE_TYPES = {"mxfp4": gguf.LlamaFileType.MOSTLY_MXFP4_MOE,"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
               "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
               "q5_1": gguf.LlamaFileType.MOSTLY_Q5_1}
 
@@ -205,6 +219,10 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         writer.add_final_logit_softcapping(spec["final_softcap"])
     if "original_context" in spec:
         writer.add_rope_scaling_orig_ctx_len(spec["original_context"])
+    if "yarn" in spec:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(spec["yarn"]["factor"])
+        writer.add_rope_scaling_orig_ctx_len(spec["yarn"]["original_context"])
     moe = spec.get("moe")
     if moe:
         writer.add_expert_count(moe["experts"])
@@ -228,6 +246,12 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         quantized = gguf.quants.quantize(data.astype(np.float32), qtype)
         writer.add_tensor(name, quantized, raw_dtype=qtype if raw else None)
 
+    def put_experts(name, data):
+        if type_name != "mxfp4":
+            return put_matrix(name, data)
+        mxfp4 = gguf.GGMLQuantizationType.MXFP4
+        writer.add_tensor(name, gguf.quants.quantize(data.astype(np.float32), mxfp4), raw_dtype=mxfp4)
+
     # Real sizes (8B: 16 GB of F16) are generated as the writer writes each tensor, in the order they were
     # added, so the random draws and the bytes are the same as drawing them up front, without holding the
     # model in memory.
@@ -248,6 +272,7 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         writer.add_tensor(name, Deferred(make, (n,), np.float32) if size else make())
 
     q_width, kv_width = heads * head_dim, kv_heads * head_dim
+    gpt_oss = spec.get("gpt_oss", False)
     gemma = spec.get("gemma", False)
     if gemma:
         # Tied: the one matrix sets the logits' spread.
@@ -280,7 +305,7 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
             matrix(f"{p}.attn_q.weight", q_width, hidden, qk_std)
             matrix(f"{p}.attn_k.weight", kv_width, hidden, qk_std)
             matrix(f"{p}.attn_v.weight", kv_width, hidden, 1.0 / math.sqrt(hidden))
-            if spec.get("qkv_bias"):
+            if spec.get("qkv_bias") or gpt_oss:
                 vector(f"{p}.attn_q.bias", q_width, 0.0, 0.5)
                 vector(f"{p}.attn_k.bias", kv_width, 0.0, 0.5)
                 vector(f"{p}.attn_v.bias", kv_width, 0.0, 0.5)
@@ -288,17 +313,32 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
             vector(f"{p}.attn_q_norm.weight", head_dim, QK_GAIN, 0.1)
             vector(f"{p}.attn_k_norm.weight", head_dim, QK_GAIN, 0.1)
         matrix(f"{p}.attn_output.weight", hidden, q_width, 1.0 / math.sqrt(q_width))
-        if gemma:
-            vector(f"{p}.post_attention_norm.weight", hidden, 4.0, 0.5)
-        vector(f"{p}.ffn_norm.weight", hidden, 1.0, 0.1)
+        if gpt_oss:
+            vector(f"{p}.attn_output.bias", hidden, 0.0, 0.1)
+            # Sinks near the rows' largest scores, so that they take a real share of each softmax.
+            vector(f"{p}.attn_sinks.weight", heads, 1.0, 1.0)
+            vector(f"{p}.post_attention_norm.weight", hidden, 1.0, 0.1)
+        else:
+            if gemma:
+                vector(f"{p}.post_attention_norm.weight", hidden, 4.0, 0.5)
+            vector(f"{p}.ffn_norm.weight", hidden, 1.0, 0.1)
         if moe:
             n = moe["experts"]
             writer.add_tensor(f"{p}.ffn_gate_inp.weight",
                               (rng.standard_normal((n, hidden)) * ROUTER_STD / math.sqrt(hidden)).astype(np.float32))
             # numpy (expert, rows, cols): GGUF's {cols, rows, expert}, the layout llama.cpp's mul_mat_id reads.
-            put_matrix(f"{p}.ffn_gate_exps.weight", rng.standard_normal((n, expert_ff, hidden)) / math.sqrt(hidden))
-            put_matrix(f"{p}.ffn_up_exps.weight", rng.standard_normal((n, expert_ff, hidden)) / math.sqrt(hidden))
-            put_matrix(f"{p}.ffn_down_exps.weight", rng.standard_normal((n, hidden, expert_ff)) / math.sqrt(expert_ff))
+            # gpt-oss's gate and up are three times wider spread, so that swiglu_oai's clamps (7) are reached.
+            gain = 3.0 if gpt_oss else 1.0
+            put_experts(f"{p}.ffn_gate_exps.weight", rng.standard_normal((n, expert_ff, hidden)) * gain / math.sqrt(hidden))
+            put_experts(f"{p}.ffn_up_exps.weight", rng.standard_normal((n, expert_ff, hidden)) * gain / math.sqrt(hidden))
+            put_experts(f"{p}.ffn_down_exps.weight", rng.standard_normal((n, hidden, expert_ff)) / math.sqrt(expert_ff))
+            if gpt_oss:
+                # GGUF {width, expert}: numpy (expert, width).
+                vector(f"{p}.ffn_gate_inp.bias", n, 0.0, 0.5)
+                writer.add_tensor(f"{p}.ffn_gate_exps.bias", rng.standard_normal((n, expert_ff)).astype(np.float32))
+                writer.add_tensor(f"{p}.ffn_up_exps.bias", rng.standard_normal((n, expert_ff)).astype(np.float32))
+                writer.add_tensor(f"{p}.ffn_down_exps.bias",
+                                  (rng.standard_normal((n, hidden)) * 0.1).astype(np.float32))
             if "shared_mult" in moe:
                 writer.add_tensor(f"{p}.ffn_gate_inp_shexp.weight",
                                   (rng.standard_normal((1, hidden)) * ROUTER_STD / math.sqrt(hidden)).astype(np.float32))

@@ -211,6 +211,11 @@ fn qwen2moe_with_a_shared_expert_matches_llama_cpp() {
     check_family("qwen2moe");
 }
 
+#[test]
+fn gpt_oss_with_sinks_yarn_windows_and_mxfp4_experts_matches_llama_cpp() {
+    check_family("gpt-oss");
+}
+
 /// K-quants (Q4_K_M, Q6_K), which only llama.cpp's quantizer writes: the files and their fixtures come
 /// from `scripts/make-architecture-reference.py --k-quants TOKENIZER.gguf DIR` (~20 MB each, not in the
 /// repository); run with `MODEL_RUNNER_K_QUANT_DIR=DIR cargo test --test architectures -- --ignored`.

@@ -32,8 +32,24 @@ pub enum RopeStyle {
 pub struct Rope {
     inv_freq: Vec<f64>,
     style: RopeStyle,
-    /// Multiplies cosines and sines (ggml's `attn_factor`: LongRoPE's `rope.scaling.attn_factor`).
-    scale: f32,
+    /// Every cosine and sine is multiplied by this (YaRN's magnitude correction; 1 otherwise).
+    mscale: f32,
+}
+
+/// YaRN context extension (`rope.scaling.type` = `yarn`), as ggml's `rope_yarn` computes it: each pair's
+/// frequency a blend of the interpolated (divided by `factor`) and the original one, by a ramp between
+/// the correction dimensions that `beta_fast` and `beta_slow` give, and every angle's cosine and sine
+/// scaled by `attn_factor * (1 + 0.1 ln factor)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    /// `rope.scaling.factor`: the context extension (llama.cpp's `1 / freq_scale`).
+    pub factor: f32,
+    /// `rope.scaling.original_context_length`.
+    pub original_context: usize,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    /// `rope.scaling.attn_factor` (llama.cpp's `rope_attn_factor`, 1 unless the file says).
+    pub attn_factor: f32,
 }
 
 /// Cosines and sines for one step's positions: `[token][pair]`.
@@ -55,8 +71,39 @@ impl Rope {
         Self {
             inv_freq,
             style,
-            scale: 1.0,
+            mscale: 1.0,
         }
+    }
+
+    /// YaRN scaling over `base` (the frequency base `new` was given), with ggml's extrapolation factor 1.
+    pub fn with_yarn(mut self, base: f32, yarn: Yarn) -> Self {
+        if !(yarn.factor.is_finite() && yarn.factor > 0.0) {
+            return self;
+        }
+        let dims = 2 * self.inv_freq.len();
+        let freq_scale = 1.0 / yarn.factor;
+        // ggml_rope_yarn_corr_dims, in f32 as ggml computes them.
+        let corr_dim = |rotations: f32| {
+            dims as f32
+                * (yarn.original_context as f32 / (rotations * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let low = corr_dim(yarn.beta_fast).floor().max(0.0);
+        let high = corr_dim(yarn.beta_slow).ceil().min(dims as f32 - 1.0);
+        for (i, f) in self.inv_freq.iter_mut().enumerate() {
+            let y = (i as f32 - low) / (high - low).max(0.001);
+            let mix = 1.0 - y.clamp(0.0, 1.0);
+            *f *= (freq_scale * (1.0 - mix) + mix) as f64;
+        }
+        // llama.cpp's context sets attn_factor to cancel ggml's own correction for factors up to 1, so the
+        // product is 1 there and `1 + 0.1 ln factor` above.
+        let correction = if yarn.factor > 1.0 {
+            1.0 + 0.1 * yarn.factor.ln()
+        } else {
+            1.0
+        };
+        self.mscale = yarn.attn_factor * correction;
+        self
     }
 
     /// Scales the rotation's cosines and sines, so queries and keys, by `factor`, as ggml's rope does
@@ -68,7 +115,7 @@ impl Rope {
                 reason: format!("{factor} is not a positive number"),
             });
         }
-        self.scale = factor;
+        self.mscale = factor;
         Ok(self)
     }
 
@@ -125,8 +172,8 @@ impl Rope {
         for &p in positions {
             for f in &self.inv_freq {
                 let (s, c) = (p as f64 * f).sin_cos();
-                cos.push(c as f32 * self.scale);
-                sin.push(s as f32 * self.scale);
+                cos.push(c as f32 * self.mscale);
+                sin.push(s as f32 * self.mscale);
             }
         }
         RopeAngles {
@@ -181,6 +228,9 @@ pub struct Attention {
     pub sliding_window: Option<usize>,
     /// Soft-cap the scaled scores at this value, `c * tanh(s / c)` (Gemma 2).
     pub softcap: Option<f32>,
+    /// A learned logit per query head that joins each softmax's denominator without a value (gpt-oss's
+    /// attention sinks): the weights of a row then sum to less than 1.
+    pub sinks: Option<Vec<f32>>,
     /// This layer's index in the KV cache.
     pub layer: usize,
 }
@@ -249,6 +299,7 @@ impl Attention {
             scale: 1.0 / (shape.head_dim as f32).sqrt(),
             sliding_window: None,
             softcap: None,
+            sinks: None,
             layer,
         })
     }
@@ -332,7 +383,7 @@ impl Attention {
             }
         }
         let shape = self.kernel_shape(cache.layout().block_size);
-        let out = attend_on_host(&shape, self.layer, &q, batch, cache)?;
+        let out = attend_on_host(&shape, self.layer, &q, self.sinks.as_deref(), batch, cache)?;
         let out = Tensor::from_vec(out, (tokens, self.heads * self.head_dim), &Device::Cpu)?
             .to_device(x.device())?;
         Ok(self.output.forward(&out, dense_from)?)
@@ -367,6 +418,11 @@ impl Attention {
                 "attention soft-capping (Gemma 2) on CUDA: the kernel does not apply it yet".into(),
             ));
         }
+        if self.sinks.is_some() {
+            return Err(ModelError::Unsupported(
+                "attention sinks (gpt-oss) on CUDA: the kernel does not apply them yet".into(),
+            ));
+        }
         let dense_from = batch.dense_from();
         let (q, k, v) = self.project(x, dense_from)?;
         let q = Self::head_norm(self.q_norm.as_ref(), q, self.heads, self.head_dim)?;
@@ -389,24 +445,33 @@ impl Attention {
 /// Softmax attention of every (token, head) row against its own sequence's cached positions. One task
 /// per (token, KV head): the query heads sharing a KV head (GQA) read each key and value once. The CPU
 /// path of `kernels::reference::paged_attention`, which the tests hold it to. An f16 cache is widened
-/// as it is read, eight values at a time.
+/// as it is read, eight values at a time. `sinks`, one logit per query head, join each row's softmax as
+/// ggml's `soft_max_ext` with sinks does: in its maximum and its denominator.
 pub fn attend_on_host(
     shape: &PagedAttentionShape,
     layer: usize,
     q: &[f32],
+    sinks: Option<&[f32]>,
     batch: &StepBatch,
     cache: &PagedKvCache,
 ) -> Result<Vec<f32>, ModelError> {
+    if sinks.is_some_and(|s| s.len() != shape.heads) {
+        return Err(ModelError::Shape {
+            key: format!("blk.{layer}.attn_sinks.weight"),
+            reason: format!("expected one sink per query head ({})", shape.heads),
+        });
+    }
     Ok(match cache.layer(layer)? {
-        KvLayer::F32 { keys, values } => attend(shape, q, batch, cache, keys, values),
-        KvLayer::F16 { keys, values } => attend(shape, q, batch, cache, keys, values),
-        KvLayer::Q8_0 { keys, values } => attend(shape, q, batch, cache, keys, values),
+        KvLayer::F32 { keys, values } => attend(shape, q, sinks, batch, cache, keys, values),
+        KvLayer::F16 { keys, values } => attend(shape, q, sinks, batch, cache, keys, values),
+        KvLayer::Q8_0 { keys, values } => attend(shape, q, sinks, batch, cache, keys, values),
     })
 }
 
 fn attend<E: KvElement>(
     shape: &PagedAttentionShape,
     q: &[f32],
+    sinks: Option<&[f32]>,
     batch: &StepBatch,
     cache: &PagedKvCache,
     keys: &[E],
@@ -448,12 +513,18 @@ fn attend<E: KvElement>(
                 };
             }
         }
-        for row in scores.chunks_exact_mut(n) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        for (g, row) in scores.chunks_exact_mut(n).enumerate() {
+            let sink = sinks.map(|s| s[kv_head * group + g]);
+            let max = row
+                .iter()
+                .fold(sink.unwrap_or(f32::NEG_INFINITY), |m, &s| m.max(s));
             let mut sum = 0.0;
             for s in row.iter_mut() {
                 *s = (*s - max).exp();
                 sum += *s;
+            }
+            if let Some(sink) = sink {
+                sum += (sink - max).exp();
             }
             let inv = 1.0 / sum;
             row.iter_mut().for_each(|s| *s *= inv);
@@ -660,7 +731,7 @@ mod tests {
                     scale: 0.125,
                     softcap,
                 };
-                let host = attend_on_host(&shape, 0, &q, &batch, &cache).unwrap();
+                let host = attend_on_host(&shape, 0, &q, None, &batch, &cache).unwrap();
                 // The twin reads the cache's values as stored (widened, for an f16 cache).
                 let (keys, vals) = cache.layer(0).unwrap().to_f32();
                 let mut twin = vec![0f32; host.len()];
@@ -706,6 +777,96 @@ mod tests {
         }
     }
 
+    /// A sink joins each head's softmax as one more logit without a value: the weights over the cached
+    /// positions are `exp(s_i) / (sum_j exp(s_j) + exp(sink))`.
+    #[test]
+    fn attention_sinks_join_the_softmax_denominator() {
+        let layout = KvLayout {
+            layers: 1,
+            kv_heads: 1,
+            head_dim: 32,
+            block_size: 16,
+            kv_type: KvType::F32,
+        };
+        let width = layout.token_width();
+        let mut cache = PagedKvCache::new(layout, 2);
+        let table = vec![1u32];
+        let n = 6;
+        for p in 0..n {
+            let row = values(2 * width, p as u32 + 3);
+            cache
+                .write(0, &table, p, &row[..width], &row[width..])
+                .unwrap();
+        }
+        let mut batch = StepBatch::default();
+        batch.push(&[1], n - 1, table.clone(), LogitsWanted::Last);
+        let heads = 2;
+        let q = values(heads * 32, 17);
+        let shape = PagedAttentionShape {
+            heads,
+            kv_heads: 1,
+            head_dim: 32,
+            block_size: 16,
+            window: 0,
+            scale: 0.5,
+            softcap: 0.0,
+        };
+        let sinks = [0.7f32, -1.5];
+        let host = attend_on_host(&shape, 0, &q, Some(&sinks), &batch, &cache).unwrap();
+        let (keys, vals) = cache.layer(0).unwrap().to_f32();
+        for (h, sink) in sinks.iter().enumerate() {
+            let query = &q[h * 32..(h + 1) * 32];
+            let scores: Vec<f32> = (0..n)
+                .map(|p| {
+                    let at = cache.slot_offset(&table, p);
+                    let key = &keys[at..at + 32];
+                    0.5 * query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>()
+                })
+                .collect();
+            let z: f32 = scores.iter().map(|s| s.exp()).sum::<f32>() + sink.exp();
+            for d in 0..32 {
+                let want: f32 = (0..n)
+                    .map(|p| scores[p].exp() / z * vals[cache.slot_offset(&table, p) + d])
+                    .sum();
+                let got = host[h * 32 + d];
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "head {h}, dim {d}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// YaRN keeps the fast pairs' frequencies, divides the slow ones' by the factor, blends between, and
+    /// scales every cosine and sine by `1 + 0.1 ln factor`.
+    #[test]
+    fn yarn_blends_frequencies_and_scales_magnitudes() {
+        let (dims, base) = (32, 150_000.0);
+        let plain = Rope::new(dims, base, RopeStyle::Neox);
+        let yarn = Rope::new(dims, base, RopeStyle::Neox).with_yarn(
+            base,
+            Yarn {
+                factor: 32.0,
+                original_context: 4096,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attn_factor: 1.0,
+            },
+        );
+        // ggml_rope_yarn_corr_dims for these numbers: 4 and 9.
+        for i in 0..16 {
+            let ratio = yarn.inv_freq[i] / plain.inv_freq[i];
+            match i {
+                0..=4 => assert!((ratio - 1.0).abs() < 1e-6, "pair {i}: {ratio}"),
+                9.. => assert!((ratio - 1.0 / 32.0).abs() < 1e-6, "pair {i}: {ratio}"),
+                _ => assert!(ratio < 1.0 && ratio > 1.0 / 32.0, "pair {i}: {ratio}"),
+            }
+        }
+        let mscale = 1.0 + 0.1 * 32f32.ln();
+        let angles = yarn.angles(&[0]);
+        assert!(angles.cos.iter().all(|c| (c - mscale).abs() < 1e-6));
+    }
+
     #[test]
     fn rope_matches_the_kernels_twin() {
         for (style, neox) in [(RopeStyle::Neox, true), (RopeStyle::Interleaved, false)] {
@@ -743,7 +904,7 @@ mod tests {
         Rope {
             inv_freq: vec![0.0; 2],
             style: RopeStyle::Interleaved,
-            scale: 1.0,
+            mscale: 1.0,
         }
         .apply(&mut x, 1, 4, &angles);
         assert_eq!(x, [-2.0, 1.0, 3.0, 4.0]);
@@ -751,7 +912,7 @@ mod tests {
         Rope {
             inv_freq: vec![0.0; 2],
             style: RopeStyle::Neox,
-            scale: 1.0,
+            mscale: 1.0,
         }
         .apply(&mut x, 1, 4, &angles);
         assert_eq!(x, [-3.0, 2.0, 1.0, 4.0]);

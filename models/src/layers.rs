@@ -90,6 +90,12 @@ impl Linear {
         }
     }
 
+    /// This layer with `bias` added to its output (one expert's slice of a stacked bias, gpt-oss).
+    pub fn with_bias(mut self, bias: Tensor) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+
     /// A layer over a candle matmul, without bias or dense copy (an expert the kernels do not run).
     pub fn from_qmatmul(q: QMatMul) -> Self {
         Self {
@@ -286,12 +292,19 @@ impl Embedding {
 /// The nonlinearity of a gated feed-forward block: the one the CUDA kernel takes.
 pub use kernels::reference::GatedActivation as Activation;
 
+/// gpt-oss's `swiglu_oai` (ggml's op of that name): `g * sigmoid(ALPHA g) * (u + 1)` with the gate
+/// clamped above at `LIMIT` and the up projection to `[-LIMIT, LIMIT]`.
+pub const SWIGLU_OAI_ALPHA: f64 = 1.702;
+pub const SWIGLU_OAI_LIMIT: f64 = 7.0;
+
 /// `down(act(gate(x)) * up(x))`. Gate and up may be one fused matrix (Phi-3), split in halves.
 #[derive(Debug, Clone)]
 pub struct GatedMlp {
     gate_up: GateUp,
     down: Linear,
     activation: Activation,
+    /// gpt-oss's clamped SwiGLU in place of `activation` (`SWIGLU_OAI_*`).
+    swiglu_oai: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +346,7 @@ impl GatedMlp {
             gate_up,
             down: Linear::load(w, &format!("{prefix}.ffn_down{suffix}"))?,
             activation,
+            swiglu_oai: false,
         })
     }
 
@@ -346,6 +360,7 @@ impl GatedMlp {
             gate_up: GateUp::Fused(Linear::load(w, &format!("{prefix}.ffn_up"))?),
             down: Linear::load(w, &format!("{prefix}.ffn_down"))?,
             activation,
+            swiglu_oai: false,
         })
     }
 
@@ -355,6 +370,7 @@ impl GatedMlp {
             gate_up: GateUp::Fused(gate_up),
             down,
             activation,
+            swiglu_oai: false,
         }
     }
 
@@ -364,7 +380,35 @@ impl GatedMlp {
             gate_up: GateUp::Separate { gate, up },
             down,
             activation,
+            swiglu_oai: false,
         }
+    }
+
+    /// This block with a bias on each projection's output (a gpt-oss expert's slices of the stacked
+    /// biases); a fused gate and up takes both, gate's first.
+    pub fn with_expert_biases(
+        mut self,
+        gate_bias: Tensor,
+        up_bias: Tensor,
+        down_bias: Tensor,
+    ) -> candle_core::Result<Self> {
+        self.gate_up = match self.gate_up {
+            GateUp::Fused(both) => {
+                GateUp::Fused(both.with_bias(Tensor::cat(&[gate_bias, up_bias], 0)?))
+            }
+            GateUp::Separate { gate, up } => GateUp::Separate {
+                gate: gate.with_bias(gate_bias),
+                up: up.with_bias(up_bias),
+            },
+        };
+        self.down = self.down.with_bias(down_bias);
+        Ok(self)
+    }
+
+    /// This block with gpt-oss's `swiglu_oai` in place of its activation.
+    pub fn with_swiglu_oai(mut self) -> Self {
+        self.swiglu_oai = true;
+        self
     }
 
     pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
@@ -381,6 +425,13 @@ impl GatedMlp {
                 )
             }
         };
+        if self.swiglu_oai {
+            // On any device through candle's ops: no fused kernel takes the clamps.
+            let gate = gate.minimum(SWIGLU_OAI_LIMIT)?;
+            let up = up.clamp(-SWIGLU_OAI_LIMIT, SWIGLU_OAI_LIMIT)?;
+            let glu = (&gate * candle_nn::ops::sigmoid(&(&gate * SWIGLU_OAI_ALPHA)?)?)?;
+            return self.down.forward(&(glu * (up + 1.0)?)?, dense_from);
+        }
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
             let mixed = crate::cuda::gated_activation(&gate, &up, self.activation)?;

@@ -14,11 +14,13 @@ pub mod decoder;
 pub mod gemma2;
 pub mod gemma3;
 pub mod gguf;
+pub mod gptoss;
 pub mod kv_cache;
 pub mod kv_layout;
 pub mod layers;
 pub mod llama;
 pub mod moe;
+pub mod mxfp4;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen2moe;
@@ -47,7 +49,7 @@ pub enum ModelError {
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
     #[error(
-        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, bert)"
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt-oss, bert)"
     )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
@@ -72,7 +74,7 @@ impl ModelError {
         let reason = e.to_string();
         if reason.contains("unknown dtype") {
             return ModelError::Unsupported(format!(
-                "{}: a tensor type this engine cannot run ({reason}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K",
+                "{}: a tensor type this engine cannot run ({reason}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, MXFP4",
                 path.display()
             ));
         }
@@ -115,6 +117,7 @@ pub enum CausalModel {
     Decoder(decoder::Decoder),
     Gemma2(gemma2::Gemma2),
     Gemma3(gemma3::Gemma3),
+    GptOss(gptoss::GptOss),
 }
 
 impl CausalModel {
@@ -130,6 +133,7 @@ impl CausalModel {
             CausalModel::Decoder(m) => m.info(),
             CausalModel::Gemma2(m) => m.info(),
             CausalModel::Gemma3(m) => m.info(),
+            CausalModel::GptOss(m) => m.info(),
         }
     }
 
@@ -144,6 +148,7 @@ impl CausalModel {
             CausalModel::Decoder(m) => m.hidden_states(batch, cache),
             CausalModel::Gemma2(m) => m.hidden_states(batch, cache),
             CausalModel::Gemma3(m) => m.hidden_states(batch, cache),
+            CausalModel::GptOss(m) => m.hidden_states(batch, cache),
         }
     }
 
@@ -168,6 +173,7 @@ impl CausalModel {
             CausalModel::Decoder(m) => m.lm_head(&selected),
             CausalModel::Gemma2(m) => m.lm_head(&selected),
             CausalModel::Gemma3(m) => m.lm_head(&selected),
+            CausalModel::GptOss(m) => m.lm_head(&selected),
         }
     }
 }
@@ -211,6 +217,7 @@ pub fn load(files: &[&Path], device: &Device) -> Result<LoadedModel, ModelError>
             | "phi3"
             | "gemma2"
             | "gemma3"
+            | "gpt-oss"
             | "bert"
     ) {
         return Err(ModelError::UnknownArchitecture(architecture));
@@ -234,6 +241,7 @@ pub fn load(files: &[&Path], device: &Device) -> Result<LoadedModel, ModelError>
         "phi3" => CausalModel::Decoder(phi3::load(&mut weights)?),
         "gemma2" => CausalModel::Gemma2(gemma2::Gemma2::load(&mut weights)?),
         "gemma3" => CausalModel::Gemma3(gemma3::Gemma3::load(&mut weights)?),
+        "gpt-oss" => CausalModel::GptOss(gptoss::GptOss::load(&mut weights)?),
         other => return Err(ModelError::UnknownArchitecture(other.to_string())),
     });
     Ok(LoadedModel {

@@ -37,6 +37,9 @@ pub enum ExpertLayers {
     /// Always mixtures, top-k weights as the softmax gave them, plus a shared expert whose output is
     /// gated by `sigmoid(ffn_gate_inp_shexp . x)` (`qwen2moe`).
     AlwaysWithSharedExpert,
+    /// Always mixtures, gpt-oss's: biases on the router and on every expert projection, the clamped
+    /// `swiglu_oai`, and the weights a softmax over the chosen experts' logits (`gpt-oss`).
+    AlwaysOpenAi,
 }
 
 /// A mixture's experts, experts per token and routing (from the metadata, checked by
@@ -49,6 +52,8 @@ pub struct MoeShape {
     pub renormalise: bool,
     /// A shared expert (`ffn_*_shexp`) every token goes through besides its routed ones (Qwen 2 MoE).
     pub shared_expert: bool,
+    /// gpt-oss's experts: `ffn_gate_inp.bias` and `ffn_{gate,up,down}_exps.bias`, `swiglu_oai`.
+    pub openai: bool,
 }
 
 /// The experts one token goes to, best first, with their weights: llama.cpp's softmax over `logits`
@@ -88,6 +93,8 @@ pub fn route(logits: &[f32], k: usize, renormalise: bool) -> Vec<(usize, f32)> {
 pub struct MixtureOfExperts {
     /// `ffn_gate_inp` transposed, `[hidden, n_expert]`, f32.
     router: Tensor,
+    /// `ffn_gate_inp.bias`, `[n_expert]` (gpt-oss).
+    router_bias: Option<Tensor>,
     experts: Vec<GatedMlp>,
     used: usize,
     renormalise: bool,
@@ -120,6 +127,34 @@ impl SharedExpert {
     }
 }
 
+/// gpt-oss's biases: the router's, and each expert's for its gate, up and down projections (`[n_expert,
+/// width]` as candle orders the GGUF's `{width, n_expert}`).
+struct ExpertBiases {
+    router: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+impl ExpertBiases {
+    fn load(w: &mut GgufWeights, prefix: &str) -> Result<Self, ModelError> {
+        let mut bias = |name: &str| w.dequantized(&format!("{prefix}.{name}.bias"));
+        Ok(Self {
+            router: bias("ffn_gate_inp")?,
+            gate: bias("ffn_gate_exps")?,
+            up: bias("ffn_up_exps")?,
+            down: bias("ffn_down_exps")?,
+        })
+    }
+
+    /// Expert `e`'s MLP with its biases and `swiglu_oai`: llama.cpp adds each bias to its projection's
+    /// output (`ggml_add_id`) before the activation, and the down bias before the router's weight.
+    fn apply(&self, e: usize, mlp: GatedMlp) -> candle_core::Result<GatedMlp> {
+        let (gate, up, down) = (self.gate.get(e)?, self.up.get(e)?, self.down.get(e)?);
+        Ok(mlp.with_expert_biases(gate, up, down)?.with_swiglu_oai())
+    }
+}
+
 impl MixtureOfExperts {
     /// `ffn_gate_inp` and `ffn_{gate,up,down}_exps` under `prefix` (shapes checked by `crate::shape`).
     pub fn load(w: &mut GgufWeights, prefix: &str, shape: MoeShape) -> Result<Self, ModelError> {
@@ -130,15 +165,49 @@ impl MixtureOfExperts {
         let gate = format!("{prefix}.ffn_gate_exps.weight");
         let up = format!("{prefix}.ffn_up_exps.weight");
         let down = format!("{prefix}.ffn_down_exps.weight");
-        let downs: Vec<Linear> = match w.packed_experts(&[&down], shape.experts)? {
+        let mut experts = Self::load_experts(w, [&gate, &up, &down], shape.experts)?;
+        let router_bias = if shape.openai {
+            let biases = ExpertBiases::load(w, prefix)?;
+            experts = experts
+                .into_iter()
+                .enumerate()
+                .map(|(e, mlp)| biases.apply(e, mlp))
+                .collect::<candle_core::Result<_>>()?;
+            Some(biases.router)
+        } else {
+            None
+        };
+        let shared = if shape.shared_expert {
+            Some(SharedExpert::load(w, prefix)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            router,
+            router_bias,
+            experts,
+            used: shape.used,
+            renormalise: shape.renormalise,
+            shared,
+        })
+    }
+
+    /// Each expert's gated MLP, cut from the 3-D `[gate, up, down]` stacks: packed where the kernels run
+    /// the type, else candle matmuls.
+    fn load_experts(
+        w: &mut GgufWeights,
+        [gate, up, down]: [&str; 3],
+        experts: usize,
+    ) -> Result<Vec<GatedMlp>, ModelError> {
+        let downs: Vec<Linear> = match w.packed_experts(&[down], experts)? {
             Some(packed) => packed.into_iter().map(Linear::from_packed).collect(),
             None => w
-                .expert_matmuls(&down, shape.experts)?
+                .expert_matmuls(down, experts)?
                 .into_iter()
                 .map(Linear::from_qmatmul)
                 .collect(),
         };
-        let experts = match w.packed_experts(&[&gate, &up], shape.experts)? {
+        Ok(match w.packed_experts(&[gate, up], experts)? {
             Some(packed) => packed
                 .into_iter()
                 .zip(downs)
@@ -147,8 +216,8 @@ impl MixtureOfExperts {
                 })
                 .collect(),
             None => {
-                let gates = w.expert_matmuls(&gate, shape.experts)?;
-                let ups = w.expert_matmuls(&up, shape.experts)?;
+                let gates = w.expert_matmuls(gate, experts)?;
+                let ups = w.expert_matmuls(up, experts)?;
                 gates
                     .into_iter()
                     .zip(ups)
@@ -163,18 +232,6 @@ impl MixtureOfExperts {
                     })
                     .collect()
             }
-        };
-        let shared = if shape.shared_expert {
-            Some(SharedExpert::load(w, prefix)?)
-        } else {
-            None
-        };
-        Ok(Self {
-            router,
-            experts,
-            used: shape.used,
-            renormalise: shape.renormalise,
-            shared,
         })
     }
 
@@ -192,7 +249,12 @@ impl MixtureOfExperts {
     fn routed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (tokens, hidden) = x.dims2()?;
         let k = self.used;
-        let logits = x.matmul(&self.router)?.to_vec2::<f32>()?;
+        let logits = x.matmul(&self.router)?;
+        let logits = match &self.router_bias {
+            Some(bias) => logits.broadcast_add(bias)?,
+            None => logits,
+        };
+        let logits = logits.to_vec2::<f32>()?;
         // Per expert: the tokens routed to it, and for each the slot (token * k + rank) it fills.
         let mut routed: Vec<(Vec<u32>, Vec<u32>, Vec<f32>)> =
             vec![(Vec::new(), Vec::new(), Vec::new()); self.experts.len()];
@@ -397,6 +459,7 @@ mod tests {
         }
         let moe = MixtureOfExperts {
             router: Tensor::from_vec(router_t, (HIDDEN, experts), &Device::Cpu).unwrap(),
+            router_bias: None,
             experts: mlps,
             used: 2,
             renormalise: true,
@@ -529,6 +592,7 @@ mod tests {
                     used: 2,
                     renormalise: !shared,
                     shared_expert: shared,
+                    openai: false,
                 };
                 let moe = MixtureOfExperts::load(&mut w, "blk.1", shape).unwrap();
                 let mut rows = |name: &str| -> Vec<f32> {

@@ -19,6 +19,9 @@ pub struct Expected {
     pub post_norms: bool,
     /// Whether feed-forward blocks are mixtures of experts (`qwen3moe`; `llama` with an expert count).
     pub experts: ExpertLayers,
+    /// gpt-oss: the pre-FFN norm is `post_attention_norm`, each layer has `attn_sinks` (one per head),
+    /// and the attention output is biased.
+    pub gpt_oss: bool,
 }
 
 impl Expected {
@@ -30,8 +33,10 @@ impl Expected {
                 "qwen3moe" => ExpertLayers::Always,
                 "qwen2moe" => ExpertLayers::AlwaysWithSharedExpert,
                 "llama" | "mistral" => ExpertLayers::WhenCounted,
+                "gpt-oss" => ExpertLayers::AlwaysOpenAi,
                 _ => ExpertLayers::Never,
             },
+            gpt_oss: architecture == "gpt-oss",
         }
     }
 }
@@ -106,9 +111,9 @@ pub fn moe_shape(w: &GgufWeights, layers: ExpertLayers) -> Result<Option<MoeShap
     let experts = match layers {
         ExpertLayers::Never => return Ok(None),
         ExpertLayers::WhenCounted => w.arch_usize_or("expert_count", 0)?,
-        ExpertLayers::Always | ExpertLayers::AlwaysWithSharedExpert => {
-            w.arch_usize("expert_count")?
-        }
+        ExpertLayers::Always
+        | ExpertLayers::AlwaysWithSharedExpert
+        | ExpertLayers::AlwaysOpenAi => w.arch_usize("expert_count")?,
     };
     if experts == 0 {
         if layers != ExpertLayers::WhenCounted {
@@ -143,8 +148,10 @@ pub fn moe_shape(w: &GgufWeights, layers: ExpertLayers) -> Result<Option<MoeShap
     Ok(Some(MoeShape {
         experts,
         used,
+        // gpt-oss's softmax over the chosen logits is the full softmax renormalised over the chosen.
         renormalise: !shared_expert,
         shared_expert,
+        openai: layers == ExpertLayers::AlwaysOpenAi,
     }))
 }
 
@@ -210,7 +217,13 @@ pub fn check(w: &GgufWeights, expected: Expected) -> Result<(), ModelError> {
                 vector(w, &name, head_dim)?;
             }
         }
-        vector(w, &format!("{p}.ffn_norm.weight"), hidden)?;
+        if expected.gpt_oss {
+            vector(w, &format!("{p}.post_attention_norm.weight"), hidden)?;
+            vector(w, &format!("{p}.attn_sinks.weight"), heads)?;
+            vector(w, &format!("{p}.attn_output.bias"), hidden)?;
+        } else {
+            vector(w, &format!("{p}.ffn_norm.weight"), hidden)?;
+        }
         if let Some(moe) = moe {
             experts(w, &p, moe, hidden)?;
         } else if expected.fused_gate_up {
@@ -252,6 +265,16 @@ fn experts(w: &GgufWeights, p: &str, moe: MoeShape, hidden: usize) -> Result<(),
             &format!("{p}.{name}.weight"),
             [Some(n), Some(ff), Some(hidden)],
         )?;
+    }
+    if moe.openai {
+        vector(w, &format!("{p}.ffn_gate_inp.bias"), n)?;
+        for (name, width) in [
+            ("ffn_gate_exps", ff),
+            ("ffn_up_exps", ff),
+            ("ffn_down_exps", hidden),
+        ] {
+            matrix(w, &format!("{p}.{name}.bias"), Some(n), Some(width))?;
+        }
     }
     if moe.shared_expert {
         let gate = format!("{p}.ffn_gate_inp_shexp.weight");

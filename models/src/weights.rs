@@ -10,6 +10,7 @@
 //! candle would hold at many times its size (metadata arrays of millions of elements, which candle keeps
 //! as one enum per element).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Cursor;
@@ -92,6 +93,17 @@ impl GgufWeights {
                 }
                 tensors.insert(name, entry);
             }
+        }
+        let mxfp4 = tensors
+            .values()
+            .filter(|t| t.ggml_type == crate::mxfp4::MXFP4)
+            .count();
+        if mxfp4 > 0 {
+            tracing::warn!(
+                tensors = mxfp4,
+                "MXFP4 weights are converted to Q8_0 at load (exact for real weights' scales, twice \
+                 their memory): this engine has no MXFP4 kernel yet"
+            );
         }
         let f32_bytes: u64 = tensors
             .values()
@@ -202,6 +214,28 @@ impl GgufWeights {
         &self.shards[at.shard][at.range.clone()]
     }
 
+    /// A tensor's bytes as candle and the kernels take them, with their GGML type: as the file has them,
+    /// or, for MXFP4 (which neither runs), converted to Q8_0 (`crate::mxfp4`).
+    fn weight_bytes(&self, name: &str) -> Result<(u32, Cow<'_, [u8]>), ModelError> {
+        let (ggml_type, at) = self.tensor_at(name)?;
+        let raw = self.bytes(&at);
+        if ggml_type != crate::mxfp4::MXFP4 {
+            return Ok((ggml_type, Cow::Borrowed(raw)));
+        }
+        let (q8, inexact) = crate::mxfp4::to_q8_0(raw).map_err(|e| ModelError::Tensor {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        if inexact > 0 {
+            tracing::warn!(
+                tensor = name,
+                blocks = inexact,
+                "MXFP4 blocks whose scale f16 cannot hold were requantized to Q8_0 (not exact)"
+            );
+        }
+        Ok((crate::mxfp4::Q8_0, Cow::Owned(q8)))
+    }
+
     /// Gives the mapped pages at `at` back to the page cache: what was packed from them is no longer
     /// read there, and without this the pages would count in the process's memory for its lifetime.
     fn release(&self, at: Location) {
@@ -227,13 +261,14 @@ impl GgufWeights {
     /// A tensor as candle holds it. Types only our kernels decode (the 4-bit i-quants) come as f32:
     /// candle runs them only where our kernels do not (another device, or packing turned off).
     pub fn qtensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
-        let (ggml_type, at) = self.tensor_at(name)?;
+        let at = self.tensor_at(name)?.1;
         let dims = self.tensor_dims(name).unwrap_or_default().to_vec();
         let tensor_error = |reason: String| ModelError::Tensor {
             name: name.to_string(),
             reason,
         };
-        let raw = self.bytes(&at);
+        let (ggml_type, raw) = self.weight_bytes(name)?;
+        let raw = raw.as_ref();
         let tensor = match (candle_dtype(ggml_type), kernel_type(ggml_type)) {
             (Some(dtype), _) => {
                 candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, raw, dims, &self.device)
@@ -286,9 +321,14 @@ impl GgufWeights {
         let Some((tensors, cols)) = self.kernel_sources(names, Stacking::Matrices)? else {
             return Ok(None);
         };
+        let bytes = names
+            .iter()
+            .map(|name| self.weight_bytes(name).map(|(_, b)| b))
+            .collect::<Result<Vec<_>, _>>()?;
         let parts: Vec<(GgmlType, &[u8], usize)> = tensors
             .iter()
-            .map(|(ty, at, rows)| (*ty, self.bytes(at), *rows))
+            .zip(&bytes)
+            .map(|((ty, _, rows), raw)| (*ty, raw.as_ref(), *rows))
             .collect();
         let packed = pack_parts(names, &parts, cols)?.map(Arc::new);
         tensors.into_iter().for_each(|(_, at, _)| self.release(at));
@@ -330,7 +370,13 @@ impl GgufWeights {
                 Stacking::Experts(experts) => Some(self.expert_dims(name, experts)?),
                 Stacking::Matrices => None,
             };
-            let Some(ty) = kernel_type(dtype) else {
+            // MXFP4 is packed from its Q8_0 conversion (`weight_bytes`).
+            let as_packed = if dtype == crate::mxfp4::MXFP4 {
+                crate::mxfp4::Q8_0
+            } else {
+                dtype
+            };
+            let Some(ty) = kernel_type(as_packed) else {
                 // Stated, not silent: these run correctly but without our kernels' speed.
                 let alone = names.len() == 1 || matches!(stacking, Stacking::Experts(_));
                 if alone && !self.fallback_types.contains(&dtype) {
@@ -375,12 +421,16 @@ impl GgufWeights {
         let Some((tensors, cols)) = self.kernel_sources(names, Stacking::Experts(experts))? else {
             return Ok(None);
         };
+        let bytes = names
+            .iter()
+            .map(|name| self.weight_bytes(name).map(|(_, b)| b))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut packed = Vec::with_capacity(experts);
         for e in 0..experts {
             let parts: Vec<(GgmlType, &[u8], usize)> = tensors
                 .iter()
-                .map(|(ty, at, rows)| {
-                    let raw = self.bytes(at);
+                .zip(&bytes)
+                .map(|((ty, _, rows), raw)| {
                     let per_expert = raw.len() / experts;
                     (*ty, &raw[e * per_expert..(e + 1) * per_expert], *rows)
                 })
@@ -406,14 +456,14 @@ impl GgufWeights {
             name: name.to_string(),
             reason: e.to_string(),
         };
-        let (ggml_type, at) = self.tensor_at(name)?;
+        let at = self.tensor_at(name)?.1;
+        let (ggml_type, raw) = self.weight_bytes(name)?;
         let Some(dtype) = candle_dtype(ggml_type) else {
             return Err(ModelError::Unsupported(format!(
                 "experts of type {} off the CPU kernels",
                 crate::gguf::ggml_type_name(ggml_type).unwrap_or("unknown")
             )));
         };
-        let raw = self.bytes(&at);
         let per_expert = raw.len() / experts;
         let matmuls = (0..experts)
             .map(|e| {
@@ -478,11 +528,14 @@ fn check_header(path: &Path) -> Result<GgufHeader, ModelError> {
     // Types the header knows but neither candle nor our kernels load (most i-quants, the ternary and
     // MXFP4 types): a clear error naming the tensor and its type.
     for tensor in &header.tensors {
-        if candle_dtype(tensor.ggml_type).is_none() && kernel_type(tensor.ggml_type).is_none() {
+        if candle_dtype(tensor.ggml_type).is_none()
+            && kernel_type(tensor.ggml_type).is_none()
+            && tensor.ggml_type != crate::mxfp4::MXFP4
+        {
             let name = crate::gguf::ggml_type_name(tensor.ggml_type).unwrap_or("unknown");
             return Err(ModelError::Unsupported(format!(
                 "tensor {} is {name}, a type this runner does not run yet (it runs F32, F16, BF16, \
-                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K, IQ4_NL and IQ4_XS)",
+                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS and MXFP4)",
                 tensor.name
             )));
         }

@@ -94,6 +94,18 @@ impl AnswerParser {
             match piece {
                 ReasoningPiece::Reasoning(text) => events.push(AnswerEvent::Reasoning(text)),
                 ReasoningPiece::Answer(text) => events.extend(self.read_answer(&text, false)),
+                // A harmony call: a tool call where the request offered tools, else its text is content.
+                ReasoningPiece::Call(name) => {
+                    if let Some(parser) = self.tools.as_mut() {
+                        events.extend(parser.begin_call(&name).into_iter().map(AnswerEvent::from));
+                    }
+                }
+                ReasoningPiece::CallArguments(text) => match self.tools.as_mut() {
+                    Some(parser) => {
+                        events.extend(parser.call_text(&text).into_iter().map(AnswerEvent::from))
+                    }
+                    None => events.push(AnswerEvent::Content(text)),
+                },
             }
         }
         if at_end {
@@ -209,6 +221,51 @@ mod tests {
             assert_eq!(named(parser.calls()), named(&whole.calls), "split at {i}");
             assert_eq!(arguments, whole.calls[0].arguments, "split at {i}");
         }
+    }
+
+    /// gpt-oss thinks on the analysis channel, then calls a function on commentary: reasoning and an
+    /// OpenAI tool call, nothing in the content; without tools offered, the call's text is content.
+    #[test]
+    fn a_harmony_call_after_analysis_is_a_tool_call() {
+        let harmony = Some(Reasoning {
+            format: ReasoningFormat::Harmony,
+            opened: false,
+        });
+        let text = "<|channel|>analysis<|message|>User wants weather.<|end|><|start|>assistant\
+                    <|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>\
+                    {\"city\":\"Rome\"}";
+        let answer = read_answer(Some(ToolFormat::Harmony), harmony, text);
+        assert_eq!(answer.reasoning.as_deref(), Some("User wants weather."));
+        assert_eq!(answer.calls.len(), 1, "{answer:?}");
+        assert_eq!(answer.calls[0].name, "get_weather");
+        assert_eq!(answer.calls[0].arguments, "{\"city\":\"Rome\"}");
+        assert!(answer.content.is_empty(), "{answer:?}");
+        for i in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            let mut parser = AnswerParser::new(Some(ToolFormat::Harmony), harmony);
+            parser.push(&text[..i]);
+            parser.push_last(&text[i..], true);
+            let calls: Vec<(&str, &str)> = parser
+                .calls()
+                .iter()
+                .map(|c| (c.name.as_str(), c.arguments.as_str()))
+                .collect();
+            assert_eq!(
+                calls,
+                [("get_weather", "{\"city\":\"Rome\"}")],
+                "split at {i}"
+            );
+        }
+        // A call with no arguments gets `{}`; a final answer after the call's message is content.
+        let text = "<|channel|>commentary to=functions.now<|message|><|call|>";
+        let answer = read_answer(Some(ToolFormat::Harmony), harmony, text);
+        assert_eq!(answer.calls[0].arguments, "{}");
+        let without_tools = read_answer(
+            None,
+            harmony,
+            "<|channel|>commentary to=functions.f<|message|>{}",
+        );
+        assert_eq!(without_tools.content, "{}");
+        assert!(without_tools.calls.is_empty());
     }
 
     #[test]

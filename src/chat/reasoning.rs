@@ -8,7 +8,9 @@
 //! gpt-oss writes in OpenAI's harmony format instead: messages on channels,
 //! `<|channel|>analysis<|message|>...<|end|><|start|>assistant<|channel|>final<|message|>...`. The
 //! tokenizer renders those markers as text for such models (as llama.cpp does), and `HarmonySplitter`
-//! reads the `analysis` channel as reasoning and the rest as the answer.
+//! reads the `analysis` channel as reasoning and the rest as the answer, but for messages addressed to a
+//! function (`<|channel|>commentary to=functions.NAME ...<|message|>{ARGS}<|call|>`, or the recipient
+//! after the role), which it gives out as calls for `answer` to turn into OpenAI tool calls.
 
 use serde_json::{Map, Value};
 
@@ -21,6 +23,10 @@ const HARMONY_START: &str = "<|start|>";
 const HARMONY_CHANNEL: &str = "<|channel|>";
 const HARMONY_MESSAGE: &str = "<|message|>";
 const HARMONY_END: &str = "<|end|>";
+/// Ends a message addressed to a tool (also the end of the turn, so seldom in the text).
+const HARMONY_CALL: &str = "<|call|>";
+/// A message's recipient when it calls one of the request's functions: `to=functions.NAME`.
+const HARMONY_FUNCTION_RECIPIENT: &str = "to=functions.";
 /// The channel harmony models think on.
 const HARMONY_ANALYSIS: &str = "analysis";
 /// Longest message header (role, channel, recipient, constraint) held while it is read.
@@ -181,6 +187,10 @@ pub fn effort(value: Option<&str>, field: &'static str) -> Result<Option<bool>, 
 pub enum ReasoningPiece {
     Reasoning(String),
     Answer(String),
+    /// A harmony message addressed to function `NAME` begins (its header said `to=functions.NAME`).
+    Call(String),
+    /// More of that message's text: the call's arguments as the model writes them.
+    CallArguments(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +260,8 @@ impl ReasoningSplitter {
         for piece in pieces {
             match piece {
                 ReasoningPiece::Reasoning(t) => thought.get_or_insert_default().push_str(&t),
-                ReasoningPiece::Answer(t) => answer.push_str(&t),
+                ReasoningPiece::Answer(t) | ReasoningPiece::CallArguments(t) => answer.push_str(&t),
+                ReasoningPiece::Call(_) => {}
             }
         }
         (thought, answer)
@@ -326,13 +337,24 @@ enum HarmonyPhase {
     Between,
     /// Inside a header, up to `<|message|>`.
     Header,
-    /// Inside a message's text; `true` on the analysis channel.
-    Message { analysis: bool },
+    /// Inside a message's text.
+    Message(MessageKind),
 }
 
-/// Reads harmony messages as they stream: `analysis` text is reasoning, every other channel's text
-/// (`final`, and `commentary` preambles and calls) is the answer. Markers are matched only when whole, as
-/// `ReasoningSplitter` matches its tags.
+/// What a harmony message's text is, as its header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageKind {
+    /// The `analysis` channel: reasoning.
+    Analysis,
+    /// Any other channel (`final`, a `commentary` preamble): the answer.
+    Answer,
+    /// Addressed to a function: the call's arguments.
+    Call,
+}
+
+/// Reads harmony messages as they stream: `analysis` text is reasoning, a message to `functions.NAME` is
+/// a call, every other message's text (`final`, `commentary` preambles) is the answer. Markers are
+/// matched only when whole, as `ReasoningSplitter` matches its tags.
 #[derive(Debug, Default)]
 struct HarmonySplitter {
     phase: HarmonyPhase,
@@ -366,31 +388,36 @@ impl HarmonySplitter {
                     self.phase = HarmonyPhase::Header;
                     return true;
                 }
-                if let Some(rest) = self.pending.strip_prefix(HARMONY_END) {
+                if let Some(rest) = self
+                    .pending
+                    .strip_prefix(HARMONY_END)
+                    .or_else(|| self.pending.strip_prefix(HARMONY_CALL))
+                {
                     self.pending = rest.to_string();
                     return true;
                 }
-                let maybe_marker = [HARMONY_START, HARMONY_CHANNEL, HARMONY_END]
+                let maybe_marker = [HARMONY_START, HARMONY_CHANNEL, HARMONY_END, HARMONY_CALL]
                     .iter()
                     .any(|m| m.starts_with(self.pending.as_str()));
                 if self.pending.is_empty() || (maybe_marker && !at_end) {
                     return false;
                 }
                 // Text outside any message (a model that skipped the format) is the answer.
-                self.phase = HarmonyPhase::Message { analysis: false };
+                self.phase = HarmonyPhase::Message(MessageKind::Answer);
                 true
             }
             HarmonyPhase::Header => {
                 if let Some(at) = self.pending.find(HARMONY_MESSAGE) {
                     let header = &self.pending[..at];
-                    let channel = header
-                        .split(HARMONY_CHANNEL)
-                        .nth(1)
-                        .and_then(|c| c.split_whitespace().next())
-                        .unwrap_or_default();
-                    self.phase = HarmonyPhase::Message {
-                        analysis: channel == HARMONY_ANALYSIS,
+                    let kind = match function_recipient(header) {
+                        Some(name) => {
+                            out.push(ReasoningPiece::Call(name.to_string()));
+                            MessageKind::Call
+                        }
+                        None if header_channel(header) == HARMONY_ANALYSIS => MessageKind::Analysis,
+                        None => MessageKind::Answer,
                     };
+                    self.phase = HarmonyPhase::Message(kind);
                     self.pending.drain(..at + HARMONY_MESSAGE.len());
                     return true;
                 }
@@ -398,17 +425,17 @@ impl HarmonySplitter {
                     // A header that never ends: what came after its start is the answer.
                     let text = std::mem::take(&mut self.pending);
                     emit(out, ReasoningPiece::Answer, &text);
-                    self.phase = HarmonyPhase::Message { analysis: false };
+                    self.phase = HarmonyPhase::Message(MessageKind::Answer);
                 }
                 false
             }
-            HarmonyPhase::Message { analysis } => {
-                let piece = if analysis {
-                    ReasoningPiece::Reasoning
-                } else {
-                    ReasoningPiece::Answer
+            HarmonyPhase::Message(kind) => {
+                let piece = match kind {
+                    MessageKind::Analysis => ReasoningPiece::Reasoning,
+                    MessageKind::Answer => ReasoningPiece::Answer,
+                    MessageKind::Call => ReasoningPiece::CallArguments,
                 };
-                let next = [HARMONY_END, HARMONY_START, HARMONY_CHANNEL]
+                let next = [HARMONY_END, HARMONY_START, HARMONY_CHANNEL, HARMONY_CALL]
                     .iter()
                     .filter_map(|m| self.pending.find(m))
                     .min();
@@ -421,7 +448,7 @@ impl HarmonySplitter {
                 let held = if at_end {
                     0
                 } else {
-                    [HARMONY_END, HARMONY_START, HARMONY_CHANNEL]
+                    [HARMONY_END, HARMONY_START, HARMONY_CHANNEL, HARMONY_CALL]
                         .iter()
                         .map(|m| partial_suffix(&self.pending, m))
                         .max()
@@ -434,6 +461,28 @@ impl HarmonySplitter {
             }
         }
     }
+}
+
+/// The channel a harmony header names (`<|channel|>NAME ...`), or "".
+fn header_channel(header: &str) -> &str {
+    header
+        .split(HARMONY_CHANNEL)
+        .nth(1)
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or_default()
+}
+
+/// `NAME` where a harmony header addresses `functions.NAME`, before or after its channel
+/// (`assistant to=functions.NAME<|channel|>commentary json`, `<|channel|>commentary to=functions.NAME
+/// <|constrain|>json`).
+fn function_recipient(header: &str) -> Option<&str> {
+    let at = header.find(HARMONY_FUNCTION_RECIPIENT)?;
+    let rest = &header[at + HARMONY_FUNCTION_RECIPIENT.len()..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '<')
+        .unwrap_or(rest.len());
+    let name = &rest[..end];
+    (!name.is_empty()).then_some(name)
 }
 
 fn emit(out: &mut Vec<ReasoningPiece>, piece: fn(String) -> ReasoningPiece, text: &str) {
@@ -492,13 +541,69 @@ mod tests {
                     assert!(!t.is_empty(), "no empty pieces");
                     thought.get_or_insert_default().push_str(&t)
                 }
-                ReasoningPiece::Answer(t) => {
+                ReasoningPiece::Answer(t) | ReasoningPiece::CallArguments(t) => {
                     assert!(!t.is_empty(), "no empty pieces");
                     answer.push_str(&t)
                 }
+                ReasoningPiece::Call(_) => {}
             }
         }
         (thought, answer)
+    }
+
+    /// A harmony text's pieces when streamed in `chunks`, adjacent pieces of one kind merged.
+    fn harmony_pieces(chunks: &[&str]) -> Vec<ReasoningPiece> {
+        let mut splitter = ReasoningSplitter::new(HARMONY);
+        let mut pieces = Vec::new();
+        for chunk in chunks {
+            pieces.extend(splitter.push(chunk));
+        }
+        pieces.extend(splitter.finish());
+        let mut merged: Vec<ReasoningPiece> = Vec::new();
+        for piece in pieces {
+            match (merged.last_mut(), piece) {
+                (Some(ReasoningPiece::Reasoning(a)), ReasoningPiece::Reasoning(b))
+                | (Some(ReasoningPiece::Answer(a)), ReasoningPiece::Answer(b))
+                | (Some(ReasoningPiece::CallArguments(a)), ReasoningPiece::CallArguments(b)) => {
+                    a.push_str(&b)
+                }
+                (_, piece) => merged.push(piece),
+            }
+        }
+        merged
+    }
+
+    /// gpt-oss calls a function on the commentary channel, the recipient in either place harmony
+    /// allows; its arguments come out as a call's, its analysis as reasoning, however the text streams.
+    #[test]
+    fn harmony_messages_to_functions_are_calls_however_they_stream() {
+        let text = "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant\
+                    <|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>\
+                    {\"city\":\"Paris\"}<|call|><|start|>assistant to=functions.add<|channel|>\
+                    commentary json<|message|>{\"a\":1}";
+        let want = vec![
+            ReasoningPiece::Reasoning("Need the weather.".into()),
+            ReasoningPiece::Call("get_weather".into()),
+            ReasoningPiece::CallArguments("{\"city\":\"Paris\"}".into()),
+            ReasoningPiece::Call("add".into()),
+            ReasoningPiece::CallArguments("{\"a\":1}".into()),
+        ];
+        assert_eq!(harmony_pieces(&[text]), want);
+        for i in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            assert_eq!(
+                harmony_pieces(&[&text[..i], &text[i..]]),
+                want,
+                "split at {i}"
+            );
+        }
+        let chars: Vec<String> = text.chars().map(String::from).collect();
+        let chars: Vec<&str> = chars.iter().map(String::as_str).collect();
+        assert_eq!(harmony_pieces(&chars), want, "char by char");
+        // Another recipient (a built-in browser tool) is not a function call: its text is the answer.
+        assert_eq!(
+            harmony_pieces(&["<|channel|>commentary to=browser.search<|message|>{}"]),
+            vec![ReasoningPiece::Answer("{}".into())]
+        );
     }
 
     /// Every char boundary of `text` as one split point, and every pair of them.
@@ -543,6 +648,12 @@ mod tests {
         );
         assert!(ReasoningFormat::switchable(QWEN3));
         assert!(!ReasoningFormat::switchable(DEEPSEEK_R1));
+        assert_eq!(
+            ReasoningFormat::detect(include_str!(
+                "../../tests/fixtures/gpt-oss-chat-template.jinja"
+            )),
+            Some(ReasoningFormat::Harmony)
+        );
     }
 
     const HARMONY: Reasoning = Reasoning {

@@ -626,6 +626,30 @@ mod tests {
         assert!(text.len() > 4_000_000, "{}", text.len());
     }
 
+    /// gpt-oss's own template (as its tokenizer config ships it) renders a conversation with a tool call,
+    /// its result and a tool list in harmony exactly as transformers' jinja renders it
+    /// (`scripts/render-chat-template.py`, the date fixed to the fixture's).
+    #[test]
+    fn the_gpt_oss_template_renders_harmony_as_transformers_does() {
+        let source = include_str!("../../tests/fixtures/gpt-oss-chat-template.jinja");
+        let conversation: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/gpt-oss-conversation.json"
+        ))
+        .unwrap();
+        let want = include_str!("../../tests/fixtures/gpt-oss-rendered.txt");
+        let messages: Vec<ChatMessage> =
+            serde_json::from_value(conversation["messages"].clone()).unwrap();
+        let t = ChatTemplate::new(source, "<|startoftext|>", "<|return|>").unwrap();
+        let text = t
+            .render(&messages, Some(&conversation["tools"]), true)
+            .unwrap();
+        let date = text
+            .find("Current date: ")
+            .map(|at| &text[at + 14..at + 24])
+            .expect("a date line");
+        assert_eq!(text.replacen(date, "2026-01-01", 1), want);
+    }
+
     #[test]
     fn deeply_nested_values_neither_overflow_the_stack_nor_crash() {
         // As deep as the fuel allows: printing, serialising and dropping it must not recurse natively.

@@ -71,6 +71,9 @@ pub enum ToolFormat {
     Mistral,
     /// Llama 3.x: `{"name": .., "parameters": ..}`, optionally after `<|python_tag|>`.
     Llama3,
+    /// gpt-oss's harmony: a message `<|channel|>commentary to=functions.NAME ...<|message|>{ARGS}`,
+    /// read by `chat::reasoning`'s harmony splitter and handed to the parser as a call.
+    Harmony,
 }
 
 impl ToolFormat {
@@ -78,6 +81,9 @@ impl ToolFormat {
     pub fn detect(template: &str) -> Self {
         if !template.contains("tools") {
             ToolFormat::Generic
+        } else if template.contains("<|channel|>") && template.contains("functions.") {
+            // Harmony addresses a call `to=functions.NAME` (gpt-oss's template builds it in pieces).
+            ToolFormat::Harmony
         } else if template.contains("<tool_call>") {
             ToolFormat::Hermes
         } else if template.contains("[TOOL_CALLS]") {
@@ -346,6 +352,33 @@ impl ToolPlan {
                     .collect();
                 Some(GrammarSpec::JsonSchema(json!({"anyOf": items})))
             }
+            ToolFormat::Harmony => {
+                // After the prompt's `<|start|>assistant`: a commentary message to one of the
+                // functions, its arguments JSON (the model's `<|call|>` then ends the turn).
+                let marker = |text: &str| {
+                    special_token_id(text)
+                        .map(|id| format!("<[{id}]>"))
+                        .unwrap_or_else(|| Value::String(text.into()).to_string())
+                };
+                let (channel, constrain, message) = (
+                    marker("<|channel|>"),
+                    marker("<|constrain|>"),
+                    marker("<|message|>"),
+                );
+                let calls: Vec<String> = self
+                    .tools
+                    .iter()
+                    .map(|t| {
+                        let header = Value::String(format!("commentary to=functions.{} ", t.name));
+                        let arguments = lark_json(&embeddable_schema(&t.parameters, &t.name));
+                        format!("{channel} {header} {constrain} \"json\" {message} {arguments}")
+                    })
+                    .collect();
+                Some(GrammarSpec::Lark(format!(
+                    "start: {}\n",
+                    calls.join("\n    | ")
+                )))
+            }
         }
     }
 }
@@ -602,6 +635,12 @@ mod tests {
             ToolFormat::detect("{% if tools %}<|python_tag|>{% endif %}"),
             ToolFormat::Llama3
         );
+        assert_eq!(
+            ToolFormat::detect(include_str!(
+                "../../tests/fixtures/gpt-oss-chat-template.jinja"
+            )),
+            ToolFormat::Harmony
+        );
     }
 
     #[test]
@@ -658,6 +697,37 @@ mod tests {
         let plan = ToolPlan::new(ToolFormat::Hermes, tools, ToolChoice::Required, false).unwrap();
         assert!(
             matches!(plan.grammar(|_| None), Some(GrammarSpec::Lark(g)) if g.contains("<tool_call>"))
+        );
+    }
+
+    /// A required call from gpt-oss is a commentary message to the function: harmony's markers as the
+    /// vocabulary's tokens, the recipient's header, then the arguments' JSON.
+    #[test]
+    fn a_required_harmony_call_is_a_commentary_message_to_the_function() {
+        let tools = parse_tools(&weather()).unwrap();
+        let plan =
+            ToolPlan::new(ToolFormat::Harmony, tools.clone(), ToolChoice::Auto, true).unwrap();
+        assert_eq!(plan.grammar(|_| None), None);
+        let plan = ToolPlan::new(ToolFormat::Harmony, tools, ToolChoice::Required, true).unwrap();
+        let ids = |t: &str| match t {
+            "<|channel|>" => Some(200005),
+            "<|constrain|>" => Some(200003),
+            "<|message|>" => Some(200008),
+            _ => None,
+        };
+        let Some(GrammarSpec::Lark(grammar)) = plan.grammar(ids) else {
+            panic!("a Lark grammar");
+        };
+        assert!(
+            grammar.starts_with(
+                "start: <[200005]> \"commentary to=functions.get_weather \" <[200003]> \"json\" \
+                 <[200008]> %json"
+            ),
+            "{grammar}"
+        );
+        assert_eq!(
+            plan.template_tools().unwrap()[0]["function"]["name"],
+            "get_weather"
         );
     }
 }

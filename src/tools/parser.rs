@@ -95,15 +95,64 @@ impl ToolCallParser {
     }
 
     pub fn push(&mut self, text: &str) -> Vec<ToolEvent> {
-        self.pending.push_str(text);
         let mut events = Vec::new();
+        if !text.is_empty() {
+            self.end_outside_call(&mut events);
+        }
+        self.pending.push_str(text);
         while self.advance(&mut events, false) {}
         events
+    }
+
+    /// A call whose name the format gives outside the answer's text (harmony's `to=functions.NAME`
+    /// header, which `chat::reasoning` reads): it starts now, ending the one before it.
+    pub fn begin_call(&mut self, name: &str) -> Vec<ToolEvent> {
+        let mut events = Vec::new();
+        self.end_outside_call(&mut events);
+        let index = self.calls.len();
+        let id = call_id();
+        events.push(ToolEvent::CallStart {
+            index,
+            id: id.clone(),
+            name: name.to_string(),
+        });
+        self.calls.push(ToolCall {
+            id,
+            name: name.to_string(),
+            arguments: String::new(),
+        });
+        self.started = true;
+        self.arguments_sent = 0;
+        events
+    }
+
+    /// More of the call `begin_call` started: its arguments as the model writes them (as content when
+    /// no call was started).
+    pub fn call_text(&mut self, text: &str) -> Vec<ToolEvent> {
+        let mut events = Vec::new();
+        if text.is_empty() {
+            return events;
+        }
+        if self.started && self.state != State::Call {
+            self.send_arguments(&mut events, text.to_string());
+            self.arguments_sent += text.len();
+        } else {
+            push_content(&mut events, text.to_string());
+        }
+        events
+    }
+
+    /// Closes a call `begin_call` started (one that wrote nothing gets `{}`).
+    fn end_outside_call(&mut self, events: &mut Vec<ToolEvent>) {
+        if self.started && self.state != State::Call {
+            self.close_call(events, None);
+        }
     }
 
     /// The end of the answer: whatever is held back comes out.
     pub fn finish(&mut self) -> Vec<ToolEvent> {
         let mut events = Vec::new();
+        self.end_outside_call(&mut events);
         while self.advance(&mut events, true) {}
         match self.state {
             State::Call if !self.started => {
@@ -203,7 +252,8 @@ impl ToolCallParser {
                 }
                 self.state = State::Text;
             }
-            ToolFormat::Hermes => self.state = State::Text,
+            // Harmony's calls come through `begin_call`: its answer text is all content.
+            ToolFormat::Hermes | ToolFormat::Harmony => self.state = State::Text,
         }
         true
     }
