@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Reference fixtures from llama.cpp for the encoder families (scripts/synthesize-gguf.py --family bert|bert-rerank).
 
-    make-encoder-reference.py OUT_DIR TOKENIZER.gguf
+    make-encoder-reference.py OUT_DIR TOKENIZER.gguf [FAMILY ...]
+
+(every family when none is named; `nomic-bert`, nomic-embed-text's layout, is recorded as `bert` is)
 
 and for the decoder embedding family `qwen3-embed` (Qwen3-Embedding's layout, last-token pooling) the same
 as `bert`, with the tokenizer copied from TOKENIZER.gguf (the default model, as the decoder families do).
@@ -32,6 +34,9 @@ import llama_cpp
 from llama_cpp import Llama
 
 TYPES = ["f16", "q8_0"]
+# Families recorded as embeddings; the others are rerankers.
+EMBEDDERS = ("bert", "qwen3-embed", "nomic-bert")
+FAMILIES = ["bert", "bert-rerank", "qwen3-embed", "nomic-bert"]
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -139,7 +144,7 @@ def reference_for(family, path):
                 seed=0, verbose=False)
     tokenize = [{"text": t, "ids": llm.tokenize(t.encode("utf-8"), add_bos=True, special=True)} for t in TEXTS]
     out = {"tokenize": tokenize, "pooling_type": int(llm.pooling_type())}
-    if family in ("bert", "qwen3-embed"):
+    if family in EMBEDDERS:
         out["embeddings"] = [{"ids": case["ids"], "embedding": normalized(pooled(llm, case["ids"], llm.n_embd()))}
                              for case in tokenize]
     else:
@@ -155,10 +160,10 @@ def reference_for(family, path):
     return out
 
 
-def main(out_dir, tokenizer):
+def main(out_dir, tokenizer, families):
     here = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
-    for family in ["bert", "bert-rerank", "qwen3-embed"]:
+    for family in families or FAMILIES:
         extra = ["--tokenizer-from", tokenizer] if family == "qwen3-embed" else []
         files = {}
         for type_name in TYPES:
@@ -178,4 +183,4 @@ def main(out_dir, tokenizer):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

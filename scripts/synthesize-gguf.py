@@ -4,7 +4,7 @@ llama.cpp where no real file of the family can be fetched.
 
     synthesize-gguf.py --family FAMILY --tokenizer-from REAL.gguf --out FILE [--type f32|f16|q8_0|q4_0|q5_1]
                        [--hidden N | --size 1b|3b|8b]
-    synthesize-gguf.py --family bert|bert-rerank --out FILE [--type ...]
+    synthesize-gguf.py --family bert|bert-rerank|nomic-bert --out FILE [--type ...]
 
 The encoder families (`bert`: all-MiniLM-L6-v2's layout, mean pooling; `bert-rerank`: the cross-encoder
 ms-marco-MiniLM-L-6-v2's, rank pooling with its classifier head) write their own WordPiece vocabulary, since
@@ -290,6 +290,12 @@ ENCODERS = {
     # cross-encoder/ms-marco-MiniLM-L-6-v2: rank pooling (4): the [CLS] row through the pooler (`cls`, tanh)
     # and the classifier (`cls.output`, one label).
     "bert-rerank": dict(pooling=4, classifier=True),
+    # nomic-embed-text-v1.5 (arch `nomic-bert`; real: hidden 768, 12 layers, 12 heads, FFN 3072, 2048
+    # context, rope base 1000, mean pooling): no position embeddings but NeoX rotary on Q and K, one fused
+    # `attn_qkv` and a SwiGLU feed-forward (`ffn_gate`, `ffn_up`, `ffn_down`), none of them biased; the
+    # attention output keeps no bias either; `token_types` has 2 rows. Its WordPiece vocabulary is BERT's.
+    "nomic-bert": dict(arch="nomic-bert", pooling=1, classifier=False, rope_base=1000.0, context=2048,
+                       nomic=True),
 }
 ENCODER_SHAPE = dict(hidden=128, layers=2, heads=4, ff=512, context=512, eps=1e-12, token_types=2)
 
@@ -336,7 +342,8 @@ def synthesize_encoder(family, out, type_name):
     rng = np.random.default_rng(list(ENCODERS).index(family) + 101)
     tokens, types = wordpiece_vocab()
 
-    writer = gguf.GGUFWriter(out, "bert")
+    nomic = spec.get("nomic", False)
+    writer = gguf.GGUFWriter(out, spec.get("arch", "bert"))
     writer.add_name("synthetic encoder")
     writer.add_file_type(FILE_TYPES[type_name])
     writer.add_context_length(spec["context"])
@@ -348,6 +355,8 @@ def synthesize_encoder(family, out, type_name):
     writer.add_causal_attention(False)
     writer.add_pooling_type(gguf.PoolingType(spec["pooling"]))
     writer.add_token_type_count(spec["token_types"])
+    if nomic:
+        writer.add_rope_freq_base(spec["rope_base"])
     writer.add_tokenizer_model("bert")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
@@ -376,12 +385,27 @@ def synthesize_encoder(family, out, type_name):
     matrix("token_embd.weight", len(tokens), hidden, 1.0)
     writer.add_tensor("token_types.weight",
                       (rng.standard_normal((spec["token_types"], hidden)) * 0.5).astype(np.float32))
-    matrix("position_embd.weight", spec["context"], hidden, 0.5)
+    if not nomic:
+        matrix("position_embd.weight", spec["context"], hidden, 0.5)
     vector("token_embd_norm.weight", hidden, 1.0, 0.1)
     vector("token_embd_norm.bias", hidden, 0.0, 0.1)
     qk_std = QK_GAIN / math.sqrt(hidden)
     for layer in range(spec["layers"]):
         p = f"blk.{layer}"
+        if nomic:
+            # nomic's Wqkv: Q rows, then K, then V; unbiased projections, SwiGLU.
+            put_matrix(f"{p}.attn_qkv.weight",
+                       np.concatenate([rng.standard_normal((2 * hidden, hidden)) * qk_std,
+                                       rng.standard_normal((hidden, hidden)) / math.sqrt(hidden)]))
+            matrix(f"{p}.attn_output.weight", hidden, hidden, 1.0 / math.sqrt(hidden))
+            vector(f"{p}.attn_output_norm.weight", hidden, 1.0, 0.1)
+            vector(f"{p}.attn_output_norm.bias", hidden, 0.0, 0.1)
+            matrix(f"{p}.ffn_up.weight", ff, hidden, 1.0 / math.sqrt(hidden))
+            matrix(f"{p}.ffn_gate.weight", ff, hidden, 1.0 / math.sqrt(hidden))
+            matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+            vector(f"{p}.layer_output_norm.weight", hidden, 1.0, 0.1)
+            vector(f"{p}.layer_output_norm.bias", hidden, 0.0, 0.1)
+            continue
         for name, std in (("attn_q", qk_std), ("attn_k", qk_std), ("attn_v", 1.0 / math.sqrt(hidden))):
             matrix(f"{p}.{name}.weight", hidden, hidden, std)
             vector(f"{p}.{name}.bias", hidden, 0.0, 0.1)

@@ -128,6 +128,17 @@ fn bert_embeddings_and_wordpiece_ids_match_llama_cpp() {
     });
 }
 
+/// nomic-embed-text-v1.5's layout (`nomic-bert`): rotary positions, fused QKV, SwiGLU, mean pooling.
+#[test]
+fn nomic_bert_embeddings_match_llama_cpp() {
+    each_file("nomic-bert", |label, engine, file| {
+        assert!(!engine.generates());
+        assert_eq!(engine.pooling(), Some(models::bert::Pooling::Mean));
+        assert_eq!(engine.info().architecture, "nomic-bert");
+        check_embeddings(label, engine, file);
+    });
+}
+
 /// Qwen3-Embedding's layout: a Qwen 3 decoder without an output head whose file asks for last-token
 /// pooling (`qwen3.pooling_type` = 3).
 #[test]

@@ -1,8 +1,12 @@
-//! BERT encoders (GGUF architecture `bert`: all-MiniLM, bge, mxbai-embed-large, the ms-marco cross-encoders),
-//! as llama.cpp runs them: token, token-type (row 0, "sentence A", for every token) and learned position
-//! embeddings, a LayerNorm, then per layer `x = norm(x + attn(x)); x = norm(x + ffn(x))` with bidirectional
-//! attention over the whole input, biased projections and a GELU feed-forward. No KV cache: one input is
-//! one forward.
+//! BERT encoders (GGUF architecture `bert`: all-MiniLM, bge, mxbai-embed-large, bge-m3, the ms-marco and
+//! bge-reranker cross-encoders), as llama.cpp runs them: token, token-type (row 0, "sentence A", for every
+//! token) and learned position embeddings, a LayerNorm, then per layer `x = norm(x + attn(x)); x =
+//! norm(x + ffn(x))` with bidirectional attention over the whole input, biased projections and a GELU
+//! feed-forward. No KV cache: one input is one forward.
+//!
+//! `nomic-bert` (nomic-embed-text v1/v1.5) is the same graph in llama.cpp (`models/bert.cpp`) with three
+//! differences: no position embeddings but NeoX rotary on Q and K (`nomic-bert.rope.freq_base`), one fused
+//! `attn_qkv` matrix, and a SwiGLU feed-forward (`silu(ffn_gate(x)) * ffn_up(x)`, no biases).
 //!
 //! The output is pooled as `bert.pooling_type` says (llama.cpp's enum): mean, the first (`[CLS]`) row,
 //! the last row, or rank: the `[CLS]` row through the classifier head (`cls`, tanh, then `cls.output`),
@@ -10,12 +14,18 @@
 
 use candle_core::{D, Tensor};
 
-use crate::layers::{Embedding, Linear};
+use crate::attention::{Rope, RopeStyle};
+use crate::layers::{Activation, Embedding, GatedMlp, Linear};
 use crate::weights::GgufWeights;
 use crate::{ModelError, ModelInfo};
 
 const POOLING_TYPE: &str = "pooling_type";
 const LAYER_NORM_EPS: &str = "attention.layer_norm_epsilon";
+/// llama.cpp's rope base when a file names none.
+const DEFAULT_ROPE_BASE: f32 = 10000.0;
+
+/// The GGUF architectures this file loads.
+pub const ARCHITECTURES: [&str; 2] = ["bert", "nomic-bert"];
 
 /// How the per-token outputs become one vector (llama.cpp's `llama_pooling_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,13 +95,35 @@ enum Qkv {
     Separate { q: Linear, k: Linear, v: Linear },
 }
 
+/// BERT's `down(gelu(up(x)))`, or nomic-bert's SwiGLU.
+#[derive(Debug, Clone)]
+enum FeedForward {
+    Gelu { up: Linear, down: Linear },
+    SwiGlu(GatedMlp),
+}
+
+impl FeedForward {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            FeedForward::Gelu { up, down } => down.forward(&up.forward(x, 0)?.gelu()?, 0),
+            FeedForward::SwiGlu(mlp) => mlp.forward(x, 0),
+        }
+    }
+}
+
+/// Where a token's position enters: BERT's learned rows added to the input, or nomic-bert's rotary.
+#[derive(Debug, Clone)]
+enum Positions {
+    Learned(Tensor),
+    Rotary(Rope),
+}
+
 #[derive(Debug, Clone)]
 struct Block {
     qkv: Qkv,
     output: Linear,
     attn_norm: LayerNorm,
-    up: Linear,
-    down: Linear,
+    ffn: FeedForward,
     output_norm: LayerNorm,
 }
 
@@ -110,7 +142,9 @@ pub struct Bert {
     token_embd: Embedding,
     /// Token type 0's row, added to every token as llama.cpp does.
     token_type: Option<Tensor>,
-    positions: Tensor,
+    positions: Positions,
+    /// The longest input: the learned positions' rows, or the trained context for rotary.
+    max_tokens: usize,
     embd_norm: LayerNorm,
     blocks: Vec<Block>,
     heads: usize,
@@ -145,9 +179,29 @@ fn expect_vector(w: &GgufWeights, name: &str, len: usize) -> Result<(), ModelErr
     }
 }
 
+/// What distinguishes nomic-bert's layout from BERT's.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    /// Rotary positions instead of `position_embd`.
+    rotary: bool,
+    /// `ffn_gate` beside `ffn_up`: SwiGLU instead of GELU.
+    gated: bool,
+}
+
+impl Variant {
+    fn of(architecture: &str) -> Self {
+        let nomic = architecture == "nomic-bert";
+        Self {
+            rotary: nomic,
+            gated: nomic,
+        }
+    }
+}
+
 /// Every dimension and tensor shape the forward relies on, before any weight loads.
 fn check_shapes(
     w: &GgufWeights,
+    variant: Variant,
     hidden: usize,
     ff: usize,
     layers: usize,
@@ -161,10 +215,12 @@ fn check_shapes(
             format!("[{vocab}, {width}] for an embedding length of {hidden}"),
         ));
     }
-    match w.tensor_dims("position_embd.weight") {
-        Some([n, c]) if *n > 0 && *c == hidden => {}
-        Some(dims) => return Err(bad("position_embd.weight", format!("shape {dims:?}"))),
-        None => return Err(ModelError::MissingTensor("position_embd.weight".into())),
+    if !variant.rotary {
+        match w.tensor_dims("position_embd.weight") {
+            Some([n, c]) if *n > 0 && *c == hidden => {}
+            Some(dims) => return Err(bad("position_embd.weight", format!("shape {dims:?}"))),
+            None => return Err(ModelError::MissingTensor("position_embd.weight".into())),
+        }
     }
     if let Some(dims) = w.tensor_dims("token_types.weight")
         && !matches!(dims, [n, c] if *n > 0 && *c == hidden)
@@ -176,18 +232,35 @@ fn check_shapes(
     }
     for layer in 0..layers {
         let p = format!("blk.{layer}");
-        for name in ["attn_q", "attn_k", "attn_v", "attn_output"] {
-            expect_matrix(w, &format!("{p}.{name}.weight"), hidden, hidden)?;
+        let fused = format!("{p}.attn_qkv");
+        let projections: &[(&str, usize)] = if w.has_tensor(&format!("{fused}.weight")) {
+            &[("attn_qkv", 3 * hidden), ("attn_output", hidden)]
+        } else {
+            &[
+                ("attn_q", hidden),
+                ("attn_k", hidden),
+                ("attn_v", hidden),
+                ("attn_output", hidden),
+            ]
+        };
+        for (name, rows) in projections {
+            expect_matrix(w, &format!("{p}.{name}.weight"), *rows, hidden)?;
             let bias = format!("{p}.{name}.bias");
             if w.has_tensor(&bias) {
-                expect_vector(w, &bias, hidden)?;
+                expect_vector(w, &bias, *rows)?;
             }
         }
         expect_matrix(w, &format!("{p}.ffn_up.weight"), ff, hidden)?;
+        if variant.gated {
+            expect_matrix(w, &format!("{p}.ffn_gate.weight"), ff, hidden)?;
+        }
         expect_matrix(w, &format!("{p}.ffn_down.weight"), hidden, ff)?;
         for (name, len) in [("ffn_up.bias", ff), ("ffn_down.bias", hidden)] {
             let name = format!("{p}.{name}");
             if w.has_tensor(&name) {
+                if variant.gated {
+                    return Err(bad(name, "nomic-bert's SwiGLU feed-forward has no biases"));
+                }
                 expect_vector(w, &name, len)?;
             }
         }
@@ -207,9 +280,33 @@ fn check_shapes(
     Ok(())
 }
 
+/// Q, K and V of one layer: `attn_qkv` when the file fuses them, else the three packed together where
+/// the kernels can, else three layers.
+fn load_qkv(w: &mut GgufWeights, p: &str) -> Result<Qkv, ModelError> {
+    let fused = format!("{p}.attn_qkv");
+    if w.has_tensor(&format!("{fused}.weight")) {
+        return Ok(Qkv::Stacked(Linear::load(w, &fused)?));
+    }
+    let names = [
+        format!("{p}.attn_q"),
+        format!("{p}.attn_k"),
+        format!("{p}.attn_v"),
+    ];
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    Ok(match Linear::load_stacked(w, &refs)? {
+        Some(stacked) => Qkv::Stacked(stacked),
+        None => Qkv::Separate {
+            q: Linear::load(w, &names[0])?,
+            k: Linear::load(w, &names[1])?,
+            v: Linear::load(w, &names[2])?,
+        },
+    })
+}
+
 impl Bert {
     pub fn load(w: &mut GgufWeights) -> Result<Self, ModelError> {
         let arch = w.architecture().to_string();
+        let variant = Variant::of(&arch);
         let layers = w.arch_usize("block_count")?;
         let hidden = w.arch_usize("embedding_length")?;
         let ff = w.arch_usize("feed_forward_length")?;
@@ -226,6 +323,7 @@ impl Bert {
                 format!("{heads} heads do not divide the embedding length {hidden}"),
             ));
         }
+        let head_dim = hidden / heads;
         let eps = w.arch_f32_or(LAYER_NORM_EPS, 1e-12)?;
         let pooling_value = w.arch_usize_or(POOLING_TYPE, 1)?;
         let pooling = Pooling::from_gguf(pooling_value).ok_or_else(|| {
@@ -234,9 +332,30 @@ impl Bert {
                 format!("{pooling_value} is not a pooling type (0 to 4)"),
             )
         })?;
-        check_shapes(w, hidden, ff, layers)?;
-        let positions = w.dequantized("position_embd.weight")?;
-        let context_length = w.arch_usize_or("context_length", positions.dim(0)?)?;
+        check_shapes(w, variant, hidden, ff, layers)?;
+        let (positions, max_tokens) = if variant.rotary {
+            let base = w.arch_f32_or("rope.freq_base", DEFAULT_ROPE_BASE)?;
+            let dims = w.arch_usize_or("rope.dimension_count", head_dim)?;
+            if dims == 0 || dims > head_dim || !dims.is_multiple_of(2) || !(base > 0.0) {
+                return Err(bad(
+                    format!("{arch}.rope.dimension_count"),
+                    format!("{dims} rotated dimensions, base {base}, for heads of {head_dim}"),
+                ));
+            }
+            let context = w.arch_usize("context_length")?;
+            if context == 0 {
+                return Err(bad(format!("{arch}.context_length"), "must be at least 1"));
+            }
+            (
+                Positions::Rotary(Rope::new(dims, base, RopeStyle::Neox)),
+                context,
+            )
+        } else {
+            let learned = w.dequantized("position_embd.weight")?;
+            let rows = learned.dim(0)?;
+            let context = w.arch_usize_or("context_length", rows)?;
+            (Positions::Learned(learned), context.min(rows))
+        };
         let token_type = match w.optional_dequantized("token_types.weight")? {
             Some(types) => Some(types.get(0)?),
             None => None,
@@ -245,26 +364,19 @@ impl Bert {
         let mut blocks = Vec::with_capacity(layers);
         for layer in 0..layers {
             let p = format!("blk.{layer}");
-            let names = [
-                format!("{p}.attn_q"),
-                format!("{p}.attn_k"),
-                format!("{p}.attn_v"),
-            ];
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let qkv = match Linear::load_stacked(w, &refs)? {
-                Some(stacked) => Qkv::Stacked(stacked),
-                None => Qkv::Separate {
-                    q: Linear::load(w, &names[0])?,
-                    k: Linear::load(w, &names[1])?,
-                    v: Linear::load(w, &names[2])?,
-                },
+            let ffn = if variant.gated {
+                FeedForward::SwiGlu(GatedMlp::load(w, &p, Activation::Silu)?)
+            } else {
+                FeedForward::Gelu {
+                    up: Linear::load(w, &format!("{p}.ffn_up"))?,
+                    down: Linear::load(w, &format!("{p}.ffn_down"))?,
+                }
             };
             blocks.push(Block {
-                qkv,
+                qkv: load_qkv(w, &p)?,
                 output: Linear::load(w, &format!("{p}.attn_output"))?,
                 attn_norm: LayerNorm::load(w, &format!("{p}.attn_output_norm"), eps)?,
-                up: Linear::load(w, &format!("{p}.ffn_up"))?,
-                down: Linear::load(w, &format!("{p}.ffn_down"))?,
+                ffn,
                 output_norm: LayerNorm::load(w, &format!("{p}.layer_output_norm"), eps)?,
             });
         }
@@ -288,17 +400,18 @@ impl Bert {
                 hidden_size: hidden,
                 layers,
                 kv_heads: heads,
-                head_dim: hidden / heads,
-                context_length: context_length.min(positions.dim(0)?),
+                head_dim,
+                context_length: max_tokens,
             },
             pooling,
             token_embd,
             token_type,
             embd_norm: LayerNorm::load(w, "token_embd_norm", eps)?,
             positions,
+            max_tokens,
             blocks,
             heads,
-            head_dim: hidden / heads,
+            head_dim,
             classifier,
         })
     }
@@ -319,17 +432,26 @@ impl Bert {
     /// The last layer's outputs, `[tokens, hidden]`, for one input that attends to itself whole.
     pub fn hidden_states(&self, tokens: &[u32]) -> Result<Tensor, ModelError> {
         let n = tokens.len();
-        if n == 0 || n > self.positions.dim(0)? {
+        if n == 0 || n > self.max_tokens {
             return Err(ModelError::Unsupported(format!(
                 "an input of {n} tokens: this encoder takes 1 to {} tokens",
-                self.positions.dim(0)?
+                self.max_tokens
             )));
         }
         let mut x = self.token_embd.forward(tokens)?;
         if let Some(row) = &self.token_type {
             x = x.broadcast_add(row)?;
         }
-        x = (x + self.positions.narrow(0, 0, n)?)?;
+        let rotary = match &self.positions {
+            Positions::Learned(rows) => {
+                x = (x + rows.narrow(0, 0, n)?)?;
+                None
+            }
+            Positions::Rotary(rope) => {
+                let positions: Vec<u32> = (0..n as u32).collect();
+                Some((rope, rope.angles(&positions)))
+            }
+        };
         x = self.embd_norm.forward(&x)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for block in &self.blocks {
@@ -347,6 +469,13 @@ impl Bert {
                     (q.forward(&x, 0)?, k.forward(&x, 0)?, v.forward(&x, 0)?)
                 }
             };
+            let (q, k) = match &rotary {
+                Some((rope, angles)) => (
+                    self.rotated(&q, rope, angles)?,
+                    self.rotated(&k, rope, angles)?,
+                ),
+                None => (q, k),
+            };
             let heads = |t: Tensor| -> candle_core::Result<Tensor> {
                 t.reshape((n, self.heads, self.head_dim))?
                     .transpose(0, 1)?
@@ -362,10 +491,23 @@ impl Bert {
                 .reshape((n, self.heads * self.head_dim))?;
             let attended = block.output.forward(&attended, 0)?;
             let h = block.attn_norm.forward(&(attended + &x)?)?;
-            let mixed = block.down.forward(&block.up.forward(&h, 0)?.gelu()?, 0)?;
+            let mixed = block.ffn.forward(&h)?;
             x = block.output_norm.forward(&(mixed + h)?)?;
         }
         Ok(x)
+    }
+
+    /// `x` (`[tokens, heads * head_dim]`) with every head rotated by its token's position.
+    fn rotated(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        angles: &crate::attention::RopeAngles,
+    ) -> candle_core::Result<Tensor> {
+        let shape = x.dims().to_vec();
+        let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+        rope.apply(&mut values, self.heads, self.head_dim, angles);
+        Tensor::from_vec(values, shape, x.device())
     }
 
     /// The input pooled as the model's `pooling_type` says: an embedding (not normalised) for mean, cls

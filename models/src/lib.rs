@@ -47,7 +47,7 @@ pub enum ModelError {
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
     #[error(
-        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, bert)"
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, bert, nomic-bert)"
     )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
@@ -204,10 +204,11 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             | "gemma2"
             | "gemma3"
             | "bert"
+            | "nomic-bert"
     ) {
         return Err(ModelError::UnknownArchitecture(architecture));
     }
-    if architecture == "bert" {
+    if bert::ARCHITECTURES.contains(&architecture.as_str()) {
         // Its own shape checks, in `Bert::load`, before any weight is read.
         let model = Model::Encoder(bert::Bert::load(&mut weights)?);
         return Ok(LoadedModel {
