@@ -3,7 +3,9 @@
 
     make-encoder-reference.py OUT_DIR TOKENIZER.gguf [FAMILY ...]
 
-(every family when none is named; `nomic-bert`, nomic-embed-text's layout, is recorded as `bert` is)
+(every family when none is named; `nomic-bert`, nomic-embed-text's layout, and `xlmr`, bge-m3's, are
+recorded as `bert` is, `xlmr-rerank`, bge-reranker-v2-m3's, as `bert-rerank`; the XLM-R families borrow the
+vocabulary at $XLMR_VOCAB, by default llama.cpp's models/ggml-vocab-nomic-bert-moe.gguf)
 
 and for the decoder embedding family `qwen3-embed` (Qwen3-Embedding's layout, last-token pooling) the same
 as `bert`, with the tokenizer copied from TOKENIZER.gguf (the default model, as the decoder families do).
@@ -35,8 +37,22 @@ from llama_cpp import Llama
 
 TYPES = ["f16", "q8_0"]
 # Families recorded as embeddings; the others are rerankers.
-EMBEDDERS = ("bert", "qwen3-embed", "nomic-bert")
-FAMILIES = ["bert", "bert-rerank", "qwen3-embed", "nomic-bert"]
+EMBEDDERS = ("bert", "qwen3-embed", "nomic-bert", "xlmr")
+FAMILIES = ["bert", "bert-rerank", "qwen3-embed", "nomic-bert", "xlmr", "xlmr-rerank"]
+# The XLM-R families borrow llama.cpp's own XLM-R vocabulary (models/ggml-vocab-nomic-bert-moe.gguf in its
+# source) and are tokenized further on texts that exercise the Unigram tokenizer's charsmap normalisation
+# (NFKC: full-width forms, ligatures, circled digits, compatibility spaces), its space handling, unknown
+# code points and markers.
+UNIGRAM_TEXTS = [
+    "\uff21\uff22\uff23 \uff11\uff12\uff13 \ufb01ne \u2460\u2461 \u00bd caf\u00e9 cafe\u0301 \u212b \u2126",
+    "Der Stra\u00dfenverkehr in M\u00fcnchen ist \u00fcberlastet. \u0417\u0434\u0440\u0430\u0432\u0441\u0442\u0432\u0443\u0439\u0442\u0435, \u043c\u0438\u0440!",
+    "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8\u3068\u4e2d\u6587\u3001\ud55c\uad6d\uc5b4 \u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u0939\u093f\u0928\u094d\u0926\u0940",
+    "a\u00a0b\u2003c\u3000d  e\t\tf\n\ng \u200bh",
+    "<s>markers</s> <mask> <unk> <pad> inside text",
+    "\U0001F642\U0001F680 \U00010348 \ue000 \u0007bell \u00ad soft",
+    "",
+    " ",
+]
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -142,11 +158,12 @@ def rerank_ids(llm, query, document):
 def reference_for(family, path):
     llm = Llama(model_path=path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=2, embedding=True,
                 seed=0, verbose=False)
-    tokenize = [{"text": t, "ids": llm.tokenize(t.encode("utf-8"), add_bos=True, special=True)} for t in TEXTS]
+    texts = TEXTS + (UNIGRAM_TEXTS if family.startswith("xlmr") else [])
+    tokenize = [{"text": t, "ids": llm.tokenize(t.encode("utf-8"), add_bos=True, special=True)} for t in texts]
     out = {"tokenize": tokenize, "pooling_type": int(llm.pooling_type())}
     if family in EMBEDDERS:
         out["embeddings"] = [{"ids": case["ids"], "embedding": normalized(pooled(llm, case["ids"], llm.n_embd()))}
-                             for case in tokenize]
+                             for case in tokenize if case["ids"]]
     else:
         n_cls = llama_cpp.llama_model_n_cls_out(llm.model)
         out["query"] = QUERY
@@ -163,8 +180,12 @@ def reference_for(family, path):
 def main(out_dir, tokenizer, families):
     here = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
+    xlmr_vocab = os.path.join(os.path.dirname(llama_cpp.__file__), "..", "vendor", "llama.cpp", "models",
+                              "ggml-vocab-nomic-bert-moe.gguf")
+    xlmr_vocab = os.environ.get("XLMR_VOCAB", xlmr_vocab)
     for family in families or FAMILIES:
-        extra = ["--tokenizer-from", tokenizer] if family == "qwen3-embed" else []
+        extra = (["--tokenizer-from", tokenizer] if family == "qwen3-embed" else
+                 ["--tokenizer-from", xlmr_vocab] if family.startswith("xlmr") else [])
         files = {}
         for type_name in TYPES:
             with tempfile.TemporaryDirectory() as tmp:

@@ -5,6 +5,7 @@ llama.cpp where no real file of the family can be fetched.
     synthesize-gguf.py --family FAMILY --tokenizer-from REAL.gguf --out FILE [--type f32|f16|q8_0|q4_0|q5_1]
                        [--hidden N | --size 1b|3b|8b]
     synthesize-gguf.py --family bert|bert-rerank|nomic-bert --out FILE [--type ...]
+    synthesize-gguf.py --family xlmr|xlmr-rerank --tokenizer-from ggml-vocab-nomic-bert-moe.gguf --out FILE
 
 The encoder families (`bert`: all-MiniLM-L6-v2's layout, mean pooling; `bert-rerank`: the cross-encoder
 ms-marco-MiniLM-L-6-v2's, rank pooling with its classifier head) write their own WordPiece vocabulary, since
@@ -296,6 +297,15 @@ ENCODERS = {
     # attention output keeps no bias either; `token_types` has 2 rows. Its WordPiece vocabulary is BERT's.
     "nomic-bert": dict(arch="nomic-bert", pooling=1, classifier=False, rope_base=1000.0, context=2048,
                        nomic=True),
+    # XLM-RoBERTa encoders as the converter's XLMRobertaModel writes them (arch `bert`, the Unigram
+    # vocabulary as tokenizer model `t5` with its precompiled charsmap, one token type, positions already
+    # past RoBERTa's padding offset): bge-m3 (CLS pooling) and the cross-encoder bge-reranker-v2-m3 (rank,
+    # with its `classifier.dense`/`out_proj` as `cls`/`cls.output`). The vocabulary is borrowed
+    # (`--tokenizer-from`: llama.cpp's own models/ggml-vocab-nomic-bert-moe.gguf, XLM-R's 250048 pieces);
+    # the post-processor's `<s> $A </s> </s> $B </s>` makes gguf-py write add_sep as well. Narrower than
+    # the other encoders (hidden 64) since the embedding has a row per piece.
+    "xlmr": dict(pooling=2, classifier=False, borrowed_vocab=True, hidden=64, ff=256, token_types=1),
+    "xlmr-rerank": dict(pooling=4, classifier=True, borrowed_vocab=True, hidden=64, ff=256, token_types=1),
 }
 ENCODER_SHAPE = dict(hidden=128, layers=2, heads=4, ff=512, context=512, eps=1e-12, token_types=2)
 
@@ -335,12 +345,16 @@ def wordpiece_vocab():
     return tokens, types
 
 
-def synthesize_encoder(family, out, type_name):
+def synthesize_encoder(family, out, type_name, tokenizer_from=None):
     spec = {**ENCODER_SHAPE, **ENCODERS[family]}
     hidden, heads, ff = spec["hidden"], spec["heads"], spec["ff"]
     qtype = TYPES[type_name]
     rng = np.random.default_rng(list(ENCODERS).index(family) + 101)
-    tokens, types = wordpiece_vocab()
+    borrowed = spec.get("borrowed_vocab", False)
+    if borrowed and not tokenizer_from:
+        sys.exit(f"--family {family} borrows its vocabulary: give --tokenizer-from")
+    if not borrowed:
+        tokens, types = wordpiece_vocab()
 
     nomic = spec.get("nomic", False)
     writer = gguf.GGUFWriter(out, spec.get("arch", "bert"))
@@ -354,9 +368,24 @@ def synthesize_encoder(family, out, type_name):
     writer.add_layer_norm_eps(spec["eps"])
     writer.add_causal_attention(False)
     writer.add_pooling_type(gguf.PoolingType(spec["pooling"]))
-    writer.add_token_type_count(spec["token_types"])
-    if nomic:
-        writer.add_rope_freq_base(spec["rope_base"])
+    if borrowed:
+        # The borrowed keys bring `tokenizer.ggml.token_type_count` (1) with them.
+        n_vocab = copy_tokenizer(writer, tokenizer_from)
+        writer.add_add_sep_token(True)
+    else:
+        writer.add_token_type_count(spec["token_types"])
+        if nomic:
+            writer.add_rope_freq_base(spec["rope_base"])
+        write_wordpiece(writer, tokens, types)
+        n_vocab = len(tokens)
+    write_encoder_tensors(writer, spec, rng, qtype, n_vocab, nomic)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_wordpiece(writer, tokens, types):
     writer.add_tokenizer_model("bert")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
@@ -371,6 +400,10 @@ def synthesize_encoder(family, out, type_name):
     writer.add_add_bos_token(True)
     writer.add_add_sep_token(True)
 
+
+def write_encoder_tensors(writer, spec, rng, qtype, n_vocab, nomic):
+    hidden, ff = spec["hidden"], spec["ff"]
+
     def put_matrix(name, data):
         quantized = gguf.quants.quantize(data.astype(np.float32), qtype)
         raw = qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
@@ -382,7 +415,7 @@ def synthesize_encoder(family, out, type_name):
     def vector(name, n, mean, std):
         writer.add_tensor(name, (mean + rng.standard_normal(n) * std).astype(np.float32))
 
-    matrix("token_embd.weight", len(tokens), hidden, 1.0)
+    matrix("token_embd.weight", n_vocab, hidden, 1.0)
     writer.add_tensor("token_types.weight",
                       (rng.standard_normal((spec["token_types"], hidden)) * 0.5).astype(np.float32))
     if not nomic:
@@ -425,11 +458,6 @@ def synthesize_encoder(family, out, type_name):
         matrix("cls.output.weight", 1, hidden, 2.0 / math.sqrt(hidden))
         vector("cls.output.bias", 1, 0.0, 0.1)
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -441,7 +469,7 @@ def main():
     parser.add_argument("--size", choices=sorted(SIZES), help="a real model's shape (llama3 family only)")
     args = parser.parse_args()
     if args.family in ENCODERS:
-        synthesize_encoder(args.family, args.out, args.type)
+        synthesize_encoder(args.family, args.out, args.type, args.tokenizer_from)
         return
     if not args.tokenizer_from:
         parser.error("--tokenizer-from is needed for decoder families")

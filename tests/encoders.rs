@@ -18,11 +18,27 @@ use serde_json::Value;
 const MIN_COSINE: f64 = 0.999;
 const MAX_SCORE_ERROR: f64 = 1e-3;
 
-/// The family's file of `file_type`, checked against the bytes llama.cpp ran. The decoder family borrows
-/// the default model's tokenizer; the BERT families write their own vocabulary.
+/// The family's file of `file_type`, checked against the bytes llama.cpp ran. The decoder families borrow
+/// the default model's tokenizer, the XLM-R ones llama.cpp's own XLM-R vocabulary
+/// (scripts/fetch-xlmr-vocab.sh); the BERT families write their own.
 fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBuf {
-    let tokenizer = (family == "qwen3-embed").then(common::default_model_gguf);
+    let tokenizer = if family.starts_with("xlmr") {
+        Some(xlmr_vocab())
+    } else {
+        (family == "qwen3-embed").then(common::default_model_gguf)
+    };
     common::synthesize_gguf(family, file_type, tokenizer.as_deref(), sha256, dir)
+}
+
+/// A real XLM-RoBERTa Unigram vocabulary (bge-m3's, with its precompiled charsmap).
+fn xlmr_vocab() -> PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-xlmr-vocab.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/fetch-xlmr-vocab.sh");
+    assert!(out.status.success(), "fetching the XLM-R vocabulary failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// How far our rerank scores may be from llama.cpp's, relative to the largest: `MAX_SCORE_ERROR` plus
@@ -139,6 +155,17 @@ fn nomic_bert_embeddings_match_llama_cpp() {
     });
 }
 
+/// bge-m3's layout: BERT's graph with XLM-R's Unigram vocabulary (tokenizer model `t5`, charsmap
+/// normalisation) and CLS pooling; ids equal llama.cpp's on multilingual and normalisation-heavy texts.
+#[test]
+fn xlmr_unigram_ids_and_cls_embeddings_match_llama_cpp() {
+    each_file("xlmr", |label, engine, file| {
+        assert!(!engine.generates());
+        assert_eq!(engine.pooling(), Some(models::bert::Pooling::Cls));
+        check_embeddings(label, engine, file);
+    });
+}
+
 /// Qwen3-Embedding's layout: a Qwen 3 decoder without an output head whose file asks for last-token
 /// pooling (`qwen3.pooling_type` = 3).
 #[test]
@@ -151,7 +178,18 @@ fn qwen3_embedding_with_last_token_pooling_matches_llama_cpp() {
 
 #[test]
 fn bert_reranker_scores_match_llama_cpp_in_value_and_order() {
-    each_file("bert-rerank", |label, engine, file| {
+    each_file("bert-rerank", check_rerank);
+}
+
+/// bge-reranker-v2-m3's layout: XLM-R's vocabulary, pairs as `<s> query </s> </s> document </s>`.
+#[test]
+fn xlmr_reranker_scores_match_llama_cpp_in_value_and_order() {
+    each_file("xlmr-rerank", check_rerank);
+}
+
+/// Every pair's ids, and scores in llama.cpp's order and within the bound of its values.
+fn check_rerank(label: &str, engine: &mut Engine, file: &Value) {
+    {
         assert_eq!(engine.pooling(), Some(models::bert::Pooling::Rank));
         let query = file["query"].as_str().unwrap();
         let documents = file["documents"].as_array().unwrap();
@@ -196,7 +234,7 @@ fn bert_reranker_scores_match_llama_cpp_in_value_and_order() {
             order(&reference),
             "{label}: ranked differently"
         );
-    });
+    }
 }
 
 /// A blocking JSON POST with the test's API key: the status and the body.

@@ -9,9 +9,11 @@ pub mod device;
 pub mod embedding;
 pub mod grammar;
 pub mod sampler;
+pub mod special_tokens;
 pub mod template_sandbox;
 pub mod text_stream;
 pub mod tokenizer;
+pub mod ugm;
 pub mod wordpiece;
 
 use std::path::PathBuf;
