@@ -5,7 +5,9 @@
 
 (every family when none is named; `nomic-bert`, nomic-embed-text's layout, and `xlmr`, bge-m3's, are
 recorded as `bert` is, `xlmr-rerank`, bge-reranker-v2-m3's, as `bert-rerank`; the XLM-R families borrow the
-vocabulary at $XLMR_VOCAB, by default llama.cpp's models/ggml-vocab-nomic-bert-moe.gguf)
+vocabulary at $XLMR_VOCAB, by default llama.cpp's models/ggml-vocab-nomic-bert-moe.gguf; `qwen3-rerank`,
+Qwen3-Reranker's layout, records its pairs through its rerank template and both outputs, p(yes) and p(no),
+without a float64 score; `qwen3-embed-eos` is `qwen3-embed` with add_eos_token, whose ids end in EOS)
 
 and for the decoder embedding family `qwen3-embed` (Qwen3-Embedding's layout, last-token pooling) the same
 as `bert`, with the tokenizer copied from TOKENIZER.gguf (the default model, as the decoder families do).
@@ -37,8 +39,11 @@ from llama_cpp import Llama
 
 TYPES = ["f16", "q8_0"]
 # Families recorded as embeddings; the others are rerankers.
-EMBEDDERS = ("bert", "qwen3-embed", "nomic-bert", "xlmr")
-FAMILIES = ["bert", "bert-rerank", "qwen3-embed", "nomic-bert", "xlmr", "xlmr-rerank"]
+EMBEDDERS = ("bert", "qwen3-embed", "nomic-bert", "xlmr", "qwen3-embed-eos")
+FAMILIES = ["bert", "bert-rerank", "qwen3-embed", "nomic-bert", "xlmr", "xlmr-rerank", "qwen3-rerank",
+            "qwen3-embed-eos", "bert-tokens"]
+# Families whose pooling is none: only their ids are recorded (the server test checks they are refused).
+PER_TOKEN = ("bert-tokens",)
 # The XLM-R families borrow llama.cpp's own XLM-R vocabulary (models/ggml-vocab-nomic-bert-moe.gguf in its
 # source) and are tokenized further on texts that exercise the Unigram tokenizer's charsmap normalisation
 # (NFKC: full-width forms, ligatures, circled digits, compatibility spaces), its space handling, unknown
@@ -134,7 +139,12 @@ def exact_forward(w, ids, eps=1e-12, heads=4):
 
 
 def rerank_ids(llm, query, document):
-    """llama.cpp's server `format_prompt_rerank` for a model without a rerank template."""
+    """llama.cpp's server `format_prompt_rerank`: the file's rerank template filled and tokenized without
+    added tokens, markers matched; else BOS, query, EOS, SEP, document, EOS as the vocabulary adds them."""
+    template = llama_cpp.llama_model_chat_template(llm.model, b"rerank")
+    if template:
+        prompt = template.decode("utf-8").replace("{query}", query).replace("{document}", document)
+        return llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     q = llm.tokenize(query.encode("utf-8"), add_bos=False, special=False)
     d = llm.tokenize(document.encode("utf-8"), add_bos=False, special=False)
@@ -161,6 +171,8 @@ def reference_for(family, path):
     texts = TEXTS + (UNIGRAM_TEXTS if family.startswith("xlmr") else [])
     tokenize = [{"text": t, "ids": llm.tokenize(t.encode("utf-8"), add_bos=True, special=True)} for t in texts]
     out = {"tokenize": tokenize, "pooling_type": int(llm.pooling_type())}
+    if family in PER_TOKEN:
+        return out
     if family in EMBEDDERS:
         out["embeddings"] = [{"ids": case["ids"], "embedding": normalized(pooled(llm, case["ids"], llm.n_embd()))}
                              for case in tokenize if case["ids"]]
@@ -169,11 +181,15 @@ def reference_for(family, path):
         out["query"] = QUERY
         out["documents"] = DOCUMENTS
         out["scores"] = []
-        w = weights(path)
+        # The float64 forward is BERT's; a decoder reranker's outputs are probabilities, recorded whole.
+        w = weights(path) if not family.startswith("qwen3") else None
         for doc in DOCUMENTS:
             ids = rerank_ids(llm, QUERY, doc)
-            out["scores"].append({"ids": ids, "score": pooled(llm, ids, n_cls)[0],
-                                  "exact_score": exact_forward(w, ids)})
+            outputs = pooled(llm, ids, n_cls)
+            case = {"ids": ids, "score": outputs[0], "outputs": outputs}
+            if w is not None:
+                case["exact_score"] = exact_forward(w, ids)
+            out["scores"].append(case)
     return out
 
 
@@ -184,7 +200,7 @@ def main(out_dir, tokenizer, families):
                               "ggml-vocab-nomic-bert-moe.gguf")
     xlmr_vocab = os.environ.get("XLMR_VOCAB", xlmr_vocab)
     for family in families or FAMILIES:
-        extra = (["--tokenizer-from", tokenizer] if family == "qwen3-embed" else
+        extra = (["--tokenizer-from", tokenizer] if family.startswith("qwen3") else
                  ["--tokenizer-from", xlmr_vocab] if family.startswith("xlmr") else [])
         files = {}
         for type_name in TYPES:

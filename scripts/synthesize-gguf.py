@@ -82,7 +82,26 @@ FAMILIES = {
     # (`qwen3.pooling_type` = 3, LLAMA_POOLING_TYPE_LAST): an embedding model over a decoder.
     "qwen3-embed": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
                         eps=1e-6, pooling=3, no_output=True, seed=25),
+    # Qwen3-Reranker, as the converter's Qwen3Model writes a reranker: rank pooling (`qwen3.pooling_type`
+    # = 4), the output head's "yes" and "no" rows as `cls.output.weight` (2 x hidden) and no output head,
+    # classifier labels ["yes", "no"], and the rerank prompt as `tokenizer.chat_template.rerank` (the
+    # converter's own text). llama.cpp takes the last token's final hidden state through `cls.output` and
+    # a softmax. The rows here are their own draw, scaled so that the probabilities stay off 0 and 1.
+    "qwen3-rerank": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
+                         eps=1e-6, pooling=4, no_output=True, rank_head=True, seed=31),
+    # Qwen3-Embedding with `tokenizer.ggml.add_eos_token` set: llama.cpp then ends every input with EOS,
+    # whose final hidden state the last-token pooling reads. The same weights as `qwen3-embed`.
+    "qwen3-embed-eos": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32,
+                            explicit_head_dim=True, eps=1e-6, pooling=3, no_output=True, add_eos=True, seed=25),
 }
+
+# The converter's rerank prompt for Qwen3-Reranker (conversion/qwen.py).
+QWEN3_RERANK_TEMPLATE = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    "provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n"
+    "<|im_start|>user\n<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n"
+    "<Query>: {query}\n<Document>: {document}<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
 SIZES = {
@@ -202,6 +221,11 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     vocab = copy_tokenizer(writer, tokenizer_from)
     if arch == "llama":
         writer.add_vocab_size(vocab)
+    if spec.get("rank_head"):
+        writer.add_classifier_output_labels(["yes", "no"])
+        writer.add_chat_template([{"name": "rerank", "template": QWEN3_RERANK_TEMPLATE}])
+    if spec.get("add_eos"):
+        writer.add_add_eos_token(True)
 
     def put_matrix(name, data):
         quantized = gguf.quants.quantize(data.astype(np.float32), qtype)
@@ -225,6 +249,8 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     vector("output_norm.weight", hidden, 1.0, 0.1)
     if not gemma and not spec.get("no_output"):
         matrix("output.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
+    if spec.get("rank_head"):
+        matrix("cls.output.weight", 2, hidden, 1.0 / math.sqrt(hidden))
     if "llama3_rope" in spec:
         writer.add_tensor("rope_freqs.weight", llama3_rope_factors(spec["rope_base"], head_dim, **spec["llama3_rope"]))
     qk_std = QK_GAIN / math.sqrt(hidden)
@@ -306,6 +332,8 @@ ENCODERS = {
     # the other encoders (hidden 64) since the embedding has a row per piece.
     "xlmr": dict(pooling=2, classifier=False, borrowed_vocab=True, hidden=64, ff=256, token_types=1),
     "xlmr-rerank": dict(pooling=4, classifier=True, borrowed_vocab=True, hidden=64, ff=256, token_types=1),
+    # A BERT whose file says pooling type none (0): one vector per token, which no pooled API returns.
+    "bert-tokens": dict(pooling=0, classifier=False),
 }
 ENCODER_SHAPE = dict(hidden=128, layers=2, heads=4, ff=512, context=512, eps=1e-12, token_types=2)
 

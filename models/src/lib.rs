@@ -186,6 +186,9 @@ impl Model {
 pub struct LoadedModel {
     pub model: Model,
     pub metadata: HashMap<String, gguf_file::Value>,
+    /// A decoder's classifier over its final hidden state (`cls.output`, Qwen3-Reranker: the output
+    /// head's "yes" and "no" rows), which rank pooling reads. An encoder keeps its own head.
+    pub rank_head: Option<layers::Linear>,
 }
 
 /// Loads a GGUF file onto `device`, choosing the architecture from `general.architecture`.
@@ -214,6 +217,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
         return Ok(LoadedModel {
             model,
             metadata: weights.into_metadata(),
+            rank_head: None,
         });
     }
     // Before any weight is read: the forward pass relies on these shapes and would panic otherwise.
@@ -229,8 +233,24 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
         "gemma3" => CausalModel::Gemma3(gemma3::Gemma3::load(&mut weights)?),
         other => return Err(ModelError::UnknownArchitecture(other.to_string())),
     });
+    let rank_head = match weights.tensor_dims("cls.output.weight") {
+        None => None,
+        Some([labels, width]) if *labels > 0 && *width == model.info().hidden_size => {
+            Some(layers::Linear::load(&mut weights, "cls.output")?)
+        }
+        Some(dims) => {
+            return Err(ModelError::Shape {
+                key: "cls.output.weight".into(),
+                reason: format!(
+                    "shape {dims:?}, expected [labels, {}]",
+                    model.info().hidden_size
+                ),
+            });
+        }
+    };
     Ok(LoadedModel {
         model,
         metadata: weights.into_metadata(),
+        rank_head,
     })
 }
