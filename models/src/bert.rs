@@ -336,7 +336,12 @@ impl Bert {
         let (positions, max_tokens) = if variant.rotary {
             let base = w.arch_f32_or("rope.freq_base", DEFAULT_ROPE_BASE)?;
             let dims = w.arch_usize_or("rope.dimension_count", head_dim)?;
-            if dims == 0 || dims > head_dim || !dims.is_multiple_of(2) || !(base > 0.0) {
+            if dims == 0
+                || dims > head_dim
+                || !dims.is_multiple_of(2)
+                || base.is_nan()
+                || base <= 0.0
+            {
                 return Err(bad(
                     format!("{arch}.rope.dimension_count"),
                     format!("{dims} rotated dimensions, base {base}, for heads of {head_dim}"),
