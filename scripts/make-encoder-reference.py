@@ -39,9 +39,9 @@ from llama_cpp import Llama
 
 TYPES = ["f16", "q8_0"]
 # Families recorded as embeddings; the others are rerankers.
-EMBEDDERS = ("bert", "qwen3-embed", "nomic-bert", "xlmr", "qwen3-embed-eos")
+EMBEDDERS = ("bert", "qwen3-embed", "nomic-bert", "xlmr", "qwen3-embed-eos", "jina-bert-v2")
 FAMILIES = ["bert", "bert-rerank", "qwen3-embed", "nomic-bert", "xlmr", "xlmr-rerank", "qwen3-rerank",
-            "qwen3-embed-eos", "bert-tokens"]
+            "qwen3-embed-eos", "bert-tokens", "jina-bert-v2"]
 # Families whose pooling is none: only their ids are recorded (the server test checks they are refused).
 PER_TOKEN = ("bert-tokens",)
 # The XLM-R families borrow llama.cpp's own XLM-R vocabulary (models/ggml-vocab-nomic-bert-moe.gguf in its

@@ -4,7 +4,7 @@ llama.cpp where no real file of the family can be fetched.
 
     synthesize-gguf.py --family FAMILY --tokenizer-from REAL.gguf --out FILE [--type f32|f16|q8_0|q4_0|q5_1]
                        [--hidden N | --size 1b|3b|8b]
-    synthesize-gguf.py --family bert|bert-rerank|nomic-bert --out FILE [--type ...]
+    synthesize-gguf.py --family bert|bert-rerank|nomic-bert|jina-bert-v2|bert-tokens --out FILE [--type ...]
     synthesize-gguf.py --family xlmr|xlmr-rerank --tokenizer-from ggml-vocab-nomic-bert-moe.gguf --out FILE
 
 The encoder families (`bert`: all-MiniLM-L6-v2's layout, mean pooling; `bert-rerank`: the cross-encoder
@@ -334,6 +334,14 @@ ENCODERS = {
     "xlmr-rerank": dict(pooling=4, classifier=True, borrowed_vocab=True, hidden=64, ff=256, token_types=1),
     # A BERT whose file says pooling type none (0): one vector per token, which no pooled API returns.
     "bert-tokens": dict(pooling=0, classifier=False),
+    # jina-embeddings-v2-base-en (arch `jina-bert-v2`; real: hidden 768, 12 layers, 12 heads, FFN 3072,
+    # 8192 context, mean pooling, BERT's WordPiece vocabulary): no position embeddings but ALiBi (llama.cpp
+    # fixes its maximum bias at 8), and a GEGLU feed-forward whose `ffn_up` (HF's `gated_layers`, unbiased)
+    # holds 2 x FFN rows, gate first; Q/K/V, output and `ffn_down` biased as in BERT. 6 heads of 16 here so
+    # that the slopes cover both of ggml's ranges, as the real 12 heads do (heads past the largest power of
+    # two in the count take the second). The context is 512 (the real 8192 is only a limit).
+    "jina-bert-v2": dict(arch="jina-bert-v2", pooling=1, classifier=False, jina=True, hidden=96, heads=6,
+                         ff=384),
 }
 ENCODER_SHAPE = dict(hidden=128, layers=2, heads=4, ff=512, context=512, eps=1e-12, token_types=2)
 
@@ -446,13 +454,27 @@ def write_encoder_tensors(writer, spec, rng, qtype, n_vocab, nomic):
     matrix("token_embd.weight", n_vocab, hidden, 1.0)
     writer.add_tensor("token_types.weight",
                       (rng.standard_normal((spec["token_types"], hidden)) * 0.5).astype(np.float32))
-    if not nomic:
+    if not nomic and not spec.get("jina"):
         matrix("position_embd.weight", spec["context"], hidden, 0.5)
     vector("token_embd_norm.weight", hidden, 1.0, 0.1)
     vector("token_embd_norm.bias", hidden, 0.0, 0.1)
     qk_std = QK_GAIN / math.sqrt(hidden)
     for layer in range(spec["layers"]):
         p = f"blk.{layer}"
+        if spec.get("jina"):
+            for name, std in (("attn_q", qk_std), ("attn_k", qk_std), ("attn_v", 1.0 / math.sqrt(hidden))):
+                matrix(f"{p}.{name}.weight", hidden, hidden, std)
+                vector(f"{p}.{name}.bias", hidden, 0.0, 0.1)
+            matrix(f"{p}.attn_output.weight", hidden, hidden, 1.0 / math.sqrt(hidden))
+            vector(f"{p}.attn_output.bias", hidden, 0.0, 0.1)
+            vector(f"{p}.attn_output_norm.weight", hidden, 1.0, 0.1)
+            vector(f"{p}.attn_output_norm.bias", hidden, 0.0, 0.1)
+            matrix(f"{p}.ffn_up.weight", 2 * ff, hidden, 1.0 / math.sqrt(hidden))
+            matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+            vector(f"{p}.ffn_down.bias", hidden, 0.0, 0.1)
+            vector(f"{p}.layer_output_norm.weight", hidden, 1.0, 0.1)
+            vector(f"{p}.layer_output_norm.bias", hidden, 0.0, 0.1)
+            continue
         if nomic:
             # nomic's Wqkv: Q rows, then K, then V; unbiased projections, SwiGLU.
             put_matrix(f"{p}.attn_qkv.weight",

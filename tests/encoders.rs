@@ -164,6 +164,18 @@ fn nomic_bert_embeddings_match_llama_cpp() {
     });
 }
 
+/// jina-embeddings-v2's layout (`jina-bert-v2`): ALiBi instead of positions (6 heads, both of ggml's slope
+/// ranges), a fused GEGLU feed-forward, mean pooling.
+#[test]
+fn jina_bert_v2_embeddings_match_llama_cpp() {
+    each_file("jina-bert-v2", |label, engine, file| {
+        assert!(!engine.generates());
+        assert_eq!(engine.pooling(), Some(models::bert::Pooling::Mean));
+        assert_eq!(engine.info().architecture, "jina-bert-v2");
+        check_embeddings(label, engine, file);
+    });
+}
+
 /// bge-m3's layout: BERT's graph with XLM-R's Unigram vocabulary (tokenizer model `t5`, charsmap
 /// normalisation) and CLS pooling; ids equal llama.cpp's on multilingual and normalisation-heavy texts.
 #[test]

@@ -25,7 +25,9 @@ const LAYER_NORM_EPS: &str = "attention.layer_norm_epsilon";
 const DEFAULT_ROPE_BASE: f32 = 10000.0;
 
 /// The GGUF architectures this file loads.
-pub const ARCHITECTURES: [&str; 2] = ["bert", "nomic-bert"];
+pub const ARCHITECTURES: [&str; 3] = ["bert", "nomic-bert", "jina-bert-v2"];
+/// jina-bert-v2's maximum ALiBi bias (llama.cpp's `f_max_alibi_bias`, fixed for the architecture).
+const JINA_MAX_ALIBI_BIAS: f32 = 8.0;
 
 /// How the per-token outputs become one vector (llama.cpp's `llama_pooling_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,27 +97,45 @@ enum Qkv {
     Separate { q: Linear, k: Linear, v: Linear },
 }
 
-/// BERT's `down(gelu(up(x)))`, or nomic-bert's SwiGLU.
+/// BERT's `down(gelu(up(x)))`, or nomic-bert's SwiGLU, or jina-bert-v2's GEGLU.
 #[derive(Debug, Clone)]
 enum FeedForward {
     Gelu { up: Linear, down: Linear },
-    SwiGlu(GatedMlp),
+    Gated(GatedMlp),
 }
 
 impl FeedForward {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             FeedForward::Gelu { up, down } => down.forward(&up.forward(x, 0)?.gelu()?, 0),
-            FeedForward::SwiGlu(mlp) => mlp.forward(x, 0),
+            FeedForward::Gated(mlp) => mlp.forward(x, 0),
         }
     }
 }
 
-/// Where a token's position enters: BERT's learned rows added to the input, or nomic-bert's rotary.
+/// Where a token's position enters: BERT's learned rows added to the input, nomic-bert's rotary, or
+/// jina-bert-v2's ALiBi slopes (one per head).
 #[derive(Debug, Clone)]
 enum Positions {
     Learned(Tensor),
     Rotary(Rope),
+    Alibi(Vec<f32>),
+}
+
+/// ggml's ALiBi slopes (`ggml_soft_max_ext` with `max_bias`), one per head, in f32 as it computes them.
+fn alibi_slopes(heads: usize, max_bias: f32) -> Vec<f32> {
+    let log2 = 1usize << heads.ilog2();
+    let m0 = 2f32.powf(-max_bias / log2 as f32);
+    let m1 = 2f32.powf(-(max_bias / 2.0) / log2 as f32);
+    (0..heads)
+        .map(|h| {
+            if h < log2 {
+                m0.powf((h + 1) as f32)
+            } else {
+                m1.powf((2 * (h - log2) + 1) as f32)
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -179,23 +199,49 @@ fn expect_vector(w: &GgufWeights, name: &str, len: usize) -> Result<(), ModelErr
     }
 }
 
-/// What distinguishes nomic-bert's layout from BERT's.
+/// What distinguishes nomic-bert's and jina-bert-v2's layouts from BERT's.
 #[derive(Debug, Clone, Copy)]
 struct Variant {
     /// Rotary positions instead of `position_embd`.
     rotary: bool,
+    /// ALiBi instead of `position_embd`.
+    alibi: bool,
     /// `ffn_gate` beside `ffn_up`: SwiGLU instead of GELU.
     gated: bool,
+    /// `ffn_up` twice the feed-forward length, gate rows first: GEGLU.
+    fused_geglu: bool,
 }
 
 impl Variant {
     fn of(architecture: &str) -> Self {
         let nomic = architecture == "nomic-bert";
+        let jina = architecture == "jina-bert-v2";
         Self {
             rotary: nomic,
+            alibi: jina,
             gated: nomic,
+            fused_geglu: jina,
         }
     }
+
+    fn learned_positions(self) -> bool {
+        !self.rotary && !self.alibi
+    }
+}
+
+/// `[heads, n, n]`: each head's slope times `-|i - j|`, what ggml adds to the scaled scores.
+fn alibi_bias(
+    slopes: &[f32],
+    n: usize,
+    device: &candle_core::Device,
+) -> candle_core::Result<Tensor> {
+    let mut bias = Vec::with_capacity(slopes.len() * n * n);
+    for slope in slopes {
+        for i in 0..n {
+            bias.extend((0..n).map(|j| slope * -(i.abs_diff(j) as f32)));
+        }
+    }
+    Tensor::from_vec(bias, (slopes.len(), n, n), device)
 }
 
 /// Every dimension and tensor shape the forward relies on, before any weight loads.
@@ -215,7 +261,7 @@ fn check_shapes(
             format!("[{vocab}, {width}] for an embedding length of {hidden}"),
         ));
     }
-    if !variant.rotary {
+    if variant.learned_positions() {
         match w.tensor_dims("position_embd.weight") {
             Some([n, c]) if *n > 0 && *c == hidden => {}
             Some(dims) => return Err(bad("position_embd.weight", format!("shape {dims:?}"))),
@@ -250,12 +296,13 @@ fn check_shapes(
                 expect_vector(w, &bias, *rows)?;
             }
         }
-        expect_matrix(w, &format!("{p}.ffn_up.weight"), ff, hidden)?;
+        let up_rows = if variant.fused_geglu { 2 * ff } else { ff };
+        expect_matrix(w, &format!("{p}.ffn_up.weight"), up_rows, hidden)?;
         if variant.gated {
             expect_matrix(w, &format!("{p}.ffn_gate.weight"), ff, hidden)?;
         }
         expect_matrix(w, &format!("{p}.ffn_down.weight"), hidden, ff)?;
-        for (name, len) in [("ffn_up.bias", ff), ("ffn_down.bias", hidden)] {
+        for (name, len) in [("ffn_up.bias", up_rows), ("ffn_down.bias", hidden)] {
             let name = format!("{p}.{name}");
             if w.has_tensor(&name) {
                 if variant.gated {
@@ -355,6 +402,15 @@ impl Bert {
                 Positions::Rotary(Rope::new(dims, base, RopeStyle::Neox)),
                 context,
             )
+        } else if variant.alibi {
+            let context = w.arch_usize("context_length")?;
+            if context == 0 {
+                return Err(bad(format!("{arch}.context_length"), "must be at least 1"));
+            }
+            (
+                Positions::Alibi(alibi_slopes(heads, JINA_MAX_ALIBI_BIAS)),
+                context,
+            )
         } else {
             let learned = w.dequantized("position_embd.weight")?;
             let rows = learned.dim(0)?;
@@ -370,7 +426,9 @@ impl Bert {
         for layer in 0..layers {
             let p = format!("blk.{layer}");
             let ffn = if variant.gated {
-                FeedForward::SwiGlu(GatedMlp::load(w, &p, Activation::Silu)?)
+                FeedForward::Gated(GatedMlp::load(w, &p, Activation::Silu)?)
+            } else if variant.fused_geglu {
+                FeedForward::Gated(GatedMlp::load_fused(w, &p, Activation::GeluTanh)?)
             } else {
                 FeedForward::Gelu {
                     up: Linear::load(w, &format!("{p}.ffn_up"))?,
@@ -447,16 +505,15 @@ impl Bert {
         if let Some(row) = &self.token_type {
             x = x.broadcast_add(row)?;
         }
-        let rotary = match &self.positions {
-            Positions::Learned(rows) => {
-                x = (x + rows.narrow(0, 0, n)?)?;
-                None
-            }
+        let (mut rotary, mut alibi) = (None, None);
+        match &self.positions {
+            Positions::Learned(rows) => x = (x + rows.narrow(0, 0, n)?)?,
             Positions::Rotary(rope) => {
                 let positions: Vec<u32> = (0..n as u32).collect();
-                Some((rope, rope.angles(&positions)))
+                rotary = Some((rope, rope.angles(&positions)));
             }
-        };
+            Positions::Alibi(slopes) => alibi = Some(alibi_bias(slopes, n, x.device())?),
+        }
         x = self.embd_norm.forward(&x)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for block in &self.blocks {
@@ -487,7 +544,10 @@ impl Bert {
                     .contiguous()
             };
             let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            if let Some(bias) = &alibi {
+                scores = (scores + bias)?;
+            }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let attended = probs
                 .matmul(&v)?
@@ -542,5 +602,32 @@ impl Bert {
             }
         };
         Ok(row.to_vec1::<f32>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alibi_slopes_follow_ggml_past_the_largest_power_of_two() {
+        // 12 heads: the first 8 take powers of 2^(-8/8), the last 4 odd powers of 2^(-4/8).
+        let slopes = alibi_slopes(12, 8.0);
+        for (h, slope) in slopes.iter().enumerate().take(8) {
+            assert!((slope - 0.5f32.powi(h as i32 + 1)).abs() < 1e-7);
+        }
+        for (i, slope) in slopes[8..].iter().enumerate() {
+            let expected = 2f32.powf(-0.5 * (2 * i + 1) as f32);
+            assert!((slope - expected).abs() < 1e-7, "head {}", 8 + i);
+        }
+    }
+
+    #[test]
+    fn alibi_bias_lowers_scores_by_distance() {
+        let bias = alibi_bias(&[0.5], 3, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(
+            bias.get(0).unwrap().to_vec2::<f32>().unwrap(),
+            [[0.0, -0.5, -1.0], [-0.5, 0.0, -0.5], [-1.0, -0.5, 0.0]]
+        );
     }
 }

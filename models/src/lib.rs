@@ -47,7 +47,7 @@ pub enum ModelError {
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
     #[error(
-        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, bert, nomic-bert)"
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, bert, nomic-bert, jina-bert-v2)"
     )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
@@ -208,6 +208,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             | "gemma3"
             | "bert"
             | "nomic-bert"
+            | "jina-bert-v2"
     ) {
         return Err(ModelError::UnknownArchitecture(architecture));
     }
