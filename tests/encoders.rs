@@ -187,6 +187,50 @@ fn xlmr_unigram_ids_and_cls_embeddings_match_llama_cpp() {
     });
 }
 
+/// Hostile sizes for the Unigram tokenizer: megabytes of mixed scripts, of one unknown code point and of
+/// one letter (the longest runs of candidate pieces) tokenize in bounded time, linear in the text.
+#[test]
+fn xlmr_unigram_tokenizes_megabytes_in_bounded_time() {
+    let fixture = common::fixture("encoders/xlmr.json");
+    let file = &fixture["files"]["f16"];
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let gguf = synthesize("xlmr", "f16", file["sha256"].as_str().unwrap(), dir.path());
+    let engine = common::load_engine(&gguf, 512, 1, models::KvType::default());
+    let mixed: String = file["tokenize"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (what, text) in [
+        (
+            "mixed scripts",
+            mixed.repeat((2 << 20) / mixed.len().max(1)),
+        ),
+        // Gothic 𐍈 has no piece: one `<unk>` for the whole run.
+        ("one unknown code point", "\u{10348}".repeat(1 << 19)),
+        ("one letter", "a".repeat(2 << 20)),
+    ] {
+        let started = std::time::Instant::now();
+        let ids = engine.tokenizer.encode(&text, true).expect("tokenize");
+        let took = started.elapsed();
+        eprintln!(
+            "{what}: {} bytes, {} ids in {took:?}",
+            text.len(),
+            ids.len()
+        );
+        assert!(!ids.is_empty());
+        assert!(took.as_secs() < 30, "{what}: {took:?}");
+        if what == "one unknown code point" {
+            assert!(
+                ids.len() <= 5,
+                "{what}: consecutive unknowns merge: {ids:?}"
+            );
+        }
+    }
+}
+
 /// Qwen3-Embedding's layout: a Qwen 3 decoder without an output head whose file asks for last-token
 /// pooling (`qwen3.pooling_type` = 3).
 #[test]
