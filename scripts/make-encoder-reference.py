@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Reference fixtures from llama.cpp for the encoder families (scripts/synthesize-gguf.py --family bert|bert-rerank).
 
-    make-encoder-reference.py OUT_DIR TOKENIZER.gguf
+    make-encoder-reference.py OUT_DIR TOKENIZER.gguf [FAMILY ...]
+
+(every family when none is named; `nomic-bert`, nomic-embed-text's layout, and `xlmr`, bge-m3's, are
+recorded as `bert` is, `xlmr-rerank`, bge-reranker-v2-m3's, as `bert-rerank`; the XLM-R families borrow the
+vocabulary at $XLMR_VOCAB, by default llama.cpp's models/ggml-vocab-nomic-bert-moe.gguf; `qwen3-rerank`,
+Qwen3-Reranker's layout, records its pairs through its rerank template and both outputs, p(yes) and p(no),
+without a float64 score; `qwen3-embed-eos` is `qwen3-embed` with add_eos_token, whose ids end in EOS)
 
 and for the decoder embedding family `qwen3-embed` (Qwen3-Embedding's layout, last-token pooling) the same
 as `bert`, with the tokenizer copied from TOKENIZER.gguf (the default model, as the decoder families do).
@@ -32,6 +38,26 @@ import llama_cpp
 from llama_cpp import Llama
 
 TYPES = ["f16", "q8_0"]
+# Families recorded as embeddings; the others are rerankers.
+EMBEDDERS = ("bert", "qwen3-embed", "nomic-bert", "xlmr", "qwen3-embed-eos", "jina-bert-v2")
+FAMILIES = ["bert", "bert-rerank", "qwen3-embed", "nomic-bert", "xlmr", "xlmr-rerank", "qwen3-rerank",
+            "qwen3-embed-eos", "bert-tokens", "jina-bert-v2"]
+# Families whose pooling is none: only their ids are recorded (the server test checks they are refused).
+PER_TOKEN = ("bert-tokens",)
+# The XLM-R families borrow llama.cpp's own XLM-R vocabulary (models/ggml-vocab-nomic-bert-moe.gguf in its
+# source) and are tokenized further on texts that exercise the Unigram tokenizer's charsmap normalisation
+# (NFKC: full-width forms, ligatures, circled digits, compatibility spaces), its space handling, unknown
+# code points and markers.
+UNIGRAM_TEXTS = [
+    "\uff21\uff22\uff23 \uff11\uff12\uff13 \ufb01ne \u2460\u2461 \u00bd caf\u00e9 cafe\u0301 \u212b \u2126",
+    "Der Stra\u00dfenverkehr in M\u00fcnchen ist \u00fcberlastet. \u0417\u0434\u0440\u0430\u0432\u0441\u0442\u0432\u0443\u0439\u0442\u0435, \u043c\u0438\u0440!",
+    "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8\u3068\u4e2d\u6587\u3001\ud55c\uad6d\uc5b4 \u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u0939\u093f\u0928\u094d\u0926\u0940",
+    "a\u00a0b\u2003c\u3000d  e\t\tf\n\ng \u200bh",
+    "<s>markers</s> <mask> <unk> <pad> inside text",
+    "\U0001F642\U0001F680 \U00010348 \ue000 \u0007bell \u00ad soft",
+    "",
+    " ",
+]
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -113,7 +139,12 @@ def exact_forward(w, ids, eps=1e-12, heads=4):
 
 
 def rerank_ids(llm, query, document):
-    """llama.cpp's server `format_prompt_rerank` for a model without a rerank template."""
+    """llama.cpp's server `format_prompt_rerank`: the file's rerank template filled and tokenized without
+    added tokens, markers matched; else BOS, query, EOS, SEP, document, EOS as the vocabulary adds them."""
+    template = llama_cpp.llama_model_chat_template(llm.model, b"rerank")
+    if template:
+        prompt = template.decode("utf-8").replace("{query}", query).replace("{document}", document)
+        return llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     q = llm.tokenize(query.encode("utf-8"), add_bos=False, special=False)
     d = llm.tokenize(document.encode("utf-8"), add_bos=False, special=False)
@@ -137,29 +168,40 @@ def rerank_ids(llm, query, document):
 def reference_for(family, path):
     llm = Llama(model_path=path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=2, embedding=True,
                 seed=0, verbose=False)
-    tokenize = [{"text": t, "ids": llm.tokenize(t.encode("utf-8"), add_bos=True, special=True)} for t in TEXTS]
+    texts = TEXTS + (UNIGRAM_TEXTS if family.startswith("xlmr") else [])
+    tokenize = [{"text": t, "ids": llm.tokenize(t.encode("utf-8"), add_bos=True, special=True)} for t in texts]
     out = {"tokenize": tokenize, "pooling_type": int(llm.pooling_type())}
-    if family in ("bert", "qwen3-embed"):
+    if family in PER_TOKEN:
+        return out
+    if family in EMBEDDERS:
         out["embeddings"] = [{"ids": case["ids"], "embedding": normalized(pooled(llm, case["ids"], llm.n_embd()))}
-                             for case in tokenize]
+                             for case in tokenize if case["ids"]]
     else:
         n_cls = llama_cpp.llama_model_n_cls_out(llm.model)
         out["query"] = QUERY
         out["documents"] = DOCUMENTS
         out["scores"] = []
-        w = weights(path)
+        # The float64 forward is BERT's; a decoder reranker's outputs are probabilities, recorded whole.
+        w = weights(path) if not family.startswith("qwen3") else None
         for doc in DOCUMENTS:
             ids = rerank_ids(llm, QUERY, doc)
-            out["scores"].append({"ids": ids, "score": pooled(llm, ids, n_cls)[0],
-                                  "exact_score": exact_forward(w, ids)})
+            outputs = pooled(llm, ids, n_cls)
+            case = {"ids": ids, "score": outputs[0], "outputs": outputs}
+            if w is not None:
+                case["exact_score"] = exact_forward(w, ids)
+            out["scores"].append(case)
     return out
 
 
-def main(out_dir, tokenizer):
+def main(out_dir, tokenizer, families):
     here = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
-    for family in ["bert", "bert-rerank", "qwen3-embed"]:
-        extra = ["--tokenizer-from", tokenizer] if family == "qwen3-embed" else []
+    xlmr_vocab = os.path.join(os.path.dirname(llama_cpp.__file__), "..", "vendor", "llama.cpp", "models",
+                              "ggml-vocab-nomic-bert-moe.gguf")
+    xlmr_vocab = os.environ.get("XLMR_VOCAB", xlmr_vocab)
+    for family in families or FAMILIES:
+        extra = (["--tokenizer-from", tokenizer] if family.startswith("qwen3") else
+                 ["--tokenizer-from", xlmr_vocab] if family.startswith("xlmr") else [])
         files = {}
         for type_name in TYPES:
             with tempfile.TemporaryDirectory() as tmp:
@@ -178,4 +220,4 @@ def main(out_dir, tokenizer):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

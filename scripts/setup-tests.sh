@@ -17,6 +17,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 scripts/fetch-gemma3-270m.sh >/dev/null
+# A real XLM-R Unigram vocabulary (llama.cpp's own test file) for the XLM-R families of tests/encoders.rs.
+scripts/fetch-xlmr-vocab.sh >/dev/null
 
 # The real clients the tests drive: the openai and anthropic SDKs and the OpenAI Agents SDK; Selenium drives
 # Chromium in the web console's tests; gguf with numpy write the small GGUFs of tests/architectures.rs

@@ -4,7 +4,8 @@ llama.cpp where no real file of the family can be fetched.
 
     synthesize-gguf.py --family FAMILY --tokenizer-from REAL.gguf --out FILE [--type f32|f16|q8_0|q4_0|q5_1]
                        [--hidden N | --size 1b|3b|8b]
-    synthesize-gguf.py --family bert|bert-rerank --out FILE [--type ...]
+    synthesize-gguf.py --family bert|bert-rerank|nomic-bert|jina-bert-v2|bert-tokens --out FILE [--type ...]
+    synthesize-gguf.py --family xlmr|xlmr-rerank --tokenizer-from ggml-vocab-nomic-bert-moe.gguf --out FILE
 
 The encoder families (`bert`: all-MiniLM-L6-v2's layout, mean pooling; `bert-rerank`: the cross-encoder
 ms-marco-MiniLM-L-6-v2's, rank pooling with its classifier head) write their own WordPiece vocabulary, since
@@ -99,7 +100,26 @@ FAMILIES = {
                     context=131072, sliding_window=8, gpt_oss=True,
                     yarn=dict(factor=32.0, original_context=4096),
                     moe=dict(experts=8, used=4, ff_div=1, expert_ff_key=True), seed=29),
+    # Qwen3-Reranker, as the converter's Qwen3Model writes a reranker: rank pooling (`qwen3.pooling_type`
+    # = 4), the output head's "yes" and "no" rows as `cls.output.weight` (2 x hidden) and no output head,
+    # classifier labels ["yes", "no"], and the rerank prompt as `tokenizer.chat_template.rerank` (the
+    # converter's own text). llama.cpp takes the last token's final hidden state through `cls.output` and
+    # a softmax. The rows here are their own draw, scaled so that the probabilities stay off 0 and 1.
+    "qwen3-rerank": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32, explicit_head_dim=True,
+                         eps=1e-6, pooling=4, no_output=True, rank_head=True, seed=31),
+    # Qwen3-Embedding with `tokenizer.ggml.add_eos_token` set: llama.cpp then ends every input with EOS,
+    # whose final hidden state the last-token pooling reads. The same weights as `qwen3-embed`.
+    "qwen3-embed-eos": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32,
+                            explicit_head_dim=True, eps=1e-6, pooling=3, no_output=True, add_eos=True, seed=25),
 }
+
+# The converter's rerank prompt for Qwen3-Reranker (conversion/qwen.py).
+QWEN3_RERANK_TEMPLATE = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    "provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n"
+    "<|im_start|>user\n<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n"
+    "<Query>: {query}\n<Document>: {document}<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 # Real shapes (from the models' config.json) for `--size`, llama3 family only.
 SIZES = {
@@ -238,6 +258,11 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     vocab = copy_tokenizer(writer, tokenizer_from)
     if arch == "llama":
         writer.add_vocab_size(vocab)
+    if spec.get("rank_head"):
+        writer.add_classifier_output_labels(["yes", "no"])
+        writer.add_chat_template([{"name": "rerank", "template": QWEN3_RERANK_TEMPLATE}])
+    if spec.get("add_eos"):
+        writer.add_add_eos_token(True)
 
     # F32 and F16 arrays carry their own type; quantized blocks come as bytes, with the type beside them.
     raw = qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
@@ -282,6 +307,8 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     vector("output_norm.weight", hidden, 1.0, 0.1)
     if not gemma and not spec.get("no_output"):
         matrix("output.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
+    if spec.get("rank_head"):
+        matrix("cls.output.weight", 2, hidden, 1.0 / math.sqrt(hidden))
     if "llama3_rope" in spec:
         writer.add_tensor("rope_freqs.weight", llama3_rope_factors(spec["rope_base"], head_dim, **spec["llama3_rope"]))
     if spec.get("longrope"):
@@ -371,6 +398,31 @@ ENCODERS = {
     # cross-encoder/ms-marco-MiniLM-L-6-v2: rank pooling (4): the [CLS] row through the pooler (`cls`, tanh)
     # and the classifier (`cls.output`, one label).
     "bert-rerank": dict(pooling=4, classifier=True),
+    # nomic-embed-text-v1.5 (arch `nomic-bert`; real: hidden 768, 12 layers, 12 heads, FFN 3072, 2048
+    # context, rope base 1000, mean pooling): no position embeddings but NeoX rotary on Q and K, one fused
+    # `attn_qkv` and a SwiGLU feed-forward (`ffn_gate`, `ffn_up`, `ffn_down`), none of them biased; the
+    # attention output keeps no bias either; `token_types` has 2 rows. Its WordPiece vocabulary is BERT's.
+    "nomic-bert": dict(arch="nomic-bert", pooling=1, classifier=False, rope_base=1000.0, context=2048,
+                       nomic=True),
+    # XLM-RoBERTa encoders as the converter's XLMRobertaModel writes them (arch `bert`, the Unigram
+    # vocabulary as tokenizer model `t5` with its precompiled charsmap, one token type, positions already
+    # past RoBERTa's padding offset): bge-m3 (CLS pooling) and the cross-encoder bge-reranker-v2-m3 (rank,
+    # with its `classifier.dense`/`out_proj` as `cls`/`cls.output`). The vocabulary is borrowed
+    # (`--tokenizer-from`: llama.cpp's own models/ggml-vocab-nomic-bert-moe.gguf, XLM-R's 250048 pieces);
+    # the post-processor's `<s> $A </s> </s> $B </s>` makes gguf-py write add_sep as well. Narrower than
+    # the other encoders (hidden 64) since the embedding has a row per piece.
+    "xlmr": dict(pooling=2, classifier=False, borrowed_vocab=True, hidden=64, ff=256, token_types=1),
+    "xlmr-rerank": dict(pooling=4, classifier=True, borrowed_vocab=True, hidden=64, ff=256, token_types=1),
+    # A BERT whose file says pooling type none (0): one vector per token, which no pooled API returns.
+    "bert-tokens": dict(pooling=0, classifier=False),
+    # jina-embeddings-v2-base-en (arch `jina-bert-v2`; real: hidden 768, 12 layers, 12 heads, FFN 3072,
+    # 8192 context, mean pooling, BERT's WordPiece vocabulary): no position embeddings but ALiBi (llama.cpp
+    # fixes its maximum bias at 8), and a GEGLU feed-forward whose `ffn_up` (HF's `gated_layers`, unbiased)
+    # holds 2 x FFN rows, gate first; Q/K/V, output and `ffn_down` biased as in BERT. 6 heads of 16 here so
+    # that the slopes cover both of ggml's ranges, as the real 12 heads do (heads past the largest power of
+    # two in the count take the second). The context is 512 (the real 8192 is only a limit).
+    "jina-bert-v2": dict(arch="jina-bert-v2", pooling=1, classifier=False, jina=True, hidden=96, heads=6,
+                         ff=384),
 }
 ENCODER_SHAPE = dict(hidden=128, layers=2, heads=4, ff=512, context=512, eps=1e-12, token_types=2)
 
@@ -410,14 +462,19 @@ def wordpiece_vocab():
     return tokens, types
 
 
-def synthesize_encoder(family, out, type_name):
+def synthesize_encoder(family, out, type_name, tokenizer_from=None):
     spec = {**ENCODER_SHAPE, **ENCODERS[family]}
     hidden, heads, ff = spec["hidden"], spec["heads"], spec["ff"]
     qtype = TYPES[type_name]
     rng = np.random.default_rng(list(ENCODERS).index(family) + 101)
-    tokens, types = wordpiece_vocab()
+    borrowed = spec.get("borrowed_vocab", False)
+    if borrowed and not tokenizer_from:
+        sys.exit(f"--family {family} borrows its vocabulary: give --tokenizer-from")
+    if not borrowed:
+        tokens, types = wordpiece_vocab()
 
-    writer = gguf.GGUFWriter(out, "bert")
+    nomic = spec.get("nomic", False)
+    writer = gguf.GGUFWriter(out, spec.get("arch", "bert"))
     writer.add_name("synthetic encoder")
     writer.add_file_type(FILE_TYPES[type_name])
     writer.add_context_length(spec["context"])
@@ -428,7 +485,24 @@ def synthesize_encoder(family, out, type_name):
     writer.add_layer_norm_eps(spec["eps"])
     writer.add_causal_attention(False)
     writer.add_pooling_type(gguf.PoolingType(spec["pooling"]))
-    writer.add_token_type_count(spec["token_types"])
+    if borrowed:
+        # The borrowed keys bring `tokenizer.ggml.token_type_count` (1) with them.
+        n_vocab = copy_tokenizer(writer, tokenizer_from)
+        writer.add_add_sep_token(True)
+    else:
+        writer.add_token_type_count(spec["token_types"])
+        if nomic:
+            writer.add_rope_freq_base(spec["rope_base"])
+        write_wordpiece(writer, tokens, types)
+        n_vocab = len(tokens)
+    write_encoder_tensors(writer, spec, rng, qtype, n_vocab, nomic)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_wordpiece(writer, tokens, types):
     writer.add_tokenizer_model("bert")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
@@ -443,6 +517,10 @@ def synthesize_encoder(family, out, type_name):
     writer.add_add_bos_token(True)
     writer.add_add_sep_token(True)
 
+
+def write_encoder_tensors(writer, spec, rng, qtype, n_vocab, nomic):
+    hidden, ff = spec["hidden"], spec["ff"]
+
     def put_matrix(name, data):
         quantized = gguf.quants.quantize(data.astype(np.float32), qtype)
         raw = qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
@@ -454,15 +532,44 @@ def synthesize_encoder(family, out, type_name):
     def vector(name, n, mean, std):
         writer.add_tensor(name, (mean + rng.standard_normal(n) * std).astype(np.float32))
 
-    matrix("token_embd.weight", len(tokens), hidden, 1.0)
+    matrix("token_embd.weight", n_vocab, hidden, 1.0)
     writer.add_tensor("token_types.weight",
                       (rng.standard_normal((spec["token_types"], hidden)) * 0.5).astype(np.float32))
-    matrix("position_embd.weight", spec["context"], hidden, 0.5)
+    if not nomic and not spec.get("jina"):
+        matrix("position_embd.weight", spec["context"], hidden, 0.5)
     vector("token_embd_norm.weight", hidden, 1.0, 0.1)
     vector("token_embd_norm.bias", hidden, 0.0, 0.1)
     qk_std = QK_GAIN / math.sqrt(hidden)
     for layer in range(spec["layers"]):
         p = f"blk.{layer}"
+        if spec.get("jina"):
+            for name, std in (("attn_q", qk_std), ("attn_k", qk_std), ("attn_v", 1.0 / math.sqrt(hidden))):
+                matrix(f"{p}.{name}.weight", hidden, hidden, std)
+                vector(f"{p}.{name}.bias", hidden, 0.0, 0.1)
+            matrix(f"{p}.attn_output.weight", hidden, hidden, 1.0 / math.sqrt(hidden))
+            vector(f"{p}.attn_output.bias", hidden, 0.0, 0.1)
+            vector(f"{p}.attn_output_norm.weight", hidden, 1.0, 0.1)
+            vector(f"{p}.attn_output_norm.bias", hidden, 0.0, 0.1)
+            matrix(f"{p}.ffn_up.weight", 2 * ff, hidden, 1.0 / math.sqrt(hidden))
+            matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+            vector(f"{p}.ffn_down.bias", hidden, 0.0, 0.1)
+            vector(f"{p}.layer_output_norm.weight", hidden, 1.0, 0.1)
+            vector(f"{p}.layer_output_norm.bias", hidden, 0.0, 0.1)
+            continue
+        if nomic:
+            # nomic's Wqkv: Q rows, then K, then V; unbiased projections, SwiGLU.
+            put_matrix(f"{p}.attn_qkv.weight",
+                       np.concatenate([rng.standard_normal((2 * hidden, hidden)) * qk_std,
+                                       rng.standard_normal((hidden, hidden)) / math.sqrt(hidden)]))
+            matrix(f"{p}.attn_output.weight", hidden, hidden, 1.0 / math.sqrt(hidden))
+            vector(f"{p}.attn_output_norm.weight", hidden, 1.0, 0.1)
+            vector(f"{p}.attn_output_norm.bias", hidden, 0.0, 0.1)
+            matrix(f"{p}.ffn_up.weight", ff, hidden, 1.0 / math.sqrt(hidden))
+            matrix(f"{p}.ffn_gate.weight", ff, hidden, 1.0 / math.sqrt(hidden))
+            matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+            vector(f"{p}.layer_output_norm.weight", hidden, 1.0, 0.1)
+            vector(f"{p}.layer_output_norm.bias", hidden, 0.0, 0.1)
+            continue
         for name, std in (("attn_q", qk_std), ("attn_k", qk_std), ("attn_v", 1.0 / math.sqrt(hidden))):
             matrix(f"{p}.{name}.weight", hidden, hidden, std)
             vector(f"{p}.{name}.bias", hidden, 0.0, 0.1)
@@ -482,11 +589,6 @@ def synthesize_encoder(family, out, type_name):
         matrix("cls.output.weight", 1, hidden, 2.0 / math.sqrt(hidden))
         vector("cls.output.bias", 1, 0.0, 0.1)
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -498,7 +600,7 @@ def main():
     parser.add_argument("--size", choices=sorted(SIZES), help="a real model's shape (llama3 family only)")
     args = parser.parse_args()
     if args.family in ENCODERS:
-        synthesize_encoder(args.family, args.out, args.type)
+        synthesize_encoder(args.family, args.out, args.type, args.tokenizer_from)
         return
     if not args.tokenizer_from:
         parser.error("--tokenizer-from is needed for decoder families")

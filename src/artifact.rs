@@ -193,7 +193,8 @@ const POOLING_RANK: &str = "4";
 impl ModelConfig {
     /// What the model serves, from its GGUF metadata: `completion` and `tools` for a decoder (which also
     /// embeds by mean pooling, unadvertised, as Ollama lists only embedding models' `embedding`), only
-    /// `embedding` for a decoder whose file names its pooling (Qwen3-Embedding),
+    /// `embedding` for a decoder whose file names its pooling (Qwen3-Embedding), `rerank` for one whose
+    /// pooling is rank (Qwen3-Reranker),
     /// `embedding` for an encoder, `rerank` for an encoder whose pooling is rank (a cross-encoder).
     pub fn capabilities(&self) -> Vec<&'static str> {
         let architecture = self
@@ -203,9 +204,11 @@ impl ModelConfig {
             .unwrap_or(self.architecture.as_str());
         let pooling = self.gguf.get(&format!("{architecture}.pooling_type"));
         if !ENCODER_ARCHITECTURES.contains(&architecture) {
-            // A decoder whose file names a pooling (Qwen3-Embedding: last) is an embedding model.
+            // A decoder whose file names a pooling (Qwen3-Embedding: last) is an embedding model; one
+            // with rank pooling (Qwen3-Reranker, its classifier `cls.output`) a reranker.
             return match pooling.map(String::as_str) {
                 Some("1" | "2" | "3") => vec!["embedding"],
+                Some(POOLING_RANK) => vec!["rerank"],
                 _ => vec!["completion", "tools"],
             };
         }

@@ -104,7 +104,7 @@ pub struct LoadedModel {
     pub context_size: usize,
     pub vocab_size: usize,
     pub architecture: String,
-    /// An encoder's pooling (`None` for a decoder).
+    /// The file's pooling: an encoder's, or one a decoder's file names (`None` for a plain decoder).
     pub pooling: Option<models::bert::Pooling>,
     /// Whether it generates text: false for an encoder, which only embeds or ranks.
     pub generates: bool,
@@ -130,7 +130,8 @@ struct Usage {
 
 impl LoadedModel {
     /// What it serves, as `ModelConfig::capabilities` says from the metadata: `completion` and `tools`
-    /// for a decoder, `embedding` for an encoder that pools, `rerank` for one that ranks.
+    /// for a plain decoder, `embedding` for a model whose file names a pooling, `rerank` for one that
+    /// ranks.
     pub fn capabilities(&self) -> Vec<&'static str> {
         match self.pooling {
             None => vec!["completion", "tools"],
@@ -139,7 +140,7 @@ impl LoadedModel {
         }
     }
 
-    /// Whether it ranks query/document pairs (an encoder with rank pooling).
+    /// Whether it ranks query/document pairs (a cross-encoder, or a decoder with a rank classifier).
     pub fn ranks(&self) -> bool {
         self.pooling == Some(models::bert::Pooling::Rank)
     }

@@ -17,19 +17,44 @@ use serde_json::Value;
 
 const MIN_COSINE: f64 = 0.999;
 const MAX_SCORE_ERROR: f64 = 1e-3;
+/// A decoder reranker's probability of "yes" against llama.cpp's: llama.cpp rounds an F16 file's
+/// activations to f16, and a Q8_0 file's to Q8_0 blocks, in every matmul of every layer (measured: 1.4e-4
+/// on F16, 4.5e-3 on Q8_0).
+const MAX_PROBABILITY_ERROR: f64 = 1e-2;
 
-/// The family's file of `file_type`, checked against the bytes llama.cpp ran. The decoder family borrows
-/// the default model's tokenizer; the BERT families write their own vocabulary.
+/// The family's file of `file_type`, checked against the bytes llama.cpp ran. The decoder families borrow
+/// the default model's tokenizer, the XLM-R ones llama.cpp's own XLM-R vocabulary
+/// (scripts/fetch-xlmr-vocab.sh); the BERT families write their own.
 fn synthesize(family: &str, file_type: &str, sha256: &str, dir: &Path) -> PathBuf {
-    let tokenizer = (family == "qwen3-embed").then(common::default_model_gguf);
+    let tokenizer = if family.starts_with("xlmr") {
+        Some(xlmr_vocab())
+    } else {
+        family.starts_with("qwen3").then(common::default_model_gguf)
+    };
     common::synthesize_gguf(family, file_type, tokenizer.as_deref(), sha256, dir)
 }
 
+/// A real XLM-RoBERTa Unigram vocabulary (bge-m3's, with its precompiled charsmap).
+fn xlmr_vocab() -> PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-xlmr-vocab.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/fetch-xlmr-vocab.sh");
+    assert!(out.status.success(), "fetching the XLM-R vocabulary failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// How far our rerank scores may be from llama.cpp's, relative to the largest: `MAX_SCORE_ERROR` plus
-/// twice llama.cpp's own largest distance from the exact (float64) score on this file.
+/// twice llama.cpp's own largest distance from the exact (float64) score on this file. A decoder
+/// reranker's file records no exact score (its outputs are probabilities after a softmax):
+/// `MAX_PROBABILITY_ERROR` then, relative to the largest.
 fn score_bound(file: &Value) -> f64 {
     let cases = file["scores"].as_array().unwrap();
     let scale = score_scale(file);
+    if cases.iter().any(|c| c.get("exact_score").is_none()) {
+        return MAX_PROBABILITY_ERROR / scale;
+    }
     let own = cases
         .iter()
         .map(|c| (c["score"].as_f64().unwrap() - c["exact_score"].as_f64().unwrap()).abs() / scale)
@@ -128,6 +153,84 @@ fn bert_embeddings_and_wordpiece_ids_match_llama_cpp() {
     });
 }
 
+/// nomic-embed-text-v1.5's layout (`nomic-bert`): rotary positions, fused QKV, SwiGLU, mean pooling.
+#[test]
+fn nomic_bert_embeddings_match_llama_cpp() {
+    each_file("nomic-bert", |label, engine, file| {
+        assert!(!engine.generates());
+        assert_eq!(engine.pooling(), Some(models::bert::Pooling::Mean));
+        assert_eq!(engine.info().architecture, "nomic-bert");
+        check_embeddings(label, engine, file);
+    });
+}
+
+/// jina-embeddings-v2's layout (`jina-bert-v2`): ALiBi instead of positions (6 heads, both of ggml's slope
+/// ranges), a fused GEGLU feed-forward, mean pooling.
+#[test]
+fn jina_bert_v2_embeddings_match_llama_cpp() {
+    each_file("jina-bert-v2", |label, engine, file| {
+        assert!(!engine.generates());
+        assert_eq!(engine.pooling(), Some(models::bert::Pooling::Mean));
+        assert_eq!(engine.info().architecture, "jina-bert-v2");
+        check_embeddings(label, engine, file);
+    });
+}
+
+/// bge-m3's layout: BERT's graph with XLM-R's Unigram vocabulary (tokenizer model `t5`, charsmap
+/// normalisation) and CLS pooling; ids equal llama.cpp's on multilingual and normalisation-heavy texts.
+#[test]
+fn xlmr_unigram_ids_and_cls_embeddings_match_llama_cpp() {
+    each_file("xlmr", |label, engine, file| {
+        assert!(!engine.generates());
+        assert_eq!(engine.pooling(), Some(models::bert::Pooling::Cls));
+        check_embeddings(label, engine, file);
+    });
+}
+
+/// Hostile sizes for the Unigram tokenizer: megabytes of mixed scripts, of one unknown code point and of
+/// one letter (the longest runs of candidate pieces) tokenize in bounded time, linear in the text.
+#[test]
+fn xlmr_unigram_tokenizes_megabytes_in_bounded_time() {
+    let fixture = common::fixture("encoders/xlmr.json");
+    let file = &fixture["files"]["f16"];
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let gguf = synthesize("xlmr", "f16", file["sha256"].as_str().unwrap(), dir.path());
+    let engine = common::load_engine(&gguf, 512, 1, models::KvType::default());
+    let mixed: String = file["tokenize"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (what, text) in [
+        (
+            "mixed scripts",
+            mixed.repeat((2 << 20) / mixed.len().max(1)),
+        ),
+        // Gothic 𐍈 has no piece: one `<unk>` for the whole run.
+        ("one unknown code point", "\u{10348}".repeat(1 << 19)),
+        ("one letter", "a".repeat(2 << 20)),
+    ] {
+        let started = std::time::Instant::now();
+        let ids = engine.tokenizer.encode(&text, true).expect("tokenize");
+        let took = started.elapsed();
+        eprintln!(
+            "{what}: {} bytes, {} ids in {took:?}",
+            text.len(),
+            ids.len()
+        );
+        assert!(!ids.is_empty());
+        assert!(took.as_secs() < 30, "{what}: {took:?}");
+        if what == "one unknown code point" {
+            assert!(
+                ids.len() <= 5,
+                "{what}: consecutive unknowns merge: {ids:?}"
+            );
+        }
+    }
+}
+
 /// Qwen3-Embedding's layout: a Qwen 3 decoder without an output head whose file asks for last-token
 /// pooling (`qwen3.pooling_type` = 3).
 #[test]
@@ -140,7 +243,41 @@ fn qwen3_embedding_with_last_token_pooling_matches_llama_cpp() {
 
 #[test]
 fn bert_reranker_scores_match_llama_cpp_in_value_and_order() {
-    each_file("bert-rerank", |label, engine, file| {
+    each_file("bert-rerank", check_rerank);
+}
+
+/// bge-reranker-v2-m3's layout: XLM-R's vocabulary, pairs as `<s> query </s> </s> document </s>`.
+#[test]
+fn xlmr_reranker_scores_match_llama_cpp_in_value_and_order() {
+    each_file("xlmr-rerank", check_rerank);
+}
+
+/// Qwen3-Reranker's layout: a qwen3 decoder whose pairs fill its rerank template, scored as the softmax
+/// of its classifier (`cls.output`: "yes" and "no") over the last token's final hidden state.
+#[test]
+fn qwen3_reranker_scores_match_llama_cpp_in_value_and_order() {
+    each_file("qwen3-rerank", |label, engine, file| {
+        assert!(engine.generates());
+        check_rerank(label, engine, file);
+    });
+}
+
+/// A Qwen3-Embedding file with `add_eos_token`: every input ends in EOS, as llama.cpp tokenizes it,
+/// and the last-token pooling reads that EOS's hidden state.
+#[test]
+fn qwen3_embedding_with_add_eos_ends_inputs_in_eos_and_matches_llama_cpp() {
+    each_file("qwen3-embed-eos", |label, engine, file| {
+        let eos = engine.tokenizer.eos.expect("an EOS token");
+        for case in file["tokenize"].as_array().unwrap() {
+            assert_eq!(ids(&case["ids"]).last(), Some(&eos), "{label}");
+        }
+        check_embeddings(label, engine, file);
+    });
+}
+
+/// Every pair's ids, and scores in llama.cpp's order and within the bound of its values.
+fn check_rerank(label: &str, engine: &mut Engine, file: &Value) {
+    {
         assert_eq!(engine.pooling(), Some(models::bert::Pooling::Rank));
         let query = file["query"].as_str().unwrap();
         let documents = file["documents"].as_array().unwrap();
@@ -148,7 +285,7 @@ fn bert_reranker_scores_match_llama_cpp_in_value_and_order() {
         let reference: Vec<f64> = cases.iter().map(|c| c["score"].as_f64().unwrap()).collect();
         let exact: Vec<f64> = cases
             .iter()
-            .map(|c| c["exact_score"].as_f64().unwrap())
+            .map(|c| c["exact_score"].as_f64().unwrap_or(f64::NAN))
             .collect();
         let (scale, bound) = (score_scale(file), score_bound(file));
         let mut ours = Vec::new();
@@ -159,18 +296,29 @@ fn bert_reranker_scores_match_llama_cpp_in_value_and_order() {
                 .unwrap();
             assert_eq!(pair, ids(&case["ids"]), "{label}: the pair's ids differ");
             let scores = engine.embed(&pair).expect("rank");
+            if let Some(outputs) = case.get("outputs") {
+                // A decoder reranker's softmax: p(yes) and p(no), both llama.cpp's.
+                let outputs = floats(outputs);
+                assert_eq!(scores.len(), outputs.len(), "{label}: outputs");
+                for (o, r) in scores.iter().zip(&outputs) {
+                    assert!(
+                        (*o as f64 - r).abs() <= MAX_PROBABILITY_ERROR,
+                        "{label}: {scores:?} against {outputs:?}"
+                    );
+                }
+            }
             ours.push(scores[0] as f64);
         }
         let largest = |a: &[f64], b: &[f64]| {
             a.iter()
                 .zip(b)
                 .map(|(x, y)| (x - y).abs() / scale)
-                .fold(0f64, f64::max)
+                .fold(0f64, |m, d| if d.is_nan() { d } else { m.max(d) })
         };
         let worst = largest(&reference, &ours);
         eprintln!(
             "{label}: ours {ours:?}, llama.cpp {reference:?}; from llama.cpp {worst:.2e} (bound \
-             {bound:.2e}), ours from exact {:.2e}, llama.cpp's from exact {:.2e}",
+             {bound:.2e}), ours from exact {:.2e}, llama.cpp's from exact {:.2e} (NaN: none recorded)",
             largest(&ours, &exact),
             largest(&reference, &exact)
         );
@@ -185,7 +333,7 @@ fn bert_reranker_scores_match_llama_cpp_in_value_and_order() {
             order(&reference),
             "{label}: ranked differently"
         );
-    });
+    }
 }
 
 /// A blocking JSON POST with the test's API key: the status and the body.
@@ -464,6 +612,136 @@ fn encoders_embed_and_rerank_through_the_server_and_refuse_what_they_cannot_do()
             post(&client, &server.url(route), &body),
             needle,
             &format!("{route} {needle}"),
+        );
+    }
+}
+
+/// The real binary serves a decoder reranker (Qwen3-Reranker's layout) on `/v1/rerank`, `/rerank` and
+/// `/v1/score` in llama.cpp's order and values (`/v1/score` gives its probability of "yes" as it is),
+/// lists it as a reranker, refuses a template-expanding hostile query, and refuses embeddings from a
+/// model whose pooling is none with a 400 on every embedding route.
+#[test]
+fn decoder_reranker_ranks_through_the_server_and_pooling_none_is_refused() {
+    let reranker = common::fixture("encoders/qwen3-rerank.json");
+    let per_token = common::fixture("encoders/bert-tokens.json");
+    let (rank_file, tokens_file) = (&reranker["files"]["f16"], &per_token["files"]["f16"]);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let cli = common::ModelCli::new();
+    for (family, file, name) in [
+        (
+            "qwen3-rerank",
+            rank_file,
+            "ai/qwen3-reranker-synthetic:latest",
+        ),
+        ("bert-tokens", tokens_file, "ai/per-token-synthetic:latest"),
+    ] {
+        let gguf = synthesize(family, "f16", file["sha256"].as_str().unwrap(), dir.path());
+        cli.ok(&["package", "--gguf", gguf.to_str().unwrap(), name]);
+    }
+    let server = common::Server::start(&cli, &["--api-key", API_KEY]);
+    let client = reqwest::blocking::Client::new();
+    let (rank, per_token) = ("ai/qwen3-reranker-synthetic", "ai/per-token-synthetic");
+
+    let models = get(&client, &server.url("/v1/models"));
+    let listed = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"].as_str().unwrap().starts_with(rank))
+        .map(|m| m["capabilities"].clone())
+        .unwrap();
+    assert_eq!(listed, serde_json::json!(["rerank"]));
+    let (status, show) = post(
+        &client,
+        &server.url("/api/show"),
+        &serde_json::json!({"model": rank}),
+    );
+    assert_eq!(
+        (status, show["capabilities"].clone()),
+        (200, serde_json::json!(["rerank"]))
+    );
+
+    let query = rank_file["query"].clone();
+    let documents = rank_file["documents"].clone();
+    let reference: Vec<f64> = rank_file["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap())
+        .collect();
+    let mut best: Vec<usize> = (0..reference.len()).collect();
+    best.sort_by(|a, b| reference[*b].total_cmp(&reference[*a]));
+    for route in ["/v1/rerank", "/rerank"] {
+        let (status, body) = post(
+            &client,
+            &server.url(route),
+            &serde_json::json!({"model": rank, "query": query, "documents": documents}),
+        );
+        assert_eq!(status, 200, "{route}: {body}");
+        let results = body["results"].as_array().unwrap();
+        assert_eq!(results.len(), reference.len(), "{route}");
+        for (result, &index) in results.iter().zip(&best) {
+            assert_eq!(result["index"].as_u64().unwrap() as usize, index, "{route}");
+            let score = result["relevance_score"].as_f64().unwrap();
+            assert!(
+                (score - reference[index]).abs() <= MAX_PROBABILITY_ERROR,
+                "{route}: {score} against {}",
+                reference[index]
+            );
+        }
+    }
+    let (status, body) = post(
+        &client,
+        &server.url("/v1/score"),
+        &serde_json::json!({"model": rank, "text_1": query, "text_2": documents}),
+    );
+    assert_eq!(status, 200, "{body}");
+    for (i, reference) in reference.iter().enumerate() {
+        let score = body["data"][i]["score"].as_f64().unwrap();
+        assert!(
+            (score - reference).abs() <= MAX_PROBABILITY_ERROR,
+            "/v1/score {i}: {score} against {reference}"
+        );
+    }
+
+    // A query that names the template's `{document}` thousands of times would expand to gigabytes.
+    let expanding = "{document}".repeat(5000);
+    let document = "x".repeat(50_000);
+    assert_invalid(
+        post(
+            &client,
+            &server.url("/v1/rerank"),
+            &serde_json::json!({"model": rank, "query": expanding, "documents": [document]}),
+        ),
+        "context",
+        "a template-expanding query",
+    );
+
+    // Pooling none: one vector per token, which no embedding shape we serve carries.
+    assert_invalid(
+        post(
+            &client,
+            &server.url("/v1/embeddings"),
+            &serde_json::json!({"model": per_token, "input": "hello"}),
+        ),
+        "pooling type is none",
+        "/v1/embeddings with pooling none",
+    );
+    for (route, body) in [
+        (
+            "/api/embed",
+            serde_json::json!({"model": per_token, "input": "hello"}),
+        ),
+        (
+            "/api/embeddings",
+            serde_json::json!({"model": per_token, "prompt": "hello"}),
+        ),
+    ] {
+        let (status, answer) = post(&client, &server.url(route), &body);
+        assert_eq!(status, 400, "{route}: {answer}");
+        assert!(
+            answer.to_string().contains("pooling type is none"),
+            "{route}: {answer}"
         );
     }
 }

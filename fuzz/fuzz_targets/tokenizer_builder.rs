@@ -1,5 +1,6 @@
 //! Building the tokenizer from GGUF metadata (`engine::tokenizer::Tokenizer::from_gguf`) with fuzzed
-//! vocabularies, token types, merges, scores and special-token ids (of any integer type), then using it:
+//! vocabularies, token types, merges, scores, a Unigram model's precompiled charsmap and special-token ids
+//! (of any integer type), then using it:
 //! encode and decode a fuzzed text, every token's bytes, and the grammar engine's token trie over it
 //! (`engine::grammar::Grammar::new`), as loading a model does. Bad metadata must be an error, not a panic.
 #![no_main]
@@ -57,12 +58,15 @@ struct Input {
     unknown: Option<Id>,
     add_bos: Option<bool>,
     add_space_prefix: Option<bool>,
+    /// `tokenizer.ggml.precompiled_charsmap` (read by the `t5` model): a size header, a double array and
+    /// replacement strings, all fuzzed.
+    charsmap: Option<Vec<u8>>,
     text: String,
     decode: Vec<u16>,
 }
 
 fn metadata(input: &Input) -> HashMap<String, Value> {
-    let model = ["gpt2", "llama", "bert", ""][input.model as usize % 4];
+    let model = ["gpt2", "llama", "bert", "t5", ""][input.model as usize % 5];
     let mut tokens = if input.with_byte_tokens {
         fuzz_support::byte_level_chars()
     } else {
@@ -98,6 +102,10 @@ fn metadata(input: &Input) -> HashMap<String, Value> {
         if let Some(id) = id {
             m.insert(format!("tokenizer.ggml.{key}"), id.value(vocab));
         }
+    }
+    if let Some(charsmap) = &input.charsmap {
+        let bytes = charsmap.iter().map(|b| Value::U8(*b)).collect();
+        m.insert("tokenizer.ggml.precompiled_charsmap".into(), Value::Array(bytes));
     }
     for (key, flag) in [("add_bos_token", input.add_bos), ("add_space_prefix", input.add_space_prefix)] {
         if let Some(flag) = flag {

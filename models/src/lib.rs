@@ -49,7 +49,7 @@ pub enum ModelError {
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
     #[error(
-        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt-oss, bert)"
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt-oss, bert, nomic-bert, jina-bert-v2)"
     )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
@@ -199,6 +199,9 @@ impl Model {
 pub struct LoadedModel {
     pub model: Model,
     pub metadata: HashMap<String, gguf_file::Value>,
+    /// A decoder's classifier over its final hidden state (`cls.output`, Qwen3-Reranker: the output
+    /// head's "yes" and "no" rows), which rank pooling reads. An encoder keeps its own head.
+    pub rank_head: Option<layers::Linear>,
 }
 
 /// Loads a GGUF model (one file, or every file of a split one) onto `device`, choosing the architecture
@@ -219,15 +222,18 @@ pub fn load(files: &[&Path], device: &Device) -> Result<LoadedModel, ModelError>
             | "gemma3"
             | "gpt-oss"
             | "bert"
+            | "nomic-bert"
+            | "jina-bert-v2"
     ) {
         return Err(ModelError::UnknownArchitecture(architecture));
     }
-    if architecture == "bert" {
+    if bert::ARCHITECTURES.contains(&architecture.as_str()) {
         // Its own shape checks, in `Bert::load`, before any weight is read.
         let model = Model::Encoder(bert::Bert::load(&mut weights)?);
         return Ok(LoadedModel {
             model,
             metadata: weights.into_metadata(),
+            rank_head: None,
         });
     }
     // Before any weight is read: the forward pass relies on these shapes and would panic otherwise.
@@ -244,8 +250,24 @@ pub fn load(files: &[&Path], device: &Device) -> Result<LoadedModel, ModelError>
         "gpt-oss" => CausalModel::GptOss(gptoss::GptOss::load(&mut weights)?),
         other => return Err(ModelError::UnknownArchitecture(other.to_string())),
     });
+    let rank_head = match weights.tensor_dims("cls.output.weight") {
+        None => None,
+        Some([labels, width]) if *labels > 0 && *width == model.info().hidden_size => {
+            Some(layers::Linear::load(&mut weights, "cls.output")?)
+        }
+        Some(dims) => {
+            return Err(ModelError::Shape {
+                key: "cls.output.weight".into(),
+                reason: format!(
+                    "shape {dims:?}, expected [labels, {}]",
+                    model.info().hidden_size
+                ),
+            });
+        }
+    };
     Ok(LoadedModel {
         model,
         metadata: weights.into_metadata(),
+        rank_head,
     })
 }

@@ -2,7 +2,9 @@
 //! or last row L2-normalised as llama.cpp's server normalises embeddings, or, for a reranker, the
 //! classifier's raw scores. A causal model embeds by its file's `<arch>.pooling_type` (Qwen3-Embedding:
 //! the last token's final hidden state), or else by the mean of its final hidden states (llama.cpp's
-//! `--pooling mean`), L2-normalised. The scheduler runs one between steps; the pooling itself lives here,
+//! `--pooling mean`), L2-normalised. A causal reranker (Qwen3-Reranker: rank pooling) puts its last
+//! token's final hidden state through its classifier (`cls.output`, the "yes" and "no" rows of its output
+//! head) and a softmax, as llama.cpp does for qwen3: the first output is the probability of "yes". The scheduler runs one between steps; the pooling itself lives here,
 //! beside the forward it reads, so that the scheduler only ever sees a finished vector.
 
 use models::bert::Pooling;
@@ -27,7 +29,7 @@ impl Engine {
                 _ => normalized(pooled),
             });
         }
-        let pooling = self.decoder_pooling;
+        let pooling = self.decoder_pooling.unwrap_or(Pooling::Mean);
         let mut lease = self.pool().lease();
         lease.reserve(tokens.len())?;
         let mut sum: Vec<f32> = Vec::new();
@@ -47,8 +49,12 @@ impl Engine {
                 Pooling::Last if i + 1 == chunks => {
                     states.get(chunk.len() - 1)?.to_vec1::<f32>()?
                 }
+                Pooling::Rank if i + 1 == chunks => {
+                    let last = states.narrow(0, chunk.len() - 1, 1)?;
+                    return self.rank(&last);
+                }
                 // Every chunk must still run: later positions attend to the cache it writes.
-                Pooling::Cls | Pooling::Last => continue,
+                Pooling::Cls | Pooling::Last | Pooling::Rank => continue,
                 _ => states.sum(0)?.to_vec1::<f32>()?,
             };
             if sum.is_empty() {
@@ -61,6 +67,28 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A causal reranker's scores for its last hidden state `[1, hidden]`: the classifier's logits
+    /// through a softmax.
+    fn rank(&self, last: &candle_core::Tensor) -> Result<Vec<f32>, EngineError> {
+        let head = self.rank_head.as_ref().ok_or_else(|| {
+            EngineError::Model(models::ModelError::MissingTensor(
+                "cls.output.weight".into(),
+            ))
+        })?;
+        let logits = head.forward(last, 0)?.get(0)?.to_vec1::<f32>()?;
+        Ok(softmax(logits))
+    }
+}
+
+/// `exp(x - max)` over its sum, as ggml's `soft_max`.
+fn softmax(logits: Vec<f32>) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
 /// `v` scaled to unit length (a zero vector stays zero).
 fn normalized(v: Vec<f32>) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
@@ -70,6 +98,13 @@ fn normalized(v: Vec<f32>) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rank_scores_are_a_probability_distribution() {
+        let p = softmax(vec![2.0, 0.0]);
+        assert!((p[0] + p[1] - 1.0).abs() < 1e-6);
+        assert!((p[0] - 1.0 / (1.0 + (-2f32).exp())).abs() < 1e-6);
+    }
 
     #[test]
     fn pooled_vectors_have_unit_length_and_zero_stays_zero() {

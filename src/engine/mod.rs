@@ -9,9 +9,11 @@ pub mod device;
 pub mod embedding;
 pub mod grammar;
 pub mod sampler;
+pub mod special_tokens;
 pub mod template_sandbox;
 pub mod text_stream;
 pub mod tokenizer;
+pub mod ugm;
 pub mod wordpiece;
 
 use std::path::{Path, PathBuf};
@@ -99,8 +101,11 @@ pub struct Engine {
     pool: BlockPool,
     context_size: usize,
     device: Device,
-    /// How a decoder embeds: its file's `<arch>.pooling_type` when that is cls or last, else mean.
-    decoder_pooling: Pooling,
+    /// How a decoder pools: its file's `<arch>.pooling_type` when that is cls, last or (with a
+    /// classifier) rank; `None` when it names none (it embeds by the mean).
+    decoder_pooling: Option<Pooling>,
+    /// A decoder's rank classifier (`cls.output`).
+    rank_head: Option<models::layers::Linear>,
 }
 
 impl Engine {
@@ -129,15 +134,27 @@ impl Engine {
             &token_text(tokenizer.eos),
         )?;
         let info = loaded.model.info().clone();
-        let decoder_pooling = match loaded
-            .metadata
-            .get(&format!("{}.pooling_type", info.architecture))
-            .and_then(|v| v.to_u32().ok())
-            .and_then(|v| Pooling::from_gguf(v as usize))
-        {
-            Some(p @ (Pooling::Cls | Pooling::Last)) => p,
-            _ => Pooling::Mean,
+        let named_pooling = match loaded.model {
+            // An encoder pools by itself (`models::bert`), its classifier its own.
+            Model::Encoder(_) => None,
+            Model::Causal(_) => loaded
+                .metadata
+                .get(&format!("{}.pooling_type", info.architecture))
+                .and_then(|v| v.to_u32().ok())
+                .and_then(|v| Pooling::from_gguf(v as usize)),
         };
+        let decoder_pooling = match named_pooling {
+            Some(p @ (Pooling::Cls | Pooling::Last)) => Some(p),
+            Some(Pooling::Rank) if loaded.rank_head.is_some() => Some(Pooling::Rank),
+            Some(Pooling::Rank) => {
+                tracing::warn!(
+                    "the file asks for rank pooling but has no cls.output classifier: embedding by the mean"
+                );
+                None
+            }
+            _ => None,
+        };
+        let rank_head = loaded.rank_head;
         let context_size = options
             .context_size
             .or(files.context_size)
@@ -180,6 +197,7 @@ impl Engine {
             context_size,
             device: options.device.clone(),
             decoder_pooling,
+            rank_head,
         })
     }
 
@@ -187,10 +205,11 @@ impl Engine {
         self.model.info()
     }
 
-    /// An encoder's pooling (`None` for a decoder, which generates and embeds by mean pooling).
+    /// The file's pooling: an encoder's, or the one a decoder's file names (Qwen3-Embedding: last;
+    /// Qwen3-Reranker: rank); `None` for a decoder that names none (it embeds by the mean).
     pub fn pooling(&self) -> Option<Pooling> {
         match &self.model {
-            Model::Causal(_) => None,
+            Model::Causal(_) => self.decoder_pooling,
             Model::Encoder(m) => Some(m.pooling()),
         }
     }

@@ -9,6 +9,11 @@
 //! - `bert`: WordPiece, by our own `wordpiece::WordPiece` (llama.cpp's WPM, which no `tokenizers` model
 //!   reproduces exactly); `inner` then holds the vocabulary for decoding. `encode` with `add_bos` wraps the
 //!   text in `[CLS]` ... `[SEP]`, as llama.cpp adds a WPM model's special tokens.
+//! - `t5`: Unigram, by our own `ugm::Unigram` (llama.cpp's UGM: XLM-RoBERTa's bge-m3 and rerankers, T5),
+//!   `inner` again only the vocabulary. With special tokens: BOS if the file adds it, the text, EOS.
+//!
+//! `encode` with special tokens appends EOS where the file says `tokenizer.ggml.add_eos_token` (as
+//! llama.cpp does: Qwen3-Embedding's `<|endoftext|>`, which its last-token pooling reads).
 //!
 //! Control tokens become special added tokens (matched in text, so rendered chat templates tokenize into
 //! their markers); user-defined tokens become plain added tokens.
@@ -18,6 +23,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::ugm::Unigram;
 use super::wordpiece::WordPiece;
 use candle_core::quantized::gguf_file::Value;
 use tokenizers::decoders::byte_fallback::ByteFallback;
@@ -93,7 +99,7 @@ fn render_harmony_markers(tokens: &[String], types: &mut [i32]) -> bool {
 pub enum TokenizerError {
     #[error("the GGUF has no tokenizer ({0} missing)")]
     Missing(&'static str),
-    #[error("unsupported tokenizer model {0:?} (supported: gpt2, llama, bert)")]
+    #[error("unsupported tokenizer model {0:?} (supported: gpt2, llama, bert, t5)")]
     UnsupportedModel(String),
     #[error("cannot build the tokenizer: {0}")]
     Build(String),
@@ -129,11 +135,15 @@ pub struct Tokenizer {
     byte_level: bool,
     /// Set for a `bert` vocabulary: it, not `inner`, tokenizes.
     wordpiece: Option<WordPiece>,
+    /// Set for a `t5` (Unigram) vocabulary: it, not `inner`, tokenizes.
+    unigram: Option<Unigram>,
     /// The separator token (`[SEP]`) and whether a pair of texts gets it between them.
     pub sep: Option<u32>,
     pub add_sep: bool,
     /// Whether llama.cpp appends EOS to a text it adds special tokens to (never for WordPiece).
     pub add_eos: bool,
+    /// `tokenizer.chat_template.rerank` (Qwen3-Reranker): the prompt a query/document pair fills.
+    rerank_template: Option<String>,
 }
 
 impl Tokenizer {
@@ -179,19 +189,31 @@ impl Tokenizer {
         token_id("tokenizer.ggml.unknown_token_id")?;
         let byte_level = model == "gpt2";
         let bert = model == "bert";
-        // llama.cpp's defaults for a WordPiece vocabulary: [CLS] 101 as BOS, [SEP] 102, [UNK] 100.
-        let default_id = |id: u32| (bert && (id as usize) < tokens.len()).then_some(id);
-        let bos = bos.or(default_id(101));
-        let sep = token_id("tokenizer.ggml.seperator_token_id")?.or(default_id(102));
+        let t5 = model == "t5";
+        // llama.cpp's defaults for a WordPiece vocabulary: [CLS] 101 as BOS, [SEP] 102, [UNK] 100; for
+        // a Unigram one: </s> 1 as EOS, <unk> 2.
+        let default_id = |id: u32, kind: bool| (kind && (id as usize) < tokens.len()).then_some(id);
+        let bos = bos.or(default_id(101, bert));
+        let eos = eos.or(default_id(1, t5));
+        let sep = token_id("tokenizer.ggml.seperator_token_id")?.or(default_id(102, bert));
         let (mut inner, default_add_bos) = match model.as_str() {
             "gpt2" => (byte_level_bpe(metadata, &tokens)?, false),
             "llama" => (sentencepiece_bpe(metadata, &tokens)?, true),
             "bert" => (wordpiece_vocabulary(&tokens)?, true),
+            "t5" => (wordpiece_vocabulary(&tokens)?, false),
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
+        let unigram = if t5 {
+            let unk = token_id("tokenizer.ggml.unknown_token_id")?
+                .or(default_id(2, t5))
+                .ok_or(TokenizerError::Missing("tokenizer.ggml.unknown_token_id"))?;
+            Some(Unigram::from_gguf(metadata, &tokens, &types, unk)?)
+        } else {
+            None
         };
         let wordpiece = if bert {
             let unk = token_id("tokenizer.ggml.unknown_token_id")?
-                .or(default_id(100))
+                .or(default_id(100, bert))
                 .ok_or(TokenizerError::Missing("tokenizer.ggml.unknown_token_id"))?;
             let lowercase = match metadata.get("tokenizer.ggml.normalizer.lowercase") {
                 Some(Value::Bool(b)) => *b,
@@ -240,7 +262,7 @@ impl Tokenizer {
             _ => default,
         };
         let add_bos = flag("tokenizer.ggml.add_bos_token", default_add_bos);
-        let add_eos = flag("tokenizer.ggml.add_eos_token", false);
+        let add_eos = flag("tokenizer.ggml.add_eos_token", t5);
         let add_sep = flag("tokenizer.ggml.add_sep_token", bert);
         Ok(Self {
             inner,
@@ -252,9 +274,11 @@ impl Tokenizer {
             types,
             byte_level,
             wordpiece,
+            unigram,
             sep,
             add_sep: add_sep && sep.is_some(),
             add_eos: add_eos && eos.is_some(),
+            rerank_template: string(metadata, "tokenizer.chat_template.rerank"),
         })
     }
 
@@ -266,7 +290,10 @@ impl Tokenizer {
     /// A query and a document as one input, as llama.cpp's server formats a rerank pair for a model
     /// without a rerank template: BOS, the query, EOS if the model adds it, SEP if it adds one, the
     /// document, EOS if the model adds it; the texts' own special markers are not matched. For BERT:
-    /// `[CLS] query [SEP] document`. Texts above `limit` bytes together are refused.
+    /// `[CLS] query [SEP] document`. A file with a rerank template (`tokenizer.chat_template.rerank`)
+    /// has `{query}` then `{document}` replaced in it and the result tokenized without added tokens,
+    /// markers matched (llama.cpp's `format_prompt_rerank`). Texts above `limit` bytes together are
+    /// refused.
     pub fn encode_pair(
         &self,
         query: &str,
@@ -280,14 +307,31 @@ impl Tokenizer {
                 limit: limit.min(MAX_ENCODE_BYTES),
             });
         }
+        if let Some(template) = &self.rerank_template {
+            let with_query = template.replace("{query}", query);
+            // A query may itself say `{document}` (llama.cpp replaces that too): the size is known before
+            // the text is built, so that a hostile one cannot make it huge.
+            let slots = with_query.matches("{document}").count();
+            let bytes = with_query.len() + slots.saturating_mul(document.len());
+            let limit = limit.min(MAX_ENCODE_BYTES).max(template.len());
+            if bytes > limit {
+                return Err(TokenizerError::TooLong { bytes, limit });
+            }
+            let prompt = with_query.replace("{document}", document);
+            return self.encode_within(&prompt, false, limit);
+        }
         let plain = |text: &str| -> Result<Vec<u32>, TokenizerError> {
-            match &self.wordpiece {
-                Some(wp) => {
-                    let mut ids = Vec::new();
+            let mut ids = Vec::new();
+            match (&self.wordpiece, &self.unigram) {
+                (Some(wp), _) => {
                     wp.encode(text, false, &mut ids);
                     Ok(ids)
                 }
-                None => Ok(self
+                (_, Some(unigram)) => {
+                    unigram.encode(text, false, &mut ids);
+                    Ok(ids)
+                }
+                _ => Ok(self
                     .inner
                     .encode_fast(text, false)
                     .map_err(|e| TokenizerError::Encode(e.to_string()))?
@@ -367,17 +411,31 @@ impl Tokenizer {
             }
             return Ok(ids);
         }
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let mut ids = encoding.get_ids().to_vec();
+        let mut ids = match &self.unigram {
+            Some(unigram) => {
+                let mut ids = Vec::new();
+                unigram.encode(text, true, &mut ids);
+                ids
+            }
+            None => self
+                .inner
+                .encode_fast(text, false)
+                .map_err(|e| TokenizerError::Encode(e.to_string()))?
+                .get_ids()
+                .to_vec(),
+        };
         if add_bos
             && self.add_bos
             && let Some(bos) = self.bos
-            && ids.first() != Some(&bos)
+            && (ids.first() != Some(&bos) || self.unigram.is_some())
         {
             ids.insert(0, bos);
+        }
+        if add_bos
+            && self.add_eos
+            && let Some(eos) = self.eos
+        {
+            ids.push(eos);
         }
         Ok(ids)
     }

@@ -12,8 +12,7 @@ use std::collections::HashMap;
 
 use unicode_general_category::{GeneralCategory, get_general_category};
 
-const TOKEN_TYPE_CONTROL: i32 = 3;
-const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+use super::special_tokens::{Fragment, SpecialTokens};
 /// What llama.cpp prepends to every word before matching.
 const PHANTOM_SPACE: &str = "\u{2581}";
 
@@ -32,15 +31,8 @@ pub struct WordPiece {
     unk: u32,
     lowercase: bool,
     strip_accents: bool,
-    /// Control and user-defined tokens, longest first (llama.cpp's `cache_special_tokens` order), with
-    /// whether each is a control token (matched in text only when parsing specials).
-    specials: Vec<(String, u32, bool)>,
-}
-
-/// A piece of the text to tokenize: raw text, or a special token already matched.
-enum Fragment<'a> {
-    Text(&'a str),
-    Token(u32),
+    /// The markers a text is cut at before tokenizing.
+    specials: SpecialTokens,
 }
 
 impl WordPiece {
@@ -57,16 +49,7 @@ impl WordPiece {
             ids.insert(token.clone(), id as u32);
         }
         let max_token_len = tokens.iter().map(String::len).max().unwrap_or(0);
-        let mut specials: Vec<(String, u32, bool)> = tokens
-            .iter()
-            .zip(types)
-            .enumerate()
-            .filter(|(_, (text, t))| {
-                !text.is_empty() && matches!(**t, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED)
-            })
-            .map(|(id, (text, t))| (text.clone(), id as u32, *t == TOKEN_TYPE_CONTROL))
-            .collect();
-        specials.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        let specials = SpecialTokens::new(tokens, types);
         Self {
             ids,
             max_token_len,
@@ -80,7 +63,7 @@ impl WordPiece {
     /// Appends the ids of `text` to `out`; special-token markers in it are matched when `parse_special`
     /// (user-defined tokens always are, as in llama.cpp).
     pub fn encode(&self, text: &str, parse_special: bool, out: &mut Vec<u32>) {
-        for fragment in self.partition(text, parse_special) {
+        for fragment in self.specials.partition(text, parse_special) {
             match fragment {
                 Fragment::Token(id) => out.push(id),
                 Fragment::Text(text) => {
@@ -90,36 +73,6 @@ impl WordPiece {
                 }
             }
         }
-    }
-
-    /// llama.cpp's `tokenizer_st_partition`: each special token in turn, longest first, splits every
-    /// raw fragment at each of its occurrences.
-    fn partition<'a>(&self, text: &'a str, parse_special: bool) -> Vec<Fragment<'a>> {
-        let mut fragments = vec![Fragment::Text(text)];
-        for (marker, id, control) in &self.specials {
-            if *control && !parse_special {
-                continue;
-            }
-            let mut next = Vec::with_capacity(fragments.len());
-            for fragment in fragments {
-                let Fragment::Text(mut rest) = fragment else {
-                    next.push(fragment);
-                    continue;
-                };
-                while let Some(at) = rest.find(marker.as_str()) {
-                    if at > 0 {
-                        next.push(Fragment::Text(&rest[..at]));
-                    }
-                    next.push(Fragment::Token(*id));
-                    rest = &rest[at + marker.len()..];
-                }
-                if !rest.is_empty() {
-                    next.push(Fragment::Text(rest));
-                }
-            }
-            fragments = next;
-        }
-        fragments
     }
 
     /// `preprocess`: normalised words.

@@ -1,10 +1,13 @@
-//! Reranking with a cross-encoder (an encoder whose pooling is rank): `POST /v1/rerank` and `POST /rerank`
-//! in the shape llama.cpp's server, Jina and Cohere share, and vLLM's `POST /v1/score`.
+//! Reranking with a model whose pooling is rank (a cross-encoder: ms-marco-MiniLM, bge-reranker-v2-m3; or
+//! a decoder with a yes/no classifier: Qwen3-Reranker): `POST /v1/rerank` and `POST /rerank` in the shape
+//! llama.cpp's server, Jina and Cohere share, and vLLM's `POST /v1/score`.
 //!
 //! Each query/document pair becomes one input as llama.cpp formats it (`Tokenizer::encode_pair`: for BERT
-//! `[CLS] query [SEP] document`), scored by the model's scheduler like an embedding. `/v1/rerank` returns
-//! the classifier's raw score as llama.cpp does; `/v1/score` the sigmoid of it, as vLLM and
-//! sentence-transformers' `CrossEncoder` give a one-label cross-encoder's score.
+//! `[CLS] query [SEP] document`, for XLM-R `<s> query </s></s> document </s>`, for a file with a rerank
+//! template that template filled), scored by the model's scheduler like an embedding. `/v1/rerank`
+//! returns the first output as llama.cpp does: a cross-encoder's raw score, a decoder reranker's
+//! probability of "yes"; `/v1/score` a probability: the sigmoid of a cross-encoder's score, as vLLM and
+//! sentence-transformers' `CrossEncoder` give a one-label cross-encoder's, and a decoder's as it is.
 
 use std::sync::Arc;
 
@@ -84,7 +87,7 @@ async fn reranker(app: &AppState, name: &str) -> Result<Arc<LoadedModel>, ApiErr
     if !model.ranks() {
         return Err(ApiError::invalid(
             format!(
-                "model {} does not rerank (it serves {}): use a cross-encoder, an encoder whose pooling type is rank",
+                "model {} does not rerank (it serves {}): use a reranker, a model whose pooling type is rank",
                 model.name,
                 model.capabilities().join(", ")
             ),
@@ -210,10 +213,18 @@ pub async fn score(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json
     };
     let model = reranker(&app, &request.model).await?;
     let (scores, tokens) = score_pairs(&model, pairs, "text_2").await?;
+    // A decoder reranker's output is already a probability (its softmax over "yes" and "no").
+    let probability = |s: f32| {
+        if model.generates {
+            s
+        } else {
+            1.0 / (1.0 + (-s).exp())
+        }
+    };
     let data: Vec<Value> = scores
         .iter()
         .enumerate()
-        .map(|(i, s)| json!({"index": i, "object": "score", "score": 1.0 / (1.0 + (-s).exp())}))
+        .map(|(i, s)| json!({"index": i, "object": "score", "score": probability(*s)}))
         .collect();
     Ok(Json(json!({
         "id": super::openai::request_id("score"), "object": "list",

@@ -39,6 +39,18 @@ pub async fn embed_all(
             Some("model"),
         ));
     }
+    if model.pooling == Some(models::bert::Pooling::None) {
+        // llama.cpp's server refuses it on its OpenAI route too: every shape we serve (OpenAI's,
+        // Ollama's) carries one vector per input, and this model gives one per token.
+        return Err(ApiError::invalid(
+            format!(
+                "model {}'s pooling type is none: it gives a vector per token, and this API returns one \
+                 vector per input; use a model with mean, cls or last pooling",
+                model.name
+            ),
+            Some("model"),
+        ));
+    }
     let inputs = input.tokens(model, "input").await?;
     if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
         return Err(ApiError::invalid("input must not be empty", Some("input")));
