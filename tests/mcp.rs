@@ -1778,3 +1778,101 @@ fn catalog_servers_installed_by_the_cli_run_through_the_gateway() {
         serde_json::from_str(&std::fs::read_to_string(&vscode_file).expect("read")).expect("json");
     assert!(written["servers"].get("model-runner").is_none());
 }
+
+/// tests/python/mcp_features_server.py (FastMCP) over the older HTTP+SSE transport on a free port
+/// (`/sse`, with its POST endpoint under `/messages/`), killed on drop.
+struct SseServer(Child, u16);
+
+impl SseServer {
+    fn start_on(port: u16) -> Self {
+        let child = Command::new(var("MCP_PYTHON"))
+            .arg(repo_root().join("tests/python/mcp_features_server.py"))
+            .args(["sse", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the SSE server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the SSE server did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self(child, port)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/sse", self.1)
+    }
+}
+
+impl Drop for SseServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A FastMCP server that speaks only the older HTTP+SSE transport is reached when its config says
+/// `"type": "sse"` and, with no type, by falling back from streamable HTTP (whose POST it answers 405);
+/// with `"type": "streamable-http"` there is no fallback. When the server goes away its session is
+/// over; the gateway opens a new one once the server is back.
+#[test]
+fn sse_servers_are_reached_by_type_and_by_fallback_from_streamable_http() {
+    let cli = ModelCli::new();
+    let port = free_port();
+    let mut server = SseServer::start_on(port);
+    let config = json!({"mcpServers": {
+        "legacy": {"url": server.url(), "type": "sse", "callTimeoutSecs": 10},
+        "fallback": {"url": server.url()},
+        "strict": {"url": server.url(), "type": "streamable-http"}
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let started = Instant::now();
+    for name in ["legacy__echo", "fallback__echo"] {
+        let reply = session.call(name, json!({"text": "over sse"}));
+        assert_eq!(
+            result_text(&reply),
+            "echo: over sse",
+            "{name}: {}\n--- server log ---\n{}",
+            reply.message,
+            gateway.log()
+        );
+    }
+    eprintln!(
+        "two SSE sessions up and called in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        gateway.log().contains("trying the HTTP+SSE transport"),
+        "{}",
+        gateway.log()
+    );
+    let names = session.tool_names();
+    assert!(
+        !names.iter().any(|n| n.starts_with("strict__")),
+        "a streamable-http server that answers 405 is not tried over SSE: {names:?}"
+    );
+
+    drop(server);
+    let down = session.call("legacy__echo", json!({"text": "anyone?"}));
+    assert!(is_error(&down), "{}", down.message);
+    server = SseServer::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let back = loop {
+        let reply = session.call("legacy__echo", json!({"text": "back"}));
+        if !is_error(&reply) || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        result_text(&back),
+        "echo: back",
+        "{}\n{}",
+        back.message,
+        gateway.log()
+    );
+    drop(server);
+}

@@ -5,10 +5,12 @@
 //!
 //! Tool calls live here; `features` holds the server's other offers (resources, resource templates,
 //! prompts, resource subscriptions), asked through the same guarded request path; `sampling` answers
-//! the server's own sampling requests with a local model, when its config allows it.
+//! the server's own sampling requests with a local model, when its config allows it; `sse` is the older
+//! HTTP+SSE transport (asked for, or tried when a streamable-HTTP start is refused with 400/404/405).
 
 mod features;
 mod sampling;
+mod sse;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -398,28 +400,27 @@ impl Upstream {
                     .map_err(|e| format!("initialize failed: {e}"))?;
                 (service, pid)
             }
-            Transport::Http { url, headers } => {
-                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-                let mut custom = HashMap::new();
-                for (name, value) in headers {
-                    if name.eq_ignore_ascii_case("authorization")
-                        && let Some(token) = value.strip_prefix("Bearer ")
-                    {
-                        config = config.auth_header(token.to_string());
-                        continue;
-                    }
-                    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|e| format!("header name {name:?}: {e}"))?;
-                    let value = reqwest::header::HeaderValue::from_str(value)
-                        .map_err(|_| format!("header {name} has a value HTTP cannot carry"))?;
-                    custom.insert(name, value);
-                }
-                config = config.custom_headers(custom);
-                let service = listener
+            Transport::Http {
+                url,
+                headers,
+                sse_fallback,
+            } => {
+                let config = streamable_http_config(url, headers)?;
+                match listener
+                    .clone()
                     .serve(StreamableHttpClientTransport::from_config(config))
                     .await
-                    .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-                (service, None)
+                {
+                    Ok(service) => (service, None),
+                    Err(e) if *sse_fallback && sse::suggests_legacy_sse(&e) => {
+                        tracing::warn!(server = %self.config.name, "streamable HTTP refused ({e}); trying the HTTP+SSE transport (\"type\": \"sse\" skips this attempt)");
+                        (self.serve_sse(listener, url, headers).await?, None)
+                    }
+                    Err(e) => return Err(format!("cannot connect to {url}: {e}")),
+                }
+            }
+            Transport::Sse { url, headers } => {
+                (self.serve_sse(listener, url, headers).await?, None)
             }
         };
         let peer = service.peer().clone();
@@ -434,6 +435,22 @@ impl Upstream {
             .await
             .map_err(|e| format!("tools/list failed: {e}"))?;
         Ok((Connection { service, peer, pid }, tools, offers))
+    }
+
+    /// A session over the older HTTP+SSE transport.
+    async fn serve_sse(
+        &self,
+        listener: Listener,
+        url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<RunningService<RoleClient, Listener>, String> {
+        let transport = sse::SseTransport::connect(url, headers)
+            .await
+            .map_err(|e| format!("cannot open the SSE stream of {url}: {e}"))?;
+        listener
+            .serve(transport)
+            .await
+            .map_err(|e| format!("initialize over SSE at {url} failed: {e}"))
     }
 
     /// Calls one of the server's tools (by its own name) under the breaker and the call timeout.
@@ -590,6 +607,30 @@ impl Upstream {
     pub fn crashes(&self) -> u64 {
         lock(&self.health).crashes
     }
+}
+
+/// The streamable-HTTP client's settings for `url` with the config's `headers` (a bearer token goes
+/// where rmcp expects it).
+fn streamable_http_config(
+    url: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<StreamableHttpClientTransportConfig, String> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    let mut custom = HashMap::new();
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("authorization")
+            && let Some(token) = value.strip_prefix("Bearer ")
+        {
+            config = config.auth_header(token.to_string());
+            continue;
+        }
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("header name {name:?}: {e}"))?;
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| format!("header {name} has a value HTTP cannot carry"))?;
+        custom.insert(name, value);
+    }
+    Ok(config.custom_headers(custom))
 }
 
 /// One server's state, as `/health`, `/gateway/servers` and `model mcp server status` name it.
