@@ -1876,3 +1876,71 @@ fn sse_servers_are_reached_by_type_and_by_fallback_from_streamable_http() {
     );
     drop(server);
 }
+
+/// A server's elicitation during a tool call reaches the calling client's elicitation callback and its
+/// answer goes back (accept with content, decline); a client that declared no elicitation gets an
+/// error result. Resource links and embedded resources in tool results come back under the gateway's
+/// URIs and read back through it. Over `/mcp` with an SSE server behind, and over `model mcp` (stdio)
+/// with a stdio server behind.
+#[test]
+fn elicitations_reach_the_calling_client_and_resource_links_read_back() {
+    let cli = ModelCli::new();
+    let server = SseServer::start_on(free_port());
+    let config = json!({"mcpServers": {"legacy": {"url": server.url(), "type": "sse"}}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let started = Instant::now();
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_features_client.py"))
+        .env("MCP_URL", gateway.url("/mcp"))
+        .env("SERVER", "legacy")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("features client ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+    eprintln!("over /mcp: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        gateway.log().lines().any(
+            |l| l.contains("\"event\":\"mcp_elicitation\"") && l.contains("\"forwarded\":true")
+        ),
+        "elicitations are logged:\n{}",
+        gateway.log()
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("mcp.json");
+    let stdio_config = json!({"mcpServers": {"features": features_server(json!({}))}});
+    std::fs::write(&config_path, stdio_config.to_string()).expect("write config");
+    let started = Instant::now();
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_features_client.py"))
+        .env("MODEL_BIN", env!("CARGO_BIN_EXE_model"))
+        .env("CONFIG", &config_path)
+        .env("MODEL_RUNNER_HOME", cli.home.path())
+        .env("SERVER", "features")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("features client ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("over stdio: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The features server as a stdio server of the gateway's config.
+fn features_server(extra: Value) -> Value {
+    let mut server = json!({
+        "command": var("MCP_PYTHON"),
+        "args": [repo_root().join("tests/python/mcp_features_server.py"), "stdio"]
+    });
+    if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
+        server.extend(extra.clone());
+    }
+    server
+}

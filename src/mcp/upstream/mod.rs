@@ -5,16 +5,18 @@
 //!
 //! Tool calls live here; `features` holds the server's other offers (resources, resource templates,
 //! prompts, resource subscriptions), asked through the same guarded request path; `sampling` answers
-//! the server's own sampling requests with a local model, when its config allows it; `sse` is the older
+//! the server's own sampling requests with a local model, when its config allows it; `elicitation`
+//! forwards its requests for the user's input to the client whose call is running; `sse` is the older
 //! HTTP+SSE transport (asked for, or tried when a streamable-HTTP start is refused with 400/404/405).
 
+mod elicitation;
 mod features;
 mod sampling;
 mod sse;
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,7 @@ use super::breaker::{Breaker, BreakerState};
 use super::config::{ServerConfig, Transport};
 use super::redact::Redactor;
 
+pub use elicitation::Requester;
 pub use features::Subscriber;
 pub use sampling::{Sampler, SamplingError};
 
@@ -124,6 +127,9 @@ pub struct Upstream {
     redactor: Arc<Redactor>,
     /// Answers the server's sampling requests (used only when its config has `sampling`).
     sampler: Arc<dyn Sampler>,
+    /// Tool calls in flight, by ticket, with the session each comes from (who its elicitations ask).
+    requesters: Mutex<Vec<(u64, Option<Requester>)>>,
+    next_ticket: AtomicU64,
 }
 
 /// The client side's handler: follows `notifications/tools/list_changed` (and prompts' and resources'),
@@ -143,6 +149,7 @@ impl ClientHandler for Listener {
         {
             capabilities.sampling = Some(Default::default());
         }
+        capabilities.elicitation = Some(elicitation::capability());
         ClientConfig::new(
             capabilities,
             Implementation::new("model-runner", env!("CARGO_PKG_VERSION")),
@@ -158,6 +165,20 @@ impl ClientHandler for Listener {
     ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
         match self.upstream.upgrade() {
             Some(upstream) => upstream.sample(params).await,
+            None => Err(rmcp::ErrorData::internal_error(
+                "the gateway no longer serves this server",
+                None,
+            )),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        match self.upstream.upgrade() {
+            Some(upstream) => upstream.elicit(params).await,
             None => Err(rmcp::ErrorData::internal_error(
                 "the gateway no longer serves this server",
                 None,
@@ -237,6 +258,8 @@ impl Upstream {
             on_change,
             redactor,
             sampler,
+            requesters: Mutex::new(Vec::new()),
+            next_ticket: AtomicU64::new(0),
         })
     }
 
@@ -453,12 +476,15 @@ impl Upstream {
             .map_err(|e| format!("initialize over SSE at {url} failed: {e}"))
     }
 
-    /// Calls one of the server's tools (by its own name) under the breaker and the call timeout.
+    /// Calls one of the server's tools (by its own name) under the breaker and the call timeout;
+    /// elicitations the server sends meanwhile go to `requester`, when it is the only one calling.
     pub async fn call(
         self: &Arc<Self>,
         tool: &str,
         arguments: serde_json::Map<String, serde_json::Value>,
+        requester: Option<Requester>,
     ) -> Result<CallToolResult, McpError> {
+        let _in_flight = self.call_in_flight(requester);
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
         self.request(
             tool,
