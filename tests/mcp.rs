@@ -1944,3 +1944,69 @@ fn features_server(extra: Value) -> Value {
     }
     server
 }
+
+/// A server's sampling request is answered with its `temperature` (0: the same answer twice) and
+/// `stopSequences` (the answer ends before one), its `maxTokens` capped at the config's; an answer
+/// cut there says `maxTokens`; a temperature out of range is refused.
+#[test]
+fn sampling_requests_honour_temperature_stop_sequences_and_max_tokens() {
+    let cli = cli_with_default_model();
+    let config = json!({"mcpServers": {"features": features_server(
+        json!({"sampling": {"model": "ai/smollm2:latest", "maxTokens": 24}})
+    )}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let mut sample = |arguments: Value| {
+        let reply = session.call("features__sample", arguments);
+        assert!(!is_error(&reply), "{}\n{}", reply.message, gateway.log());
+        let answer: Value = serde_json::from_str(&result_text(&reply)).expect("the tool's JSON");
+        answer
+    };
+    let started = Instant::now();
+    let count = json!({"prompt": "Count from 1 to 10, separated by commas.",
+                       "temperature": 0, "stop": [","]});
+    let first = sample(count.clone());
+    let second = sample(count);
+    assert_eq!(first, second, "temperature 0 answers the same twice");
+    let text = first["text"].as_str().expect("text");
+    assert!(
+        !text.contains(','),
+        "the answer ends before the stop sequence: {first}"
+    );
+    assert_eq!(first["model"], "ai/smollm2:latest");
+    let story = sample(json!({"prompt": "Write a long story about a dragon.", "max_tokens": 3}));
+    assert_eq!(story["stopReason"], "maxTokens", "{story}");
+    let capped =
+        sample(json!({"prompt": "Write a long story about a dragon.", "max_tokens": 100000}));
+    assert_eq!(capped["stopReason"], "maxTokens", "{capped}");
+    eprintln!("four samples in {:.1} s", started.elapsed().as_secs_f64());
+    let refused = session.call(
+        "features__sample",
+        json!({"prompt": "hi", "temperature": 5}),
+    );
+    assert!(
+        is_error(&refused) && result_text(&refused).contains("temperature"),
+        "{}",
+        refused.message
+    );
+    let log = gateway.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"mcp_sampling\""))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"temperature\":0.0") && l.contains("\"stop_sequences\":1")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"max_tokens\":3")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"max_tokens\":24")),
+        "capped at the config's maxTokens: {lines:?}"
+    );
+}

@@ -37,7 +37,7 @@ use super::redact::Redactor;
 
 pub use elicitation::Requester;
 pub use features::Subscriber;
-pub use sampling::{Sampler, SamplingError};
+pub use sampling::{AnswerOptions, LocalAnswer, Sampler, SamplingError};
 
 /// How long a server may take to start and answer `initialize` and `tools/list`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
