@@ -2010,3 +2010,141 @@ fn sampling_requests_honour_temperature_stop_sequences_and_max_tokens() {
         "capped at the config's maxTokens: {lines:?}"
     );
 }
+
+/// Claude Code's CLI (a native binary), installed by scripts/setup-tests.sh outside the repo.
+fn claude_bin() -> PathBuf {
+    let cache = std::env::var_os("MODEL_RUNNER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/model-runner")
+        });
+    let bin = cache.join("claude-code/node_modules/.bin/claude");
+    assert!(
+        bin.exists(),
+        "run scripts/setup-tests.sh first: it installs Claude Code"
+    );
+    bin
+}
+
+/// `claude mcp list` with `home` as its home (where `~/.claude.json` is), without its auto-updater or
+/// other traffic, within 60 s: the line that names the gateway's entry, and the whole output.
+fn claude_mcp_list(home: &std::path::Path, runner_home: &std::path::Path) -> (String, String) {
+    let mut child = Command::new(claude_bin())
+        .args(["mcp", "list"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("MODEL_RUNNER_HOME", runner_home)
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run claude");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait for claude").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("claude mcp list did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("claude's output");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = all
+        .lines()
+        .find(|l| l.starts_with("model-runner:"))
+        .unwrap_or_default()
+        .to_string();
+    (line, all)
+}
+
+/// Claude Code, pointed at the gateway by `model mcp client connect claude-code` (over streamable HTTP
+/// with the token it minted, then over stdio through `model mcp`), reports the gateway connected in
+/// `claude mcp list`; with the token changed it does not.
+#[test]
+fn claude_code_lists_the_gateway_connected() {
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {"features": features_server(json!({}))}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let client_home = tempfile::tempdir().expect("tempdir");
+    let gateway_config = gateway.config.to_str().expect("utf-8").to_string();
+    let connect = |transport: &str| {
+        let out = cli
+            .command(&[
+                "mcp",
+                "client",
+                "connect",
+                "claude-code",
+                "--transport",
+                transport,
+                "--mcp-config",
+                &gateway_config,
+                "--url",
+                &gateway.url("/mcp"),
+            ])
+            .env("HOME", client_home.path())
+            .env("MODEL_RUNNER_PORT", gateway.port.to_string())
+            .output()
+            .expect("connect claude-code");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    connect("http");
+    // The gateway now wants the minted token: anonymous callers are refused.
+    assert_eq!(
+        Session::new(gateway.url("/mcp"), None).initialize().status,
+        401
+    );
+    let claude_file = client_home.path().join(".claude.json");
+    let started = Instant::now();
+    let (line, all) = claude_mcp_list(client_home.path(), cli.home.path());
+    eprintln!(
+        "claude mcp list (http): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        line.contains(&gateway.url("/mcp")) && line.contains("Connected"),
+        "{all}\n--- server log ---\n{}",
+        gateway.log()
+    );
+
+    let written = std::fs::read_to_string(&claude_file).expect("read");
+    let entry: Value = serde_json::from_str(&written).expect("json");
+    let header = entry["mcpServers"]["model-runner"]["headers"]["Authorization"]
+        .as_str()
+        .expect("the minted token is in the entry")
+        .to_string();
+    std::fs::write(
+        &claude_file,
+        written.replace(&header, "Bearer not-the-minted-token"),
+    )
+    .expect("write");
+    let (line, all) = claude_mcp_list(client_home.path(), cli.home.path());
+    assert!(
+        line.contains("model-runner") && !line.contains("Connected"),
+        "a wrong token is not connected: {all}"
+    );
+
+    connect("stdio");
+    let started = Instant::now();
+    let (line, all) = claude_mcp_list(client_home.path(), cli.home.path());
+    eprintln!(
+        "claude mcp list (stdio): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        line.contains(env!("CARGO_BIN_EXE_model")) && line.contains("Connected"),
+        "{all}"
+    );
+}
