@@ -26,8 +26,8 @@ pub const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// How long one POST to the endpoint may take (its answer comes on the stream, not in the POST).
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Messages read ahead of the service.
-const QUEUE: usize = 64;
+/// Messages read ahead of the service (with `MAX_EVENT_BYTES`, what one stream can hold in memory).
+const QUEUE: usize = 16;
 
 /// Why the SSE transport could not connect or send.
 #[derive(Debug, thiserror::Error)]
