@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond scripts/setup.sh (which it runs first): skopeo, Debian's
 # Chromium and its WebDriver, the second real model, the real clients the tests drive, axe-core, gguf and
-# numpy, and the MCP reference servers. Idempotent: what is present is left alone.
+# numpy, Claude Code, and the MCP reference servers. Idempotent: what is present is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -37,6 +37,17 @@ if [[ ! -f "$console_dir/node_modules/axe-core/axe.min.js" ]]; then
   mkdir -p "$console_dir"
   [[ -f "$console_dir/package.json" ]] || echo '{"name":"model-runner-console-tests","private":true}' >"$console_dir/package.json"
   npm install --prefix "$console_dir" --save-exact --no-audit --no-fund --loglevel=error axe-core@4.11.1 >/dev/null
+fi
+
+# Claude Code, whose `claude mcp list` checks a config that `model mcp client connect claude-code` wrote
+# (npm, pinned, outside the repo, from the registry npm is configured with; a native binary).
+CLAUDE_CODE_VERSION=2.1.332
+claude_dir="${MODEL_RUNNER_CACHE:-$HOME/.cache/model-runner}/claude-code"
+if [[ "$("$claude_dir/node_modules/.bin/claude" --version 2>/dev/null)" != "$CLAUDE_CODE_VERSION "* ]]; then
+  mkdir -p "$claude_dir"
+  [[ -f "$claude_dir/package.json" ]] || echo '{"name":"model-runner-claude-code-tests","private":true}' >"$claude_dir/package.json"
+  npm install --prefix "$claude_dir" --registry "$(npm config get registry)" --save-exact --no-audit --no-fund \
+    --loglevel=error "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null
 fi
 
 # MCP servers and clients for the gateway's tests (npm and PyPI, pinned, cached outside the repo).

@@ -1778,3 +1778,373 @@ fn catalog_servers_installed_by_the_cli_run_through_the_gateway() {
         serde_json::from_str(&std::fs::read_to_string(&vscode_file).expect("read")).expect("json");
     assert!(written["servers"].get("model-runner").is_none());
 }
+
+/// tests/python/mcp_features_server.py (FastMCP) over the older HTTP+SSE transport on a free port
+/// (`/sse`, with its POST endpoint under `/messages/`), killed on drop.
+struct SseServer(Child, u16);
+
+impl SseServer {
+    fn start_on(port: u16) -> Self {
+        let child = Command::new(var("MCP_PYTHON"))
+            .arg(repo_root().join("tests/python/mcp_features_server.py"))
+            .args(["sse", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the SSE server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the SSE server did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self(child, port)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/sse", self.1)
+    }
+}
+
+impl Drop for SseServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A FastMCP server that speaks only the older HTTP+SSE transport is reached when its config says
+/// `"type": "sse"` and, with no type, by falling back from streamable HTTP (whose POST it answers 405);
+/// with `"type": "streamable-http"` there is no fallback. When the server goes away its session is
+/// over; the gateway opens a new one once the server is back.
+#[test]
+fn sse_servers_are_reached_by_type_and_by_fallback_from_streamable_http() {
+    let cli = ModelCli::new();
+    let port = free_port();
+    let mut server = SseServer::start_on(port);
+    let config = json!({"mcpServers": {
+        "legacy": {"url": server.url(), "type": "sse", "callTimeoutSecs": 10},
+        "fallback": {"url": server.url()},
+        "strict": {"url": server.url(), "type": "streamable-http"}
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let started = Instant::now();
+    for name in ["legacy__echo", "fallback__echo"] {
+        let reply = session.call(name, json!({"text": "over sse"}));
+        assert_eq!(
+            result_text(&reply),
+            "echo: over sse",
+            "{name}: {}\n--- server log ---\n{}",
+            reply.message,
+            gateway.log()
+        );
+    }
+    eprintln!(
+        "two SSE sessions up and called in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        gateway.log().contains("trying the HTTP+SSE transport"),
+        "{}",
+        gateway.log()
+    );
+    let names = session.tool_names();
+    assert!(
+        !names.iter().any(|n| n.starts_with("strict__")),
+        "a streamable-http server that answers 405 is not tried over SSE: {names:?}"
+    );
+
+    drop(server);
+    let down = session.call("legacy__echo", json!({"text": "anyone?"}));
+    assert!(is_error(&down), "{}", down.message);
+    server = SseServer::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let back = loop {
+        let reply = session.call("legacy__echo", json!({"text": "back"}));
+        if !is_error(&reply) || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        result_text(&back),
+        "echo: back",
+        "{}\n{}",
+        back.message,
+        gateway.log()
+    );
+    drop(server);
+}
+
+/// A server's elicitation during a tool call reaches the calling client's elicitation callback and its
+/// answer goes back (accept with content, decline); a client that declared no elicitation gets an
+/// error result. Resource links and embedded resources in tool results come back under the gateway's
+/// URIs and read back through it. Over `/mcp` with an SSE server behind, and over `model mcp` (stdio)
+/// with a stdio server behind.
+#[test]
+fn elicitations_reach_the_calling_client_and_resource_links_read_back() {
+    let cli = ModelCli::new();
+    let server = SseServer::start_on(free_port());
+    let config = json!({"mcpServers": {"legacy": {"url": server.url(), "type": "sse"}}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let started = Instant::now();
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_features_client.py"))
+        .env("MCP_URL", gateway.url("/mcp"))
+        .env("SERVER", "legacy")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("features client ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+    eprintln!("over /mcp: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        gateway.log().lines().any(
+            |l| l.contains("\"event\":\"mcp_elicitation\"") && l.contains("\"forwarded\":true")
+        ),
+        "elicitations are logged:\n{}",
+        gateway.log()
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("mcp.json");
+    let stdio_config = json!({"mcpServers": {"features": features_server(json!({}))}});
+    std::fs::write(&config_path, stdio_config.to_string()).expect("write config");
+    let started = Instant::now();
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_features_client.py"))
+        .env("MODEL_BIN", env!("CARGO_BIN_EXE_model"))
+        .env("CONFIG", &config_path)
+        .env("MODEL_RUNNER_HOME", cli.home.path())
+        .env("SERVER", "features")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("features client ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("over stdio: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The features server as a stdio server of the gateway's config.
+fn features_server(extra: Value) -> Value {
+    let mut server = json!({
+        "command": var("MCP_PYTHON"),
+        "args": [repo_root().join("tests/python/mcp_features_server.py"), "stdio"]
+    });
+    if let (Some(server), Some(extra)) = (server.as_object_mut(), extra.as_object()) {
+        server.extend(extra.clone());
+    }
+    server
+}
+
+/// A server's sampling request is answered with its `temperature` (0: the same answer twice) and
+/// `stopSequences` (the answer ends before one), its `maxTokens` capped at the config's; an answer
+/// cut there says `maxTokens`; a temperature out of range is refused.
+#[test]
+fn sampling_requests_honour_temperature_stop_sequences_and_max_tokens() {
+    let cli = cli_with_default_model();
+    let config = json!({"mcpServers": {"features": features_server(
+        json!({"sampling": {"model": "ai/smollm2:latest", "maxTokens": 24}})
+    )}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    let mut sample = |arguments: Value| {
+        let reply = session.call("features__sample", arguments);
+        assert!(!is_error(&reply), "{}\n{}", reply.message, gateway.log());
+        let answer: Value = serde_json::from_str(&result_text(&reply)).expect("the tool's JSON");
+        answer
+    };
+    let started = Instant::now();
+    let count = json!({"prompt": "Count from 1 to 10, separated by commas.",
+                       "temperature": 0, "stop": [","]});
+    let first = sample(count.clone());
+    let second = sample(count);
+    assert_eq!(first, second, "temperature 0 answers the same twice");
+    let text = first["text"].as_str().expect("text");
+    assert!(
+        !text.contains(','),
+        "the answer ends before the stop sequence: {first}"
+    );
+    assert_eq!(first["model"], "ai/smollm2:latest");
+    let story = sample(json!({"prompt": "Write a long story about a dragon.", "max_tokens": 3}));
+    assert_eq!(story["stopReason"], "maxTokens", "{story}");
+    let capped =
+        sample(json!({"prompt": "Write a long story about a dragon.", "max_tokens": 100000}));
+    assert_eq!(capped["stopReason"], "maxTokens", "{capped}");
+    eprintln!("four samples in {:.1} s", started.elapsed().as_secs_f64());
+    let refused = session.call(
+        "features__sample",
+        json!({"prompt": "hi", "temperature": 5}),
+    );
+    assert!(
+        is_error(&refused) && result_text(&refused).contains("temperature"),
+        "{}",
+        refused.message
+    );
+    let log = gateway.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"mcp_sampling\""))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"temperature\":0.0") && l.contains("\"stop_sequences\":1")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"max_tokens\":3")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"max_tokens\":24")),
+        "capped at the config's maxTokens: {lines:?}"
+    );
+}
+
+/// Claude Code's CLI (a native binary), installed by scripts/setup-tests.sh outside the repo.
+fn claude_bin() -> PathBuf {
+    let cache = std::env::var_os("MODEL_RUNNER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/model-runner")
+        });
+    let bin = cache.join("claude-code/node_modules/.bin/claude");
+    assert!(
+        bin.exists(),
+        "run scripts/setup-tests.sh first: it installs Claude Code"
+    );
+    bin
+}
+
+/// `claude mcp list` with `home` as its home (where `~/.claude.json` is), without its auto-updater or
+/// other traffic, within 60 s: the line that names the gateway's entry, and the whole output.
+fn claude_mcp_list(home: &std::path::Path, runner_home: &std::path::Path) -> (String, String) {
+    let mut child = Command::new(claude_bin())
+        .args(["mcp", "list"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("MODEL_RUNNER_HOME", runner_home)
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run claude");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait for claude").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("claude mcp list did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("claude's output");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = all
+        .lines()
+        .find(|l| l.starts_with("model-runner:"))
+        .unwrap_or_default()
+        .to_string();
+    (line, all)
+}
+
+/// Claude Code, pointed at the gateway by `model mcp client connect claude-code` (over streamable HTTP
+/// with the token it minted, then over stdio through `model mcp`), reports the gateway connected in
+/// `claude mcp list`; with the token changed it does not.
+#[test]
+fn claude_code_lists_the_gateway_connected() {
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {"features": features_server(json!({}))}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let client_home = tempfile::tempdir().expect("tempdir");
+    let gateway_config = gateway.config.to_str().expect("utf-8").to_string();
+    let connect = |transport: &str| {
+        let out = cli
+            .command(&[
+                "mcp",
+                "client",
+                "connect",
+                "claude-code",
+                "--transport",
+                transport,
+                "--mcp-config",
+                &gateway_config,
+                "--url",
+                &gateway.url("/mcp"),
+            ])
+            .env("HOME", client_home.path())
+            .env("MODEL_RUNNER_PORT", gateway.port.to_string())
+            .output()
+            .expect("connect claude-code");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    connect("http");
+    // The gateway now wants the minted token: anonymous callers are refused.
+    assert_eq!(
+        Session::new(gateway.url("/mcp"), None).initialize().status,
+        401
+    );
+    let claude_file = client_home.path().join(".claude.json");
+    let started = Instant::now();
+    let (line, all) = claude_mcp_list(client_home.path(), cli.home.path());
+    eprintln!(
+        "claude mcp list (http): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        line.contains(&gateway.url("/mcp")) && line.contains("Connected"),
+        "{all}\n--- server log ---\n{}",
+        gateway.log()
+    );
+
+    let written = std::fs::read_to_string(&claude_file).expect("read");
+    let entry: Value = serde_json::from_str(&written).expect("json");
+    let header = entry["mcpServers"]["model-runner"]["headers"]["Authorization"]
+        .as_str()
+        .expect("the minted token is in the entry")
+        .to_string();
+    std::fs::write(
+        &claude_file,
+        written.replace(&header, "Bearer not-the-minted-token"),
+    )
+    .expect("write");
+    let (line, all) = claude_mcp_list(client_home.path(), cli.home.path());
+    assert!(
+        line.contains("model-runner") && !line.contains("Connected"),
+        "a wrong token is not connected: {all}"
+    );
+
+    connect("stdio");
+    let started = Instant::now();
+    let (line, all) = claude_mcp_list(client_home.path(), cli.home.path());
+    eprintln!(
+        "claude mcp list (stdio): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        line.contains(env!("CARGO_BIN_EXE_model")) && line.contains("Connected"),
+        "{all}"
+    );
+}

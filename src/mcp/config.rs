@@ -44,8 +44,9 @@ struct RawServer {
     url: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    /// Claude Desktop's `type` (`stdio`, `http`, `streamable-http`, `sse`); told from command/url when absent.
-    #[serde(rename = "type")]
+    /// Claude Desktop's `type` (`stdio`, `http`, `streamable-http`, `sse`; also spelt `transport`);
+    /// told from command/url when absent.
+    #[serde(rename = "type", alias = "transport")]
     kind: Option<String>,
     #[serde(default)]
     disabled: bool,
@@ -132,7 +133,16 @@ pub enum Transport {
         env: BTreeMap<String, String>,
         cwd: Option<PathBuf>,
     },
+    /// Streamable HTTP. With `sse_fallback` (no `type`, or `http`), a server that answers the first
+    /// POST with 400, 404 or 405 is tried with the older HTTP+SSE transport, as the spec's
+    /// backwards-compatibility section says.
     Http {
+        url: String,
+        headers: BTreeMap<String, String>,
+        sse_fallback: bool,
+    },
+    /// The older HTTP+SSE transport (protocol 2024-11-05), asked for with `"type": "sse"`.
+    Sse {
         url: String,
         headers: BTreeMap<String, String>,
     },
@@ -328,13 +338,13 @@ fn resolve(
                 Transport::Http {
                     url: url.clone(),
                     headers: interpolate_map(&server.headers, "header")?,
+                    sse_fallback: matches!(kind, "" | "http"),
                 }
             }
-            (None, Some(_)) if kind == "sse" => {
-                return Err(ConfigError::Invalid(format!(
-                    "server {name}: the legacy SSE transport is not supported; use its streamable HTTP URL"
-                )));
-            }
+            (None, Some(url)) if kind == "sse" => Transport::Sse {
+                url: url.clone(),
+                headers: interpolate_map(&server.headers, "header")?,
+            },
             _ => {
                 return Err(ConfigError::Invalid(format!(
                     "server {name} needs either a command or a url"
@@ -592,6 +602,48 @@ mod tests {
     fn a_server_needs_a_command_or_a_url() {
         let err = parse(r#"{"mcpServers": {"bad": {}}}"#, &[]).expect_err("no transport");
         assert!(err.to_string().contains("bad"));
+    }
+
+    #[test]
+    fn urls_speak_streamable_http_or_sse_as_their_type_says() {
+        let config = parse(
+            r#"{"mcpServers": {
+                "auto": {"url": "http://127.0.0.1:9/mcp"},
+                "strict": {"url": "http://127.0.0.1:9/mcp", "type": "streamable-http"},
+                "legacy": {"url": "http://127.0.0.1:9/sse", "transport": "sse", "headers": {"X-Key": "k"}}
+            }}"#,
+            &[],
+        )
+        .expect("valid config");
+        let transport = |name: &str| {
+            config
+                .servers
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.transport.clone())
+                .expect("server")
+        };
+        assert!(matches!(
+            transport("auto"),
+            Transport::Http {
+                sse_fallback: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            transport("strict"),
+            Transport::Http {
+                sse_fallback: false,
+                ..
+            }
+        ));
+        match transport("legacy") {
+            Transport::Sse { url, headers } => {
+                assert_eq!(url, "http://127.0.0.1:9/sse");
+                assert_eq!(headers["X-Key"], "k");
+            }
+            other => panic!("legacy is sse, got {other:?}"),
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use serde_json::Value;
 use super::McpError;
 use super::gateway::{self, CallContext, Gateway};
 use super::policy::Caller;
-use super::upstream::Subscriber;
+use super::upstream::{Requester, Subscriber};
 
 /// Who the caller is, put into the HTTP request's extensions by the server's `/mcp` layer.
 #[derive(Debug, Clone)]
@@ -64,15 +64,20 @@ impl Endpoint {
 
     /// The call's context: over HTTP, the caller the `/mcp` layer named, whose call it already took
     /// from the rate budget; over stdio, the endpoint's caller, limited by the gateway.
+    /// The session is the requester that servers' elicitations during the call ask.
     fn context(&self, context: &RequestContext<RoleServer>) -> CallContext {
-        match context
+        let call = match context
             .extensions
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<HttpCaller>())
         {
             Some(HttpCaller(caller)) => CallContext::new(caller.clone()).rate_taken_by_transport(),
             None => CallContext::new(self.stdio_caller.clone()),
-        }
+        };
+        call.from_session(Requester {
+            session: self.session,
+            peer: context.peer.clone(),
+        })
     }
 
     /// Server tools, then the gateway's meta-tools, then the runner's own tools.

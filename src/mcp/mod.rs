@@ -1,5 +1,6 @@
 //! The MCP gateway: one place through which the runner reaches MCP servers (stdio commands, including
-//! `docker run -i`, and streamable-HTTP URLs) and through which outside MCP clients reach them.
+//! `docker run -i`, streamable-HTTP URLs and older HTTP+SSE ones) and through which outside MCP clients
+//! reach them.
 //!
 //! `config` reads the `mcpServers` file; `upstream` is one server's lifecycle (lazy start, idle stop,
 //! restart with backoff, circuit `breaker`); `gateway` is the catalogue of namespaced tools (`naming`) and

@@ -19,8 +19,10 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::chat::{ChatInput, pipeline};
+use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::mcp::endpoint::{Endpoint, HttpCaller};
+use crate::mcp::upstream::{AnswerOptions, LocalAnswer};
 use crate::mcp::{Caller, Gateway, LocalModels, LocalToolError};
 use crate::validation::GenerationParams;
 
@@ -203,8 +205,8 @@ impl LocalModels for RunnerModels {
         &self,
         model: String,
         messages: Vec<(String, String)>,
-        max_tokens: Option<i64>,
-    ) -> BoxFuture<'_, Result<String, LocalToolError>> {
+        options: AnswerOptions,
+    ) -> BoxFuture<'_, Result<LocalAnswer, LocalToolError>> {
         Box::pin(async move {
             let model = self.0.runtime.get(&model).await?;
             let messages = messages
@@ -212,7 +214,9 @@ impl LocalModels for RunnerModels {
                 .map(|(role, content)| ChatMessage::new(&role, content))
                 .collect();
             let params = GenerationParams {
-                max_tokens,
+                max_tokens: options.max_tokens,
+                temperature: options.temperature,
+                stop: options.stop,
                 ..Default::default()
             };
             let chat_failed = |e: crate::chat::ChatError| LocalToolError::Chat(Box::new(e));
@@ -220,7 +224,11 @@ impl LocalModels for RunnerModels {
                 .await
                 .map_err(chat_failed)?;
             let mut choices = generation.collect().await.map_err(chat_failed)?;
-            Ok(choices.pop().map(|c| c.text).unwrap_or_default())
+            let choice = choices.pop().unwrap_or_default();
+            Ok(LocalAnswer {
+                hit_limit: choice.finish == Some(FinishReason::Length),
+                text: choice.text,
+            })
         })
     }
 }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::super::config::LOCAL_SERVER;
 use super::super::policy::Caller;
+use super::super::upstream::Requester;
 use super::super::{code_mode, discovery, naming};
 use super::{GATEWAY_SERVER, Gateway, McpError, Setup};
 
@@ -34,6 +35,9 @@ pub struct CallContext {
     /// `run_js` may reach. `None`: every server the caller may use.
     pub scope: Option<Vec<String>>,
     pub rate_budget: RateBudget,
+    /// The client session the call comes from, asked when a server elicits input during the call
+    /// (`None`: no one can be asked, as in a chat request's tool loop).
+    pub requester: Option<Requester>,
 }
 
 impl CallContext {
@@ -43,7 +47,14 @@ impl CallContext {
             caller,
             scope: None,
             rate_budget: RateBudget::Gateway,
+            requester: None,
         }
+    }
+
+    /// The same call, coming from a client session that servers' elicitations may ask.
+    pub fn from_session(mut self, requester: Requester) -> Self {
+        self.requester = Some(requester);
+        self
     }
 
     /// The same call, kept to `scope`'s servers (`None` leaves it unscoped).
@@ -244,7 +255,11 @@ impl Gateway {
         {
             return Ok(hit);
         }
-        let result = entry.upstream.call(&entry.tool.name, arguments).await?;
+        let mut result = entry
+            .upstream
+            .call(&entry.tool.name, arguments, context.requester.clone())
+            .await?;
+        super::resources::namespace_result(&entry.server, &mut result);
         if let (Some(cache), Some(key)) = (cache, key)
             && result.is_error != Some(true)
         {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::super::config::LOCAL_SERVER;
 use super::super::policy::Caller;
-use super::super::upstream::{Sampler, SamplingError};
+use super::super::upstream::{AnswerOptions, LocalAnswer, Sampler, SamplingError};
 use super::call::CallContext;
 use super::meta_tools::object_tool;
 use super::{Gateway, McpError, read, write};
@@ -26,13 +26,13 @@ pub const LIST_MODELS: &str = "list_models";
 pub trait LocalModels: Send + Sync + 'static {
     /// Models in the store.
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>, LocalToolError>>;
-    /// One answer from `model` to `messages` (`role`, `content` pairs).
+    /// One answer from `model` to `messages` (`role`, `content` pairs), generated as `options` say.
     fn chat(
         &self,
         model: String,
         messages: Vec<(String, String)>,
-        max_tokens: Option<i64>,
-    ) -> BoxFuture<'_, Result<String, LocalToolError>>;
+        options: AnswerOptions,
+    ) -> BoxFuture<'_, Result<LocalAnswer, LocalToolError>>;
 }
 
 /// Why `chat` or `list_models` failed; the caller reads it as an `isError` result.
@@ -61,13 +61,13 @@ impl Sampler for LocalSampler {
         &self,
         model: String,
         messages: Vec<(String, String)>,
-        max_tokens: u32,
-    ) -> BoxFuture<'static, Result<String, SamplingError>> {
+        options: AnswerOptions,
+    ) -> BoxFuture<'static, Result<LocalAnswer, SamplingError>> {
         let models = read(&self.0).clone();
         Box::pin(async move {
             let models = models.ok_or(SamplingError::NoModels)?;
             models
-                .chat(model, messages, Some(i64::from(max_tokens)))
+                .chat(model, messages, options)
                 .await
                 .map_err(|e| SamplingError::Model(e.to_string()))
         })
@@ -138,8 +138,11 @@ async fn chat(models: &dyn LocalModels, arguments: &Value) -> Result<String, Loc
         messages.push(("system".to_string(), system));
     }
     messages.push(("user".to_string(), prompt));
-    let max_tokens = arguments.get("max_tokens").and_then(Value::as_i64);
-    models.chat(model, messages, max_tokens).await
+    let options = AnswerOptions {
+        max_tokens: arguments.get("max_tokens").and_then(Value::as_i64),
+        ..Default::default()
+    };
+    Ok(models.chat(model, messages, options).await?.text)
 }
 
 /// The runner's own tools, as tools of the pseudo-server `model-runner` describe themselves.
@@ -187,10 +190,15 @@ mod tests {
             &self,
             _model: String,
             messages: Vec<(String, String)>,
-            _max_tokens: Option<i64>,
-        ) -> BoxFuture<'_, Result<String, LocalToolError>> {
-            let answer = messages.last().map(|m| m.1.clone()).unwrap_or_default();
-            Box::pin(async move { Ok(answer) })
+            _options: AnswerOptions,
+        ) -> BoxFuture<'_, Result<LocalAnswer, LocalToolError>> {
+            let text = messages.last().map(|m| m.1.clone()).unwrap_or_default();
+            Box::pin(async move {
+                Ok(LocalAnswer {
+                    text,
+                    hit_limit: false,
+                })
+            })
         }
     }
 

@@ -2,12 +2,15 @@
 //! (`model-runner://SERVER/URI`, see `naming`): lists gathered from the servers a caller may use,
 //! reads and subscriptions routed back by the URI alone, after the same access check and rate limit
 //! as tool calls. What a server answers is relayed with its URIs put under its own name, so a client
-//! can read what it was given and nothing routes to a server it did not come from.
+//! can read what it was given and nothing routes to a server it did not come from. Tool results get the
+//! same treatment (`namespace_result`): their resource links and embedded resources carry gateway URIs.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use rmcp::model::{ReadResourceResult, Resource, ResourceContents, ResourceTemplate};
+use rmcp::model::{
+    CallToolResult, ContentBlock, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
+};
 
 use super::super::naming;
 use super::super::policy::Caller;
@@ -204,5 +207,61 @@ pub(super) fn namespace_contents(server: &str, contents: &mut ResourceContents) 
         }
         // A kind of contents this gateway does not know carries no URI it could route.
         _ => {}
+    }
+}
+
+/// Puts the URIs of a tool result's resource links and embedded resources under the gateway's URIs for
+/// `server`, so the client can read them back through the gateway; a block whose URI cannot be relayed
+/// (see `naming::is_relayable_uri`) is dropped, as such resources are from lists.
+pub(super) fn namespace_result(server: &str, result: &mut CallToolResult) {
+    let before = result.content.len();
+    result.content.retain_mut(|block| {
+        let uri = match block {
+            ContentBlock::ResourceLink(resource) => &mut resource.uri,
+            ContentBlock::Resource(embedded) => match &mut embedded.resource {
+                ResourceContents::TextResourceContents { uri, .. }
+                | ResourceContents::BlobResourceContents { uri, .. } => uri,
+                _ => return true,
+            },
+            _ => return true,
+        };
+        if !naming::is_relayable_uri(uri) {
+            return false;
+        }
+        *uri = naming::resource_uri(server, uri);
+        true
+    });
+    if result.content.len() < before {
+        tracing::warn!(
+            server,
+            left_out = before - result.content.len(),
+            "tool result blocks with empty, control-character or over-long resource URIs left out"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_results_link_and_embed_resources_under_gateway_uris() {
+        let mut result: CallToolResult = serde_json::from_value(serde_json::json!({"content": [
+            {"type": "text", "text": "see"},
+            {"type": "resource_link", "uri": "memo://a", "name": "a"},
+            {"type": "resource", "resource": {"uri": "memo://b", "text": "b"}},
+            {"type": "resource_link", "uri": "memo://bad\u{7}", "name": "bad"},
+            {"type": "resource", "resource": {"uri": "", "blob": "AA=="}}
+        ]}))
+        .expect("result");
+        namespace_result("notes", &mut result);
+        let json = serde_json::to_value(&result).expect("json");
+        let content = json["content"].as_array().expect("content");
+        assert_eq!(content.len(), 3, "{json}");
+        assert_eq!(content[1]["uri"], "model-runner://notes/memo://a");
+        assert_eq!(
+            content[2]["resource"]["uri"],
+            "model-runner://notes/memo://b"
+        );
     }
 }

@@ -5,14 +5,18 @@
 //!
 //! Tool calls live here; `features` holds the server's other offers (resources, resource templates,
 //! prompts, resource subscriptions), asked through the same guarded request path; `sampling` answers
-//! the server's own sampling requests with a local model, when its config allows it.
+//! the server's own sampling requests with a local model, when its config allows it; `elicitation`
+//! forwards its requests for the user's input to the client whose call is running; `sse` is the older
+//! HTTP+SSE transport (asked for, or tried when a streamable-HTTP start is refused with 400/404/405).
 
+mod elicitation;
 mod features;
 mod sampling;
+mod sse;
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -31,8 +35,9 @@ use super::breaker::{Breaker, BreakerState};
 use super::config::{ServerConfig, Transport};
 use super::redact::Redactor;
 
+pub use elicitation::Requester;
 pub use features::Subscriber;
-pub use sampling::{Sampler, SamplingError};
+pub use sampling::{AnswerOptions, LocalAnswer, Sampler, SamplingError};
 
 /// How long a server may take to start and answer `initialize` and `tools/list`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -122,6 +127,9 @@ pub struct Upstream {
     redactor: Arc<Redactor>,
     /// Answers the server's sampling requests (used only when its config has `sampling`).
     sampler: Arc<dyn Sampler>,
+    /// Tool calls in flight, by ticket, with the session each comes from (who its elicitations ask).
+    requesters: Mutex<Vec<(u64, Option<Requester>)>>,
+    next_ticket: AtomicU64,
 }
 
 /// The client side's handler: follows `notifications/tools/list_changed` (and prompts' and resources'),
@@ -141,6 +149,7 @@ impl ClientHandler for Listener {
         {
             capabilities.sampling = Some(Default::default());
         }
+        capabilities.elicitation = Some(elicitation::capability());
         ClientConfig::new(
             capabilities,
             Implementation::new("model-runner", env!("CARGO_PKG_VERSION")),
@@ -156,6 +165,20 @@ impl ClientHandler for Listener {
     ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
         match self.upstream.upgrade() {
             Some(upstream) => upstream.sample(params).await,
+            None => Err(rmcp::ErrorData::internal_error(
+                "the gateway no longer serves this server",
+                None,
+            )),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        match self.upstream.upgrade() {
+            Some(upstream) => upstream.elicit(params).await,
             None => Err(rmcp::ErrorData::internal_error(
                 "the gateway no longer serves this server",
                 None,
@@ -235,6 +258,8 @@ impl Upstream {
             on_change,
             redactor,
             sampler,
+            requesters: Mutex::new(Vec::new()),
+            next_ticket: AtomicU64::new(0),
         })
     }
 
@@ -398,28 +423,27 @@ impl Upstream {
                     .map_err(|e| format!("initialize failed: {e}"))?;
                 (service, pid)
             }
-            Transport::Http { url, headers } => {
-                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-                let mut custom = HashMap::new();
-                for (name, value) in headers {
-                    if name.eq_ignore_ascii_case("authorization")
-                        && let Some(token) = value.strip_prefix("Bearer ")
-                    {
-                        config = config.auth_header(token.to_string());
-                        continue;
-                    }
-                    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|e| format!("header name {name:?}: {e}"))?;
-                    let value = reqwest::header::HeaderValue::from_str(value)
-                        .map_err(|_| format!("header {name} has a value HTTP cannot carry"))?;
-                    custom.insert(name, value);
-                }
-                config = config.custom_headers(custom);
-                let service = listener
+            Transport::Http {
+                url,
+                headers,
+                sse_fallback,
+            } => {
+                let config = streamable_http_config(url, headers)?;
+                match listener
+                    .clone()
                     .serve(StreamableHttpClientTransport::from_config(config))
                     .await
-                    .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-                (service, None)
+                {
+                    Ok(service) => (service, None),
+                    Err(e) if *sse_fallback && sse::suggests_legacy_sse(&e) => {
+                        tracing::warn!(server = %self.config.name, "streamable HTTP refused ({e}); trying the HTTP+SSE transport (\"type\": \"sse\" skips this attempt)");
+                        (self.serve_sse(listener, url, headers).await?, None)
+                    }
+                    Err(e) => return Err(format!("cannot connect to {url}: {e}")),
+                }
+            }
+            Transport::Sse { url, headers } => {
+                (self.serve_sse(listener, url, headers).await?, None)
             }
         };
         let peer = service.peer().clone();
@@ -436,12 +460,31 @@ impl Upstream {
         Ok((Connection { service, peer, pid }, tools, offers))
     }
 
-    /// Calls one of the server's tools (by its own name) under the breaker and the call timeout.
+    /// A session over the older HTTP+SSE transport.
+    async fn serve_sse(
+        &self,
+        listener: Listener,
+        url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<RunningService<RoleClient, Listener>, String> {
+        let transport = sse::SseTransport::connect(url, headers)
+            .await
+            .map_err(|e| format!("cannot open the SSE stream of {url}: {e}"))?;
+        listener
+            .serve(transport)
+            .await
+            .map_err(|e| format!("initialize over SSE at {url} failed: {e}"))
+    }
+
+    /// Calls one of the server's tools (by its own name) under the breaker and the call timeout;
+    /// elicitations the server sends meanwhile go to `requester`, when it is the only one calling.
     pub async fn call(
         self: &Arc<Self>,
         tool: &str,
         arguments: serde_json::Map<String, serde_json::Value>,
+        requester: Option<Requester>,
     ) -> Result<CallToolResult, McpError> {
+        let _in_flight = self.call_in_flight(requester);
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
         self.request(
             tool,
@@ -590,6 +633,30 @@ impl Upstream {
     pub fn crashes(&self) -> u64 {
         lock(&self.health).crashes
     }
+}
+
+/// The streamable-HTTP client's settings for `url` with the config's `headers` (a bearer token goes
+/// where rmcp expects it).
+fn streamable_http_config(
+    url: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<StreamableHttpClientTransportConfig, String> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    let mut custom = HashMap::new();
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("authorization")
+            && let Some(token) = value.strip_prefix("Bearer ")
+        {
+            config = config.auth_header(token.to_string());
+            continue;
+        }
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("header name {name:?}: {e}"))?;
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| format!("header {name} has a value HTTP cannot carry"))?;
+        custom.insert(name, value);
+    }
+    Ok(config.custom_headers(custom))
 }
 
 /// One server's state, as `/health`, `/gateway/servers` and `model mcp server status` name it.
