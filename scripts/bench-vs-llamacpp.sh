@@ -11,6 +11,7 @@
 #      from its start to the end of a one-token completion (our server loads the model on that request,
 #      llama-server before its /health answers), and its peak RSS then.
 # usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]     (default 1,8,16; '' measures the engines alone)
+#   LOAD_ONLY=1 runs only step 3 (an 8B model's engine runs take long on a small machine);
 #   BUILD_ONLY=1 builds llama.cpp's tools (llama-server, llama-bench, llama-quantize) and stops;
 #   MODEL_BIN=path/to/model skips our release build; BENCH_JSON=FILE also writes the raw figures;
 #   GGUF=path/to/model.gguf benchmarks another model (default: SmolLM2-135M-Instruct Q4_1; real sizes:
@@ -66,9 +67,13 @@ trap 'kill $ours $theirs 2>/dev/null || true; rm -rf "$work"' EXIT
 export MODEL_RUNNER_HOME=$work/home
 "$model" package --gguf "$gguf" bench/model >/dev/null 2>&1
 
-echo "engines alone on $device (prompt 512, decode 128, $threads threads)..." >&2
-"$llama_bench" -m "$gguf" -p 512 -n 128 -t "$threads" ${offload[@]+"${offload[@]}"} -o json >"$work/llama-bench.json" 2>/dev/null
-"$model" bench --local bench/model --device "$device" --json >"$work/ours-local.json"
+load_only=${LOAD_ONLY:-0}
+[[ $load_only == 1 ]] && concurrency=""
+if [[ $load_only != 1 ]]; then
+  echo "engines alone on $device (prompt 512, decode 128, $threads threads)..." >&2
+  "$llama_bench" -m "$gguf" -p 512 -n 128 -t "$threads" ${offload[@]+"${offload[@]}"} -o json >"$work/llama-bench.json" 2>/dev/null
+  "$model" bench --local bench/model --device "$device" --json >"$work/ours-local.json"
+fi
 
 # Per concurrency level, both servers start fresh with as many slots as clients (llama-server's -np, our
 # --parallel) and a 4096-token context per slot; their peak RSS is read at the end of each level.
@@ -115,8 +120,9 @@ echo "{\"context\": $load_context, \"ours_s\": $ours_s, \"theirs_s\": $theirs_s,
 python3 - "$work" "${BENCH_JSON:-}" <<'PY'
 import json, sys, os
 work, out = sys.argv[1], sys.argv[2]
-theirs_local = json.load(open(f"{work}/llama-bench.json"))
-ours_local = {r["test"]: r for r in json.load(open(f"{work}/ours-local.json"))}
+engines = os.path.exists(f"{work}/ours-local.json")
+theirs_local = json.load(open(f"{work}/llama-bench.json")) if engines else []
+ours_local = {r["test"]: r for r in json.load(open(f"{work}/ours-local.json"))} if engines else {}
 http = json.load(open(f"{work}/http.json"))
 rss = json.load(open(f"{work}/rss.json"))
 load = json.load(open(f"{work}/load.json"))
@@ -129,8 +135,9 @@ def row(name, ours, theirs, target=None, higher=True):
         return
     met = ratio >= target if higher else ratio <= target
     rows.append((name, ours, theirs, ratio, ("≥" if higher else "≤") + f"{target:g}", "yes" if met else "no"))
-row("prompt 512, tok/s (engine)", ours_local["pp512"]["tokens_per_second"], tl["pp512"], 1.0)
-row("decode 1 stream, tok/s (engine)", ours_local["tg128"]["tokens_per_second"], tl["tg128"], 1.2)
+if engines:
+    row("prompt 512, tok/s (engine)", ours_local["pp512"]["tokens_per_second"], tl["pp512"], 1.0)
+    row("decode 1 stream, tok/s (engine)", ours_local["tg128"]["tokens_per_second"], tl["tg128"], 1.2)
 for a, b in zip(http[0::2], http[1::2]):
     c = a["concurrency"]
     row(f"HTTP {c} client(s), aggregate tok/s", a["tokens_per_second"], b["tokens_per_second"], 1.5 if c >= 8 else None)
@@ -141,7 +148,8 @@ for r in rss:
     row(f"peak RSS, MiB ({r['clients']} slots x 4096 context)", r["ours_kib"] / 1024, r["theirs_kib"] / 1024, 1.1, higher=False)
 row(f"load to first token, s (1 slot x {load['context']})", load["ours_s"], load["theirs_s"], 1.0, higher=False)
 row(f"peak RSS after it, MiB (1 slot x {load['context']})", load["ours_kib"] / 1024, load["theirs_kib"] / 1024, 1.0, higher=False)
-print(f"device: {ours_local['pp512'].get('device')}, CPU kernels: {ours_local['pp512'].get('kernels')}, threads: {ours_local['pp512'].get('threads')}")
+if engines:
+    print(f"device: {ours_local['pp512'].get('device')}, CPU kernels: {ours_local['pp512'].get('kernels')}, threads: {ours_local['pp512'].get('threads')}")
 print("| measure | model-runner | llama.cpp | ratio | target | met |")
 print("|---|---|---|---|---|---|")
 for name, o, t, r, target, met in rows:
