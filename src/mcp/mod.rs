@@ -26,6 +26,7 @@ pub mod endpoint;
 pub mod gateway;
 pub mod install;
 pub mod naming;
+pub mod oauth;
 pub mod policy;
 pub mod redact;
 pub mod upstream;

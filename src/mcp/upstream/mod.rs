@@ -29,6 +29,7 @@ use tokio::io::AsyncBufReadExt;
 use super::McpError;
 use super::breaker::{Breaker, BreakerState};
 use super::config::{ServerConfig, Transport};
+use super::oauth::{BearerClient, Credentials, TokenStore};
 use super::redact::Redactor;
 
 pub use features::Subscriber;
@@ -122,6 +123,8 @@ pub struct Upstream {
     redactor: Arc<Redactor>,
     /// Answers the server's sampling requests (used only when its config has `sampling`).
     sampler: Arc<dyn Sampler>,
+    /// A remote server's OAuth grant (`model mcp auth login`), when the gateway keeps grants.
+    credentials: Option<Arc<Credentials>>,
 }
 
 /// The client side's handler: follows `notifications/tools/list_changed` (and prompts' and resources'),
@@ -220,7 +223,14 @@ impl Upstream {
         redactor: Arc<Redactor>,
         on_change: Arc<dyn Fn(ListKind) + Send + Sync>,
         sampler: Arc<dyn Sampler>,
+        tokens: Option<&TokenStore>,
     ) -> Arc<Self> {
+        let credentials = match (&config.transport, tokens) {
+            (Transport::Http { url, .. }, Some(tokens)) => {
+                Some(Credentials::new(tokens.clone(), &config.name, url))
+            }
+            _ => None,
+        };
         Arc::new(Self {
             config,
             connection: tokio::sync::Mutex::new(None),
@@ -235,6 +245,7 @@ impl Upstream {
             on_change,
             redactor,
             sampler,
+            credentials,
         })
     }
 
@@ -401,7 +412,11 @@ impl Upstream {
             Transport::Http { url, headers } => {
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 let mut custom = HashMap::new();
+                let mut static_auth = false;
                 for (name, value) in headers {
+                    if name.eq_ignore_ascii_case("authorization") {
+                        static_auth = true;
+                    }
                     if name.eq_ignore_ascii_case("authorization")
                         && let Some(token) = value.strip_prefix("Bearer ")
                     {
@@ -415,10 +430,23 @@ impl Upstream {
                     custom.insert(name, value);
                 }
                 config = config.custom_headers(custom);
-                let service = listener
-                    .serve(StreamableHttpClientTransport::from_config(config))
-                    .await
-                    .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+                // A configured Authorization header wins; otherwise the OAuth grant, if any, is used
+                // (and a 401 without one says how to log in).
+                let service = match &self.credentials {
+                    Some(credentials) if !static_auth => {
+                        let client = BearerClient::new(credentials.clone())
+                            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+                        listener
+                            .serve(StreamableHttpClientTransport::with_client(client, config))
+                            .await
+                    }
+                    _ => {
+                        listener
+                            .serve(StreamableHttpClientTransport::from_config(config))
+                            .await
+                    }
+                }
+                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
                 (service, None)
             }
         };
