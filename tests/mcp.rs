@@ -1778,3 +1778,234 @@ fn catalog_servers_installed_by_the_cli_run_through_the_gateway() {
         serde_json::from_str(&std::fs::read_to_string(&vscode_file).expect("read")).expect("json");
     assert!(written["servers"].get("model-runner").is_none());
 }
+
+/// `tests/python/mcp_oauth_server.py`: a real OAuth-protected MCP server (the MCP Python SDK's
+/// authorization and resource server routes) on a free loopback port, killed on drop.
+struct OAuthServer {
+    child: Child,
+    port: u16,
+}
+
+impl OAuthServer {
+    fn start(token_lifetime_secs: u64) -> Self {
+        let port = free_port();
+        let child = Command::new(python())
+            .arg(repo_root().join("tests/python/mcp_oauth_server.py"))
+            .arg(port.to_string())
+            .arg("--token-lifetime")
+            .arg(token_lifetime_secs.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start mcp_oauth_server.py");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the OAuth server did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn stats(&self) -> Value {
+        reqwest::blocking::get(self.url("/test/stats"))
+            .and_then(|r| r.json())
+            .expect("GET /test/stats")
+    }
+}
+
+impl Drop for OAuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `text` holds something shaped like one of the test server's tokens (`at-…`, `rt-…`).
+fn holds_token(text: &str) -> bool {
+    ["at-", "rt-"].iter().any(|prefix| {
+        text.match_indices(prefix).any(|(i, _)| {
+            text[i + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .count()
+                >= 30
+        })
+    })
+}
+
+/// `model mcp auth ls --json` for the gateway's config: the entry of `server`.
+fn auth_entry(cli: &ModelCli, gateway: &Gateway, server: &str) -> Value {
+    let out = cli.ok(&[
+        "mcp",
+        "auth",
+        "ls",
+        "--json",
+        "--mcp-config",
+        gateway.config.to_str().expect("utf-8"),
+    ]);
+    assert!(!holds_token(&out), "auth ls printed a token: {out}");
+    let list: Value = serde_json::from_str(&out).expect("auth ls --json");
+    list.as_array()
+        .and_then(|l| l.iter().find(|e| e["server"] == server).cloned())
+        .unwrap_or_else(|| panic!("{server} is not listed: {out}"))
+}
+
+#[test]
+fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_revoked() {
+    let auth_server = OAuthServer::start(4);
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {"secure": {"url": auth_server.url("/mcp")}}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let config_arg = gateway.config.to_str().expect("utf-8").to_string();
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+
+    // Before a login the server refuses the gateway, which says how to log in.
+    assert!(!session.tool_names().iter().any(|n| n.starts_with("secure__")));
+    let servers = reqwest::blocking::get(gateway.url("/gateway/servers"))
+        .and_then(|r| r.text())
+        .expect("GET /gateway/servers");
+    assert!(
+        servers.contains("run `model mcp auth login secure`"),
+        "{servers}"
+    );
+    assert_eq!(auth_entry(&cli, &gateway, "secure")["state"], "not logged in");
+
+    // Login: the printed URL, followed as a browser would (the test server approves at once),
+    // returns to the runner's loopback listener.
+    let started = Instant::now();
+    let mut login = cli
+        .command(&[
+            "mcp",
+            "auth",
+            "login",
+            "secure",
+            "--no-browser",
+            "--timeout",
+            "60",
+            "--mcp-config",
+            &config_arg,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("model mcp auth login");
+    let mut stdout = std::io::BufReader::new(login.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    let url = loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stdout, &mut line).expect("read login output");
+        assert!(n > 0, "login printed no URL: {printed}");
+        printed.push_str(&line);
+        if line.starts_with("http") {
+            break line.trim().to_string();
+        }
+    };
+    let authorize: Vec<(String, String)> = reqwest::Url::parse(&url)
+        .expect("authorization URL")
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let param = |k: &str| authorize.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(param("code_challenge_method"), Some("S256"), "{url}");
+    assert_eq!(param("resource"), Some(auth_server.url("/mcp").as_str()));
+    assert!(param("state").is_some_and(|s| s.len() >= 22), "{url}");
+    assert!(param("redirect_uri").is_some_and(|r| r.starts_with("http://127.0.0.1:")));
+    let browser = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let landing = browser.get(&url).send().expect("follow the authorization URL");
+    assert_eq!(landing.status().as_u16(), 200);
+    assert!(landing.text().unwrap_or_default().contains("authorized"));
+    let status = login.wait().expect("login exits");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("login output");
+    printed.push_str(&rest);
+    let mut errors = String::new();
+    if let Some(mut stderr) = login.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut errors);
+    }
+    assert!(status.success(), "login failed: {printed}\n{errors}");
+    assert!(printed.contains("Authorized secure"), "{printed}");
+    assert!(!holds_token(&printed) && !holds_token(&errors));
+    eprintln!("login took {:.2} s", started.elapsed().as_secs_f64());
+    let stats = auth_server.stats();
+    assert_eq!(
+        (stats["registered"].as_u64(), stats["code_grants"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    let entry = auth_entry(&cli, &gateway, "secure");
+    assert_eq!(entry["state"], "authorized", "{entry}");
+    assert_eq!(entry["refreshable"], true);
+    let first_expiry = entry["expires_at"].as_i64().expect("expires_at");
+    // The grant is encrypted at rest: no token in any file of the runner's home.
+    for file in walk(&cli.home.path().join("mcp-auth")) {
+        let bytes = std::fs::read(&file).expect("read store file");
+        assert!(!holds_token(&String::from_utf8_lossy(&bytes)), "{file:?}");
+    }
+
+    // The gateway now reaches the server with the token.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let reply = session.call("secure__whoami", json!({}));
+        if !is_error(&reply) && reply.message.get("error").is_none() || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = session.tool_names();
+    };
+    assert_eq!(result_text(&reply), "authorized caller", "{}", reply.message);
+
+    // Past the access token's lifetime the gateway refreshes it before the call.
+    std::thread::sleep(Duration::from_secs(5));
+    let reply = session.call("secure__whoami", json!({}));
+    assert_eq!(result_text(&reply), "authorized caller", "{}", reply.message);
+    let stats = auth_server.stats();
+    assert!(stats["refresh_grants"].as_u64() >= Some(1), "{stats}");
+    let entry = auth_entry(&cli, &gateway, "secure");
+    assert!(entry["expires_at"].as_i64() > Some(first_expiry), "{entry}");
+
+    // Logout revokes both tokens at the server's revocation endpoint and deletes the grant.
+    let out = cli.ok(&["mcp", "auth", "logout", "secure", "--mcp-config", &config_arg]);
+    assert!(out.contains("Revoked and deleted"), "{out}");
+    assert_eq!(auth_server.stats()["revoked"].as_u64(), Some(2));
+    assert_eq!(auth_entry(&cli, &gateway, "secure")["state"], "not logged in");
+
+    // The gateway still holds the revoked token: the server refuses it, the one refresh fails, and
+    // the error says how to log in again.
+    let mut answers = String::new();
+    for _ in 0..2 {
+        let reply = session.call("secure__whoami", json!({}));
+        answers.push_str(&reply.message.to_string());
+        if answers.contains("run `model mcp auth login secure`") {
+            break;
+        }
+    }
+    assert!(
+        answers.contains("run `model mcp auth login secure`"),
+        "{answers}\n{}",
+        gateway.log()
+    );
+    let log = gateway.log();
+    assert!(!holds_token(&log), "the server log holds a token:\n{log}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
