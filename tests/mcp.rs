@@ -1873,6 +1873,7 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
         servers.contains("run `model mcp auth login secure`"),
         "{servers}"
     );
+    eprintln!("before login: {servers}");
     assert_eq!(auth_entry(&cli, &gateway, "secure")["state"], "not logged in");
 
     // Login: the printed URL, followed as a browser would (the test server approves at once),
@@ -1992,6 +1993,7 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
         "{answers}\n{}",
         gateway.log()
     );
+    eprintln!("after logout: {answers}");
     let log = gateway.log();
     assert!(!holds_token(&log), "the server log holds a token:\n{log}");
 }

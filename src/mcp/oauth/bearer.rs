@@ -79,7 +79,10 @@ impl Credentials {
         };
         if grant.needs_refresh() && grant.refresh_token.is_some() {
             tracing::debug!(server = %self.server, "access token about to expire; refreshing");
-            self.refresh(grant).await?;
+            if let Err(e) = self.refresh(grant).await {
+                *slot = None;
+                return Err(e);
+            }
         }
         Ok(Some(grant.access_token.clone()))
     }
@@ -107,8 +110,15 @@ impl Credentials {
             return Ok(grant.access_token.clone());
         }
         tracing::info!(server = %self.server, "the server refused the access token; refreshing it once");
-        self.refresh(grant).await?;
-        Ok(grant.access_token.clone())
+        let renewed = self
+            .refresh(grant)
+            .await
+            .map(|()| grant.access_token.clone());
+        if renewed.is_err() {
+            // Forget the refused grant: the next request reads the store again (a new login, or none).
+            *slot = None;
+        }
+        renewed
     }
 
     /// The saved grant, when it was made for this server's configured URL.

@@ -59,7 +59,7 @@ struct RegistrationResponse {
     #[serde(default)]
     client_secret: Option<String>,
     #[serde(default)]
-    token_endpoint_auth_method: Option<ClientAuth>,
+    token_endpoint_auth_method: Option<String>,
 }
 
 /// The client to use: the configured one, else a freshly registered one.
@@ -122,12 +122,12 @@ pub async fn client_for(
         .post_json("client registration", &endpoint, &request)
         .await?;
     let auth = match (
-        registered.token_endpoint_auth_method,
+        registered.token_endpoint_auth_method.as_deref(),
         &registered.client_secret,
     ) {
-        (Some(auth), _) => auth,
-        (None, Some(_)) => ClientAuth::ClientSecretPost,
-        (None, None) => ClientAuth::None,
+        (_, None) => ClientAuth::None,
+        (Some("client_secret_basic"), Some(_)) => ClientAuth::ClientSecretBasic,
+        (_, Some(_)) => ClientAuth::ClientSecretPost,
     };
     tracing::info!(issuer = %metadata.issuer, client_id = %registered.client_id, "registered as an OAuth client");
     Ok(Client {
