@@ -1865,7 +1865,12 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
     assert_eq!(session.initialize().status, 200);
 
     // Before a login the server refuses the gateway, which says how to log in.
-    assert!(!session.tool_names().iter().any(|n| n.starts_with("secure__")));
+    assert!(
+        !session
+            .tool_names()
+            .iter()
+            .any(|n| n.starts_with("secure__"))
+    );
     let servers = reqwest::blocking::get(gateway.url("/gateway/servers"))
         .and_then(|r| r.text())
         .expect("GET /gateway/servers");
@@ -1874,7 +1879,10 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
         "{servers}"
     );
     eprintln!("before login: {servers}");
-    assert_eq!(auth_entry(&cli, &gateway, "secure")["state"], "not logged in");
+    assert_eq!(
+        auth_entry(&cli, &gateway, "secure")["state"],
+        "not logged in"
+    );
 
     // Login: the printed URL, followed as a browser would (the test server approves at once),
     // returns to the runner's loopback listener.
@@ -1911,7 +1919,12 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
         .query_pairs()
         .into_owned()
         .collect();
-    let param = |k: &str| authorize.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let param = |k: &str| {
+        authorize
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(param("code_challenge_method"), Some("S256"), "{url}");
     assert_eq!(param("resource"), Some(auth_server.url("/mcp").as_str()));
     assert!(param("state").is_some_and(|s| s.len() >= 22), "{url}");
@@ -1920,7 +1933,10 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    let landing = browser.get(&url).send().expect("follow the authorization URL");
+    let landing = browser
+        .get(&url)
+        .send()
+        .expect("follow the authorization URL");
     assert_eq!(landing.status().as_u16(), 200);
     assert!(landing.text().unwrap_or_default().contains("authorized"));
     let status = login.wait().expect("login exits");
@@ -1961,22 +1977,42 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
         std::thread::sleep(Duration::from_millis(300));
         let _ = session.tool_names();
     };
-    assert_eq!(result_text(&reply), "authorized caller", "{}", reply.message);
+    assert_eq!(
+        result_text(&reply),
+        "authorized caller",
+        "{}",
+        reply.message
+    );
 
     // Past the access token's lifetime the gateway refreshes it before the call.
     std::thread::sleep(Duration::from_secs(5));
     let reply = session.call("secure__whoami", json!({}));
-    assert_eq!(result_text(&reply), "authorized caller", "{}", reply.message);
+    assert_eq!(
+        result_text(&reply),
+        "authorized caller",
+        "{}",
+        reply.message
+    );
     let stats = auth_server.stats();
     assert!(stats["refresh_grants"].as_u64() >= Some(1), "{stats}");
     let entry = auth_entry(&cli, &gateway, "secure");
     assert!(entry["expires_at"].as_i64() > Some(first_expiry), "{entry}");
 
     // Logout revokes both tokens at the server's revocation endpoint and deletes the grant.
-    let out = cli.ok(&["mcp", "auth", "logout", "secure", "--mcp-config", &config_arg]);
+    let out = cli.ok(&[
+        "mcp",
+        "auth",
+        "logout",
+        "secure",
+        "--mcp-config",
+        &config_arg,
+    ]);
     assert!(out.contains("Revoked and deleted"), "{out}");
     assert_eq!(auth_server.stats()["revoked"].as_u64(), Some(2));
-    assert_eq!(auth_entry(&cli, &gateway, "secure")["state"], "not logged in");
+    assert_eq!(
+        auth_entry(&cli, &gateway, "secure")["state"],
+        "not logged in"
+    );
 
     // The gateway still holds the revoked token: the server refuses it, the one refresh fails, and
     // the error says how to log in again.

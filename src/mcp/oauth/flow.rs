@@ -149,9 +149,12 @@ async fn token_request(
     form: &[(&str, &str)],
     grant: &'static str,
 ) -> Result<Tokens, OAuthError> {
-    let (mut fields, basic) = client.credentials();
+    let auth = client.authentication();
+    let mut fields = auth.form;
     fields.extend(form.iter().map(|&(k, v)| (k, v)));
-    let (status, body) = http.post_form("token", endpoint, &fields, basic).await?;
+    let (status, body) = http
+        .post_form("token", endpoint, &fields, auth.basic)
+        .await?;
     if !status.is_success() {
         return Err(match serde_json::from_slice::<TokenError>(&body) {
             Ok(e) => OAuthError::Refused {
@@ -193,10 +196,11 @@ pub async fn revoke(
     token: &str,
     hint: &str,
 ) -> Result<(), OAuthError> {
-    let (mut fields, basic) = client.credentials();
+    let auth = client.authentication();
+    let mut fields = auth.form;
     fields.extend([("token", token), ("token_type_hint", hint)]);
     let (status, _) = http
-        .post_form("revocation", endpoint, &fields, basic)
+        .post_form("revocation", endpoint, &fields, auth.basic)
         .await?;
     if !status.is_success() {
         return Err(OAuthError::Request {

@@ -39,16 +39,28 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// How a token or revocation request authenticates the client: form fields, or HTTP Basic.
+pub struct Authentication<'a> {
+    pub form: Vec<(&'static str, &'a str)>,
+    pub basic: Option<(&'a str, &'a str)>,
+}
+
 impl Client {
     /// The form fields and Basic credentials that authenticate this client in a token request.
-    pub fn credentials(&self) -> (Vec<(&'static str, &str)>, Option<(&str, &str)>) {
+    pub fn authentication(&self) -> Authentication<'_> {
         match (&self.auth, &self.secret) {
-            (ClientAuth::ClientSecretBasic, Some(secret)) => (vec![], Some((&self.id, secret))),
-            (ClientAuth::ClientSecretPost, Some(secret)) => (
-                vec![("client_id", self.id.as_str()), ("client_secret", secret)],
-                None,
-            ),
-            _ => (vec![("client_id", self.id.as_str())], None),
+            (ClientAuth::ClientSecretBasic, Some(secret)) => Authentication {
+                form: vec![],
+                basic: Some((&self.id, secret)),
+            },
+            (ClientAuth::ClientSecretPost, Some(secret)) => Authentication {
+                form: vec![("client_id", self.id.as_str()), ("client_secret", secret)],
+                basic: None,
+            },
+            _ => Authentication {
+                form: vec![("client_id", self.id.as_str())],
+                basic: None,
+            },
         }
     }
 }
