@@ -1837,6 +1837,99 @@ fn holds_token(text: &str) -> bool {
     })
 }
 
+/// Runs `model mcp auth login NAME --no-browser`; with `follow`, fetches the URL it prints as a browser
+/// would (the test server approves at once and redirects to the runner's loopback listener). Whether it
+/// succeeded, all it printed, and the URL.
+fn auth_login(
+    cli: &ModelCli,
+    config: &str,
+    name: &str,
+    follow: bool,
+) -> (bool, String, Option<String>) {
+    let mut login = cli
+        .command(&[
+            "mcp",
+            "auth",
+            "login",
+            name,
+            "--no-browser",
+            "--timeout",
+            "30",
+            "--mcp-config",
+            config,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("model mcp auth login");
+    let mut stdout = std::io::BufReader::new(login.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    let mut url = None;
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stdout, &mut line).expect("read login output");
+        printed.push_str(&line);
+        if n == 0 {
+            break;
+        }
+        if line.starts_with("http") {
+            url = Some(line.trim().to_string());
+            break;
+        }
+    }
+    if let (Some(url), true) = (&url, follow) {
+        let browser = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let landing = browser
+            .get(url)
+            .send()
+            .expect("follow the authorization URL");
+        let status = landing.status().as_u16();
+        let page = landing.text().unwrap_or_default();
+        printed.push_str(&format!("[browser: {status} {page}]\n"));
+    }
+    let status = login.wait().expect("login exits");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    printed.push_str(&rest);
+    if let Some(mut stderr) = login.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut printed);
+    }
+    (status.success(), printed, url)
+}
+
+#[test]
+fn hostile_authorization_servers_are_refused_and_nothing_is_stored() {
+    let auth_server = OAuthServer::start(3600);
+    let cli = ModelCli::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("mcp.json");
+    std::fs::write(
+        &config,
+        json!({"mcpServers": {"secure": {"url": auth_server.url("/mcp")}}}).to_string(),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8").to_string();
+    for (mode, expected) in [
+        ("foreign-issuer", "is not http://127.0.0.1:"),
+        ("huge-metadata", "larger than 65536 bytes"),
+        ("redirect-token", "answered with a redirect"),
+    ] {
+        reqwest::blocking::Client::new()
+            .post(auth_server.url(&format!("/test/hostile?mode={mode}")))
+            .send()
+            .expect("set hostile mode");
+        let (ok, printed, _) = auth_login(&cli, &config, "secure", true);
+        assert!(!ok && printed.contains(expected), "{mode}: {printed}");
+        let ls = cli.ok(&["mcp", "auth", "ls", "--json", "--mcp-config", &config]);
+        assert!(ls.contains("not logged in"), "{mode}: {ls}");
+    }
+    // The redirected token request never reached another origin: only the real endpoint saw a code.
+    assert_eq!(auth_server.stats()["code_grants"].as_u64(), Some(0));
+}
+
 /// `model mcp auth ls --json` for the gateway's config: the entry of `server`.
 fn auth_entry(cli: &ModelCli, gateway: &Gateway, server: &str) -> Value {
     let out = cli.ok(&[
@@ -1887,33 +1980,12 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
     // Login: the printed URL, followed as a browser would (the test server approves at once),
     // returns to the runner's loopback listener.
     let started = Instant::now();
-    let mut login = cli
-        .command(&[
-            "mcp",
-            "auth",
-            "login",
-            "secure",
-            "--no-browser",
-            "--timeout",
-            "60",
-            "--mcp-config",
-            &config_arg,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("model mcp auth login");
-    let mut stdout = std::io::BufReader::new(login.stdout.take().expect("stdout"));
-    let mut printed = String::new();
-    let url = loop {
-        let mut line = String::new();
-        let n = std::io::BufRead::read_line(&mut stdout, &mut line).expect("read login output");
-        assert!(n > 0, "login printed no URL: {printed}");
-        printed.push_str(&line);
-        if line.starts_with("http") {
-            break line.trim().to_string();
-        }
-    };
+    let (ok, printed, url) = auth_login(&cli, &config_arg, "secure", true);
+    assert!(ok, "login failed: {printed}");
+    assert!(printed.contains("Authorized secure"), "{printed}");
+    assert!(!holds_token(&printed), "{printed}");
+    eprintln!("login took {:.2} s", started.elapsed().as_secs_f64());
+    let url = url.expect("the authorization URL");
     let authorize: Vec<(String, String)> = reqwest::Url::parse(&url)
         .expect("authorization URL")
         .query_pairs()
@@ -1929,28 +2001,6 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
     assert_eq!(param("resource"), Some(auth_server.url("/mcp").as_str()));
     assert!(param("state").is_some_and(|s| s.len() >= 22), "{url}");
     assert!(param("redirect_uri").is_some_and(|r| r.starts_with("http://127.0.0.1:")));
-    let browser = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let landing = browser
-        .get(&url)
-        .send()
-        .expect("follow the authorization URL");
-    assert_eq!(landing.status().as_u16(), 200);
-    assert!(landing.text().unwrap_or_default().contains("authorized"));
-    let status = login.wait().expect("login exits");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("login output");
-    printed.push_str(&rest);
-    let mut errors = String::new();
-    if let Some(mut stderr) = login.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut errors);
-    }
-    assert!(status.success(), "login failed: {printed}\n{errors}");
-    assert!(printed.contains("Authorized secure"), "{printed}");
-    assert!(!holds_token(&printed) && !holds_token(&errors));
-    eprintln!("login took {:.2} s", started.elapsed().as_secs_f64());
     let stats = auth_server.stats();
     assert_eq!(
         (stats["registered"].as_u64(), stats["code_grants"].as_u64()),

@@ -588,6 +588,31 @@ mod tests {
     }
 
     #[test]
+    fn oauth_client_settings_resolve_their_secret_and_redact_it() {
+        let config = parse(
+            r#"{"mcpServers": {"web": {"url": "https://mcp.example.com/mcp",
+                 "oauth": {"clientId": "runner", "clientSecret": "${OAUTH_SECRET}", "scope": "read"}}}}"#,
+            &[("OAUTH_SECRET", "oauth-client-secret")],
+        )
+        .expect("config");
+        let oauth = config.servers[0].oauth.clone().expect("oauth");
+        assert_eq!(oauth.client_id.as_deref(), Some("runner"));
+        assert_eq!(oauth.client_secret.as_deref(), Some("oauth-client-secret"));
+        assert_eq!(oauth.scope.as_deref(), Some("read"));
+        assert!(
+            config
+                .secret_values
+                .contains(&"oauth-client-secret".to_string())
+        );
+        let err = parse(
+            r#"{"mcpServers": {"web": {"url": "https://x/mcp", "oauth": {"clientSecret": "s"}}}}"#,
+            &[],
+        )
+        .expect_err("a secret without an id");
+        assert!(err.to_string().contains("clientId"), "{err}");
+    }
+
+    #[test]
     fn a_missing_reference_names_server_and_variable() {
         let err = parse(
             r#"{"mcpServers": {"fs": {"command": "x", "env": {"K": "${NOPE}"}}}}"#,

@@ -6,6 +6,9 @@ The authorization endpoint approves at once (there is no user to ask): it redire
 redirect URI with a fresh code. Access tokens live `--token-lifetime` seconds, so a test can watch the
 client refresh them. `POST /test/revoke-all` forgets every token, as an administrator revoking the grant
 would; `GET /test/stats` counts registrations, authorizations, code and refresh grants and revocations.
+`POST /test/hostile?mode=MODE` makes the authorization server misbehave from then on, for the client's
+defences to be tested: `foreign-issuer` (its metadata names another issuer), `huge-metadata` (a 1 MiB
+metadata document), `redirect-token` (the token endpoint redirects to another origin); `none` restores it.
 
 Usage: mcp_oauth_server.py PORT [--token-lifetime SECONDS]
 """
@@ -152,8 +155,39 @@ def main() -> None:
     async def stats(_: Request) -> JSONResponse:
         return JSONResponse(provider.stats)
 
-    app = server.streamable_http_app()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    hostile = {"mode": "none"}
+
+    @server.custom_route("/test/hostile", methods=["POST"])
+    async def set_hostile(request: Request) -> JSONResponse:
+        hostile["mode"] = request.query_params.get("mode", "none")
+        return JSONResponse({"mode": hostile["mode"]})
+
+    inner = server.streamable_http_app()
+
+    async def app(scope, receive, send):
+        """The SDK's app, unless a hostile mode answers the request first."""
+        path, method, mode = scope.get("path"), scope.get("method"), hostile["mode"]
+        if scope["type"] == "http" and path == "/.well-known/oauth-authorization-server":
+            if mode == "foreign-issuer":
+                body = JSONResponse(
+                    {
+                        "issuer": "http://127.0.0.1:1",
+                        "authorization_endpoint": "http://127.0.0.1:1/authorize",
+                        "token_endpoint": "http://127.0.0.1:1/token",
+                        "code_challenge_methods_supported": ["S256"],
+                        "response_types_supported": ["code"],
+                    }
+                )
+                return await body(scope, receive, send)
+            if mode == "huge-metadata":
+                body = JSONResponse({"issuer": base, "padding": "x" * (1 << 20)})
+                return await body(scope, receive, send)
+        if scope["type"] == "http" and path == "/token" and method == "POST" and mode == "redirect-token":
+            redirect = JSONResponse({}, status_code=307, headers={"location": "http://127.0.0.1:1/steal"})
+            return await redirect(scope, receive, send)
+        await inner(scope, receive, send)
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,12 @@ pub struct Pkce {
 }
 
 impl Pkce {
+    /// A fresh pair: a 43-character verifier from 32 random bytes.
     pub fn new() -> Self {
-        let verifier = random_token(32);
+        Self::from_verifier(random_token(32))
+    }
+
+    fn from_verifier(verifier: String) -> Self {
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         Self {
             verifier,
@@ -220,9 +224,11 @@ mod tests {
     #[test]
     fn pkce_challenge_is_the_s256_of_the_verifier() {
         // RFC 7636 appendix B.
-        let verifier = "dBjftJeZ4CVP-mJ92IZ2gWuh2t7TuaYFLgGz4jFGwSo";
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        let pkce = Pkce::from_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into());
+        assert_eq!(
+            pkce.challenge,
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
         let pkce = Pkce::new();
         assert_eq!(pkce.verifier.len(), 43);
         assert_ne!(pkce.verifier, Pkce::new().verifier);
