@@ -41,6 +41,30 @@ pub enum CredentialError {
     Store { server: String, source: OAuthError },
 }
 
+/// The credential error inside a transport error, if it is one (rmcp wraps it a few times), so the
+/// gateway can show its message alone.
+pub fn credential_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CredentialError> {
+    let mut next = Some(error);
+    // Error chains are short; the bound only guards against a cyclic `source`.
+    for _ in 0..16 {
+        let e = next?;
+        if let Some(found) = e.downcast_ref::<CredentialError>() {
+            return Some(found);
+        }
+        if let Some(found) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<CredentialError>())
+        {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
 /// One server's saved grant, kept current.
 pub struct Credentials {
     server: String,
@@ -422,11 +446,16 @@ mod tests {
     }
 
     #[test]
-    fn credential_errors_tell_the_user_to_log_in() {
+    fn credential_errors_tell_the_user_to_log_in_and_are_found_inside_transport_errors() {
         let e = CredentialError::RenewFailed {
             server: "web".into(),
             reason: "invalid_grant".into(),
         };
         assert!(e.to_string().ends_with("run `model mcp auth login web`"));
+        let wrapped = refused(e);
+        let found = credential_error(&wrapped).map(|c| c.to_string());
+        assert!(found.is_some_and(|m| m.starts_with("MCP server web's authorization")));
+        let other: StreamableHttpError<reqwest::Error> = StreamableHttpError::UnexpectedEndOfStream;
+        assert!(credential_error(&other).is_none());
     }
 }

@@ -24,7 +24,7 @@ pub mod login;
 pub mod registration;
 pub mod store;
 
-pub use bearer::{BearerClient, Credentials};
+pub use bearer::{BearerClient, Credentials, credential_error};
 pub use login::{LoginOptions, login, logout};
 pub use store::{Grant, TokenStore};
 

@@ -29,7 +29,7 @@ use tokio::io::AsyncBufReadExt;
 use super::McpError;
 use super::breaker::{Breaker, BreakerState};
 use super::config::{ServerConfig, Transport};
-use super::oauth::{BearerClient, Credentials, TokenStore};
+use super::oauth::{BearerClient, Credentials, TokenStore, credential_error};
 use super::redact::Redactor;
 
 pub use features::Subscriber;
@@ -446,7 +446,10 @@ impl Upstream {
                             .await
                     }
                 }
-                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+                .map_err(|e| match credential_error(&e) {
+                    Some(refused) => refused.to_string(),
+                    None => format!("cannot connect to {url}: {e}"),
+                })?;
                 (service, None)
             }
         };
@@ -533,10 +536,17 @@ impl Upstream {
                 server,
                 message: e.message.to_string(),
             }),
-            Ok(Err(e)) => Err(McpError::Transport {
-                server,
-                message: self.redactor.redact(&e.to_string()),
-            }),
+            Ok(Err(e)) => match credential_error(&e) {
+                // Not a transport failure: the user has to (re)authorize the server.
+                Some(refused) => Err(McpError::Unavailable {
+                    server,
+                    reason: refused.to_string(),
+                }),
+                None => Err(McpError::Transport {
+                    server,
+                    message: self.redactor.redact(&e.to_string()),
+                }),
+            },
         }
     }
 
