@@ -446,9 +446,18 @@ impl Upstream {
                             .await
                     }
                 }
-                .map_err(|e| match credential_error(&e) {
-                    Some(refused) => refused.to_string(),
-                    None => format!("cannot connect to {url}: {e}"),
+                .map_err(|e| {
+                    // rmcp keeps the transport's error out of the `source` chain here.
+                    let refused = match &e {
+                        rmcp::service::ClientInitializeError::TransportError { error, .. } => {
+                            credential_error(error)
+                        }
+                        other => credential_error(other),
+                    };
+                    match refused {
+                        Some(refused) => refused.to_string(),
+                        None => format!("cannot connect to {url}: {e}"),
+                    }
                 })?;
                 (service, None)
             }
