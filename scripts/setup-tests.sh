@@ -27,6 +27,10 @@ if ! .venv/bin/python -c 'import openai, anthropic, agents, jsonschema, selenium
   .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<4' 'anthropic>=0.40,<1' \
     'openai-agents>=0.3,<1' 'jsonschema>=4,<5' 'selenium>=4.20,<5'
 fi
+# The MCP Python SDK's authorization server routes run tests/python/mcp_oauth_server.py (the OAuth tests).
+if ! .venv/bin/python -c 'import uvicorn, mcp.server.mcpserver, mcp.server.auth.routes' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check 'mcp>=2.3,<3' 'uvicorn>=0.30'
+fi
 if [[ $(.venv/bin/python -c 'import gguf, numpy, importlib.metadata as m; print(m.version("gguf"), numpy.__version__)' 2>/dev/null) != "0.19.0 2.4.6" ]]; then
   .venv/bin/pip install -q --disable-pip-version-check gguf==0.19.0 numpy==2.4.6
 fi

@@ -2148,3 +2148,322 @@ fn claude_code_lists_the_gateway_connected() {
         "{all}"
     );
 }
+
+/// `tests/python/mcp_oauth_server.py`: a real OAuth-protected MCP server (the MCP Python SDK's
+/// authorization and resource server routes) on a free loopback port, killed on drop.
+struct OAuthServer {
+    child: Child,
+    port: u16,
+}
+
+impl OAuthServer {
+    fn start(token_lifetime_secs: u64) -> Self {
+        let port = free_port();
+        let child = Command::new(python())
+            .arg(repo_root().join("tests/python/mcp_oauth_server.py"))
+            .arg(port.to_string())
+            .arg("--token-lifetime")
+            .arg(token_lifetime_secs.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start mcp_oauth_server.py");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the OAuth server did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn stats(&self) -> Value {
+        reqwest::blocking::get(self.url("/test/stats"))
+            .and_then(|r| r.json())
+            .expect("GET /test/stats")
+    }
+}
+
+impl Drop for OAuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `text` holds something shaped like one of the test server's tokens (`at-…`, `rt-…`).
+fn holds_token(text: &str) -> bool {
+    ["at-", "rt-"].iter().any(|prefix| {
+        text.match_indices(prefix).any(|(i, _)| {
+            text[i + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .count()
+                >= 30
+        })
+    })
+}
+
+/// Runs `model mcp auth login NAME --no-browser`; with `follow`, fetches the URL it prints as a browser
+/// would (the test server approves at once and redirects to the runner's loopback listener). Whether it
+/// succeeded, all it printed, and the URL.
+fn auth_login(
+    cli: &ModelCli,
+    config: &str,
+    name: &str,
+    follow: bool,
+) -> (bool, String, Option<String>) {
+    let mut login = cli
+        .command(&[
+            "mcp",
+            "auth",
+            "login",
+            name,
+            "--no-browser",
+            "--timeout",
+            "30",
+            "--mcp-config",
+            config,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("model mcp auth login");
+    let mut stdout = std::io::BufReader::new(login.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    let mut url = None;
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stdout, &mut line).expect("read login output");
+        printed.push_str(&line);
+        if n == 0 {
+            break;
+        }
+        if line.starts_with("http") {
+            url = Some(line.trim().to_string());
+            break;
+        }
+    }
+    if let (Some(url), true) = (&url, follow) {
+        let browser = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let landing = browser
+            .get(url)
+            .send()
+            .expect("follow the authorization URL");
+        let status = landing.status().as_u16();
+        let page = landing.text().unwrap_or_default();
+        printed.push_str(&format!("[browser: {status} {page}]\n"));
+    }
+    let status = login.wait().expect("login exits");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    printed.push_str(&rest);
+    if let Some(mut stderr) = login.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut printed);
+    }
+    (status.success(), printed, url)
+}
+
+#[test]
+fn hostile_authorization_servers_are_refused_and_nothing_is_stored() {
+    let auth_server = OAuthServer::start(3600);
+    let cli = ModelCli::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("mcp.json");
+    std::fs::write(
+        &config,
+        json!({"mcpServers": {"secure": {"url": auth_server.url("/mcp")}}}).to_string(),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8").to_string();
+    for (mode, expected) in [
+        ("foreign-issuer", "is not http://127.0.0.1:"),
+        ("huge-metadata", "larger than 65536 bytes"),
+        ("redirect-token", "answered with a redirect"),
+    ] {
+        reqwest::blocking::Client::new()
+            .post(auth_server.url(&format!("/test/hostile?mode={mode}")))
+            .send()
+            .expect("set hostile mode");
+        let (ok, printed, _) = auth_login(&cli, &config, "secure", true);
+        assert!(!ok && printed.contains(expected), "{mode}: {printed}");
+        let ls = cli.ok(&["mcp", "auth", "ls", "--json", "--mcp-config", &config]);
+        assert!(ls.contains("not logged in"), "{mode}: {ls}");
+    }
+    // The redirected token request never reached another origin: only the real endpoint saw a code.
+    assert_eq!(auth_server.stats()["code_grants"].as_u64(), Some(0));
+}
+
+/// `model mcp auth ls --json` for the gateway's config: the entry of `server`.
+fn auth_entry(cli: &ModelCli, gateway: &Gateway, server: &str) -> Value {
+    let out = cli.ok(&[
+        "mcp",
+        "auth",
+        "ls",
+        "--json",
+        "--mcp-config",
+        gateway.config.to_str().expect("utf-8"),
+    ]);
+    assert!(!holds_token(&out), "auth ls printed a token: {out}");
+    let list: Value = serde_json::from_str(&out).expect("auth ls --json");
+    list.as_array()
+        .and_then(|l| l.iter().find(|e| e["server"] == server).cloned())
+        .unwrap_or_else(|| panic!("{server} is not listed: {out}"))
+}
+
+#[test]
+fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_revoked() {
+    let auth_server = OAuthServer::start(4);
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {"secure": {"url": auth_server.url("/mcp")}}});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let config_arg = gateway.config.to_str().expect("utf-8").to_string();
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+
+    // Before a login the server refuses the gateway, which says how to log in.
+    assert!(
+        !session
+            .tool_names()
+            .iter()
+            .any(|n| n.starts_with("secure__"))
+    );
+    let servers = reqwest::blocking::get(gateway.url("/gateway/servers"))
+        .and_then(|r| r.text())
+        .expect("GET /gateway/servers");
+    assert!(
+        servers.contains("run `model mcp auth login secure`"),
+        "{servers}"
+    );
+    eprintln!("before login: {servers}");
+    assert_eq!(
+        auth_entry(&cli, &gateway, "secure")["state"],
+        "not logged in"
+    );
+
+    // Login: the printed URL, followed as a browser would (the test server approves at once),
+    // returns to the runner's loopback listener.
+    let started = Instant::now();
+    let (ok, printed, url) = auth_login(&cli, &config_arg, "secure", true);
+    assert!(ok, "login failed: {printed}");
+    assert!(printed.contains("Authorized secure"), "{printed}");
+    assert!(!holds_token(&printed), "{printed}");
+    eprintln!("login took {:.2} s", started.elapsed().as_secs_f64());
+    let url = url.expect("the authorization URL");
+    let authorize: Vec<(String, String)> = reqwest::Url::parse(&url)
+        .expect("authorization URL")
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let param = |k: &str| {
+        authorize
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(param("code_challenge_method"), Some("S256"), "{url}");
+    assert_eq!(param("resource"), Some(auth_server.url("/mcp").as_str()));
+    assert!(param("state").is_some_and(|s| s.len() >= 22), "{url}");
+    assert!(param("redirect_uri").is_some_and(|r| r.starts_with("http://127.0.0.1:")));
+    let stats = auth_server.stats();
+    assert_eq!(
+        (stats["registered"].as_u64(), stats["code_grants"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    let entry = auth_entry(&cli, &gateway, "secure");
+    assert_eq!(entry["state"], "authorized", "{entry}");
+    assert_eq!(entry["refreshable"], true);
+    let first_expiry = entry["expires_at"].as_i64().expect("expires_at");
+    // The grant is encrypted at rest: no token in any file of the runner's home.
+    for file in walk(&cli.home.path().join("mcp-auth")) {
+        let bytes = std::fs::read(&file).expect("read store file");
+        assert!(!holds_token(&String::from_utf8_lossy(&bytes)), "{file:?}");
+    }
+
+    // The gateway now reaches the server with the token.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let reply = session.call("secure__whoami", json!({}));
+        if !is_error(&reply) && reply.message.get("error").is_none() || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = session.tool_names();
+    };
+    assert_eq!(
+        result_text(&reply),
+        "authorized caller",
+        "{}",
+        reply.message
+    );
+
+    // Past the access token's lifetime the gateway refreshes it before the call.
+    std::thread::sleep(Duration::from_secs(5));
+    let reply = session.call("secure__whoami", json!({}));
+    assert_eq!(
+        result_text(&reply),
+        "authorized caller",
+        "{}",
+        reply.message
+    );
+    let stats = auth_server.stats();
+    assert!(stats["refresh_grants"].as_u64() >= Some(1), "{stats}");
+    let entry = auth_entry(&cli, &gateway, "secure");
+    assert!(entry["expires_at"].as_i64() > Some(first_expiry), "{entry}");
+
+    // Logout revokes both tokens at the server's revocation endpoint and deletes the grant.
+    let out = cli.ok(&[
+        "mcp",
+        "auth",
+        "logout",
+        "secure",
+        "--mcp-config",
+        &config_arg,
+    ]);
+    assert!(out.contains("Revoked and deleted"), "{out}");
+    assert_eq!(auth_server.stats()["revoked"].as_u64(), Some(2));
+    assert_eq!(
+        auth_entry(&cli, &gateway, "secure")["state"],
+        "not logged in"
+    );
+
+    // The gateway still holds the revoked token: the server refuses it, the one refresh fails, and
+    // the error says how to log in again.
+    let mut answers = String::new();
+    for _ in 0..2 {
+        let reply = session.call("secure__whoami", json!({}));
+        answers.push_str(&reply.message.to_string());
+        if answers.contains("run `model mcp auth login secure`") {
+            break;
+        }
+    }
+    assert!(
+        answers.contains("run `model mcp auth login secure`"),
+        "{answers}\n{}",
+        gateway.log()
+    );
+    eprintln!("after logout: {answers}");
+    let log = gateway.log();
+    assert!(!holds_token(&log), "the server log holds a token:\n{log}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -30,6 +30,8 @@ pub enum McpCommand {
     Server(ServerArgs),
     /// Point MCP clients (claude-desktop, cursor, vscode, claude-code, codex) at this gateway.
     Client(ClientArgs),
+    /// Authorize the gateway at remote MCP servers that use OAuth; list and revoke the grants.
+    Auth(super::mcp_auth::AuthArgs),
 }
 
 /// Where the catalog and the gateway config are.
@@ -51,7 +53,7 @@ pub struct Files {
 }
 
 impl Files {
-    fn config_path(&self, store: &Store) -> PathBuf {
+    pub(super) fn config_path(&self, store: &Store) -> PathBuf {
         self.mcp_config
             .clone()
             .unwrap_or_else(|| default_path(store.root()))
@@ -260,6 +262,7 @@ pub async fn run(store: &Store, command: McpCommand) -> Result<()> {
         McpCommand::Catalog(args) => catalog(store, args).await,
         McpCommand::Server(args) => server(store, args).await,
         McpCommand::Client(args) => client_command(store, args).await,
+        McpCommand::Auth(args) => super::mcp_auth::run(store, args).await,
     }
 }
 

@@ -8,6 +8,7 @@ mod chat;
 mod client;
 mod compose;
 mod mcp;
+mod mcp_auth;
 mod progress_view;
 pub mod run;
 mod serve;

@@ -197,7 +197,10 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
         default.exists().then_some(default)
     });
     let gateway = match mcp_config {
-        Some(path) => Some(Gateway::from_file(path)?),
+        Some(path) => Some(Gateway::from_file(
+            path,
+            Some(crate::mcp::oauth::TokenStore::new(store.root())),
+        )?),
         None => None,
     };
     let responses = Arc::new(ResponsesStore::new(

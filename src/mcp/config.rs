@@ -59,6 +59,8 @@ struct RawServer {
     cache_ttl_secs: Option<f64>,
     /// Answer the server's sampling requests with this local model (off when absent).
     sampling: Option<RawSampling>,
+    /// The OAuth client for a remote server (`model mcp auth login`); optional even then.
+    oauth: Option<RawOAuth>,
     /// The catalog entry the server was installed from (`model mcp server add`); informational.
     #[serde(default)]
     #[allow(dead_code)]
@@ -102,6 +104,14 @@ struct RawSecret {
     env: Option<String>,
     file: Option<PathBuf>,
     value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawOAuth {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +170,8 @@ pub struct ServerConfig {
     pub cache_ttl: Option<Duration>,
     /// Off (`None`) unless the server's config names a model for its sampling requests.
     pub sampling: Option<SamplingPolicy>,
+    /// The OAuth client settings of a remote server (its `oauth`), when given.
+    pub oauth: Option<crate::mcp::oauth::ClientSettings>,
 }
 
 /// A gateway client: who a bearer token stands for and what it may do.
@@ -384,6 +396,31 @@ fn resolve(
                 .cache_ttl_secs
                 .map(|s| seconds(Some(s), Duration::ZERO, "cacheTtlSecs"))
                 .transpose()?,
+            oauth: server
+                .oauth
+                .map(|o| {
+                    let client_secret = o
+                        .client_secret
+                        .map(|secret| {
+                            interpolate(&secret, &lookup).map_err(|missing| {
+                                ConfigError::Invalid(format!(
+                                    "server {name}: oauth.clientSecret refers to ${{{missing}}}, which is neither a secret nor set in the environment"
+                                ))
+                            })
+                        })
+                        .transpose()?;
+                    if client_secret.is_some() && o.client_id.is_none() {
+                        return Err(ConfigError::Invalid(format!(
+                            "server {name}: oauth.clientSecret needs an oauth.clientId"
+                        )));
+                    }
+                    Ok(crate::mcp::oauth::ClientSettings {
+                        client_id: o.client_id,
+                        client_secret,
+                        scope: o.scope,
+                    })
+                })
+                .transpose()?,
             name,
         });
     }
@@ -425,6 +462,11 @@ fn resolve(
     let mut secret_values: Vec<String> = secrets.into_values().collect();
     secret_values.extend(interpolated.into_inner());
     secret_values.extend(clients.iter().map(|c| c.token.clone()));
+    secret_values.extend(
+        servers
+            .iter()
+            .filter_map(|s| s.oauth.as_ref()?.client_secret.clone()),
+    );
     secret_values.retain(|s| s.len() >= 4);
     secret_values.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secret_values.dedup();
@@ -553,6 +595,31 @@ mod tests {
                 format!(r#"{{"mcpServers": {{"s": {{"command": "x", "sampling": {bad}}}}}}}"#);
             assert!(parse(&json, &[]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn oauth_client_settings_resolve_their_secret_and_redact_it() {
+        let config = parse(
+            r#"{"mcpServers": {"web": {"url": "https://mcp.example.com/mcp",
+                 "oauth": {"clientId": "runner", "clientSecret": "${OAUTH_SECRET}", "scope": "read"}}}}"#,
+            &[("OAUTH_SECRET", "oauth-client-secret")],
+        )
+        .expect("config");
+        let oauth = config.servers[0].oauth.clone().expect("oauth");
+        assert_eq!(oauth.client_id.as_deref(), Some("runner"));
+        assert_eq!(oauth.client_secret.as_deref(), Some("oauth-client-secret"));
+        assert_eq!(oauth.scope.as_deref(), Some("read"));
+        assert!(
+            config
+                .secret_values
+                .contains(&"oauth-client-secret".to_string())
+        );
+        let err = parse(
+            r#"{"mcpServers": {"web": {"url": "https://x/mcp", "oauth": {"clientSecret": "s"}}}}"#,
+            &[],
+        )
+        .expect_err("a secret without an id");
+        assert!(err.to_string().contains("clientId"), "{err}");
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //!
 //! Around the gateway: `catalog` (servers one can install, in the MCP Registry's `server.json` format),
 //! `install` (a catalog entry to a server definition: pinned `npx`/`uvx`/sandboxed `docker run`, or a
-//! remote), `config_edit` (atomic edits of the gateway's config file) and `client_config` (the MCP
-//! clients' own files, pointed at this gateway).
+//! remote), `config_edit` (atomic edits of the gateway's config file), `client_config` (the MCP
+//! clients' own files, pointed at this gateway) and `oauth` (OAuth 2.1 for remote servers: login,
+//! encrypted grants, and the bearer token the upstream HTTP transport attaches).
 
 pub mod breaker;
 pub mod catalog;
@@ -27,6 +28,7 @@ pub mod endpoint;
 pub mod gateway;
 pub mod install;
 pub mod naming;
+pub mod oauth;
 pub mod policy;
 pub mod redact;
 pub mod upstream;

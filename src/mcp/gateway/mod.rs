@@ -27,6 +27,7 @@ use rmcp::model::CallToolResult;
 use super::McpError;
 use super::breaker::Breaker;
 use super::config::{ConfigError, McpConfig};
+use super::oauth::TokenStore;
 use super::policy::{Caller, Policy};
 use super::redact::Redactor;
 use super::upstream::{ListKind, Upstream};
@@ -89,11 +90,22 @@ pub struct Gateway {
     /// upstreams, whose sampling requests they answer).
     local: Arc<RwLock<Option<Arc<dyn LocalModels>>>>,
     stats: observe::CallStats,
+    /// Where remote servers' OAuth grants are kept (`model mcp auth login`), when the runner has a home.
+    tokens: Option<TokenStore>,
 }
 
 impl Gateway {
     /// A gateway over `config`; `config_path` is what SIGHUP reloads.
     pub fn new(config: McpConfig, config_path: Option<PathBuf>) -> Arc<Self> {
+        Self::with_tokens(config, config_path, None)
+    }
+
+    /// As `new`, remote servers authorized with the OAuth grants of `tokens`.
+    pub fn with_tokens(
+        config: McpConfig,
+        config_path: Option<PathBuf>,
+        tokens: Option<TokenStore>,
+    ) -> Arc<Self> {
         let changes = Arc::new(ChangeSignal {
             dirty: AtomicBool::new(true),
             version: tokio::sync::watch::channel(0).0,
@@ -101,7 +113,7 @@ impl Gateway {
             resources: tokio::sync::watch::channel(0).0,
         });
         let local = Arc::new(RwLock::new(None));
-        let setup = build_setup(config, &[], &changes, &local);
+        let setup = build_setup(config, &[], &changes, &local, tokens.as_ref());
         Arc::new(Self {
             setup: RwLock::new(Arc::new(setup)),
             config_path,
@@ -109,13 +121,14 @@ impl Gateway {
             changes,
             local,
             stats: observe::CallStats::default(),
+            tokens,
         })
     }
 
-    /// Loads `--mcp-config FILE`.
-    pub fn from_file(path: PathBuf) -> Result<Arc<Self>, ConfigError> {
+    /// Loads `--mcp-config FILE`; remote servers use the OAuth grants of `tokens`.
+    pub fn from_file(path: PathBuf, tokens: Option<TokenStore>) -> Result<Arc<Self>, ConfigError> {
         let config = McpConfig::load(&path)?;
-        Ok(Self::new(config, Some(path)))
+        Ok(Self::with_tokens(config, Some(path), tokens))
     }
 
     fn setup(&self) -> Arc<Setup> {
@@ -192,7 +205,13 @@ impl Gateway {
         };
         let config = McpConfig::load(path)?;
         let old = self.setup();
-        let setup = build_setup(config, &old.upstreams, &self.changes, &self.local);
+        let setup = build_setup(
+            config,
+            &old.upstreams,
+            &self.changes,
+            &self.local,
+            self.tokens.as_ref(),
+        );
         let retired: Vec<Arc<Upstream>> = old
             .upstreams
             .iter()
@@ -261,6 +280,7 @@ fn build_setup(
     previous: &[Arc<Upstream>],
     changes: &Arc<ChangeSignal>,
     local: &Arc<RwLock<Option<Arc<dyn LocalModels>>>>,
+    tokens: Option<&TokenStore>,
 ) -> Setup {
     let sampler: Arc<dyn super::upstream::Sampler> =
         Arc::new(local_tools::LocalSampler(local.clone()));
@@ -281,6 +301,7 @@ fn build_setup(
                         redactor.clone(),
                         Arc::new(move |kind| changes.raise(kind)),
                         sampler.clone(),
+                        tokens,
                     )
                 })
         })

@@ -33,6 +33,7 @@ use tokio::io::AsyncBufReadExt;
 use super::McpError;
 use super::breaker::{Breaker, BreakerState};
 use super::config::{ServerConfig, Transport};
+use super::oauth::{BearerClient, Credentials, TokenStore, credential_error};
 use super::redact::Redactor;
 
 pub use elicitation::Requester;
@@ -130,6 +131,8 @@ pub struct Upstream {
     /// Tool calls in flight, by ticket, with the session each comes from (who its elicitations ask).
     requesters: Mutex<Vec<(u64, Option<Requester>)>>,
     next_ticket: AtomicU64,
+    /// A remote server's OAuth grant (`model mcp auth login`), when the gateway keeps grants.
+    credentials: Option<Arc<Credentials>>,
 }
 
 /// The client side's handler: follows `notifications/tools/list_changed` (and prompts' and resources'),
@@ -243,7 +246,14 @@ impl Upstream {
         redactor: Arc<Redactor>,
         on_change: Arc<dyn Fn(ListKind) + Send + Sync>,
         sampler: Arc<dyn Sampler>,
+        tokens: Option<&TokenStore>,
     ) -> Arc<Self> {
+        let credentials = match (&config.transport, tokens) {
+            (Transport::Http { url, .. }, Some(tokens)) => {
+                Some(Credentials::new(tokens.clone(), &config.name, url))
+            }
+            _ => None,
+        };
         Arc::new(Self {
             config,
             connection: tokio::sync::Mutex::new(None),
@@ -260,6 +270,7 @@ impl Upstream {
             sampler,
             requesters: Mutex::new(Vec::new()),
             next_ticket: AtomicU64::new(0),
+            credentials,
         })
     }
 
@@ -429,17 +440,46 @@ impl Upstream {
                 sse_fallback,
             } => {
                 let config = streamable_http_config(url, headers)?;
-                match listener
-                    .clone()
-                    .serve(StreamableHttpClientTransport::from_config(config))
-                    .await
-                {
+                let static_auth = headers
+                    .keys()
+                    .any(|name| name.eq_ignore_ascii_case("authorization"));
+                // A configured Authorization header wins; otherwise the OAuth grant, if any, is used
+                // (and a 401 without one says how to log in).
+                let served = match &self.credentials {
+                    Some(credentials) if !static_auth => {
+                        let client = BearerClient::new(credentials.clone())
+                            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+                        listener
+                            .clone()
+                            .serve(StreamableHttpClientTransport::with_client(client, config))
+                            .await
+                    }
+                    _ => {
+                        listener
+                            .clone()
+                            .serve(StreamableHttpClientTransport::from_config(config))
+                            .await
+                    }
+                };
+                match served {
                     Ok(service) => (service, None),
                     Err(e) if *sse_fallback && sse::suggests_legacy_sse(&e) => {
                         tracing::warn!(server = %self.config.name, "streamable HTTP refused ({e}); trying the HTTP+SSE transport (\"type\": \"sse\" skips this attempt)");
                         (self.serve_sse(listener, url, headers).await?, None)
                     }
-                    Err(e) => return Err(format!("cannot connect to {url}: {e}")),
+                    Err(e) => {
+                        // rmcp keeps the transport's error out of the `source` chain here.
+                        let refused = match &e {
+                            rmcp::service::ClientInitializeError::TransportError {
+                                error, ..
+                            } => credential_error(error),
+                            other => credential_error(other),
+                        };
+                        return Err(match refused {
+                            Some(refused) => refused.to_string(),
+                            None => format!("cannot connect to {url}: {e}"),
+                        });
+                    }
                 }
             }
             Transport::Sse { url, headers } => {
@@ -548,10 +588,17 @@ impl Upstream {
                 server,
                 message: e.message.to_string(),
             }),
-            Ok(Err(e)) => Err(McpError::Transport {
-                server,
-                message: self.redactor.redact(&e.to_string()),
-            }),
+            Ok(Err(e)) => match credential_error(&e) {
+                // Not a transport failure: the user has to (re)authorize the server.
+                Some(refused) => Err(McpError::Unavailable {
+                    server,
+                    reason: refused.to_string(),
+                }),
+                None => Err(McpError::Transport {
+                    server,
+                    message: self.redactor.redact(&e.to_string()),
+                }),
+            },
         }
     }
 
