@@ -139,6 +139,7 @@ fn openai_params(s: SamplingFields, top_logprobs: Option<i64>) -> GenerationPara
         logit_bias: s.logit_bias,
         top_logprobs,
         ignore_eos: s.ignore_eos,
+        context_size: None,
     }
 }
 
@@ -155,6 +156,7 @@ fn ollama_params(o: &ollama::Options) -> GenerationParams {
         repetition_penalty: o.repeat_penalty,
         seed: o.seed,
         stop: o.stop.clone().unwrap_or_default(),
+        context_size: o.num_ctx,
         ..Default::default()
     }
 }

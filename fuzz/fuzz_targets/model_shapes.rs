@@ -210,12 +210,13 @@ fuzz_target!(init: fuzz_support::single_threaded(), |input: Input| {
     };
     let path = fuzz_support::scratch_file("model.gguf");
     std::fs::write(path, bytes).expect("write the scratch GGUF");
-    let files = ModelFiles { gguf: path.to_path_buf(), chat_template: None, context_size: None };
+    let files = ModelFiles { gguf: vec![path.to_path_buf()], chat_template: None, context_size: None };
     let options = EngineOptions {
         device: Device::Cpu,
         context_size: Some(32),
         kv_blocks: Some(4),
         sequences: 1,
+        ..Default::default()
     };
     let Ok(mut engine) = Engine::load(&files, &options) else {
         return;
