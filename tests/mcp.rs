@@ -484,7 +484,7 @@ fn gateway_clients_are_authenticated_limited_and_rate_limited() {
         "mcpServers": {"everything": everything_server(json!({})), "time": time_server(json!({}))},
         "gateway": {"clients": [
             {"name": "agent", "token": "agent-token-1234", "servers": ["everything"], "rateLimit": {"perMinute": 3}},
-            {"name": "ops", "token": "ops-token-5678", "tools": ["time__get_current_time"]}
+            {"name": "ops", "token": "ops-token-5678", "tools": ["time__get_current_time"], "callsPerDay": 2}
         ]}
     });
     let gateway = Gateway::start(&cli, &config, &[]);
@@ -531,6 +531,18 @@ fn gateway_clients_are_authenticated_limited_and_rate_limited() {
     assert!(is_error(
         &ops.call("everything__echo", json!({"message": "x"}))
     ));
+    // Its daily quota (2 calls, the refused one counted: it was a call) is spent: refused until midnight,
+    // and /metrics says so.
+    let over = ops.call("time__get_current_time", json!({"timezone": "UTC"}));
+    assert_eq!(over.status, 429, "{}", over.message);
+    let metrics = reqwest::blocking::get(gateway.url("/metrics"))
+        .and_then(|r| r.text())
+        .expect("metrics");
+    assert!(
+        metrics.contains("model_runner:mcp_client_calls_today{client=\"ops\"} 2")
+            && metrics.contains("model_runner:mcp_client_calls_per_day{client=\"ops\"} 2"),
+        "{metrics}"
+    );
 
     // The chat API knows gateway clients too: an unknown key may not use MCP tools.
     let response = reqwest::blocking::Client::new()

@@ -89,6 +89,8 @@ struct RawClient {
     /// Namespaced tools (`server__tool`) this client may call; absent: every tool of its servers.
     tools: Option<Vec<String>>,
     rate_limit: Option<RawRateLimit>,
+    /// Tool calls allowed per UTC day (the guide's daily quota), beside the per-minute rate.
+    calls_per_day: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +184,8 @@ pub struct ClientConfig {
     pub servers: Option<Vec<String>>,
     pub tools: Option<Vec<String>>,
     pub rate_limit: Option<RateLimit>,
+    /// Tool calls allowed per UTC day; None: no daily quota.
+    pub calls_per_day: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,12 +455,19 @@ fn resolve(
                 burst: r.burst.unwrap_or(r.per_minute).max(1),
             }),
         };
+        if client.calls_per_day == Some(0) {
+            return Err(ConfigError::Invalid(format!(
+                "client {}: callsPerDay must be at least 1",
+                client.name
+            )));
+        }
         clients.push(ClientConfig {
             name: client.name,
             token,
             servers: client.servers,
             tools: client.tools,
             rate_limit,
+            calls_per_day: client.calls_per_day,
         });
     }
     let mut secret_values: Vec<String> = secrets.into_values().collect();
@@ -524,7 +535,7 @@ mod tests {
               },
               "gateway": {"secrets": {"API_TOKEN": {"value": "s3cret-value"}},
                           "clients": [{"name": "cursor", "token": "tok-123", "servers": ["fs"],
-                                       "rateLimit": {"perMinute": 10}}]}}"#,
+                                       "rateLimit": {"perMinute": 10}, "callsPerDay": 500}]}}"#,
             &[("HTTP_TOKEN", "from-env")],
         )
         .expect("valid config");
@@ -556,6 +567,7 @@ mod tests {
                 burst: 10
             })
         );
+        assert_eq!(config.clients[0].calls_per_day, Some(500));
         assert!(config.secret_values.contains(&"s3cret-value".to_string()));
         assert!(config.secret_values.contains(&"tok-123".to_string()));
     }

@@ -1,11 +1,12 @@
 //! Who may call what: gateway clients are named by bearer token; once any client is configured, a caller
 //! without a known token may do nothing (default deny). Each client may be limited to some servers and
-//! tools and to a call rate (`governor`'s GCRA limiter, one per client).
+//! tools, to a call rate (`governor`'s GCRA limiter, one per client) and to a number of calls per UTC
+//! day (counted here; the count restarts with each configuration reload).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -33,6 +34,25 @@ impl Caller {
 pub struct Policy {
     clients: Vec<Arc<ClientConfig>>,
     limiters: HashMap<String, DefaultDirectRateLimiter>,
+    /// Per client with a daily quota: the UTC day (days since the epoch) and the calls taken in it.
+    days: Mutex<HashMap<String, (u64, u32)>>,
+}
+
+/// One client's daily quota and its use today, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUse {
+    pub client: String,
+    pub calls_today: u32,
+    pub calls_per_day: u32,
+}
+
+const DAY_SECS: u64 = 86_400;
+
+/// Seconds since the epoch, now.
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Policy {
@@ -50,7 +70,11 @@ impl Policy {
                 ))
             })
             .collect();
-        Self { clients, limiters }
+        Self {
+            clients,
+            limiters,
+            days: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether callers must present a token.
@@ -101,17 +125,61 @@ impl Policy {
         }
     }
 
-    /// Takes one call from the caller's rate budget; `Err` holds how long until the next is allowed.
+    /// Takes one call from the caller's rate budget and daily quota; `Err` holds how long until the next
+    /// is allowed (for an exhausted quota: until the next UTC midnight).
     pub fn check_rate(&self, caller: &Caller) -> Result<(), Duration> {
+        self.check_rate_at(caller, now_secs())
+    }
+
+    fn check_rate_at(&self, caller: &Caller, now: u64) -> Result<(), Duration> {
         let Caller::Client(client) = caller else {
             return Ok(());
         };
-        let Some(limiter) = self.limiters.get(&client.name) else {
-            return Ok(());
-        };
-        limiter
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        let today = now / DAY_SECS;
+        if let Some(quota) = client.calls_per_day {
+            let days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(&(day, used)) = days.get(&client.name)
+                && day == today
+                && used >= quota
+            {
+                return Err(Duration::from_secs((today + 1) * DAY_SECS - now));
+            }
+        }
+        if let Some(limiter) = self.limiters.get(&client.name) {
+            limiter
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))?;
+        }
+        if client.calls_per_day.is_some() {
+            let mut days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = days.entry(client.name.clone()).or_insert((today, 0));
+            if entry.0 != today {
+                *entry = (today, 0);
+            }
+            entry.1 = entry.1.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    /// Each client with a daily quota: its calls today and the quota.
+    pub fn daily_use(&self) -> Vec<DailyUse> {
+        let today = now_secs() / DAY_SECS;
+        let days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+        self.clients
+            .iter()
+            .filter_map(|c| {
+                let calls_per_day = c.calls_per_day?;
+                let calls_today = match days.get(&c.name) {
+                    Some(&(day, used)) if day == today => used,
+                    _ => 0,
+                };
+                Some(DailyUse {
+                    client: c.name.clone(),
+                    calls_today,
+                    calls_per_day,
+                })
+            })
+            .collect()
     }
 }
 
@@ -134,6 +202,7 @@ mod tests {
                 per_minute: r,
                 burst: r,
             }),
+            calls_per_day: None,
         }
     }
 
@@ -170,5 +239,48 @@ mod tests {
         for _ in 0..10 {
             assert!(policy.check_rate(&b).is_ok());
         }
+    }
+
+    #[test]
+    fn daily_quotas_count_per_client_and_restart_at_utc_midnight() {
+        let mut quota = client("q", None, None);
+        quota.calls_per_day = Some(3);
+        let policy = Policy::new(&[quota, client("free", None, None)]);
+        let q = policy.authenticate(Some("q-token")).expect("q");
+        let free = policy.authenticate(Some("free-token")).expect("free");
+        // Ten seconds before a UTC midnight.
+        let evening = 20_000 * DAY_SECS - 10;
+        for _ in 0..3 {
+            assert!(policy.check_rate_at(&q, evening).is_ok());
+        }
+        assert_eq!(
+            policy.check_rate_at(&q, evening),
+            Err(Duration::from_secs(10)),
+            "the fourth call waits for midnight"
+        );
+        for _ in 0..10 {
+            assert!(policy.check_rate_at(&free, evening).is_ok());
+        }
+        assert!(policy.check_rate_at(&q, evening + 10).is_ok(), "a new day");
+        assert!(policy.check_rate_at(&q, evening + 11).is_ok());
+    }
+
+    #[test]
+    fn a_refused_minute_does_not_spend_the_daily_quota() {
+        let mut both = client("b", None, Some(1));
+        both.calls_per_day = Some(5);
+        let policy = Policy::new(&[both]);
+        let b = policy.authenticate(Some("b-token")).expect("b");
+        assert!(policy.check_rate(&b).is_ok());
+        assert!(policy.check_rate(&b).is_err(), "over the minute's rate");
+        let usage = policy.daily_use();
+        assert_eq!(
+            usage,
+            vec![DailyUse {
+                client: "b".into(),
+                calls_today: 1,
+                calls_per_day: 5
+            }]
+        );
     }
 }

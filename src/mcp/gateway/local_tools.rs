@@ -212,6 +212,7 @@ mod tests {
                 per_minute,
                 burst: per_minute,
             }),
+            calls_per_day: None,
         }
     }
 

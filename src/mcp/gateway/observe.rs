@@ -152,6 +152,37 @@ impl Gateway {
                 label(u.name())
             );
         }
+        let daily = setup.policy.daily_use();
+        if !daily.is_empty() {
+            describe(
+                out,
+                "model_runner:mcp_client_calls_today",
+                "gauge",
+                "Tool calls a client with a daily quota made this UTC day.",
+            );
+            for d in &daily {
+                let _ = writeln!(
+                    out,
+                    "model_runner:mcp_client_calls_today{{client=\"{}\"}} {}",
+                    label(&d.client),
+                    d.calls_today
+                );
+            }
+            describe(
+                out,
+                "model_runner:mcp_client_calls_per_day",
+                "gauge",
+                "A client's daily quota of tool calls.",
+            );
+            for d in &daily {
+                let _ = writeln!(
+                    out,
+                    "model_runner:mcp_client_calls_per_day{{client=\"{}\"}} {}",
+                    label(&d.client),
+                    d.calls_per_day
+                );
+            }
+        }
         describe(
             out,
             "model_runner:mcp_server_crashes_total",
