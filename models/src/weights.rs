@@ -214,6 +214,14 @@ impl GgufWeights {
         &self.shards[at.shard][at.range.clone()]
     }
 
+    /// `weight_bytes` of each of `names`, in order (the parts of one packed matrix).
+    fn weights_bytes(&self, names: &[&str]) -> Result<Vec<Cow<'_, [u8]>>, ModelError> {
+        names
+            .iter()
+            .map(|name| self.weight_bytes(name).map(|(_, bytes)| bytes))
+            .collect()
+    }
+
     /// A tensor's bytes as candle and the kernels take them, with their GGML type: as the file has them,
     /// or, for MXFP4 (which neither runs), converted to Q8_0 (`crate::mxfp4`).
     fn weight_bytes(&self, name: &str) -> Result<(u32, Cow<'_, [u8]>), ModelError> {
@@ -321,10 +329,7 @@ impl GgufWeights {
         let Some((tensors, cols)) = self.kernel_sources(names, Stacking::Matrices)? else {
             return Ok(None);
         };
-        let bytes = names
-            .iter()
-            .map(|name| self.weight_bytes(name).map(|(_, b)| b))
-            .collect::<Result<Vec<_>, _>>()?;
+        let bytes = self.weights_bytes(names)?;
         let parts: Vec<(GgmlType, &[u8], usize)> = tensors
             .iter()
             .zip(&bytes)
@@ -421,10 +426,7 @@ impl GgufWeights {
         let Some((tensors, cols)) = self.kernel_sources(names, Stacking::Experts(experts))? else {
             return Ok(None);
         };
-        let bytes = names
-            .iter()
-            .map(|name| self.weight_bytes(name).map(|(_, b)| b))
-            .collect::<Result<Vec<_>, _>>()?;
+        let bytes = self.weights_bytes(names)?;
         let mut packed = Vec::with_capacity(experts);
         for e in 0..experts {
             let parts: Vec<(GgmlType, &[u8], usize)> = tensors

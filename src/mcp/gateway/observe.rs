@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::super::policy::Caller;
+use super::super::policy::{Caller, DailyUse};
 use super::call::CallRecord;
 use super::{GATEWAY_SERVER, Gateway, McpError, Setup, UNKNOWN_TOOL, lock};
 use crate::metrics::{Histogram, describe, label};
@@ -153,34 +153,31 @@ impl Gateway {
             );
         }
         let daily = setup.policy.daily_use();
-        if !daily.is_empty() {
-            describe(
-                out,
+        type Daily = fn(&DailyUse) -> u32;
+        let gauges: [(&str, &str, Daily); 2] = [
+            (
                 "model_runner:mcp_client_calls_today",
-                "gauge",
                 "Tool calls a client with a daily quota made this UTC day.",
-            );
-            for d in &daily {
-                let _ = writeln!(
-                    out,
-                    "model_runner:mcp_client_calls_today{{client=\"{}\"}} {}",
-                    label(&d.client),
-                    d.calls_today
-                );
-            }
-            describe(
-                out,
+                |d| d.calls_today,
+            ),
+            (
                 "model_runner:mcp_client_calls_per_day",
-                "gauge",
                 "A client's daily quota of tool calls.",
-            );
-            for d in &daily {
-                let _ = writeln!(
-                    out,
-                    "model_runner:mcp_client_calls_per_day{{client=\"{}\"}} {}",
-                    label(&d.client),
-                    d.calls_per_day
-                );
+                |d| d.calls_per_day,
+            ),
+        ];
+        // Described only when some client has a quota.
+        if !daily.is_empty() {
+            for (name, help, value) in gauges {
+                describe(out, name, "gauge", help);
+                for d in &daily {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{client=\"{}\"}} {}",
+                        label(&d.client),
+                        value(d)
+                    );
+                }
             }
         }
         describe(
