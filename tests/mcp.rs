@@ -50,14 +50,12 @@ impl Gateway {
         let config_path = dir.path().join("mcp.json");
         std::fs::write(&config_path, config.to_string()).expect("write config");
         let log = dir.path().join("serve.log");
-        let port = free_port();
-        let port_text = port.to_string();
         let mut args = vec![
             "serve",
             "--host",
             "127.0.0.1",
             "--port",
-            &port_text,
+            "0",
             "--mcp-config",
             config_path.to_str().expect("utf-8 path"),
         ];
@@ -80,11 +78,24 @@ impl Gateway {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start model serve");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "model serve did not listen");
+        // The server binds port 0 and logs the port it got.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let port = text
+                .split_once("listening on http://")
+                .and_then(|(_, rest)| rest.lines().next())
+                .and_then(|addr| addr.trim().rsplit_once(':'))
+                .and_then(|(_, port)| port.parse::<u16>().ok());
+            if let Some(port) = port {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "model serve did not listen:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
         Self {
             child,
             port,

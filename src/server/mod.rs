@@ -263,6 +263,8 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    // The address really bound: with `--port 0` the system picks the port, and this line says which.
+    let addr = listener.local_addr().unwrap_or(addr);
     let expiring = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -359,7 +359,31 @@ pub fn cli_with_default_model() -> ModelCli {
     cli
 }
 
-/// `model serve` on a free loopback port, killed on drop.
+/// The port `model serve` reports it bound ("listening on http://ADDR"), read from its stderr; every
+/// line is passed on to the test's own stderr, then and after. The server binds port 0 and says which
+/// port it got, so two tests never race for one "free" port. `None` if it ends before saying.
+fn bound_port(stderr: std::process::ChildStderr) -> Option<u16> {
+    use std::io::BufRead;
+    let (found, port) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            let port = line
+                .split_once("listening on http://")
+                .and_then(|(_, addr)| addr.trim().rsplit_once(':'))
+                .and_then(|(_, port)| port.parse::<u16>().ok());
+            if let (Some(port), Some(sender)) = (port, &found) {
+                let _ = sender.send(port);
+                found = None;
+            }
+        }
+    });
+    port.recv_timeout(Duration::from_secs(60)).ok()
+}
+
+/// `model serve` on a loopback port of the system's choosing, killed on drop.
 pub struct Server {
     child: Child,
     pub port: u16,
@@ -367,16 +391,22 @@ pub struct Server {
 
 impl Server {
     pub fn start(cli: &ModelCli, extra: &[&str]) -> Self {
-        let port = free_port();
-        let port_text = port.to_string();
-        let mut args = vec!["serve", "--host", "127.0.0.1", "--port", &port_text];
+        let mut args = vec!["serve", "--host", "127.0.0.1"];
+        if !extra.contains(&"--port") {
+            args.extend_from_slice(&["--port", "0"]);
+        }
         args.extend_from_slice(extra);
-        let child = cli
+        let mut child = cli
             .command(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start model serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let port = bound_port(stderr).unwrap_or_else(|| {
+            let status = child.wait();
+            panic!("model serve exited before listening: {status:?}")
+        });
         wait_for_port(port, "model serve");
         Self { child, port }
     }
