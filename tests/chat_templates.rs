@@ -296,6 +296,35 @@ fn mistral_call_ids_are_nine_letters_and_digits_both_ways() {
     }
 }
 
+/// Calls and results without ids (as Ollama's clients send them back) render for Mistral's templates,
+/// which require ids: the calls are numbered and each result answers the oldest call still open.
+#[test]
+fn mistral_calls_without_ids_are_numbered_for_the_template() {
+    for family in families()
+        .iter()
+        .filter(|f| f.family.starts_with("mistral"))
+    {
+        let mut conversation = conversation("tool");
+        let call = conversation["messages"][2]["tool_calls"][0]
+            .as_object_mut()
+            .expect("a call");
+        call.remove("id");
+        call.remove("type");
+        conversation["messages"][3]
+            .as_object_mut()
+            .expect("a result")
+            .remove("tool_call_id");
+        let ours = render_as_server(&family.template(), &conversation)
+            .map(|text| family.at_reference_date(text))
+            .unwrap_or_else(|e| panic!("{}: {e}", family.family));
+        let want = family
+            .reference("tool")
+            .expect("a reference")
+            .replace("Xb3dPq7Lm", "000000001");
+        assert_eq!(ours, want, "{}", family.family);
+    }
+}
+
 /// Text that only looks like the start of a Small 3.2 call is content, never dropped.
 #[test]
 fn a_mistral_args_head_that_is_no_call_is_content() {

@@ -276,9 +276,9 @@ impl ToolPlan {
         if self.format != ToolFormat::Generic {
             for message in messages.iter_mut() {
                 arguments_as_objects(message);
-                if matches!(self.format, ToolFormat::Mistral | ToolFormat::MistralArgs) {
-                    mistral_call_ids(message);
-                }
+            }
+            if matches!(self.format, ToolFormat::Mistral | ToolFormat::MistralArgs) {
+                mistral_call_ids(messages);
             }
             return;
         }
@@ -513,16 +513,33 @@ fn arguments_as_objects(message: &mut ChatMessage) {
 
 /// Mistral's templates refuse call ids that are not 9 letters and digits; ids from elsewhere (OpenAI's
 /// `call_...`) become their last 9 letters and digits (as vLLM cuts them), a call and its result alike.
-fn mistral_call_ids(message: &mut ChatMessage) {
-    if let Some(Value::Array(calls)) = message.tool_calls.as_mut() {
-        for call in calls {
-            if let Some(Value::String(id)) = call.get_mut("id") {
-                *id = mistral_call_id(id);
+/// Calls and results that come without ids (Ollama's) are numbered, each result taking the oldest call
+/// not yet answered.
+fn mistral_call_ids(messages: &mut [ChatMessage]) {
+    let mut unanswered = std::collections::VecDeque::new();
+    let mut numbered = 0usize;
+    for message in messages.iter_mut() {
+        if let Some(Value::Array(calls)) = message.tool_calls.as_mut() {
+            for call in calls.iter_mut().filter_map(Value::as_object_mut) {
+                let id = match call.get("id").and_then(Value::as_str) {
+                    Some(id) => mistral_call_id(id),
+                    None => {
+                        numbered += 1;
+                        format!("{numbered:09}")
+                    }
+                };
+                call.insert("id".into(), Value::String(id.clone()));
+                unanswered.push_back(id);
             }
         }
-    }
-    if let Some(id) = message.tool_call_id.as_mut() {
-        *id = mistral_call_id(id);
+        if message.role == "tool" {
+            let id = match message.tool_call_id.as_deref() {
+                Some(id) => mistral_call_id(id),
+                None => unanswered.front().cloned().unwrap_or_else(|| "0".repeat(9)),
+            };
+            unanswered.retain(|waiting| waiting != &id);
+            message.tool_call_id = Some(id);
+        }
     }
 }
 
