@@ -814,6 +814,37 @@ mod tests {
         );
     }
 
+    /// A required call from Mistral Small 3.2 is `[TOOL_CALLS]NAME[ARGS]{..}`, from Nemo and Granite their
+    /// marker and a list of call objects (the markers as text where the vocabulary has no token).
+    #[test]
+    fn required_mistral_and_granite_calls_follow_their_shapes() {
+        let tools = parse_tools(&weather()).unwrap();
+        let plan = |format, parallel| {
+            ToolPlan::new(format, tools.clone(), ToolChoice::Required, parallel).unwrap()
+        };
+        let args = plan(ToolFormat::MistralArgs, true);
+        assert!(grammar_accepts(
+            &args,
+            r#"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}"#
+        ));
+        assert!(!grammar_accepts(&args, r#"[TOOL_CALLS]get_time[ARGS]{}"#));
+        let single = plan(ToolFormat::MistralArgs, false);
+        assert!(!grammar_accepts(
+            &single,
+            r#"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}"#
+        ));
+        let nemo = plan(ToolFormat::Mistral, true);
+        assert!(grammar_accepts(
+            &nemo,
+            r#"[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]"#
+        ));
+        let granite = plan(ToolFormat::Granite, true);
+        assert!(grammar_accepts(
+            &granite,
+            r#"<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]"#
+        ));
+    }
+
     /// A required call from gpt-oss is a commentary message to the function: harmony's markers as the
     /// vocabulary's tokens, the recipient's header, then the arguments' JSON.
     #[test]
