@@ -165,11 +165,8 @@ pub async fn prepare(model: &Arc<LoadedModel>, chat: ValidChat) -> Result<Prepar
     let constrained = chat.grammar.is_some();
     let (tokens, reasoning) = match chat.prompt {
         PromptInput::Messages(mut messages) => {
-            match &chat.plan {
-                Some(plan) => plan.prepare_messages(&mut messages),
-                None => crate::tools::generic_history_only(chat.format, &mut messages),
-            }
-            let template_tools = chat.plan.as_ref().and_then(ToolPlan::template_tools);
+            let template_tools =
+                crate::tools::template_input(chat.plan.as_ref(), chat.format, &mut messages);
             let variables = chat.reasoning.template_context();
             let rendered =
                 prompt::chat_with(model, messages, template_tools, variables, field).await?;

@@ -67,8 +67,14 @@ pub enum ToolFormat {
     Generic,
     /// Hermes, Qwen 2.5/3, SmolLM3: `<tool_call>{"name": .., "arguments": ..}</tool_call>`.
     Hermes,
-    /// Mistral: `[TOOL_CALLS][{"name": .., "arguments": ..}]`.
+    /// Mistral (Nemo, 7B v0.3): `[TOOL_CALLS][{"name": .., "arguments": ..}]`; call ids are 9 letters
+    /// and digits, which the template checks.
     Mistral,
+    /// Mistral Small 3.2, Devstral, Magistral: `[TOOL_CALLS]NAME[ARGS]{..}` for each call (llama.cpp also
+    /// reads a `[CALL_ID]ID` before `[ARGS]`); ids as `Mistral`'s.
+    MistralArgs,
+    /// Granite 3.x: `<|tool_call|>[{"name": .., "arguments": ..}]`.
+    Granite,
     /// Llama 3.x: `{"name": .., "parameters": ..}`, optionally after `<|python_tag|>`.
     Llama3,
     /// gpt-oss's harmony: a message `<|channel|>commentary to=functions.NAME ...<|message|>{ARGS}`,
@@ -86,9 +92,17 @@ impl ToolFormat {
             ToolFormat::Harmony
         } else if template.contains("<tool_call>") {
             ToolFormat::Hermes
+        } else if template.contains("[TOOL_CALLS]") && template.contains("[ARGS]") {
+            ToolFormat::MistralArgs
         } else if template.contains("[TOOL_CALLS]") {
             ToolFormat::Mistral
-        } else if template.contains("<|python_tag|>") || template.contains("<|eom_id|>") {
+        } else if template.contains("<|tool_call|>") {
+            ToolFormat::Granite
+        } else if template.contains("<|python_tag|>")
+            || template.contains("<|eom_id|>")
+            || (template.contains("<|start_header_id|>") && template.contains("\"parameters\""))
+        {
+            // Llama 3.2 and 3.3 name neither marker: their prompt asks for `{"name", "parameters"}`.
             ToolFormat::Llama3
         } else if template.contains("tool_call") {
             // Templates that know tools but not a family marker most often follow Hermes.
@@ -263,6 +277,9 @@ impl ToolPlan {
             for message in messages.iter_mut() {
                 arguments_as_objects(message);
             }
+            if matches!(self.format, ToolFormat::Mistral | ToolFormat::MistralArgs) {
+                mistral_call_ids(messages);
+            }
             return;
         }
         for message in messages.iter_mut() {
@@ -335,13 +352,36 @@ impl ToolPlan {
                     "start: call{repeat}\ncall: \"<tool_call>\\n\" {one} \"\\n</tool_call>\" \"\\n\"?\n"
                 )))
             }
-            ToolFormat::Mistral => {
-                let marker = special_token_id("[TOOL_CALLS]")
-                    .map(|id| format!("<[{id}]>"))
-                    .unwrap_or_else(|| "\"[TOOL_CALLS]\"".to_string());
+            ToolFormat::Mistral | ToolFormat::Granite => {
+                let marker = if self.format == ToolFormat::Mistral {
+                    "[TOOL_CALLS]"
+                } else {
+                    "<|tool_call|>"
+                };
                 Some(GrammarSpec::Lark(format!(
-                    "start: {marker} {}\n",
+                    "start: {} {}\n",
+                    lark_marker(&special_token_id, marker),
                     lark_json(&calls)
+                )))
+            }
+            ToolFormat::MistralArgs => {
+                let (marker, args) = (
+                    lark_marker(&special_token_id, "[TOOL_CALLS]"),
+                    lark_marker(&special_token_id, "[ARGS]"),
+                );
+                let calls: Vec<String> = self
+                    .tools
+                    .iter()
+                    .map(|t| {
+                        let name = Value::String(t.name.clone());
+                        let arguments = lark_json(&embeddable_schema(&t.parameters, &t.name));
+                        format!("{marker} {name} {args} {arguments}")
+                    })
+                    .collect();
+                let repeat = if self.parallel { "+" } else { "" };
+                Some(GrammarSpec::Lark(format!(
+                    "start: call{repeat}\ncall: {}\n",
+                    calls.join("\n    | ")
                 )))
             }
             ToolFormat::Llama3 => {
@@ -355,15 +395,10 @@ impl ToolPlan {
             ToolFormat::Harmony => {
                 // After the prompt's `<|start|>assistant`: a commentary message to one of the
                 // functions, its arguments JSON (the model's `<|call|>` then ends the turn).
-                let marker = |text: &str| {
-                    special_token_id(text)
-                        .map(|id| format!("<[{id}]>"))
-                        .unwrap_or_else(|| Value::String(text.into()).to_string())
-                };
                 let (channel, constrain, message) = (
-                    marker("<|channel|>"),
-                    marker("<|constrain|>"),
-                    marker("<|message|>"),
+                    lark_marker(&special_token_id, "<|channel|>"),
+                    lark_marker(&special_token_id, "<|constrain|>"),
+                    lark_marker(&special_token_id, "<|message|>"),
                 );
                 let calls: Vec<String> = self
                     .tools
@@ -383,13 +418,16 @@ impl ToolPlan {
     }
 }
 
-/// `{"name", "description", "parameters"}` of a tool.
+/// `{"name", "description", "parameters"}` of a tool, in the order OpenAI's clients write them (templates
+/// that print the tools as JSON print them in this order).
 fn function_json(tool: &FunctionTool) -> Value {
-    let mut f = json!({"name": tool.name, "parameters": tool.parameters});
+    let mut f = serde_json::Map::new();
+    f.insert("name".into(), json!(tool.name));
     if let Some(d) = &tool.description {
-        f["description"] = json!(d);
+        f.insert("description".into(), json!(d));
     }
-    f
+    f.insert("parameters".into(), tool.parameters.clone());
+    Value::Object(f)
 }
 
 /// The schema of one call to `tool`, with its arguments under `arguments_key`.
@@ -441,6 +479,13 @@ fn url_safe(name: &str) -> String {
         .collect()
 }
 
+/// A format's marker in a Lark grammar: the vocabulary's special token where it has one, else its text.
+fn lark_marker(special_token_id: &impl Fn(&str) -> Option<u32>, text: &str) -> String {
+    special_token_id(text)
+        .map(|id| format!("<[{id}]>"))
+        .unwrap_or_else(|| Value::String(text.into()).to_string())
+}
+
 /// A schema embedded in a Lark grammar, laid out as `GrammarSpec::JsonSchema` lays it out.
 fn lark_json(schema: &Value) -> String {
     let mut schema = schema.clone();
@@ -462,6 +507,75 @@ fn arguments_as_objects(message: &mut ChatMessage) {
             && let Ok(parsed) = serde_json::from_str::<Value>(text)
         {
             *arguments = parsed;
+        }
+    }
+}
+
+/// Mistral's templates refuse call ids that are not 9 letters and digits; ids from elsewhere (OpenAI's
+/// `call_...`) become their last 9 letters and digits (as vLLM cuts them), a call and its result alike.
+/// Calls and results that come without ids (Ollama's) are numbered, each result taking the oldest call
+/// not yet answered.
+fn mistral_call_ids(messages: &mut [ChatMessage]) {
+    let mut unanswered = std::collections::VecDeque::new();
+    let mut numbered = 0usize;
+    for message in messages.iter_mut() {
+        if let Some(Value::Array(calls)) = message.tool_calls.as_mut() {
+            for call in calls.iter_mut().filter_map(Value::as_object_mut) {
+                let id = match call.get("id").and_then(Value::as_str) {
+                    Some(id) => mistral_call_id(id),
+                    None => {
+                        numbered += 1;
+                        format!("{numbered:09}")
+                    }
+                };
+                call.insert("id".into(), Value::String(id.clone()));
+                unanswered.push_back(id);
+            }
+        }
+        if message.role == "tool" {
+            let id = match message.tool_call_id.as_deref() {
+                Some(id) => mistral_call_id(id),
+                None => unanswered.front().cloned().unwrap_or_else(|| "0".repeat(9)),
+            };
+            unanswered.retain(|waiting| waiting != &id);
+            message.tool_call_id = Some(id);
+        }
+    }
+}
+
+/// `id` as a Mistral call id: itself when it is one, else its last 9 letters and digits (padded with
+/// `0` when it has fewer).
+pub fn mistral_call_id(id: &str) -> String {
+    if is_mistral_call_id(id) {
+        return id.to_string();
+    }
+    let kept: Vec<char> = id.chars().filter(char::is_ascii_alphanumeric).collect();
+    let tail = &kept[kept.len().saturating_sub(9)..];
+    let mut out = "0".repeat(9 - tail.len());
+    out.extend(tail);
+    out
+}
+
+/// Whether `id` is 9 ASCII letters and digits, as Mistral's templates require.
+pub fn is_mistral_call_id(id: &str) -> bool {
+    id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The conversation made ready for the chat template and the `tools` value the template gets, with
+/// `plan` (None: no tools offered this turn): what the server renders for a chat request.
+pub fn template_input(
+    plan: Option<&ToolPlan>,
+    format: ToolFormat,
+    messages: &mut Vec<ChatMessage>,
+) -> Option<Value> {
+    match plan {
+        Some(plan) => {
+            plan.prepare_messages(messages);
+            plan.template_tools()
+        }
+        None => {
+            generic_history_only(format, messages);
+            None
         }
     }
 }
@@ -698,6 +812,37 @@ mod tests {
         assert!(
             matches!(plan.grammar(|_| None), Some(GrammarSpec::Lark(g)) if g.contains("<tool_call>"))
         );
+    }
+
+    /// A required call from Mistral Small 3.2 is `[TOOL_CALLS]NAME[ARGS]{..}`, from Nemo and Granite their
+    /// marker and a list of call objects (the markers as text where the vocabulary has no token).
+    #[test]
+    fn required_mistral_and_granite_calls_follow_their_shapes() {
+        let tools = parse_tools(&weather()).unwrap();
+        let plan = |format, parallel| {
+            ToolPlan::new(format, tools.clone(), ToolChoice::Required, parallel).unwrap()
+        };
+        let args = plan(ToolFormat::MistralArgs, true);
+        assert!(grammar_accepts(
+            &args,
+            r#"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}"#
+        ));
+        assert!(!grammar_accepts(&args, r#"[TOOL_CALLS]get_time[ARGS]{}"#));
+        let single = plan(ToolFormat::MistralArgs, false);
+        assert!(!grammar_accepts(
+            &single,
+            r#"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}"#
+        ));
+        let nemo = plan(ToolFormat::Mistral, true);
+        assert!(grammar_accepts(
+            &nemo,
+            r#"[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]"#
+        ));
+        let granite = plan(ToolFormat::Granite, true);
+        assert!(grammar_accepts(
+            &granite,
+            r#"<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]"#
+        ));
     }
 
     /// A required call from gpt-oss is a commentary message to the function: harmony's markers as the

@@ -10,7 +10,12 @@ use super::json_scan::scan_call;
 const HERMES_OPEN: &str = "<tool_call>";
 const HERMES_CLOSE: &str = "</tool_call>";
 const MISTRAL_MARKER: &str = "[TOOL_CALLS]";
+const MISTRAL_ARGS: &str = "[ARGS]";
+const MISTRAL_CALL_ID: &str = "[CALL_ID]";
+const GRANITE_MARKER: &str = "<|tool_call|>";
 const LLAMA_MARKER: &str = "<|python_tag|>";
+/// Longest `NAME[CALL_ID]ID` read before `[ARGS]`; past it the text is not a call.
+const MAX_CALL_HEAD: usize = 160;
 
 /// A piece of the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,10 @@ enum State {
     CallList,
     /// Inside a call object.
     Call,
+    /// After Mistral's `[TOOL_CALLS]`: a function's name (and `[CALL_ID]ID`) up to `[ARGS]`.
+    CallName,
+    /// After `[ARGS]`: the arguments' JSON value.
+    CallArguments,
     /// After a Hermes call object, before `</tool_call>`.
     HermesClose,
     /// Done with structure; the rest (closing brackets) is not content.
@@ -109,8 +118,14 @@ impl ToolCallParser {
     pub fn begin_call(&mut self, name: &str) -> Vec<ToolEvent> {
         let mut events = Vec::new();
         self.end_outside_call(&mut events);
+        self.start_call(&mut events, name, None);
+        events
+    }
+
+    /// A call named `name` starts (with the model's `id` when the format gives one).
+    fn start_call(&mut self, events: &mut Vec<ToolEvent>, name: &str, id: Option<String>) {
         let index = self.calls.len();
-        let id = call_id();
+        let id = id.unwrap_or_else(|| call_id(self.format));
         events.push(ToolEvent::CallStart {
             index,
             id: id.clone(),
@@ -123,7 +138,11 @@ impl ToolCallParser {
         });
         self.started = true;
         self.arguments_sent = 0;
-        events
+    }
+
+    /// Whether a call `begin_call` started is open (rather than one read from the text).
+    fn outside_call_open(&self) -> bool {
+        self.started && !matches!(self.state, State::Call | State::CallArguments)
     }
 
     /// More of the call `begin_call` started: its arguments as the model writes them (as content when
@@ -133,7 +152,7 @@ impl ToolCallParser {
         if text.is_empty() {
             return events;
         }
-        if self.started && self.state != State::Call {
+        if self.outside_call_open() {
             self.send_arguments(&mut events, text.to_string());
             self.arguments_sent += text.len();
         } else {
@@ -144,7 +163,7 @@ impl ToolCallParser {
 
     /// Closes a call `begin_call` started (one that wrote nothing gets `{}`).
     fn end_outside_call(&mut self, events: &mut Vec<ToolEvent>) {
-        if self.started && self.state != State::Call {
+        if self.outside_call_open() {
             self.close_call(events, None);
         }
     }
@@ -159,9 +178,13 @@ impl ToolCallParser {
                 let raw = std::mem::take(&mut self.raw) + &self.pending;
                 push_content(&mut events, raw);
             }
-            State::Call => {
+            State::Call | State::CallArguments => {
                 // Cut short (a length limit): close what was sent so the arguments stay one value.
                 self.close_call(&mut events, None);
+            }
+            State::CallName => {
+                let raw = std::mem::take(&mut self.raw) + &self.pending;
+                push_content(&mut events, raw);
             }
             State::Text | State::Start => {
                 push_content(&mut events, std::mem::take(&mut self.pending))
@@ -180,6 +203,8 @@ impl ToolCallParser {
             State::Response => self.response(events),
             State::CallList => self.call_list(),
             State::Call => self.call(events),
+            State::CallName => self.call_name(events, at_end),
+            State::CallArguments => self.call_arguments(events),
             State::HermesClose => self.hermes_close(at_end),
             State::Tail => {
                 self.pending.clear();
@@ -215,17 +240,13 @@ impl ToolCallParser {
                 }
                 self.state = State::Text;
             }
-            ToolFormat::Mistral | ToolFormat::Llama3 => {
-                let marker = if self.format == ToolFormat::Mistral {
-                    MISTRAL_MARKER
-                } else {
-                    LLAMA_MARKER
+            ToolFormat::Mistral | ToolFormat::Granite | ToolFormat::Llama3 => {
+                let (marker, opening) = match self.format {
+                    ToolFormat::Mistral => (MISTRAL_MARKER, "[{"),
+                    ToolFormat::Granite => (GRANITE_MARKER, "[{"),
+                    _ => (LLAMA_MARKER, "{\""),
                 };
-                let opening = if self.format == ToolFormat::Mistral {
-                    "[{"
-                } else {
-                    "{\""
-                };
+                let listed = self.format != ToolFormat::Llama3;
                 let after_marker = trimmed.strip_prefix(marker).unwrap_or(trimmed).trim_start();
                 let compact: String = after_marker
                     .chars()
@@ -235,7 +256,7 @@ impl ToolCallParser {
                     let skip = self.pending.len() - after_marker.len();
                     self.raw = self.pending[..skip].to_string();
                     self.pending.drain(..skip);
-                    if self.format == ToolFormat::Mistral {
+                    if listed {
                         let bracket = self.pending.find('[').map_or(0, |i| i + 1);
                         self.raw.extend(self.pending.drain(..bracket));
                         self.in_list = true;
@@ -252,8 +273,11 @@ impl ToolCallParser {
                 }
                 self.state = State::Text;
             }
-            // Harmony's calls come through `begin_call`: its answer text is all content.
-            ToolFormat::Hermes | ToolFormat::Harmony => self.state = State::Text,
+            // Harmony's calls come through `begin_call`: its answer text is all content. Mistral's
+            // `[TOOL_CALLS]NAME[ARGS]` calls may follow text.
+            ToolFormat::Hermes | ToolFormat::Harmony | ToolFormat::MistralArgs => {
+                self.state = State::Text
+            }
         }
         true
     }
@@ -269,7 +293,8 @@ impl ToolCallParser {
         }
         let marker = match self.format {
             ToolFormat::Hermes => HERMES_OPEN,
-            ToolFormat::Mistral => MISTRAL_MARKER,
+            ToolFormat::Mistral | ToolFormat::MistralArgs => MISTRAL_MARKER,
+            ToolFormat::Granite => GRANITE_MARKER,
             _ => {
                 push_content(events, std::mem::take(&mut self.pending));
                 return false;
@@ -279,12 +304,14 @@ impl ToolCallParser {
             push_content(events, self.pending[..at].to_string());
             self.raw = marker.to_string();
             self.pending.drain(..at + marker.len());
-            if self.format == ToolFormat::Mistral {
-                self.state = State::Start;
-            } else {
-                self.state = State::Call;
-                self.in_list = false;
-            }
+            self.state = match self.format {
+                ToolFormat::Mistral | ToolFormat::Granite => State::Start,
+                ToolFormat::MistralArgs => State::CallName,
+                _ => {
+                    self.in_list = false;
+                    State::Call
+                }
+            };
             return true;
         }
         // Hold back a tail that may be the marker's beginning.
@@ -363,20 +390,7 @@ impl ToolCallParser {
         if !self.started
             && let Some(name) = &scan.name
         {
-            let index = self.calls.len();
-            let id = call_id();
-            events.push(ToolEvent::CallStart {
-                index,
-                id: id.clone(),
-                name: name.clone(),
-            });
-            self.calls.push(ToolCall {
-                id,
-                name: name.clone(),
-                arguments: String::new(),
-            });
-            self.started = true;
-            self.arguments_sent = 0;
+            self.start_call(events, name, None);
         }
         if self.started
             && let Some(start) = scan.arguments_start
@@ -430,6 +444,93 @@ impl ToolCallParser {
             (ToolFormat::Llama3, false) => State::Start,
             _ => State::Tail,
         };
+        true
+    }
+
+    /// `NAME[ARGS]` or `NAME[CALL_ID]ID[ARGS]` after `[TOOL_CALLS]` (or Nemo's `[{..}]` list): the call
+    /// starts once `[ARGS]` is read; a head that is no call's is given back as content.
+    fn call_name(&mut self, events: &mut Vec<ToolEvent>, at_end: bool) -> bool {
+        let trimmed = self.pending.trim_start();
+        if trimmed.starts_with('[') {
+            let compact: String = trimmed.chars().filter(|c| !c.is_whitespace()).collect();
+            if compact.starts_with("[{") {
+                let bracket = self.pending.find('[').map_or(0, |i| i + 1);
+                self.raw.extend(self.pending.drain(..bracket));
+                self.in_list = true;
+                self.state = State::CallList;
+                return true;
+            }
+            if compact == "[" && !at_end {
+                return false;
+            }
+        }
+        let Some(at) = self.pending.find(MISTRAL_ARGS) else {
+            if self.pending.len() <= MAX_CALL_HEAD && !at_end {
+                return false;
+            }
+            let raw = std::mem::take(&mut self.raw) + &self.pending;
+            push_content(events, raw);
+            self.pending.clear();
+            self.state = State::Text;
+            return true;
+        };
+        let head = &self.pending[..at];
+        let (name, id) = match head.split_once(MISTRAL_CALL_ID) {
+            Some((name, id)) => (name.trim(), Some(id.trim())),
+            None => (head.trim(), None),
+        };
+        let named = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !named {
+            let raw = std::mem::take(&mut self.raw) + &self.pending[..at + MISTRAL_ARGS.len()];
+            push_content(events, raw);
+        } else {
+            let id = id
+                .filter(|id| super::is_mistral_call_id(id))
+                .map(str::to_string);
+            let name = name.to_string();
+            self.start_call(events, &name, id);
+            self.raw.clear();
+        }
+        self.pending.drain(..at + MISTRAL_ARGS.len());
+        self.state = if named {
+            State::CallArguments
+        } else {
+            State::Text
+        };
+        true
+    }
+
+    /// The arguments' JSON value after `[ARGS]`, streamed as it is written; the call ends with it.
+    fn call_arguments(&mut self, events: &mut Vec<ToolEvent>) -> bool {
+        // Read as the value of an `arguments` key, so that the call scanner finds where it ends.
+        const KEY: &str = "{\"arguments\": ";
+        let scan = scan_call(&format!("{KEY}{}", self.pending));
+        let at = |offset: usize| offset.saturating_sub(KEY.len());
+        let fault = scan.invalid.map(at);
+        if let Some(start) = scan.arguments_start.map(at) {
+            let read = fault.unwrap_or_else(|| self.pending.trim_end().len());
+            let end = scan.arguments_end.map(at).unwrap_or(read).min(read);
+            let from = start + self.arguments_sent;
+            if end > from
+                && self.pending.is_char_boundary(from)
+                && self.pending.is_char_boundary(end)
+            {
+                let delta = self.pending[from..end].to_string();
+                self.arguments_sent += delta.len();
+                self.send_arguments(events, delta);
+            }
+        }
+        let done = scan.arguments_end.map(at).or(fault);
+        let Some(done) = done else {
+            return false;
+        };
+        self.close_call(events, None);
+        self.pending.drain(..done.min(self.pending.len()));
+        self.state = State::Text;
+        self.after_call = true;
         true
     }
 
@@ -536,10 +637,19 @@ fn escape_len(text: &str) -> Option<usize> {
     }
 }
 
-/// An id in OpenAI's style.
-fn call_id() -> String {
+/// A new call's id: OpenAI's style, or for Mistral's formats the 9 letters and digits their templates
+/// require when the call comes back.
+fn call_id(format: ToolFormat) -> String {
     use rand::Rng;
-    let n: u128 = rand::rng().random();
+    let mut rng = rand::rng();
+    if matches!(format, ToolFormat::Mistral | ToolFormat::MistralArgs) {
+        const ALPHANUMERIC: &[u8] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        return (0..9)
+            .map(|_| char::from(ALPHANUMERIC[rng.random_range(0..ALPHANUMERIC.len())]))
+            .collect();
+    }
+    let n: u128 = rng.random();
     format!("call_{:024x}", n & ((1u128 << 96) - 1))
 }
 

@@ -87,7 +87,7 @@ impl ChatRequest {
 }
 
 /// The messages as the chat template reads them: roles checked, text parts joined.
-pub(crate) fn to_chat_messages(messages: Vec<ChatMessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
+pub fn to_chat_messages(messages: Vec<ChatMessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid(
             "'messages' must contain at least one message",
