@@ -17,6 +17,9 @@ pub enum GgmlType {
     Q5_0,
     Q5_1,
     Q8_0,
+    /// 2-bit values with a 4-bit scale and a 4-bit min per 16 (`x = d * sc * q - dmin * m`), in
+    /// 256-value super-blocks: only the super-block tiles hold it (a min per 16 has no 32-value form).
+    Q2K,
     Q3K,
     Q4K,
     Q5K,
@@ -48,6 +51,8 @@ pub enum TileKind {
     Q5K,
     /// Q6_K's super-blocks as the file has them.
     Q6K,
+    /// Q2_K's super-blocks as the file has them (on every architecture).
+    Q2K,
 }
 
 impl TileKind {
@@ -57,6 +62,7 @@ impl TileKind {
             TileKind::Q4K => Some(SuperKind::Q4K),
             TileKind::Q5K => Some(SuperKind::Q5K),
             TileKind::Q6K => Some(SuperKind::Q6K),
+            TileKind::Q2K => Some(SuperKind::Q2K),
             _ => None,
         }
     }
@@ -71,7 +77,7 @@ impl GgmlType {
     pub fn block_elems(self) -> usize {
         match self {
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::IQ4NL => 32,
-            Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
             Self::F16 | Self::BF16 => 1,
         }
     }
@@ -84,6 +90,7 @@ impl GgmlType {
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q2K => 84,
             Self::Q3K => 110,
             Self::Q4K => 144,
             Self::Q5K => 176,
@@ -96,6 +103,7 @@ impl GgmlType {
 
     pub fn tile_kind(self) -> TileKind {
         match self {
+            Self::Q2K => TileKind::Q2K,
             Self::Q4K if SUPERBLOCK_TILES => TileKind::Q4K,
             Self::Q5K if SUPERBLOCK_TILES => TileKind::Q5K,
             Self::Q6K if SUPERBLOCK_TILES => TileKind::Q6K,
@@ -137,6 +145,7 @@ pub fn decode_float_row(ty: GgmlType, row: &[u8], out: &mut Vec<f16>) {
 /// One row of a tensor of type `ty` as f32, appended to `out`: the values GGML's dequantizer gives.
 pub fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut Vec<f32>) -> Result<(), KernelError> {
     match ty {
+        GgmlType::Q2K => dequantize_q2k(row, out)?,
         GgmlType::F16 | GgmlType::BF16 => {
             out.extend(row.chunks_exact(2).map(|b| {
                 let bits = u16::from_le_bytes([b[0], b[1]]);
@@ -176,6 +185,11 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                 return Err(KernelError::Shape(format!(
                     "{ty:?} rows are not integer blocks"
                 )));
+            }
+            GgmlType::Q2K => {
+                return Err(KernelError::Shape(
+                    "Q2_K has a min per 16 values: it packs only into super-block tiles".into(),
+                ));
             }
             GgmlType::Q4_0 => {
                 let d = half_at(block, 0);
@@ -324,6 +338,29 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                     out.push(iq4_block(&qs[16 * ib..16 * ib + 16], d * ls as f32));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Q2_K rows as ggml's `dequantize_row_q2_K` gives them. A block is `scales: [u8; 16]` (scale in the low
+/// nibble, min in the high one, per 16 values), `qs: [u8; 64]` (value `128h + 32k + l` is bits `2k..2k+2`
+/// of `qs[32h + l]`), then the f16 `d` and `dmin`.
+fn dequantize_q2k(row: &[u8], out: &mut Vec<f32>) -> Result<(), KernelError> {
+    if !row.len().is_multiple_of(84) {
+        return Err(KernelError::Shape(format!(
+            "a Q2K row of {} bytes is not whole blocks of 84",
+            row.len()
+        )));
+    }
+    for block in row.chunks_exact(84) {
+        let (scales, qs) = (&block[0..16], &block[16..80]);
+        let (d, dmin) = (half_at(block, 80), half_at(block, 82));
+        for i in 0..256 {
+            let sc = scales[i / 16];
+            let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
+            let q = (qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+            out.push(dl * q as f32 - ml);
         }
     }
     Ok(())
