@@ -28,6 +28,8 @@ pub enum GgmlType {
     IQ4NL,
     /// IQ4_NL's table in 256-element super-blocks, with a 6-bit scale per 32.
     IQ4XS,
+    /// MXFP4 (gpt-oss's experts): 4-bit E2M1 codes with an E8M0 power-of-two scale per 32.
+    MXFP4,
     F16,
     /// Packed as f16: exact for every value in f16's normal range (|x| from 6.1e-5 to 65504); smaller
     /// weights keep f16's subnormal precision.
@@ -45,6 +47,9 @@ pub enum TileKind {
     U8,
     /// f16 values, multiplied with unquantized f32 activations.
     F16,
+    /// 4-bit codes into MXFP4's table of doubled E2M1 values (int8), one f32 scale per 32:
+    /// `x = scale * table[q]`.
+    Fp4,
     /// Q4_K's super-blocks as the file has them (`superblocks`).
     Q4K,
     /// Q5_K's super-blocks as the file has them.
@@ -76,7 +81,13 @@ impl GgmlType {
     /// Elements per block.
     pub fn block_elems(self) -> usize {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::IQ4NL => 32,
+            Self::Q4_0
+            | Self::Q4_1
+            | Self::Q5_0
+            | Self::Q5_1
+            | Self::Q8_0
+            | Self::IQ4NL
+            | Self::MXFP4 => 32,
             Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
             Self::F16 | Self::BF16 => 1,
         }
@@ -97,6 +108,7 @@ impl GgmlType {
             Self::Q6K => 210,
             Self::IQ4NL => 18,
             Self::IQ4XS => 136,
+            Self::MXFP4 => 17,
             Self::F16 | Self::BF16 => 2,
         }
     }
@@ -112,6 +124,7 @@ impl GgmlType {
             Self::Q5_0 | Self::Q8_0 | Self::Q3K | Self::Q6K | Self::IQ4NL | Self::IQ4XS => {
                 TileKind::I8
             }
+            Self::MXFP4 => TileKind::Fp4,
             Self::F16 | Self::BF16 => TileKind::F16,
         }
     }
@@ -327,6 +340,18 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                 }
             }
             GgmlType::IQ4NL => out.push(iq4_block(&block[2..18], half_at(block, 0))),
+            GgmlType::MXFP4 => {
+                let d = e8m0_half(block[0]);
+                let mut b = Block32 {
+                    scale: [d, d],
+                    ..Block32::default()
+                };
+                for j in 0..16 {
+                    b.q[j] = FP4_VALUES[usize::from(block[1 + j] & 0x0F)];
+                    b.q[j + 16] = FP4_VALUES[usize::from(block[1 + j] >> 4)];
+                }
+                out.push(b);
+            }
             GgmlType::IQ4XS => {
                 let d = half_at(block, 0);
                 let scales_h = u16::from_le_bytes([block[2], block[3]]);
@@ -364,6 +389,21 @@ fn dequantize_q2k(row: &[u8], out: &mut Vec<f32>) -> Result<(), KernelError> {
         }
     }
     Ok(())
+}
+
+/// ggml's `kvalues_mxfp4`: the E2M1 values doubled (0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives), so
+/// that they are integers; the scale is halved to match (`e8m0_half`).
+pub const FP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// ggml's `ggml_e8m0_to_fp32_half`: `2^(e - 128)`, subnormal below `e` = 2. Every E8M0 byte's value is
+/// an f32, so MXFP4 tiles keep it exactly.
+pub fn e8m0_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (e as u32 - 1) << 23
+    };
+    f32::from_bits(bits)
 }
 
 /// The values IQ4_NL's and IQ4_XS's 4-bit indices stand for (ggml's `kvalues_iq4nl`).

@@ -158,6 +158,16 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
             two: |t, x, y| unsafe { x86::i8_vnni_x2(t, x, y) },
         },
         #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, TileKind::Fp4) => Kernels {
+            one: |t, x| unsafe { x86::fp4_avx2(t, x) },
+            two: |t, x, y| unsafe { x86::fp4_avx2_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, TileKind::Fp4) => Kernels {
+            one: |t, x| unsafe { x86::fp4_vnni(t, x) },
+            two: |t, x, y| unsafe { x86::fp4_vnni_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx2, TileKind::U8) => Kernels {
             one: |t, x| unsafe { x86::u8_avx2(t, x) },
             two: |t, x, y| unsafe { x86::u8_avx2_x2(t, x, y) },
@@ -186,6 +196,19 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
             one: |t, (q, d, _)| unsafe { neon::i8_group(t, q, d) },
             two: |t, (q, d, _), (q2, d2, _)| unsafe {
                 [neon::i8_group(t, q, d), neon::i8_group(t, q2, d2)]
+            },
+        },
+        #[cfg(target_arch = "aarch64")]
+        (SimdLevel::Neon, TileKind::Fp4) => Kernels {
+            one: |t, (q, d, _)| unsafe { neon::fp4_group(t, q, d) },
+            two: |t, (q, d, _), (q2, d2, _)| unsafe {
+                [neon::fp4_group(t, q, d), neon::fp4_group(t, q2, d2)]
+            },
+        },
+        (_, TileKind::Fp4) => Kernels {
+            one: |t, (q, d, _)| scalar::fp4_group(t, q, d),
+            two: |t, (q, d, _), (q2, d2, _)| {
+                [scalar::fp4_group(t, q, d), scalar::fp4_group(t, q2, d2)]
             },
         },
         (_, TileKind::U4) => Kernels {

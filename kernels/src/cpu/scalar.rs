@@ -6,7 +6,10 @@ use super::superblocks::{
     Q2K_SCALES, Q2K_TILE_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES,
     Q6K_TILE_BYTES, SuperKind, q2k_value, q4k_value, q6k_value,
 };
-use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16};
+use super::ggml::FP4_VALUES;
+use super::tiles::{
+    F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
+};
 
 /// Four rows of a U4 tile group against one activation row: `[f32; 4]` dot products.
 pub fn u4_group(tiles: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> [f32; 4] {
@@ -41,6 +44,25 @@ pub fn i8_group(tiles: &[u8], qs: &[i8], d: &[f32]) -> [f32; 4] {
             *o += d[b]
                 * (read_f16(tile, 4 * r) * halves[0] as f32
                     + read_f16(tile, 4 * r + 2) * halves[1] as f32);
+        }
+    }
+    out
+}
+
+/// Four rows of an Fp4 tile group against one activation row: table values (int8) against the
+/// activations, one scale per row and block.
+pub fn fp4_group(tiles: &[u8], qs: &[i8], d: &[f32]) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (b, tile) in tiles.chunks_exact(FP4_TILE_BYTES).enumerate() {
+        let a = &qs[32 * b..32 * b + 32];
+        for (r, o) in out.iter_mut().enumerate() {
+            let q = &tile[16 + 16 * r..32 + 16 * r];
+            let mut sum = 0i32;
+            for j in 0..16 {
+                sum += FP4_VALUES[usize::from(q[j] & 0x0F)] as i32 * a[j] as i32
+                    + FP4_VALUES[usize::from(q[j] >> 4)] as i32 * a[j + 16] as i32;
+            }
+            *o += read_f32(tile, 4 * r) * d[b] * sum as f32;
         }
     }
     out

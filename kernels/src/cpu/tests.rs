@@ -56,7 +56,48 @@ fn every_type_matrix(rows: usize, cols: usize, seed: u64) -> Vec<(GgmlType, Vec<
     for ty in [GgmlType::IQ4NL, GgmlType::IQ4XS] {
         all.push((ty, iq4_matrix(ty, rows, cols, seed)));
     }
+    all.push((GgmlType::MXFP4, mxfp4_matrix(rows, cols, seed)));
     all
+}
+
+/// Random MXFP4 bytes (candle has no quantizer for them): random codes under E8M0 scales from 2^-9 to
+/// 2^-3 (the doubled table reaches 12, so values stay within about 1.5), and a few blocks at the lowest
+/// E8M0 scales (2^-128, 2^-127: subnormal), which an f32 scale keeps exactly. (A block far above the
+/// others would make the f32-product check measure only its activations' rounding.)
+fn mxfp4_matrix(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let noise = random(1, rows * cols / 32 * 17, seed);
+    let mut bytes: Vec<u8> = noise.iter().map(|v| (v.to_bits() >> 7) as u8).collect();
+    for (b, block) in bytes.chunks_exact_mut(17).enumerate() {
+        block[0] = match b % 53 {
+            0 => 0,
+            1 => 1,
+            _ => 119 + (b % 7) as u8,
+        };
+    }
+    bytes
+}
+
+#[test]
+fn mxfp4_blocks_decode_to_ggmls_values() {
+    // e = 128: scale 2^0 on the doubled table; code 7 (12) then 15 (-12) in byte 0, 9 (-1) and 2 (2).
+    let mut block = vec![0u8; 17];
+    block[0] = 128;
+    block[1] = 0xF7;
+    block[2] = 0x29;
+    let mut row = Vec::new();
+    super::dequantize_row(GgmlType::MXFP4, &block, &mut row).unwrap();
+    assert_eq!((row[0], row[16], row[1], row[17]), (12.0, -12.0, -1.0, 2.0));
+    // e = 0 and 1: ggml's subnormal halves, 2^-128 and 2^-127.
+    for (e, d) in [(0u8, 2f32.powi(-128)), (1, 2f32.powi(-127)), (255, 2f32.powi(127))] {
+        block[0] = e;
+        row.clear();
+        super::dequantize_row(GgmlType::MXFP4, &block, &mut row).unwrap();
+        assert_eq!(row[1], -d, "e {e}");
+    }
+    // Packed: 17 file bytes a block become 20 (an f32 scale and the codes), not Q8_0's 36.
+    let bytes = mxfp4_matrix(8, 256, 1);
+    let packed = PackedMatrix::pack(GgmlType::MXFP4, &bytes, 8, 256).unwrap();
+    assert_eq!(packed.data.len(), 8 * 256 / 32 * 20);
 }
 
 #[test]
