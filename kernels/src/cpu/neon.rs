@@ -4,7 +4,9 @@
 use std::arch::aarch64::*;
 
 use super::ggml::FP4_VALUES;
-use super::tiles::{FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32};
+use super::tiles::{
+    FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
+};
 
 /// `sum(w[i] * a[i])` over 16 lanes.
 #[inline]

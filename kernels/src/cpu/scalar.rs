@@ -2,11 +2,11 @@
 //! kernel is tested against these.
 
 use super::activations::SuperRow;
+use super::ggml::FP4_VALUES;
 use super::superblocks::{
     Q2K_SCALES, Q2K_TILE_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES,
     Q6K_TILE_BYTES, SuperKind, q2k_value, q4k_value, q6k_value,
 };
-use super::ggml::FP4_VALUES;
 use super::tiles::{
     F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
 };

@@ -141,7 +141,8 @@ pub fn write_group(
                 SuperKind::Q2K => {
                     tile[2 * r..2 * r + 2].copy_from_slice(&block[80..82]);
                     tile[8 + 2 * r..10 + 2 * r].copy_from_slice(&block[82..84]);
-                    tile[Q2K_SCALES + 16 * r..Q2K_SCALES + 16 * r + 16].copy_from_slice(&block[0..16]);
+                    tile[Q2K_SCALES + 16 * r..Q2K_SCALES + 16 * r + 16]
+                        .copy_from_slice(&block[0..16]);
                     for h in 0..2 {
                         let at = Q2K_QS + 128 * h + 32 * r;
                         tile[at..at + 32].copy_from_slice(&block[16 + 32 * h..48 + 32 * h]);

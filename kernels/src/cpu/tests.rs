@@ -88,7 +88,11 @@ fn mxfp4_blocks_decode_to_ggmls_values() {
     super::dequantize_row(GgmlType::MXFP4, &block, &mut row).unwrap();
     assert_eq!((row[0], row[16], row[1], row[17]), (12.0, -12.0, -1.0, 2.0));
     // e = 0 and 1: ggml's subnormal halves, 2^-128 and 2^-127.
-    for (e, d) in [(0u8, 2f32.powi(-128)), (1, 2f32.powi(-127)), (255, 2f32.powi(127))] {
+    for (e, d) in [
+        (0u8, 2f32.powi(-128)),
+        (1, 2f32.powi(-127)),
+        (255, 2f32.powi(127)),
+    ] {
         block[0] = e;
         row.clear();
         super::dequantize_row(GgmlType::MXFP4, &block, &mut row).unwrap();
@@ -319,7 +323,10 @@ fn q2k_blocks_decode_to_ggmls_values() {
     super::dequantize_row(GgmlType::Q2K, &block, &mut row).unwrap();
     assert_eq!(row.len(), 256);
     // 0.5 * 3 * q - 0.25 * 2 in sub-block 0; 0.5 * 15 * q - 0.25 * 15 in sub-block 15.
-    assert_eq!((row[0], row[1], row[255], row[254]), (1.0, -0.5, 18.75, -3.75));
+    assert_eq!(
+        (row[0], row[1], row[255], row[254]),
+        (1.0, -0.5, 18.75, -3.75)
+    );
     // Sub-blocks 2 and 4 (scale and min 0): zero, whatever their quants.
     assert_eq!((row[32], row[64]), (0.0, 0.0));
 }

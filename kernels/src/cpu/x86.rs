@@ -269,9 +269,8 @@ macro_rules! i8_kernels {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn fp4_row(tile: *const u8, r: usize) -> __m256i {
     unsafe {
-        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(
-            FP4_VALUES.as_ptr() as *const __m128i
-        ));
+        let table =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(FP4_VALUES.as_ptr() as *const __m128i));
         _mm256_shuffle_epi8(table, unpack_nibbles(tile.add(16 + 16 * r)))
     }
 }
@@ -328,8 +327,10 @@ macro_rules! fp4_kernels {
                     let a = load32(x.0.as_ptr().add(32 * b) as *const u8);
                     let c = load32(y.0.as_ptr().add(32 * b) as *const u8);
                     let raw = _mm_loadu_ps(tile as *const f32);
-                    let sx = _mm256_castps128_ps256(_mm_mul_ps(raw, _mm_set1_ps(*x.1.get_unchecked(b))));
-                    let sy = _mm256_castps128_ps256(_mm_mul_ps(raw, _mm_set1_ps(*y.1.get_unchecked(b))));
+                    let sx =
+                        _mm256_castps128_ps256(_mm_mul_ps(raw, _mm_set1_ps(*x.1.get_unchecked(b))));
+                    let sy =
+                        _mm256_castps128_ps256(_mm_mul_ps(raw, _mm_set1_ps(*y.1.get_unchecked(b))));
                     for r in 0..4 {
                         let w = fp4_row(tile, r);
                         let magnitude = _mm256_sign_epi8(w, w);
