@@ -396,7 +396,7 @@ fn dequantize_q2k(row: &[u8], out: &mut Vec<f32>) -> Result<(), KernelError> {
 pub const FP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 /// ggml's `ggml_e8m0_to_fp32_half`: `2^(e - 128)`, subnormal below `e` = 2. Every E8M0 byte's value is
-/// an f32, so MXFP4 tiles keep it exactly.
+/// an f32, so MXFP4 tiles keep it exactly (but the two subnormal ones: `tiles`).
 pub fn e8m0_half(e: u8) -> f32 {
     let bits = if e < 2 {
         0x0020_0000u32 << e

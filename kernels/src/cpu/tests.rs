@@ -158,6 +158,8 @@ fn packing_tolerance(ty: GgmlType, values: &[f32]) -> f32 {
         }
         // BF16 narrowed to f16: exact in f16's normal range, f16's subnormal step (6e-8) below it.
         GgmlType::BF16 => 6e-8,
+        // MXFP4's subnormal scales (2^-128, 2^-127) pack as zero.
+        GgmlType::MXFP4 => 2e-37,
         _ => 0.0,
     }
 }
@@ -443,6 +445,64 @@ fn q2k_speed_against_candle() {
             best[0] / best[1],
             pool().threads(),
             SimdLevel::detect().name()
+        );
+    }
+}
+
+/// Not a check but a measurement: MXFP4 on its own tiles against the same weights converted to Q8_0 (what
+/// the loader did before), on a gpt-oss-20b expert's shape (2880 x 2880), at one token and at 16; hot
+/// (one matrix, in the cache) and cold (sixteen such experts in turn, 70 to 130 MB: from memory, as a
+/// real model's experts are):
+/// `cargo test -p model-runner-kernels --lib mxfp4_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn mxfp4_speed_against_its_q8_0_conversion() {
+    let (rows, cols) = (2880, 2880);
+    let fp4 = mxfp4_matrix(rows, cols, 1);
+    let mut q8 = Vec::with_capacity(fp4.len() / 17 * 34);
+    for block in fp4.chunks_exact(17) {
+        q8.extend_from_slice(&half::f16::from_f32(ggml::e8m0_half(block[0])).to_le_bytes());
+        q8.extend(
+            block[1..]
+                .iter()
+                .map(|c| ggml::FP4_VALUES[usize::from(c & 0x0F)] as u8),
+        );
+        q8.extend(
+            block[1..]
+                .iter()
+                .map(|c| ggml::FP4_VALUES[usize::from(c >> 4)] as u8),
+        );
+    }
+    let ours = PackedMatrix::pack(GgmlType::MXFP4, &fp4, rows, cols).unwrap();
+    let converted = PackedMatrix::pack(GgmlType::Q8_0, &q8, rows, cols).unwrap();
+    for (experts, tokens) in [(1, 1), (1, 16), (16, 1), (16, 16)] {
+        let ours: Vec<PackedMatrix> = (0..experts).map(|_| ours.clone()).collect();
+        let converted: Vec<PackedMatrix> = (0..experts).map(|_| converted.clone()).collect();
+        let x = random(tokens, cols, 2);
+        let (mut a, mut b) = (vec![0f32; tokens * rows], vec![0f32; tokens * rows]);
+        let mut best = [f64::MAX; 2];
+        for _ in 0..(if tokens == 1 { 50 } else { 10 }) {
+            for (i, (ms, out)) in [(&converted, &mut b), (&ours, &mut a)]
+                .into_iter()
+                .enumerate()
+            {
+                let start = std::time::Instant::now();
+                for m in ms {
+                    m.matmul(&x, out).unwrap();
+                }
+                best[i] = best[i].min(start.elapsed().as_secs_f64() / experts as f64);
+            }
+        }
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
+        }
+        println!(
+            "MXFP4 {tokens:>2} tokens x {rows}x{cols}, {experts:>2} experts: as Q8_0 {:.3} ms ({} MB), own tiles {:.3} ms ({} MB): x{:.2}",
+            best[0] * 1e3,
+            (converted[0].data.len() * experts) >> 20,
+            best[1] * 1e3,
+            (ours[0].data.len() * experts) >> 20,
+            best[0] / best[1]
         );
     }
 }

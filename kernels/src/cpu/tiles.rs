@@ -8,7 +8,7 @@
 //! - F16 tile, 256 bytes: `w: [[f16; 32]; 4]`, the rows' values as they are (F16, and BF16 narrowed).
 //! - I8 tile, 144 bytes: `scale: [[f16; 2]; 4]` (one per 16 elements), `q: [[i8; 32]; 4]`. `x = scale * q`.
 //! - Fp4 tile, 80 bytes (MXFP4, 5 bits a weight; the file 4.25): `scale: [f32; 4]` (the E8M0 power of two,
-//!   halved: exact), `q: [[u8; 16]; 4]` (the file's codes, nibbles as U4's). `x = scale * FP4_VALUES[q]`.
+//!   halved: exact, but for the two subnormal ones, which pack as zero), `q: [[u8; 16]; 4]` (the file's codes, nibbles as U4's). `x = scale * FP4_VALUES[q]`.
 //!
 //! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 pack without loss. K-quants' per-sub-block scales (`d * sc`, `dmin * m`) are rounded to
 //! f16, a relative error of 2^-11 on the scale, far below the 4-bit quantization step.
@@ -95,7 +95,15 @@ pub fn write_tile(kind: TileKind, rows: &[&Block32], tile: &mut [u8]) {
                 }
             }
             TileKind::Fp4 => {
-                tile[4 * r..4 * r + 4].copy_from_slice(&b.scale[0].to_le_bytes());
+                // E8M0's two lowest scales (2^-128, 2^-127: an all-zero block's, as ggml writes it) are
+                // f32 subnormals, which cost x86 a microcode assist per multiply: they pack as zero,
+                // dropping values under 2e-37.
+                let scale = if b.scale[0] < f32::MIN_POSITIVE {
+                    0.0
+                } else {
+                    b.scale[0]
+                };
+                tile[4 * r..4 * r + 4].copy_from_slice(&scale.to_le_bytes());
                 // The code of each value (the first of the table's two zeros for zero).
                 let code = |v: i8| FP4_VALUES.iter().position(|&t| t == v).unwrap_or(0) as u8;
                 for j in 0..16 {

@@ -264,14 +264,25 @@ macro_rules! i8_kernels {
     };
 }
 
-/// Row `r`'s 32 values of an Fp4 tile as int8: its codes looked up in the table (`vpshufb`).
+/// `FP4_VALUES` in both 128-bit halves, for `fp4_row`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fp4_row(tile: *const u8, r: usize) -> __m256i {
+fn fp4_table() -> __m256i {
+    // SAFETY: the table is 16 bytes.
+    unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(FP4_VALUES.as_ptr() as *const __m128i)) }
+}
+
+/// Row `r`'s 32 values of an Fp4 tile as int8: its codes looked up in `table` (`vpshufb`). The 16 code
+/// bytes go to both halves with a broadcast load and the high half is shifted by a nibble in place, which
+/// keeps the unpacking off the shuffle port that the lookup needs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fp4_row(table: __m256i, tile: *const u8, r: usize) -> __m256i {
     unsafe {
-        let table =
-            _mm256_broadcastsi128_si256(_mm_loadu_si128(FP4_VALUES.as_ptr() as *const __m128i));
-        _mm256_shuffle_epi8(table, unpack_nibbles(tile.add(16 + 16 * r)))
+        let codes =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(tile.add(16 + 16 * r) as *const __m128i));
+        let shifted = _mm256_srlv_epi32(codes, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+        _mm256_shuffle_epi8(table, _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F)))
     }
 }
 
@@ -285,6 +296,7 @@ macro_rules! fp4_kernels {
         #[target_feature(enable = $features)]
         pub unsafe fn $one(tiles: &[u8], (qs, d, _): Act) -> [f32; 4] {
             let blocks = d.len().min(tiles.len() / FP4_TILE_BYTES).min(qs.len() / 32);
+            let table = fp4_table();
             let mut acc = [_mm256_setzero_ps(); 4];
             for b in 0..blocks {
                 unsafe {
@@ -295,7 +307,7 @@ macro_rules! fp4_kernels {
                         _mm_set1_ps(*d.get_unchecked(b)),
                     ));
                     for r in 0..4 {
-                        let w = fp4_row(tile, r);
+                        let w = fp4_row(table, tile, r);
                         // u8 x i8 products: |w| against a carrying w's sign.
                         let p = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
                         acc[r] = _mm256_fmadd_ps(p, lane(scales, r as i32), acc[r]);
@@ -319,6 +331,7 @@ macro_rules! fp4_kernels {
                     .min(tiles.len() / FP4_TILE_BYTES)
                     .min(x.0.len() / 32)
                     .min(y.0.len() / 32);
+            let table = fp4_table();
             let mut ax = [_mm256_setzero_ps(); 4];
             let mut ay = [_mm256_setzero_ps(); 4];
             for b in 0..blocks {
@@ -332,7 +345,7 @@ macro_rules! fp4_kernels {
                     let sy =
                         _mm256_castps128_ps256(_mm_mul_ps(raw, _mm_set1_ps(*y.1.get_unchecked(b))));
                     for r in 0..4 {
-                        let w = fp4_row(tile, r);
+                        let w = fp4_row(table, tile, r);
                         let magnitude = _mm256_sign_epi8(w, w);
                         let px = $dot(magnitude, _mm256_sign_epi8(a, w));
                         let py = $dot(magnitude, _mm256_sign_epi8(c, w));
