@@ -33,6 +33,7 @@ fn matmul(c: &mut Criterion) {
         (GgmlDType::Q4_1, GgmlType::Q4_1),
         (GgmlDType::Q8_0, GgmlType::Q8_0),
         (GgmlDType::Q4K, GgmlType::Q4K),
+        (GgmlDType::Q2K, GgmlType::Q2K),
     ] {
         let m = packed(dtype, ty, rows, cols);
         let mut group = c.benchmark_group(format!("matmul_{ty:?}_{rows}x{cols}"));

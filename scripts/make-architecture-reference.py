@@ -2,7 +2,7 @@
 """Reference fixtures from llama.cpp for the model families proven by structure (scripts/synthesize-gguf.py).
 
     make-architecture-reference.py TOKENIZER.gguf OUT_DIR [FAMILY ...]
-    make-architecture-reference.py --k-quants TOKENIZER.gguf OUT_DIR [FAMILY ...]
+    make-architecture-reference.py --k-quants TOKENIZER.gguf OUT_DIR [FAMILY[:TYPE] ...]
 
 For each family and each file type the tests synthesize (F16, Q8_0, Q4_0; for gpt-oss F16, Q8_0 and
 MXFP4 experts with Q8_0 elsewhere), it writes the GGUF with
@@ -111,7 +111,8 @@ def reference_for(path):
 
 # The types only llama.cpp's quantizer writes: K-quants and the 4-bit i-quants (IQ4_NL, IQ4_XS: no
 # importance matrix needed).
-K_QUANTS = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
+K_QUANTS = {"q2_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K,
+            "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
             "iq4_nl": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL, "iq4_xs": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_XS}
 # gpt-oss also as llama-quantize's MXFP4_MOE (experts MXFP4, the rest Q8_0), the type its files ship in.
 FAMILY_K_QUANTS = {"gpt-oss": {**K_QUANTS, "mxfp4_moe": llama_cpp.LLAMA_FTYPE_MOSTLY_MXFP4_MOE}}
@@ -121,15 +122,18 @@ def k_quants(tokenizer, out_dir, families):
     """K-quant and IQ4 files, which only llama.cpp's quantizer writes: hidden 256 (K-quant rows are 256 wide), F32
     synthesized, then quantized by llama_model_quantize as llama-quantize does. The files (~20 MB) stay in
     OUT_DIR with a fixture beside each; `tests/architectures.rs`'s ignored test compares them when pointed
-    there (MODEL_RUNNER_K_QUANT_DIR)."""
+    there (MODEL_RUNNER_K_QUANT_DIR). `FAMILY:TYPE` (e.g. `llama3:q2_k`) makes only that type's file."""
     here = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
-    for family in families or FAMILIES:
+    for spec in families or FAMILIES:
+        family, _, only = spec.partition(":")
         source = os.path.join(out_dir, f"{family}-f32.gguf")
         subprocess.run([sys.executable, os.path.join(here, "synthesize-gguf.py"), "--family", family,
                         "--tokenizer-from", tokenizer, "--out", source, "--type", "f32", "--hidden", "256"],
                        check=True)
         for name, ftype in FAMILY_K_QUANTS.get(family, K_QUANTS).items():
+            if only and name != only:
+                continue
             path = os.path.join(out_dir, f"{family}-{name}.gguf")
             params = llama_cpp.llama_model_quantize_default_params()
             params.ftype = ftype

@@ -7,7 +7,8 @@
 //! sliding-window layers (`attention.sliding_window`, 128 in the real models) alternating with full ones,
 //! the even layers windowed (llama.cpp's swa pattern 2). Every feed-forward block is a mixture of
 //! experts with biases everywhere and the clamped `swiglu_oai` (`moe`, `ExpertLayers::AlwaysOpenAi`).
-//! The experts come as MXFP4 in the released files; `weights` converts them to Q8_0 at load.
+//! The experts come as MXFP4 in the released files; our CPU kernels run them as they are, and `weights`
+//! converts them to Q8_0 where candle runs them (`crate::mxfp4`).
 
 use candle_core::Tensor;
 

@@ -1,5 +1,7 @@
-//! MXFP4 (GGML type 39, the type gpt-oss's experts are released in) converted at load to Q8_0, which our
-//! packed kernels and candle run: the fallback this engine takes instead of an MXFP4 kernel of its own.
+//! MXFP4 (GGML type 39, the type gpt-oss's experts are released in) converted at load to Q8_0 for candle,
+//! which has no MXFP4 matmul: on another device, or with our kernels turned off. On the CPU our kernels run
+//! MXFP4 as it is (`kernels`' Fp4 tiles: the codes and an f32 scale, 20 bytes a block) and take no
+//! conversion.
 //!
 //! An MXFP4 block is 32 values: one E8M0 byte (a power of two) and 32 four-bit E2M1 codes, low nibbles
 //! the first 16 values, high nibbles the last 16. ggml reads a code through the doubled E2M1 table
@@ -11,7 +13,7 @@
 //! block against 17, twice the experts' size.
 //!
 //! candle's GGUF reader refuses type 39; `weights` reads tensors itself (candle parses only the metadata)
-//! and converts these with `to_q8_0` wherever candle or the kernels take them.
+//! and converts these with `to_q8_0` wherever candle takes them.
 
 /// GGML's type number for MXFP4.
 pub const MXFP4: u32 = 39;

@@ -94,17 +94,6 @@ impl GgufWeights {
                 tensors.insert(name, entry);
             }
         }
-        let mxfp4 = tensors
-            .values()
-            .filter(|t| t.ggml_type == crate::mxfp4::MXFP4)
-            .count();
-        if mxfp4 > 0 {
-            tracing::warn!(
-                tensors = mxfp4,
-                "MXFP4 weights are converted to Q8_0 at load (exact for real weights' scales, twice \
-                 their memory): this engine has no MXFP4 kernel yet"
-            );
-        }
         let f32_bytes: u64 = tensors
             .values()
             .map(|t| (t.dims.iter().product::<usize>() as u64).saturating_mul(4))
@@ -126,6 +115,19 @@ impl GgufWeights {
             && std::env::var("MODEL_RUNNER_DENSE_LINEARS").map_or(true, |v| v != "0");
         let packed_kernels = device.is_cpu()
             && std::env::var("MODEL_RUNNER_KERNELS").map_or(true, |v| v != "candle");
+        let mxfp4 = tensors
+            .values()
+            .filter(|t| t.ggml_type == crate::mxfp4::MXFP4)
+            .count();
+        if mxfp4 > 0 && !packed_kernels {
+            // Our CPU kernels run MXFP4 as it is; candle (another device, or the kernels turned off)
+            // takes it converted.
+            tracing::warn!(
+                tensors = mxfp4,
+                "MXFP4 weights are converted to Q8_0 for candle's matmul (exact for real weights' \
+                 scales, twice their memory)"
+            );
+        }
         Ok(Self {
             metadata,
             tensors,
@@ -214,16 +216,17 @@ impl GgufWeights {
         &self.shards[at.shard][at.range.clone()]
     }
 
-    /// `weight_bytes` of each of `names`, in order (the parts of one packed matrix).
-    fn weights_bytes(&self, names: &[&str]) -> Result<Vec<Cow<'_, [u8]>>, ModelError> {
+    /// The file's bytes of each of `names`, in order (the parts of one packed matrix): the kernels take
+    /// every type they run as the file has it, MXFP4 included.
+    fn weights_bytes(&self, names: &[&str]) -> Result<Vec<&[u8]>, ModelError> {
         names
             .iter()
-            .map(|name| self.weight_bytes(name).map(|(_, bytes)| bytes))
+            .map(|name| self.tensor_at(name).map(|(_, at)| self.bytes(&at)))
             .collect()
     }
 
-    /// A tensor's bytes as candle and the kernels take them, with their GGML type: as the file has them,
-    /// or, for MXFP4 (which neither runs), converted to Q8_0 (`crate::mxfp4`).
+    /// A tensor's bytes as candle takes them, with their GGML type: as the file has them, or, for MXFP4
+    /// (which candle does not run), converted to Q8_0 (`crate::mxfp4`).
     fn weight_bytes(&self, name: &str) -> Result<(u32, Cow<'_, [u8]>), ModelError> {
         let (ggml_type, at) = self.tensor_at(name)?;
         let raw = self.bytes(&at);
@@ -333,7 +336,7 @@ impl GgufWeights {
         let parts: Vec<(GgmlType, &[u8], usize)> = tensors
             .iter()
             .zip(&bytes)
-            .map(|((ty, _, rows), raw)| (*ty, raw.as_ref(), *rows))
+            .map(|((ty, _, rows), raw)| (*ty, *raw, *rows))
             .collect();
         let packed = pack_parts(names, &parts, cols)?.map(Arc::new);
         tensors.into_iter().for_each(|(_, at, _)| self.release(at));
@@ -375,13 +378,7 @@ impl GgufWeights {
                 Stacking::Experts(experts) => Some(self.expert_dims(name, experts)?),
                 Stacking::Matrices => None,
             };
-            // MXFP4 is packed from its Q8_0 conversion (`weight_bytes`).
-            let as_packed = if dtype == crate::mxfp4::MXFP4 {
-                crate::mxfp4::Q8_0
-            } else {
-                dtype
-            };
-            let Some(ty) = kernel_type(as_packed) else {
+            let Some(ty) = kernel_type(dtype) else {
                 // Stated, not silent: these run correctly but without our kernels' speed.
                 let alone = names.len() == 1 || matches!(stacking, Stacking::Experts(_));
                 if alone && !self.fallback_types.contains(&dtype) {
@@ -527,13 +524,10 @@ fn check_header(path: &Path) -> Result<GgufHeader, ModelError> {
             ModelError::Unsupported(format!("GGUF version {version}"))
         }
     })?;
-    // Types the header knows but neither candle nor our kernels load (most i-quants, the ternary and
-    // MXFP4 types): a clear error naming the tensor and its type.
+    // Types the header knows but neither candle nor our kernels load (most i-quants, the ternary
+    // types): a clear error naming the tensor and its type.
     for tensor in &header.tensors {
-        if candle_dtype(tensor.ggml_type).is_none()
-            && kernel_type(tensor.ggml_type).is_none()
-            && tensor.ggml_type != crate::mxfp4::MXFP4
-        {
+        if candle_dtype(tensor.ggml_type).is_none() && kernel_type(tensor.ggml_type).is_none() {
             let name = crate::gguf::ggml_type_name(tensor.ggml_type).unwrap_or("unknown");
             return Err(ModelError::Unsupported(format!(
                 "tensor {} is {name}, a type this runner does not run yet (it runs F32, F16, BF16, \
@@ -770,12 +764,14 @@ fn kernel_type(ggml_type: u32) -> Option<GgmlType> {
         6 => GgmlType::Q5_0,
         7 => GgmlType::Q5_1,
         8 => GgmlType::Q8_0,
+        10 => GgmlType::Q2K,
         11 => GgmlType::Q3K,
         12 => GgmlType::Q4K,
         13 => GgmlType::Q5K,
         14 => GgmlType::Q6K,
         20 => GgmlType::IQ4NL,
         23 => GgmlType::IQ4XS,
+        crate::mxfp4::MXFP4 => GgmlType::MXFP4,
         1 => GgmlType::F16,
         30 => GgmlType::BF16,
         _ => return None,

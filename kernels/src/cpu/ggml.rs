@@ -17,6 +17,9 @@ pub enum GgmlType {
     Q5_0,
     Q5_1,
     Q8_0,
+    /// 2-bit values with a 4-bit scale and a 4-bit min per 16 (`x = d * sc * q - dmin * m`), in
+    /// 256-value super-blocks: only the super-block tiles hold it (a min per 16 has no 32-value form).
+    Q2K,
     Q3K,
     Q4K,
     Q5K,
@@ -25,6 +28,8 @@ pub enum GgmlType {
     IQ4NL,
     /// IQ4_NL's table in 256-element super-blocks, with a 6-bit scale per 32.
     IQ4XS,
+    /// MXFP4 (gpt-oss's experts): 4-bit E2M1 codes with an E8M0 power-of-two scale per 32.
+    MXFP4,
     F16,
     /// Packed as f16: exact for every value in f16's normal range (|x| from 6.1e-5 to 65504); smaller
     /// weights keep f16's subnormal precision.
@@ -42,12 +47,17 @@ pub enum TileKind {
     U8,
     /// f16 values, multiplied with unquantized f32 activations.
     F16,
+    /// 4-bit codes into MXFP4's table of doubled E2M1 values (int8), one f32 scale per 32:
+    /// `x = scale * table[q]`.
+    Fp4,
     /// Q4_K's super-blocks as the file has them (`superblocks`).
     Q4K,
     /// Q5_K's super-blocks as the file has them.
     Q5K,
     /// Q6_K's super-blocks as the file has them.
     Q6K,
+    /// Q2_K's super-blocks as the file has them (on every architecture).
+    Q2K,
 }
 
 impl TileKind {
@@ -57,6 +67,7 @@ impl TileKind {
             TileKind::Q4K => Some(SuperKind::Q4K),
             TileKind::Q5K => Some(SuperKind::Q5K),
             TileKind::Q6K => Some(SuperKind::Q6K),
+            TileKind::Q2K => Some(SuperKind::Q2K),
             _ => None,
         }
     }
@@ -70,8 +81,14 @@ impl GgmlType {
     /// Elements per block.
     pub fn block_elems(self) -> usize {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::IQ4NL => 32,
-            Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
+            Self::Q4_0
+            | Self::Q4_1
+            | Self::Q5_0
+            | Self::Q5_1
+            | Self::Q8_0
+            | Self::IQ4NL
+            | Self::MXFP4 => 32,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
             Self::F16 | Self::BF16 => 1,
         }
     }
@@ -84,18 +101,21 @@ impl GgmlType {
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q2K => 84,
             Self::Q3K => 110,
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
             Self::IQ4NL => 18,
             Self::IQ4XS => 136,
+            Self::MXFP4 => 17,
             Self::F16 | Self::BF16 => 2,
         }
     }
 
     pub fn tile_kind(self) -> TileKind {
         match self {
+            Self::Q2K => TileKind::Q2K,
             Self::Q4K if SUPERBLOCK_TILES => TileKind::Q4K,
             Self::Q5K if SUPERBLOCK_TILES => TileKind::Q5K,
             Self::Q6K if SUPERBLOCK_TILES => TileKind::Q6K,
@@ -104,6 +124,7 @@ impl GgmlType {
             Self::Q5_0 | Self::Q8_0 | Self::Q3K | Self::Q6K | Self::IQ4NL | Self::IQ4XS => {
                 TileKind::I8
             }
+            Self::MXFP4 => TileKind::Fp4,
             Self::F16 | Self::BF16 => TileKind::F16,
         }
     }
@@ -137,6 +158,7 @@ pub fn decode_float_row(ty: GgmlType, row: &[u8], out: &mut Vec<f16>) {
 /// One row of a tensor of type `ty` as f32, appended to `out`: the values GGML's dequantizer gives.
 pub fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut Vec<f32>) -> Result<(), KernelError> {
     match ty {
+        GgmlType::Q2K => dequantize_q2k(row, out)?,
         GgmlType::F16 | GgmlType::BF16 => {
             out.extend(row.chunks_exact(2).map(|b| {
                 let bits = u16::from_le_bytes([b[0], b[1]]);
@@ -176,6 +198,11 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                 return Err(KernelError::Shape(format!(
                     "{ty:?} rows are not integer blocks"
                 )));
+            }
+            GgmlType::Q2K => {
+                return Err(KernelError::Shape(
+                    "Q2_K has a min per 16 values: it packs only into super-block tiles".into(),
+                ));
             }
             GgmlType::Q4_0 => {
                 let d = half_at(block, 0);
@@ -313,6 +340,18 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
                 }
             }
             GgmlType::IQ4NL => out.push(iq4_block(&block[2..18], half_at(block, 0))),
+            GgmlType::MXFP4 => {
+                let d = e8m0_half(block[0]);
+                let mut b = Block32 {
+                    scale: [d, d],
+                    ..Block32::default()
+                };
+                for j in 0..16 {
+                    b.q[j] = FP4_VALUES[usize::from(block[1 + j] & 0x0F)];
+                    b.q[j + 16] = FP4_VALUES[usize::from(block[1 + j] >> 4)];
+                }
+                out.push(b);
+            }
             GgmlType::IQ4XS => {
                 let d = half_at(block, 0);
                 let scales_h = u16::from_le_bytes([block[2], block[3]]);
@@ -327,6 +366,44 @@ pub fn decode_row(ty: GgmlType, row: &[u8], out: &mut Vec<Block32>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Q2_K rows as ggml's `dequantize_row_q2_K` gives them. A block is `scales: [u8; 16]` (scale in the low
+/// nibble, min in the high one, per 16 values), `qs: [u8; 64]` (value `128h + 32k + l` is bits `2k..2k+2`
+/// of `qs[32h + l]`), then the f16 `d` and `dmin`.
+fn dequantize_q2k(row: &[u8], out: &mut Vec<f32>) -> Result<(), KernelError> {
+    if !row.len().is_multiple_of(84) {
+        return Err(KernelError::Shape(format!(
+            "a Q2K row of {} bytes is not whole blocks of 84",
+            row.len()
+        )));
+    }
+    for block in row.chunks_exact(84) {
+        let (scales, qs) = (&block[0..16], &block[16..80]);
+        let (d, dmin) = (half_at(block, 80), half_at(block, 82));
+        for i in 0..256 {
+            let sc = scales[i / 16];
+            let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
+            let q = (qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+            out.push(dl * q as f32 - ml);
+        }
+    }
+    Ok(())
+}
+
+/// ggml's `kvalues_mxfp4`: the E2M1 values doubled (0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives), so
+/// that they are integers; the scale is halved to match (`e8m0_half`).
+pub const FP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// ggml's `ggml_e8m0_to_fp32_half`: `2^(e - 128)`, subnormal below `e` = 2. Every E8M0 byte's value is
+/// an f32, so MXFP4 tiles keep it exactly (but the two subnormal ones: `tiles`).
+pub fn e8m0_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (e as u32 - 1) << 23
+    };
+    f32::from_bits(bits)
 }
 
 /// The values IQ4_NL's and IQ4_XS's 4-bit indices stand for (ggml's `kvalues_iq4nl`).

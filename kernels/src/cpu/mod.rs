@@ -1,7 +1,7 @@
 //! Quantized matrix products on the CPU.
 //!
 //! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`, or `superblocks` for Q4_K,
-//! Q5_K and Q6_K on x86-64); `PackedMatrix::matmul` takes f32 activations, quantizes them per 32-element
+//! Q5_K and Q6_K on x86-64, and Q2_K everywhere); `PackedMatrix::matmul` takes f32 activations, quantizes them per 32-element
 //! block, or per 256 for super-block tiles (`activations`), and computes every output with
 //! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2), `x86_superblocks` for
 //! super-block tiles, or `scalar`, the reference every SIMD kernel is tested against. Work is split by
@@ -134,7 +134,9 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
     // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
     // `PackedMatrix::matmul_with` passes whole tiles and activation rows of the same block count.
     Some(match (level, kind) {
-        (_, TileKind::F16 | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K) => return None,
+        (_, TileKind::F16 | TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K) => {
+            return None;
+        }
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx2, TileKind::U4) => Kernels {
             one: |t, x| unsafe { x86::u4_avx2(t, x) },
@@ -154,6 +156,16 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
         (SimdLevel::Avx512Vnni, TileKind::I8) => Kernels {
             one: |t, x| unsafe { x86::i8_vnni(t, x) },
             two: |t, x, y| unsafe { x86::i8_vnni_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, TileKind::Fp4) => Kernels {
+            one: |t, x| unsafe { x86::fp4_avx2(t, x) },
+            two: |t, x, y| unsafe { x86::fp4_avx2_x2(t, x, y) },
+        },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, TileKind::Fp4) => Kernels {
+            one: |t, x| unsafe { x86::fp4_vnni(t, x) },
+            two: |t, x, y| unsafe { x86::fp4_vnni_x2(t, x, y) },
         },
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx2, TileKind::U8) => Kernels {
@@ -184,6 +196,19 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
             one: |t, (q, d, _)| unsafe { neon::i8_group(t, q, d) },
             two: |t, (q, d, _), (q2, d2, _)| unsafe {
                 [neon::i8_group(t, q, d), neon::i8_group(t, q2, d2)]
+            },
+        },
+        #[cfg(target_arch = "aarch64")]
+        (SimdLevel::Neon, TileKind::Fp4) => Kernels {
+            one: |t, (q, d, _)| unsafe { neon::fp4_group(t, q, d) },
+            two: |t, (q, d, _), (q2, d2, _)| unsafe {
+                [neon::fp4_group(t, q, d), neon::fp4_group(t, q2, d2)]
+            },
+        },
+        (_, TileKind::Fp4) => Kernels {
+            one: |t, (q, d, _)| scalar::fp4_group(t, q, d),
+            two: |t, (q, d, _), (q2, d2, _)| {
+                [scalar::fp4_group(t, q, d), scalar::fp4_group(t, q2, d2)]
             },
         },
         (_, TileKind::U4) => Kernels {
@@ -234,6 +259,10 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
             |t, x, o| unsafe { x86_superblocks::avx2::q6k(t, x, o) }
         }
         #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, SuperKind::Q2K) => {
+            |t, x, o| unsafe { x86_superblocks::avx2::q2k(t, x, o) }
+        }
+        #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, SuperKind::Q4K) => {
             |t, x, o| unsafe { x86_superblocks::vnni::q4k(t, x, o) }
         }
@@ -245,6 +274,15 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
         (SimdLevel::Avx512Vnni, SuperKind::Q6K) => {
             |t, x, o| unsafe { x86_superblocks::vnni::q6k(t, x, o) }
         }
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, SuperKind::Q2K) => {
+            |t, x, o| unsafe { x86_superblocks::vnni::q2k(t, x, o) }
+        }
+        (_, SuperKind::Q2K) => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::q2k_group(t, *x);
+            }
+        },
         (_, SuperKind::Q4K) => |t, x, o| {
             for (o, x) in o.iter_mut().zip(x) {
                 *o = scalar::q4k_group(SuperKind::Q4K, t, *x);

@@ -3,7 +3,10 @@
 
 use std::arch::aarch64::*;
 
-use super::tiles::{I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16};
+use super::ggml::FP4_VALUES;
+use super::tiles::{
+    FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
+};
 
 /// `sum(w[i] * a[i])` over 16 lanes.
 #[inline]
@@ -87,6 +90,32 @@ pub unsafe fn u8_group(tiles: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> [f32; 4
             let (w_lo, w_hi) = unsafe { (vld1q_s8(at), vld1q_s8(at.add(16))) };
             let sum = dot16(w_lo, a_lo) + dot16(w_hi, a_hi);
             *o += read_f16(tile, 2 * r) * d[b] * sum as f32 + read_f16(tile, 8 + 2 * r) * s[b];
+        }
+    }
+    out
+}
+
+/// Four Fp4 rows against one activation row: codes looked up in the table (`tbl`), then as I8.
+///
+/// # Safety
+/// The CPU has NEON (every AArch64 CPU does).
+#[target_feature(enable = "neon")]
+pub unsafe fn fp4_group(tiles: &[u8], qs: &[i8], d: &[f32]) -> [f32; 4] {
+    let blocks = d.len().min(tiles.len() / FP4_TILE_BYTES).min(qs.len() / 32);
+    let mask = vdupq_n_u8(0x0F);
+    let mut out = [0f32; 4];
+    // SAFETY (the loads): 16 bytes of the table, of a tile's row codes and of the block's activations.
+    let table = unsafe { vld1q_s8(FP4_VALUES.as_ptr()) };
+    for b in 0..blocks {
+        let tile = &tiles[b * FP4_TILE_BYTES..(b + 1) * FP4_TILE_BYTES];
+        let a = &qs[32 * b..32 * b + 32];
+        let (a_lo, a_hi) = unsafe { (vld1q_s8(a.as_ptr()), vld1q_s8(a.as_ptr().add(16))) };
+        for (r, o) in out.iter_mut().enumerate() {
+            let raw = unsafe { vld1q_u8(tile.as_ptr().add(16 + 16 * r)) };
+            let lo = vqtbl1q_s8(table, vandq_u8(raw, mask));
+            let hi = vqtbl1q_s8(table, vshrq_n_u8::<4>(raw));
+            let sum = dot16(lo, a_lo) + dot16(hi, a_hi);
+            *o += read_f32(tile, 4 * r) * d[b] * sum as f32;
         }
     }
     out

@@ -2,11 +2,14 @@
 //! kernel is tested against these.
 
 use super::activations::SuperRow;
+use super::ggml::FP4_VALUES;
 use super::superblocks::{
-    Q4K_MINS, Q4K_SCALES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES, Q6K_TILE_BYTES, SuperKind,
-    q4k_value, q6k_value,
+    Q2K_SCALES, Q2K_TILE_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES,
+    Q6K_TILE_BYTES, SuperKind, q2k_value, q4k_value, q6k_value,
 };
-use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16};
+use super::tiles::{
+    F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
+};
 
 /// Four rows of a U4 tile group against one activation row: `[f32; 4]` dot products.
 pub fn u4_group(tiles: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> [f32; 4] {
@@ -41,6 +44,25 @@ pub fn i8_group(tiles: &[u8], qs: &[i8], d: &[f32]) -> [f32; 4] {
             *o += d[b]
                 * (read_f16(tile, 4 * r) * halves[0] as f32
                     + read_f16(tile, 4 * r + 2) * halves[1] as f32);
+        }
+    }
+    out
+}
+
+/// Four rows of an Fp4 tile group against one activation row: table values (int8) against the
+/// activations, one scale per row and block.
+pub fn fp4_group(tiles: &[u8], qs: &[i8], d: &[f32]) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (b, tile) in tiles.chunks_exact(FP4_TILE_BYTES).enumerate() {
+        let a = &qs[32 * b..32 * b + 32];
+        for (r, o) in out.iter_mut().enumerate() {
+            let q = &tile[16 + 16 * r..32 + 16 * r];
+            let mut sum = 0i32;
+            for j in 0..16 {
+                sum += FP4_VALUES[usize::from(q[j] & 0x0F)] as i32 * a[j] as i32
+                    + FP4_VALUES[usize::from(q[j] >> 4)] as i32 * a[j + 16] as i32;
+            }
+            *o += read_f32(tile, 4 * r) * d[b] * sum as f32;
         }
     }
     out
@@ -122,6 +144,30 @@ pub fn q6k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
                 }
             }
             *o += x.d[b] * read_f16(tile, 2 * r) * sumi as f32;
+        }
+    }
+    out
+}
+
+/// Four rows of Q2K super-block tiles against one activation row, as ggml's `vec_dot_q2_K_q8_K`: per
+/// 16-value sub-block the 2-bit values' integer dot weighted by the 4-bit scale, and the 4-bit min against
+/// the activations' 16-value sum, each summed over the super-block and converted to float once.
+pub fn q2k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (b, tile) in tiles.chunks_exact(Q2K_TILE_BYTES).enumerate() {
+        let a = &x.qs[256 * b..256 * b + 256];
+        for (r, o) in out.iter_mut().enumerate() {
+            let (mut sumi, mut summ) = (0i32, 0i32);
+            for s in 0..16 {
+                let sc = tile[Q2K_SCALES + 16 * r + s];
+                let dot: i32 = (16 * s..16 * s + 16)
+                    .map(|i| q2k_value(tile, r, i) as i32 * a[i] as i32)
+                    .sum();
+                sumi += (sc & 0x0F) as i32 * dot;
+                summ += (sc >> 4) as i32 * x.sums16[16 * b + s] as i32;
+            }
+            let (d, dmin) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
+            *o += x.d[b] * d * sumi as f32 - x.d[b] * dmin * summ as f32;
         }
     }
     out

@@ -16,6 +16,11 @@
 //!   values), then for each half `h` (128 values) the four rows' `ql: [u8; 64]` and `qh: [u8; 32]`, Q6_K's
 //!   own bytes: value `32k + l` of a half is `ql[l + 32 (k & 1)] >> 4 (k >> 1) & 15 | (qh[l] >> 2k & 3) << 4`.
 //!   `x = d * scales[s] * (q - 32)` for 16-value sub-block `s`.
+//! - Q2K tile, 336 bytes (2.625 bits, as the file): `d: [f16; 4]`, `dmin: [f16; 4]`, `scales: [[u8; 16];
+//!   4]` (Q2_K's own bytes: sub-block `s`'s scale in the low nibble, its min in the high one, per 16
+//!   values), then for each half `h` (128 values) the four rows' `qs: [u8; 32]`: value `32k + l` of a half
+//!   is bits `2k..2k + 2` of byte `l`, as Q2_K has it. `x = d * (sc & 15) * q - dmin * (sc >> 4)`. Q2_K
+//!   takes these tiles on every architecture: its min per 16 values has no 32-column tile.
 //!
 //! Packing copies the file's integers and f16 scales, so the tiles dequantize to exactly ggml's values.
 
@@ -28,6 +33,7 @@ pub const SUPER: usize = 256;
 pub const Q4K_TILE_BYTES: usize = 592;
 pub const Q5K_TILE_BYTES: usize = 720;
 pub const Q6K_TILE_BYTES: usize = 840;
+pub const Q2K_TILE_BYTES: usize = 336;
 
 /// Where the parts of a Q4K / Q5K tile start.
 pub const Q4K_SCALES: usize = 16;
@@ -38,6 +44,9 @@ pub const Q5K_QH: usize = Q4K_TILE_BYTES;
 pub const Q6K_SCALES: usize = 8;
 pub const Q6K_HALVES: usize = 72;
 pub const Q6K_HALF_ROW: usize = 96;
+/// Where a Q2K tile's packed scales and its halves' quants start.
+pub const Q2K_SCALES: usize = 16;
+pub const Q2K_QS: usize = 80;
 
 /// The super-block layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +54,7 @@ pub enum SuperKind {
     Q4K,
     Q5K,
     Q6K,
+    Q2K,
 }
 
 impl SuperKind {
@@ -53,6 +63,7 @@ impl SuperKind {
             SuperKind::Q4K => Q4K_TILE_BYTES,
             SuperKind::Q5K => Q5K_TILE_BYTES,
             SuperKind::Q6K => Q6K_TILE_BYTES,
+            SuperKind::Q2K => Q2K_TILE_BYTES,
         }
     }
 
@@ -62,6 +73,7 @@ impl SuperKind {
             SuperKind::Q4K => GgmlType::Q4K,
             SuperKind::Q5K => GgmlType::Q5K,
             SuperKind::Q6K => GgmlType::Q6K,
+            SuperKind::Q2K => GgmlType::Q2K,
         }
     }
 }
@@ -126,6 +138,16 @@ pub fn write_group(
                         tile[at + 64..at + 96].copy_from_slice(&block[128 + 32 * h..160 + 32 * h]);
                     }
                 }
+                SuperKind::Q2K => {
+                    tile[2 * r..2 * r + 2].copy_from_slice(&block[80..82]);
+                    tile[8 + 2 * r..10 + 2 * r].copy_from_slice(&block[82..84]);
+                    tile[Q2K_SCALES + 16 * r..Q2K_SCALES + 16 * r + 16]
+                        .copy_from_slice(&block[0..16]);
+                    for h in 0..2 {
+                        let at = Q2K_QS + 128 * h + 32 * r;
+                        tile[at..at + 32].copy_from_slice(&block[16 + 32 * h..48 + 32 * h]);
+                    }
+                }
             }
         }
     }
@@ -155,6 +177,13 @@ pub fn q4k_value(kind: SuperKind, tile: &[u8], r: usize, s: usize, l: usize) -> 
     low | high
 }
 
+/// Q2K value `i` (0..256) of row `r`: 0..=3.
+#[inline]
+pub fn q2k_value(tile: &[u8], r: usize, i: usize) -> u8 {
+    let byte = tile[Q2K_QS + 128 * (i / 128) + 32 * r + i % 32];
+    (byte >> (2 * ((i % 128) / 32))) & 3
+}
+
 /// Row `r`'s 256 values of a tile, dequantized as ggml does.
 pub fn dequantize_tile_row(kind: SuperKind, tile: &[u8], r: usize, out: &mut [f32]) {
     match kind {
@@ -180,6 +209,14 @@ pub fn dequantize_tile_row(kind: SuperKind, tile: &[u8], r: usize, out: &mut [f3
                         out[i] = d * sc as f32 * (q6k_value(ql, qh, k, l) as i32 - 32) as f32;
                     }
                 }
+            }
+        }
+        SuperKind::Q2K => {
+            let (d, dmin) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
+            for (i, o) in out.iter_mut().enumerate().take(SUPER) {
+                let sc = tile[Q2K_SCALES + 16 * r + i / 16];
+                let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
+                *o = dl * q2k_value(tile, r, i) as f32 - ml;
             }
         }
     }

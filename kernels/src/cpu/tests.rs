@@ -20,7 +20,7 @@ fn random(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const TYPES: [(GgmlType, GgmlDType); 11] = [
+const TYPES: [(GgmlType, GgmlDType); 12] = [
     (GgmlType::F16, GgmlDType::F16),
     (GgmlType::BF16, GgmlDType::BF16),
     (GgmlType::Q4_0, GgmlDType::Q4_0),
@@ -28,6 +28,7 @@ const TYPES: [(GgmlType, GgmlDType); 11] = [
     (GgmlType::Q5_0, GgmlDType::Q5_0),
     (GgmlType::Q5_1, GgmlDType::Q5_1),
     (GgmlType::Q8_0, GgmlDType::Q8_0),
+    (GgmlType::Q2K, GgmlDType::Q2K),
     (GgmlType::Q3K, GgmlDType::Q3K),
     (GgmlType::Q4K, GgmlDType::Q4K),
     (GgmlType::Q5K, GgmlDType::Q5K),
@@ -55,7 +56,52 @@ fn every_type_matrix(rows: usize, cols: usize, seed: u64) -> Vec<(GgmlType, Vec<
     for ty in [GgmlType::IQ4NL, GgmlType::IQ4XS] {
         all.push((ty, iq4_matrix(ty, rows, cols, seed)));
     }
+    all.push((GgmlType::MXFP4, mxfp4_matrix(rows, cols, seed)));
     all
+}
+
+/// Random MXFP4 bytes (candle has no quantizer for them): random codes under E8M0 scales from 2^-9 to
+/// 2^-3 (the doubled table reaches 12, so values stay within about 1.5), and a few blocks at the lowest
+/// E8M0 scales (2^-128, 2^-127: subnormal), which an f32 scale keeps exactly. (A block far above the
+/// others would make the f32-product check measure only its activations' rounding.)
+fn mxfp4_matrix(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let noise = random(1, rows * cols / 32 * 17, seed);
+    let mut bytes: Vec<u8> = noise.iter().map(|v| (v.to_bits() >> 7) as u8).collect();
+    for (b, block) in bytes.chunks_exact_mut(17).enumerate() {
+        block[0] = match b % 53 {
+            0 => 0,
+            1 => 1,
+            _ => 119 + (b % 7) as u8,
+        };
+    }
+    bytes
+}
+
+#[test]
+fn mxfp4_blocks_decode_to_ggmls_values() {
+    // e = 128: scale 2^0 on the doubled table; code 7 (12) then 15 (-12) in byte 0, 9 (-1) and 2 (2).
+    let mut block = vec![0u8; 17];
+    block[0] = 128;
+    block[1] = 0xF7;
+    block[2] = 0x29;
+    let mut row = Vec::new();
+    super::dequantize_row(GgmlType::MXFP4, &block, &mut row).unwrap();
+    assert_eq!((row[0], row[16], row[1], row[17]), (12.0, -12.0, -1.0, 2.0));
+    // e = 0 and 1: ggml's subnormal halves, 2^-128 and 2^-127.
+    for (e, d) in [
+        (0u8, 2f32.powi(-128)),
+        (1, 2f32.powi(-127)),
+        (255, 2f32.powi(127)),
+    ] {
+        block[0] = e;
+        row.clear();
+        super::dequantize_row(GgmlType::MXFP4, &block, &mut row).unwrap();
+        assert_eq!(row[1], -d, "e {e}");
+    }
+    // Packed: 17 file bytes a block become 20 (an f32 scale and the codes), not Q8_0's 36.
+    let bytes = mxfp4_matrix(8, 256, 1);
+    let packed = PackedMatrix::pack(GgmlType::MXFP4, &bytes, 8, 256).unwrap();
+    assert_eq!(packed.data.len(), 8 * 256 / 32 * 20);
 }
 
 #[test]
@@ -112,6 +158,8 @@ fn packing_tolerance(ty: GgmlType, values: &[f32]) -> f32 {
         }
         // BF16 narrowed to f16: exact in f16's normal range, f16's subnormal step (6e-8) below it.
         GgmlType::BF16 => 6e-8,
+        // MXFP4's subnormal scales (2^-128, 2^-127) pack as zero.
+        GgmlType::MXFP4 => 2e-37,
         _ => 0.0,
     }
 }
@@ -249,6 +297,43 @@ fn k_quants_pack_into_super_block_tiles_no_larger_than_the_file() {
 }
 
 #[test]
+fn q2k_packs_into_super_block_tiles_as_large_as_the_file_on_every_architecture() {
+    let (rows, cols) = (8, 512);
+    let (bytes, _) = ggml_matrix(GgmlDType::Q2K, rows, cols, 3);
+    assert_eq!(GgmlType::Q2K.tile_kind(), TileKind::Q2K);
+    let packed = PackedMatrix::pack(GgmlType::Q2K, &bytes, rows, cols).unwrap();
+    assert_eq!(packed.data.len(), bytes.len());
+    assert_eq!(packed.data.len() as f64 * 8.0 / (rows * cols) as f64, 2.625);
+    assert!(PackedMatrix::pack(GgmlType::Q2K, &bytes, 4 * rows, cols / 4).is_err());
+    // No 32-column form: a min per 16 values does not fit one.
+    let mut blocks = Vec::new();
+    assert!(ggml::decode_row(GgmlType::Q2K, &bytes[..84], &mut blocks).is_err());
+}
+
+#[test]
+fn q2k_blocks_decode_to_ggmls_values() {
+    // d = 0.5, dmin = 0.25; sub-block 0: scale 3, min 2; sub-block 15: scale 15, min 15.
+    let mut block = vec![0u8; 84];
+    block[0] = 0x23;
+    block[15] = 0xFF;
+    // qs[0]: value 0 = 1, value 32 = 2, value 64 = 3, value 96 = 0; qs[63] bits 6..8: value 255 = 3.
+    block[16] = 0b00_11_10_01;
+    block[16 + 63] = 0b11_00_00_00;
+    block[80..82].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+    block[82..84].copy_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
+    let mut row = Vec::new();
+    super::dequantize_row(GgmlType::Q2K, &block, &mut row).unwrap();
+    assert_eq!(row.len(), 256);
+    // 0.5 * 3 * q - 0.25 * 2 in sub-block 0; 0.5 * 15 * q - 0.25 * 15 in sub-block 15.
+    assert_eq!(
+        (row[0], row[1], row[255], row[254]),
+        (1.0, -0.5, 18.75, -3.75)
+    );
+    // Sub-blocks 2 and 4 (scale and min 0): zero, whatever their quants.
+    assert_eq!((row[32], row[64]), (0.0, 0.0));
+}
+
+#[test]
 fn stacked_matrices_equal_their_parts() {
     let cols = 256;
     let (q, _) = ggml_matrix(GgmlDType::Q4_1, 6, cols, 1);
@@ -316,5 +401,108 @@ fn kernel_speed() {
                 best[0] / best[1]
             );
         }
+    }
+}
+
+/// Not a check but a measurement: Q2_K on our super-block kernel against candle's quantized matmul (the
+/// fallback Q2_K had before), on a 2048 x 8192 matrix at one token and at 64, best of several runs:
+/// `cargo test -p model-runner-kernels --release --lib q2k_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn q2k_speed_against_candle() {
+    use candle_core::Module;
+    let (rows, cols) = (2048, 8192);
+    let values = Tensor::from_vec(random(rows, cols, 1), (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&values, GgmlDType::Q2K).unwrap();
+    let bytes = q.data().unwrap().into_owned();
+    let ours = PackedMatrix::pack(GgmlType::Q2K, &bytes, rows, cols).unwrap();
+    let candle = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
+    for tokens in [1, 64] {
+        let x = random(tokens, cols, 2);
+        let xt = Tensor::from_vec(x.clone(), (tokens, cols), &Device::Cpu).unwrap();
+        let mut out = vec![0f32; tokens * rows];
+        let mut best = [f64::MAX; 2];
+        for _ in 0..(if tokens == 1 { 50 } else { 5 }) {
+            let start = std::time::Instant::now();
+            let theirs = candle.forward(&xt).unwrap();
+            best[0] = best[0].min(start.elapsed().as_secs_f64());
+            let start = std::time::Instant::now();
+            ours.matmul(&x, &mut out).unwrap();
+            best[1] = best[1].min(start.elapsed().as_secs_f64());
+            let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let scale = max_abs(&theirs);
+            for (a, b) in out.iter().zip(&theirs) {
+                assert!((a - b).abs() <= 2e-2 * scale, "ours {a} vs candle {b}");
+            }
+        }
+        let macs = (tokens * rows * cols) as f64;
+        println!(
+            "Q2K {tokens:>2} tokens x 2048x8192: candle {:.2} ms ({:.1} GMAC/s), ours {:.2} ms ({:.1} GMAC/s): x{:.2} ({} threads, {})",
+            best[0] * 1e3,
+            macs / best[0] / 1e9,
+            best[1] * 1e3,
+            macs / best[1] / 1e9,
+            best[0] / best[1],
+            pool().threads(),
+            SimdLevel::detect().name()
+        );
+    }
+}
+
+/// Not a check but a measurement: MXFP4 on its own tiles against the same weights converted to Q8_0 (what
+/// the loader did before), on a gpt-oss-20b expert's shape (2880 x 2880), at one token and at 16; hot
+/// (one matrix, in the cache) and cold (sixteen such experts in turn, 70 to 130 MB: from memory, as a
+/// real model's experts are):
+/// `cargo test -p model-runner-kernels --lib mxfp4_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn mxfp4_speed_against_its_q8_0_conversion() {
+    let (rows, cols) = (2880, 2880);
+    let fp4 = mxfp4_matrix(rows, cols, 1);
+    let mut q8 = Vec::with_capacity(fp4.len() / 17 * 34);
+    for block in fp4.chunks_exact(17) {
+        q8.extend_from_slice(&half::f16::from_f32(ggml::e8m0_half(block[0])).to_le_bytes());
+        q8.extend(
+            block[1..]
+                .iter()
+                .map(|c| ggml::FP4_VALUES[usize::from(c & 0x0F)] as u8),
+        );
+        q8.extend(
+            block[1..]
+                .iter()
+                .map(|c| ggml::FP4_VALUES[usize::from(c >> 4)] as u8),
+        );
+    }
+    let ours = PackedMatrix::pack(GgmlType::MXFP4, &fp4, rows, cols).unwrap();
+    let converted = PackedMatrix::pack(GgmlType::Q8_0, &q8, rows, cols).unwrap();
+    for (experts, tokens) in [(1, 1), (1, 16), (16, 1), (16, 16)] {
+        let ours: Vec<PackedMatrix> = (0..experts).map(|_| ours.clone()).collect();
+        let converted: Vec<PackedMatrix> = (0..experts).map(|_| converted.clone()).collect();
+        let x = random(tokens, cols, 2);
+        let (mut a, mut b) = (vec![0f32; tokens * rows], vec![0f32; tokens * rows]);
+        let mut best = [f64::MAX; 2];
+        for _ in 0..(if tokens == 1 { 50 } else { 10 }) {
+            for (i, (ms, out)) in [(&converted, &mut b), (&ours, &mut a)]
+                .into_iter()
+                .enumerate()
+            {
+                let start = std::time::Instant::now();
+                for m in ms {
+                    m.matmul(&x, out).unwrap();
+                }
+                best[i] = best[i].min(start.elapsed().as_secs_f64() / experts as f64);
+            }
+        }
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
+        }
+        println!(
+            "MXFP4 {tokens:>2} tokens x {rows}x{cols}, {experts:>2} experts: as Q8_0 {:.3} ms ({} MB), own tiles {:.3} ms ({} MB): x{:.2}",
+            best[0] * 1e3,
+            (converted[0].data.len() * experts) >> 20,
+            best[1] * 1e3,
+            (ours[0].data.len() * experts) >> 20,
+            best[0] / best[1]
+        );
     }
 }

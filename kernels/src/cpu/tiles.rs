@@ -7,19 +7,22 @@
 //! - U8 tile, 144 bytes: as U4 but `q: [[u8; 32]; 4]`, one byte per element (5-bit types). `x = scale * q + min`.
 //! - F16 tile, 256 bytes: `w: [[f16; 32]; 4]`, the rows' values as they are (F16, and BF16 narrowed).
 //! - I8 tile, 144 bytes: `scale: [[f16; 2]; 4]` (one per 16 elements), `q: [[i8; 32]; 4]`. `x = scale * q`.
+//! - Fp4 tile, 80 bytes (MXFP4, 5 bits a weight; the file 4.25): `scale: [f32; 4]` (the E8M0 power of two,
+//!   halved: exact, but for the two subnormal ones, which pack as zero), `q: [[u8; 16]; 4]` (the file's codes, nibbles as U4's). `x = scale * FP4_VALUES[q]`.
 //!
 //! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 pack without loss. K-quants' per-sub-block scales (`d * sc`, `dmin * m`) are rounded to
 //! f16, a relative error of 2^-11 on the scale, far below the 4-bit quantization step.
 
 use half::f16;
 
-use super::ggml::{Block32, TileKind};
+use super::ggml::{Block32, FP4_VALUES, TileKind};
 use super::superblocks::{self, SUPER};
 
 pub const U4_TILE_BYTES: usize = 80;
 pub const I8_TILE_BYTES: usize = 144;
 pub const U8_TILE_BYTES: usize = 144;
 pub const F16_TILE_BYTES: usize = 256;
+pub const FP4_TILE_BYTES: usize = 80;
 /// Rows per group.
 pub const GROUP_ROWS: usize = 4;
 
@@ -29,7 +32,8 @@ pub fn tile_bytes(kind: TileKind) -> usize {
         TileKind::I8 => I8_TILE_BYTES,
         TileKind::U8 => U8_TILE_BYTES,
         TileKind::F16 => F16_TILE_BYTES,
-        TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
+        TileKind::Fp4 => FP4_TILE_BYTES,
+        TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
             kind.superblock().map_or(0, |s| s.tile_bytes())
         }
     }
@@ -47,6 +51,11 @@ pub fn tile_cols(kind: TileKind) -> usize {
 #[inline]
 pub fn read_f16(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+#[inline]
+pub fn read_f32(bytes: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 fn write_f16(bytes: &mut [u8], at: usize, v: f32) {
@@ -75,7 +84,7 @@ pub fn write_tile(kind: TileKind, rows: &[&Block32], tile: &mut [u8]) {
                     tile[16 + 16 * r + j] = (b.q[j] as u8 & 0x0F) | ((b.q[j + 16] as u8) << 4);
                 }
             }
-            TileKind::F16 | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
+            TileKind::F16 | TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
                 unreachable!("F16 and super-block tiles have their own writers")
             }
             TileKind::U8 => {
@@ -83,6 +92,22 @@ pub fn write_tile(kind: TileKind, rows: &[&Block32], tile: &mut [u8]) {
                 write_f16(tile, 8 + 2 * r, b.min);
                 for j in 0..32 {
                     tile[16 + 32 * r + j] = b.q[j] as u8;
+                }
+            }
+            TileKind::Fp4 => {
+                // E8M0's two lowest scales (2^-128, 2^-127: an all-zero block's, as ggml writes it) are
+                // f32 subnormals, which cost x86 a microcode assist per multiply: they pack as zero,
+                // dropping values under 2e-37.
+                let scale = if b.scale[0] < f32::MIN_POSITIVE {
+                    0.0
+                } else {
+                    b.scale[0]
+                };
+                tile[4 * r..4 * r + 4].copy_from_slice(&scale.to_le_bytes());
+                // The code of each value (the first of the table's two zeros for zero).
+                let code = |v: i8| FP4_VALUES.iter().position(|&t| t == v).unwrap_or(0) as u8;
+                for j in 0..16 {
+                    tile[16 + 16 * r + j] = code(b.q[j]) | (code(b.q[j + 16]) << 4);
                 }
             }
             TileKind::I8 => {
@@ -122,12 +147,20 @@ pub fn dequantize_tile_row(kind: TileKind, tile: &[u8], r: usize, out: &mut [f32
                 out[j] = scale * tile[16 + 32 * r + j] as f32 + min;
             }
         }
+        TileKind::Fp4 => {
+            let scale = read_f32(tile, 4 * r);
+            for j in 0..16 {
+                let byte = tile[16 + 16 * r + j];
+                out[j] = scale * FP4_VALUES[usize::from(byte & 0x0F)] as f32;
+                out[j + 16] = scale * FP4_VALUES[usize::from(byte >> 4)] as f32;
+            }
+        }
         TileKind::I8 => {
             for j in 0..32 {
                 let scale = read_f16(tile, 4 * r + 2 * (j / 16));
                 out[j] = scale * (tile[16 + 32 * r + j] as i8) as f32;
             }
         }
-        TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {}
+        TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {}
     }
 }

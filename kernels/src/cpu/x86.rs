@@ -7,7 +7,8 @@
 
 use std::arch::x86_64::*;
 
-use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
+use super::ggml::FP4_VALUES;
+use super::tiles::{F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
 
 /// Sums each of four 8-lane vectors: `[sum(a), sum(b), sum(c), sum(d)]`.
 #[inline]
@@ -263,6 +264,113 @@ macro_rules! i8_kernels {
     };
 }
 
+/// `FP4_VALUES` in both 128-bit halves, for `fp4_row`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fp4_table() -> __m256i {
+    // SAFETY: the table is 16 bytes.
+    unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(FP4_VALUES.as_ptr() as *const __m128i)) }
+}
+
+/// Row `r`'s 32 values of an Fp4 tile as int8: its codes looked up in `table` (`vpshufb`). The 16 code
+/// bytes go to both halves with a broadcast load and the high half is shifted by a nibble in place, which
+/// keeps the unpacking off the shuffle port that the lookup needs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fp4_row(table: __m256i, tile: *const u8, r: usize) -> __m256i {
+    unsafe {
+        let codes =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(tile.add(16 + 16 * r) as *const __m128i));
+        let shifted = _mm256_srlv_epi32(codes, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+        _mm256_shuffle_epi8(table, _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F)))
+    }
+}
+
+/// Kernels for Fp4 tiles: the I8 kernels' signed products on looked-up values, one f32 scale per row.
+macro_rules! fp4_kernels {
+    ($one:ident, $two:ident, $features:literal, $dot:ident) => {
+        /// Four Fp4 rows against one activation row.
+        ///
+        /// # Safety
+        /// The CPU has the features named; `tiles` holds `d.len()` tiles and `qs` `32 * d.len()` values.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $one(tiles: &[u8], (qs, d, _): Act) -> [f32; 4] {
+            let blocks = d.len().min(tiles.len() / FP4_TILE_BYTES).min(qs.len() / 32);
+            let table = fp4_table();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for b in 0..blocks {
+                unsafe {
+                    let tile = tiles.as_ptr().add(b * FP4_TILE_BYTES);
+                    let a = load32(qs.as_ptr().add(32 * b) as *const u8);
+                    let scales = _mm256_castps128_ps256(_mm_mul_ps(
+                        _mm_loadu_ps(tile as *const f32),
+                        _mm_set1_ps(*d.get_unchecked(b)),
+                    ));
+                    for r in 0..4 {
+                        let w = fp4_row(table, tile, r);
+                        // u8 x i8 products: |w| against a carrying w's sign.
+                        let p = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+                        acc[r] = _mm256_fmadd_ps(p, lane(scales, r as i32), acc[r]);
+                    }
+                }
+            }
+            let mut out = [0f32; 4];
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), hsum4(acc[0], acc[1], acc[2], acc[3])) };
+            out
+        }
+
+        /// Four Fp4 rows against two activation rows.
+        ///
+        /// # Safety
+        /// As for the one-row kernel, for both rows.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $two(tiles: &[u8], x: Act, y: Act) -> [[f32; 4]; 2] {
+            let blocks =
+                x.1.len()
+                    .min(y.1.len())
+                    .min(tiles.len() / FP4_TILE_BYTES)
+                    .min(x.0.len() / 32)
+                    .min(y.0.len() / 32);
+            let table = fp4_table();
+            let mut ax = [_mm256_setzero_ps(); 4];
+            let mut ay = [_mm256_setzero_ps(); 4];
+            for b in 0..blocks {
+                unsafe {
+                    let tile = tiles.as_ptr().add(b * FP4_TILE_BYTES);
+                    let a = load32(x.0.as_ptr().add(32 * b) as *const u8);
+                    let c = load32(y.0.as_ptr().add(32 * b) as *const u8);
+                    let raw = _mm_loadu_ps(tile as *const f32);
+                    let sx =
+                        _mm256_castps128_ps256(_mm_mul_ps(raw, _mm_set1_ps(*x.1.get_unchecked(b))));
+                    let sy =
+                        _mm256_castps128_ps256(_mm_mul_ps(raw, _mm_set1_ps(*y.1.get_unchecked(b))));
+                    for r in 0..4 {
+                        let w = fp4_row(table, tile, r);
+                        let magnitude = _mm256_sign_epi8(w, w);
+                        let px = $dot(magnitude, _mm256_sign_epi8(a, w));
+                        let py = $dot(magnitude, _mm256_sign_epi8(c, w));
+                        ax[r] = _mm256_fmadd_ps(px, lane(sx, r as i32), ax[r]);
+                        ay[r] = _mm256_fmadd_ps(py, lane(sy, r as i32), ay[r]);
+                    }
+                }
+            }
+            let mut out = [[0f32; 4]; 2];
+            unsafe {
+                _mm_storeu_ps(out[0].as_mut_ptr(), hsum4(ax[0], ax[1], ax[2], ax[3]));
+                _mm_storeu_ps(out[1].as_mut_ptr(), hsum4(ay[0], ay[1], ay[2], ay[3]));
+            }
+            out
+        }
+    };
+}
+
+fp4_kernels!(fp4_avx2, fp4_avx2_x2, "avx2,fma,f16c", dot_avx2);
+fp4_kernels!(
+    fp4_vnni,
+    fp4_vnni_x2,
+    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+    dot_vnni
+);
 offset_kernels!(
     u4_avx2,
     u4_avx2_x2,

@@ -4,16 +4,16 @@
 //! sub-block scale serves every token, and the tokens' integer sums stay in registers (4 rows x 4 tokens
 //! of 8 lanes) for a whole super-block. Per 32 values and token the work is `vpmaddubsw` (u8 weights x i8
 //! activations into i16 pairs) and one multiply-add of those pairs with the sub-block's scale into i32
-//! (`vpdpwssd` with VNNI, `vpmaddwd` + `vpaddd` without). The mins (Q4K, Q5K) and Q6K's offset of 32 come
-//! from the activations' per-32 and per-16 sums, once per super-block; floats appear once per super-block,
+//! (`vpdpwssd` with VNNI, `vpmaddwd` + `vpaddd` without). The mins (Q4K, Q5K per 32 values, Q2K per 16)
+//! and Q6K's offset of 32 come from the activations' per-32 and per-16 sums, once per super-block; floats appear once per super-block,
 //! row and token. Callers check the CPU's features (`SimdLevel::available`).
 
 use std::arch::x86_64::*;
 
 use super::activations::SuperRow;
 use super::superblocks::{
-    Q4K_MINS, Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF_ROW, Q6K_HALVES,
-    Q6K_SCALES, Q6K_TILE_BYTES,
+    Q2K_QS, Q2K_SCALES, Q2K_TILE_BYTES, Q4K_MINS, Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH,
+    Q5K_TILE_BYTES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES, Q6K_TILE_BYTES,
 };
 use super::x86::load32;
 
@@ -93,7 +93,108 @@ unsafe fn q4k_scales(tile: *const u8, r: usize) -> __m256i {
 }
 
 macro_rules! superblock_kernels {
-    ($q4k:ident, $q5k:ident, $q6k:ident, $features:literal, $madd:ident) => {
+    ($q2k:ident, $q4k:ident, $q5k:ident, $q6k:ident, $features:literal, $madd:ident) => {
+        /// Four Q2K rows against the first `N` activation rows of `x`.
+        #[target_feature(enable = $features)]
+        unsafe fn q2k_tokens<const N: usize>(tiles: &[u8], x: &[SuperRow]) -> [[f32; 4]; N] {
+            let x = &x[..N];
+            let mut supers = tiles.len() / Q2K_TILE_BYTES;
+            for a in x {
+                supers = supers
+                    .min(a.d.len())
+                    .min(a.qs.len() / 256)
+                    .min(a.sums16.len() / 16);
+            }
+            let three = _mm256_set1_epi8(3);
+            let nibble = _mm_set1_epi8(0x0F);
+            let mut total = [_mm_setzero_ps(); N];
+            for b in 0..supers {
+                unsafe {
+                    let tile = tiles.as_ptr().add(b * Q2K_TILE_BYTES);
+                    let mut acts = [std::ptr::null::<u8>(); N];
+                    for t in 0..N {
+                        acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                    }
+                    let mut acc = [[_mm256_setzero_si256(); N]; 4];
+                    for h in 0..2 {
+                        // One row of half `h`: its 128 values against every token.
+                        macro_rules! row {
+                            ($r:literal) => {
+                                let sc8 = _mm_loadl_epi64(
+                                    tile.add(Q2K_SCALES + 16 * $r + 8 * h) as *const __m128i
+                                );
+                                let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(
+                                    _mm_and_si128(sc8, nibble),
+                                ));
+                                let q = load32(tile.add(Q2K_QS + 128 * h + 32 * $r));
+                                let values = [
+                                    _mm256_and_si256(q, three),
+                                    _mm256_and_si256(_mm256_srli_epi16::<2>(q), three),
+                                    _mm256_and_si256(_mm256_srli_epi16::<4>(q), three),
+                                    _mm256_and_si256(_mm256_srli_epi16::<6>(q), three),
+                                ];
+                                for k in 0..4 {
+                                    let s = _mm256_shuffle_epi8(scales, load32(PAIRS[k].as_ptr()));
+                                    for t in 0..N {
+                                        let a = load32(acts[t].add(128 * h + 32 * k));
+                                        acc[$r][t] = $madd(
+                                            acc[$r][t],
+                                            _mm256_maddubs_epi16(values[k], a),
+                                            s,
+                                        );
+                                    }
+                                }
+                            };
+                        }
+                        row!(0);
+                        row!(1);
+                        row!(2);
+                        row!(3);
+                    }
+                    // Each row's sixteen mins as i16, against each token's 16-value sums.
+                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
+                    let dmin = _mm_cvtph_ps(_mm_loadl_epi64(tile.add(8) as *const __m128i));
+                    let mins = [0, 1, 2, 3].map(|r| {
+                        _mm256_cvtepu8_epi16(_mm_and_si128(
+                            _mm_srli_epi16::<4>(load16(tile.add(Q2K_SCALES + 16 * r))),
+                            nibble,
+                        ))
+                    });
+                    for t in 0..N {
+                        let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
+                        let summ = sum_rows(mins.map(|m| _mm256_madd_epi16(m, sums)));
+                        let sumi = sum_rows([acc[0][t], acc[1][t], acc[2][t], acc[3][t]]);
+                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
+                        total[t] =
+                            _mm_fnmadd_ps(_mm_cvtepi32_ps(summ), _mm_mul_ps(dmin, da), total[t]);
+                    }
+                }
+            }
+            let mut out = [[0f32; 4]; N];
+            for t in 0..N {
+                // SAFETY: `out[t]` has four floats.
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
+            }
+            out
+        }
+
+        /// Four Q2K rows against 1 to 4 activation rows.
+        ///
+        /// # Safety
+        /// As for the Q4K kernel.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $q2k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+            unsafe {
+                match x.len() {
+                    1 => out[..1].copy_from_slice(&q2k_tokens::<1>(tiles, x)),
+                    2 => out[..2].copy_from_slice(&q2k_tokens::<2>(tiles, x)),
+                    3 => out[..3].copy_from_slice(&q2k_tokens::<3>(tiles, x)),
+                    _ => out[..4].copy_from_slice(&q2k_tokens::<4>(tiles, x)),
+                }
+            }
+        }
+
         /// Four Q4K (or, with `FIVE`, Q5K) rows against the first `N` activation rows of `x`.
         #[target_feature(enable = $features)]
         unsafe fn q4k_tokens<const N: usize, const FIVE: bool>(
@@ -359,13 +460,14 @@ macro_rules! superblock_kernels {
 /// AVX2 without VNNI.
 pub mod avx2 {
     use super::*;
-    superblock_kernels!(q4k, q5k, q6k, "avx2,fma,f16c", madd_avx2);
+    superblock_kernels!(q2k, q4k, q5k, q6k, "avx2,fma,f16c", madd_avx2);
 }
 
 /// AVX-512 VNNI on 256-bit vectors.
 pub mod vnni {
     use super::*;
     superblock_kernels!(
+        q2k,
         q4k,
         q5k,
         q6k,
