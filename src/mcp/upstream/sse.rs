@@ -285,6 +285,7 @@ where
     }
 }
 
+/// `request` with the access token as its `Authorization: Bearer` header (marked sensitive).
 fn with_token(request: reqwest::RequestBuilder, token: Option<String>) -> reqwest::RequestBuilder {
     match token {
         Some(token) => request.bearer_auth(token),
