@@ -614,6 +614,51 @@ fn resources_and_prompts_are_relayed_namespaced_and_access_checked() {
     );
 }
 
+/// Resource subscriptions relayed through `/mcp`, with the Python SDK on both sides (a server on the
+/// 2.x SDK's low-level `Server`, in `.venv`, that sends `notifications/resources/updated` when a tool changes a note): the subscribed
+/// session receives the update under the gateway's URI, a session of the same client that did not
+/// subscribe receives nothing, an unsubscribe reaches the server, a server without subscriptions and
+/// another client's server are refused, and `resources.subscribe` is advertised only to clients with
+/// a server that offers it.
+#[test]
+fn resource_updates_reach_only_the_sessions_subscribed_to_them() {
+    let cli = ModelCli::new();
+    let server = |extra: &[&str]| {
+        let mut args = vec![
+            repo_root()
+                .join("tests/python/mcp_subscribe_server.py")
+                .to_string_lossy()
+                .to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        json!({"command": python(), "args": args})
+    };
+    let config = json!({
+        "mcpServers": {"notes": server(&[]), "plain": server(&["--no-subscribe"])},
+        "gateway": {"clients": [
+            {"name": "both", "token": "both-token-1234", "servers": ["notes", "plain"]},
+            {"name": "plain", "token": "plain-token-5678", "servers": ["plain"]}
+        ]}
+    });
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let started = Instant::now();
+    let out = Command::new(var("MCP_PYTHON"))
+        .arg(repo_root().join("tests/python/mcp_subscribe_client.py"))
+        .env("MCP_URL", gateway.url("/mcp"))
+        .env("TOKEN", "both-token-1234")
+        .env("PLAIN_TOKEN", "plain-token-5678")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("subscribe client ok"),
+        "{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+    eprintln!("subscribe client: {:.1} s", started.elapsed().as_secs_f64());
+}
+
 /// A server that pages its resources forever, offers a URI with a control character, answers a read with
 /// a malformed result and a read and a prompt with 9 MiB: the list is cut at the gateway's bound, the
 /// odd URI left out, each bad answer is an MCP error naming the server, and the gateway keeps serving.
@@ -2181,12 +2226,19 @@ struct OAuthServer {
 
 impl OAuthServer {
     fn start(token_lifetime_secs: u64) -> Self {
+        Self::start_serving(token_lifetime_secs, "streamable-http")
+    }
+
+    /// The server with its MCP endpoint on `transport`: `streamable-http` (at /mcp) or `sse` (/sse).
+    fn start_serving(token_lifetime_secs: u64, transport: &str) -> Self {
         let port = free_port();
         let child = Command::new(python())
             .arg(repo_root().join("tests/python/mcp_oauth_server.py"))
             .arg(port.to_string())
             .arg("--token-lifetime")
             .arg(token_lifetime_secs.to_string())
+            .arg("--transport")
+            .arg(transport)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -2475,6 +2527,196 @@ fn remote_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_rev
     eprintln!("after logout: {answers}");
     let log = gateway.log();
     assert!(!holds_token(&log), "the server log holds a token:\n{log}");
+}
+
+/// Calls `tool` until it answers without an error (a server just authorized may still be backing off
+/// from its refusals), for at most 15 s; the last reply.
+fn call_until_answered(session: &mut Session, tool: &str) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = session.call(tool, json!({}));
+        if !is_error(&reply) && reply.message.get("error").is_none() || Instant::now() > deadline {
+            return reply;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = session.tool_names();
+    }
+}
+
+/// An HTTP+SSE server behind the Python SDK's OAuth: login discovers through the SSE URL (its POST is
+/// not allowed, its GET answers 401 with the challenge); the gateway sends the token on the GET that
+/// opens the stream and on every POST, refreshes it past its lifetime, and once the server revoked
+/// every token says to log in again, after which it works again. A server configured without a
+/// `type` reaches the same SSE server by falling back from streamable HTTP, with its own grant.
+#[test]
+fn sse_servers_are_authorized_with_oauth_refreshed_and_ask_for_login_when_revoked() {
+    let auth_server = OAuthServer::start_serving(4, "sse");
+    let cli = ModelCli::new();
+    let config = json!({"mcpServers": {
+        "legacy": {"type": "sse", "url": auth_server.url("/sse")},
+        "auto": {"url": auth_server.url("/sse")}
+    }});
+    let gateway = Gateway::start(&cli, &config, &[]);
+    let config_arg = gateway.config.to_str().expect("utf-8").to_string();
+    let mut session = Session::new(gateway.url("/mcp"), None);
+    assert_eq!(session.initialize().status, 200);
+    // Before a login both are refused, and the gateway says how to log in.
+    assert!(
+        !session
+            .tool_names()
+            .iter()
+            .any(|n| n.starts_with("legacy__") || n.starts_with("auto__"))
+    );
+    let servers = reqwest::blocking::get(gateway.url("/gateway/servers"))
+        .and_then(|r| r.text())
+        .expect("GET /gateway/servers");
+    for name in ["legacy", "auto"] {
+        assert!(
+            servers.contains(&format!("run `model mcp auth login {name}`")),
+            "{servers}"
+        );
+    }
+    let listed = cli.ok(&["mcp", "auth", "ls", "--mcp-config", &config_arg]);
+    assert!(
+        listed.contains("legacy") && listed.contains("auto"),
+        "{listed}"
+    );
+
+    let started = Instant::now();
+    for name in ["legacy", "auto"] {
+        let (ok, printed, url) = auth_login(&cli, &config_arg, name, true);
+        assert!(
+            ok && printed.contains(&format!("Authorized {name}")),
+            "{printed}"
+        );
+        let url = url.expect("the authorization URL");
+        assert!(
+            url.contains(&format!(
+                "resource={}",
+                urlencoding(&auth_server.url("/sse"))
+            )),
+            "the token is asked for the SSE URL: {url}"
+        );
+    }
+    eprintln!("two SSE logins: {:.2} s", started.elapsed().as_secs_f64());
+    for tool in ["legacy__whoami", "auto__whoami"] {
+        let reply = call_until_answered(&mut session, tool);
+        assert_eq!(
+            result_text(&reply),
+            "authorized caller",
+            "{}",
+            reply.message
+        );
+    }
+
+    // Past the access tokens' lifetime the POSTs carry refreshed tokens.
+    std::thread::sleep(Duration::from_secs(5));
+    for tool in ["legacy__whoami", "auto__whoami"] {
+        let reply = session.call(tool, json!({}));
+        assert_eq!(
+            result_text(&reply),
+            "authorized caller",
+            "{}",
+            reply.message
+        );
+    }
+    let stats = auth_server.stats();
+    assert!(stats["refresh_grants"].as_u64() >= Some(2), "{stats}");
+
+    // The server forgets every token: the POST is refused, the one refresh fails, the user is told.
+    reqwest::blocking::Client::new()
+        .post(auth_server.url("/test/revoke-all"))
+        .send()
+        .expect("revoke all");
+    let reply = session.call("legacy__whoami", json!({}));
+    assert!(
+        reply
+            .message
+            .to_string()
+            .contains("run `model mcp auth login legacy`"),
+        "{}\n{}",
+        reply.message,
+        gateway.log()
+    );
+    let (ok, printed, _) = auth_login(&cli, &config_arg, "legacy", true);
+    assert!(ok, "{printed}");
+    let reply = call_until_answered(&mut session, "legacy__whoami");
+    assert_eq!(
+        result_text(&reply),
+        "authorized caller",
+        "{}",
+        reply.message
+    );
+    let log = gateway.log();
+    assert!(!holds_token(&log), "the server log holds a token:\n{log}");
+}
+
+/// `url` percent-encoded as a query value.
+fn urlencoding(url: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", [("v", url)])
+        .expect("url")
+        .query()
+        .and_then(|q| q.strip_prefix("v="))
+        .expect("query")
+        .to_string()
+}
+
+/// Several `model` processes that find the same expired grant (as `model serve` and a CLI command
+/// sharing a home would) renew it once between them: the first to take the refresh lock spends the
+/// rotating refresh token, the others read the renewed grant after it and hold the same new token.
+#[test]
+fn concurrent_refreshes_in_separate_processes_spend_the_refresh_token_once() {
+    let auth_server = OAuthServer::start(3);
+    let cli = ModelCli::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("mcp.json");
+    std::fs::write(
+        &config,
+        json!({"mcpServers": {"secure": {"url": auth_server.url("/mcp")}}}).to_string(),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8").to_string();
+    let (ok, printed, _) = auth_login(&cli, &config, "secure", true);
+    assert!(ok, "{printed}");
+    std::thread::sleep(Duration::from_secs(4));
+    let refreshers: Vec<Child> = (0..4)
+        .map(|_| {
+            cli.command(&[
+                "mcp",
+                "auth",
+                "refresh",
+                "secure",
+                "--json",
+                "--mcp-config",
+                &config,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("model mcp auth refresh")
+        })
+        .collect();
+    let mut grants = Vec::new();
+    for refresher in refreshers {
+        let out = refresher.wait_with_output().expect("refresh exits");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!holds_token(&stdout), "{stdout}");
+        let grant: Value = serde_json::from_str(stdout.trim()).expect("refresh --json");
+        grants.push((grant["obtained_at"].clone(), grant["expires_at"].clone()));
+    }
+    let stats = auth_server.stats();
+    assert_eq!(stats["refresh_grants"].as_u64(), Some(1), "{stats}");
+    assert!(
+        grants.iter().all(|g| *g == grants[0]) && grants[0].0.is_i64(),
+        "every process holds the one renewed grant: {grants:?}"
+    );
+    let entry = cli.ok(&["mcp", "auth", "ls", "--json", "--mcp-config", &config]);
+    assert!(entry.contains("\"authorized\""), "{entry}");
 }
 
 /// Every file under `dir`.

@@ -1,7 +1,8 @@
-//! `model mcp auth login | logout | ls`: authorize the gateway at remote MCP servers that use OAuth
-//! 2.1 (the browser URL is printed, and opened when a browser can be; the answer comes back to a
-//! one-shot loopback listener), revoke and delete the grants, and show which servers have one and
-//! when its access token expires. No token is ever printed.
+//! `model mcp auth login | logout | ls | refresh`: authorize the gateway at remote MCP servers
+//! (streamable HTTP or HTTP+SSE) that use OAuth 2.1 (the browser URL is printed, and opened when a
+//! browser can be; the answer comes back to a one-shot loopback listener), revoke and delete the
+//! grants, show which servers have one and when its access token expires, and renew an access token
+//! now (under the same cross-process lock `model serve` refreshes under). No token is ever printed.
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use super::mcp::Files;
 use super::write_table;
 use crate::mcp::McpConfig;
 use crate::mcp::config::{ServerConfig, Transport};
-use crate::mcp::oauth::{Grant, LoginOptions, TokenStore, login, logout};
+use crate::mcp::oauth::{Credentials, Grant, LoginOptions, TokenStore, login, logout};
 use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -40,6 +41,15 @@ enum AuthCommand {
     },
     /// Revoke the server's tokens (when its authorization server can) and delete them.
     Logout { name: String },
+    /// Renew the server's access token now if it expires soon (with --force, even if not), unless
+    /// another process (a running `model serve`) renewed it meanwhile.
+    Refresh {
+        name: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remote servers and their grants: authorized or not, when the access token expires.
     #[command(alias = "status")]
     Ls {
@@ -59,8 +69,8 @@ pub async fn run(store: &Store, args: AuthArgs) -> Result<()> {
         } => {
             let config = McpConfig::load(&config_path)?;
             let server = remote_server(&config, &name)?;
-            let Transport::Http { url, .. } = &server.transport else {
-                bail!("server {name} is not a remote (HTTP) server");
+            let Some(url) = remote_url(server) else {
+                bail!("server {name} is not a remote (HTTP or SSE) server");
             };
             let settings = server.oauth.clone().unwrap_or_default();
             let options = LoginOptions {
@@ -94,6 +104,35 @@ pub async fn run(store: &Store, args: AuthArgs) -> Result<()> {
             Ok(())
         }
         AuthCommand::Ls { json } => list(&tokens, &config_path, json),
+        AuthCommand::Refresh { name, force, json } => {
+            let config = McpConfig::load(&config_path)?;
+            let server = remote_server(&config, &name)?;
+            let Some(url) = remote_url(server) else {
+                bail!("server {name} is not a remote (HTTP or SSE) server");
+            };
+            let grant = Credentials::new(tokens, &name, url)
+                .renew_now(force)
+                .await?;
+            if json {
+                let entry = json!({
+                    "server": name,
+                    "expires_at": grant.expires_at,
+                    "obtained_at": grant.obtained_at,
+                });
+                println!("{entry}");
+            } else {
+                println!("{name}: {}.", expiry(&grant));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A remote server's URL (streamable HTTP or HTTP+SSE); `None` for a local one.
+fn remote_url(server: &ServerConfig) -> Option<&str> {
+    match &server.transport {
+        Transport::Http { url, .. } | Transport::Sse { url, .. } => Some(url),
+        _ => None,
     }
 }
 
@@ -111,8 +150,8 @@ fn list(tokens: &TokenStore, config_path: &std::path::Path, json: bool) -> Resul
     let mut rows: Vec<(String, Option<String>)> = Vec::new();
     if let Ok(config) = McpConfig::load(config_path) {
         for server in &config.servers {
-            if let Transport::Http { url, .. } = &server.transport {
-                rows.push((server.name.clone(), Some(url.clone())));
+            if let Some(url) = remote_url(server) {
+                rows.push((server.name.clone(), Some(url.to_string())));
             }
         }
     }

@@ -10,7 +10,11 @@ would; `GET /test/stats` counts registrations, authorizations, code and refresh 
 defences to be tested: `foreign-issuer` (its metadata names another issuer), `huge-metadata` (a 1 MiB
 metadata document), `redirect-token` (the token endpoint redirects to another origin); `none` restores it.
 
-Usage: mcp_oauth_server.py PORT [--token-lifetime SECONDS]
+`--transport sse` serves the MCP server over the older HTTP+SSE transport (GET /sse opens the event
+stream, POST /messages/ carries the client's messages; both take the bearer token) instead of streamable
+HTTP at /mcp; the resource the tokens are issued for is then .../sse.
+
+Usage: mcp_oauth_server.py PORT [--token-lifetime SECONDS] [--transport streamable-http|sse]
 """
 
 import argparse
@@ -123,15 +127,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--token-lifetime", type=int, default=3600)
+    parser.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
     args = parser.parse_args()
     base = f"http://127.0.0.1:{args.port}"
+    mcp_path = "/sse" if args.transport == "sse" else "/mcp"
     provider = AutoApprovingProvider(args.token_lifetime)
     server = MCPServer(
         "oauth-test",
         auth_server_provider=provider,
         auth=AuthSettings(
             issuer_url=base,
-            resource_server_url=f"{base}/mcp",
+            resource_server_url=f"{base}{mcp_path}",
             validate_token_resource=True,
             required_scopes=[SCOPE],
             client_registration_options=ClientRegistrationOptions(
@@ -162,7 +168,7 @@ def main() -> None:
         hostile["mode"] = request.query_params.get("mode", "none")
         return JSONResponse({"mode": hostile["mode"]})
 
-    inner = server.streamable_http_app()
+    inner = server.sse_app() if args.transport == "sse" else server.streamable_http_app()
 
     async def app(scope, receive, send):
         """The SDK's app, unless a hostile mode answers the request first."""

@@ -1,13 +1,18 @@
-//! The upstream transport's HTTP client for servers without a configured `Authorization` header:
-//! rmcp's reqwest client, with the server's saved access token attached to every request.
+//! A server's OAuth grant while the gateway runs, and the streamable-HTTP transport's client for
+//! servers without a configured `Authorization` header.
 //!
-//! `Credentials` owns one server's grant while the gateway runs: it refreshes the access token shortly
-//! before it expires, and once more when the server refuses it (then the request is retried once).
-//! When no grant is saved, or the refresh fails, the request fails with an error that tells the user
-//! to run `model mcp auth login NAME`. The token goes only to the URL the grant was made for.
+//! `Credentials` owns one server's grant: `authorized` is the one request path both upstream
+//! transports (streamable HTTP through `BearerClient`, HTTP+SSE in `upstream::sse`) send through. It
+//! attaches the access token, refreshes it shortly before it expires, and once more when the server
+//! refuses it (then the request is retried once). A refresh holds the store's cross-process lock and
+//! reads the grant again under it, so a `model` process that finds it renewed by another takes that
+//! token instead of spending the refresh token a second time. When no grant is saved, or the refresh
+//! fails, the request fails with an error that tells the user to run `model mcp auth login NAME`. The
+//! token goes only to the URL the grant was made for.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 use reqwest::Url;
@@ -22,7 +27,12 @@ use sse_stream::Sse;
 use super::OAuthError;
 use super::flow::refresh;
 use super::http::{OAuthHttp, check_url};
-use super::store::{Grant, TokenStore};
+use super::store::{Grant, GrantLock, TokenStore};
+
+/// The longest a refresh waits for another process's.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+/// How often a waiting refresh looks at the lock again.
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Why a request could not be authorized. Each message ends with what the user should do.
 #[derive(Debug, thiserror::Error)]
@@ -91,58 +101,78 @@ impl Credentials {
         })
     }
 
-    /// The access token to send now (refreshed first when it is about to expire); `None` when no
-    /// login saved a grant for this server.
-    pub async fn token(&self) -> Result<Option<String>, CredentialError> {
+    /// Runs `call` with the access token (`None` when no login saved a grant); when the server
+    /// refuses it (`is_refusal` says which outcomes are a refusal), renews the token once and calls
+    /// once more. Both transports (streamable HTTP and HTTP+SSE) send every request through here;
+    /// `refused` turns a credential error into the transport's error.
+    pub async fn authorized<T, E, F, Fut>(
+        &self,
+        call: F,
+        is_refusal: impl Fn(&E) -> bool,
+        refused: impl Fn(CredentialError) -> E,
+    ) -> Result<T, E>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Some(token) = self.current(None).await.map_err(&refused)? else {
+            return match call(None).await {
+                Err(e) if is_refusal(&e) => Err(refused(CredentialError::LoginRequired {
+                    server: self.server.clone(),
+                })),
+                other => other,
+            };
+        };
+        match call(Some(token.clone())).await {
+            Err(e) if is_refusal(&e) => {
+                let fresh = self.current(Some(&token)).await.map_err(&refused)?;
+                match call(fresh).await {
+                    Err(e) if is_refusal(&e) => Err(refused(CredentialError::RenewFailed {
+                        server: self.server.clone(),
+                        reason: "the server refused the renewed token too".into(),
+                    })),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The access token to send: the held grant's (read from the store when none is held), refreshed
+    /// first when it is about to expire. After the server refused `refused`, the store is read again
+    /// (a login or another process may have renewed it since) and the token refreshed unless it
+    /// already changed. `None` only when no login saved a grant and nothing was refused.
+    async fn current(&self, refused: Option<&str>) -> Result<Option<String>, CredentialError> {
         let mut slot = self.grant.lock().await;
-        if slot.is_none() {
+        if slot.is_none() || refused.is_some() {
             *slot = self.load()?;
         }
         let Some(grant) = slot.as_mut() else {
-            return Ok(None);
+            return match refused {
+                Some(_) => Err(CredentialError::LoginRequired {
+                    server: self.server.clone(),
+                }),
+                None => Ok(None),
+            };
         };
-        if grant.needs_refresh() && grant.refresh_token.is_some() {
+        let was_refused = refused.is_some_and(|sent| sent == grant.access_token);
+        if !was_refused && (!grant.needs_refresh() || grant.refresh_token.is_none()) {
+            // Fresh, or expiring with no way to renew it: the server has the last word.
+            return Ok(Some(grant.access_token.clone()));
+        }
+        if was_refused {
+            tracing::info!(server = %self.server, "the server refused the access token; refreshing it once");
+        } else {
             tracing::debug!(server = %self.server, "access token about to expire; refreshing");
-            if let Err(e) = self.refresh(grant).await {
+        }
+        match self.refresh(grant, refused).await {
+            Ok(()) => Ok(Some(grant.access_token.clone())),
+            Err(e) => {
+                // Forget the grant: the next request reads the store again (a new login, or none).
                 *slot = None;
-                return Err(e);
+                Err(e)
             }
         }
-        Ok(Some(grant.access_token.clone()))
-    }
-
-    /// A token to retry with after the server refused `sent`: a newer saved one (a login since), else
-    /// a refreshed one.
-    pub async fn renew(&self, sent: &str) -> Result<String, CredentialError> {
-        let mut slot = self.grant.lock().await;
-        let saved = self.load()?;
-        if let Some(saved) = saved
-            && saved.access_token != sent
-            && !saved.needs_refresh()
-        {
-            let token = saved.access_token.clone();
-            *slot = Some(saved);
-            return Ok(token);
-        }
-        let Some(grant) = slot.as_mut() else {
-            return Err(CredentialError::LoginRequired {
-                server: self.server.clone(),
-            });
-        };
-        if grant.access_token != sent && !grant.needs_refresh() {
-            // Another request renewed it meanwhile.
-            return Ok(grant.access_token.clone());
-        }
-        tracing::info!(server = %self.server, "the server refused the access token; refreshing it once");
-        let renewed = self
-            .refresh(grant)
-            .await
-            .map(|()| grant.access_token.clone());
-        if renewed.is_err() {
-            // Forget the refused grant: the next request reads the store again (a new login, or none).
-            *slot = None;
-        }
-        renewed
     }
 
     /// The saved grant, when it was made for this server's configured URL.
@@ -165,12 +195,30 @@ impl Credentials {
         }
     }
 
-    /// Refreshes `grant` at its recorded token endpoint and saves it.
-    async fn refresh(&self, grant: &mut Grant) -> Result<(), CredentialError> {
+    /// Refreshes `grant` at its recorded token endpoint and saves it, holding the server's
+    /// cross-process lock from reading the saved grant to saving the new one: when another process
+    /// renewed it meanwhile, its token is taken and the refresh token (spent) is not sent again.
+    async fn refresh(
+        &self,
+        grant: &mut Grant,
+        refused: Option<&str>,
+    ) -> Result<(), CredentialError> {
         let failed = |reason: String| CredentialError::RenewFailed {
             server: self.server.clone(),
             reason,
         };
+        let _lock = self.lock().await?;
+        let latest = self.load()?.ok_or_else(|| CredentialError::LoginRequired {
+            server: self.server.clone(),
+        })?;
+        let renewed_elsewhere = latest.access_token != grant.access_token
+            && refused != Some(latest.access_token.as_str())
+            && !latest.needs_refresh();
+        *grant = latest;
+        if renewed_elsewhere {
+            tracing::debug!(server = %self.server, "access token renewed by another request or process");
+            return Ok(());
+        }
         let Some(refresh_token) = grant.refresh_token.clone() else {
             return Err(failed("no refresh token was granted".into()));
         };
@@ -198,6 +246,46 @@ impl Credentials {
         tracing::info!(server = %self.server, expires_at = ?grant.expires_at, "access token refreshed");
         Ok(())
     }
+
+    /// The server's refresh lock, waited for (polled) at most `LOCK_WAIT`: a process holds it only
+    /// for one token request, which its HTTP client bounds well below that.
+    async fn lock(&self) -> Result<GrantLock, CredentialError> {
+        let store_error = |source| CredentialError::Store {
+            server: self.server.clone(),
+            source,
+        };
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            if let Some(lock) = self.store.try_lock(&self.server).map_err(store_error)? {
+                return Ok(lock);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(store_error(OAuthError::Store(format!(
+                    "another process has held the refresh lock for over {} s",
+                    LOCK_WAIT.as_secs()
+                ))));
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+    }
+
+    /// Renews the access token now, as `model mcp auth refresh` asks: refreshed when it is about to
+    /// expire (or always, with `force`), unless another process renewed it meanwhile. The grant after.
+    pub async fn renew_now(&self, force: bool) -> Result<Grant, CredentialError> {
+        let mut slot = self.grant.lock().await;
+        let Some(mut grant) = self.load()? else {
+            return Err(CredentialError::LoginRequired {
+                server: self.server.clone(),
+            });
+        };
+        if force || grant.needs_refresh() {
+            let sent = grant.access_token.clone();
+            let refused = force.then_some(sent.as_str());
+            self.refresh(&mut grant, refused).await?;
+        }
+        *slot = Some(grant.clone());
+        Ok(grant)
+    }
 }
 
 /// Whether two URLs name the same resource (parsed, so `HTTP://Host:443/x` and `https://host/x` agree).
@@ -224,43 +312,22 @@ impl BearerClient {
         Ok(Self { inner, credentials })
     }
 
-    /// Runs `call` with the token; when the server refuses it, renews it once and retries once.
-    async fn authorized<T, F, Fut>(
-        &self,
-        given: Option<String>,
-        call: F,
-    ) -> Result<T, StreamableHttpError<reqwest::Error>>
+    /// Runs `call` with the grant's token, unless the transport was given an `Authorization` itself.
+    async fn authorized<T, F, Fut>(&self, given: Option<String>, call: F) -> HttpResult<T>
     where
         F: Fn(Option<String>) -> Fut,
-        Fut: Future<Output = Result<T, StreamableHttpError<reqwest::Error>>>,
+        Fut: Future<Output = HttpResult<T>>,
     {
         if given.is_some() {
             return call(given).await;
         }
-        let server = || self.credentials.server.clone();
-        let Some(token) = self.credentials.token().await.map_err(refused)? else {
-            return match call(None).await {
-                Err(StreamableHttpError::AuthRequired(_)) => {
-                    Err(refused(CredentialError::LoginRequired { server: server() }))
-                }
-                other => other,
-            };
-        };
-        match call(Some(token.clone())).await {
-            Err(StreamableHttpError::AuthRequired(_)) => {
-                let fresh = self.credentials.renew(&token).await.map_err(refused)?;
-                match call(Some(fresh)).await {
-                    Err(StreamableHttpError::AuthRequired(_)) => {
-                        Err(refused(CredentialError::RenewFailed {
-                            server: server(),
-                            reason: "the server refused the renewed token too".into(),
-                        }))
-                    }
-                    other => other,
-                }
-            }
-            other => other,
-        }
+        self.credentials
+            .authorized(
+                call,
+                |e| matches!(e, StreamableHttpError::AuthRequired(_)),
+                refused,
+            )
+            .await
     }
 }
 

@@ -98,7 +98,9 @@ impl OAuthHttp {
     }
 
     /// Asks an MCP server, unauthenticated, to initialize: its `WWW-Authenticate` challenge when it
-    /// answers 401, `None` otherwise (whatever else it answers, discovery goes on from its URL).
+    /// refuses with 401. A server of the older HTTP+SSE transport answers the POST otherwise (its URL
+    /// takes only the GET that opens the event stream), so that GET is asked next; its body, a stream
+    /// when the server lets it open, is never read.
     pub async fn challenge(&self, server: &Url) -> Result<Option<String>, OAuthError> {
         let initialize = serde_json::json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
@@ -107,7 +109,7 @@ impl OAuthHttp {
                 "clientInfo": {"name": "model-runner", "version": env!("CARGO_PKG_VERSION")}
             }
         });
-        let response = self
+        let post = self
             .client
             .post(server.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -115,14 +117,28 @@ impl OAuthHttp {
                 reqwest::header::ACCEPT,
                 "application/json, text/event-stream",
             )
-            .body(initialize.to_string())
-            .send()
-            .await
-            .map_err(|e| OAuthError::Request {
-                what: "MCP server",
-                url: server.to_string(),
-                reason: describe(&e),
-            })?;
+            .body(initialize.to_string());
+        if let Some(challenge) = self.challenge_of(server, post).await? {
+            return Ok(Some(challenge));
+        }
+        let get = self
+            .client
+            .get(server.clone())
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        self.challenge_of(server, get).await
+    }
+
+    /// The `Bearer` challenge of `request`'s answer, when it is a 401.
+    async fn challenge_of(
+        &self,
+        server: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Option<String>, OAuthError> {
+        let response = request.send().await.map_err(|e| OAuthError::Request {
+            what: "MCP server",
+            url: server.to_string(),
+            reason: describe(&e),
+        })?;
         if response.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(None);
         }

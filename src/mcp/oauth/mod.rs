@@ -1,4 +1,4 @@
-//! OAuth 2.1 for remote (streamable-HTTP) MCP servers, as the MCP authorization spec describes: the
+//! OAuth 2.1 for remote MCP servers (streamable HTTP and the older HTTP+SSE), as the MCP authorization spec describes: the
 //! runner is the OAuth client, the MCP server a protected resource, its authorization server whatever
 //! the server's metadata names.
 //!
@@ -8,10 +8,13 @@
 //! (RFC 7591); `flow` holds the grants (authorization code with PKCE and RFC 8707 `resource`, refresh,
 //! RFC 7009 revocation); `callback` is the one-shot loopback listener the browser returns to; `login`
 //! runs them in order for `model mcp auth login`; `store` keeps the grants encrypted under the
-//! runner's home; `bearer` is the upstream transport's HTTP client, which attaches the access token,
-//! refreshes it before it expires and once more when the server refuses it.
+//! runner's home; `bearer` holds a server's grant while the gateway runs (`Credentials`, which both
+//! upstream transports send every request through: the access token attached, refreshed before it
+//! expires and once more when the server refuses it, under a cross-process lock) and is the
+//! streamable-HTTP transport's HTTP client.
 //!
-//! Architecture Invariant: an access token is sent only to the MCP server URL it was granted for, a
+//! Architecture Invariant: an access token is sent only to the MCP server URL it was granted for (and,
+//! over HTTP+SSE, to the message endpoint the stream names on that URL's origin), a
 //! refresh token only to the token endpoint recorded when it was granted; neither reaches a log line,
 //! an error message or any other origin.
 
@@ -24,7 +27,7 @@ pub mod login;
 pub mod registration;
 pub mod store;
 
-pub use bearer::{BearerClient, Credentials, credential_error};
+pub use bearer::{BearerClient, CredentialError, Credentials, credential_error};
 pub use login::{LoginOptions, login, logout};
 pub use store::{Grant, TokenStore};
 

@@ -4,11 +4,16 @@
 //! $MODEL_RUNNER_HOME/mcp-auth/        0700
 //!   key                               32 random bytes, 0600, created on first use
 //!   grants/<hex of the server label>  "MRG1" | 24-byte nonce | XChaCha20-Poly1305(JSON grant)
+//!   locks/<hex of the server label>   empty, 0600: the advisory lock held while a grant is refreshed
 //! ```
 //!
 //! The server label is the AEAD's associated data, so a grant file renamed to another server's name
 //! does not decrypt. Files are written atomically (a temporary file renamed over the old one) with mode
 //! 0600; a key file others can read is refused. Nothing outside this module reads or writes `mcp-auth/`.
+//!
+//! Several `model` processes may share one home (`model serve` and a CLI command): a refresh holds the
+//! server's lock file (`flock`, released when the process ends or drops the guard) from reading the
+//! grant to saving the refreshed one, so a rotating refresh token is spent once.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -196,6 +201,28 @@ impl TokenStore {
         }
     }
 
+    /// Takes server `server`'s refresh lock if no process holds it (`None` when one does). The lock
+    /// is advisory: only processes that ask for it are kept out.
+    pub fn try_lock(&self, server: &str) -> Result<Option<GrantLock>, OAuthError> {
+        let dir = self.dir.join("locks");
+        create_private_dir(&self.dir)?;
+        create_private_dir(&dir)?;
+        let path = dir.join(hex::encode(server.as_bytes()));
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path).map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(GrantLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+        }
+    }
+
     /// The labels of the servers with a saved grant, sorted.
     pub fn servers(&self) -> Result<Vec<String>, OAuthError> {
         let dir = self.dir.join("grants");
@@ -249,6 +276,12 @@ impl TokenStore {
             }
         }
     }
+}
+
+/// A held refresh lock; released when dropped (or when the process ends, however it ends).
+#[derive(Debug)]
+pub struct GrantLock {
+    _file: std::fs::File,
 }
 
 fn cipher(key: &[u8; KEY_LEN]) -> XChaCha20Poly1305 {
@@ -328,6 +361,18 @@ mod tests {
             obtained_at: None,
             scope: None,
         }
+    }
+
+    #[test]
+    fn a_refresh_lock_excludes_a_second_holder_until_dropped() {
+        let home = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(home.path());
+        let held = store.try_lock("web").unwrap().expect("the first lock");
+        assert!(store.try_lock("web").unwrap().is_none());
+        assert!(store.try_lock("other").unwrap().is_some());
+        drop(held);
+        assert!(store.try_lock("web").unwrap().is_some());
+        assert!(store.servers().unwrap().is_empty(), "a lock is not a grant");
     }
 
     #[test]

@@ -249,7 +249,7 @@ impl Upstream {
         tokens: Option<&TokenStore>,
     ) -> Arc<Self> {
         let credentials = match (&config.transport, tokens) {
-            (Transport::Http { url, .. }, Some(tokens)) => {
+            (Transport::Http { url, .. } | Transport::Sse { url, .. }, Some(tokens)) => {
                 Some(Credentials::new(tokens.clone(), &config.name, url))
             }
             _ => None,
@@ -440,9 +440,7 @@ impl Upstream {
                 sse_fallback,
             } => {
                 let config = streamable_http_config(url, headers)?;
-                let static_auth = headers
-                    .keys()
-                    .any(|name| name.eq_ignore_ascii_case("authorization"));
+                let static_auth = has_static_auth(headers);
                 // A configured Authorization header wins; otherwise the OAuth grant, if any, is used
                 // (and a 401 without one says how to log in).
                 let served = match &self.credentials {
@@ -507,9 +505,16 @@ impl Upstream {
         url: &str,
         headers: &std::collections::BTreeMap<String, String>,
     ) -> Result<RunningService<RoleClient, Listener>, String> {
-        let transport = sse::SseTransport::connect(url, headers)
-            .await
-            .map_err(|e| format!("cannot open the SSE stream of {url}: {e}"))?;
+        // As over streamable HTTP: a configured Authorization header wins over the OAuth grant.
+        let credentials = self
+            .credentials
+            .clone()
+            .filter(|_| !has_static_auth(headers));
+        let transport = match sse::SseTransport::connect(url, headers, credentials).await {
+            Ok(transport) => transport,
+            Err(sse::SseError::Credentials(refused)) => return Err(refused.to_string()),
+            Err(e) => return Err(format!("cannot open the SSE stream of {url}: {e}")),
+        };
         listener
             .serve(transport)
             .await
@@ -807,6 +812,13 @@ fn kill_group(pid: u32) {
 /// Poison-tolerant lock: the guarded values stay consistent even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the config sets an `Authorization` header itself (then no OAuth grant is used).
+fn has_static_auth(headers: &std::collections::BTreeMap<String, String>) -> bool {
+    headers
+        .keys()
+        .any(|name| name.eq_ignore_ascii_case("authorization"))
 }
 
 #[cfg(test)]

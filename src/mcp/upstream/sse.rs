@@ -7,9 +7,16 @@
 //! may hold at most `MAX_EVENT_BYTES`; redirects are not followed. The transport does not reconnect on
 //! its own: an SSE session lives exactly as long as its stream, so a dropped stream closes the
 //! transport and the upstream's lifecycle starts a new session (initialize again), under its backoff
-//! and circuit breaker.
+//! and circuit breaker. A POST answered 404 means the server no longer knows the session (it
+//! restarted, or, as the MCP SDK's servers do, it binds a session to the credential that opened it
+//! and a new login changed that): the transport closes too.
+//!
+//! A server without a configured `Authorization` header gets the OAuth grant's access token
+//! (`oauth::Credentials`) on the GET and on every POST, refreshed before it expires and once more when
+//! the server answers 401; the POSTs go only to the stream's origin, so the token does too.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,6 +26,8 @@ use rmcp::RoleClient;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::sync::mpsc;
+
+use crate::mcp::oauth::{CredentialError, Credentials};
 
 /// How long the server has to open its stream and name its endpoint.
 pub const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -54,6 +63,16 @@ pub enum SseError {
     StreamEnded,
     #[error("the server answered a POST with HTTP {0}")]
     PostStatus(u16),
+    /// Kept as the `source`, so the gateway finds it (`oauth::credential_error`) and shows it alone.
+    #[error("{0}")]
+    Credentials(#[from] CredentialError),
+}
+
+impl SseError {
+    /// Whether the server refused the request's credentials.
+    fn is_refusal(&self) -> bool {
+        matches!(self, Self::Status(401) | Self::PostStatus(401))
+    }
 }
 
 /// One event of the stream: its type (`message` when unnamed) and its data lines joined.
@@ -145,13 +164,19 @@ pub struct SseTransport {
     http: reqwest::Client,
     endpoint: Url,
     headers: HeaderMap,
+    credentials: Option<Arc<Credentials>>,
     incoming: mpsc::Receiver<ServerJsonRpcMessage>,
     reader: tokio::task::JoinHandle<()>,
 }
 
 impl SseTransport {
-    /// Opens `url`'s event stream (with `headers` on every request) and waits for its endpoint.
-    pub async fn connect(url: &str, headers: &BTreeMap<String, String>) -> Result<Self, SseError> {
+    /// Opens `url`'s event stream (with `headers` on every request, and `credentials`' token when
+    /// given) and waits for its endpoint.
+    pub async fn connect(
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        credentials: Option<Arc<Credentials>>,
+    ) -> Result<Self, SseError> {
         let base = Url::parse(url).map_err(|_| SseError::Url(url.to_string()))?;
         let headers = header_map(headers)?;
         let http = reqwest::Client::builder()
@@ -159,15 +184,20 @@ impl SseTransport {
             .connect_timeout(Duration::from_secs(10))
             .build()?;
         let opened = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
-            let response = http
-                .get(base.clone())
-                .headers(headers.clone())
-                .header(ACCEPT, "text/event-stream")
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                return Err(SseError::Status(response.status().as_u16()));
-            }
+            let open = |token: Option<String>| {
+                let request = http
+                    .get(base.clone())
+                    .headers(headers.clone())
+                    .header(ACCEPT, "text/event-stream");
+                async move {
+                    let response = with_token(request, token).send().await?;
+                    if !response.status().is_success() {
+                        return Err(SseError::Status(response.status().as_u16()));
+                    }
+                    Ok(response)
+                }
+            };
+            let response = authorized(credentials.as_deref(), open).await?;
             let content_type = response
                 .headers()
                 .get(CONTENT_TYPE)
@@ -232,9 +262,34 @@ impl SseTransport {
             http,
             endpoint,
             headers,
+            credentials,
             incoming,
             reader,
         })
+    }
+}
+
+/// Runs `call` with `credentials`' token (renewed once after a 401), or with none.
+async fn authorized<T, F, Fut>(credentials: Option<&Credentials>, call: F) -> Result<T, SseError>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: Future<Output = Result<T, SseError>>,
+{
+    match credentials {
+        Some(credentials) => {
+            credentials
+                .authorized(call, SseError::is_refusal, SseError::Credentials)
+                .await
+        }
+        None => call(None).await,
+    }
+}
+
+/// `request` with the access token as its `Authorization: Bearer` header (marked sensitive).
+fn with_token(request: reqwest::RequestBuilder, token: Option<String>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
     }
 }
 
@@ -309,19 +364,33 @@ impl Transport<RoleClient> for SseTransport {
         &mut self,
         item: ClientJsonRpcMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let request = self
-            .http
-            .post(self.endpoint.clone())
-            .headers(self.headers.clone())
-            .timeout(POST_TIMEOUT)
-            .json(&item);
+        let http = self.http.clone();
+        let endpoint = self.endpoint.clone();
+        let headers = self.headers.clone();
+        let credentials = self.credentials.clone();
+        let session = self.reader.abort_handle();
         async move {
-            let response = request.send().await?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(SseError::PostStatus(status.as_u16()));
+            let post = |token: Option<String>| {
+                let request = http
+                    .post(endpoint.clone())
+                    .headers(headers.clone())
+                    .timeout(POST_TIMEOUT)
+                    .json(&item);
+                async move {
+                    let response = with_token(request, token).send().await?;
+                    let status = response.status();
+                    if !status.is_success() {
+                        return Err(SseError::PostStatus(status.as_u16()));
+                    }
+                    Ok(())
+                }
+            };
+            let sent = authorized(credentials.as_deref(), post).await;
+            if let Err(SseError::PostStatus(404)) = sent {
+                tracing::info!("the server no longer knows the SSE session; closing it");
+                session.abort();
             }
-            Ok(())
+            sent
         }
     }
 
