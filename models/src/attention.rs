@@ -6,6 +6,8 @@
 //! cache-sized tensors. On CUDA the same steps run as our kernels over the cache in device memory
 //! (`crate::cuda`); on Metal through host copies.
 
+use std::ops::Range;
+
 use candle_core::{Device, Tensor};
 
 use kernels::reference::PagedAttentionShape;
@@ -443,7 +445,8 @@ impl Attention {
 }
 
 /// Softmax attention of every (token, head) row against its own sequence's cached positions. One task
-/// per (token, KV head): the query heads sharing a KV head (GQA) read each key and value once. The CPU
+/// per tile of up to `QUERY_TILE` consecutive tokens of a sequence and KV head: each key and value is
+/// widened once for every query head of the tile that reads it (GQA's group, and a prompt's tokens). The CPU
 /// path of `kernels::reference::paged_attention`, which the tests hold it to. An f16 cache is widened
 /// as it is read, eight values at a time. `sinks`, one logit per query head, join each row's softmax as
 /// ggml's `soft_max_ext` with sinks does: in its maximum and its denominator.
@@ -480,65 +483,136 @@ fn attend<E: KvElement>(
     let (hd, heads, kv_heads) = (shape.head_dim, shape.heads, shape.kv_heads);
     let group = heads / kv_heads;
     let simd = VectorOps::detect();
-    // The sequence each packed token belongs to.
-    let mut owner = vec![0usize; batch.tokens.len()];
-    for (s, seq) in batch.sequences.iter().enumerate() {
-        owner[seq.tokens()].fill(s);
+    // Tiles of each sequence's new tokens, then one task per (tile, KV head). Results go to a buffer laid
+    // out [KV head][token][group x head_dim], where every task's part is one contiguous run.
+    let mut tiles: Vec<(usize, Range<usize>)> = batch
+        .sequences
+        .iter()
+        .enumerate()
+        .flat_map(|(s, seq)| {
+            seq.tokens()
+                .step_by(QUERY_TILE)
+                .map(move |t| (s, t..(t + QUERY_TILE).min(seq.tokens().end)))
+        })
+        .collect();
+    tiles.sort_by_key(|(_, range)| range.start);
+    let tokens = batch.tokens.len();
+    let width = group * hd;
+    let mut by_head = vec![0f32; q.len()];
+    let mut parts: Vec<std::sync::Mutex<&mut [f32]>> = Vec::with_capacity(tiles.len() * kv_heads);
+    for head_part in by_head.chunks_exact_mut(tokens.max(1) * width) {
+        let (mut rest, mut at) = (head_part, 0);
+        for (_, range) in &tiles {
+            // Sequences own disjoint runs of the batch's tokens; a token in none keeps zeros.
+            let (_, from) = std::mem::take(&mut rest).split_at_mut((range.start - at) * width);
+            let (part, tail) = from.split_at_mut(range.len() * width);
+            parts.push(std::sync::Mutex::new(part));
+            (rest, at) = (tail, range.end);
+        }
     }
-    let mut out = vec![0f32; q.len()];
-    kernels::pool().for_each_chunk_mut(&mut out, group * hd, &|chunk, out_group| {
-        let (t, kv_head) = (chunk / kv_heads, chunk % kv_heads);
-        let seq = &batch.sequences[owner[t]];
-        let position = seq.cached + (t - seq.token_start);
-        let first = match shape.window {
-            0 => 0,
-            w => (position + 1).saturating_sub(w),
-        };
-        let n = position + 1 - first;
+    let task = |unit: usize| {
+        let (kv_head, (s, range)) = (unit / tiles.len(), &tiles[unit % tiles.len()]);
+        let mut out = parts[unit].lock().unwrap_or_else(|p| p.into_inner());
+        let seq = &batch.sequences[*s];
         let kv_offset = kv_head * hd;
-        let queries = &q[(t * heads + kv_head * group) * hd..][..group * hd];
-        // scores[g * n + i]: query head g of this group against position first + i.
-        let mut scores = vec![0f32; group * n];
-        let mut widened = vec![0f32; hd];
-        for (i, p) in (first..=position).enumerate() {
-            let at = (cache.slot_offset(&seq.block_table, p) + kv_offset) / E::VALUES;
-            // Widened once for the whole group of query heads that share it.
-            let key = E::as_f32(simd, &keys[at..at + hd / E::VALUES], &mut widened);
-            for (g, query) in queries.chunks_exact(hd).enumerate() {
-                let score = simd.dot(query, key) * shape.scale;
-                scores[g * n + i] = if shape.softcap > 0.0 {
-                    shape.softcap * (score / shape.softcap).tanh()
-                } else {
-                    score
+        // Token j of the tile: its position and the first position it sees.
+        let spans: Vec<(usize, usize)> = range
+            .clone()
+            .map(|t| {
+                let position = seq.cached + (t - seq.token_start);
+                let first = match shape.window {
+                    0 => 0,
+                    w => (position + 1).saturating_sub(w),
                 };
+                (first, position)
+            })
+            .collect();
+        let (Some(&(lowest, _)), Some(&(_, highest))) = (spans.first(), spans.last()) else {
+            return;
+        };
+        // scores[offsets[j] + g * n_j + i]: query head g of token j against position first_j + i.
+        let mut offsets = Vec::with_capacity(spans.len());
+        let mut total = 0;
+        for &(first, position) in &spans {
+            offsets.push(total);
+            total += group * (position + 1 - first);
+        }
+        let mut scores = vec![0f32; total];
+        let mut widened = vec![0f32; hd];
+        let queries = |j: usize| &q[((range.start + j) * heads + kv_head * group) * hd..][..width];
+        for p in lowest..=highest {
+            let at = (cache.slot_offset(&seq.block_table, p) + kv_offset) / E::VALUES;
+            let key = E::as_f32(simd, &keys[at..at + hd / E::VALUES], &mut widened);
+            for (j, &(first, position)) in spans.iter().enumerate() {
+                if p < first || p > position {
+                    continue;
+                }
+                let n = position + 1 - first;
+                for (g, query) in queries(j).chunks_exact(hd).enumerate() {
+                    let score = simd.dot(query, key) * shape.scale;
+                    scores[offsets[j] + g * n + p - first] = if shape.softcap > 0.0 {
+                        shape.softcap * (score / shape.softcap).tanh()
+                    } else {
+                        score
+                    };
+                }
             }
         }
-        for (g, row) in scores.chunks_exact_mut(n).enumerate() {
-            let sink = sinks.map(|s| s[kv_head * group + g]);
-            let max = row
-                .iter()
-                .fold(sink.unwrap_or(f32::NEG_INFINITY), |m, &s| m.max(s));
-            let mut sum = 0.0;
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+        for (j, &(first, position)) in spans.iter().enumerate() {
+            let n = position + 1 - first;
+            let rows = &mut scores[offsets[j]..offsets[j] + group * n];
+            for (g, row) in rows.chunks_exact_mut(n).enumerate() {
+                let sink = sinks.map(|s| s[kv_head * group + g]);
+                let max = row
+                    .iter()
+                    .fold(sink.unwrap_or(f32::NEG_INFINITY), |m, &s| m.max(s));
+                let mut sum = 0.0;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                if let Some(sink) = sink {
+                    sum += (sink - max).exp();
+                }
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|s| *s *= inv);
             }
-            if let Some(sink) = sink {
-                sum += (sink - max).exp();
-            }
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|s| *s *= inv);
         }
-        for (i, p) in (first..=position).enumerate() {
+        for p in lowest..=highest {
             let at = (cache.slot_offset(&seq.block_table, p) + kv_offset) / E::VALUES;
             let value = E::as_f32(simd, &values[at..at + hd / E::VALUES], &mut widened);
-            for (g, out_head) in out_group.chunks_exact_mut(hd).enumerate() {
-                simd.axpy(out_head, scores[g * n + i], value);
+            for (j, &(first, position)) in spans.iter().enumerate() {
+                if p < first || p > position {
+                    continue;
+                }
+                let n = position + 1 - first;
+                let out_token = &mut out[j * width..(j + 1) * width];
+                for (g, out_head) in out_token.chunks_exact_mut(hd).enumerate() {
+                    simd.axpy(out_head, scores[offsets[j] + g * n + p - first], value);
+                }
             }
         }
-    });
+    };
+    kernels::pool().run(parts.len(), &task);
+    drop(parts);
+    // Back to the projections' layout, [token][head][head_dim].
+    let mut out = vec![0f32; q.len()];
+    for (t, token_out) in out
+        .chunks_exact_mut(kv_heads * width)
+        .enumerate()
+        .take(tokens)
+    {
+        for (kv_head, head_out) in token_out.chunks_exact_mut(width).enumerate() {
+            let from = (kv_head * tokens + t) * width;
+            head_out.copy_from_slice(&by_head[from..from + width]);
+        }
+    }
     out
 }
+
+/// Query tokens of one sequence that share each widened key and value (a prompt's tokens do; a decode
+/// step has one). Their scores and outputs stay in cache: 16 tokens of 4 heads of 128 are 32 KiB.
+const QUERY_TILE: usize = 16;
 
 /// An element of the KV cache as attention reads it: a key or value row as f32, widened once per position
 /// for all the query heads that share it.
