@@ -91,6 +91,8 @@ struct RawClient {
     rate_limit: Option<RawRateLimit>,
     /// Tool calls allowed per UTC day (the guide's daily quota), beside the per-minute rate.
     calls_per_day: Option<u32>,
+    /// Model tokens (prompt + completion) this client's token may spend per UTC day at the inference APIs.
+    tokens_per_day: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +188,8 @@ pub struct ClientConfig {
     pub rate_limit: Option<RateLimit>,
     /// Tool calls allowed per UTC day; None: no daily quota.
     pub calls_per_day: Option<u32>,
+    /// Model tokens (prompt + completion) allowed per UTC day at the inference APIs; None: no quota.
+    pub tokens_per_day: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,9 +459,14 @@ fn resolve(
                 burst: r.burst.unwrap_or(r.per_minute).max(1),
             }),
         };
-        if client.calls_per_day == Some(0) {
+        if client.calls_per_day == Some(0) || client.tokens_per_day == Some(0) {
+            let key = if client.calls_per_day == Some(0) {
+                "callsPerDay"
+            } else {
+                "tokensPerDay"
+            };
             return Err(ConfigError::Invalid(format!(
-                "client {}: callsPerDay must be at least 1",
+                "client {}: {key} must be at least 1",
                 client.name
             )));
         }
@@ -468,6 +477,7 @@ fn resolve(
             tools: client.tools,
             rate_limit,
             calls_per_day: client.calls_per_day,
+            tokens_per_day: client.tokens_per_day,
         });
     }
     let mut secret_values: Vec<String> = secrets.into_values().collect();
@@ -535,7 +545,8 @@ mod tests {
               },
               "gateway": {"secrets": {"API_TOKEN": {"value": "s3cret-value"}},
                           "clients": [{"name": "cursor", "token": "tok-123", "servers": ["fs"],
-                                       "rateLimit": {"perMinute": 10}, "callsPerDay": 500}]}}"#,
+                                       "rateLimit": {"perMinute": 10}, "callsPerDay": 500,
+                                       "tokensPerDay": 100000}]}}"#,
             &[("HTTP_TOKEN", "from-env")],
         )
         .expect("valid config");
@@ -568,6 +579,7 @@ mod tests {
             })
         );
         assert_eq!(config.clients[0].calls_per_day, Some(500));
+        assert_eq!(config.clients[0].tokens_per_day, Some(100_000));
         assert!(config.secret_values.contains(&"s3cret-value".to_string()));
         assert!(config.secret_values.contains(&"tok-123".to_string()));
     }

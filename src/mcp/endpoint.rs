@@ -116,7 +116,7 @@ fn error_data(error: McpError) -> ErrorData {
         | McpError::UnknownServer(_)
         | McpError::InvalidArguments { .. }
         | McpError::Script(_) => ErrorData::invalid_params(message, None),
-        McpError::Denied { .. } | McpError::RateLimited { .. } => {
+        McpError::Denied { .. } | McpError::RateLimited { .. } | McpError::TokensSpent { .. } => {
             ErrorData::invalid_request(message, None)
         }
         McpError::Unavailable { .. }

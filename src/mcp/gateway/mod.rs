@@ -5,7 +5,8 @@
 //! access check, rate limit, argument check, cache and timeout), `meta_tools` (`mcp_find`, `mcp_call`,
 //! `run_js`), `local_tools` (the runner's own `chat` and `list_models`), `observe` (call log and
 //! Prometheus series), and the servers' other offers: `resources` (resources and templates under
-//! `naming`'s `model-runner://SERVER/URI`, reads, subscriptions) and `prompts` (`server__prompt`). The configuration can be reloaded (SIGHUP): servers whose settings did not
+//! `naming`'s `model-runner://SERVER/URI`, reads, subscriptions) and `prompts` (`server__prompt`);
+//! `token_quota` admits and charges generations of clients with a daily token quota. The configuration can be reloaded (SIGHUP): servers whose settings did not
 //! change keep running.
 
 mod call;
@@ -15,6 +16,7 @@ mod meta_tools;
 mod observe;
 mod prompts;
 mod resources;
+mod token_quota;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +39,7 @@ pub use catalogue::Entry;
 pub use local_tools::{CHAT, LIST_MODELS, LocalModels, LocalToolError};
 pub use meta_tools::meta_tools;
 pub use prompts::PromptEntry;
+pub use token_quota::TokenAccount;
 
 /// The `server` label of the gateway's own tools (`mcp_find`, `mcp_call`, `run_js`) and of unknown names.
 pub const GATEWAY_SERVER: &str = "gateway";
