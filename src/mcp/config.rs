@@ -77,6 +77,9 @@ struct RawGateway {
     max_rounds: Option<usize>,
     breaker_failures: Option<u32>,
     breaker_cooldown_secs: Option<f64>,
+    /// Dynamic MCP: sessions may start catalog servers with `mcp_add` (off when absent).
+    #[serde(default)]
+    dynamic_servers: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +211,20 @@ pub struct McpConfig {
     pub max_rounds: usize,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// Whether sessions may start catalog servers for themselves (`mcp_add`, `dynamicServers`).
+    pub dynamic_servers: bool,
+    /// The gateway's named secrets, resolved: what a server added at run time refers to.
+    pub secrets: NamedSecrets,
+}
+
+/// Secret values by name, never printed.
+#[derive(Clone, Default, PartialEq)]
+pub struct NamedSecrets(BTreeMap<String, String>);
+
+impl std::fmt::Debug for NamedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 impl Default for McpConfig {
@@ -219,6 +236,8 @@ impl Default for McpConfig {
             max_rounds: DEFAULT_MAX_ROUNDS,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
+            dynamic_servers: false,
+            secrets: NamedSecrets::default(),
         }
     }
 }
@@ -255,6 +274,43 @@ impl McpConfig {
         };
         let base = path.parent().unwrap_or(Path::new("."));
         resolve(raw, base, &|name| std::env::var(name).ok())
+    }
+}
+
+impl McpConfig {
+    /// A server definition (the `mcpServers` shape) added at run time, resolved as the file's servers
+    /// are: `${NAME}` from the gateway's secrets, else the runner's environment; a reference to neither
+    /// is an error that names it.
+    pub fn resolve_server(
+        &self,
+        name: &str,
+        definition: serde_json::Value,
+    ) -> Result<ServerConfig, ConfigError> {
+        let server: RawServer = serde_json::from_value(definition)
+            .map_err(|e| ConfigError::Invalid(format!("server {name}: {e}")))?;
+        let raw = RawConfig {
+            mcp_servers: BTreeMap::from([(name.to_string(), server)]),
+            gateway: RawGateway {
+                secrets: self
+                    .secrets
+                    .0
+                    .iter()
+                    .map(|(k, v)| {
+                        let secret = RawSecret {
+                            env: None,
+                            file: None,
+                            value: Some(v.clone()),
+                        };
+                        (k.clone(), secret)
+                    })
+                    .collect(),
+                ..RawGateway::default()
+            },
+        };
+        resolve(raw, Path::new("."), &|name| std::env::var(name).ok())?
+            .servers
+            .pop()
+            .ok_or_else(|| ConfigError::Invalid(format!("server {name} is disabled")))
     }
 }
 
@@ -480,6 +536,7 @@ fn resolve(
             tokens_per_day: client.tokens_per_day,
         });
     }
+    let named_secrets = NamedSecrets(secrets.clone().into_iter().collect());
     let mut secret_values: Vec<String> = secrets.into_values().collect();
     secret_values.extend(interpolated.into_inner());
     secret_values.extend(clients.iter().map(|c| c.token.clone()));
@@ -502,6 +559,8 @@ fn resolve(
             Duration::from_secs(30),
             "breakerCooldownSecs",
         )?,
+        dynamic_servers: raw.gateway.dynamic_servers,
+        secrets: named_secrets,
     })
 }
 

@@ -98,6 +98,9 @@ pub enum McpError {
     /// The connection to the server failed during the call.
     #[error("MCP server {server} failed during the call: {message}")]
     Transport { server: String, message: String },
+    /// The gateway will not do what was asked (a Dynamic MCP request it does not allow), and says why.
+    #[error("{0}")]
+    Refused(String),
     /// A `run_js` script failed (a syntax or runtime error, or a limit it ran into).
     #[error("{0}")]
     Script(String),
@@ -115,6 +118,7 @@ impl McpError {
             McpError::Denied { .. } => "denied",
             McpError::RateLimited { .. } => "rate_limited",
             McpError::TokensSpent { .. } => "tokens_spent",
+            McpError::Refused(_) => "refused",
             McpError::InvalidArguments { .. } => "invalid_arguments",
             McpError::Unavailable { .. } => "unavailable",
             McpError::Timeout { .. } => "timeout",

@@ -216,7 +216,9 @@ impl From<ToolError> for ApiError {
 impl From<McpError> for ApiError {
     fn from(e: McpError) -> Self {
         let (status, kind, code) = match &e {
-            McpError::Denied { .. } => (StatusCode::FORBIDDEN, "permission_error", None),
+            McpError::Denied { .. } | McpError::Refused(_) => {
+                (StatusCode::FORBIDDEN, "permission_error", None)
+            }
             McpError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
