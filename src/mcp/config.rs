@@ -595,6 +595,40 @@ mod tests {
     }
 
     #[test]
+    fn run_time_servers_resolve_secrets_and_name_missing_ones() {
+        let config = parse(
+            r#"{"gateway": {"secrets": {"WEB_KEY": {"value": "k3y-value"}}, "dynamicServers": true}}"#,
+            &[],
+        )
+        .expect("valid config");
+        assert!(config.dynamic_servers);
+        let web = config
+            .resolve_server(
+                "web",
+                serde_json::json!({"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer ${WEB_KEY}"}}),
+            )
+            .expect("resolved");
+        assert!(
+            matches!(&web.transport, Transport::Http { headers, .. } if headers["Authorization"] == "Bearer k3y-value")
+        );
+        let error = config
+            .resolve_server(
+                "gh",
+                serde_json::json!({"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer ${MODEL_RUNNER_TEST_UNSET_TOKEN}"}}),
+            )
+            .expect_err("an unset secret");
+        assert!(
+            error.to_string().contains("MODEL_RUNNER_TEST_UNSET_TOKEN"),
+            "{error}"
+        );
+        assert!(
+            !format!("{:?}", config.secrets).contains("k3y-value"),
+            "named secrets are not printed"
+        );
+        assert!(!McpConfig::default().dynamic_servers, "off by default");
+    }
+
+    #[test]
     fn claude_desktop_shape_with_secrets() {
         let config = parse(
             r#"{"mcpServers": {

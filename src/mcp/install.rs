@@ -433,6 +433,21 @@ mod tests {
     }
 
     #[test]
+    fn run_time_installs_refer_to_secrets_by_name() {
+        let github = shipped("github");
+        let options = InstallOptions::by_reference(&github);
+        assert_eq!(options.secrets, vec!["GITHUB_TOKEN".to_string()]);
+        let installed = definition(&github, &options).expect("a remote");
+        assert_eq!(
+            installed.definition["headers"]["Authorization"],
+            "Bearer ${GITHUB_TOKEN}"
+        );
+        // Nothing to refer to: the definition is the plain install.
+        let everything = shipped("everything");
+        assert!(InstallOptions::by_reference(&everything).secrets.is_empty());
+    }
+
+    #[test]
     fn npm_and_pypi_packages_run_pinned_through_npx_and_uvx() {
         let everything = definition(&shipped("everything"), &InstallOptions::default())
             .expect("everything")
