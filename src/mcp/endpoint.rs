@@ -49,11 +49,12 @@ impl Endpoint {
     /// the gateway (`Gateway::register_local_models`).
     pub fn new(gateway: Arc<Gateway>, stdio_caller: Caller) -> Self {
         Self {
+            // Session 0: the stdio connection's, which lasts as long as the gateway.
+            _lease: Some(Arc::new(gateway::SessionLease::new(&gateway, 0))),
             gateway,
             stdio_caller,
             session: 0,
             sessions: Arc::new(AtomicU64::new(1)),
-            _lease: None,
         }
     }
 

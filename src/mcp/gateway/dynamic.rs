@@ -36,10 +36,31 @@ const ADD_DESCRIPTION: &str = "Start a server of the MCP catalog for this sessio
      name (e.g. \"time\"); its tools (name__tool) are offered once it runs.";
 const REMOVE_DESCRIPTION: &str = "Stop a server this session started with mcp_add.";
 
-/// The servers each session started.
+/// The servers each live session started (a session is here from its lease's making to its end).
 #[derive(Default)]
 pub(super) struct SessionServers {
     by_session: HashMap<u64, Vec<Arc<Upstream>>>,
+}
+
+/// A server started for a session but not yet recorded as the session's: stopped if the add is
+/// abandoned (its request cancelled, the session gone).
+struct Pending(Option<Arc<Upstream>>);
+
+impl Pending {
+    /// The server, now the session's to stop.
+    fn keep(mut self) -> Option<Arc<Upstream>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(upstream) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { upstream.stop().await });
+        }
+    }
 }
 
 /// Ends a session's servers when the last handle of its endpoint goes.
@@ -50,6 +71,10 @@ pub struct SessionLease {
 
 impl SessionLease {
     pub fn new(gateway: &Arc<Gateway>, session: u64) -> Self {
+        lock(&gateway.dynamic)
+            .by_session
+            .entry(session)
+            .or_default();
         Self {
             gateway: Arc::downgrade(gateway),
             session,
@@ -150,10 +175,9 @@ impl Gateway {
         }
         {
             let dynamic = lock(&self.dynamic);
-            let started = dynamic
-                .by_session
-                .get(&session)
-                .map_or(&[][..], Vec::as_slice);
+            let Some(started) = dynamic.by_session.get(&session) else {
+                return Err(refuse("this session has ended".into()));
+            };
             if started.iter().any(|u| u.name() == name) {
                 return Err(refuse(format!("{name} already runs for this session")));
             }
@@ -178,25 +202,23 @@ impl Gateway {
             Arc::new(super::local_tools::LocalSampler(self.local.clone())),
             self.tokens.as_ref(),
         );
-        let tools = match upstream.tools().await {
-            Ok(tools) => tools,
-            Err(e) => {
-                upstream.stop().await;
-                return Err(e);
-            }
-        };
+        let pending = Pending(Some(upstream.clone()));
+        let tools = upstream.tools().await?;
         let kept = {
             let mut dynamic = lock(&self.dynamic);
-            let started = dynamic.by_session.entry(session).or_default();
-            // Bounded again: two adds of one session may have raced past the first check.
-            let room = started.len() < MAX_PER_SESSION && !started.iter().any(|u| u.name() == name);
-            if room {
-                started.push(upstream.clone());
+            // Bounded again, and the session still there: the start took a while.
+            match dynamic.by_session.get_mut(&session) {
+                Some(started)
+                    if started.len() < MAX_PER_SESSION
+                        && !started.iter().any(|u| u.name() == name) =>
+                {
+                    started.extend(pending.keep());
+                    true
+                }
+                _ => false,
             }
-            room
         };
         if !kept {
-            upstream.stop().await;
             return Err(refuse(format!(
                 "{name} was not added: the session changed meanwhile"
             )));
@@ -236,11 +258,12 @@ impl Gateway {
         };
         let removed = {
             let mut dynamic = lock(&self.dynamic);
-            let started = dynamic.by_session.entry(session).or_default();
-            let found = started
-                .iter()
-                .position(|u| u.name() == wanted || u.name() == label);
-            found.map(|i| started.remove(i))
+            dynamic.by_session.get_mut(&session).and_then(|started| {
+                let found = started
+                    .iter()
+                    .position(|u| u.name() == wanted || u.name() == label);
+                found.map(|i| started.remove(i))
+            })
         };
         let Some(upstream) = removed else {
             return Err(McpError::Refused(format!(
