@@ -2732,3 +2732,85 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// The processes below `pid` (at any depth up to eight) whose command line contains `needle`.
+fn descendants_running(pid: u32, needle: &str) -> usize {
+    let mut level = vec![pid];
+    let mut count = 0;
+    for _ in 0..8 {
+        let below: Vec<(u32, String)> = level.iter().flat_map(|&p| children_of(p)).collect();
+        count += below.iter().filter(|(_, c)| c.contains(needle)).count();
+        level = below.into_iter().map(|(p, _)| p).collect();
+        if level.is_empty() {
+            break;
+        }
+    }
+    count
+}
+
+/// Dynamic MCP: off unless `dynamicServers` is set (the meta-tools are not offered and refuse); on, a
+/// session adds a catalog server (npm's server-everything through `npx`, at the version
+/// scripts/setup-mcp.sh installs, offline) and gets its tools and `tools/list_changed`, other sessions do
+/// not, a client not allowed the server and a server whose secrets are unset are refused, `mcp_remove`
+/// stops it, and the end of the session stops what it left running. Driven by the Python MCP SDK.
+#[test]
+fn dynamic_servers_are_added_per_session_behind_a_switch() {
+    let cli = ModelCli::new();
+    let npm_dir = PathBuf::from(var("MCP_NPM_DIR"));
+    let path = path_with_runtimes();
+    // npx must not reach a registry: the servers' HOME says so.
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::write(home.path().join(".npmrc"), "offline=true\n").expect("npmrc");
+    let home_dir = home.path().to_str().expect("utf-8").to_string();
+    let clients = json!([
+        {"name": "agent", "token": "agent-token-1234", "servers": ["everything", "github"]},
+        {"name": "narrow", "token": "narrow-token-5678", "servers": ["time"]}
+    ]);
+    let env = [("PATH", path.as_str()), ("HOME", home_dir.as_str())];
+    let run = |gateway: &Gateway, mode: &str| {
+        let out = Command::new(var("MCP_PYTHON"))
+            .arg(repo_root().join("tests/python/mcp_dynamic_client.py"))
+            .env("MCP_URL", gateway.url("/mcp"))
+            .env("MODE", mode)
+            .env("TOKEN", "agent-token-1234")
+            .env("NARROW_TOKEN", "narrow-token-5678")
+            .env("GATEWAY_PID", gateway.child.id().to_string())
+            .output()
+            .expect("run python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("dynamic client ok"),
+            "{mode}: {stdout}\n{}\n--- server log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            gateway.log()
+        );
+    };
+
+    let off = Gateway::start_in(
+        &cli,
+        &json!({"mcpServers": {}, "gateway": {"clients": clients}}),
+        &[],
+        &env,
+        Some(&npm_dir),
+    );
+    run(&off, "off");
+    drop(off);
+
+    let on = Gateway::start_in(
+        &cli,
+        &json!({"mcpServers": {}, "gateway": {"clients": clients, "dynamicServers": true}}),
+        &[],
+        &env,
+        Some(&npm_dir),
+    );
+    run(&on, "on");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while descendants_running(on.child.id(), "server-everything") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the ended session's server still runs\n--- server log ---\n{}",
+            on.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -8,21 +8,20 @@
 
 use std::sync::Arc;
 
-use futures::Stream;
-use serde_json::Value;
-use tokio::sync::mpsc;
-
 use super::ChatError;
-use super::generation::{self, Choice, ChoiceEvent};
+use super::generation::{self, Choice, ChoiceEvent, ChoiceReceiver};
 use super::prompt;
 use super::reasoning::{Reasoning, ReasoningFormat, ReasoningInput, ReasoningOutput};
 use super::structured::{self, OutputFormat};
 use crate::engine::chat_template::ChatMessage;
 use crate::engine::grammar::GrammarSpec;
+use crate::mcp::TokenAccount;
 use crate::runtime::LoadedModel;
-use crate::scheduler::{Event, ValidRequest};
+use crate::scheduler::ValidRequest;
 use crate::tools::{ToolFormat, ToolPlan, parse_choice, parse_tools};
 use crate::validation::{self, GenerationParams, ValidParams, ValidationError};
+use futures::Stream;
+use serde_json::Value;
 
 /// What the model is to continue.
 #[derive(Debug, Clone)]
@@ -56,6 +55,8 @@ pub struct ChatInput {
     pub choices: usize,
     /// Thinking switched on or off, template variables, and whether thinking is split from the answer.
     pub reasoning: ReasoningInput,
+    /// Where the generation's tokens are counted (a gateway client with a daily token quota).
+    pub account: Option<TokenAccount>,
 }
 
 impl ChatInput {
@@ -69,6 +70,7 @@ impl ChatInput {
             params,
             choices: 1,
             reasoning: ReasoningInput::default(),
+            account: None,
         }
     }
 }
@@ -86,6 +88,7 @@ pub struct ValidChat {
     reasoning: ReasoningInput,
     /// How the model marks its thinking; `None` when it does not think or it is left raw.
     reasoning_format: Option<ReasoningFormat>,
+    account: Option<TokenAccount>,
 }
 
 impl ValidChat {
@@ -144,6 +147,7 @@ impl ValidChat {
             choices: input.choices,
             reasoning,
             reasoning_format,
+            account: input.account,
         })
     }
 }
@@ -156,6 +160,8 @@ pub struct PreparedChat {
     pub tool_format: Option<ToolFormat>,
     /// Set when the answer's thinking is to be split from it.
     pub reasoning: Option<Reasoning>,
+    /// Where the generation's tokens are counted.
+    pub account: Option<TokenAccount>,
 }
 
 /// Renders and tokenizes the prompt (with the tools, as the model's family expects them), compiles the
@@ -197,13 +203,14 @@ pub async fn prepare(model: &Arc<LoadedModel>, chat: ValidChat) -> Result<Prepar
         choices: chat.choices,
         tool_format: chat.plan.map(|p| p.format),
         reasoning,
+        account: chat.account,
     })
 }
 
 /// Starts the prepared chat's choices on the model's scheduler.
 pub fn submit(model: &LoadedModel, chat: PreparedChat) -> Result<Generation, ChatError> {
     Ok(Generation {
-        receivers: generation::submit(model, &chat.request, chat.choices)?,
+        receivers: generation::submit(model, &chat.request, chat.choices, chat.account.as_ref())?,
         tool_format: chat.tool_format,
         reasoning: chat.reasoning,
     })
@@ -218,7 +225,7 @@ pub async fn start(model: &Arc<LoadedModel>, input: ChatInput) -> Result<Generat
 
 /// Choices being generated.
 pub struct Generation {
-    receivers: Vec<mpsc::UnboundedReceiver<Event>>,
+    receivers: Vec<ChoiceReceiver>,
     /// Set when the answer is to be read for tool calls.
     pub tool_format: Option<ToolFormat>,
     /// Set when the answer's thinking is to be split from it (read both with `answer::AnswerParser`).

@@ -20,7 +20,7 @@ use super::reasoning::ReasoningInput;
 use super::structured;
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
-use crate::mcp::{CallContext, CallRecord, Caller, Gateway};
+use crate::mcp::{CallContext, CallRecord, Caller, Gateway, TokenAccount};
 use crate::runtime::LoadedModel;
 use crate::scheduler::Usage;
 use crate::tools::parser::ToolCall;
@@ -43,6 +43,8 @@ pub struct ToolLoop {
     pub params: GenerationParams,
     /// Every round's thinking switches and how its thinking is read.
     pub reasoning: ReasoningInput,
+    /// Where every round's tokens are counted (the caller's daily token quota, when it has one).
+    pub account: Option<TokenAccount>,
 }
 
 /// What the loop reports as it goes.
@@ -91,6 +93,7 @@ impl ToolLoop {
             selection,
         } = mcp;
         functions.extend(selection.functions);
+        let account = gateway.token_account(&caller);
         Self {
             model,
             gateway,
@@ -103,6 +106,7 @@ impl ToolLoop {
             parallel_tool_calls: true,
             params: GenerationParams::default(),
             reasoning: ReasoningInput::default(),
+            account,
         }
     }
 
@@ -140,6 +144,7 @@ impl ToolLoop {
             };
             let mut input = ChatInput::messages(messages.clone(), self.params.clone());
             input.reasoning = self.reasoning.clone();
+            input.account = self.account.clone();
             input.tools = ToolsInput {
                 tools: Some(self.tools.clone()),
                 tool_choice,

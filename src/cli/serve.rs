@@ -197,10 +197,12 @@ fn app_state(store: Store, args: ServeArgs) -> Result<Arc<AppState>> {
         default.exists().then_some(default)
     });
     let gateway = match mcp_config {
-        Some(path) => Some(Gateway::from_file(
-            path,
-            Some(crate::mcp::oauth::TokenStore::new(store.root())),
-        )?),
+        Some(path) => {
+            let gateway =
+                Gateway::from_file(path, Some(crate::mcp::oauth::TokenStore::new(store.root())))?;
+            gateway.use_catalog_of(store.root().to_path_buf());
+            Some(gateway)
+        }
         None => None,
     };
     let responses = Arc::new(ResponsesStore::new(

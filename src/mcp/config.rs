@@ -77,6 +77,9 @@ struct RawGateway {
     max_rounds: Option<usize>,
     breaker_failures: Option<u32>,
     breaker_cooldown_secs: Option<f64>,
+    /// Dynamic MCP: sessions may start catalog servers with `mcp_add` (off when absent).
+    #[serde(default)]
+    dynamic_servers: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +94,8 @@ struct RawClient {
     rate_limit: Option<RawRateLimit>,
     /// Tool calls allowed per UTC day (the guide's daily quota), beside the per-minute rate.
     calls_per_day: Option<u32>,
+    /// Model tokens (prompt + completion) this client's token may spend per UTC day at the inference APIs.
+    tokens_per_day: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +191,8 @@ pub struct ClientConfig {
     pub rate_limit: Option<RateLimit>,
     /// Tool calls allowed per UTC day; None: no daily quota.
     pub calls_per_day: Option<u32>,
+    /// Model tokens (prompt + completion) allowed per UTC day at the inference APIs; None: no quota.
+    pub tokens_per_day: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +211,20 @@ pub struct McpConfig {
     pub max_rounds: usize,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// Whether sessions may start catalog servers for themselves (`mcp_add`, `dynamicServers`).
+    pub dynamic_servers: bool,
+    /// The gateway's named secrets, resolved: what a server added at run time refers to.
+    pub secrets: NamedSecrets,
+}
+
+/// Secret values by name, never printed.
+#[derive(Clone, Default, PartialEq)]
+pub struct NamedSecrets(BTreeMap<String, String>);
+
+impl std::fmt::Debug for NamedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 impl Default for McpConfig {
@@ -215,6 +236,8 @@ impl Default for McpConfig {
             max_rounds: DEFAULT_MAX_ROUNDS,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
+            dynamic_servers: false,
+            secrets: NamedSecrets::default(),
         }
     }
 }
@@ -251,6 +274,43 @@ impl McpConfig {
         };
         let base = path.parent().unwrap_or(Path::new("."));
         resolve(raw, base, &|name| std::env::var(name).ok())
+    }
+}
+
+impl McpConfig {
+    /// A server definition (the `mcpServers` shape) added at run time, resolved as the file's servers
+    /// are: `${NAME}` from the gateway's secrets, else the runner's environment; a reference to neither
+    /// is an error that names it.
+    pub fn resolve_server(
+        &self,
+        name: &str,
+        definition: serde_json::Value,
+    ) -> Result<ServerConfig, ConfigError> {
+        let server: RawServer = serde_json::from_value(definition)
+            .map_err(|e| ConfigError::Invalid(format!("server {name}: {e}")))?;
+        let raw = RawConfig {
+            mcp_servers: BTreeMap::from([(name.to_string(), server)]),
+            gateway: RawGateway {
+                secrets: self
+                    .secrets
+                    .0
+                    .iter()
+                    .map(|(k, v)| {
+                        let secret = RawSecret {
+                            env: None,
+                            file: None,
+                            value: Some(v.clone()),
+                        };
+                        (k.clone(), secret)
+                    })
+                    .collect(),
+                ..RawGateway::default()
+            },
+        };
+        resolve(raw, Path::new("."), &|name| std::env::var(name).ok())?
+            .servers
+            .pop()
+            .ok_or_else(|| ConfigError::Invalid(format!("server {name} is disabled")))
     }
 }
 
@@ -455,9 +515,14 @@ fn resolve(
                 burst: r.burst.unwrap_or(r.per_minute).max(1),
             }),
         };
-        if client.calls_per_day == Some(0) {
+        if client.calls_per_day == Some(0) || client.tokens_per_day == Some(0) {
+            let key = if client.calls_per_day == Some(0) {
+                "callsPerDay"
+            } else {
+                "tokensPerDay"
+            };
             return Err(ConfigError::Invalid(format!(
-                "client {}: callsPerDay must be at least 1",
+                "client {}: {key} must be at least 1",
                 client.name
             )));
         }
@@ -468,8 +533,10 @@ fn resolve(
             tools: client.tools,
             rate_limit,
             calls_per_day: client.calls_per_day,
+            tokens_per_day: client.tokens_per_day,
         });
     }
+    let named_secrets = NamedSecrets(secrets.clone().into_iter().collect());
     let mut secret_values: Vec<String> = secrets.into_values().collect();
     secret_values.extend(interpolated.into_inner());
     secret_values.extend(clients.iter().map(|c| c.token.clone()));
@@ -492,6 +559,8 @@ fn resolve(
             Duration::from_secs(30),
             "breakerCooldownSecs",
         )?,
+        dynamic_servers: raw.gateway.dynamic_servers,
+        secrets: named_secrets,
     })
 }
 
@@ -526,6 +595,40 @@ mod tests {
     }
 
     #[test]
+    fn run_time_servers_resolve_secrets_and_name_missing_ones() {
+        let config = parse(
+            r#"{"gateway": {"secrets": {"WEB_KEY": {"value": "k3y-value"}}, "dynamicServers": true}}"#,
+            &[],
+        )
+        .expect("valid config");
+        assert!(config.dynamic_servers);
+        let web = config
+            .resolve_server(
+                "web",
+                serde_json::json!({"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer ${WEB_KEY}"}}),
+            )
+            .expect("resolved");
+        assert!(
+            matches!(&web.transport, Transport::Http { headers, .. } if headers["Authorization"] == "Bearer k3y-value")
+        );
+        let error = config
+            .resolve_server(
+                "gh",
+                serde_json::json!({"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer ${MODEL_RUNNER_TEST_UNSET_TOKEN}"}}),
+            )
+            .expect_err("an unset secret");
+        assert!(
+            error.to_string().contains("MODEL_RUNNER_TEST_UNSET_TOKEN"),
+            "{error}"
+        );
+        assert!(
+            !format!("{:?}", config.secrets).contains("k3y-value"),
+            "named secrets are not printed"
+        );
+        assert!(!McpConfig::default().dynamic_servers, "off by default");
+    }
+
+    #[test]
     fn claude_desktop_shape_with_secrets() {
         let config = parse(
             r#"{"mcpServers": {
@@ -535,7 +638,8 @@ mod tests {
               },
               "gateway": {"secrets": {"API_TOKEN": {"value": "s3cret-value"}},
                           "clients": [{"name": "cursor", "token": "tok-123", "servers": ["fs"],
-                                       "rateLimit": {"perMinute": 10}, "callsPerDay": 500}]}}"#,
+                                       "rateLimit": {"perMinute": 10}, "callsPerDay": 500,
+                                       "tokensPerDay": 100000}]}}"#,
             &[("HTTP_TOKEN", "from-env")],
         )
         .expect("valid config");
@@ -568,6 +672,7 @@ mod tests {
             })
         );
         assert_eq!(config.clients[0].calls_per_day, Some(500));
+        assert_eq!(config.clients[0].tokens_per_day, Some(100_000));
         assert!(config.secret_values.contains(&"s3cret-value".to_string()));
         assert!(config.secret_values.contains(&"tok-123".to_string()));
     }

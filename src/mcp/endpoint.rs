@@ -40,6 +40,8 @@ pub struct Endpoint {
     /// This session's number (resource subscriptions are kept per session).
     session: u64,
     sessions: Arc<AtomicU64>,
+    /// Held by every handle of one HTTP session: the servers it added stop when the last goes.
+    _lease: Option<Arc<gateway::SessionLease>>,
 }
 
 impl Endpoint {
@@ -47,6 +49,8 @@ impl Endpoint {
     /// the gateway (`Gateway::register_local_models`).
     pub fn new(gateway: Arc<Gateway>, stdio_caller: Caller) -> Self {
         Self {
+            // Session 0: the stdio connection's, which lasts as long as the gateway.
+            _lease: Some(Arc::new(gateway::SessionLease::new(&gateway, 0))),
             gateway,
             stdio_caller,
             session: 0,
@@ -56,8 +60,10 @@ impl Endpoint {
 
     /// The endpoint for a new session (the streamable-HTTP service makes one per session).
     pub fn new_session(&self) -> Self {
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
         Self {
-            session: self.sessions.fetch_add(1, Ordering::Relaxed),
+            session,
+            _lease: Some(Arc::new(gateway::SessionLease::new(&self.gateway, session))),
             ..self.clone()
         }
     }
@@ -80,12 +86,12 @@ impl Endpoint {
         })
     }
 
-    /// Server tools, then the gateway's meta-tools, then the runner's own tools.
+    /// Server tools (the session's own added servers' too), then the gateway's meta-tools, then the
+    /// runner's own tools.
     async fn tool_list(&self, caller: &Caller) -> Vec<Tool> {
-        let mut tools: Vec<Tool> = self
-            .gateway
-            .tools(caller)
-            .await
+        let mut entries = self.gateway.tools(caller).await;
+        entries.extend(self.gateway.session_tools(self.session, caller).await);
+        let mut tools: Vec<Tool> = entries
             .iter()
             .map(|e| {
                 let description = match e.description() {
@@ -99,6 +105,7 @@ impl Endpoint {
             })
             .collect();
         tools.extend(gateway::meta_tools());
+        tools.extend(self.gateway.dynamic_tools());
         tools.extend(self.gateway.local_tools(caller));
         tools
     }
@@ -116,9 +123,10 @@ fn error_data(error: McpError) -> ErrorData {
         | McpError::UnknownServer(_)
         | McpError::InvalidArguments { .. }
         | McpError::Script(_) => ErrorData::invalid_params(message, None),
-        McpError::Denied { .. } | McpError::RateLimited { .. } => {
-            ErrorData::invalid_request(message, None)
-        }
+        McpError::Denied { .. }
+        | McpError::RateLimited { .. }
+        | McpError::TokensSpent { .. }
+        | McpError::Refused(_) => ErrorData::invalid_request(message, None),
         McpError::Unavailable { .. }
         | McpError::Timeout { .. }
         | McpError::Protocol { .. }

@@ -69,6 +69,45 @@ impl Default for Sandbox {
     }
 }
 
+impl InstallOptions {
+    /// The options of a server started at run time (Dynamic MCP), where no one is asked: every secret
+    /// the entry declares, every required value it gives no default for and every `{placeholder}` in
+    /// its values becomes a `${NAME}` reference, which resolving the definition fills from the gateway's
+    /// secrets or the runner's environment (or names as missing).
+    pub fn by_reference(entry: &Entry) -> Self {
+        let server = &entry.server;
+        let inputs = server
+            .packages
+            .iter()
+            .flat_map(|p| &p.environment_variables)
+            .chain(server.remotes.iter().flat_map(|r| &r.headers));
+        let mut secrets: Vec<String> = Vec::new();
+        for input in inputs {
+            // A value with placeholders is filled from them; the input's own name is not asked for.
+            let mut placeholders = Vec::new();
+            let mut rest = input.value.as_deref().unwrap_or("");
+            while let Some(start) = rest.find('{') {
+                let Some(len) = rest[start + 1..].find('}') else {
+                    break;
+                };
+                placeholders.push(rest[start + 1..start + 1 + len].to_uppercase());
+                rest = &rest[start + 2 + len..];
+            }
+            let unfilled = input.is_required && input.value.is_none() && input.default.is_none();
+            if placeholders.is_empty() && (input.is_secret || unfilled) {
+                secrets.push(input.name.clone());
+            }
+            secrets.extend(placeholders);
+        }
+        secrets.sort();
+        secrets.dedup();
+        Self {
+            secrets,
+            ..Self::default()
+        }
+    }
+}
+
 /// A definition to write under `mcpServers`, and notes for the user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Installed {
@@ -391,6 +430,21 @@ mod tests {
             server: serde_json::from_value::<ServerJson>(json).expect("server.json"),
             source: Source::Shipped,
         }
+    }
+
+    #[test]
+    fn run_time_installs_refer_to_secrets_by_name() {
+        let github = shipped("github");
+        let options = InstallOptions::by_reference(&github);
+        assert_eq!(options.secrets, vec!["GITHUB_TOKEN".to_string()]);
+        let installed = definition(&github, &options).expect("a remote");
+        assert_eq!(
+            installed.definition["headers"]["Authorization"],
+            "Bearer ${GITHUB_TOKEN}"
+        );
+        // Nothing to refer to: the definition is the plain install.
+        let everything = shipped("everything");
+        assert!(InstallOptions::by_reference(&everything).secrets.is_empty());
     }
 
     #[test]

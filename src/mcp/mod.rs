@@ -36,13 +36,15 @@ pub mod upstream;
 use std::time::Duration;
 
 pub use config::{ConfigError, McpConfig};
-pub use gateway::{CallContext, CallRecord, Gateway, LocalModels, LocalToolError, RateBudget};
+pub use gateway::{
+    CallContext, CallRecord, Gateway, LocalModels, LocalToolError, RateBudget, TokenAccount,
+};
 pub use policy::Caller;
 
 /// Why the gateway did not carry out a call. The variants fall into the classes an API maps to its
 /// statuses: the caller asked for something that is not there or not well-formed (`UnknownTool`,
 /// `UnknownServer`, `UnknownResource`, `UnknownPrompt`, `InvalidArguments`, `Script`), is not allowed (`Denied`), is over its budget
-/// (`RateLimited`, with when to retry), or the server behind the tool failed (`Unavailable`,
+/// (`RateLimited`, `TokensSpent`, with when to retry), or the server behind the tool failed (`Unavailable`,
 /// `Protocol`, `Transport`, `Oversize`) or did not answer in time (`Timeout`).
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
@@ -62,6 +64,13 @@ pub enum McpError {
     #[error("client {client} is over its rate limit; retry in {:.1} s", retry_after.as_secs_f64())]
     RateLimited {
         client: String,
+        retry_after: Duration,
+    },
+    /// The caller's model tokens of the day (`tokensPerDay`) are spent; refused until UTC midnight.
+    #[error("client {client} has spent its {quota} model tokens of the day; retry in {} s (after midnight UTC)", retry_after.as_secs())]
+    TokensSpent {
+        client: String,
+        quota: u64,
         retry_after: Duration,
     },
     #[error("invalid arguments for {tool}: {message}")]
@@ -89,6 +98,9 @@ pub enum McpError {
     /// The connection to the server failed during the call.
     #[error("MCP server {server} failed during the call: {message}")]
     Transport { server: String, message: String },
+    /// The gateway will not do what was asked (a Dynamic MCP request it does not allow), and says why.
+    #[error("{0}")]
+    Refused(String),
     /// A `run_js` script failed (a syntax or runtime error, or a limit it ran into).
     #[error("{0}")]
     Script(String),
@@ -105,6 +117,8 @@ impl McpError {
             McpError::Oversize { .. } => "oversize",
             McpError::Denied { .. } => "denied",
             McpError::RateLimited { .. } => "rate_limited",
+            McpError::TokensSpent { .. } => "tokens_spent",
+            McpError::Refused(_) => "refused",
             McpError::InvalidArguments { .. } => "invalid_arguments",
             McpError::Unavailable { .. } => "unavailable",
             McpError::Timeout { .. } => "timeout",

@@ -1,7 +1,8 @@
 //! Who may call what: gateway clients are named by bearer token; once any client is configured, a caller
 //! without a known token may do nothing (default deny). Each client may be limited to some servers and
-//! tools, to a call rate (`governor`'s GCRA limiter, one per client) and to a number of calls per UTC
-//! day (counted here; the count restarts with each configuration reload).
+//! tools, to a call rate (`governor`'s GCRA limiter, one per client), to a number of calls per UTC
+//! day and to a number of model tokens per UTC day at the inference APIs (both counted here; the counts
+//! restart with each configuration reload).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -34,16 +35,27 @@ impl Caller {
 pub struct Policy {
     clients: Vec<Arc<ClientConfig>>,
     limiters: HashMap<String, DefaultDirectRateLimiter>,
-    /// Per client with a daily quota: the UTC day (days since the epoch) and the calls taken in it.
-    days: Mutex<HashMap<String, (u64, u32)>>,
+    /// Per client with a daily quota: its use of the current UTC day.
+    days: Mutex<HashMap<String, DayCount>>,
 }
 
-/// One client's daily quota and its use today, for `/metrics`.
+/// What a client used in one UTC day.
+#[derive(Debug, Clone, Copy, Default)]
+struct DayCount {
+    /// Days since the epoch.
+    day: u64,
+    calls: u32,
+    tokens: u64,
+}
+
+/// One client's daily quotas and its use today, for `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DailyUse {
     pub client: String,
     pub calls_today: u32,
-    pub calls_per_day: u32,
+    pub calls_per_day: Option<u32>,
+    pub tokens_today: u64,
+    pub tokens_per_day: Option<u64>,
 }
 
 const DAY_SECS: u64 = 86_400;
@@ -136,14 +148,10 @@ impl Policy {
             return Ok(());
         };
         let today = now / DAY_SECS;
-        if let Some(quota) = client.calls_per_day {
-            let days = self.days.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(&(day, used)) = days.get(&client.name)
-                && day == today
-                && used >= quota
-            {
-                return Err(Duration::from_secs((today + 1) * DAY_SECS - now));
-            }
+        if let Some(quota) = client.calls_per_day
+            && self.today(&client.name, today).calls >= quota
+        {
+            return Err(until_midnight(now));
         }
         if let Some(limiter) = self.limiters.get(&client.name) {
             limiter
@@ -151,36 +159,94 @@ impl Policy {
                 .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))?;
         }
         if client.calls_per_day.is_some() {
-            let mut days = self.days.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = days.entry(client.name.clone()).or_insert((today, 0));
-            if entry.0 != today {
-                *entry = (today, 0);
-            }
-            entry.1 = entry.1.saturating_add(1);
+            self.count(&client.name, today, |c| {
+                c.calls = c.calls.saturating_add(1);
+            });
         }
         Ok(())
     }
 
-    /// Each client with a daily quota: its calls today and the quota.
+    /// Whether `caller` may start a generation: `Err` holds the time until the next UTC midnight once
+    /// its tokens of the day are spent. A generation admitted under the quota runs to its end.
+    pub fn check_tokens(&self, caller: &Caller) -> Result<(), Duration> {
+        self.check_tokens_at(caller, now_secs())
+    }
+
+    fn check_tokens_at(&self, caller: &Caller, now: u64) -> Result<(), Duration> {
+        let Caller::Client(client) = caller else {
+            return Ok(());
+        };
+        match client.tokens_per_day {
+            Some(quota) if self.today(&client.name, now / DAY_SECS).tokens >= quota => {
+                Err(until_midnight(now))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds `tokens` a generation spent to `client`'s count of the day (clients without a token quota
+    /// are not counted).
+    pub fn spend_tokens(&self, client: &str, tokens: u64) {
+        self.spend_tokens_at(client, tokens, now_secs());
+    }
+
+    fn spend_tokens_at(&self, client: &str, tokens: u64, now: u64) {
+        let metered = self
+            .clients
+            .iter()
+            .any(|c| c.name == client && c.tokens_per_day.is_some());
+        if metered {
+            self.count(client, now / DAY_SECS, |c| {
+                c.tokens = c.tokens.saturating_add(tokens);
+            });
+        }
+    }
+
+    /// `client`'s use of `today` (zero when its last count is of an earlier day).
+    fn today(&self, client: &str, today: u64) -> DayCount {
+        let days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+        match days.get(client) {
+            Some(c) if c.day == today => *c,
+            _ => DayCount::default(),
+        }
+    }
+
+    /// Changes `client`'s count of `today`, starting it afresh when the day turned.
+    fn count(&self, client: &str, today: u64, change: impl FnOnce(&mut DayCount)) {
+        let mut days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = days.entry(client.to_string()).or_default();
+        if entry.day != today {
+            *entry = DayCount {
+                day: today,
+                ..DayCount::default()
+            };
+        }
+        change(entry);
+    }
+
+    /// Each client with a daily quota: its use today and its quotas.
     pub fn daily_use(&self) -> Vec<DailyUse> {
         let today = now_secs() / DAY_SECS;
-        let days = self.days.lock().unwrap_or_else(|e| e.into_inner());
         self.clients
             .iter()
-            .filter_map(|c| {
-                let calls_per_day = c.calls_per_day?;
-                let calls_today = match days.get(&c.name) {
-                    Some(&(day, used)) if day == today => used,
-                    _ => 0,
-                };
-                Some(DailyUse {
+            .filter(|c| c.calls_per_day.is_some() || c.tokens_per_day.is_some())
+            .map(|c| {
+                let used = self.today(&c.name, today);
+                DailyUse {
                     client: c.name.clone(),
-                    calls_today,
-                    calls_per_day,
-                })
+                    calls_today: used.calls,
+                    calls_per_day: c.calls_per_day,
+                    tokens_today: used.tokens,
+                    tokens_per_day: c.tokens_per_day,
+                }
             })
             .collect()
     }
+}
+
+/// The time from `now` to the next UTC midnight, when daily quotas start afresh.
+fn until_midnight(now: u64) -> Duration {
+    Duration::from_secs((now / DAY_SECS + 1) * DAY_SECS - now)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -203,6 +269,7 @@ mod tests {
                 burst: r,
             }),
             calls_per_day: None,
+            tokens_per_day: None,
         }
     }
 
@@ -279,8 +346,40 @@ mod tests {
             vec![DailyUse {
                 client: "b".into(),
                 calls_today: 1,
-                calls_per_day: 5
+                calls_per_day: Some(5),
+                tokens_today: 0,
+                tokens_per_day: None,
             }]
         );
+    }
+
+    #[test]
+    fn token_quotas_admit_until_spent_and_restart_at_utc_midnight() {
+        let mut metered = client("m", None, None);
+        metered.tokens_per_day = Some(100);
+        let policy = Policy::new(&[metered, client("free", None, None)]);
+        let m = policy.authenticate(Some("m-token")).expect("m");
+        let free = policy.authenticate(Some("free-token")).expect("free");
+        let evening = 20_000 * DAY_SECS - 30;
+        assert!(policy.check_tokens_at(&m, evening).is_ok());
+        // A generation admitted under the quota is counted whole, past the quota.
+        policy.spend_tokens_at("m", 60, evening);
+        assert!(policy.check_tokens_at(&m, evening).is_ok(), "60 of 100");
+        policy.spend_tokens_at("m", 70, evening);
+        assert_eq!(
+            policy.check_tokens_at(&m, evening),
+            Err(Duration::from_secs(30))
+        );
+        // Clients without a token quota are neither refused nor counted.
+        policy.spend_tokens_at("free", 1_000, evening);
+        assert!(policy.check_tokens_at(&free, evening).is_ok());
+        assert!(
+            policy.check_tokens_at(&m, evening + 30).is_ok(),
+            "a new day"
+        );
+        let usage = policy.daily_use();
+        assert_eq!(usage.len(), 1, "{usage:?}");
+        assert_eq!(usage[0].tokens_per_day, Some(100));
+        assert_eq!(usage[0].calls_per_day, None);
     }
 }

@@ -216,11 +216,18 @@ impl From<ToolError> for ApiError {
 impl From<McpError> for ApiError {
     fn from(e: McpError) -> Self {
         let (status, kind, code) = match &e {
-            McpError::Denied { .. } => (StatusCode::FORBIDDEN, "permission_error", None),
+            McpError::Denied { .. } | McpError::Refused(_) => {
+                (StatusCode::FORBIDDEN, "permission_error", None)
+            }
             McpError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 Some("rate_limit_exceeded"),
+            ),
+            McpError::TokensSpent { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("insufficient_quota"),
             ),
             McpError::Unavailable { .. }
             | McpError::Protocol { .. }
@@ -244,7 +251,8 @@ impl From<McpError> for ApiError {
         };
         let retry_after = match &e {
             // Whole seconds, rounded up: a client that waits that long is let in.
-            McpError::RateLimited { retry_after, .. } => {
+            McpError::RateLimited { retry_after, .. }
+            | McpError::TokensSpent { retry_after, .. } => {
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
             }
             _ => None,

@@ -243,7 +243,7 @@ pub fn client_route(method: &Method, path: &str) -> bool {
 }
 
 /// `/engines/v1/...` and `/engines/{backend}/v1/...` are `/v1/...` under other names.
-fn inference_path(path: &str) -> &str {
+pub(super) fn inference_path(path: &str) -> &str {
     let Some(rest) = path.strip_prefix("/engines/") else {
         return path;
     };

@@ -22,6 +22,7 @@ pub mod ollama;
 pub mod openai;
 pub mod pulling;
 pub mod rerank;
+pub mod token_quota;
 pub mod tokenize;
 
 use std::net::SocketAddr;
@@ -119,6 +120,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/anthropic", anthropic::routes())
         .merge(mcp_registry::routes())
         .merge(gateway_admin::routes())
+        // Inside the API key's layer: only callers it let in are counted.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            token_quota::admit,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,6 +27,7 @@ use crate::chat::{
 };
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
+use crate::mcp::TokenAccount;
 use crate::progress::TransferEvent;
 use crate::reference::ModelSource;
 use crate::runtime::LoadedModel;
@@ -317,7 +318,11 @@ fn think(
 }
 
 /// `POST /api/chat`.
-pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn chat(
+    State(app): State<Arc<AppState>>,
+    account: Option<Extension<TokenAccount>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: ChatRequest = parse_body(&body)?;
     let output = structured::ollama_format(request.format.as_ref())?;
     let Some(model) = model_for(&app, &request.model, &request.keep_alive).await? else {
@@ -343,12 +348,17 @@ pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Respo
         params: request.options.params(),
         choices: 1,
         reasoning: think(&app, &model, request.think)?,
+        account: account.map(|Extension(a)| a),
     };
     respond(model, input, request.stream, true).await
 }
 
 /// `POST /api/generate`.
-pub async fn generate(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn generate(
+    State(app): State<Arc<AppState>>,
+    account: Option<Extension<TokenAccount>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: GenerateRequest = parse_body(&body)?;
     let output = structured::ollama_format(request.format.as_ref())?;
     let Some(model) = model_for(&app, &request.model, &request.keep_alive).await? else {
@@ -375,6 +385,7 @@ pub async fn generate(State(app): State<Arc<AppState>>, body: Bytes) -> Result<R
         params: request.options.params(),
         choices: 1,
         reasoning: think(&app, &model, request.think)?,
+        account: account.map(|Extension(a)| a),
     };
     respond(model, input, request.stream, false).await
 }

@@ -15,7 +15,7 @@ use super::super::config::LOCAL_SERVER;
 use super::super::policy::Caller;
 use super::super::upstream::Requester;
 use super::super::{code_mode, discovery, naming};
-use super::{GATEWAY_SERVER, Gateway, McpError, Setup};
+use super::{GATEWAY_SERVER, Gateway, McpError, Setup, dynamic};
 
 /// Who takes a call from the caller's rate budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +176,15 @@ impl Gateway {
         match name {
             // Each records itself: run_js as one call of its own, mcp_call as the call it makes.
             code_mode::RUN_JS => self.run_js(context, arguments).await,
+            dynamic::ADD | dynamic::REMOVE => {
+                let attempt = self.begin();
+                let outcome = if name == dynamic::ADD {
+                    self.call_add(context, &arguments).await
+                } else {
+                    self.call_remove(context, &arguments).await
+                };
+                self.record(attempt, context, name, GATEWAY_SERVER, arguments, outcome)
+            }
             discovery::CALL => self.call_through(context, arguments).await,
             discovery::FIND => {
                 let attempt = self.begin();
@@ -210,6 +219,7 @@ impl Gateway {
         // Looked up after the call, which may have listed the server's tools for the first time.
         let server = self
             .server_of(name)
+            .or_else(|| self.session_entry(context, name).map(|e| e.server.clone()))
             .unwrap_or_else(|| GATEWAY_SERVER.to_string());
         self.record(attempt, context, name, &server, arguments, outcome)
     }
@@ -226,6 +236,7 @@ impl Gateway {
         let entry = catalogue
             .get(name)
             .cloned()
+            .or_else(|| self.session_entry(context, name))
             .ok_or_else(|| McpError::UnknownTool(name.to_string()))?;
         admit(setup, context, &entry.server, &entry.name)?;
         let arguments = match arguments {

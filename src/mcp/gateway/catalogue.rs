@@ -88,6 +88,10 @@ pub(super) struct Catalogue {
 }
 
 impl Catalogue {
+    pub(super) fn entries(&self) -> &[Arc<Entry>] {
+        &self.entries
+    }
+
     pub(super) fn get(&self, name: &str) -> Option<&Arc<Entry>> {
         self.by_name.get(name).map(|&i| &self.entries[i])
     }
@@ -196,7 +200,7 @@ impl Gateway {
     }
 }
 
-fn build_catalogue(upstreams: &[Arc<Upstream>]) -> Catalogue {
+pub(super) fn build_catalogue(upstreams: &[Arc<Upstream>]) -> Catalogue {
     let mut names = NameTable::default();
     names.reserve(discovery::FIND);
     names.reserve(discovery::CALL);

@@ -213,6 +213,7 @@ mod tests {
                 burst: per_minute,
             }),
             calls_per_day: None,
+            tokens_per_day: None,
         }
     }
 

@@ -5,21 +5,25 @@
 //! access check, rate limit, argument check, cache and timeout), `meta_tools` (`mcp_find`, `mcp_call`,
 //! `run_js`), `local_tools` (the runner's own `chat` and `list_models`), `observe` (call log and
 //! Prometheus series), and the servers' other offers: `resources` (resources and templates under
-//! `naming`'s `model-runner://SERVER/URI`, reads, subscriptions) and `prompts` (`server__prompt`). The configuration can be reloaded (SIGHUP): servers whose settings did not
+//! `naming`'s `model-runner://SERVER/URI`, reads, subscriptions) and `prompts` (`server__prompt`);
+//! `token_quota` admits and charges generations of clients with a daily token quota; `dynamic` runs
+//! catalog servers a session adds for itself (`mcp_add`, `mcp_remove`). The configuration can be reloaded (SIGHUP): servers whose settings did not
 //! change keep running.
 
 mod call;
 mod catalogue;
+mod dynamic;
 mod local_tools;
 mod meta_tools;
 mod observe;
 mod prompts;
 mod resources;
+mod token_quota;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use rmcp::model::CallToolResult;
@@ -34,9 +38,11 @@ use super::upstream::{ListKind, Upstream};
 
 pub use call::{CallContext, CallRecord, RateBudget, result_text};
 pub use catalogue::Entry;
+pub use dynamic::SessionLease;
 pub use local_tools::{CHAT, LIST_MODELS, LocalModels, LocalToolError};
 pub use meta_tools::meta_tools;
 pub use prompts::PromptEntry;
+pub use token_quota::TokenAccount;
 
 /// The `server` label of the gateway's own tools (`mcp_find`, `mcp_call`, `run_js`) and of unknown names.
 pub const GATEWAY_SERVER: &str = "gateway";
@@ -92,6 +98,10 @@ pub struct Gateway {
     stats: observe::CallStats,
     /// Where remote servers' OAuth grants are kept (`model mcp auth login`), when the runner has a home.
     tokens: Option<TokenStore>,
+    /// Catalog servers sessions started for themselves (Dynamic MCP).
+    dynamic: Mutex<dynamic::SessionServers>,
+    /// The runner's home, whose catalog `mcp_add` reads.
+    catalog_home: OnceLock<PathBuf>,
 }
 
 impl Gateway {
@@ -122,6 +132,8 @@ impl Gateway {
             local,
             stats: observe::CallStats::default(),
             tokens,
+            dynamic: Mutex::new(dynamic::SessionServers::default()),
+            catalog_home: OnceLock::new(),
         })
     }
 
@@ -272,6 +284,7 @@ impl Gateway {
     pub async fn shutdown(&self) {
         let setup = self.setup();
         futures::future::join_all(setup.upstreams.iter().map(|u| u.stop())).await;
+        self.stop_session_servers().await;
     }
 }
 

@@ -153,31 +153,41 @@ impl Gateway {
             );
         }
         let daily = setup.policy.daily_use();
-        type Daily = fn(&DailyUse) -> u32;
-        let gauges: [(&str, &str, Daily); 2] = [
+        type Daily = fn(&DailyUse) -> Option<u64>;
+        let gauges: [(&str, &str, Daily); 4] = [
             (
                 "model_runner:mcp_client_calls_today",
                 "Tool calls a client with a daily quota made this UTC day.",
-                |d| d.calls_today,
+                |d| d.calls_per_day.map(|_| u64::from(d.calls_today)),
             ),
             (
                 "model_runner:mcp_client_calls_per_day",
                 "A client's daily quota of tool calls.",
-                |d| d.calls_per_day,
+                |d| d.calls_per_day.map(u64::from),
+            ),
+            (
+                "model_runner:mcp_client_tokens_today",
+                "Model tokens (prompt and completion) a client with a token quota spent this UTC day.",
+                |d| d.tokens_per_day.map(|_| d.tokens_today),
+            ),
+            (
+                "model_runner:mcp_client_tokens_per_day",
+                "A client's daily quota of model tokens.",
+                |d| d.tokens_per_day,
             ),
         ];
-        // Described only when some client has a quota.
-        if !daily.is_empty() {
-            for (name, help, value) in gauges {
-                describe(out, name, "gauge", help);
-                for d in &daily {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{client=\"{}\"}} {}",
-                        label(&d.client),
-                        value(d)
-                    );
-                }
+        for (name, help, value) in gauges {
+            // Described only when some client has that quota.
+            let lines: Vec<(&str, u64)> = daily
+                .iter()
+                .filter_map(|d| Some((d.client.as_str(), value(d)?)))
+                .collect();
+            if lines.is_empty() {
+                continue;
+            }
+            describe(out, name, "gauge", help);
+            for (client, value) in lines {
+                let _ = writeln!(out, "{name}{{client=\"{}\"}} {value}", label(client));
             }
         }
         describe(

@@ -12,13 +12,13 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Extension, Json};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -36,6 +36,7 @@ use crate::chat::{
     ChatError, ChatInput, ChoiceEvent, Generation, PromptInput, ToolsInput, ValidChat, pipeline,
 };
 use crate::engine::FinishReason;
+use crate::mcp::TokenAccount;
 use crate::runtime::LoadedModel;
 use crate::tools::parser::ToolEvent;
 
@@ -105,6 +106,7 @@ async fn model_and_request(
 /// `POST /v1/messages`.
 pub async fn messages(
     State(app): State<Arc<AppState>>,
+    account: Option<Extension<TokenAccount>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AnthropicError> {
@@ -123,7 +125,8 @@ pub async fn messages(
     }
     let stops = t.params.stop.clone();
     let tools = t.tools.take();
-    let input = chat_input(&app, t, tools);
+    let mut input = chat_input(&app, t, tools);
+    input.account = account.map(|Extension(a)| a);
     let valid = ValidChat::new(&model, input)?;
     let prepared = pipeline::prepare(&model, valid).await?;
     let input_tokens = prepared.request.prompt.len();
@@ -217,6 +220,7 @@ fn chat_input(app: &AppState, t: Translated, tools: Option<Value>) -> ChatInput 
         params: t.params,
         choices: 1,
         reasoning: reasoning_input(app, t.thinking),
+        account: None,
     }
 }
 

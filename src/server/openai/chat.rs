@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::engine::sampler::SampledToken;
 use crate::engine::tokenizer::Tokenizer;
-use crate::mcp::CallRecord;
+use crate::mcp::{CallRecord, TokenAccount};
 use crate::runtime::LoadedModel;
 use crate::server::AppState;
 use crate::server::body::parse_body;
@@ -132,6 +132,7 @@ pub fn to_chat_messages(messages: Vec<ChatMessageIn>) -> Result<Vec<ChatMessage>
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
+    account: Option<Extension<TokenAccount>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -188,6 +189,7 @@ pub async fn chat_completions(
         params: sampling.params(top_logprobs),
         choices,
         reasoning,
+        account: account.map(|Extension(a)| a),
     };
     let generation = pipeline::start(&model, input).await?;
     let id = request_id("chatcmpl");

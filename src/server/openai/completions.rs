@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,6 +18,7 @@ use super::{
 use crate::chat::ReasoningInput;
 use crate::chat::{ChatError, ChatInput, Choice, ChoiceEvent, PromptInput, ToolsInput, pipeline};
 use crate::engine::tokenizer::Tokenizer;
+use crate::mcp::TokenAccount;
 use crate::scheduler::Usage;
 use crate::server::AppState;
 use crate::server::body::parse_body;
@@ -48,8 +49,10 @@ fn prompts(field: PromptField) -> Vec<PromptInput> {
 /// `POST /v1/completions`.
 pub async fn completions(
     State(app): State<Arc<AppState>>,
+    account: Option<Extension<TokenAccount>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let account = account.map(|Extension(a)| a);
     let request: CompletionRequest = parse_body(&body)?;
     let sampling: SamplingFields = parse_body(&body)?;
     validation::completion_extras(request.suffix.as_deref(), request.best_of)?;
@@ -72,6 +75,7 @@ pub async fn completions(
             params: params.clone(),
             choices: n,
             reasoning: ReasoningInput::default(),
+            account: account.clone(),
         };
         let valid = pipeline::ValidChat::new(&model, input)?;
         let prepared = pipeline::prepare(&model, valid).await?;

@@ -10,11 +10,11 @@ mod stream;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,6 +24,7 @@ use crate::chat::{ChatInput, PromptInput, ReasoningInput, ToolsInput, pipeline, 
 use crate::engine::FinishReason;
 use crate::engine::chat_template::ChatMessage;
 use crate::engine::grammar::GrammarSpec;
+use crate::mcp::TokenAccount;
 use crate::scheduler::Usage;
 use crate::server::AppState;
 use crate::server::body::parse_body;
@@ -388,6 +389,7 @@ impl ToStore {
 /// `POST /v1/responses`.
 pub async fn create(
     State(app): State<Arc<AppState>>,
+    account: Option<Extension<TokenAccount>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -499,6 +501,7 @@ pub async fn create(
         params,
         choices: 1,
         reasoning: reasoning_input(&app, request.reasoning.as_ref()),
+        account: account.map(|Extension(a)| a),
     };
     let generation = pipeline::start(&model, chat).await?;
     if request.stream {
