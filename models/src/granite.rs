@@ -63,7 +63,7 @@ mod tests {
         TinyLlama::new()
             .set("llama.logit_scale", Value::F32(8.0))
             .set("llama.residual_scale", Value::F32(0.22))
-            .as_architecture(arch)
+            .under_architecture(arch)
     }
 
     #[test]
@@ -105,13 +105,13 @@ mod tests {
             .with_experts(4, 2)
             .set("llama.logit_scale", Value::F32(8.0))
             .set("llama.expert_shared_feed_forward_length", Value::U32(16))
-            .as_architecture("granitemoe");
+            .under_architecture("granitemoe");
         let err = load(model).err().expect("a shared expert");
         assert!(matches!(&err, ModelError::Unsupported(_)), "{err:?}");
         let model = TinyLlama::new()
             .with_experts(4, 2)
             .set("llama.logit_scale", Value::F32(8.0))
-            .as_architecture("granitemoe");
+            .under_architecture("granitemoe");
         load(model).expect("a granitemoe file");
     }
 }

@@ -472,7 +472,7 @@ pub(crate) mod tests {
         }
 
         /// The same model under another `general.architecture`, its `llama.*` keys renamed to match.
-        pub(crate) fn as_architecture(mut self, arch: &str) -> Self {
+        pub(crate) fn under_architecture(mut self, arch: &str) -> Self {
             for (key, value) in &mut self.metadata {
                 if key == "general.architecture" {
                     *value = gguf_file::Value::String(arch.into());
