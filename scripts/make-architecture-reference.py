@@ -31,7 +31,8 @@ from llama_cpp import Llama
 TYPES = ["f16", "q8_0", "q4_0"]
 # Families whose released files come in another type: gpt-oss's experts are MXFP4 (the rest Q8_0).
 FAMILY_TYPES = {"gpt-oss": ["f16", "q8_0", "mxfp4"]}
-FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "qwen3moe", "mixtral", "qwen2moe", "gpt-oss"]
+FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "qwen3moe", "mixtral", "qwen2moe", "gpt-oss",
+            "smollm3", "granite", "granitemoe"]
 STEPS = 24
 TOP_K = 16
 NEAR_TIE = 0.5

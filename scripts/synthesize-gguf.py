@@ -111,6 +111,26 @@ FAMILIES = {
     # whose final hidden state the last-token pooling reads. The same weights as `qwen3-embed`.
     "qwen3-embed-eos": dict(arch="qwen3", rope_base=1000000.0, qk_norm=True, head_dim=32,
                             explicit_head_dim=True, eps=1e-6, pooling=3, no_output=True, add_eos=True, seed=25),
+    # SmolLM3-3B (arch `smollm3`; real: 36 layers, hidden 2048, 16 heads, 4 KV heads, rope base 5e6, embeddings
+    # tied): Llama's layout (Q/K permuted for interleaved rope, `vocab_size` written), but every fourth layer
+    # attends without rotary embedding (llama.cpp's `n_no_rope_layer_step`, fixed at 4: no metadata key).
+    # 8 layers here so that two of them (3 and 7) are NoPE; tied as the real one, so the embedding is drawn
+    # at the logits' spread.
+    "smollm3": dict(arch="smollm3", rope_base=5000000.0, layers=8, tied=True, seed=41),
+    # Granite 3.x dense (arch `granite`; granite-3.3-2b: 40 layers, hidden 2048, 32 heads of 64, 8 KV heads,
+    # embeddings tied): Llama's layout with IBM's multipliers, the real ones: `embedding_scale` 12,
+    # `residual_scale` 0.22, `attention.scale` 1/head size (here 1/16, not 1/sqrt(16)), logits divided by
+    # `logit_scale` 8. The weights are drawn to undo each multiplier (embedding and output at 8 times the
+    # logits' spread, attention and FFN outputs 1/0.22 times the residual stream's size, Q and K twice as
+    # wide), so the model is as peaked as the others with the multipliers applied, and far off without any.
+    "granite": dict(arch="granite", rope_base=10000.0, tied=True,
+                    granite=dict(embedding=12.0, residual=0.22, attention=1.0 / 16, logit=8.0), seed=43),
+    # Granite 3.x MoE (arch `granitemoe`; granite-3.1-3b-a800m: 40 experts, 8 per token): granite's
+    # multipliers, and every FFN a softmax router over experts of `feed_forward_length` (the converter splits
+    # HF's fused `input_linear` into `ffn_gate_exps` and `ffn_up_exps`), top-k renormalised.
+    "granitemoe": dict(arch="granitemoe", rope_base=10000.0, tied=True,
+                       granite=dict(embedding=12.0, residual=0.22, attention=1.0 / 16, logit=8.0),
+                       moe=dict(experts=8, used=2), seed=47),
 }
 
 # The converter's rerank prompt for Qwen3-Reranker (conversion/qwen.py).
@@ -255,8 +275,15 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
             writer.add_expert_shared_feed_forward_length(shared_ff)
     if "pooling" in spec:
         writer.add_pooling_type(gguf.PoolingType(spec["pooling"]))
+    granite = spec.get("granite")
+    if granite:
+        writer.add_attention_scale(granite["attention"])
+        writer.add_embedding_scale(granite["embedding"])
+        writer.add_residual_scale(granite["residual"])
+        writer.add_logit_scale(granite["logit"])
     vocab = copy_tokenizer(writer, tokenizer_from)
-    if arch == "llama":
+    # The converter's LlamaModel, which SmolLM3's and Granite's converters extend, writes `vocab_size`.
+    if arch in ("llama", "smollm3", "granite", "granitemoe"):
         writer.add_vocab_size(vocab)
     if spec.get("rank_head"):
         writer.add_classifier_output_labels(["yes", "no"])
@@ -299,13 +326,20 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
     q_width, kv_width = heads * head_dim, kv_heads * head_dim
     gpt_oss = spec.get("gpt_oss", False)
     gemma = spec.get("gemma", False)
-    if gemma:
+    tied = gemma or spec.get("tied", False)
+    # Granite's multipliers, undone by the weights (see FAMILIES): the logits' divisor, the residual
+    # stream's size after the embedding's multiplier, and the residual multiplier.
+    logit_gain = granite["logit"] if granite else 1.0
+    if tied:
         # Tied: the one matrix sets the logits' spread.
-        matrix("token_embd.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
+        matrix("token_embd.weight", vocab, hidden, LOGIT_STD * logit_gain / math.sqrt(hidden))
     else:
         matrix("token_embd.weight", vocab, hidden, 1.0)
+    out_gain = 1.0
+    if granite:
+        out_gain = LOGIT_STD * logit_gain / math.sqrt(hidden) * granite["embedding"] / granite["residual"]
     vector("output_norm.weight", hidden, 1.0, 0.1)
-    if not gemma and not spec.get("no_output"):
+    if not tied and not spec.get("no_output"):
         matrix("output.weight", vocab, hidden, LOGIT_STD / math.sqrt(hidden))
     if spec.get("rank_head"):
         matrix("cls.output.weight", 2, hidden, 1.0 / math.sqrt(hidden))
@@ -320,6 +354,8 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
         writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(32) / math.log(spec["original_context"])))
     qk_std = QK_GAIN / math.sqrt(hidden)
+    if granite:
+        qk_std *= math.sqrt((1.0 / math.sqrt(head_dim)) / granite["attention"])
     for layer in range(spec["layers"]):
         p = f"blk.{layer}"
         vector(f"{p}.attn_norm.weight", hidden, 1.0, 0.1)
@@ -339,7 +375,7 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
         if spec.get("qk_norm"):
             vector(f"{p}.attn_q_norm.weight", head_dim, QK_GAIN, 0.1)
             vector(f"{p}.attn_k_norm.weight", head_dim, QK_GAIN, 0.1)
-        matrix(f"{p}.attn_output.weight", hidden, q_width, 1.0 / math.sqrt(q_width))
+        matrix(f"{p}.attn_output.weight", hidden, q_width, out_gain / math.sqrt(q_width))
         if gpt_oss:
             vector(f"{p}.attn_output.bias", hidden, 0.0, 0.1)
             # Sinks near the rows' largest scores, so that they take a real share of each softmax.
@@ -358,7 +394,8 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
             gain = 3.0 if gpt_oss else 1.0
             put_experts(f"{p}.ffn_gate_exps.weight", rng.standard_normal((n, expert_ff, hidden)) * gain / math.sqrt(hidden))
             put_experts(f"{p}.ffn_up_exps.weight", rng.standard_normal((n, expert_ff, hidden)) * gain / math.sqrt(hidden))
-            put_experts(f"{p}.ffn_down_exps.weight", rng.standard_normal((n, hidden, expert_ff)) / math.sqrt(expert_ff))
+            put_experts(f"{p}.ffn_down_exps.weight",
+                        rng.standard_normal((n, hidden, expert_ff)) * out_gain / math.sqrt(expert_ff))
             if gpt_oss:
                 # GGUF {width, expert}: numpy (expert, width).
                 vector(f"{p}.ffn_gate_inp.bias", n, 0.0, 0.5)
@@ -379,7 +416,7 @@ def synthesize(family, tokenizer_from, out, type_name, hidden, size=None):
             matrix(f"{p}.ffn_gate.weight", ff, hidden, 1.0 / math.sqrt(hidden))
             matrix(f"{p}.ffn_up.weight", ff, hidden, 1.0 / math.sqrt(hidden))
         if not moe:
-            matrix(f"{p}.ffn_down.weight", hidden, ff, 1.0 / math.sqrt(ff))
+            matrix(f"{p}.ffn_down.weight", hidden, ff, out_gain / math.sqrt(ff))
         if gemma:
             vector(f"{p}.post_ffw_norm.weight", hidden, 4.0, 0.5)
 

@@ -216,6 +216,24 @@ fn gpt_oss_with_sinks_yarn_windows_and_mxfp4_experts_matches_llama_cpp() {
     check_family("gpt-oss");
 }
 
+/// SmolLM3: every fourth layer (3 and 7 of these 8) attends without rotary embedding.
+#[test]
+fn smollm3_with_nope_layers_matches_llama_cpp() {
+    check_family("smollm3");
+}
+
+/// Granite 3.x: embedding, residual, attention and logit multipliers far from 1 (the real ones).
+#[test]
+fn granite_with_its_multipliers_matches_llama_cpp() {
+    check_family("granite");
+}
+
+/// Granite MoE: the multipliers, and every FFN a mixture (top 2 of 8, renormalised).
+#[test]
+fn granitemoe_with_its_multipliers_and_experts_matches_llama_cpp() {
+    check_family("granitemoe");
+}
+
 /// K-quants (Q4_K_M, Q6_K), which only llama.cpp's quantizer writes: the files and their fixtures come
 /// from `scripts/make-architecture-reference.py --k-quants TOKENIZER.gguf DIR` (~20 MB each, not in the
 /// repository); run with `MODEL_RUNNER_K_QUANT_DIR=DIR cargo test --test architectures -- --ignored`.

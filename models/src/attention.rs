@@ -233,6 +233,9 @@ pub struct Attention {
     /// A learned logit per query head that joins each softmax's denominator without a value (gpt-oss's
     /// attention sinks): the weights of a row then sum to less than 1.
     pub sinks: Option<Vec<f32>>,
+    /// Whether queries and keys are rotated: false on SmolLM3's every fourth layer (NoPE), which attends
+    /// by content alone.
+    pub rotary: bool,
     /// This layer's index in the KV cache.
     pub layer: usize,
 }
@@ -302,6 +305,7 @@ impl Attention {
             sliding_window: None,
             softcap: None,
             sinks: None,
+            rotary: true,
             layer,
         })
     }
@@ -368,8 +372,10 @@ impl Attention {
         let mut q = host_vec(&q)?;
         let mut k = host_vec(&k)?;
         let v = host_vec(&v)?;
-        rope.apply(&mut q, self.heads, self.head_dim, angles);
-        rope.apply(&mut k, self.kv_heads, self.head_dim, angles);
+        if self.rotary {
+            rope.apply(&mut q, self.heads, self.head_dim, angles);
+            rope.apply(&mut k, self.kv_heads, self.head_dim, angles);
+        }
 
         let width = self.kv_heads * self.head_dim;
         for seq in &batch.sequences {
@@ -429,15 +435,21 @@ impl Attention {
         let (q, k, v) = self.project(x, dense_from)?;
         let q = Self::head_norm(self.q_norm.as_ref(), q, self.heads, self.head_dim)?;
         let k = Self::head_norm(self.k_norm.as_ref(), k, self.kv_heads, self.head_dim)?;
-        let Some(on_device) = angles.on_device.as_ref() else {
-            return Err(ModelError::Unsupported(
-                "rotary angles were not uploaded to the device".into(),
-            ));
+        let (q, k) = if self.rotary {
+            let Some(on_device) = angles.on_device.as_ref() else {
+                return Err(ModelError::Unsupported(
+                    "rotary angles were not uploaded to the device".into(),
+                ));
+            };
+            let neox = rope.style == RopeStyle::Neox;
+            let (hd, pairs) = (self.head_dim, angles.pairs);
+            (
+                crate::cuda::rope(&q, on_device, self.heads, hd, pairs, neox)?,
+                crate::cuda::rope(&k, on_device, self.kv_heads, hd, pairs, neox)?,
+            )
+        } else {
+            (q.contiguous()?, k.contiguous()?)
         };
-        let neox = rope.style == RopeStyle::Neox;
-        let (hd, pairs) = (self.head_dim, angles.pairs);
-        let q = crate::cuda::rope(&q, on_device, self.heads, hd, pairs, neox)?;
-        let k = crate::cuda::rope(&k, on_device, self.kv_heads, hd, pairs, neox)?;
         cache.write(self.layer, &k, &v)?;
         let out = cache.attend(self.layer, &q, &self.kernel_shape(cache.block_size()))?;
         Ok(self.output.forward(&out, dense_from)?)

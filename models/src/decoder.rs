@@ -2,7 +2,9 @@
 //! `x += attn(norm(x)); x += mlp(norm(x))`, then a final norm and the output head (tied to the embedding
 //! when the file has no `output.weight`). The architectures differ only in what they load into it.
 //! Llama 3's rope scaling comes as `rope_freqs.weight`, per-frequency divisors, wherever the file has it.
-//! The feed-forward block is a gated MLP or, for Qwen 2/3 MoE and Mixtral, a mixture of experts (`moe`).
+//! The feed-forward block is a gated MLP or, for Qwen 2/3 MoE, Mixtral and Granite MoE, a mixture of
+//! experts (`moe`). SmolLM3 leaves rotary embedding out of some layers (`RopeLayers`); Granite scales the
+//! embeddings, each block's residual contributions, the attention scores and the logits (`Multipliers`).
 
 use candle_core::Tensor;
 
@@ -24,6 +26,73 @@ pub struct DecoderOptions {
     pub default_rope_base: f32,
     /// Whether feed-forward blocks are mixtures of experts.
     pub experts: ExpertLayers,
+    /// Which layers rotate queries and keys.
+    pub rope_layers: RopeLayers,
+    /// Whether the file's Granite multipliers (`<arch>.logit_scale`, required, and the optional
+    /// `embedding_scale`, `residual_scale`, `attention.scale`) apply.
+    pub granite_multipliers: bool,
+}
+
+/// Which layers rotate queries and keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayers {
+    All,
+    /// Every layer but each `n`-th, counting from 1 (layer `i` rotates unless `(i + 1) % n == 0`):
+    /// SmolLM3's NoPE layers, llama.cpp's `n_no_rope_layer_step`, which it fixes at 4 (no metadata key).
+    AllButEvery(usize),
+    /// No layer (Granite with `rope.scaling.finetuned` false, llama.cpp's switch for it).
+    None,
+}
+
+impl RopeLayers {
+    fn rotates(self, layer: usize) -> bool {
+        match self {
+            RopeLayers::All => true,
+            RopeLayers::AllButEvery(n) => !(layer + 1).is_multiple_of(n),
+            RopeLayers::None => false,
+        }
+    }
+}
+
+/// Granite's multipliers, as llama.cpp applies them: the token embeddings times `embedding`, each
+/// attention and feed-forward output times `residual` before it joins the residual stream, the logits
+/// divided by `logit_divisor`. (`attention.scale` replaces `1/sqrt(head size)` in `Attention`.) A key the
+/// file leaves out, or sets to 0, applies no scaling, as in llama.cpp.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Multipliers {
+    embedding: Option<f64>,
+    residual: Option<f64>,
+    logit_divisor: f32,
+}
+
+impl Multipliers {
+    /// Reads the keys; returns them with the attention scale, if the file sets one.
+    fn read(w: &GgufWeights) -> Result<(Self, Option<f32>), ModelError> {
+        let arch = w.architecture().to_string();
+        let optional = |key: &str| -> Result<Option<f32>, ModelError> {
+            let v = w.arch_f32_or(key, 0.0)?;
+            if !v.is_finite() {
+                return Err(ModelError::Shape {
+                    key: format!("{arch}.{key}"),
+                    reason: format!("{v} is not a finite number"),
+                });
+            }
+            Ok((v != 0.0).then_some(v))
+        };
+        let logit_divisor = w.arch_f32("logit_scale")?;
+        if !logit_divisor.is_finite() || logit_divisor == 0.0 {
+            return Err(ModelError::Shape {
+                key: format!("{arch}.logit_scale"),
+                reason: format!("{logit_divisor}: the logits are divided by it"),
+            });
+        }
+        let multipliers = Self {
+            embedding: optional("embedding_scale")?.map(f64::from),
+            residual: optional("residual_scale")?.map(f64::from),
+            logit_divisor,
+        };
+        Ok((multipliers, optional("attention.scale")?))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +130,8 @@ pub struct Decoder {
     /// LongRoPE (Phi-3 128k): the rotation for contexts longer than the original one, and that length;
     /// `rope` then holds the short one until `use_context` says the context is longer.
     long_rope: Option<(usize, Rope)>,
+    /// Granite's scalings, when the architecture has them.
+    multipliers: Option<Multipliers>,
 }
 
 impl Decoder {
@@ -73,6 +144,12 @@ impl Decoder {
         let rope_base = w.arch_f32_or("rope.freq_base", options.default_rope_base)?;
         let context_length = w.arch_usize_or("context_length", 4096)?;
         let moe = crate::shape::moe_shape(w, options.experts)?;
+        let (multipliers, attention_scale) = if options.granite_multipliers {
+            let (m, scale) = Multipliers::read(w)?;
+            (Some(m), scale)
+        } else {
+            (None, None)
+        };
 
         let mut rope = Rope::new(rope_dims, rope_base, options.rope_style);
         if let Some(factors) = w.optional_dequantized("rope_freqs.weight")? {
@@ -113,9 +190,14 @@ impl Decoder {
             } else {
                 FeedForward::Dense(GatedMlp::load(w, &p, options.activation)?)
             };
+            let mut attention = Attention::load(w, layer, shape, eps)?;
+            attention.rotary = options.rope_layers.rotates(layer);
+            if let Some(scale) = attention_scale {
+                attention.scale = scale;
+            }
             blocks.push(Block {
                 attn_norm: RmsNorm::load(w, &format!("{p}.attn_norm.weight"), eps)?,
-                attention: Attention::load(w, layer, shape, eps)?,
+                attention,
                 ffn_norm: RmsNorm::load(w, &format!("{p}.ffn_norm.weight"), eps)?,
                 mlp,
             });
@@ -136,6 +218,7 @@ impl Decoder {
             output,
             rope,
             long_rope,
+            multipliers,
         })
     }
 
@@ -160,6 +243,14 @@ impl Decoder {
         cache: &mut PagedKvCache,
     ) -> Result<Tensor, ModelError> {
         let mut x = self.embedding.forward(&batch.tokens)?;
+        let multipliers = self.multipliers.as_ref();
+        if let Some(scale) = multipliers.and_then(|m| m.embedding) {
+            x = x.affine(scale, 0.0)?;
+        }
+        let residual = |t: Tensor| match multipliers.and_then(|m| m.residual) {
+            Some(scale) => t.affine(scale, 0.0),
+            None => Ok(t),
+        };
         let angles = self.rope.angles_on(&batch.positions, x.device())?;
         for block in &self.blocks {
             let attended = block.attention.forward(
@@ -169,16 +260,36 @@ impl Decoder {
                 &angles,
                 cache,
             )?;
-            x = (x + attended)?;
+            x = (x + residual(attended)?)?;
             let mixed = block
                 .mlp
                 .forward(&block.ffn_norm.forward(&x)?, batch.dense_from())?;
-            x = (x + mixed)?;
+            x = (x + residual(mixed)?)?;
         }
         Ok(self.norm.forward(&x)?)
     }
 
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.output.forward(hidden, usize::MAX)?)
+        let logits = self.output.forward(hidden, usize::MAX)?;
+        Ok(match &self.multipliers {
+            // As llama.cpp: times the divisor's reciprocal, taken in f32.
+            Some(m) => logits.affine(f64::from(1.0 / m.logit_divisor), 0.0)?,
+            None => logits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RopeLayers;
+
+    #[test]
+    fn smollm3_leaves_every_fourth_layer_unrotated() {
+        let rotated: Vec<bool> = (0..8)
+            .map(|l| RopeLayers::AllButEvery(4).rotates(l))
+            .collect();
+        assert_eq!(rotated, [true, true, true, false, true, true, true, false]);
+        assert!((0..8).all(|l| RopeLayers::All.rotates(l)));
+        assert!((0..8).all(|l| !RopeLayers::None.rotates(l)));
     }
 }

@@ -15,6 +15,7 @@ pub mod gemma2;
 pub mod gemma3;
 pub mod gguf;
 pub mod gptoss;
+pub mod granite;
 pub mod kv_cache;
 pub mod kv_layout;
 pub mod layers;
@@ -27,6 +28,7 @@ pub mod qwen2moe;
 pub mod qwen3;
 pub mod qwen3moe;
 pub mod shape;
+pub mod smollm3;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -49,7 +51,7 @@ pub enum ModelError {
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     Corrupt { path: String, reason: String },
     #[error(
-        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt-oss, bert, nomic-bert, jina-bert-v2)"
+        "unsupported model architecture {0:?} (supported: llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, smollm3, granite, granitemoe, gpt-oss, bert, nomic-bert, jina-bert-v2)"
     )]
     UnknownArchitecture(String),
     #[error("the GGUF lacks tensor {0}")]
@@ -113,7 +115,8 @@ impl ModelInfo {
 /// A loaded causal language model: weights only; the cache and batch come with each step.
 #[derive(Debug, Clone)]
 pub enum CausalModel {
-    /// llama (Mixtral too), qwen2, qwen2moe, qwen3, qwen3moe and phi3 share the pre-norm decoder.
+    /// llama (Mixtral too), qwen2, qwen2moe, qwen3, qwen3moe, phi3, smollm3, granite and granitemoe share
+    /// the pre-norm decoder.
     Decoder(decoder::Decoder),
     Gemma2(gemma2::Gemma2),
     Gemma3(gemma3::Gemma3),
@@ -218,6 +221,9 @@ pub fn load(files: &[&Path], device: &Device) -> Result<LoadedModel, ModelError>
             | "qwen3"
             | "qwen3moe"
             | "phi3"
+            | "smollm3"
+            | "granite"
+            | "granitemoe"
             | "gemma2"
             | "gemma3"
             | "gpt-oss"
@@ -245,6 +251,8 @@ pub fn load(files: &[&Path], device: &Device) -> Result<LoadedModel, ModelError>
         "qwen3" => CausalModel::Decoder(qwen3::load(&mut weights)?),
         "qwen3moe" => CausalModel::Decoder(qwen3moe::load(&mut weights)?),
         "phi3" => CausalModel::Decoder(phi3::load(&mut weights)?),
+        "smollm3" => CausalModel::Decoder(smollm3::load(&mut weights)?),
+        "granite" | "granitemoe" => CausalModel::Decoder(granite::load(&mut weights)?),
         "gemma2" => CausalModel::Gemma2(gemma2::Gemma2::load(&mut weights)?),
         "gemma3" => CausalModel::Gemma3(gemma3::Gemma3::load(&mut weights)?),
         "gpt-oss" => CausalModel::GptOss(gptoss::GptOss::load(&mut weights)?),

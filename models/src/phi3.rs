@@ -3,7 +3,7 @@
 
 use crate::ModelError;
 use crate::attention::RopeStyle;
-use crate::decoder::{Decoder, DecoderOptions};
+use crate::decoder::{Decoder, DecoderOptions, RopeLayers};
 use crate::layers::Activation;
 use crate::moe::ExpertLayers;
 use crate::weights::GgufWeights;
@@ -17,6 +17,8 @@ pub fn load(w: &mut GgufWeights) -> Result<Decoder, ModelError> {
             fused_gate_up: true,
             experts: ExpertLayers::Never,
             default_rope_base: 10_000.0,
+            rope_layers: RopeLayers::All,
+            granite_multipliers: false,
         },
     )
 }

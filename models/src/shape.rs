@@ -17,7 +17,8 @@ pub struct Expected {
     pub fused_gate_up: bool,
     /// Norms after attention and after the MLP as well (Gemma 2 and 3).
     pub post_norms: bool,
-    /// Whether feed-forward blocks are mixtures of experts (`qwen3moe`; `llama` with an expert count).
+    /// Whether feed-forward blocks are mixtures of experts (`qwen3moe`, `granitemoe`; `llama` with an
+    /// expert count).
     pub experts: ExpertLayers,
     /// gpt-oss: the pre-FFN norm is `post_attention_norm`, each layer has `attn_sinks` (one per head),
     /// and the attention output is biased.
@@ -30,7 +31,7 @@ impl Expected {
             fused_gate_up: architecture == "phi3",
             post_norms: matches!(architecture, "gemma2" | "gemma3"),
             experts: match architecture {
-                "qwen3moe" => ExpertLayers::Always,
+                "qwen3moe" | "granitemoe" => ExpertLayers::Always,
                 "qwen2moe" => ExpertLayers::AlwaysWithSharedExpert,
                 "llama" | "mistral" => ExpertLayers::WhenCounted,
                 "gpt-oss" => ExpertLayers::AlwaysOpenAi,
@@ -468,6 +469,18 @@ pub(crate) mod tests {
             }
             self.set("llama.expert_count", Value::U32(experts as u32))
                 .set("llama.expert_used_count", Value::U32(used as u32))
+        }
+
+        /// The same model under another `general.architecture`, its `llama.*` keys renamed to match.
+        pub(crate) fn under_architecture(mut self, arch: &str) -> Self {
+            for (key, value) in &mut self.metadata {
+                if key == "general.architecture" {
+                    *value = gguf_file::Value::String(arch.into());
+                } else if let Some(rest) = key.strip_prefix("llama.") {
+                    *key = format!("{arch}.{rest}");
+                }
+            }
+            self
         }
 
         pub(crate) fn remove(mut self, key_or_tensor: &str) -> Self {

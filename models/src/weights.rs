@@ -195,6 +195,25 @@ impl GgufWeights {
         }
     }
 
+    /// `<architecture>.<key>` as a float, which the file must have.
+    pub fn arch_f32(&self, key: &str) -> Result<f32, ModelError> {
+        let full = format!("{}.{key}", self.architecture);
+        match self.value(&full)? {
+            gguf_file::Value::F32(v) => Ok(*v),
+            gguf_file::Value::F64(v) => Ok(*v as f32),
+            _ => Err(ModelError::BadMetadata(full)),
+        }
+    }
+
+    pub fn arch_bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
+        let full = format!("{}.{key}", self.architecture);
+        match self.metadata.get(&full) {
+            None => Ok(default),
+            Some(gguf_file::Value::Bool(v)) => Ok(*v),
+            Some(_) => Err(ModelError::BadMetadata(full)),
+        }
+    }
+
     pub fn has_tensor(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
