@@ -350,23 +350,44 @@ fn metric(gateway: &Gateway, series: &str) -> Option<f64> {
 
 /// A directory with known files for the filesystem server, under a plain path a small model can copy.
 struct Files {
-    _root: tempfile::TempDir,
+    _root: TempDirPath,
     path: PathBuf,
 }
 
+/// A directory of two files for the filesystem server. Its path goes into prompts the default model
+/// answers, so it is the same on every run of a test (named from the test's thread, which the harness
+/// names after the test; letters only): a path with the process id changed the prompt, and with it the
+/// small model's call, from run to run.
 fn files_dir() -> Files {
-    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let root = tempfile::Builder::new()
-        .prefix(&format!("mcp-test-{}-{n}", std::process::id()))
-        .rand_bytes(0)
-        .tempdir()
-        .expect("tempdir");
-    let path = root.path().join("documents");
+    thread_local!(static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    let call = CALLS.with(|c| c.replace(c.get() + 1));
+    let test = std::thread::current().name().unwrap_or("main").to_string();
+    let mut hash = call.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xCBF2_9CE4_8422_2325;
+    for byte in test.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01B3);
+    }
+    let letters: String = (0..8)
+        .map(|i| char::from(b'a' + ((hash >> (i * 6)) % 26) as u8))
+        .collect();
+    let root = std::env::temp_dir().join(format!("mcp-{letters}"));
+    // Left by a run that was killed: ours to replace.
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir(&root).expect("mkdir");
+    let root = TempDirPath(root);
+    let path = root.0.join("documents");
     std::fs::create_dir(&path).expect("mkdir");
     std::fs::write(path.join("alpha.txt"), "first file\n").expect("write");
     std::fs::write(path.join("beta.md"), "# second\n").expect("write");
     Files { _root: root, path }
+}
+
+/// A directory removed on drop.
+struct TempDirPath(PathBuf);
+
+impl Drop for TempDirPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// mcp-proxy serving server-everything over streamable HTTP on a free port, killed on drop.
