@@ -285,7 +285,7 @@ impl McpConfig {
         &self,
         name: &str,
         definition: serde_json::Value,
-    ) -> Result<ServerConfig, ConfigError> {
+    ) -> Result<ResolvedServer, ConfigError> {
         let server: RawServer = serde_json::from_value(definition)
             .map_err(|e| ConfigError::Invalid(format!("server {name}: {e}")))?;
         let raw = RawConfig {
@@ -307,10 +307,32 @@ impl McpConfig {
                 ..RawGateway::default()
             },
         };
-        resolve(raw, Path::new("."), &|name| std::env::var(name).ok())?
+        let mut resolved = resolve(raw, Path::new("."), &|name| std::env::var(name).ok())?;
+        let config = resolved
             .servers
             .pop()
-            .ok_or_else(|| ConfigError::Invalid(format!("server {name} is disabled")))
+            .ok_or_else(|| ConfigError::Invalid(format!("server {name} is disabled")))?;
+        Ok(ResolvedServer {
+            config,
+            secret_values: resolved.secret_values,
+        })
+    }
+}
+
+/// A server resolved at run time, with the secret values its `${NAME}` references brought in (from the
+/// gateway's secrets or the environment), which the log redactor must learn.
+pub struct ResolvedServer {
+    pub config: ServerConfig,
+    pub secret_values: Vec<String>,
+}
+
+impl std::fmt::Debug for ResolvedServer {
+    /// The values never print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedServer")
+            .field("config", &self.config)
+            .field("secret_values", &self.secret_values.len())
+            .finish()
     }
 }
 
@@ -608,6 +630,8 @@ mod tests {
                 serde_json::json!({"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer ${WEB_KEY}"}}),
             )
             .expect("resolved");
+        assert!(web.secret_values.iter().any(|v| v == "k3y-value"));
+        let web = web.config;
         assert!(
             matches!(&web.transport, Transport::Http { headers, .. } if headers["Authorization"] == "Bearer k3y-value")
         );

@@ -3,23 +3,32 @@
 
 #[derive(Debug, Default)]
 pub struct Redactor {
-    /// Longest first, so a secret that contains another is replaced whole.
-    secrets: Vec<String>,
+    /// Longest first, so a secret that contains another is replaced whole. Grows when a server started
+    /// at run time (Dynamic MCP) brings secrets of its own.
+    secrets: std::sync::RwLock<Vec<String>>,
 }
 
 pub const REDACTED: &str = "[REDACTED]";
 
 impl Redactor {
-    pub fn new(mut secrets: Vec<String>) -> Self {
-        secrets.retain(|s| !s.is_empty());
+    pub fn new(secrets: Vec<String>) -> Self {
+        let redactor = Self::default();
+        redactor.learn(secrets);
+        redactor
+    }
+
+    /// Adds secret values to those replaced from now on.
+    pub fn learn(&self, more: Vec<String>) {
+        let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        secrets.extend(more.into_iter().filter(|s| !s.is_empty()));
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
-        Self { secrets }
     }
 
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for secret in &self.secrets {
+        let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+        for secret in secrets.iter() {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), REDACTED);
             }
@@ -40,5 +49,7 @@ mod tests {
             format!("x={REDACTED} y={REDACTED}")
         );
         assert_eq!(r.redact("nothing here"), "nothing here");
+        r.learn(vec!["late-secret".into()]);
+        assert_eq!(r.redact("a late-secret"), format!("a {REDACTED}"));
     }
 }

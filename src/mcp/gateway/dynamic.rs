@@ -189,10 +189,13 @@ impl Gateway {
         }
         let installed = install::definition(entry, &InstallOptions::by_reference(entry))
             .map_err(|e| refuse(format!("{name} cannot be started here: {e}")))?;
-        let config = setup
+        let resolved = setup
             .config
             .resolve_server(&name, installed.definition)
             .map_err(|e| refuse(format!("{name} cannot be started: {e}")))?;
+        // Values from the environment are secrets too: they must never reach a log.
+        setup.redactor.learn(resolved.secret_values);
+        let config = resolved.config;
         let changes = self.changes.clone();
         let upstream = Upstream::new(
             config,
