@@ -26,34 +26,9 @@ pub const MXFP4_BLOCK_BYTES: usize = 17;
 /// Bytes of one Q8_0 block.
 pub const Q8_0_BLOCK_BYTES: usize = 34;
 
-/// ggml's `kvalues_mxfp4`: E2M1 values, doubled.
-const KVALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
-
-/// ggml's `ggml_e8m0_to_fp32_half`: `2^(e - 128)`, subnormal below `e` = 2.
-pub fn e8m0_half(e: u8) -> f32 {
-    let bits = if e < 2 {
-        0x0020_0000u32 << e
-    } else {
-        (e as u32 - 1) << 23
-    };
-    f32::from_bits(bits)
-}
-
-/// The values of MXFP4 blocks, as ggml's `dequantize_row_mxfp4` gives them.
-pub fn dequantize(blocks: &[u8]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(blocks.len() / MXFP4_BLOCK_BYTES * BLOCK_VALUES);
-    for block in blocks.chunks_exact(MXFP4_BLOCK_BYTES) {
-        let d = e8m0_half(block[0]);
-        let codes = &block[1..];
-        out.extend(
-            codes
-                .iter()
-                .map(|c| KVALUES[(c & 0x0f) as usize] as f32 * d),
-        );
-        out.extend(codes.iter().map(|c| KVALUES[(c >> 4) as usize] as f32 * d));
-    }
-    out
-}
+// The doubled E2M1 table and the halved E8M0 scale are the kernels' own (`kernels::FP4_VALUES`,
+// `kernels::e8m0_half`), so the conversion and the Fp4 tiles read a block alike.
+use kernels::{FP4_VALUES, e8m0_half};
 
 /// An MXFP4 block whose values Q8_0 cannot hold at all (its f16 scale would overflow).
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +43,8 @@ pub fn to_q8_0(blocks: &[u8]) -> Result<(Vec<u8>, usize), OutOfRange> {
     for block in blocks.chunks_exact(MXFP4_BLOCK_BYTES) {
         let (e, codes) = (block[0], &block[1..]);
         for (i, c) in codes.iter().enumerate() {
-            quants[i] = KVALUES[(c & 0x0f) as usize];
-            quants[i + 16] = KVALUES[(c >> 4) as usize];
+            quants[i] = FP4_VALUES[(c & 0x0f) as usize];
+            quants[i + 16] = FP4_VALUES[(c >> 4) as usize];
         }
         let d = e8m0_half(e);
         let scale = half::f16::from_f32(d);
@@ -97,15 +72,19 @@ pub fn to_q8_0(blocks: &[u8]) -> Result<(Vec<u8>, usize), OutOfRange> {
 mod tests {
     use super::*;
 
-    /// Q8_0 blocks' values, as ggml's `dequantize_row_q8_0` gives them.
+    /// Blocks of `ty` as the kernels' GGML dequantizer gives their values.
+    fn values(ty: kernels::GgmlType, blocks: &[u8]) -> Vec<f32> {
+        let mut out = Vec::new();
+        kernels::dequantize_row(ty, blocks, &mut out).expect("whole blocks");
+        out
+    }
+
     fn q8_0_values(blocks: &[u8]) -> Vec<f32> {
-        blocks
-            .chunks_exact(Q8_0_BLOCK_BYTES)
-            .flat_map(|b| {
-                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                b[2..].iter().map(move |&q| q as i8 as f32 * d)
-            })
-            .collect()
+        values(kernels::GgmlType::Q8_0, blocks)
+    }
+
+    fn dequantize(blocks: &[u8]) -> Vec<f32> {
+        values(kernels::GgmlType::MXFP4, blocks)
     }
 
     fn blocks(scales: &[u8]) -> Vec<u8> {

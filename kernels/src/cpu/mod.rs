@@ -30,7 +30,7 @@ use rayon::prelude::*;
 pub use activations::QuantizedRows;
 use activations::{SuperRow, SuperRows};
 use ggml::{Block32, decode_float_row, decode_row};
-pub use ggml::{GgmlType, TileKind, dequantize_row};
+pub use ggml::{FP4_VALUES, GgmlType, TileKind, dequantize_row, e8m0_half};
 use pool::SendPtr;
 pub use pool::{ThreadPool, pool};
 use superblocks::SuperKind;
