@@ -401,15 +401,7 @@ impl ToolCallParser {
                 .or(scan.end)
                 .unwrap_or_else(|| self.pending.trim_end().len());
             let end = scan.arguments_end.unwrap_or(read).min(read);
-            let from = start + self.arguments_sent;
-            if end > from
-                && self.pending.is_char_boundary(from)
-                && self.pending.is_char_boundary(end)
-            {
-                let delta = self.pending[from..end].to_string();
-                self.arguments_sent += delta.len();
-                self.send_arguments(events, delta);
-            }
+            self.send_pending_arguments(events, start, end);
         }
         if let Some(fault) = scan.invalid {
             if self.started {
@@ -513,15 +505,7 @@ impl ToolCallParser {
         if let Some(start) = scan.arguments_start.map(at) {
             let read = fault.unwrap_or_else(|| self.pending.trim_end().len());
             let end = scan.arguments_end.map(at).unwrap_or(read).min(read);
-            let from = start + self.arguments_sent;
-            if end > from
-                && self.pending.is_char_boundary(from)
-                && self.pending.is_char_boundary(end)
-            {
-                let delta = self.pending[from..end].to_string();
-                self.arguments_sent += delta.len();
-                self.send_arguments(events, delta);
-            }
+            self.send_pending_arguments(events, start, end);
         }
         let done = scan.arguments_end.map(at).or(fault);
         let Some(done) = done else {
@@ -532,6 +516,16 @@ impl ToolCallParser {
         self.state = State::Text;
         self.after_call = true;
         true
+    }
+
+    /// Sends what of the arguments written at `pending[start..end]` has not gone out yet.
+    fn send_pending_arguments(&mut self, events: &mut Vec<ToolEvent>, start: usize, end: usize) {
+        let from = start + self.arguments_sent;
+        if end > from && self.pending.is_char_boundary(from) && self.pending.is_char_boundary(end) {
+            let delta = self.pending[from..end].to_string();
+            self.arguments_sent += delta.len();
+            self.send_arguments(events, delta);
+        }
     }
 
     fn send_arguments(&mut self, events: &mut Vec<ToolEvent>, delta: String) {
