@@ -285,15 +285,21 @@ fn mistral_call_ids_are_nine_letters_and_digits_both_ways() {
         let mut conversation = conversation("tool");
         conversation["messages"][2]["tool_calls"][0]["id"] = json!("call_5f2a9c0e71b44d3a8e6f0b12");
         conversation["messages"][3]["tool_call_id"] = json!("call_5f2a9c0e71b44d3a8e6f0b12");
-        let ours = render_as_server(&family.template(), &conversation)
-            .map(|text| family.at_reference_date(text))
-            .unwrap_or_else(|e| panic!("{}: {e}", family.family));
-        let want = family
-            .reference("tool")
-            .expect("a reference")
-            .replace("Xb3dPq7Lm", "a8e6f0b12");
-        assert_eq!(ours, want, "{}", family.family);
+        assert_renders_tool_reference_with_id(family, &conversation, "a8e6f0b12");
     }
+}
+
+/// `conversation` renders as the family's `tool` reference does with the call id `id` in place of the
+/// reference's own.
+fn assert_renders_tool_reference_with_id(family: &Family, conversation: &Value, id: &str) {
+    let ours = render_as_server(&family.template(), conversation)
+        .map(|text| family.at_reference_date(text))
+        .unwrap_or_else(|e| panic!("{}: {e}", family.family));
+    let want = family
+        .reference("tool")
+        .expect("a reference")
+        .replace("Xb3dPq7Lm", id);
+    assert_eq!(ours, want, "{}", family.family);
 }
 
 /// Calls and results without ids (as Ollama's clients send them back) render for Mistral's templates,
@@ -314,14 +320,7 @@ fn mistral_calls_without_ids_are_numbered_for_the_template() {
             .as_object_mut()
             .expect("a result")
             .remove("tool_call_id");
-        let ours = render_as_server(&family.template(), &conversation)
-            .map(|text| family.at_reference_date(text))
-            .unwrap_or_else(|e| panic!("{}: {e}", family.family));
-        let want = family
-            .reference("tool")
-            .expect("a reference")
-            .replace("Xb3dPq7Lm", "000000001");
-        assert_eq!(ours, want, "{}", family.family);
+        assert_renders_tool_reference_with_id(family, &conversation, "000000001");
     }
 }
 

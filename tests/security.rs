@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Server, cli_with_default_model, free_port};
+use common::{Server, cli_with_default_model, free_port, serve_with_gateway};
 use serde_json::{Value, json};
 
 fn client() -> reqwest::blocking::Client {
@@ -138,22 +138,11 @@ fn allowed_host_and_cors_origins_open_exactly_what_they_name() {
 #[test]
 fn gateway_client_tokens_reach_chat_but_not_administration() {
     let cli = cli_with_default_model();
-    let config = cli.home.path().join("mcp.json");
-    std::fs::write(
-        &config,
-        json!({"mcpServers": {},
-               "gateway": {"clients": [{"name": "ide", "token": "client-token", "servers": []}]}})
-        .to_string(),
-    )
-    .unwrap();
-    let server = Server::start(
+    let server = serve_with_gateway(
         &cli,
-        &[
-            "--api-key",
-            "admin-key",
-            "--mcp-config",
-            config.to_str().unwrap(),
-        ],
+        "admin-key",
+        &json!({"mcpServers": {},
+                "gateway": {"clients": [{"name": "ide", "token": "client-token", "servers": []}]}}),
     );
     let http = client();
     let as_client = |r: reqwest::blocking::RequestBuilder| r.bearer_auth("client-token");

@@ -9,7 +9,7 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Server, cli_with_default_model};
+use common::{Server, cli_with_default_model, serve_with_gateway};
 use serde_json::{Value, json};
 
 /// The metered client's quota: a few short chats' worth.
@@ -74,26 +74,15 @@ fn retry_after(response: &reqwest::blocking::Response) -> u64 {
 #[test]
 fn token_quotas_admit_count_and_refuse_per_client() {
     let cli = cli_with_default_model();
-    let config = cli.home.path().join("mcp.json");
-    std::fs::write(
-        &config,
-        json!({"mcpServers": {},
+    let server = serve_with_gateway(
+        &cli,
+        "admin-key",
+        &json!({"mcpServers": {},
         "gateway": {"clients": [
             {"name": "metered", "token": "metered-token", "servers": [], "tokensPerDay": QUOTA},
             {"name": "streamer", "token": "streamer-token", "servers": [], "tokensPerDay": 100000},
             {"name": "free", "token": "free-token", "servers": []}
-        ]}})
-        .to_string(),
-    )
-    .unwrap();
-    let server = Server::start(
-        &cli,
-        &[
-            "--api-key",
-            "admin-key",
-            "--mcp-config",
-            config.to_str().unwrap(),
-        ],
+        ]}}),
     );
     assert_eq!(tokens_today(&server, "metered"), Some(0));
     assert_eq!(

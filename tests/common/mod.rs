@@ -454,6 +454,22 @@ impl Drop for Server {
     }
 }
 
+/// `model serve` with the administrator key `admin_key` and the gateway configuration `config` (written
+/// to the store's home): gateway clients' tokens beside the key.
+pub fn serve_with_gateway(cli: &ModelCli, admin_key: &str, config: &Value) -> Server {
+    let path = cli.home.path().join("mcp.json");
+    std::fs::write(&path, config.to_string()).expect("write the gateway configuration");
+    Server::start(
+        cli,
+        &[
+            "--api-key",
+            admin_key,
+            "--mcp-config",
+            path.to_str().expect("utf-8 path"),
+        ],
+    )
+}
+
 /// The MCP_* variables (paths of the MCP reference servers) of the test installation (installed on first use; idempotent).
 pub fn mcp_env() -> &'static HashMap<String, String> {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
