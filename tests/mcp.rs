@@ -82,12 +82,7 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(60);
         let port = loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let port = text
-                .split_once("listening on http://")
-                .and_then(|(_, rest)| rest.lines().next())
-                .and_then(|addr| addr.trim().rsplit_once(':'))
-                .and_then(|(_, port)| port.parse::<u16>().ok());
-            if let Some(port) = port {
+            if let Some(port) = common::listening_port(&text) {
                 break port;
             }
             assert!(

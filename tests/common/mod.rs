@@ -359,6 +359,13 @@ pub fn cli_with_default_model() -> ModelCli {
     cli
 }
 
+/// The port in `model serve`'s "listening on http://ADDR" line, where `text` has one.
+pub fn listening_port(text: &str) -> Option<u16> {
+    let (_, rest) = text.split_once("listening on http://")?;
+    let (_, port) = rest.lines().next()?.trim().rsplit_once(':')?;
+    port.parse().ok()
+}
+
 /// The port `model serve` reports it bound ("listening on http://ADDR"), read from its stderr; every
 /// line is passed on to the test's own stderr, then and after. The server binds port 0 and says which
 /// port it got, so two tests never race for one "free" port. `None` if it ends before saying.
@@ -370,11 +377,7 @@ fn bound_port(stderr: std::process::ChildStderr) -> Option<u16> {
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             eprintln!("{line}");
-            let port = line
-                .split_once("listening on http://")
-                .and_then(|(_, addr)| addr.trim().rsplit_once(':'))
-                .and_then(|(_, port)| port.parse::<u16>().ok());
-            if let (Some(port), Some(sender)) = (port, &found) {
+            if let (Some(port), Some(sender)) = (listening_port(&line), &found) {
                 let _ = sender.send(port);
                 found = None;
             }
