@@ -238,12 +238,12 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
     })
 }
 
-/// Four rows of super-block tiles against one to four activation rows, into as many results.
+/// Four rows of super-block tiles against one to eight activation rows, into as many results.
 type SuperKernel = fn(&[u8], &[SuperRow], &mut [[f32; 4]]);
 
 fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
     // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
-    // `PackedMatrix::matmul_with` passes whole tiles, activation rows of as many super-blocks, and 1 to 4
+    // `PackedMatrix::matmul_with` passes whole tiles, activation rows of as many super-blocks, and 1 to 8
     // of them with as many results.
     match (level, kind) {
         #[cfg(target_arch = "x86_64")]
@@ -302,7 +302,7 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
 }
 
 /// Tokens a super-block kernel takes at once.
-const SUPER_TOKENS: usize = 4;
+const SUPER_TOKENS: usize = 8;
 /// Activation bytes one task walks all its row groups with before the next tokens', so that they stay in
 /// the core's cache (L2) while the weights stream past.
 const TOKEN_BLOCK_BYTES: usize = 256 << 10;

@@ -4,8 +4,8 @@
 use super::activations::SuperRow;
 use super::ggml::FP4_VALUES;
 use super::superblocks::{
-    Q2K_SCALES, Q2K_TILE_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES,
-    Q6K_TILE_BYTES, SuperKind, q2k_value, q4k_value, q6k_value,
+    Q2K_SCALES, Q2K_TILE_BYTES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES, Q6K_TILE_BYTES, SuperKind,
+    q2k_value, q4k_scale_min, q4k_value, q6k_value,
 };
 use super::tiles::{
     F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
@@ -111,8 +111,9 @@ pub fn q4k_group(kind: SuperKind, tiles: &[u8], x: SuperRow) -> [f32; 4] {
                 let dot: i32 = (0..32)
                     .map(|l| q4k_value(kind, tile, r, s, l) as i32 * a[32 * s + l] as i32)
                     .sum();
-                sumi += tile[Q4K_SCALES + 8 * r + s] as i32 * dot;
-                summ += tile[Q4K_MINS + 8 * r + s] as i32 * x.sums32[8 * b + s] as i32;
+                let (sc, m) = q4k_scale_min(tile, r, s);
+                sumi += sc as i32 * dot;
+                summ += m as i32 * x.sums32[8 * b + s] as i32;
             }
             let (d, dmin) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
             *o += x.d[b] * d * sumi as f32 - x.d[b] * dmin * summ as f32;

@@ -6,12 +6,17 @@
 //! One tile per 256 columns of a four-row group (missing rows are zero, which dequantizes to zero):
 //!
 //! - Q4K tile, 592 bytes (4.625 bits a weight; the file 4.5): `d: [f16; 4]`, `dmin: [f16; 4]`,
-//!   `scales: [[u8; 8]; 4]`, `mins: [[u8; 8]; 4]`, then for each 32-byte chunk `p` of the row's 128 quant
-//!   bytes, the four rows' chunks: `q: [[[u8; 32]; 4]; 4]` (`[p][row]`). Byte `l` of chunk `p` holds value
-//!   `l` of sub-block `2p` in its low nibble and of sub-block `2p + 1` in its high one, as Q4_K does.
+//!   `scales: [[u8; 4]; 8]` (`[s][row]`: one load brings a sub-block's four rows), `mins: [[u8; 8]; 4]`
+//!   (`[row][s]`), then the quants: each row's 128 bytes are four 32-byte chunks `p`, and byte `l` of chunk
+//!   `p` holds value `l` of sub-block `2p` in its low nibble and of sub-block `2p + 1` in its high one, as
+//!   Q4_K does; the tile stores them as `q: [[[[u8; 8]; 4]; 4]; 4]` (`[p][l / 8][row][l % 8]`), so one
+//!   32-byte vector holds eight values of each of the four rows. Against a token's eight activations
+//!   broadcast four times, `vpmaddubsw` gives each row four 16-bit sums, which add up over a sub-block
+//!   before its scale multiplies them once (ggml's `q4_K_8x8` idea).
 //!   `x = d * scales[s] * q - dmin * mins[s]` for sub-block `s` (32 values).
-//! - Q5K tile, 720 bytes (5.625 bits; the file 5.5): a Q4K tile, then `qh: [[u8; 32]; 4]`: bit `s` of byte
-//!   `l` is the fifth bit (16) of value `l` of sub-block `s`, as Q5_K has it.
+//! - Q5K tile, 720 bytes (5.625 bits; the file 5.5): a Q4K tile, then `qh: [[[u8; 8]; 4]; 4]`
+//!   (`[l / 8][row][l % 8]`): bit `s` of byte `l` is the fifth bit (16) of value `l` of sub-block `s`, as
+//!   Q5_K has it.
 //! - Q6K tile, 840 bytes (6.5625 bits, as the file): `d: [f16; 4]`, `scales: [[i8; 16]; 4]` (one per 16
 //!   values), then for each half `h` (128 values) the four rows' `ql: [u8; 64]` and `qh: [u8; 32]`, Q6_K's
 //!   own bytes: value `32k + l` of a half is `ql[l + 32 (k & 1)] >> 4 (k >> 1) & 15 | (qh[l] >> 2k & 3) << 4`.
@@ -114,18 +119,21 @@ pub fn write_group(
                     tile[8 + 2 * r..10 + 2 * r].copy_from_slice(&block[2..4]);
                     for s in 0..8 {
                         let (sc, m) = scale_min_k4(s, &block[4..16]);
-                        tile[Q4K_SCALES + 8 * r + s] = sc;
+                        tile[Q4K_SCALES + 4 * s + r] = sc;
                         tile[Q4K_MINS + 8 * r + s] = m;
                     }
                     let qs = if kind == SuperKind::Q5K {
-                        tile[Q5K_QH + 32 * r..Q5K_QH + 32 * r + 32].copy_from_slice(&block[16..48]);
+                        for (l, &qh) in block[16..48].iter().enumerate() {
+                            tile[interleaved(Q5K_QH, r, l)] = qh;
+                        }
                         &block[48..176]
                     } else {
                         &block[16..144]
                     };
                     for p in 0..4 {
-                        let at = Q4K_QS + 128 * p + 32 * r;
-                        tile[at..at + 32].copy_from_slice(&qs[32 * p..32 * p + 32]);
+                        for (l, &q) in qs[32 * p..32 * p + 32].iter().enumerate() {
+                            tile[interleaved(Q4K_QS + 128 * p, r, l)] = q;
+                        }
                     }
                 }
                 SuperKind::Q6K => {
@@ -160,17 +168,30 @@ pub fn q6k_value(ql: &[u8], qh: &[u8], k: usize, l: usize) -> u8 {
     ((ql[l + 32 * (k & 1)] >> (4 * (k >> 1))) & 0x0F) | (((qh[l] >> (2 * k)) & 3) << 4)
 }
 
+/// Where byte `l` (0..32) of row `r` sits in a Q4K / Q5K run of 32-byte vectors starting at `at`: eight
+/// bytes of each row in turn.
+#[inline]
+pub fn interleaved(at: usize, r: usize, l: usize) -> usize {
+    at + 32 * (l / 8) + 8 * r + l % 8
+}
+
+/// Q4K / Q5K sub-block `s`'s scale and min in row `r`.
+#[inline]
+pub fn q4k_scale_min(tile: &[u8], r: usize, s: usize) -> (u8, u8) {
+    (tile[Q4K_SCALES + 4 * s + r], tile[Q4K_MINS + 8 * r + s])
+}
+
 /// Q4K / Q5K value `l` of sub-block `s` of row `r`: 0..=15, or 0..=31 with the fifth bit.
 #[inline]
 pub fn q4k_value(kind: SuperKind, tile: &[u8], r: usize, s: usize, l: usize) -> u8 {
-    let byte = tile[Q4K_QS + 128 * (s / 2) + 32 * r + l];
+    let byte = tile[interleaved(Q4K_QS + 128 * (s / 2), r, l)];
     let low = if s.is_multiple_of(2) {
         byte & 0x0F
     } else {
         byte >> 4
     };
     let high = if kind == SuperKind::Q5K {
-        ((tile[Q5K_QH + 32 * r + l] >> s) & 1) << 4
+        ((tile[interleaved(Q5K_QH, r, l)] >> s) & 1) << 4
     } else {
         0
     };
@@ -190,8 +211,8 @@ pub fn dequantize_tile_row(kind: SuperKind, tile: &[u8], r: usize, out: &mut [f3
         SuperKind::Q4K | SuperKind::Q5K => {
             let (d, dmin) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
             for s in 0..8 {
-                let d1 = d * tile[Q4K_SCALES + 8 * r + s] as f32;
-                let m1 = dmin * tile[Q4K_MINS + 8 * r + s] as f32;
+                let (sc, m) = q4k_scale_min(tile, r, s);
+                let (d1, m1) = (d * sc as f32, dmin * m as f32);
                 for l in 0..32 {
                     out[32 * s + l] = d1 * q4k_value(kind, tile, r, s, l) as f32 - m1;
                 }

@@ -1,12 +1,15 @@
 //! x86-64 kernels for the super-block tiles (`superblocks`), AVX2 and AVX-512 VNNI on 256-bit vectors.
 //!
-//! Four rows against one to four activation rows (`SuperRows`) at once: each unpacked weight vector and
-//! sub-block scale serves every token, and the tokens' integer sums stay in registers (4 rows x 4 tokens
-//! of 8 lanes) for a whole super-block. Per 32 values and token the work is `vpmaddubsw` (u8 weights x i8
-//! activations into i16 pairs) and one multiply-add of those pairs with the sub-block's scale into i32
-//! (`vpdpwssd` with VNNI, `vpmaddwd` + `vpaddd` without). The mins (Q4K, Q5K per 32 values, Q2K per 16)
-//! and Q6K's offset of 32 come from the activations' per-32 and per-16 sums, once per super-block; floats appear once per super-block,
-//! row and token. Callers check the CPU's features (`SimdLevel::available`).
+//! Four rows against several activation rows (`SuperRows`) at once: each unpacked weight vector and
+//! sub-block scale serves every token, and the tokens' integer sums stay in registers for a whole
+//! super-block. The products are `vpmaddubsw` (u8 weights x i8 activations into i16 pairs) and a
+//! multiply-add of those pairs with the sub-block's scale into i32 (`vpdpwssd` with VNNI, `vpmaddwd` +
+//! `vpaddd` without). Q4K and Q5K (1 to 8 tokens) interleave the rows eight values at a time, so the
+//! pairs of a whole sub-block add up in 16 bits before one scale multiply; Q2K and Q6K (4 tokens) keep
+//! a vector per row and multiply every 32 values. The mins (Q4K, Q5K per 32 values, Q2K per 16) and
+//! Q6K's offset of 32 come from the activations' per-32 and per-16 sums, once per super-block; floats
+//! appear once per super-block, row and token. Callers check the CPU's features
+//! (`SimdLevel::available`).
 
 use std::arch::x86_64::*;
 
@@ -49,8 +52,8 @@ fn sum_rows(acc: [__m256i; 4]) -> __m128i {
 }
 
 /// `vpshufb` controls that put i16 lane `lo` of a 128-bit half in the low half's eight lanes and lane `hi`
-/// in the high half's: `WORDS[j]` takes lane `j` into both (Q4K's sub-block `j`), `PAIRS[k]` lanes `2k`
-/// and `2k + 1` (Q6K's two 16-value sub-blocks of a 32-value run).
+/// in the high half's: `PAIRS[k]` takes lanes `2k` and `2k + 1` (two 16-value sub-blocks of a 32-value
+/// run).
 const fn word_shuffle(lo: usize, hi: usize) -> [u8; 32] {
     let mut m = [0u8; 32];
     let mut i = 0;
@@ -64,33 +67,12 @@ const fn word_shuffle(lo: usize, hi: usize) -> [u8; 32] {
     m
 }
 
-static WORDS: [[u8; 32]; 8] = [
-    word_shuffle(0, 0),
-    word_shuffle(1, 1),
-    word_shuffle(2, 2),
-    word_shuffle(3, 3),
-    word_shuffle(4, 4),
-    word_shuffle(5, 5),
-    word_shuffle(6, 6),
-    word_shuffle(7, 7),
-];
 static PAIRS: [[u8; 32]; 4] = [
     word_shuffle(0, 1),
     word_shuffle(2, 3),
     word_shuffle(4, 5),
     word_shuffle(6, 7),
 ];
-
-/// Row `r`'s eight Q4K sub-block scales as i16, in both 128-bit halves.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_scales(tile: *const u8, r: usize) -> __m256i {
-    unsafe {
-        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
-            tile.add(Q4K_SCALES + 8 * r) as *const __m128i,
-        )))
-    }
-}
 
 macro_rules! superblock_kernels {
     ($q2k:ident, $q4k:ident, $q5k:ident, $q6k:ident, $features:literal, $madd:ident) => {
@@ -179,23 +161,30 @@ macro_rules! superblock_kernels {
             out
         }
 
-        /// Four Q2K rows against 1 to 4 activation rows.
+        /// Four Q2K rows against 1 to 8 activation rows (four at a time).
         ///
         /// # Safety
         /// As for the Q4K kernel.
         #[target_feature(enable = $features)]
         pub unsafe fn $q2k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-            unsafe {
-                match x.len() {
-                    1 => out[..1].copy_from_slice(&q2k_tokens::<1>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q2k_tokens::<2>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q2k_tokens::<3>(tiles, x)),
-                    _ => out[..4].copy_from_slice(&q2k_tokens::<4>(tiles, x)),
+            for (x, out) in x.chunks(4).zip(out.chunks_mut(4)) {
+                unsafe {
+                    match x.len() {
+                        1 => out[..1].copy_from_slice(&q2k_tokens::<1>(tiles, x)),
+                        2 => out[..2].copy_from_slice(&q2k_tokens::<2>(tiles, x)),
+                        3 => out[..3].copy_from_slice(&q2k_tokens::<3>(tiles, x)),
+                        _ => out[..4].copy_from_slice(&q2k_tokens::<4>(tiles, x)),
+                    }
                 }
             }
         }
 
         /// Four Q4K (or, with `FIVE`, Q5K) rows against the first `N` activation rows of `x`.
+        ///
+        /// Per sub-block, the four rows' 32 values are four vectors of eight values a row
+        /// (`superblocks::interleaved`); each token's eight matching activations, broadcast, meet them
+        /// in `vpmaddubsw`, the four products add up in 16 bits (at most 4 x 2 x 31 x 127 < 2^15), and
+        /// one multiply-add applies the rows' scales: five multiplies per 128 multiply-adds.
         #[target_feature(enable = $features)]
         unsafe fn q4k_tokens<const N: usize, const FIVE: bool>(
             tiles: &[u8],
@@ -212,6 +201,12 @@ macro_rules! superblock_kernels {
             }
             let nibble = _mm256_set1_epi8(0x0F);
             let fifth = _mm256_set1_epi8(0x10);
+            // `vpshufb` controls that spread four bytes (a sub-block's four rows' scales: bytes 0..4 of a
+            // pair, or 4..8) to four bytes each.
+            let spread = [
+                _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+            ];
             let sign = _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0);
             let mut total = [_mm256_setzero_ps(); N];
             for b in 0..supers {
@@ -221,55 +216,50 @@ macro_rules! superblock_kernels {
                     for t in 0..N {
                         acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
                     }
-                    let scales = [
-                        q4k_scales(tile, 0),
-                        q4k_scales(tile, 1),
-                        q4k_scales(tile, 2),
-                        q4k_scales(tile, 3),
-                    ];
-                    let mut acc = [[_mm256_setzero_si256(); N]; 4];
+                    // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3].
+                    let mut acc = [_mm256_setzero_si256(); N];
                     for p in 0..4 {
-                        let (w_lo, w_hi) = (WORDS[2 * p].as_ptr(), WORDS[2 * p + 1].as_ptr());
-                        // Q5K: shifts that bring bits 2p and 2p + 1 of each qh byte to bit 0 and 1
-                        // (read again per chunk from the cache: four rows' qh would take registers
-                        // the accumulators need).
+                        // Sub-blocks 2p and 2p + 1: their four rows' scales, each over its row's
+                        // four i16 lanes, and their values, eight of each row per vector.
+                        let eight = _mm_loadl_epi64(tile.add(Q4K_SCALES + 8 * p) as *const __m128i);
+                        let scales = [
+                            _mm256_cvtepu8_epi16(_mm_shuffle_epi8(eight, spread[0])),
+                            _mm256_cvtepu8_epi16(_mm_shuffle_epi8(eight, spread[1])),
+                        ];
                         let qh_shift = _mm_cvtsi32_si128(2 * p as i32);
-                        // One row of chunk `p`: its two sub-blocks against every token.
-                        macro_rules! row {
-                            ($r:literal) => {
-                                let raw = load32(tile.add(Q4K_QS + 128 * p + 32 * $r));
-                                let mut lo = _mm256_and_si256(raw, nibble);
-                                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
-                                if FIVE {
-                                    let qh = _mm256_srl_epi16(
-                                        load32(tile.add(Q5K_QH + 32 * $r)),
-                                        qh_shift,
-                                    );
-                                    lo = _mm256_or_si256(
-                                        lo,
-                                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), fifth),
-                                    );
-                                    hi = _mm256_or_si256(
-                                        hi,
-                                        _mm256_and_si256(_mm256_slli_epi16::<3>(qh), fifth),
-                                    );
-                                }
-                                let s_lo = _mm256_shuffle_epi8(scales[$r], load32(w_lo));
-                                let s_hi = _mm256_shuffle_epi8(scales[$r], load32(w_hi));
-                                for t in 0..N {
-                                    let a_lo = load32(acts[t].add(64 * p));
-                                    let a_hi = load32(acts[t].add(64 * p + 32));
-                                    acc[$r][t] =
-                                        $madd(acc[$r][t], _mm256_maddubs_epi16(lo, a_lo), s_lo);
-                                    acc[$r][t] =
-                                        $madd(acc[$r][t], _mm256_maddubs_epi16(hi, a_hi), s_hi);
-                                }
-                            };
+                        let mut w = [[_mm256_setzero_si256(); 4]; 2];
+                        for g in 0..4 {
+                            let raw = load32(tile.add(Q4K_QS + 128 * p + 32 * g));
+                            w[0][g] = _mm256_and_si256(raw, nibble);
+                            w[1][g] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
+                            if FIVE {
+                                // Bits 2p and 2p + 1 of each qh byte, to bit 4.
+                                let qh =
+                                    _mm256_srl_epi16(load32(tile.add(Q5K_QH + 32 * g)), qh_shift);
+                                w[0][g] = _mm256_or_si256(
+                                    w[0][g],
+                                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), fifth),
+                                );
+                                w[1][g] = _mm256_or_si256(
+                                    w[1][g],
+                                    _mm256_and_si256(_mm256_slli_epi16::<3>(qh), fifth),
+                                );
+                            }
                         }
-                        row!(0);
-                        row!(1);
-                        row!(2);
-                        row!(3);
+                        for h in 0..2 {
+                            for t in 0..N {
+                                let a = acts[t].add(64 * p + 32 * h) as *const i64;
+                                let product = |g: usize| {
+                                    let a8 = _mm256_set1_epi64x(std::ptr::read_unaligned(a.add(g)));
+                                    _mm256_maddubs_epi16(w[h][g], a8)
+                                };
+                                let sum = _mm256_add_epi16(
+                                    _mm256_add_epi16(product(0), product(1)),
+                                    _mm256_add_epi16(product(2), product(3)),
+                                );
+                                acc[t] = $madd(acc[t], sum, scales[h]);
+                            }
+                        }
                     }
                     // Rows 0, 1 and 2, 3's mins as i16, against each token's 32-value sums.
                     let mins01 = _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS)));
@@ -277,7 +267,12 @@ macro_rules! superblock_kernels {
                     // [d0..d3, -dmin0..-dmin3]
                     let scales = _mm256_mul_ps(_mm256_cvtph_ps(load16(tile)), sign);
                     for t in 0..N {
-                        let sumi = sum_rows([acc[0][t], acc[1][t], acc[2][t], acc[3][t]]);
+                        // [r0, r1, r0, r1 | r2, r3, r2, r3]
+                        let rows = _mm256_hadd_epi32(acc[t], acc[t]);
+                        let sumi = _mm_unpacklo_epi64(
+                            _mm256_castsi256_si128(rows),
+                            _mm256_extracti128_si256::<1>(rows),
+                        );
                         let sums = _mm256_broadcastsi128_si256(load16(
                             x[t].sums32.as_ptr().add(8 * b) as *const u8,
                         ));
@@ -407,50 +402,55 @@ macro_rules! superblock_kernels {
             out
         }
 
-        /// Four Q4K rows against `x.len()` (1 to 4) activation rows, into `out[..x.len()]`.
-        ///
-        /// # Safety
-        /// The CPU has the features named; `x` has 1 to 4 rows, `out` as many.
+        /// Four Q4K or Q5K rows against 1 to 8 activation rows.
         #[target_feature(enable = $features)]
-        pub unsafe fn $q4k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+        unsafe fn q4k_any<const FIVE: bool>(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
             unsafe {
                 match x.len() {
-                    1 => out[..1].copy_from_slice(&q4k_tokens::<1, false>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q4k_tokens::<2, false>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q4k_tokens::<3, false>(tiles, x)),
-                    _ => out[..4].copy_from_slice(&q4k_tokens::<4, false>(tiles, x)),
+                    1 => out[..1].copy_from_slice(&q4k_tokens::<1, FIVE>(tiles, x)),
+                    2 => out[..2].copy_from_slice(&q4k_tokens::<2, FIVE>(tiles, x)),
+                    3 => out[..3].copy_from_slice(&q4k_tokens::<3, FIVE>(tiles, x)),
+                    4 => out[..4].copy_from_slice(&q4k_tokens::<4, FIVE>(tiles, x)),
+                    5 => out[..5].copy_from_slice(&q4k_tokens::<5, FIVE>(tiles, x)),
+                    6 => out[..6].copy_from_slice(&q4k_tokens::<6, FIVE>(tiles, x)),
+                    7 => out[..7].copy_from_slice(&q4k_tokens::<7, FIVE>(tiles, x)),
+                    _ => out[..8].copy_from_slice(&q4k_tokens::<8, FIVE>(tiles, x)),
                 }
             }
         }
 
-        /// Four Q5K rows against 1 to 4 activation rows.
+        /// Four Q4K rows against `x.len()` (1 to 8) activation rows, into `out[..x.len()]`.
+        ///
+        /// # Safety
+        /// The CPU has the features named; `x` has 1 to 8 rows, `out` as many.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $q4k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+            unsafe { q4k_any::<false>(tiles, x, out) }
+        }
+
+        /// Four Q5K rows against 1 to 8 activation rows.
         ///
         /// # Safety
         /// As for the Q4K kernel.
         #[target_feature(enable = $features)]
         pub unsafe fn $q5k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-            unsafe {
-                match x.len() {
-                    1 => out[..1].copy_from_slice(&q4k_tokens::<1, true>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q4k_tokens::<2, true>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q4k_tokens::<3, true>(tiles, x)),
-                    _ => out[..4].copy_from_slice(&q4k_tokens::<4, true>(tiles, x)),
-                }
-            }
+            unsafe { q4k_any::<true>(tiles, x, out) }
         }
 
-        /// Four Q6K rows against 1 to 4 activation rows.
+        /// Four Q6K rows against 1 to 8 activation rows (four at a time).
         ///
         /// # Safety
         /// As for the Q4K kernel.
         #[target_feature(enable = $features)]
         pub unsafe fn $q6k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-            unsafe {
-                match x.len() {
-                    1 => out[..1].copy_from_slice(&q6k_tokens::<1>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q6k_tokens::<2>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q6k_tokens::<3>(tiles, x)),
-                    _ => out[..4].copy_from_slice(&q6k_tokens::<4>(tiles, x)),
+            for (x, out) in x.chunks(4).zip(out.chunks_mut(4)) {
+                unsafe {
+                    match x.len() {
+                        1 => out[..1].copy_from_slice(&q6k_tokens::<1>(tiles, x)),
+                        2 => out[..2].copy_from_slice(&q6k_tokens::<2>(tiles, x)),
+                        3 => out[..3].copy_from_slice(&q6k_tokens::<3>(tiles, x)),
+                        _ => out[..4].copy_from_slice(&q6k_tokens::<4>(tiles, x)),
+                    }
                 }
             }
         }
