@@ -6,6 +6,7 @@
 //! step, so sequences at different positions (prefill chunks and decodes) share one forward.
 
 pub mod attention;
+mod attention_math;
 pub mod batch;
 pub mod bert;
 #[cfg(feature = "cuda")]

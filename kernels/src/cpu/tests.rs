@@ -365,18 +365,6 @@ fn bad_shapes_are_errors_not_panics() {
     assert!(packed.matmul(&[0.0; 64], &mut out[..3]).is_err());
 }
 
-/// The calling thread's CPU time: what a kernel costs even while other processes share the cores (with
-/// `MODEL_RUNNER_THREADS=1` the caller does all the work).
-fn thread_cpu_seconds() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-}
-
 /// Not a check but a measurement: the super-block kernels against the 32-column tiles on the same K-quant
 /// matrix, at one token (memory-bound) and 64 (compute-bound), best of several runs. On a shared machine
 /// run it on one thread, where the time taken is the caller's CPU time, which other processes barely
