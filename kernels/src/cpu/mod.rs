@@ -13,6 +13,7 @@ mod activations;
 mod ggml;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod pages;
 mod pool;
 mod scalar;
 mod superblocks;
@@ -31,6 +32,7 @@ pub use activations::QuantizedRows;
 use activations::{SuperRow, SuperRows};
 use ggml::{Block32, decode_float_row, decode_row};
 pub use ggml::{FP4_VALUES, GgmlType, TileKind, dequantize_row, e8m0_half};
+use pages::PageBuffer;
 use pool::SendPtr;
 pub use pool::{ThreadPool, pool};
 use superblocks::SuperKind;
@@ -325,31 +327,6 @@ fn float_kernel(level: SimdLevel) -> FloatKernel {
     }
 }
 
-/// `len` zero bytes whose whole 2 MiB pages are offered to the kernel as transparent huge pages.
-///
-/// A decode step streams every weight once: with 4 KiB pages a 1B model's ~700 MiB is ~180k TLB
-/// misses per token. Where THP is in `madvise` mode (the common default) memory gets huge pages only
-/// when asked. The block comes from `calloc`, which maps large blocks fresh and untouched, so the advice
-/// takes effect as packing first writes each page.
-fn huge_page_zeroed(len: usize) -> Vec<u8> {
-    let data = vec![0u8; len];
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE_PAGE: usize = 2 << 20;
-        let start = data.as_ptr() as usize;
-        let first = start.next_multiple_of(HUGE_PAGE);
-        let end = (start + len) / HUGE_PAGE * HUGE_PAGE;
-        if end > first {
-            // SAFETY: the range lies inside `data`'s allocation; MADV_HUGEPAGE changes only how the
-            // kernel backs it, never its contents.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    data
-}
-
 /// Seconds of CPU the calling thread has used (Linux; elsewhere 0). Speed measurements read it on one
 /// thread: what a kernel costs even while other processes share the cores.
 pub fn thread_cpu_seconds() -> f64 {
@@ -373,7 +350,7 @@ pub struct PackedMatrix {
     kind: TileKind,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: PageBuffer,
 }
 
 /// Steps with fewer multiply-adds than this run on the calling thread: waking the pool costs more.
@@ -434,7 +411,7 @@ impl PackedMatrix {
         let blocks = cols / tile_cols(kind);
         let tile = tile_bytes(kind);
         let groups = rows.div_ceil(GROUP_ROWS);
-        let mut data = huge_page_zeroed(groups * blocks * tile);
+        let mut data = PageBuffer::zeroed(groups * blocks * tile);
         data.par_chunks_mut(blocks * tile)
             .zip(sources.par_chunks(GROUP_ROWS))
             .try_for_each(|(group, rows)| match (kind, kind.superblock()) {
