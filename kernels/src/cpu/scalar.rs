@@ -4,8 +4,8 @@
 use super::activations::SuperRow;
 use super::ggml::FP4_VALUES;
 use super::superblocks::{
-    Q2K_SCALES, Q2K_TILE_BYTES, Q6K_HALF_ROW, Q6K_HALVES, Q6K_SCALES, Q6K_TILE_BYTES, SuperKind,
-    q2k_value, q4k_scale_min, q4k_value, q6k_value,
+    Q2K_SCALES, Q2K_TILE_BYTES, Q6K_TILE_BYTES, SuperKind, q2k_value, q4k_scale_min, q4k_value,
+    q6k_scale, q6k_value,
 };
 use super::tiles::{
     F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
@@ -130,19 +130,12 @@ pub fn q6k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
         let a = &x.qs[256 * b..256 * b + 256];
         for (r, o) in out.iter_mut().enumerate() {
             let mut sumi = 0i32;
-            for h in 0..2 {
-                let at = Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * r;
-                let (ql, qh) = (&tile[at..at + 64], &tile[at + 64..at + 96]);
-                for k in 0..4 {
-                    for half16 in 0..2 {
-                        let s = 8 * h + 2 * k + half16;
-                        let dot: i32 = (16 * half16..16 * half16 + 16)
-                            .map(|l| q6k_value(ql, qh, k, l) as i32 * a[16 * s + l % 16] as i32)
-                            .sum();
-                        let sc = tile[Q6K_SCALES + 16 * r + s] as i8 as i32;
-                        sumi += sc * (dot - 32 * x.sums16[16 * b + s] as i32);
-                    }
-                }
+            for s in 0..16 {
+                let dot: i32 = (16 * s..16 * s + 16)
+                    .map(|i| q6k_value(tile, r, i) as i32 * a[i] as i32)
+                    .sum();
+                let sc = q6k_scale(tile, r, s) as i32;
+                sumi += sc * (dot - 32 * x.sums16[16 * b + s] as i32);
             }
             *o += x.d[b] * read_f16(tile, 2 * r) * sumi as f32;
         }

@@ -17,10 +17,11 @@
 //! - Q5K tile, 720 bytes (5.625 bits; the file 5.5): a Q4K tile, then `qh: [[[u8; 8]; 4]; 4]`
 //!   (`[l / 8][row][l % 8]`): bit `s` of byte `l` is the fifth bit (16) of value `l` of sub-block `s`, as
 //!   Q5_K has it.
-//! - Q6K tile, 840 bytes (6.5625 bits, as the file): `d: [f16; 4]`, `scales: [[i8; 16]; 4]` (one per 16
-//!   values), then for each half `h` (128 values) the four rows' `ql: [u8; 64]` and `qh: [u8; 32]`, Q6_K's
-//!   own bytes: value `32k + l` of a half is `ql[l + 32 (k & 1)] >> 4 (k >> 1) & 15 | (qh[l] >> 2k & 3) << 4`.
-//!   `x = d * scales[s] * (q - 32)` for 16-value sub-block `s`.
+//! - Q6K tile, 840 bytes (6.5625 bits, as the file): `d: [f16; 4]`, `scales: [[i8; 4]; 16]` (`[s][row]`,
+//!   one per 16 values), then for each half `h` (128 values) Q6_K's own bytes, rows interleaved eight
+//!   bytes at a time as Q4K's quants (`interleaved`): the rows' `ql: [u8; 64]` as two 32-byte runs, then
+//!   their `qh: [u8; 32]`. Value `32k + l` of a half is `ql[l + 32 (k & 1)] >> 4 (k >> 1) & 15 |
+//!   (qh[l] >> 2k & 3) << 4`. `x = d * scales[s] * (q - 32)` for 16-value sub-block `s`.
 //! - Q2K tile, 336 bytes (2.625 bits, as the file): `d: [f16; 4]`, `dmin: [f16; 4]`, `scales: [[u8; 16];
 //!   4]` (Q2_K's own bytes: sub-block `s`'s scale in the low nibble, its min in the high one, per 16
 //!   values), then for each half `h` (128 values) the four rows' `qs: [u8; 32]`: value `32k + l` of a half
@@ -45,10 +46,12 @@ pub const Q4K_SCALES: usize = 16;
 pub const Q4K_MINS: usize = 48;
 pub const Q4K_QS: usize = 80;
 pub const Q5K_QH: usize = Q4K_TILE_BYTES;
-/// Where a Q6K tile's scales and halves start, and one row's bytes in a half.
+/// Where a Q6K tile's scales and halves start, and a half's bytes.
 pub const Q6K_SCALES: usize = 8;
 pub const Q6K_HALVES: usize = 72;
-pub const Q6K_HALF_ROW: usize = 96;
+pub const Q6K_HALF: usize = 384;
+/// Where a half's `qh` bytes start, from the half's start.
+pub const Q6K_QH: usize = 256;
 /// Where a Q2K tile's packed scales and its halves' quants start.
 pub const Q2K_SCALES: usize = 16;
 pub const Q2K_QS: usize = 80;
@@ -138,12 +141,17 @@ pub fn write_group(
                 }
                 SuperKind::Q6K => {
                     tile[2 * r..2 * r + 2].copy_from_slice(&block[208..210]);
-                    tile[Q6K_SCALES + 16 * r..Q6K_SCALES + 16 * r + 16]
-                        .copy_from_slice(&block[192..208]);
+                    for (sub, &sc) in block[192..208].iter().enumerate() {
+                        tile[Q6K_SCALES + 4 * sub + r] = sc;
+                    }
                     for h in 0..2 {
-                        let at = Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * r;
-                        tile[at..at + 64].copy_from_slice(&block[64 * h..64 * h + 64]);
-                        tile[at + 64..at + 96].copy_from_slice(&block[128 + 32 * h..160 + 32 * h]);
+                        let half = Q6K_HALVES + Q6K_HALF * h;
+                        for (l, &q) in block[64 * h..64 * h + 64].iter().enumerate() {
+                            tile[interleaved(half + 128 * (l / 32), r, l % 32)] = q;
+                        }
+                        for (l, &q) in block[128 + 32 * h..160 + 32 * h].iter().enumerate() {
+                            tile[interleaved(half + Q6K_QH, r, l)] = q;
+                        }
                     }
                 }
                 SuperKind::Q2K => {
@@ -162,10 +170,20 @@ pub fn write_group(
     Ok(())
 }
 
-/// Q6K value `32k + l` (`k` 0..4, `l` 0..32) of a half, from its row's `ql` and `qh`: 0..=63.
+/// Q6K value `i` (0..256) of row `r`: 0..=63, stored plus 32.
 #[inline]
-pub fn q6k_value(ql: &[u8], qh: &[u8], k: usize, l: usize) -> u8 {
-    ((ql[l + 32 * (k & 1)] >> (4 * (k >> 1))) & 0x0F) | (((qh[l] >> (2 * k)) & 3) << 4)
+pub fn q6k_value(tile: &[u8], r: usize, i: usize) -> u8 {
+    let half = Q6K_HALVES + Q6K_HALF * (i / 128);
+    let (k, l) = ((i % 128) / 32, i % 32);
+    let ql = tile[interleaved(half + 128 * (k & 1), r, l)];
+    let qh = tile[interleaved(half + Q6K_QH, r, l)];
+    ((ql >> (4 * (k >> 1))) & 0x0F) | (((qh >> (2 * k)) & 3) << 4)
+}
+
+/// Q6K sub-block `s`'s scale in row `r`.
+#[inline]
+pub fn q6k_scale(tile: &[u8], r: usize, s: usize) -> i8 {
+    tile[Q6K_SCALES + 4 * s + r] as i8
 }
 
 /// Where byte `l` (0..32) of row `r` sits in a Q4K / Q5K run of 32-byte vectors starting at `at`: eight
@@ -220,16 +238,9 @@ pub fn dequantize_tile_row(kind: SuperKind, tile: &[u8], r: usize, out: &mut [f3
         }
         SuperKind::Q6K => {
             let d = read_f16(tile, 2 * r);
-            for h in 0..2 {
-                let at = Q6K_HALVES + 4 * Q6K_HALF_ROW * h + Q6K_HALF_ROW * r;
-                let (ql, qh) = (&tile[at..at + 64], &tile[at + 64..at + 96]);
-                for k in 0..4 {
-                    for l in 0..32 {
-                        let i = 128 * h + 32 * k + l;
-                        let sc = tile[Q6K_SCALES + 16 * r + i / 16] as i8;
-                        out[i] = d * sc as f32 * (q6k_value(ql, qh, k, l) as i32 - 32) as f32;
-                    }
-                }
+            for (i, o) in out.iter_mut().enumerate().take(SUPER) {
+                let sc = q6k_scale(tile, r, i / 16);
+                *o = d * sc as f32 * (q6k_value(tile, r, i) as i32 - 32) as f32;
             }
         }
         SuperKind::Q2K => {
