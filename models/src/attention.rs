@@ -565,8 +565,14 @@ fn attend<E: KvElement>(
         let mut keys_f32 = vec![0f32; hd * chunk_cap];
         let mut vals = vec![0f32; hd * chunk_cap];
         let mut scores = vec![0f32; rows * chunk_cap];
-        for start in (lowest..=highest).step_by(KEY_CHUNK) {
-            let end = (start + KEY_CHUNK).min(highest + 1);
+        // Chunks end on whole multiples of `KEY_CHUNK` positions, wherever the tile starts: a row's
+        // softmax then takes the same steps whatever tile it is in (a token's result does not depend
+        // on what shares its step).
+        let mut next = lowest;
+        while next <= highest {
+            let start = next;
+            let end = ((start / KEY_CHUNK + 1) * KEY_CHUNK).min(highest + 1);
+            next = end;
             let (n, stride) = (end - start, (end - start).next_multiple_of(KEY_BLOCK));
             // The chunk's keys and values as f32 rows, widened once for every row of the tile; the keys
             // padded with zero rows to whole blocks.
@@ -874,6 +880,48 @@ mod tests {
             best * 1e3,
             macs / best / 1e9
         );
+    }
+
+    /// A token's attention is the same to the bit whether it is the last of a prompt chunk or decoded
+    /// alone, with a window (whose chunks would otherwise start where each tile's first token sees).
+    #[test]
+    fn a_tokens_attention_does_not_depend_on_its_tile() {
+        let layout = KvLayout {
+            layers: 1,
+            kv_heads: 2,
+            head_dim: 64,
+            block_size: 16,
+            kv_type: KvType::F16,
+        };
+        let width = layout.token_width();
+        let mut cache = PagedKvCache::new(layout, 16);
+        let table: Vec<u32> = (0..12).collect();
+        for p in 0..150 {
+            let row = values(2 * width, p as u32 * 7 + 1);
+            cache.write(0, &table, p, &row[..width], &row[width..]).unwrap();
+        }
+        let heads = 8;
+        for window in [0, 45, 90] {
+            let shape = PagedAttentionShape {
+                heads,
+                kv_heads: 2,
+                head_dim: 64,
+                block_size: 16,
+                window,
+                scale: 0.125,
+                softcap: 0.0,
+            };
+            // 37 tokens at positions 100..137 (three tiles), then the last of them alone.
+            let q = values(37 * heads * 64, 3);
+            let mut chunk = StepBatch::default();
+            chunk.push(&[1; 37], 100, table.clone(), LogitsWanted::Last);
+            let together = attend_on_host(&shape, 0, &q, None, &chunk, &cache).unwrap();
+            let last = &q[36 * heads * 64..];
+            let mut single = StepBatch::default();
+            single.push(&[1], 136, table.clone(), LogitsWanted::Last);
+            let alone = attend_on_host(&shape, 0, last, None, &single, &cache).unwrap();
+            assert_eq!(&together[36 * heads * 64..], &alone[..], "window {window}");
+        }
     }
 
     /// A sink joins each head's softmax as one more logit without a value: the weights over the cached
