@@ -126,8 +126,8 @@ fn store<const T: usize>(acc: &[__m256; T], out: &mut [[f32; 4]]) {
 
 /// Integer kernels over `T` tokens: `$prepare(tile) -> W` regroups a tile's weights once, `$dot(&W, a)`
 /// gives a token's i32 sums in `halves` lane order (for one token, `$single` on the rows as `$rows` reads
-/// them gives the same sums), and `$scales`/`$offset` say how the block's float
-/// scales (and, for U4 and U8, mins against the activations' scaled sums) apply.
+/// them gives the same sums with fewer shuffles), and `offset` says whether the tile has mins (U4, U8),
+/// which meet the activations' scaled sums.
 macro_rules! wide_integer {
     ($name:ident, $wide:ident, $tokens:expr, $features:literal, $tile:expr, $rows:ident, $single:ident, $prepare:ident, $dot:ident, offset: $offset:tt) => {
         #[target_feature(enable = $features)]
