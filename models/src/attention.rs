@@ -898,7 +898,9 @@ mod tests {
         let table: Vec<u32> = (0..12).collect();
         for p in 0..150 {
             let row = values(2 * width, p as u32 * 7 + 1);
-            cache.write(0, &table, p, &row[..width], &row[width..]).unwrap();
+            cache
+                .write(0, &table, p, &row[..width], &row[width..])
+                .unwrap();
         }
         let heads = 8;
         for window in [0, 45, 90] {

@@ -22,6 +22,8 @@ mod tiles;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_superblocks;
+#[cfg(target_arch = "x86_64")]
+mod x86_wide;
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -124,120 +126,95 @@ impl SimdLevel {
 /// One activation row: quantized values, block scales, scaled block sums.
 type Act<'a> = (&'a [i8], &'a [f32], &'a [f32]);
 
-/// The kernels of one level and tile kind: four rows of tiles against one activation row, or two.
-#[derive(Clone, Copy)]
-struct Kernels {
-    one: fn(&[u8], Act) -> [f32; 4],
-    two: fn(&[u8], Act, Act) -> [[f32; 4]; 2],
+/// Four rows of tiles against any number of activation rows, into as many results. Every token goes
+/// through the same arithmetic whatever else shares the call, so a token's results do not depend on the
+/// step's other tokens.
+type TileKernel = fn(&[u8], &[Act], &mut [[f32; 4]]);
+
+/// Each activation row against four rows of tiles on its own.
+fn each_row(out: &mut [[f32; 4]], x: &[Act], kernel: impl Fn(Act) -> [f32; 4]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        *o = kernel(*x);
+    }
 }
 
-/// The integer kernels for a tile kind; `None` for F16 tiles, which take unquantized activations.
-fn kernels(level: SimdLevel, kind: TileKind) -> Option<Kernels> {
+/// The integer kernel for a tile kind; `None` for F16 tiles, which take unquantized activations.
+fn kernels(level: SimdLevel, kind: TileKind) -> Option<TileKernel> {
     // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
-    // `PackedMatrix::matmul_with` passes whole tiles and activation rows of the same block count.
+    // `PackedMatrix::matmul_with` passes whole tiles, activation rows of the same block count, and as many
+    // results as rows.
     Some(match (level, kind) {
         (_, TileKind::F16 | TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K) => {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, TileKind::U4) => Kernels {
-            one: |t, x| unsafe { x86::u4_avx2(t, x) },
-            two: |t, x, y| unsafe { x86::u4_avx2_x2(t, x, y) },
-        },
+        (SimdLevel::Avx2, TileKind::U4) => |t, x, o| unsafe { x86_wide::u4_avx2(t, x, o) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, TileKind::I8) => Kernels {
-            one: |t, x| unsafe { x86::i8_avx2(t, x) },
-            two: |t, x, y| unsafe { x86::i8_avx2_x2(t, x, y) },
-        },
+        (SimdLevel::Avx2, TileKind::I8) => |t, x, o| unsafe { x86_wide::i8_avx2(t, x, o) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512Vnni, TileKind::U4) => Kernels {
-            one: |t, x| unsafe { x86::u4_vnni(t, x) },
-            two: |t, x, y| unsafe { x86::u4_vnni_x2(t, x, y) },
-        },
+        (SimdLevel::Avx2, TileKind::U8) => |t, x, o| unsafe { x86_wide::u8_avx2(t, x, o) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512Vnni, TileKind::I8) => Kernels {
-            one: |t, x| unsafe { x86::i8_vnni(t, x) },
-            two: |t, x, y| unsafe { x86::i8_vnni_x2(t, x, y) },
-        },
+        (SimdLevel::Avx512Vnni, TileKind::U4) => |t, x, o| unsafe { x86_wide::u4_vnni(t, x, o) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, TileKind::Fp4) => Kernels {
-            one: |t, x| unsafe { x86::fp4_avx2(t, x) },
-            two: |t, x, y| unsafe { x86::fp4_avx2_x2(t, x, y) },
-        },
+        (SimdLevel::Avx512Vnni, TileKind::I8) => |t, x, o| unsafe { x86_wide::i8_vnni(t, x, o) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512Vnni, TileKind::Fp4) => Kernels {
-            one: |t, x| unsafe { x86::fp4_vnni(t, x) },
-            two: |t, x, y| unsafe { x86::fp4_vnni_x2(t, x, y) },
-        },
+        (SimdLevel::Avx512Vnni, TileKind::U8) => |t, x, o| unsafe { x86_wide::u8_vnni(t, x, o) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, TileKind::U8) => Kernels {
-            one: |t, x| unsafe { x86::u8_avx2(t, x) },
-            two: |t, x, y| unsafe { x86::u8_avx2_x2(t, x, y) },
-        },
+        (SimdLevel::Avx2, TileKind::Fp4) => |t, x, o| unsafe { fp4_pairs::<false>(t, x, o) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512Vnni, TileKind::U8) => Kernels {
-            one: |t, x| unsafe { x86::u8_vnni(t, x) },
-            two: |t, x, y| unsafe { x86::u8_vnni_x2(t, x, y) },
-        },
+        (SimdLevel::Avx512Vnni, TileKind::Fp4) => |t, x, o| unsafe { fp4_pairs::<true>(t, x, o) },
         #[cfg(target_arch = "aarch64")]
-        (SimdLevel::Neon, TileKind::U8) => Kernels {
-            one: |t, (q, d, s)| unsafe { neon::u8_group(t, q, d, s) },
-            two: |t, (q, d, s), (q2, d2, s2)| unsafe {
-                [neon::u8_group(t, q, d, s), neon::u8_group(t, q2, d2, s2)]
-            },
-        },
+        (SimdLevel::Neon, TileKind::U8) => {
+            |t, x, o| each_row(o, x, |(q, d, s)| unsafe { neon::u8_group(t, q, d, s) })
+        }
         #[cfg(target_arch = "aarch64")]
-        (SimdLevel::Neon, TileKind::U4) => Kernels {
-            one: |t, (q, d, s)| unsafe { neon::u4_group(t, q, d, s) },
-            two: |t, (q, d, s), (q2, d2, s2)| unsafe {
-                [neon::u4_group(t, q, d, s), neon::u4_group(t, q2, d2, s2)]
-            },
-        },
+        (SimdLevel::Neon, TileKind::U4) => {
+            |t, x, o| each_row(o, x, |(q, d, s)| unsafe { neon::u4_group(t, q, d, s) })
+        }
         #[cfg(target_arch = "aarch64")]
-        (SimdLevel::Neon, TileKind::I8) => Kernels {
-            one: |t, (q, d, _)| unsafe { neon::i8_group(t, q, d) },
-            two: |t, (q, d, _), (q2, d2, _)| unsafe {
-                [neon::i8_group(t, q, d), neon::i8_group(t, q2, d2)]
-            },
-        },
+        (SimdLevel::Neon, TileKind::I8) => {
+            |t, x, o| each_row(o, x, |(q, d, _)| unsafe { neon::i8_group(t, q, d) })
+        }
         #[cfg(target_arch = "aarch64")]
-        (SimdLevel::Neon, TileKind::Fp4) => Kernels {
-            one: |t, (q, d, _)| unsafe { neon::fp4_group(t, q, d) },
-            two: |t, (q, d, _), (q2, d2, _)| unsafe {
-                [neon::fp4_group(t, q, d), neon::fp4_group(t, q2, d2)]
-            },
-        },
-        (_, TileKind::Fp4) => Kernels {
-            one: |t, (q, d, _)| scalar::fp4_group(t, q, d),
-            two: |t, (q, d, _), (q2, d2, _)| {
-                [scalar::fp4_group(t, q, d), scalar::fp4_group(t, q2, d2)]
-            },
-        },
-        (_, TileKind::U4) => Kernels {
-            one: |t, (q, d, s)| scalar::u4_group(t, q, d, s),
-            two: |t, (q, d, s), (q2, d2, s2)| {
-                [
-                    scalar::u4_group(t, q, d, s),
-                    scalar::u4_group(t, q2, d2, s2),
-                ]
-            },
-        },
-        (_, TileKind::U8) => Kernels {
-            one: |t, (q, d, s)| scalar::u8_group(t, q, d, s),
-            two: |t, (q, d, s), (q2, d2, s2)| {
-                [
-                    scalar::u8_group(t, q, d, s),
-                    scalar::u8_group(t, q2, d2, s2),
-                ]
-            },
-        },
-        (_, TileKind::I8) => Kernels {
-            one: |t, (q, d, _)| scalar::i8_group(t, q, d),
-            two: |t, (q, d, _), (q2, d2, _)| {
-                [scalar::i8_group(t, q, d), scalar::i8_group(t, q2, d2)]
-            },
-        },
+        (SimdLevel::Neon, TileKind::Fp4) => {
+            |t, x, o| each_row(o, x, |(q, d, _)| unsafe { neon::fp4_group(t, q, d) })
+        }
+        (_, TileKind::Fp4) => |t, x, o| each_row(o, x, |(q, d, _)| scalar::fp4_group(t, q, d)),
+        (_, TileKind::U4) => |t, x, o| each_row(o, x, |(q, d, s)| scalar::u4_group(t, q, d, s)),
+        (_, TileKind::U8) => |t, x, o| each_row(o, x, |(q, d, s)| scalar::u8_group(t, q, d, s)),
+        (_, TileKind::I8) => |t, x, o| each_row(o, x, |(q, d, _)| scalar::i8_group(t, q, d)),
     })
+}
+
+/// The Fp4 kernels two activation rows at a time (their two-row kernel computes each row as the one-row
+/// kernel does).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C (and AVX-512 VNNI for `VNNI`); the slices are as `TileKernel` takes them.
+#[cfg(target_arch = "x86_64")]
+unsafe fn fp4_pairs<const VNNI: bool>(tiles: &[u8], x: &[Act], out: &mut [[f32; 4]]) {
+    for (x, o) in x.chunks(2).zip(out.chunks_mut(2)) {
+        // SAFETY: as for this function.
+        unsafe {
+            match (x, o) {
+                ([x, y], [a, b]) => {
+                    [*a, *b] = if VNNI {
+                        x86::fp4_vnni_x2(tiles, *x, *y)
+                    } else {
+                        x86::fp4_avx2_x2(tiles, *x, *y)
+                    }
+                }
+                ([x, ..], [a, ..]) => {
+                    *a = if VNNI {
+                        x86::fp4_vnni(tiles, *x)
+                    } else {
+                        x86::fp4_avx2(tiles, *x)
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Four rows of super-block tiles against one to eight activation rows, into as many results.
@@ -305,24 +282,28 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
 
 /// Tokens a super-block kernel takes at once.
 const SUPER_TOKENS: usize = 8;
+/// Tokens a 32-column tile kernel is given at once (it may take them in smaller groups).
+const WIDE_TOKENS: usize = 8;
 /// Activation bytes one task walks all its row groups with before the next tokens', so that they stay in
 /// the core's cache (L2) while the weights stream past.
 const TOKEN_BLOCK_BYTES: usize = 256 << 10;
 
-/// Four F16 rows against one activation row, or two (the second result zero for one).
-type FloatKernel = fn(&[u8], &[f32], Option<&[f32]>) -> [[f32; 4]; 2];
+/// Four F16 rows against any number of unquantized activation rows, into as many results (each token's
+/// arithmetic the same whatever else shares the call).
+type FloatKernel = fn(&[u8], &[&[f32]], &mut [[f32; 4]]);
 
 fn float_kernel(level: SimdLevel) -> FloatKernel {
     match level {
-        // SAFETY: `SimdLevel::available` saw AVX2, FMA and F16C at these levels, and
-        // `PackedMatrix::matmul_with` passes whole tiles and rows of `cols` values.
+        // SAFETY: `SimdLevel::available` saw the features at these levels, and
+        // `PackedMatrix::matmul_with` passes whole tiles, rows of `cols` values and as many results.
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 | SimdLevel::Avx512Vnni => |t, x, y| unsafe { x86::f16_avx2(t, x, y) },
-        _ => |t, x, y| {
-            [
-                scalar::f16_group(t, x),
-                y.map_or([0.0; 4], |y| scalar::f16_group(t, y)),
-            ]
+        SimdLevel::Avx2 => |t, x, o| unsafe { x86_wide::f16_avx2(t, x, o) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512Vnni => |t, x, o| unsafe { x86_wide::f16_vnni(t, x, o) },
+        _ => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::f16_group(t, x);
+            }
         },
     }
 }
@@ -534,28 +515,36 @@ impl PackedMatrix {
             );
             return Ok(());
         }
+        // As the super-block path: the tokens in blocks whose activations stay in the core's cache
+        // while the task's weight tiles stream past, each tile against `WIDE_TOKENS` tokens a call.
         let integer = kernels(level, self.kind).map(|k| (k, QuantizedRows::quantize(x, self.cols)));
         let float = float_kernel(level);
-        let row = |t: usize| &x[t * self.cols..(t + 1) * self.cols];
+        let (acts, rows): (Vec<Act>, Vec<&[f32]>) = match &integer {
+            Some((_, act)) => ((0..tokens).map(|t| act.row(t)).collect(), Vec::new()),
+            None => (Vec::new(), x.chunks_exact(self.cols).collect()),
+        };
+        let token_bytes = if integer.is_some() {
+            self.cols
+        } else {
+            4 * self.cols
+        };
+        let token_block = (TOKEN_BLOCK_BYTES / token_bytes / WIDE_TOKENS).max(1) * WIDE_TOKENS;
         let run = |range: Range<usize>| {
-            for g in range {
-                let tiles = &self.data[g * gb..(g + 1) * gb];
-                let mut t = 0;
-                while t + 1 < tokens {
-                    let [a, b] = match &integer {
-                        Some((kernels, act)) => (kernels.two)(tiles, act.row(t), act.row(t + 1)),
-                        None => float(tiles, row(t), Some(row(t + 1))),
-                    };
-                    store(t, g, a);
-                    store(t + 1, g, b);
-                    t += 2;
-                }
-                if t < tokens {
-                    let a = match &integer {
-                        Some((kernels, act)) => (kernels.one)(tiles, act.row(t)),
-                        None => float(tiles, row(t), None)[0],
-                    };
-                    store(t, g, a);
+            let mut results = [[0f32; 4]; WIDE_TOKENS];
+            for block in (0..tokens).step_by(token_block) {
+                let block_end = (block + token_block).min(tokens);
+                for g in range.clone() {
+                    let tiles = &self.data[g * gb..(g + 1) * gb];
+                    for t in (block..block_end).step_by(WIDE_TOKENS) {
+                        let n = WIDE_TOKENS.min(block_end - t);
+                        match &integer {
+                            Some((kernel, _)) => kernel(tiles, &acts[t..t + n], &mut results[..n]),
+                            None => float(tiles, &rows[t..t + n], &mut results[..n]),
+                        }
+                        for (i, values) in results[..n].iter().enumerate() {
+                            store(t + i, g, *values);
+                        }
+                    }
                 }
             }
         };

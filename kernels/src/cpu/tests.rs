@@ -266,6 +266,51 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
     }
 }
 
+/// The 32-column tiles' kernels take up to eight tokens a call: every count from 1 to 9 (and 17, a remainder
+/// after two calls) matches the scalar path at every level, on a row count that is no multiple of four;
+/// and each token's results are bit-identical to those it gets alone (a batch's rows must not depend on
+/// each other).
+#[test]
+fn tile_kernels_match_scalar_at_every_token_count_and_each_token_alone() {
+    let (rows, cols) = (11, 512);
+    for (ty, bytes) in every_type_matrix(rows, cols, 3) {
+        if ty.tile_kind().superblock().is_some() {
+            continue;
+        }
+        let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        for tokens in (1..=9).chain([17]) {
+            let x = random(tokens, cols, 40 + tokens as u64);
+            let mut scalar = vec![0f32; tokens * rows];
+            packed
+                .matmul_with(SimdLevel::Scalar, &x, &mut scalar)
+                .unwrap();
+            for &level in SimdLevel::available() {
+                let mut got = vec![0f32; tokens * rows];
+                packed.matmul_with(level, &x, &mut got).unwrap();
+                for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{ty:?} {level:?} tokens {tokens} output {i}: {a} vs scalar {b}"
+                    );
+                }
+                for t in 0..tokens {
+                    let mut alone = vec![0f32; rows];
+                    packed
+                        .matmul_with(level, &x[t * cols..(t + 1) * cols], &mut alone)
+                        .unwrap();
+                    for (r, (a, b)) in alone.iter().zip(&got[t * rows..]).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{ty:?} {level:?} token {t} of {tokens}, row {r}: alone {a}, batched {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn k_quants_pack_into_super_block_tiles_no_larger_than_the_file() {
     for (ty, bits) in [
@@ -511,5 +556,50 @@ fn mxfp4_speed_against_its_q8_0_conversion() {
             (ours[0].data.len() * experts) >> 20,
             best[0] / best[1]
         );
+    }
+}
+
+/// Not a check but a measurement: the 32-column tiles (Q8_0 as I8, Q4_0 as U4, F16) on a 2048 x 4096
+/// matrix at one token (decode, memory-bound) and at 64 (a prompt, compute-bound), best of several runs so
+/// that a shared machine's noise mostly drops out, in GMAC/s at the detected level:
+/// `cargo test -p model-runner-kernels --lib tile_speed -- --ignored --nocapture` (with
+/// `MODEL_RUNNER_THREADS=1` it also reports the rate in the thread's CPU time).
+#[test]
+#[ignore]
+fn tile_speed() {
+    let (rows, cols) = (2048, 4096);
+    for (ty, dtype) in [
+        (GgmlType::Q8_0, GgmlDType::Q8_0),
+        (GgmlType::Q4_0, GgmlDType::Q4_0),
+        (GgmlType::F16, GgmlDType::F16),
+    ] {
+        let (bytes, _) = ggml_matrix(dtype, rows, cols, 1);
+        let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        for tokens in [1, 64] {
+            let x = random(tokens, cols, 2);
+            let mut out = vec![0f32; tokens * rows];
+            let (mut best, mut best_cpu) = (f64::MAX, f64::MAX);
+            for _ in 0..(if tokens == 1 { 200 } else { 20 }) {
+                let (start, cpu) = (std::time::Instant::now(), thread_cpu_seconds());
+                packed.matmul(&x, &mut out).unwrap();
+                best = best.min(start.elapsed().as_secs_f64());
+                best_cpu = best_cpu.min(thread_cpu_seconds() - cpu);
+            }
+            let macs = (tokens * rows * cols) as f64;
+            // With one thread the work runs on this one, whose CPU time a busy machine's preemption
+            // does not inflate.
+            let cpu = if pool().threads() == 1 {
+                format!(", {:.1} GMAC/s of CPU time", macs / best_cpu / 1e9)
+            } else {
+                String::new()
+            };
+            println!(
+                "{ty:?} {tokens:>2} tokens x {rows}x{cols}: {:.3} ms, {:.1} GMAC/s{cpu} ({} threads, {})",
+                best * 1e3,
+                macs / best / 1e9,
+                pool().threads(),
+                SimdLevel::detect().name()
+            );
+        }
     }
 }

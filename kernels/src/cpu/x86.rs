@@ -1,6 +1,7 @@
-//! x86-64 kernels: AVX2 (with FMA and F16C), and the same with AVX-512 VNNI's `vpdpbusd` on 256-bit
-//! vectors (AVX512VL), which replaces AVX2's two-step multiply-add. Callers check the CPU's features
-//! (`SimdLevel::available`) before calling any function here, and pass slices of the sizes the tiles need.
+//! x86-64 kernels for Fp4 tiles: AVX2 (with FMA and F16C), and the same with AVX-512 VNNI's `vpdpbusd` on
+//! 256-bit vectors (AVX512VL), which replaces AVX2's two-step multiply-add; and the helpers `x86_wide`
+//! (the other 32-column tiles) shares. Callers check the CPU's features (`SimdLevel::available`) before
+//! calling any function here, and pass slices of the sizes the tiles need.
 //!
 //! Each kernel takes one row group (four rows) and one or two activation rows: with two, every unpacked
 //! weight vector and scale serves both tokens, which is where a step with many tokens gains.
@@ -8,12 +9,12 @@
 use std::arch::x86_64::*;
 
 use super::ggml::FP4_VALUES;
-use super::tiles::{F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
+use super::tiles::FP4_TILE_BYTES;
 
 /// Sums each of four 8-lane vectors: `[sum(a), sum(b), sum(c), sum(d)]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
+pub(super) fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
     let ab = _mm256_hadd_ps(a, b);
     let cd = _mm256_hadd_ps(c, d);
     let abcd = _mm256_hadd_ps(ab, cd);
@@ -27,55 +28,11 @@ fn lane(v: __m256, i: i32) -> __m256 {
     _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(i))
 }
 
-/// Lanes `2r` (low half) and `2r + 1` (high half) of `v`, each in four lanes: row `r`'s half scales.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn half_lanes(v: __m256, r: i32) -> __m256 {
-    _mm256_permutevar8x32_ps(
-        v,
-        _mm256_setr_epi32(
-            2 * r,
-            2 * r,
-            2 * r,
-            2 * r,
-            2 * r + 1,
-            2 * r + 1,
-            2 * r + 1,
-            2 * r + 1,
-        ),
-    )
-}
-
-/// 32 nibbles of 16 bytes, as 32 bytes: low nibbles (elements 0..16) then high nibbles (16..32).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_nibbles(at: *const u8) -> __m256i {
-    let raw = unsafe { _mm_loadu_si128(at as *const __m128i) };
-    _mm256_and_si256(
-        _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw),
-        _mm256_set1_epi8(0x0F),
-    )
-}
-
 /// 32 bytes from `at`, unaligned.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn load32(at: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(at as *const __m256i) }
-}
-
-/// Row `r`'s 32 values of a U4 tile, one per byte.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn u4_row(tile: *const u8, r: usize) -> __m256i {
-    unsafe { unpack_nibbles(tile.add(16 + 16 * r)) }
-}
-
-/// Row `r`'s 32 values of a U8 tile.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn u8_row(tile: *const u8, r: usize) -> __m256i {
-    unsafe { load32(tile.add(16 + 32 * r)) }
 }
 
 /// `sum(u8 x i8)` over each four bytes, as eight i32 lanes, converted to f32.
@@ -94,175 +51,8 @@ fn dot_vnni(w: __m256i, a: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a))
 }
 
-/// Four rows' U4 scales (times the activation block's scale) and mins of the tile at `tile`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn u4_scales(tile: *const u8, d: f32) -> (__m256, __m128) {
-    unsafe {
-        let scales = _mm_mul_ps(
-            _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i)),
-            _mm_set1_ps(d),
-        );
-        let mins = _mm_cvtph_ps(_mm_loadl_epi64(tile.add(8) as *const __m128i));
-        (_mm256_castps128_ps256(scales), mins)
-    }
-}
-
 /// One activation row: values, block scales, scaled block sums.
 pub type Act<'a> = (&'a [i8], &'a [f32], &'a [f32]);
-
-/// Kernels for the tiles with a scale and an offset per row and block (U4, U8): `$row` reads a row's
-/// unsigned values, `$tile` is the tile's size.
-macro_rules! offset_kernels {
-    ($one:ident, $two:ident, $features:literal, $dot:ident, $row:ident, $tile:ident) => {
-        /// Four rows against one activation row.
-        ///
-        /// # Safety
-        /// The CPU has the features named; `tiles` holds `d.len()` tiles, `qs` `32 * d.len()` values.
-        #[target_feature(enable = $features)]
-        pub unsafe fn $one(tiles: &[u8], (qs, d, s): Act) -> [f32; 4] {
-            let blocks = d.len().min(tiles.len() / $tile).min(qs.len() / 32);
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut offsets = _mm_setzero_ps();
-            for b in 0..blocks {
-                unsafe {
-                    let tile = tiles.as_ptr().add(b * $tile);
-                    let a = load32(qs.as_ptr().add(32 * b) as *const u8);
-                    let (scales, mins) = u4_scales(tile, *d.get_unchecked(b));
-                    offsets = _mm_fmadd_ps(mins, _mm_set1_ps(*s.get_unchecked(b)), offsets);
-                    acc[0] = _mm256_fmadd_ps($dot($row(tile, 0), a), lane(scales, 0), acc[0]);
-                    acc[1] = _mm256_fmadd_ps($dot($row(tile, 1), a), lane(scales, 1), acc[1]);
-                    acc[2] = _mm256_fmadd_ps($dot($row(tile, 2), a), lane(scales, 2), acc[2]);
-                    acc[3] = _mm256_fmadd_ps($dot($row(tile, 3), a), lane(scales, 3), acc[3]);
-                }
-            }
-            let mut out = [0f32; 4];
-            let sums = _mm_add_ps(hsum4(acc[0], acc[1], acc[2], acc[3]), offsets);
-            unsafe { _mm_storeu_ps(out.as_mut_ptr(), sums) };
-            out
-        }
-
-        /// Four rows against two activation rows: `[first row's four, second's four]`.
-        ///
-        /// # Safety
-        /// As for the one-row kernel, for both rows.
-        #[target_feature(enable = $features)]
-        pub unsafe fn $two(tiles: &[u8], x: Act, y: Act) -> [[f32; 4]; 2] {
-            let blocks =
-                x.1.len()
-                    .min(y.1.len())
-                    .min(tiles.len() / $tile)
-                    .min(x.0.len() / 32)
-                    .min(y.0.len() / 32);
-            let mut ax = [_mm256_setzero_ps(); 4];
-            let mut ay = [_mm256_setzero_ps(); 4];
-            let (mut ox, mut oy) = (_mm_setzero_ps(), _mm_setzero_ps());
-            for b in 0..blocks {
-                unsafe {
-                    let tile = tiles.as_ptr().add(b * $tile);
-                    let a = load32(x.0.as_ptr().add(32 * b) as *const u8);
-                    let c = load32(y.0.as_ptr().add(32 * b) as *const u8);
-                    let raw = _mm256_cvtph_ps(_mm_loadu_si128(tile as *const __m128i));
-                    let mins = _mm256_extractf128_ps(raw, 1);
-                    ox = _mm_fmadd_ps(mins, _mm_set1_ps(*x.2.get_unchecked(b)), ox);
-                    oy = _mm_fmadd_ps(mins, _mm_set1_ps(*y.2.get_unchecked(b)), oy);
-                    let sx = _mm256_mul_ps(raw, _mm256_set1_ps(*x.1.get_unchecked(b)));
-                    let sy = _mm256_mul_ps(raw, _mm256_set1_ps(*y.1.get_unchecked(b)));
-                    for r in 0..4 {
-                        let w = $row(tile, r);
-                        ax[r] = _mm256_fmadd_ps($dot(w, a), lane(sx, r as i32), ax[r]);
-                        ay[r] = _mm256_fmadd_ps($dot(w, c), lane(sy, r as i32), ay[r]);
-                    }
-                }
-            }
-            let mut out = [[0f32; 4]; 2];
-            unsafe {
-                _mm_storeu_ps(
-                    out[0].as_mut_ptr(),
-                    _mm_add_ps(hsum4(ax[0], ax[1], ax[2], ax[3]), ox),
-                );
-                _mm_storeu_ps(
-                    out[1].as_mut_ptr(),
-                    _mm_add_ps(hsum4(ay[0], ay[1], ay[2], ay[3]), oy),
-                );
-            }
-            out
-        }
-    };
-}
-
-macro_rules! i8_kernels {
-    ($one:ident, $two:ident, $features:literal, $dot:ident) => {
-        /// Four I8 rows against one activation row.
-        ///
-        /// # Safety
-        /// The CPU has the features named; `tiles` holds `d.len()` tiles and `qs` `32 * d.len()` values.
-        #[target_feature(enable = $features)]
-        pub unsafe fn $one(tiles: &[u8], (qs, d, _): Act) -> [f32; 4] {
-            let blocks = d.len().min(tiles.len() / I8_TILE_BYTES).min(qs.len() / 32);
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for b in 0..blocks {
-                unsafe {
-                    let tile = tiles.as_ptr().add(b * I8_TILE_BYTES);
-                    let a = load32(qs.as_ptr().add(32 * b) as *const u8);
-                    let scales = _mm256_mul_ps(
-                        _mm256_cvtph_ps(_mm_loadu_si128(tile as *const __m128i)),
-                        _mm256_set1_ps(*d.get_unchecked(b)),
-                    );
-                    for r in 0..4 {
-                        let w = load32(tile.add(16 + 32 * r));
-                        // u8 x i8 products: |w| against a carrying w's sign.
-                        let p = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-                        acc[r] = _mm256_fmadd_ps(p, half_lanes(scales, r as i32), acc[r]);
-                    }
-                }
-            }
-            let mut out = [0f32; 4];
-            unsafe { _mm_storeu_ps(out.as_mut_ptr(), hsum4(acc[0], acc[1], acc[2], acc[3])) };
-            out
-        }
-
-        /// Four I8 rows against two activation rows.
-        ///
-        /// # Safety
-        /// As for the one-row kernel, for both rows.
-        #[target_feature(enable = $features)]
-        pub unsafe fn $two(tiles: &[u8], x: Act, y: Act) -> [[f32; 4]; 2] {
-            let blocks =
-                x.1.len()
-                    .min(y.1.len())
-                    .min(tiles.len() / I8_TILE_BYTES)
-                    .min(x.0.len() / 32)
-                    .min(y.0.len() / 32);
-            let mut ax = [_mm256_setzero_ps(); 4];
-            let mut ay = [_mm256_setzero_ps(); 4];
-            for b in 0..blocks {
-                unsafe {
-                    let tile = tiles.as_ptr().add(b * I8_TILE_BYTES);
-                    let a = load32(x.0.as_ptr().add(32 * b) as *const u8);
-                    let c = load32(y.0.as_ptr().add(32 * b) as *const u8);
-                    let raw = _mm256_cvtph_ps(_mm_loadu_si128(tile as *const __m128i));
-                    let sx = _mm256_mul_ps(raw, _mm256_set1_ps(*x.1.get_unchecked(b)));
-                    let sy = _mm256_mul_ps(raw, _mm256_set1_ps(*y.1.get_unchecked(b)));
-                    for r in 0..4 {
-                        let w = load32(tile.add(16 + 32 * r));
-                        let magnitude = _mm256_sign_epi8(w, w);
-                        let px = $dot(magnitude, _mm256_sign_epi8(a, w));
-                        let py = $dot(magnitude, _mm256_sign_epi8(c, w));
-                        ax[r] = _mm256_fmadd_ps(px, half_lanes(sx, r as i32), ax[r]);
-                        ay[r] = _mm256_fmadd_ps(py, half_lanes(sy, r as i32), ay[r]);
-                    }
-                }
-            }
-            let mut out = [[0f32; 4]; 2];
-            unsafe {
-                _mm_storeu_ps(out[0].as_mut_ptr(), hsum4(ax[0], ax[1], ax[2], ax[3]));
-                _mm_storeu_ps(out[1].as_mut_ptr(), hsum4(ay[0], ay[1], ay[2], ay[3]));
-            }
-            out
-        }
-    };
-}
 
 /// `FP4_VALUES` in both 128-bit halves, for `fp4_row`.
 #[inline]
@@ -371,81 +161,3 @@ fp4_kernels!(
     "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
     dot_vnni
 );
-offset_kernels!(
-    u4_avx2,
-    u4_avx2_x2,
-    "avx2,fma,f16c",
-    dot_avx2,
-    u4_row,
-    U4_TILE_BYTES
-);
-offset_kernels!(
-    u4_vnni,
-    u4_vnni_x2,
-    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
-    dot_vnni,
-    u4_row,
-    U4_TILE_BYTES
-);
-offset_kernels!(
-    u8_avx2,
-    u8_avx2_x2,
-    "avx2,fma,f16c",
-    dot_avx2,
-    u8_row,
-    U8_TILE_BYTES
-);
-offset_kernels!(
-    u8_vnni,
-    u8_vnni_x2,
-    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
-    dot_vnni,
-    u8_row,
-    U8_TILE_BYTES
-);
-i8_kernels!(i8_avx2, i8_avx2_x2, "avx2,fma,f16c", dot_avx2);
-i8_kernels!(
-    i8_vnni,
-    i8_vnni_x2,
-    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
-    dot_vnni
-);
-
-/// Four F16 rows against one or two unquantized activation rows, widened eight lanes at a time with
-/// F16C: `[first row's four, second's four]` (the second zero when `y` is `None`).
-///
-/// # Safety
-/// The CPU has AVX2, FMA and F16C; `tiles` holds whole tiles, `x` (and `y`) 32 values per tile.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn f16_avx2(tiles: &[u8], x: &[f32], y: Option<&[f32]>) -> [[f32; 4]; 2] {
-    let mut blocks = (tiles.len() / F16_TILE_BYTES).min(x.len() / 32);
-    if let Some(y) = y {
-        blocks = blocks.min(y.len() / 32);
-    }
-    let mut ax = [_mm256_setzero_ps(); 4];
-    let mut ay = [_mm256_setzero_ps(); 4];
-    for b in 0..blocks {
-        unsafe {
-            let tile = tiles.as_ptr().add(b * F16_TILE_BYTES);
-            for k in 0..4 {
-                let xs = _mm256_loadu_ps(x.as_ptr().add(32 * b + 8 * k));
-                let ys = y.map(|y| _mm256_loadu_ps(y.as_ptr().add(32 * b + 8 * k)));
-                for r in 0..4 {
-                    let w = _mm256_cvtph_ps(_mm_loadu_si128(
-                        tile.add(64 * r + 16 * k) as *const __m128i
-                    ));
-                    ax[r] = _mm256_fmadd_ps(w, xs, ax[r]);
-                    if let Some(ys) = ys {
-                        ay[r] = _mm256_fmadd_ps(w, ys, ay[r]);
-                    }
-                }
-            }
-        }
-    }
-    let mut out = [[0f32; 4]; 2];
-    unsafe {
-        _mm_storeu_ps(out[0].as_mut_ptr(), hsum4(ax[0], ax[1], ax[2], ax[3]));
-        _mm_storeu_ps(out[1].as_mut_ptr(), hsum4(ay[0], ay[1], ay[2], ay[3]));
-    }
-    out
-}
