@@ -4,7 +4,8 @@
 # Builds llama-server and llama-bench from the llama.cpp vendored in the pinned llama-cpp-python sdist (PyPI)
 # into a cache outside the repository (native CPU build, as llama.cpp ships it), then measures:
 #   1. the engines alone: llama-bench -p 512 -n 128 against `model bench --local` (prompt 512, decode 128);
-#   2. both servers on 127.0.0.1, restarted for each concurrency with as many slots as clients:
+#   2. both servers on 127.0.0.1, restarted for each concurrency with as many slots as clients and warmed
+#      with one untimed completion each (llama-server is loaded before /health answers; ours loads lazily):
 #      `model bench --url OURS --compare LLAMA` (streaming chat, fixed prompt, max_tokens with ignore_eos),
 #      and each server's peak RSS;
 #   3. load to first token: each server started with one slot of LOAD_CONTEXT tokens (default 8192), timed
@@ -77,6 +78,10 @@ fi
 
 # Per concurrency level, both servers start fresh with as many slots as clients (llama-server's -np, our
 # --parallel) and a 4096-token context per slot; their peak RSS is read at the end of each level.
+warm() { # PORT MODEL: one untimed one-token completion
+  curl -sf "http://127.0.0.1:$1/v1/completions" -H 'content-type: application/json' \
+    -d "{\"model\": \"$2\", \"prompt\": \"Hello\", \"max_tokens\": 1}" >/dev/null
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 echo "[" >"$work/http.json"; echo "[" >"$work/rss.json"; first=1
@@ -89,6 +94,11 @@ for clients in ${concurrency//,/ }; do
   for p in $p1 $p2; do
     for _ in $(seq 300); do curl -sf "http://127.0.0.1:$p/health" >/dev/null && break; sleep 0.2; done
   done
+  # Both warm before the clock starts: llama-server loads the model and runs a warm-up decode before /health
+  # answers, ours loads it on the first request (step 3 times that load on its own). Without this, our
+  # first wave's time to first token holds the whole load, and at 16 clients and 32 requests that wave
+  # is half the samples, so it sets the p50.
+  warm "$p1" bench/model; warm "$p2" model
   "$model" bench --url "http://127.0.0.1:$p1/v1" --compare "http://127.0.0.1:$p2/v1" --model bench/model \
     --concurrency "$clients" --requests 32 --max-tokens 96 --json >"$work/level.json"
   [[ $first == 1 ]] || { echo "," >>"$work/http.json"; echo "," >>"$work/rss.json"; }

@@ -33,6 +33,7 @@ impl StepPlan {
             .iter()
             .map(|s| Pending {
                 uncached: s.tokens.len() - s.cached,
+                arrived: s.submission.arrived,
             })
             .collect();
         let take = plan_step(&pending, budget);

@@ -2,6 +2,8 @@
 //!
 //! Requests join the running set at the next step and leave when done; every step is ONE packed forward
 //! over all running sequences (decodes plus prompt chunks under a token budget), then each sequence samples.
+//! Decodes always get their token; prompt chunks go shortest remaining first, the oldest prompt keeping a
+//! floor of the budget (see `plan`).
 //! KV memory is a budget of blocks: a request is admitted only when its prompt fits, and when decoding runs
 //! out of blocks the youngest sequence is preempted (its blocks freed, its tokens re-queued for recompute).
 //! A client that goes away closes its event channel; its sequence and blocks are dropped at the next step.

@@ -406,3 +406,67 @@ fn a_stopped_scheduler_fails_every_request_it_holds_or_is_sent_and_refuses_new_o
         Some(SubmitError::Stopped)
     );
 }
+
+#[test]
+fn a_short_prompt_behind_a_long_one_gets_its_first_token_before_the_long_one_is_prefilled() {
+    let (mut lp, handle) = harness(32, 4, 4);
+    lp.config.budget = StepBudget {
+        tokens: 8,
+        prefill_chunk: 8,
+    };
+    let long: Vec<u32> = (0..40).map(|i| (i * 7 % 3) as u32).collect();
+    let short: Vec<u32> = vec![2, 1, 0];
+    let mut streams = vec![
+        (
+            handle.submit(request(long.clone(), 2)).unwrap(),
+            Received::default(),
+        ),
+        (
+            handle.submit(request(short.clone(), 4)).unwrap(),
+            Received::default(),
+        ),
+    ];
+    // Step 1: the short prompt whole, and the long one's floor plus what is left; then the short one
+    // decodes every step (never starved) while the long one's chunks go on beside it.
+    for turn in 1..=4 {
+        lp.turn();
+        for (rx, received) in streams.iter_mut() {
+            receive(rx, received);
+        }
+        assert_eq!(
+            streams[1].1.tokens.len(),
+            turn,
+            "the short one, turn {turn}"
+        );
+        assert!(streams[0].1.tokens.is_empty(), "the long one, turn {turn}");
+    }
+    run_to_idle(&mut lp, &mut streams, 20);
+    assert_eq!(streams[0].1.tokens, continuation(&long, 2));
+    assert_eq!(streams[1].1.tokens, continuation(&short, 4));
+}
+
+#[test]
+fn sixteen_prompts_arriving_together_all_get_their_first_token_from_the_first_step() {
+    let (mut lp, handle) = harness(128, 4, 16);
+    let prompts: Vec<Vec<u32>> = (0..16u32)
+        .map(|i| vec![i % 3, i / 3 % 3, i / 9 % 3])
+        .collect();
+    let mut streams: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            (
+                handle.submit(request(p.clone(), 3)).unwrap(),
+                Received::default(),
+            )
+        })
+        .collect();
+    lp.turn();
+    for (rx, received) in streams.iter_mut() {
+        receive(rx, received);
+        assert_eq!(received.tokens.len(), 1);
+    }
+    run_to_idle(&mut lp, &mut streams, 10);
+    for (prompt, (_, received)) in prompts.iter().zip(&streams) {
+        assert_eq!(received.tokens, continuation(prompt, 3));
+    }
+}
