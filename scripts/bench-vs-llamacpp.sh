@@ -6,7 +6,7 @@
 #   1. the engines alone: llama-bench -p 512 -n 128 against `model bench --local` (prompt 512, decode 128);
 #   2. both servers on 127.0.0.1, restarted for each concurrency with as many slots as clients and warmed
 #      with one untimed completion each (llama-server is loaded before /health answers; ours loads lazily):
-#      `model bench --url OURS --compare LLAMA` (streaming chat, fixed prompt, max_tokens with ignore_eos),
+#      `model bench --url OURS --compare LLAMA` (streaming chat, a distinct prompt per request, max_tokens with ignore_eos),
 #      and each server's peak RSS;
 #   3. load to first token: each server started with one slot of LOAD_CONTEXT tokens (default 8192), timed
 #      from its start to the end of a one-token completion (our server loads the model on that request,

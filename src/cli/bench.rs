@@ -307,8 +307,12 @@ async fn load(
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 let mut errors = 0usize;
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                    match one_request(&client, &endpoint, &model, max_tokens).await {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= requests {
+                        break;
+                    }
+                    match one_request(&client, &endpoint, &model, max_tokens, n).await {
                         Ok(sample) => samples.push(sample),
                         Err(_) => errors += 1,
                     }
@@ -347,16 +351,33 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
-/// One streaming chat request; each SSE chunk with content counts as one token.
+/// One streaming chat request; each SSE chunk with content counts as one token. Request `n`'s prompt is
+/// its own from its first words, so no server answers it from a cache of another's prompt (only the chat
+/// template's header is shared).
 async fn one_request(
     client: &reqwest::Client,
     endpoint: &str,
     model: &str,
     max_tokens: usize,
+    n: usize,
 ) -> Result<Sample> {
+    const SUBJECTS: [&str; 8] = [
+        "a lighthouse keeper",
+        "a clockmaker's apprentice",
+        "two rival bakers",
+        "a lost satellite",
+        "a village under snow",
+        "an old ferry",
+        "a chess tournament",
+        "a night market",
+    ];
+    let content = format!(
+        "Story {n}: write about {} and the number {n}.",
+        SUBJECTS[n % SUBJECTS.len()]
+    );
     let body = json!({
         "model": model, "stream": true, "max_tokens": max_tokens, "ignore_eos": true, "temperature": 0,
-        "messages": [{"role": "user", "content": "Write a story about a lighthouse keeper."}],
+        "messages": [{"role": "user", "content": content}],
     });
     let started = Instant::now();
     let mut response = client
