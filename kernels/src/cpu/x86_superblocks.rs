@@ -5,18 +5,19 @@
 //! super-block. The products are `vpmaddubsw` (u8 weights x i8 activations into i16 pairs) and a
 //! multiply-add of those pairs with the sub-block's scale into i32 (`vpdpwssd` with VNNI, `vpmaddwd` +
 //! `vpaddd` without). Q4K, Q5K and Q6K (1 to 8 tokens) interleave the rows eight values at a time, so
-//! the pairs of a sub-block (32 values; Q6K's 16) add up in 16 bits before one scale multiply; Q2K (4
-//! tokens) keeps a vector per row and multiplies every 32 values. The mins (Q4K, Q5K per 32 values, Q2K per 16) and
-//! Q6K's offset of 32 come from the activations' per-32 and per-16 sums, once per super-block; floats
-//! appear once per super-block, row and token. Callers check the CPU's features
+//! the pairs of a sub-block (32 values; Q6K's 16) add up in 16 bits before one scale multiply; Q2K and
+//! Q3K (4 tokens) keep a vector per row and multiply every 32 values. The mins (Q4K, Q5K per 32 values,
+//! Q2K per 16), Q6K's offset of 32 and Q3K's of 4 come from the activations' per-32 and per-16 sums,
+//! once per super-block; floats appear once per super-block, row and token. Callers check the CPU's features
 //! (`SimdLevel::available`).
 
 use std::arch::x86_64::*;
 
 use super::activations::SuperRow;
 use super::superblocks::{
-    Q2K_QS, Q2K_SCALES, Q2K_TILE_BYTES, Q4K_MINS, Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH,
-    Q5K_TILE_BYTES, Q6K_HALF, Q6K_HALVES, Q6K_QH, Q6K_SCALES, Q6K_TILE_BYTES,
+    Q2K_QS, Q2K_SCALES, Q2K_TILE_BYTES, Q3K_HMASK, Q3K_QS, Q3K_SCALES, Q3K_TILE_BYTES, Q4K_MINS,
+    Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF, Q6K_HALVES, Q6K_QH,
+    Q6K_SCALES, Q6K_TILE_BYTES,
 };
 use super::x86::load32;
 
@@ -75,7 +76,7 @@ static PAIRS: [[u8; 32]; 4] = [
 ];
 
 macro_rules! superblock_kernels {
-    ($q2k:ident, $q4k:ident, $q5k:ident, $q6k:ident, $features:literal, $madd:ident) => {
+    ($q2k:ident, $q3k:ident, $q4k:ident, $q5k:ident, $q6k:ident, $features:literal, $madd:ident) => {
         /// Four Q2K rows against the first `N` activation rows of `x`.
         #[target_feature(enable = $features)]
         unsafe fn q2k_tokens<const N: usize>(tiles: &[u8], x: &[SuperRow]) -> [[f32; 4]; N] {
@@ -174,6 +175,126 @@ macro_rules! superblock_kernels {
                         2 => out[..2].copy_from_slice(&q2k_tokens::<2>(tiles, x)),
                         3 => out[..3].copy_from_slice(&q2k_tokens::<3>(tiles, x)),
                         _ => out[..4].copy_from_slice(&q2k_tokens::<4>(tiles, x)),
+                    }
+                }
+            }
+        }
+
+        /// Four Q3K rows against the first `N` activation rows of `x`: unsigned 3-bit values (the low two
+        /// bits or'd with the high bit shifted to bit 2), the offset of 4 taken back per super-block.
+        #[target_feature(enable = $features)]
+        unsafe fn q3k_tokens<const N: usize>(tiles: &[u8], x: &[SuperRow]) -> [[f32; 4]; N] {
+            let x = &x[..N];
+            let mut supers = tiles.len() / Q3K_TILE_BYTES;
+            for a in x {
+                supers = supers
+                    .min(a.d.len())
+                    .min(a.qs.len() / 256)
+                    .min(a.sums16.len() / 16);
+            }
+            let three = _mm256_set1_epi8(3);
+            let four = _mm256_set1_epi8(4);
+            let mut total = [_mm_setzero_ps(); N];
+            for b in 0..supers {
+                unsafe {
+                    let tile = tiles.as_ptr().add(b * Q3K_TILE_BYTES);
+                    let mut acts = [std::ptr::null::<u8>(); N];
+                    for t in 0..N {
+                        acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                    }
+                    let mut acc = [[_mm256_setzero_si256(); N]; 4];
+                    for h in 0..2 {
+                        // Half `h`'s high bits (runs 4h..4h + 4) down to bits 0..4 of each byte.
+                        let hm_shift = _mm_cvtsi32_si128(4 * h as i32);
+                        // One row of half `h`: its 128 values against every token.
+                        macro_rules! row {
+                            ($r:literal) => {
+                                let sc8 = _mm_loadl_epi64(
+                                    tile.add(Q3K_SCALES + 16 * $r + 8 * h) as *const __m128i
+                                );
+                                let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
+                                let q = load32(tile.add(Q3K_QS + 128 * h + 32 * $r));
+                                let hm = _mm256_srl_epi16(
+                                    load32(tile.add(Q3K_HMASK + 32 * $r)),
+                                    hm_shift,
+                                );
+                                let values = [
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(q, three),
+                                        _mm256_and_si256(_mm256_slli_epi16::<2>(hm), four),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16::<2>(q), three),
+                                        _mm256_and_si256(_mm256_slli_epi16::<1>(hm), four),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16::<4>(q), three),
+                                        _mm256_and_si256(hm, four),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16::<6>(q), three),
+                                        _mm256_and_si256(_mm256_srli_epi16::<1>(hm), four),
+                                    ),
+                                ];
+                                for k in 0..4 {
+                                    let s = _mm256_shuffle_epi8(scales, load32(PAIRS[k].as_ptr()));
+                                    for t in 0..N {
+                                        let a = load32(acts[t].add(128 * h + 32 * k));
+                                        acc[$r][t] = $madd(
+                                            acc[$r][t],
+                                            _mm256_maddubs_epi16(values[k], a),
+                                            s,
+                                        );
+                                    }
+                                }
+                            };
+                        }
+                        row!(0);
+                        row!(1);
+                        row!(2);
+                        row!(3);
+                    }
+                    // The values are stored plus 4: take 4 times each sub-block's sum back off.
+                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
+                    let scales4 = [0, 1, 2, 3].map(|r| {
+                        _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(load16(
+                            tile.add(Q3K_SCALES + 16 * r),
+                        )))
+                    });
+                    for t in 0..N {
+                        let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
+                        let mut rows = [_mm256_setzero_si256(); 4];
+                        for r in 0..4 {
+                            rows[r] =
+                                _mm256_sub_epi32(acc[r][t], _mm256_madd_epi16(scales4[r], sums));
+                        }
+                        let sumi = sum_rows(rows);
+                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
+                    }
+                }
+            }
+            let mut out = [[0f32; 4]; N];
+            for t in 0..N {
+                // SAFETY: `out[t]` has four floats.
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
+            }
+            out
+        }
+
+        /// Four Q3K rows against 1 to 8 activation rows (four at a time).
+        ///
+        /// # Safety
+        /// As for the Q4K kernel.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $q3k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+            for (x, out) in x.chunks(4).zip(out.chunks_mut(4)) {
+                unsafe {
+                    match x.len() {
+                        1 => out[..1].copy_from_slice(&q3k_tokens::<1>(tiles, x)),
+                        2 => out[..2].copy_from_slice(&q3k_tokens::<2>(tiles, x)),
+                        3 => out[..3].copy_from_slice(&q3k_tokens::<3>(tiles, x)),
+                        _ => out[..4].copy_from_slice(&q3k_tokens::<4>(tiles, x)),
                     }
                 }
             }
@@ -480,7 +601,7 @@ macro_rules! superblock_kernels {
 /// AVX2 without VNNI.
 pub mod avx2 {
     use super::*;
-    superblock_kernels!(q2k, q4k, q5k, q6k, "avx2,fma,f16c", madd_avx2);
+    superblock_kernels!(q2k, q3k, q4k, q5k, q6k, "avx2,fma,f16c", madd_avx2);
 }
 
 /// AVX-512 VNNI on 256-bit vectors.
@@ -488,6 +609,7 @@ pub mod vnni {
     use super::*;
     superblock_kernels!(
         q2k,
+        q3k,
         q4k,
         q5k,
         q6k,
