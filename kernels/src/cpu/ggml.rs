@@ -20,6 +20,8 @@ pub enum GgmlType {
     /// 2-bit values with a 4-bit scale and a 4-bit min per 16 (`x = d * sc * q - dmin * m`), in
     /// 256-value super-blocks: only the super-block tiles hold it (a min per 16 has no 32-value form).
     Q2K,
+    /// 3-bit values (two low bits and a high-bit mask) with a signed 6-bit scale per 16:
+    /// `x = d * (sc - 32) * q`, `q` in -4..=3.
     Q3K,
     Q4K,
     Q5K,
