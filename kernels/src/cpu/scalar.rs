@@ -4,7 +4,7 @@
 use super::activations::SuperRow;
 use super::ggml::FP4_VALUES;
 use super::superblocks::{
-    Q2K_SCALES, Q2K_TILE_BYTES, Q3K_SCALES, Q3K_TILE_BYTES, Q6K_TILE_BYTES, SuperKind, q2k_value,
+    Q2K_SCALES, Q2K_TILE_BYTES, Q3K_TILE_BYTES, Q6K_TILE_BYTES, SuperKind, q2k_value, q3k_scale,
     q3k_value, q4k_scale_min, q4k_value, q6k_scale, q6k_value,
 };
 use super::tiles::{
@@ -180,7 +180,7 @@ pub fn q3k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
                 let dot: i32 = (16 * s..16 * s + 16)
                     .map(|i| q3k_value(tile, r, i) as i32 * a[i] as i32)
                     .sum();
-                let sc = tile[Q3K_SCALES + 16 * r + s] as i8 as i32;
+                let sc = q3k_scale(tile, r, s) as i32;
                 sumi += sc * (dot - 4 * x.sums16[16 * b + s] as i32);
             }
             *o += x.d[b] * read_f16(tile, 2 * r) * sumi as f32;

@@ -27,12 +27,14 @@
 //!   values), then for each half `h` (128 values) the four rows' `qs: [u8; 32]`: value `32k + l` of a half
 //!   is bits `2k..2k + 2` of byte `l`, as Q2_K has it. `x = d * (sc & 15) * q - dmin * (sc >> 4)`. Q2_K
 //!   takes these tiles on every architecture: its min per 16 values has no 32-column tile.
-//! - Q3K tile, 456 bytes (3.5625 bits; the file 3.4375): `d: [f16; 4]`, `scales: [[i8; 16]; 4]` (Q3_K's
-//!   sixteen 6-bit scales unpacked, less their offset of 32: -32..=31, one per 16 values), then for each
-//!   half `h` (128 values) the four rows' `qs: [u8; 32]` (value `32k + l` of a half is bits `2k..2k + 2`
-//!   of byte `l`, as Q2K), then `hmask: [[u8; 32]; 4]`, Q3_K's own: bit `j` of byte `l` is the high bit
-//!   (4) of value `32j + l`. A kernel forms unsigned `q = q2 | hbit << 2` (0..=7) and takes the offset of
-//!   4 back through the activations' 16-value sums: `x = d * scales[s] * (q - 4)` for sub-block `s`.
+//! - Q3K tile, 456 bytes (3.5625 bits; the file 3.4375): `d: [f16; 4]`, `scales: [[i8; 4]; 16]`
+//!   (`[s][row]`: Q3_K's sixteen 6-bit scales unpacked, less their offset of 32: -32..=31, one per 16
+//!   values), then for each half `h` (128 values) the quants `qs: [[[u8; 8]; 4]; 4]` (`[l / 8][row][l %
+//!   8]`, interleaved as Q4K's): value `32k + l` of a half is bits `2k..2k + 2` of byte `l`, as Q3_K has
+//!   it, then `hmask: [[[u8; 8]; 4]; 4]` (`[l / 8][row][l % 8]`): bit `j` of byte `l` is the high bit (4)
+//!   of value `32j + l`, as Q3_K has it. A kernel forms unsigned `q = q2 | hbit << 2` (0..=7), meets
+//!   eight values of each row with a token's eight activations broadcast (as Q6K), and takes the offset
+//!   of 4 back through the activations' 16-value sums: `x = d * scales[s] * (q - 4)` for sub-block `s`.
 //!
 //! Packing copies the file's integers and f16 scales, so the tiles dequantize to exactly ggml's values.
 
@@ -189,20 +191,28 @@ pub fn write_group(
 fn write_q3k(block: &[u8], r: usize, tile: &mut [u8]) {
     tile[2 * r..2 * r + 2].copy_from_slice(&block[108..110]);
     for (s, sc) in q3k_scales(&block[96..108]).into_iter().enumerate() {
-        tile[Q3K_SCALES + 16 * r + s] = (sc - 32) as u8;
+        tile[Q3K_SCALES + 4 * s + r] = (sc - 32) as u8;
     }
-    for h in 0..2 {
-        let at = Q3K_QS + 128 * h + 32 * r;
-        tile[at..at + 32].copy_from_slice(&block[32 + 32 * h..64 + 32 * h]);
+    for l in 0..32 {
+        for h in 0..2 {
+            tile[interleaved(Q3K_QS + 128 * h, r, l)] = block[32 + 32 * h + l];
+        }
+        tile[interleaved(Q3K_HMASK, r, l)] = block[l];
     }
-    tile[Q3K_HMASK + 32 * r..Q3K_HMASK + 32 * r + 32].copy_from_slice(&block[0..32]);
+}
+
+/// Q3K sub-block `s`'s scale in row `r`: -32..=31.
+#[inline]
+pub fn q3k_scale(tile: &[u8], r: usize, s: usize) -> i8 {
+    tile[Q3K_SCALES + 4 * s + r] as i8
 }
 
 /// Q3K value `i` (0..256) of row `r`: 0..=7, the stored value plus 4.
 #[inline]
 pub fn q3k_value(tile: &[u8], r: usize, i: usize) -> u8 {
-    let low = (tile[Q3K_QS + 128 * (i / 128) + 32 * r + i % 32] >> (2 * ((i % 128) / 32))) & 3;
-    let high = (tile[Q3K_HMASK + 32 * r + i % 32] >> (i / 32)) & 1;
+    let l = i % 32;
+    let low = (tile[interleaved(Q3K_QS + 128 * (i / 128), r, l)] >> (2 * ((i % 128) / 32))) & 3;
+    let high = (tile[interleaved(Q3K_HMASK, r, l)] >> (i / 32)) & 1;
     low | high << 2
 }
 
@@ -290,7 +300,7 @@ pub fn dequantize_tile_row(kind: SuperKind, tile: &[u8], r: usize, out: &mut [f3
         SuperKind::Q3K => {
             let d = read_f16(tile, 2 * r);
             for (i, o) in out.iter_mut().enumerate().take(SUPER) {
-                let dl = d * (tile[Q3K_SCALES + 16 * r + i / 16] as i8) as f32;
+                let dl = d * q3k_scale(tile, r, i / 16) as f32;
                 *o = dl * (q3k_value(tile, r, i) as i32 - 4) as f32;
             }
         }
