@@ -112,7 +112,7 @@ def reference_for(path):
 
 # The types only llama.cpp's quantizer writes: K-quants and the 4-bit i-quants (IQ4_NL, IQ4_XS: no
 # importance matrix needed).
-K_QUANTS = {"q2_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K,
+K_QUANTS = {"q2_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K, "q3_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_M,
             "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
             "iq4_nl": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL, "iq4_xs": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_XS}
 # gpt-oss also as llama-quantize's MXFP4_MOE (experts MXFP4, the rest Q8_0), the type its files ship in.

@@ -20,6 +20,8 @@ pub enum GgmlType {
     /// 2-bit values with a 4-bit scale and a 4-bit min per 16 (`x = d * sc * q - dmin * m`), in
     /// 256-value super-blocks: only the super-block tiles hold it (a min per 16 has no 32-value form).
     Q2K,
+    /// 3-bit values (two low bits and a high-bit mask) with a signed 6-bit scale per 16:
+    /// `x = d * (sc - 32) * q`, `q` in -4..=3.
     Q3K,
     Q4K,
     Q5K,
@@ -58,6 +60,8 @@ pub enum TileKind {
     Q6K,
     /// Q2_K's super-blocks as the file has them (on every architecture).
     Q2K,
+    /// Q3_K's super-blocks: the file's bytes, its scales unpacked to bytes.
+    Q3K,
 }
 
 impl TileKind {
@@ -68,6 +72,7 @@ impl TileKind {
             TileKind::Q5K => Some(SuperKind::Q5K),
             TileKind::Q6K => Some(SuperKind::Q6K),
             TileKind::Q2K => Some(SuperKind::Q2K),
+            TileKind::Q3K => Some(SuperKind::Q3K),
             _ => None,
         }
     }
@@ -116,6 +121,7 @@ impl GgmlType {
     pub fn tile_kind(self) -> TileKind {
         match self {
             Self::Q2K => TileKind::Q2K,
+            Self::Q3K if SUPERBLOCK_TILES => TileKind::Q3K,
             Self::Q4K if SUPERBLOCK_TILES => TileKind::Q4K,
             Self::Q5K if SUPERBLOCK_TILES => TileKind::Q5K,
             Self::Q6K if SUPERBLOCK_TILES => TileKind::Q6K,
@@ -439,7 +445,7 @@ fn nibbles(qs: &[u8], scale: f32, min: f32) -> Block32 {
 }
 
 /// Q3_K's sixteen 6-bit scales (0..=63, centred on 32), unpacked from 12 bytes as ggml does.
-fn q3k_scales(packed: &[u8]) -> [i8; 16] {
+pub(crate) fn q3k_scales(packed: &[u8]) -> [i8; 16] {
     let word = |i: usize| {
         u32::from_le_bytes([
             packed[4 * i],

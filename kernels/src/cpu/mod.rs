@@ -1,7 +1,7 @@
 //! Quantized matrix products on the CPU.
 //!
-//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`, or `superblocks` for Q4_K,
-//! Q5_K and Q6_K on x86-64, and Q2_K everywhere); `PackedMatrix::matmul` takes f32 activations, quantizes them per 32-element
+//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`, or `superblocks` for Q3_K,
+//! Q4_K, Q5_K and Q6_K on x86-64, and Q2_K everywhere); `PackedMatrix::matmul` takes f32 activations, quantizes them per 32-element
 //! block, or per 256 for super-block tiles (`activations`), and computes every output with
 //! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2), `x86_superblocks` for
 //! super-block tiles, or `scalar`, the reference every SIMD kernel is tested against. Work is split by
@@ -144,7 +144,15 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<TileKernel> {
     // `PackedMatrix::matmul_with` passes whole tiles, activation rows of the same block count, and as many
     // results as rows.
     Some(match (level, kind) {
-        (_, TileKind::F16 | TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K) => {
+        (
+            _,
+            TileKind::F16
+            | TileKind::Q2K
+            | TileKind::Q3K
+            | TileKind::Q4K
+            | TileKind::Q5K
+            | TileKind::Q6K,
+        ) => {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
@@ -242,6 +250,10 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
             |t, x, o| unsafe { x86_superblocks::avx2::q2k(t, x, o) }
         }
         #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, SuperKind::Q3K) => {
+            |t, x, o| unsafe { x86_superblocks::avx2::q3k(t, x, o) }
+        }
+        #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, SuperKind::Q4K) => {
             |t, x, o| unsafe { x86_superblocks::vnni::q4k(t, x, o) }
         }
@@ -257,6 +269,15 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
         (SimdLevel::Avx512Vnni, SuperKind::Q2K) => {
             |t, x, o| unsafe { x86_superblocks::vnni::q2k(t, x, o) }
         }
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512Vnni, SuperKind::Q3K) => {
+            |t, x, o| unsafe { x86_superblocks::vnni::q3k(t, x, o) }
+        }
+        (_, SuperKind::Q3K) => |t, x, o| {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = scalar::q3k_group(t, *x);
+            }
+        },
         (_, SuperKind::Q2K) => |t, x, o| {
             for (o, x) in o.iter_mut().zip(x) {
                 *o = scalar::q2k_group(t, *x);

@@ -4,8 +4,8 @@
 use super::activations::SuperRow;
 use super::ggml::FP4_VALUES;
 use super::superblocks::{
-    Q2K_SCALES, Q2K_TILE_BYTES, Q6K_TILE_BYTES, SuperKind, q2k_value, q4k_scale_min, q4k_value,
-    q6k_scale, q6k_value,
+    Q2K_SCALES, Q2K_TILE_BYTES, Q3K_TILE_BYTES, Q6K_TILE_BYTES, SuperKind, q2k_value, q3k_scale,
+    q3k_value, q4k_scale_min, q4k_value, q6k_scale, q6k_value,
 };
 use super::tiles::{
     F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
@@ -162,6 +162,28 @@ pub fn q2k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
             }
             let (d, dmin) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
             *o += x.d[b] * d * sumi as f32 - x.d[b] * dmin * summ as f32;
+        }
+    }
+    out
+}
+
+/// Four rows of Q3K super-block tiles against one activation row: per 16-value sub-block the unsigned
+/// 3-bit values' (stored plus 4) integer dot less 4 times the activations' 16-value sum, weighted by the
+/// signed 6-bit scale, summed over the super-block and converted to float once.
+pub fn q3k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (b, tile) in tiles.chunks_exact(Q3K_TILE_BYTES).enumerate() {
+        let a = &x.qs[256 * b..256 * b + 256];
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut sumi = 0i32;
+            for s in 0..16 {
+                let dot: i32 = (16 * s..16 * s + 16)
+                    .map(|i| q3k_value(tile, r, i) as i32 * a[i] as i32)
+                    .sum();
+                let sc = q3k_scale(tile, r, s) as i32;
+                sumi += sc * (dot - 4 * x.sums16[16 * b + s] as i32);
+            }
+            *o += x.d[b] * read_f16(tile, 2 * r) * sumi as f32;
         }
     }
     out

@@ -27,11 +27,19 @@
 //!   values), then for each half `h` (128 values) the four rows' `qs: [u8; 32]`: value `32k + l` of a half
 //!   is bits `2k..2k + 2` of byte `l`, as Q2_K has it. `x = d * (sc & 15) * q - dmin * (sc >> 4)`. Q2_K
 //!   takes these tiles on every architecture: its min per 16 values has no 32-column tile.
+//! - Q3K tile, 456 bytes (3.5625 bits; the file 3.4375): `d: [f16; 4]`, `scales: [[i8; 4]; 16]`
+//!   (`[s][row]`: Q3_K's sixteen 6-bit scales unpacked, less their offset of 32: -32..=31, one per 16
+//!   values), then for each half `h` (128 values) the quants `qs: [[[u8; 8]; 4]; 4]` (`[l / 8][row][l %
+//!   8]`, interleaved as Q4K's): value `32k + l` of a half is bits `2k..2k + 2` of byte `l`, as Q3_K has
+//!   it, then `hmask: [[[u8; 8]; 4]; 4]` (`[l / 8][row][l % 8]`): bit `j` of byte `l` is the high bit (4)
+//!   of value `32j + l`, as Q3_K has it. A kernel forms unsigned `q = q2 | hbit << 2` (0..=7), meets
+//!   eight values of each row with a token's eight activations broadcast (as Q6K), and takes the offset
+//!   of 4 back through the activations' 16-value sums: `x = d * scales[s] * (q - 4)` for sub-block `s`.
 //!
 //! Packing copies the file's integers and f16 scales, so the tiles dequantize to exactly ggml's values.
 
 use super::KernelError;
-use super::ggml::GgmlType;
+use super::ggml::{GgmlType, q3k_scales};
 use super::tiles::read_f16;
 
 /// Values per super-block.
@@ -40,6 +48,7 @@ pub const Q4K_TILE_BYTES: usize = 592;
 pub const Q5K_TILE_BYTES: usize = 720;
 pub const Q6K_TILE_BYTES: usize = 840;
 pub const Q2K_TILE_BYTES: usize = 336;
+pub const Q3K_TILE_BYTES: usize = 456;
 
 /// Where the parts of a Q4K / Q5K tile start.
 pub const Q4K_SCALES: usize = 16;
@@ -55,6 +64,10 @@ pub const Q6K_QH: usize = 256;
 /// Where a Q2K tile's packed scales and its halves' quants start.
 pub const Q2K_SCALES: usize = 16;
 pub const Q2K_QS: usize = 80;
+/// Where a Q3K tile's scales, its halves' low bits and its high bits start.
+pub const Q3K_SCALES: usize = 8;
+pub const Q3K_QS: usize = 72;
+pub const Q3K_HMASK: usize = 328;
 
 /// The super-block layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +76,7 @@ pub enum SuperKind {
     Q5K,
     Q6K,
     Q2K,
+    Q3K,
 }
 
 impl SuperKind {
@@ -72,6 +86,7 @@ impl SuperKind {
             SuperKind::Q5K => Q5K_TILE_BYTES,
             SuperKind::Q6K => Q6K_TILE_BYTES,
             SuperKind::Q2K => Q2K_TILE_BYTES,
+            SuperKind::Q3K => Q3K_TILE_BYTES,
         }
     }
 
@@ -82,6 +97,7 @@ impl SuperKind {
             SuperKind::Q5K => GgmlType::Q5K,
             SuperKind::Q6K => GgmlType::Q6K,
             SuperKind::Q2K => GgmlType::Q2K,
+            SuperKind::Q3K => GgmlType::Q3K,
         }
     }
 }
@@ -164,10 +180,40 @@ pub fn write_group(
                         tile[at..at + 32].copy_from_slice(&block[16 + 32 * h..48 + 32 * h]);
                     }
                 }
+                SuperKind::Q3K => write_q3k(block, r, tile),
             }
         }
     }
     Ok(())
+}
+
+/// Row `r` of a Q3K tile from one Q3_K block (`hmask[32]`, `qs[64]`, `scales[12]`, `d`).
+fn write_q3k(block: &[u8], r: usize, tile: &mut [u8]) {
+    tile[2 * r..2 * r + 2].copy_from_slice(&block[108..110]);
+    for (s, sc) in q3k_scales(&block[96..108]).into_iter().enumerate() {
+        tile[Q3K_SCALES + 4 * s + r] = (sc - 32) as u8;
+    }
+    for l in 0..32 {
+        for h in 0..2 {
+            tile[interleaved(Q3K_QS + 128 * h, r, l)] = block[32 + 32 * h + l];
+        }
+        tile[interleaved(Q3K_HMASK, r, l)] = block[l];
+    }
+}
+
+/// Q3K sub-block `s`'s scale in row `r`: -32..=31.
+#[inline]
+pub fn q3k_scale(tile: &[u8], r: usize, s: usize) -> i8 {
+    tile[Q3K_SCALES + 4 * s + r] as i8
+}
+
+/// Q3K value `i` (0..256) of row `r`: 0..=7, the stored value plus 4.
+#[inline]
+pub fn q3k_value(tile: &[u8], r: usize, i: usize) -> u8 {
+    let l = i % 32;
+    let low = (tile[interleaved(Q3K_QS + 128 * (i / 128), r, l)] >> (2 * ((i % 128) / 32))) & 3;
+    let high = (tile[interleaved(Q3K_HMASK, r, l)] >> (i / 32)) & 1;
+    low | high << 2
 }
 
 /// Q6K value `i` (0..256) of row `r`: 0..=63, stored plus 32.
@@ -249,6 +295,13 @@ pub fn dequantize_tile_row(kind: SuperKind, tile: &[u8], r: usize, out: &mut [f3
                 let sc = tile[Q2K_SCALES + 16 * r + i / 16];
                 let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
                 *o = dl * q2k_value(tile, r, i) as f32 - ml;
+            }
+        }
+        SuperKind::Q3K => {
+            let d = read_f16(tile, 2 * r);
+            for (i, o) in out.iter_mut().enumerate().take(SUPER) {
+                let dl = d * q3k_scale(tile, r, i / 16) as f32;
+                *o = dl * (q3k_value(tile, r, i) as i32 - 4) as f32;
             }
         }
     }

@@ -380,6 +380,112 @@ fn q2k_blocks_decode_to_ggmls_values() {
 }
 
 #[test]
+fn q3k_packs_into_super_block_tiles_of_3_5625_bits() {
+    let (rows, cols) = (8, 512);
+    let (bytes, _) = ggml_matrix(GgmlDType::Q3K, rows, cols, 3);
+    if cfg!(target_arch = "aarch64") {
+        // AArch64 keeps the 32-column tiles, which have NEON kernels.
+        assert_eq!(GgmlType::Q3K.tile_kind(), TileKind::I8);
+    } else {
+        assert_eq!(GgmlType::Q3K.tile_kind(), TileKind::Q3K);
+    }
+    let packed =
+        PackedMatrix::pack_into(TileKind::Q3K, &[(GgmlType::Q3K, &bytes, rows)], cols).unwrap();
+    // 110 file bytes a row and super-block become 114: the sixteen scales unpacked to bytes.
+    assert_eq!(packed.data.len(), bytes.len() / 110 * 114);
+    assert_eq!(
+        packed.data.len() as f64 * 8.0 / (rows * cols) as f64,
+        3.5625
+    );
+    assert!(
+        PackedMatrix::pack_into(
+            TileKind::Q3K,
+            &[(GgmlType::Q3K, &bytes, 4 * rows)],
+            cols / 4
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn q3k_tiles_dequantize_to_ggmls_values() {
+    // d = 0.5; scale 0 is 35 (x3), scale 15 is 0 (x-32), scale 5 is 63 (x31), the rest 32 (x0).
+    let mut block = vec![0u8; 110];
+    let mut scales = [32u8; 16];
+    (scales[0], scales[15], scales[5]) = (35, 0, 63);
+    for (s, &sc) in scales.iter().enumerate() {
+        block[96 + s % 8] |= (sc & 0x0F) << (4 * (s / 8));
+        block[104 + s % 4] |= (sc >> 4) << (2 * (s / 4));
+    }
+    block[108..110].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+    // Value 0: low bits 3, high bit set (3); value 1: low 2, high bit clear (-2); value 255: low 1,
+    // high bit clear (-3); value 80 (sub-block 5): low 0, high bit set (0); value 81: low 0, clear (-4).
+    block[32] = 3;
+    block[33] = 2;
+    block[32 + 63] = 1 << 6;
+    block[32 + 16] = 0;
+    block[0] = 1;
+    block[16] = 1 << 2;
+    let mut raw = Vec::new();
+    super::dequantize_row(GgmlType::Q3K, &block, &mut raw).unwrap();
+    assert_eq!(
+        (raw[0], raw[1], raw[255], raw[80], raw[81]),
+        (4.5, -3.0, 48.0, 0.0, -62.0)
+    );
+    let packed =
+        PackedMatrix::pack_into(TileKind::Q3K, &[(GgmlType::Q3K, &block, 1)], 256).unwrap();
+    assert_eq!(packed.dequantize_row(0), raw);
+}
+
+/// Q3K tiles on every architecture (AArch64 packs Q3_K into 32-column tiles by default): against
+/// candle's dequantizer exactly, and every kernel level against the scalar twin, on a row count that is
+/// not a multiple of four and three super-blocks.
+#[test]
+fn q3k_tiles_match_candle_and_every_level_the_scalar_kernel() {
+    let (rows, cols) = (11, 768);
+    let (bytes, reference) = ggml_matrix(GgmlDType::Q3K, rows, cols, 13);
+    let packed =
+        PackedMatrix::pack_into(TileKind::Q3K, &[(GgmlType::Q3K, &bytes, rows)], cols).unwrap();
+    for r in 0..rows {
+        assert_eq!(
+            packed.dequantize_row(r),
+            reference[r * cols..(r + 1) * cols],
+            "row {r}"
+        );
+    }
+    for tokens in [1, 2, 3, 4, 7, 33] {
+        let x = random(tokens, cols, 17 + tokens as u64);
+        let mut scalar = vec![0f32; tokens * rows];
+        packed
+            .matmul_with(SimdLevel::Scalar, &x, &mut scalar)
+            .unwrap();
+        for t in 0..tokens {
+            for r in 0..rows {
+                let w = &reference[r * cols..(r + 1) * cols];
+                let xs = &x[t * cols..(t + 1) * cols];
+                let exact: f32 = w.iter().zip(xs).map(|(a, b)| a * b).sum();
+                let norm: f32 = w.iter().zip(xs).map(|(a, b)| (a * b).abs()).sum();
+                let got = scalar[t * rows + r];
+                assert!(
+                    (got - exact).abs() <= 0.01 * norm,
+                    "t{t} r{r}: scalar {got} vs f32 {exact} (norm {norm})"
+                );
+            }
+        }
+        for &level in &SimdLevel::available()[1..] {
+            let mut simd = vec![0f32; tokens * rows];
+            packed.matmul_with(level, &x, &mut simd).unwrap();
+            for (i, (a, b)) in simd.iter().zip(&scalar).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{level:?} tokens {tokens} output {i}: {a} vs scalar {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn stacked_matrices_equal_their_parts() {
     let cols = 256;
     let (q, _) = ggml_matrix(GgmlDType::Q4_1, 6, cols, 1);
@@ -601,5 +707,51 @@ fn tile_speed() {
                 SimdLevel::detect().name()
             );
         }
+    }
+}
+
+/// Not a check but a measurement: Q3_K on its super-block tiles against the 32-column I8 tiles it took
+/// before, on a 2048 x 8192 matrix at one token and at 64, best of several runs (on one thread, the
+/// caller's CPU time, as `kernel_speed`):
+/// `MODEL_RUNNER_THREADS=1 cargo test -p model-runner-kernels --lib q3k_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn q3k_speed_against_i8_tiles() {
+    let (rows, cols) = (2048, 8192);
+    let (bytes, _) = ggml_matrix(GgmlDType::Q3K, rows, cols, 1);
+    let parts = [(GgmlType::Q3K, bytes.as_slice(), rows)];
+    let old = PackedMatrix::pack_into(TileKind::I8, &parts, cols).unwrap();
+    let new = PackedMatrix::pack_into(TileKind::Q3K, &parts, cols).unwrap();
+    for tokens in [1, 64] {
+        let x = random(tokens, cols, 2);
+        let (mut a, mut b) = (vec![0f32; tokens * rows], vec![0f32; tokens * rows]);
+        let mut best = [f64::MAX; 2];
+        for _ in 0..(if tokens == 1 { 200 } else { 12 }) {
+            for (i, (m, out)) in [(&old, &mut a), (&new, &mut b)].into_iter().enumerate() {
+                let (start, cpu) = (std::time::Instant::now(), thread_cpu_seconds());
+                m.matmul(&x, out).unwrap();
+                let took = if pool().threads() == 1 {
+                    thread_cpu_seconds() - cpu
+                } else {
+                    start.elapsed().as_secs_f64()
+                };
+                best[i] = best[i].min(took);
+            }
+        }
+        let scale = max_abs(&a);
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= 2e-2 * scale, "I8 {p} vs Q3K {q}");
+        }
+        let macs = (tokens * rows * cols) as f64;
+        println!(
+            "Q3K {tokens:>2} tokens x 2048x8192: I8 tiles {:.1} GMAC/s ({} bytes), Q3K tiles {:.1} GMAC/s ({} bytes): x{:.2} ({} threads, {})",
+            macs / best[0] / 1e9,
+            old.data.len(),
+            macs / best[1] / 1e9,
+            new.data.len(),
+            best[0] / best[1],
+            pool().threads(),
+            SimdLevel::detect().name()
+        );
     }
 }

@@ -33,7 +33,7 @@ pub fn tile_bytes(kind: TileKind) -> usize {
         TileKind::U8 => U8_TILE_BYTES,
         TileKind::F16 => F16_TILE_BYTES,
         TileKind::Fp4 => FP4_TILE_BYTES,
-        TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
+        TileKind::Q2K | TileKind::Q3K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
             kind.superblock().map_or(0, |s| s.tile_bytes())
         }
     }
@@ -84,7 +84,12 @@ pub fn write_tile(kind: TileKind, rows: &[&Block32], tile: &mut [u8]) {
                     tile[16 + 16 * r + j] = (b.q[j] as u8 & 0x0F) | ((b.q[j + 16] as u8) << 4);
                 }
             }
-            TileKind::F16 | TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {
+            TileKind::F16
+            | TileKind::Q2K
+            | TileKind::Q3K
+            | TileKind::Q4K
+            | TileKind::Q5K
+            | TileKind::Q6K => {
                 unreachable!("F16 and super-block tiles have their own writers")
             }
             TileKind::U8 => {
@@ -161,6 +166,6 @@ pub fn dequantize_tile_row(kind: TileKind, tile: &[u8], r: usize, out: &mut [f32
                 out[j] = scale * (tile[16 + 32 * r + j] as i8) as f32;
             }
         }
-        TileKind::Q2K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {}
+        TileKind::Q2K | TileKind::Q3K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {}
     }
 }
