@@ -6,6 +6,7 @@ For one GGUF it writes a JSON file with:
   - "generate": for ~10 prompts, the prompt's token ids, the greedy 32-token continuation, and the top-5
     log-probabilities (log-softmax of the raw logits) at every generated position.
 
+An optional third argument, `q8_0`, runs llama.cpp with a q8_0 KV cache (`-ctk q8_0 -ctv q8_0`).
 The tests compare against these files; llama.cpp is not needed at test time. Regenerate with
     scripts/make-reference.sh        (installs llama-cpp-python==0.3.36 into a venv outside the repo)
 """
@@ -139,8 +140,10 @@ def log_softmax(row):
     return row - (m + np.log(np.exp(row - m).sum()))
 
 
-def main(model_path, out_path):
-    llm = Llama(model_path=model_path, n_ctx=512, n_threads=2, logits_all=True, seed=0, verbose=False)
+def main(model_path, out_path, kv_type="f16"):
+    # `q8_0`: llama.cpp's `-ctk q8_0 -ctv q8_0` (a quantized V cache needs its flash attention).
+    kv = {"type_k": 8, "type_v": 8, "flash_attn": True} if kv_type == "q8_0" else {}
+    llm = Llama(model_path=model_path, n_ctx=512, n_threads=2, logits_all=True, seed=0, verbose=False, **kv)
     tokenize = [{"text": s, "ids": llm.tokenize(s.encode("utf-8"), add_bos=False, special=True)} for s in STRINGS]
     add_bos = llm._model.add_bos_token() if hasattr(llm._model, "add_bos_token") else True
     generate = []
@@ -158,10 +161,10 @@ def main(model_path, out_path):
             llm.eval([nxt])
         generate.append({"prompt": prompt, "prompt_ids": ids, "greedy_ids": out, "top_logprobs": tops})
     with open(out_path, "w") as f:
-        json.dump({"model": model_path.rsplit("/", 1)[-1], "llama_cpp_python": "0.3.36",
+        json.dump({"model": model_path.rsplit("/", 1)[-1], "llama_cpp_python": "0.3.36", "kv_type": kv_type,
                    "add_bos": bool(add_bos), "tokenize": tokenize, "generate": generate}, f, ensure_ascii=False)
         f.write("\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], *sys.argv[3:4])

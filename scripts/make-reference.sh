@@ -12,6 +12,7 @@ if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import llama_cpp, ggu
 fi
 mkdir -p tests/fixtures
 "$venv/bin/python" scripts/make-reference.py "$(scripts/fetch-default-model.sh)" tests/fixtures/smollm2-135m-instruct-q4_1.json
+"$venv/bin/python" scripts/make-reference.py "$(scripts/fetch-default-model.sh)" tests/fixtures/smollm2-135m-instruct-q4_1-kv-q8_0.json q8_0
 "$venv/bin/python" scripts/make-reference.py "$(scripts/fetch-gemma3-270m.sh)" tests/fixtures/gemma3-270m-q4_k_m.json
 "$venv/bin/python" scripts/make-architecture-reference.py "$(scripts/fetch-default-model.sh)" tests/fixtures/architectures
 "$venv/bin/python" scripts/make-encoder-reference.py tests/fixtures/encoders "$(scripts/fetch-default-model.sh)"

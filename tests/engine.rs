@@ -181,13 +181,14 @@ fn smollm2_greedy_continuations_and_logprobs_match_llama_cpp() {
     );
 }
 
-/// A q8_0 cache (llama.cpp's `-ctk/-ctv q8_0`) stays within the bounds the f16 cache is held to against
-/// llama.cpp's f16 run: quantizing keys and values to 8 bits costs less than llama.cpp's own spread.
+/// A q8_0 cache, against llama.cpp run with the same cache type (`-ctk q8_0 -ctv q8_0`), is held to the
+/// bounds the f16 cache is held to against llama.cpp's f16 run. (llama.cpp's own q8_0 run moves its
+/// chosen tokens' log-probabilities from its f16 run's by 0.031 on average and 0.25 at worst.)
 #[test]
 fn smollm2_with_a_q8_0_kv_cache_stays_within_llama_cpps_bounds() {
     check_greedy_with_kv(
         &common::default_model_gguf(),
-        &common::fixture("smollm2-135m-instruct-q4_1.json"),
+        &common::fixture("smollm2-135m-instruct-q4_1-kv-q8_0.json"),
         KvType::Q8_0,
     );
 }
