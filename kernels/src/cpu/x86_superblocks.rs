@@ -180,126 +180,6 @@ macro_rules! superblock_kernels {
             }
         }
 
-        /// Four Q3K rows against the first `N` activation rows of `x`, as Q6K's: eight values of each
-        /// row per vector, unsigned 3-bit (the low two bits or'd with the high bit moved to bit 2), two
-        /// `vpmaddubsw` products added in 16 bits per 16-value sub-block (at most 2 x 2 x 7 x 127),
-        /// one multiply-add with the four rows' scales, and the offset of 4 taken back per super-block.
-        #[target_feature(enable = $features)]
-        unsafe fn q3k_tokens<const N: usize>(tiles: &[u8], x: &[SuperRow]) -> [[f32; 4]; N] {
-            let x = &x[..N];
-            let mut supers = tiles.len() / Q3K_TILE_BYTES;
-            for a in x {
-                supers = supers
-                    .min(a.d.len())
-                    .min(a.qs.len() / 256)
-                    .min(a.sums16.len() / 16);
-            }
-            let three = _mm256_set1_epi8(3);
-            let four = _mm256_set1_epi8(4);
-            // `vpshufb` controls: a sub-block's four rows' scales (bytes 0..4 or 4..8 of a loaded
-            // pair) to four bytes each; and, per 16 loaded scales ([s][row]), each row's four.
-            let spread = [
-                _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
-            ];
-            let by_row = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-            let mut total = [_mm_setzero_ps(); N];
-            for b in 0..supers {
-                unsafe {
-                    let tile = tiles.as_ptr().add(b * Q3K_TILE_BYTES);
-                    let mut acts = [std::ptr::null::<u8>(); N];
-                    for t in 0..N {
-                        acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
-                    }
-                    // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3].
-                    let mut acc = [_mm256_setzero_si256(); N];
-                    for h in 0..2 {
-                        for k in 0..4 {
-                            let pair = _mm_loadl_epi64(
-                                tile.add(Q3K_SCALES + 4 * (8 * h + 2 * k)) as *const __m128i
-                            );
-                            let scales = [
-                                _mm256_cvtepi8_epi16(_mm_shuffle_epi8(pair, spread[0])),
-                                _mm256_cvtepi8_epi16(_mm_shuffle_epi8(pair, spread[1])),
-                            ];
-                            let q_shift = _mm_cvtsi32_si128(2 * k as i32);
-                            // Bit `j` = 4h + k of each hmask byte to bit 2 (a 16-bit shift, whose
-                            // bits crossing between the bytes the mask drops).
-                            let j = (4 * h + k) as i32;
-                            let (hm_right, hm_left) = (
-                                _mm_cvtsi32_si128((j - 2).max(0)),
-                                _mm_cvtsi32_si128((2 - j).max(0)),
-                            );
-                            let mut w = [_mm256_setzero_si256(); 4];
-                            for (g, w) in w.iter_mut().enumerate() {
-                                let q = load32(tile.add(Q3K_QS + 128 * h + 32 * g));
-                                let hm = load32(tile.add(Q3K_HMASK + 32 * g));
-                                *w = _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srl_epi16(q, q_shift), three),
-                                    _mm256_and_si256(
-                                        _mm256_sll_epi16(_mm256_srl_epi16(hm, hm_right), hm_left),
-                                        four,
-                                    ),
-                                );
-                            }
-                            for t in 0..N {
-                                let a = acts[t].add(128 * h + 32 * k) as *const i64;
-                                let product = |g: usize| {
-                                    let a8 = _mm256_set1_epi64x(std::ptr::read_unaligned(a.add(g)));
-                                    _mm256_maddubs_epi16(w[g], a8)
-                                };
-                                let lo = _mm256_add_epi16(product(0), product(1));
-                                let hi = _mm256_add_epi16(product(2), product(3));
-                                acc[t] = $madd(acc[t], lo, scales[0]);
-                                acc[t] = $madd(acc[t], hi, scales[1]);
-                            }
-                        }
-                    }
-                    // The values are stored plus 4: take 4 times each sub-block's sum back off,
-                    // with each row's sixteen scales (gathered from the [s][row] bytes) as i16.
-                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
-                    let quads = [0, 1, 2, 3]
-                        .map(|q| _mm_shuffle_epi8(load16(tile.add(Q3K_SCALES + 16 * q)), by_row));
-                    let (t01, t23) = (
-                        _mm_unpacklo_epi32(quads[0], quads[1]),
-                        _mm_unpacklo_epi32(quads[2], quads[3]),
-                    );
-                    let (t01h, t23h) = (
-                        _mm_unpackhi_epi32(quads[0], quads[1]),
-                        _mm_unpackhi_epi32(quads[2], quads[3]),
-                    );
-                    let rows16 = [
-                        _mm_unpacklo_epi64(t01, t23),
-                        _mm_unpackhi_epi64(t01, t23),
-                        _mm_unpacklo_epi64(t01h, t23h),
-                        _mm_unpackhi_epi64(t01h, t23h),
-                    ];
-                    let scales4 = rows16.map(|r| _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(r)));
-                    for t in 0..N {
-                        let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
-                        let offset = sum_rows(scales4.map(|s| _mm256_madd_epi16(s, sums)));
-                        // [r0, r1, r0, r1 | r2, r3, r2, r3]
-                        let rows = _mm256_hadd_epi32(acc[t], acc[t]);
-                        let sumi = _mm_sub_epi32(
-                            _mm_unpacklo_epi64(
-                                _mm256_castsi256_si128(rows),
-                                _mm256_extracti128_si256::<1>(rows),
-                            ),
-                            offset,
-                        );
-                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
-                        total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
-                    }
-                }
-            }
-            let mut out = [[0f32; 4]; N];
-            for t in 0..N {
-                // SAFETY: `out[t]` has four floats.
-                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
-            }
-            out
-        }
-
         /// Four Q3K rows against 1 to 8 activation rows.
         ///
         /// # Safety
@@ -308,14 +188,14 @@ macro_rules! superblock_kernels {
         pub unsafe fn $q3k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
             unsafe {
                 match x.len() {
-                    1 => out[..1].copy_from_slice(&q3k_tokens::<1>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q3k_tokens::<2>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q3k_tokens::<3>(tiles, x)),
-                    4 => out[..4].copy_from_slice(&q3k_tokens::<4>(tiles, x)),
-                    5 => out[..5].copy_from_slice(&q3k_tokens::<5>(tiles, x)),
-                    6 => out[..6].copy_from_slice(&q3k_tokens::<6>(tiles, x)),
-                    7 => out[..7].copy_from_slice(&q3k_tokens::<7>(tiles, x)),
-                    _ => out[..8].copy_from_slice(&q3k_tokens::<8>(tiles, x)),
+                    1 => out[..1].copy_from_slice(&q16_tokens::<1, false>(tiles, x)),
+                    2 => out[..2].copy_from_slice(&q16_tokens::<2, false>(tiles, x)),
+                    3 => out[..3].copy_from_slice(&q16_tokens::<3, false>(tiles, x)),
+                    4 => out[..4].copy_from_slice(&q16_tokens::<4, false>(tiles, x)),
+                    5 => out[..5].copy_from_slice(&q16_tokens::<5, false>(tiles, x)),
+                    6 => out[..6].copy_from_slice(&q16_tokens::<6, false>(tiles, x)),
+                    7 => out[..7].copy_from_slice(&q16_tokens::<7, false>(tiles, x)),
+                    _ => out[..8].copy_from_slice(&q16_tokens::<8, false>(tiles, x)),
                 }
             }
         }
@@ -445,23 +325,34 @@ macro_rules! superblock_kernels {
             out
         }
 
-        /// Four Q6K rows against the first `N` activation rows of `x`.
+        /// Four rows of a kind with 16-value sub-blocks and signed scales against the first `N`
+        /// activation rows of `x`: Q6K (`SIX`) or Q3K.
         ///
-        /// As Q4K: per 32 values of a half, four vectors of eight values a row; two `vpmaddubsw`
-        /// products add up in 16 bits (at most 2 x 2 x 63 x 127 < 2^15) before each 16-value
-        /// sub-block's scale multiplies them.
+        /// As Q4K: per 32 values of a half, four vectors of eight values a row, stored unsigned (Q6K's
+        /// 6 bits plus 32; Q3K's low two bits or'd with its high bit moved to bit 2, plus 4); two
+        /// `vpmaddubsw` products add up in 16 bits (at most 2 x 2 x 63 x 127 < 2^15) before each
+        /// 16-value sub-block's scale multiplies them, and the offset is taken back once per
+        /// super-block through the activations' 16-value sums.
         #[target_feature(enable = $features)]
-        unsafe fn q6k_tokens<const N: usize>(tiles: &[u8], x: &[SuperRow]) -> [[f32; 4]; N] {
+        unsafe fn q16_tokens<const N: usize, const SIX: bool>(
+            tiles: &[u8],
+            x: &[SuperRow],
+        ) -> [[f32; 4]; N] {
+            let (tb, scales_at) = if SIX {
+                (Q6K_TILE_BYTES, Q6K_SCALES)
+            } else {
+                (Q3K_TILE_BYTES, Q3K_SCALES)
+            };
             let x = &x[..N];
-            let mut supers = tiles.len() / Q6K_TILE_BYTES;
+            let mut supers = tiles.len() / tb;
             for a in x {
                 supers = supers
                     .min(a.d.len())
                     .min(a.qs.len() / 256)
                     .min(a.sums16.len() / 16);
             }
-            let nibble = _mm256_set1_epi8(0x0F);
-            let high = _mm256_set1_epi8(0x30);
+            let (nibble, high) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+            let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
             // `vpshufb` controls: a sub-block's four rows' scales (bytes 0..4 or 4..8 of a loaded
             // pair) to four bytes each; and, per 16 loaded scales ([s][row]), each row's four.
             let spread = [
@@ -472,7 +363,7 @@ macro_rules! superblock_kernels {
             let mut total = [_mm_setzero_ps(); N];
             for b in 0..supers {
                 unsafe {
-                    let tile = tiles.as_ptr().add(b * Q6K_TILE_BYTES);
+                    let tile = tiles.as_ptr().add(b * tb);
                     let mut acts = [std::ptr::null::<u8>(); N];
                     for t in 0..N {
                         acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
@@ -483,25 +374,50 @@ macro_rules! superblock_kernels {
                         let half = tile.add(Q6K_HALVES + Q6K_HALF * h);
                         for k in 0..4 {
                             let pair = _mm_loadl_epi64(
-                                tile.add(Q6K_SCALES + 4 * (8 * h + 2 * k)) as *const __m128i
+                                tile.add(scales_at + 4 * (8 * h + 2 * k)) as *const __m128i
                             );
                             let scales = [
                                 _mm256_cvtepi8_epi16(_mm_shuffle_epi8(pair, spread[0])),
                                 _mm256_cvtepi8_epi16(_mm_shuffle_epi8(pair, spread[1])),
                             ];
-                            let ql_shift = _mm_cvtsi32_si128(4 * (k as i32 >> 1));
-                            let qh_shift = _mm_cvtsi32_si128(2 * k as i32);
                             let mut w = [_mm256_setzero_si256(); 4];
-                            for (g, w) in w.iter_mut().enumerate() {
-                                let ql = load32(half.add(128 * (k & 1) + 32 * g));
-                                let qh = load32(half.add(Q6K_QH + 32 * g));
-                                *w = _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srl_epi16(ql, ql_shift), nibble),
-                                    _mm256_and_si256(
-                                        _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, qh_shift)),
-                                        high,
-                                    ),
+                            if SIX {
+                                let ql_shift = _mm_cvtsi32_si128(4 * (k as i32 >> 1));
+                                let qh_shift = _mm_cvtsi32_si128(2 * k as i32);
+                                for (g, w) in w.iter_mut().enumerate() {
+                                    let ql = load32(half.add(128 * (k & 1) + 32 * g));
+                                    let qh = load32(half.add(Q6K_QH + 32 * g));
+                                    *w = _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srl_epi16(ql, ql_shift), nibble),
+                                        _mm256_and_si256(
+                                            _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, qh_shift)),
+                                            high,
+                                        ),
+                                    );
+                                }
+                            } else {
+                                let q_shift = _mm_cvtsi32_si128(2 * k as i32);
+                                // Bit `j` = 4h + k of each hmask byte to bit 2 (a 16-bit shift, whose
+                                // bits crossing between the bytes the mask drops).
+                                let j = (4 * h + k) as i32;
+                                let (hm_right, hm_left) = (
+                                    _mm_cvtsi32_si128((j - 2).max(0)),
+                                    _mm_cvtsi32_si128((2 - j).max(0)),
                                 );
+                                for (g, w) in w.iter_mut().enumerate() {
+                                    let q = load32(tile.add(Q3K_QS + 128 * h + 32 * g));
+                                    let hm = load32(tile.add(Q3K_HMASK + 32 * g));
+                                    *w = _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srl_epi16(q, q_shift), three),
+                                        _mm256_and_si256(
+                                            _mm256_sll_epi16(
+                                                _mm256_srl_epi16(hm, hm_right),
+                                                hm_left,
+                                            ),
+                                            four,
+                                        ),
+                                    );
+                                }
                             }
                             for t in 0..N {
                                 let a = acts[t].add(128 * h + 32 * k) as *const i64;
@@ -516,11 +432,12 @@ macro_rules! superblock_kernels {
                             }
                         }
                     }
-                    // The values are stored plus 32: take 32 times each sub-block's sum back off,
-                    // with each row's sixteen scales (gathered from the [s][row] bytes) as i16.
+                    // The values are stored plus 32 (Q3K: 4): take that times each sub-block's sum
+                    // back off, with each row's sixteen scales (gathered from the [s][row] bytes) as
+                    // i16.
                     let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
                     let quads = [0, 1, 2, 3]
-                        .map(|q| _mm_shuffle_epi8(load16(tile.add(Q6K_SCALES + 16 * q)), by_row));
+                        .map(|q| _mm_shuffle_epi8(load16(tile.add(scales_at + 16 * q)), by_row));
                     let (t01, t23) = (
                         _mm_unpacklo_epi32(quads[0], quads[1]),
                         _mm_unpacklo_epi32(quads[2], quads[3]),
@@ -535,10 +452,17 @@ macro_rules! superblock_kernels {
                         _mm_unpacklo_epi64(t01h, t23h),
                         _mm_unpackhi_epi64(t01h, t23h),
                     ];
-                    let scales32 = rows16.map(|r| _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(r)));
+                    let offsets = rows16.map(|r| {
+                        let scales = _mm256_cvtepi8_epi16(r);
+                        if SIX {
+                            _mm256_slli_epi16::<5>(scales)
+                        } else {
+                            _mm256_slli_epi16::<2>(scales)
+                        }
+                    });
                     for t in 0..N {
                         let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
-                        let offset = sum_rows(scales32.map(|s| _mm256_madd_epi16(s, sums)));
+                        let offset = sum_rows(offsets.map(|s| _mm256_madd_epi16(s, sums)));
                         // [r0, r1, r0, r1 | r2, r3, r2, r3]
                         let rows = _mm256_hadd_epi32(acc[t], acc[t]);
                         let sumi = _mm_sub_epi32(
@@ -604,14 +528,14 @@ macro_rules! superblock_kernels {
         pub unsafe fn $q6k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
             unsafe {
                 match x.len() {
-                    1 => out[..1].copy_from_slice(&q6k_tokens::<1>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q6k_tokens::<2>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q6k_tokens::<3>(tiles, x)),
-                    4 => out[..4].copy_from_slice(&q6k_tokens::<4>(tiles, x)),
-                    5 => out[..5].copy_from_slice(&q6k_tokens::<5>(tiles, x)),
-                    6 => out[..6].copy_from_slice(&q6k_tokens::<6>(tiles, x)),
-                    7 => out[..7].copy_from_slice(&q6k_tokens::<7>(tiles, x)),
-                    _ => out[..8].copy_from_slice(&q6k_tokens::<8>(tiles, x)),
+                    1 => out[..1].copy_from_slice(&q16_tokens::<1, true>(tiles, x)),
+                    2 => out[..2].copy_from_slice(&q16_tokens::<2, true>(tiles, x)),
+                    3 => out[..3].copy_from_slice(&q16_tokens::<3, true>(tiles, x)),
+                    4 => out[..4].copy_from_slice(&q16_tokens::<4, true>(tiles, x)),
+                    5 => out[..5].copy_from_slice(&q16_tokens::<5, true>(tiles, x)),
+                    6 => out[..6].copy_from_slice(&q16_tokens::<6, true>(tiles, x)),
+                    7 => out[..7].copy_from_slice(&q16_tokens::<7, true>(tiles, x)),
+                    _ => out[..8].copy_from_slice(&q16_tokens::<8, true>(tiles, x)),
                 }
             }
         }
