@@ -722,13 +722,14 @@ fn host_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::batch::LogitsWanted;
     use crate::kv_layout::{KvLayout, KvType, StepTables};
     use kernels::reference;
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// `n` fixed values in [-1, 1), a different run for each `seed`.
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
                 ((i as u32).wrapping_mul(2654435761).wrapping_add(seed * 97) % 2000) as f32 / 1000.0

@@ -327,15 +327,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed * 97) % 2000) as f32 / 1000.0
-                    - 1.0
-            })
-            .collect()
-    }
+    use crate::attention::tests::values;
 
     fn levels() -> Vec<VectorOps> {
         let mut levels = vec![VectorOps::Baseline];
