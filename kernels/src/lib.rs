@@ -19,5 +19,5 @@ pub mod reference;
 
 pub use cpu::{
     FP4_VALUES, GgmlType, KernelError, PackedMatrix, QuantizedRows, SimdLevel, ThreadPool,
-    TileKind, dequantize_row, e8m0_half, pool, thread_cpu_seconds,
+    TileKind, dequantize_row, e8m0_half, pool, timed_seconds,
 };

@@ -867,13 +867,9 @@ pub(crate) mod tests {
         let q = values(512 * 32 * 64, 7);
         let mut best = f64::MAX;
         for _ in 0..5 {
-            let (start, cpu) = (std::time::Instant::now(), kernels::thread_cpu_seconds());
-            attend_on_host(&shape, 0, &q, None, &batch, &cache).unwrap();
-            best = best.min(if kernels::pool().threads() == 1 {
-                kernels::thread_cpu_seconds() - cpu
-            } else {
-                start.elapsed().as_secs_f64()
-            });
+            best = best.min(kernels::timed_seconds(|| {
+                attend_on_host(&shape, 0, &q, None, &batch, &cache).unwrap();
+            }));
         }
         let macs = 2.0 * 32.0 * 64.0 * 512.0 * 513.0 / 2.0;
         println!(

@@ -275,7 +275,7 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
         }
         (_, SuperKind::Q3K) => |t, x, o| {
             for (o, x) in o.iter_mut().zip(x) {
-                *o = scalar::q3k_group(t, *x);
+                *o = scalar::q16_group(SuperKind::Q3K, t, *x);
             }
         },
         (_, SuperKind::Q2K) => |t, x, o| {
@@ -295,7 +295,7 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
         },
         (_, SuperKind::Q6K) => |t, x, o| {
             for (o, x) in o.iter_mut().zip(x) {
-                *o = scalar::q6k_group(t, *x);
+                *o = scalar::q16_group(SuperKind::Q6K, t, *x);
             }
         },
     }
@@ -329,9 +329,20 @@ fn float_kernel(level: SimdLevel) -> FloatKernel {
     }
 }
 
-/// Seconds of CPU the calling thread has used (Linux; elsewhere 0). Speed measurements read it on one
-/// thread: what a kernel costs even while other processes share the cores.
-pub fn thread_cpu_seconds() -> f64 {
+/// Seconds `f` takes, for speed measurements: on a one-thread pool (`MODEL_RUNNER_THREADS=1`), where the
+/// caller does all the work, the caller's CPU time, which other processes sharing the cores barely move;
+/// otherwise (or where the platform has no thread clock) wall time.
+pub fn timed_seconds(f: impl FnOnce()) -> f64 {
+    let (start, cpu) = (std::time::Instant::now(), thread_cpu_seconds());
+    f();
+    match (cpu, thread_cpu_seconds()) {
+        (Some(before), Some(after)) if pool().threads() == 1 => after - before,
+        _ => start.elapsed().as_secs_f64(),
+    }
+}
+
+/// Seconds of CPU the calling thread has used, where the platform says.
+fn thread_cpu_seconds() -> Option<f64> {
     #[cfg(target_os = "linux")]
     {
         let mut t = libc::timespec {
@@ -339,11 +350,11 @@ pub fn thread_cpu_seconds() -> f64 {
             tv_nsec: 0,
         };
         // SAFETY: `t` is a valid timespec for the call to fill.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0 {
+            return Some(t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9);
+        }
     }
-    #[cfg(not(target_os = "linux"))]
-    0.0
+    None
 }
 
 /// A weight matrix (`rows` outputs by `cols` inputs) repacked for the integer kernels.

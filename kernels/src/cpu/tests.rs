@@ -539,14 +539,7 @@ fn kernel_speed() {
             let mut best = [f64::MAX; 2];
             for _ in 0..(if tokens == 1 { 200 } else { 12 }) {
                 for (i, m) in [&old, &new].into_iter().enumerate() {
-                    let (start, cpu) = (std::time::Instant::now(), thread_cpu_seconds());
-                    m.matmul(&x, &mut out).unwrap();
-                    let took = if pool().threads() == 1 {
-                        thread_cpu_seconds() - cpu
-                    } else {
-                        start.elapsed().as_secs_f64()
-                    };
-                    best[i] = best[i].min(took);
+                    best[i] = best[i].min(timed_seconds(|| m.matmul(&x, &mut out).unwrap()));
                 }
             }
             let macs = (tokens * rows * cols) as f64;
@@ -668,8 +661,8 @@ fn mxfp4_speed_against_its_q8_0_conversion() {
 /// Not a check but a measurement: the 32-column tiles (Q8_0 as I8, Q4_0 as U4, F16) on a 2048 x 4096
 /// matrix at one token (decode, memory-bound) and at 64 (a prompt, compute-bound), best of several runs so
 /// that a shared machine's noise mostly drops out, in GMAC/s at the detected level:
-/// `cargo test -p model-runner-kernels --lib tile_speed -- --ignored --nocapture` (with
-/// `MODEL_RUNNER_THREADS=1` it also reports the rate in the thread's CPU time).
+/// `MODEL_RUNNER_THREADS=1 cargo test -p model-runner-kernels --lib tile_speed -- --ignored --nocapture`
+/// (on one thread the time is the caller's CPU time, as `kernel_speed`'s).
 #[test]
 #[ignore]
 fn tile_speed() {
@@ -684,23 +677,13 @@ fn tile_speed() {
         for tokens in [1, 64] {
             let x = random(tokens, cols, 2);
             let mut out = vec![0f32; tokens * rows];
-            let (mut best, mut best_cpu) = (f64::MAX, f64::MAX);
+            let mut best = f64::MAX;
             for _ in 0..(if tokens == 1 { 200 } else { 20 }) {
-                let (start, cpu) = (std::time::Instant::now(), thread_cpu_seconds());
-                packed.matmul(&x, &mut out).unwrap();
-                best = best.min(start.elapsed().as_secs_f64());
-                best_cpu = best_cpu.min(thread_cpu_seconds() - cpu);
+                best = best.min(timed_seconds(|| packed.matmul(&x, &mut out).unwrap()));
             }
             let macs = (tokens * rows * cols) as f64;
-            // With one thread the work runs on this one, whose CPU time a busy machine's preemption
-            // does not inflate.
-            let cpu = if pool().threads() == 1 {
-                format!(", {:.1} GMAC/s of CPU time", macs / best_cpu / 1e9)
-            } else {
-                String::new()
-            };
             println!(
-                "{ty:?} {tokens:>2} tokens x {rows}x{cols}: {:.3} ms, {:.1} GMAC/s{cpu} ({} threads, {})",
+                "{ty:?} {tokens:>2} tokens x {rows}x{cols}: {:.3} ms, {:.1} GMAC/s ({} threads, {})",
                 best * 1e3,
                 macs / best / 1e9,
                 pool().threads(),
@@ -728,14 +711,7 @@ fn q3k_speed_against_i8_tiles() {
         let mut best = [f64::MAX; 2];
         for _ in 0..(if tokens == 1 { 200 } else { 12 }) {
             for (i, (m, out)) in [(&old, &mut a), (&new, &mut b)].into_iter().enumerate() {
-                let (start, cpu) = (std::time::Instant::now(), thread_cpu_seconds());
-                m.matmul(&x, out).unwrap();
-                let took = if pool().threads() == 1 {
-                    thread_cpu_seconds() - cpu
-                } else {
-                    start.elapsed().as_secs_f64()
-                };
-                best[i] = best[i].min(took);
+                best[i] = best[i].min(timed_seconds(|| m.matmul(&x, out).unwrap()));
             }
         }
         let scale = max_abs(&a);
