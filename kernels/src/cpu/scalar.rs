@@ -122,20 +122,33 @@ pub fn q4k_group(kind: SuperKind, tiles: &[u8], x: SuperRow) -> [f32; 4] {
     out
 }
 
-/// Four rows of Q6K super-block tiles against one activation row: unsigned 6-bit values against the
-/// activations, less 32 times the activations' 16-value sums, weighted by the sub-block scales.
-pub fn q6k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
+/// Four rows of Q6K or Q3K super-block tiles against one activation row: per 16-value sub-block the
+/// unsigned values' integer dot (Q6K's stored plus 32, Q3K's plus 4) less that offset times the
+/// activations' 16-value sum, weighted by the signed scale, summed over the super-block and converted to
+/// float once.
+pub fn q16_group(kind: SuperKind, tiles: &[u8], x: SuperRow) -> [f32; 4] {
+    let (tile_bytes, offset) = match kind {
+        SuperKind::Q6K => (Q6K_TILE_BYTES, 32),
+        _ => (Q3K_TILE_BYTES, 4),
+    };
+    let value = |tile: &[u8], r, i| match kind {
+        SuperKind::Q6K => q6k_value(tile, r, i),
+        _ => q3k_value(tile, r, i),
+    };
+    let scale = |tile: &[u8], r, s| match kind {
+        SuperKind::Q6K => q6k_scale(tile, r, s),
+        _ => q3k_scale(tile, r, s),
+    };
     let mut out = [0f32; 4];
-    for (b, tile) in tiles.chunks_exact(Q6K_TILE_BYTES).enumerate() {
+    for (b, tile) in tiles.chunks_exact(tile_bytes).enumerate() {
         let a = &x.qs[256 * b..256 * b + 256];
         for (r, o) in out.iter_mut().enumerate() {
             let mut sumi = 0i32;
             for s in 0..16 {
                 let dot: i32 = (16 * s..16 * s + 16)
-                    .map(|i| q6k_value(tile, r, i) as i32 * a[i] as i32)
+                    .map(|i| value(tile, r, i) as i32 * a[i] as i32)
                     .sum();
-                let sc = q6k_scale(tile, r, s) as i32;
-                sumi += sc * (dot - 32 * x.sums16[16 * b + s] as i32);
+                sumi += scale(tile, r, s) as i32 * (dot - offset * x.sums16[16 * b + s] as i32);
             }
             *o += x.d[b] * read_f16(tile, 2 * r) * sumi as f32;
         }
@@ -162,28 +175,6 @@ pub fn q2k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
             }
             let (d, dmin) = (read_f16(tile, 2 * r), read_f16(tile, 8 + 2 * r));
             *o += x.d[b] * d * sumi as f32 - x.d[b] * dmin * summ as f32;
-        }
-    }
-    out
-}
-
-/// Four rows of Q3K super-block tiles against one activation row: per 16-value sub-block the unsigned
-/// 3-bit values' (stored plus 4) integer dot less 4 times the activations' 16-value sum, weighted by the
-/// signed 6-bit scale, summed over the super-block and converted to float once.
-pub fn q3k_group(tiles: &[u8], x: SuperRow) -> [f32; 4] {
-    let mut out = [0f32; 4];
-    for (b, tile) in tiles.chunks_exact(Q3K_TILE_BYTES).enumerate() {
-        let a = &x.qs[256 * b..256 * b + 256];
-        for (r, o) in out.iter_mut().enumerate() {
-            let mut sumi = 0i32;
-            for s in 0..16 {
-                let dot: i32 = (16 * s..16 * s + 16)
-                    .map(|i| q3k_value(tile, r, i) as i32 * a[i] as i32)
-                    .sum();
-                let sc = q3k_scale(tile, r, s) as i32;
-                sumi += sc * (dot - 4 * x.sums16[16 * b + s] as i32);
-            }
-            *o += x.d[b] * read_f16(tile, 2 * r) * sumi as f32;
         }
     }
     out

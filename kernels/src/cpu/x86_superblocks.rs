@@ -52,6 +52,19 @@ fn sum_rows(acc: [__m256i; 4]) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
+/// An interleaved kernel's accumulator, i32 lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]`, summed to `[r0, r1,
+/// r2, r3]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_pairs(acc: __m256i) -> __m128i {
+    // [r0, r1, r0, r1 | r2, r3, r2, r3]
+    let rows = _mm256_hadd_epi32(acc, acc);
+    _mm_unpacklo_epi64(
+        _mm256_castsi256_si128(rows),
+        _mm256_extracti128_si256::<1>(rows),
+    )
+}
+
 /// `vpshufb` controls that put i16 lane `lo` of a 128-bit half in the low half's eight lanes and lane `hi`
 /// in the high half's: `PAIRS[k]` takes lanes `2k` and `2k + 1` (two 16-value sub-blocks of a 32-value
 /// run).
@@ -74,6 +87,23 @@ static PAIRS: [[u8; 32]; 4] = [
     word_shuffle(4, 5),
     word_shuffle(6, 7),
 ];
+
+/// `out[..n] = $kernel::<n, $flag>(tiles, x)` for `n = x.len()` (1 to 8; more take 8): the token count
+/// as the kernel's constant.
+macro_rules! up_to_eight {
+    ($kernel:ident, $flag:tt, $tiles:expr, $x:expr, $out:expr) => {
+        match $x.len() {
+            1 => $out[..1].copy_from_slice(&$kernel::<1, $flag>($tiles, $x)),
+            2 => $out[..2].copy_from_slice(&$kernel::<2, $flag>($tiles, $x)),
+            3 => $out[..3].copy_from_slice(&$kernel::<3, $flag>($tiles, $x)),
+            4 => $out[..4].copy_from_slice(&$kernel::<4, $flag>($tiles, $x)),
+            5 => $out[..5].copy_from_slice(&$kernel::<5, $flag>($tiles, $x)),
+            6 => $out[..6].copy_from_slice(&$kernel::<6, $flag>($tiles, $x)),
+            7 => $out[..7].copy_from_slice(&$kernel::<7, $flag>($tiles, $x)),
+            _ => $out[..8].copy_from_slice(&$kernel::<8, $flag>($tiles, $x)),
+        }
+    };
+}
 
 macro_rules! superblock_kernels {
     ($q2k:ident, $q3k:ident, $q4k:ident, $q5k:ident, $q6k:ident, $features:literal, $madd:ident) => {
@@ -186,18 +216,7 @@ macro_rules! superblock_kernels {
         /// As for the Q4K kernel.
         #[target_feature(enable = $features)]
         pub unsafe fn $q3k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-            unsafe {
-                match x.len() {
-                    1 => out[..1].copy_from_slice(&q16_tokens::<1, false>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q16_tokens::<2, false>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q16_tokens::<3, false>(tiles, x)),
-                    4 => out[..4].copy_from_slice(&q16_tokens::<4, false>(tiles, x)),
-                    5 => out[..5].copy_from_slice(&q16_tokens::<5, false>(tiles, x)),
-                    6 => out[..6].copy_from_slice(&q16_tokens::<6, false>(tiles, x)),
-                    7 => out[..7].copy_from_slice(&q16_tokens::<7, false>(tiles, x)),
-                    _ => out[..8].copy_from_slice(&q16_tokens::<8, false>(tiles, x)),
-                }
-            }
+            unsafe { up_to_eight!(q16_tokens, false, tiles, x, out) }
         }
 
         /// Four Q4K (or, with `FIVE`, Q5K) rows against the first `N` activation rows of `x`.
@@ -288,12 +307,7 @@ macro_rules! superblock_kernels {
                     // [d0..d3, -dmin0..-dmin3]
                     let scales = _mm256_mul_ps(_mm256_cvtph_ps(load16(tile)), sign);
                     for t in 0..N {
-                        // [r0, r1, r0, r1 | r2, r3, r2, r3]
-                        let rows = _mm256_hadd_epi32(acc[t], acc[t]);
-                        let sumi = _mm_unpacklo_epi64(
-                            _mm256_castsi256_si128(rows),
-                            _mm256_extracti128_si256::<1>(rows),
-                        );
+                        let sumi = sum_pairs(acc[t]);
                         let sums = _mm256_broadcastsi128_si256(load16(
                             x[t].sums32.as_ptr().add(8 * b) as *const u8,
                         ));
@@ -463,15 +477,7 @@ macro_rules! superblock_kernels {
                     for t in 0..N {
                         let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
                         let offset = sum_rows(offsets.map(|s| _mm256_madd_epi16(s, sums)));
-                        // [r0, r1, r0, r1 | r2, r3, r2, r3]
-                        let rows = _mm256_hadd_epi32(acc[t], acc[t]);
-                        let sumi = _mm_sub_epi32(
-                            _mm_unpacklo_epi64(
-                                _mm256_castsi256_si128(rows),
-                                _mm256_extracti128_si256::<1>(rows),
-                            ),
-                            offset,
-                        );
+                        let sumi = _mm_sub_epi32(sum_pairs(acc[t]), offset);
                         let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
                         total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
                     }
@@ -485,30 +491,13 @@ macro_rules! superblock_kernels {
             out
         }
 
-        /// Four Q4K or Q5K rows against 1 to 8 activation rows.
-        #[target_feature(enable = $features)]
-        unsafe fn q4k_any<const FIVE: bool>(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-            unsafe {
-                match x.len() {
-                    1 => out[..1].copy_from_slice(&q4k_tokens::<1, FIVE>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q4k_tokens::<2, FIVE>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q4k_tokens::<3, FIVE>(tiles, x)),
-                    4 => out[..4].copy_from_slice(&q4k_tokens::<4, FIVE>(tiles, x)),
-                    5 => out[..5].copy_from_slice(&q4k_tokens::<5, FIVE>(tiles, x)),
-                    6 => out[..6].copy_from_slice(&q4k_tokens::<6, FIVE>(tiles, x)),
-                    7 => out[..7].copy_from_slice(&q4k_tokens::<7, FIVE>(tiles, x)),
-                    _ => out[..8].copy_from_slice(&q4k_tokens::<8, FIVE>(tiles, x)),
-                }
-            }
-        }
-
         /// Four Q4K rows against `x.len()` (1 to 8) activation rows, into `out[..x.len()]`.
         ///
         /// # Safety
         /// The CPU has the features named; `x` has 1 to 8 rows, `out` as many.
         #[target_feature(enable = $features)]
         pub unsafe fn $q4k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-            unsafe { q4k_any::<false>(tiles, x, out) }
+            unsafe { up_to_eight!(q4k_tokens, false, tiles, x, out) }
         }
 
         /// Four Q5K rows against 1 to 8 activation rows.
@@ -517,7 +506,7 @@ macro_rules! superblock_kernels {
         /// As for the Q4K kernel.
         #[target_feature(enable = $features)]
         pub unsafe fn $q5k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-            unsafe { q4k_any::<true>(tiles, x, out) }
+            unsafe { up_to_eight!(q4k_tokens, true, tiles, x, out) }
         }
 
         /// Four Q6K rows against 1 to 8 activation rows.
@@ -526,18 +515,7 @@ macro_rules! superblock_kernels {
         /// As for the Q4K kernel.
         #[target_feature(enable = $features)]
         pub unsafe fn $q6k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-            unsafe {
-                match x.len() {
-                    1 => out[..1].copy_from_slice(&q16_tokens::<1, true>(tiles, x)),
-                    2 => out[..2].copy_from_slice(&q16_tokens::<2, true>(tiles, x)),
-                    3 => out[..3].copy_from_slice(&q16_tokens::<3, true>(tiles, x)),
-                    4 => out[..4].copy_from_slice(&q16_tokens::<4, true>(tiles, x)),
-                    5 => out[..5].copy_from_slice(&q16_tokens::<5, true>(tiles, x)),
-                    6 => out[..6].copy_from_slice(&q16_tokens::<6, true>(tiles, x)),
-                    7 => out[..7].copy_from_slice(&q16_tokens::<7, true>(tiles, x)),
-                    _ => out[..8].copy_from_slice(&q16_tokens::<8, true>(tiles, x)),
-                }
-            }
+            unsafe { up_to_eight!(q16_tokens, true, tiles, x, out) }
         }
     };
 }
