@@ -831,28 +831,36 @@ pub(crate) mod tests {
         }
     }
 
+    /// A one-layer f16 cache of `kv_heads` heads of 64, blocks of 16, holding `positions` positions of
+    /// fixed values, and the block table that reaches them.
+    fn f16_cache(kv_heads: usize, positions: usize) -> (PagedKvCache, Vec<u32>) {
+        let layout = KvLayout {
+            layers: 1,
+            kv_heads,
+            head_dim: 64,
+            block_size: 16,
+            kv_type: KvType::F16,
+        };
+        let width = layout.token_width();
+        let blocks = positions.div_ceil(16);
+        let mut cache = PagedKvCache::new(layout, blocks);
+        let table: Vec<u32> = (0..blocks as u32).collect();
+        for p in 0..positions {
+            let row = values(2 * width, p as u32 * 7 + 1);
+            cache
+                .write(0, &table, p, &row[..width], &row[width..])
+                .unwrap();
+        }
+        (cache, table)
+    }
+
     /// Not a check but a measurement: one layer of a 1B model's attention over a 512-token prompt (32
     /// heads, 8 KV heads of 64, f16 cache), best of several runs; on one thread the caller's CPU time:
     /// `MODEL_RUNNER_THREADS=1 cargo test -p model-runner-models --lib attention_speed -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn attention_speed() {
-        let layout = KvLayout {
-            layers: 1,
-            kv_heads: 8,
-            head_dim: 64,
-            block_size: 16,
-            kv_type: KvType::F16,
-        };
-        let width = layout.token_width();
-        let mut cache = PagedKvCache::new(layout, 32);
-        let table: Vec<u32> = (0..32).collect();
-        for p in 0..512 {
-            let row = values(2 * width, p as u32);
-            cache
-                .write(0, &table, p, &row[..width], &row[width..])
-                .unwrap();
-        }
+        let (cache, table) = f16_cache(8, 512);
         let mut batch = StepBatch::default();
         batch.push(&[1; 512], 0, table, LogitsWanted::Last);
         let shape = PagedAttentionShape {
@@ -883,22 +891,7 @@ pub(crate) mod tests {
     /// alone, with a window (whose chunks would otherwise start where each tile's first token sees).
     #[test]
     fn a_tokens_attention_does_not_depend_on_its_tile() {
-        let layout = KvLayout {
-            layers: 1,
-            kv_heads: 2,
-            head_dim: 64,
-            block_size: 16,
-            kv_type: KvType::F16,
-        };
-        let width = layout.token_width();
-        let mut cache = PagedKvCache::new(layout, 16);
-        let table: Vec<u32> = (0..12).collect();
-        for p in 0..150 {
-            let row = values(2 * width, p as u32 * 7 + 1);
-            cache
-                .write(0, &table, p, &row[..width], &row[width..])
-                .unwrap();
-        }
+        let (cache, table) = f16_cache(2, 150);
         let heads = 8;
         for window in [0, 45, 90] {
             let shape = PagedAttentionShape {
