@@ -301,10 +301,10 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
     }
 }
 
-/// Tokens a super-block kernel takes at once.
-const SUPER_TOKENS: usize = 8;
-/// Tokens a 32-column tile kernel is given at once (it may take them in smaller groups).
-const WIDE_TOKENS: usize = 8;
+/// Tokens one kernel call is given (a kernel may take them in smaller groups).
+const CALL_TOKENS: usize = 8;
+/// One kernel call of `matmul_with`: a row group's tiles against a run of tokens, into their results.
+type GroupCall<'a> = dyn Fn(&[u8], Range<usize>, &mut [[f32; 4]]) + Sync + 'a;
 /// Activation bytes one task walks all its row groups with before the next tokens', so that they stay in
 /// the core's cache (L2) while the weights stream past.
 const TOKEN_BLOCK_BYTES: usize = 256 << 10;
@@ -520,20 +520,20 @@ impl PackedMatrix {
         } else {
             groups.min(pool().threads() * 4)
         };
-        if let Some(layout) = self.kind.superblock() {
-            let kernel = super_kernel(level, layout);
-            let act = SuperRows::quantize(x, self.cols);
-            let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
-            let token_block = (TOKEN_BLOCK_BYTES / self.cols / SUPER_TOKENS).max(1) * SUPER_TOKENS;
+        // Every row group against every token, `CALL_TOKENS` a call, the tokens in blocks whose
+        // activations (`token_bytes` each) stay in the core's cache (L2) while a task's weight tiles
+        // stream past.
+        let blocked = |token_bytes: usize, call: &GroupCall| {
+            let token_block = (TOKEN_BLOCK_BYTES / token_bytes / CALL_TOKENS).max(1) * CALL_TOKENS;
             let run = |range: Range<usize>| {
-                let mut results = [[0f32; 4]; SUPER_TOKENS];
+                let mut results = [[0f32; 4]; CALL_TOKENS];
                 for block in (0..tokens).step_by(token_block) {
                     let block_end = (block + token_block).min(tokens);
                     for g in range.clone() {
                         let tiles = &self.data[g * gb..(g + 1) * gb];
-                        for t in (block..block_end).step_by(SUPER_TOKENS) {
-                            let n = SUPER_TOKENS.min(block_end - t);
-                            kernel(tiles, &acts[t..t + n], &mut results[..n]);
+                        for t in (block..block_end).step_by(CALL_TOKENS) {
+                            let n = CALL_TOKENS.min(block_end - t);
+                            call(tiles, t..t + n, &mut results[..n]);
                             for (i, values) in results[..n].iter().enumerate() {
                                 store(t + i, g, *values);
                             }
@@ -545,45 +545,32 @@ impl PackedMatrix {
                 tasks,
                 &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
             );
+        };
+        if let Some(layout) = self.kind.superblock() {
+            let kernel = super_kernel(level, layout);
+            let act = SuperRows::quantize(x, self.cols);
+            let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
+            blocked(self.cols, &|tiles, t, results| {
+                kernel(tiles, &acts[t], results)
+            });
             return Ok(());
         }
-        // As the super-block path: the tokens in blocks whose activations stay in the core's cache
-        // while the task's weight tiles stream past, each tile against `WIDE_TOKENS` tokens a call.
-        let integer = kernels(level, self.kind).map(|k| (k, QuantizedRows::quantize(x, self.cols)));
-        let float = float_kernel(level);
-        let (acts, rows): (Vec<Act>, Vec<&[f32]>) = match &integer {
-            Some((_, act)) => ((0..tokens).map(|t| act.row(t)).collect(), Vec::new()),
-            None => (Vec::new(), x.chunks_exact(self.cols).collect()),
-        };
-        let token_bytes = if integer.is_some() {
-            self.cols
-        } else {
-            4 * self.cols
-        };
-        let token_block = (TOKEN_BLOCK_BYTES / token_bytes / WIDE_TOKENS).max(1) * WIDE_TOKENS;
-        let run = |range: Range<usize>| {
-            let mut results = [[0f32; 4]; WIDE_TOKENS];
-            for block in (0..tokens).step_by(token_block) {
-                let block_end = (block + token_block).min(tokens);
-                for g in range.clone() {
-                    let tiles = &self.data[g * gb..(g + 1) * gb];
-                    for t in (block..block_end).step_by(WIDE_TOKENS) {
-                        let n = WIDE_TOKENS.min(block_end - t);
-                        match &integer {
-                            Some((kernel, _)) => kernel(tiles, &acts[t..t + n], &mut results[..n]),
-                            None => float(tiles, &rows[t..t + n], &mut results[..n]),
-                        }
-                        for (i, values) in results[..n].iter().enumerate() {
-                            store(t + i, g, *values);
-                        }
-                    }
-                }
+        match kernels(level, self.kind) {
+            Some(kernel) => {
+                let act = QuantizedRows::quantize(x, self.cols);
+                let acts: Vec<Act> = (0..tokens).map(|t| act.row(t)).collect();
+                blocked(self.cols, &|tiles, t, results| {
+                    kernel(tiles, &acts[t], results)
+                });
             }
-        };
-        pool().run(
-            tasks,
-            &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
-        );
+            None => {
+                let float = float_kernel(level);
+                let rows: Vec<&[f32]> = x.chunks_exact(self.cols).collect();
+                blocked(4 * self.cols, &|tiles, t, results| {
+                    float(tiles, &rows[t], results)
+                });
+            }
+        }
         Ok(())
     }
 }
