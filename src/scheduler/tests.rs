@@ -446,7 +446,7 @@ fn a_short_prompt_behind_a_long_one_gets_its_first_token_before_the_long_one_is_
 }
 
 #[test]
-fn sixteen_prompts_arriving_together_all_get_their_first_token_from_the_first_step() {
+fn tiny_prompts_arriving_together_share_a_step_up_to_the_pack_size() {
     let (mut lp, handle) = harness(128, 4, 16);
     let prompts: Vec<Vec<u32>> = (0..16u32)
         .map(|i| vec![i % 3, i / 3 % 3, i / 9 % 3])
@@ -460,10 +460,18 @@ fn sixteen_prompts_arriving_together_all_get_their_first_token_from_the_first_st
             )
         })
         .collect();
+    // Three tokens each: the first eleven (33 tokens, past PACK_TOKENS) share the first step, the other
+    // five the second, beside the first eleven's decodes.
+    let shared = plan::PACK_TOKENS.div_ceil(3);
     lp.turn();
-    for (rx, received) in streams.iter_mut() {
+    for (i, (rx, received)) in streams.iter_mut().enumerate() {
         receive(rx, received);
-        assert_eq!(received.tokens.len(), 1);
+        assert_eq!(received.tokens.len(), usize::from(i < shared), "prompt {i}");
+    }
+    lp.turn();
+    for (i, (rx, received)) in streams.iter_mut().enumerate() {
+        receive(rx, received);
+        assert_eq!(received.tokens.len(), 1 + usize::from(i < shared), "prompt {i}");
     }
     run_to_idle(&mut lp, &mut streams, 10);
     for (prompt, (_, received)) in prompts.iter().zip(&streams) {
