@@ -482,7 +482,11 @@ fn python_sdk_reaches_real_servers_through_the_gateway() {
         "stdio servers run as children: {servers:?}"
     );
     assert!(gateway.stop(), "the server exits on SIGTERM");
-    std::thread::sleep(Duration::from_millis(300));
+    // The children are told to stop as the gateway exits; on a loaded machine they take a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while servers.iter().any(|(pid, _)| alive(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for (pid, cmd) in &servers {
         assert!(
             !alive(*pid),
