@@ -149,7 +149,10 @@ mod tests {
         }
         // Tiny prompts share a step until it holds PACK_TOKENS.
         let take = plan_step(&pending(&[5; 20]), budget);
-        assert_eq!(take.iter().filter(|&&t| t == 5).count(), PACK_TOKENS.div_ceil(5));
+        assert_eq!(
+            take.iter().filter(|&&t| t == 5).count(),
+            PACK_TOKENS.div_ceil(5)
+        );
         // Prompts that do not finish in this step fill the budget.
         let take = plan_step(&pending(&[3000, 2500]), budget);
         assert_eq!(take.iter().sum::<usize>(), 512);

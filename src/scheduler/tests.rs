@@ -471,7 +471,11 @@ fn tiny_prompts_arriving_together_share_a_step_up_to_the_pack_size() {
     lp.turn();
     for (i, (rx, received)) in streams.iter_mut().enumerate() {
         receive(rx, received);
-        assert_eq!(received.tokens.len(), 1 + usize::from(i < shared), "prompt {i}");
+        assert_eq!(
+            received.tokens.len(),
+            1 + usize::from(i < shared),
+            "prompt {i}"
+        );
     }
     run_to_idle(&mut lp, &mut streams, 10);
     for (prompt, (_, received)) in prompts.iter().zip(&streams) {
