@@ -171,6 +171,7 @@ mod tests {
         assert_eq!(take[18], 40, "the short prompt finishes");
         assert_eq!(take[16], 16, "the oldest prompt gets its floor: 64 / 4");
         assert_eq!(take[17], 0, "a prompt finished this step: the next waits");
+        assert_eq!(take.iter().sum::<usize>(), 16 + 16 + 40);
     }
 
     #[test]
