@@ -67,6 +67,8 @@ ours="" theirs=""
 trap 'kill $ours $theirs 2>/dev/null || true; rm -rf "$work"' EXIT
 export MODEL_RUNNER_HOME=$work/home
 "$model" package --gguf "$gguf" bench/model >/dev/null 2>&1
+# The store's fresh copy written back to disk before anything is timed (its writeback would compete).
+sync
 
 load_only=${LOAD_ONLY:-0}
 [[ $load_only == 1 ]] && concurrency=""

@@ -19,7 +19,7 @@ use super::superblocks::{
     Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF, Q6K_HALVES, Q6K_QH,
     Q6K_SCALES, Q6K_TILE_BYTES,
 };
-use super::x86::load32;
+use super::x86::{load32, prefetch_ahead};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -124,6 +124,7 @@ macro_rules! superblock_kernels {
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * Q2K_TILE_BYTES);
+                    prefetch_ahead(tile, Q2K_TILE_BYTES);
                     let mut acts = [std::ptr::null::<u8>(); N];
                     for t in 0..N {
                         acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
@@ -252,6 +253,7 @@ macro_rules! superblock_kernels {
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * tb);
+                    prefetch_ahead(tile, tb);
                     let mut acts = [std::ptr::null::<u8>(); N];
                     for t in 0..N {
                         acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
@@ -378,6 +380,7 @@ macro_rules! superblock_kernels {
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * tb);
+                    prefetch_ahead(tile, tb);
                     let mut acts = [std::ptr::null::<u8>(); N];
                     for t in 0..N {
                         acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;

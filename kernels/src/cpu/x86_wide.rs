@@ -15,7 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
-use super::x86::{Act, hsum4, load32};
+use super::x86::{Act, hsum4, load32, prefetch_ahead};
 
 /// Tokens one call of a VNNI-level kernel takes (32 vector registers).
 const VNNI_TOKENS: usize = 8;
@@ -141,6 +141,7 @@ macro_rules! wide_integer {
                 // SAFETY: `b` is below every row's block count and the tiles'.
                 unsafe {
                     let tile = tiles.as_ptr().add(b * $tile);
+                    prefetch_ahead(tile, $tile);
                     if T == 1 {
                         // One token: the rows' sums gathered after the products, fewer shuffles.
                         let w = $rows(tile);
@@ -418,6 +419,7 @@ macro_rules! wide_float {
                 // SAFETY: `b` is below every row's block count and the tiles'.
                 unsafe {
                     let tile = tiles.as_ptr().add(b * F16_TILE_BYTES);
+                    prefetch_ahead(tile, F16_TILE_BYTES);
                     for k in 0..4 {
                         let xs = x.map(|x| _mm256_loadu_ps(x.as_ptr().add(32 * b + 8 * k)));
                         for (r, acc) in acc.iter_mut().enumerate() {
