@@ -463,19 +463,16 @@ fn tiny_prompts_arriving_together_share_a_step_up_to_the_pack_size() {
     // Three tokens each: the first eleven (33 tokens, past PACK_TOKENS) share the first step, the other
     // five the second, beside the first eleven's decodes.
     let shared = plan::PACK_TOKENS.div_ceil(3);
-    lp.turn();
-    for (i, (rx, received)) in streams.iter_mut().enumerate() {
-        receive(rx, received);
-        assert_eq!(received.tokens.len(), usize::from(i < shared), "prompt {i}");
-    }
-    lp.turn();
-    for (i, (rx, received)) in streams.iter_mut().enumerate() {
-        receive(rx, received);
-        assert_eq!(
-            received.tokens.len(),
-            1 + usize::from(i < shared),
-            "prompt {i}"
-        );
+    for turn in 0..2 {
+        lp.turn();
+        for (i, (rx, received)) in streams.iter_mut().enumerate() {
+            receive(rx, received);
+            assert_eq!(
+                received.tokens.len(),
+                turn + usize::from(i < shared),
+                "prompt {i}, turn {turn}"
+            );
+        }
     }
     run_to_idle(&mut lp, &mut streams, 10);
     for (prompt, (_, received)) in prompts.iter().zip(&streams) {
