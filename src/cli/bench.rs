@@ -184,10 +184,11 @@ fn read_bandwidth(threads: usize) -> f64 {
     best
 }
 
-/// The wrapping sum of `words`, read as the CPU kernels read weights: asking for the cache lines 2 KiB
-/// ahead (`kernels` does so on x86-64), so that the bandwidth limit is what a kernel could reach.
+/// The wrapping sum of `words`, read as the CPU kernels read weights: asking for the cache lines
+/// `kernels::PREFETCH_AHEAD` bytes ahead (as they do on x86-64), so that the bandwidth limit is what a
+/// kernel could reach.
 fn prefetched_sum(words: &[u64]) -> u64 {
-    const AHEAD_WORDS: usize = 2048 / 8;
+    const AHEAD_WORDS: usize = kernels::PREFETCH_AHEAD / 8;
     let mut total = 0u64;
     for (i, line) in words.chunks(8).enumerate() {
         #[cfg(target_arch = "x86_64")]

@@ -8,6 +8,7 @@
 
 use std::arch::x86_64::*;
 
+use super::PREFETCH_AHEAD;
 use super::ggml::FP4_VALUES;
 use super::tiles::FP4_TILE_BYTES;
 
@@ -34,11 +35,6 @@ fn lane(v: __m256, i: i32) -> __m256 {
 pub(super) unsafe fn load32(at: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(at as *const __m256i) }
 }
-
-/// How far past the tile in use a kernel asks for the weights' cache lines. With the hardware prefetcher
-/// alone, a one-token step (which streams every weight once) waited on memory: 1B Q5_K_M decode ran at
-/// 12.5 tokens/s on a Zen 3 and 17-18 with 2 KiB ahead (1-4 KiB were all near that).
-pub(super) const PREFETCH_AHEAD: usize = 2048;
 
 /// Asks the cache for the lines from `PREFETCH_AHEAD` to `PREFETCH_AHEAD + bytes` past `tile`. A hint,
 /// which never faults: near the end of a matrix it may name addresses past it (so `wrapping_add`).
