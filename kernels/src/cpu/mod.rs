@@ -306,8 +306,12 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
 /// Q5_K_M decode ran at 12.5 tokens/s on a Zen 3 and 17-18 with 2 KiB ahead (1-4 KiB were all near that).
 pub const PREFETCH_AHEAD: usize = 2048;
 
-/// Tokens one kernel call is given (a kernel may take them in smaller groups).
+/// Tokens one kernel call is given (a kernel may take them in smaller groups): the integer kernels take
+/// up to eight at once.
 const CALL_TOKENS: usize = 8;
+/// Tokens one F16 kernel call is given: a multiple of both levels' token counts (three at AVX2, four at
+/// VNNI), so that no call ends on a short group (eight tokens went three, three and two).
+const FLOAT_CALL_TOKENS: usize = 12;
 /// One kernel call of `matmul_with`: a row group's tiles against a run of tokens, into their results.
 type GroupCall<'a> = dyn Fn(&[u8], Range<usize>, &mut [[f32; 4]]) + Sync + 'a;
 /// Activation bytes one task walks all its row groups with before the next tokens', so that they stay in
@@ -525,19 +529,20 @@ impl PackedMatrix {
         } else {
             groups.min(pool().threads() * 4)
         };
-        // Every row group against every token, `CALL_TOKENS` a call, the tokens in blocks whose
+        // Every row group against every token, `call_tokens` a call, the tokens in blocks whose
         // activations (`token_bytes` each) stay in the core's cache (L2) while a task's weight tiles
         // stream past.
-        let blocked = |token_bytes: usize, call: &GroupCall| {
-            let token_block = (TOKEN_BLOCK_BYTES / token_bytes / CALL_TOKENS).max(1) * CALL_TOKENS;
+        let blocked = |token_bytes: usize, call_tokens: usize, call: &GroupCall| {
+            let token_block = (TOKEN_BLOCK_BYTES / token_bytes / call_tokens).max(1) * call_tokens;
             let run = |range: Range<usize>| {
-                let mut results = [[0f32; 4]; CALL_TOKENS];
+                // As many results as the larger of the two call sizes.
+                let mut results = [[0f32; 4]; FLOAT_CALL_TOKENS];
                 for block in (0..tokens).step_by(token_block) {
                     let block_end = (block + token_block).min(tokens);
                     for g in range.clone() {
                         let tiles = &self.data[g * gb..(g + 1) * gb];
-                        for t in (block..block_end).step_by(CALL_TOKENS) {
-                            let n = CALL_TOKENS.min(block_end - t);
+                        for t in (block..block_end).step_by(call_tokens) {
+                            let n = call_tokens.min(block_end - t);
                             call(tiles, t..t + n, &mut results[..n]);
                             for (i, values) in results[..n].iter().enumerate() {
                                 store(t + i, g, *values);
@@ -555,7 +560,7 @@ impl PackedMatrix {
             let kernel = super_kernel(level, layout);
             let act = SuperRows::quantize(x, self.cols);
             let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
-            blocked(self.cols, &|tiles, t, results| {
+            blocked(self.cols, CALL_TOKENS, &|tiles, t, results| {
                 kernel(tiles, &acts[t], results)
             });
             return Ok(());
@@ -564,14 +569,14 @@ impl PackedMatrix {
             Some(kernel) => {
                 let act = QuantizedRows::quantize(x, self.cols);
                 let acts: Vec<Act> = (0..tokens).map(|t| act.row(t)).collect();
-                blocked(self.cols, &|tiles, t, results| {
+                blocked(self.cols, CALL_TOKENS, &|tiles, t, results| {
                     kernel(tiles, &acts[t], results)
                 });
             }
             None => {
                 let float = float_kernel(level);
                 let rows: Vec<&[f32]> = x.chunks_exact(self.cols).collect();
-                blocked(4 * self.cols, &|tiles, t, results| {
+                blocked(4 * self.cols, FLOAT_CALL_TOKENS, &|tiles, t, results| {
                     float(tiles, &rows[t], results)
                 });
             }

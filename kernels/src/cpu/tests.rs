@@ -731,3 +731,36 @@ fn q3k_speed_against_i8_tiles() {
         );
     }
 }
+
+/// Not a check but a measurement: a prompt's matmuls at Llama-3.2-1B's shapes (attention 2048 x 2048,
+/// FFN up 8192 x 2048, FFN down 2048 x 8192) against 512 tokens on the whole pool, best of a few runs, in
+/// GFLOP/s, for the types named by `MODEL_RUNNER_PROMPT_TYPES` (default F16):
+/// `cargo test -p model-runner-kernels --lib prompt_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn prompt_speed() {
+    let names = std::env::var("MODEL_RUNNER_PROMPT_TYPES").unwrap_or_else(|_| "F16".into());
+    let tokens = 512;
+    for name in names.split(',') {
+        let Some(&(ty, dtype)) = TYPES.iter().find(|(t, _)| format!("{t:?}") == name) else {
+            panic!("unknown type {name}");
+        };
+        for (rows, cols) in [(2048, 2048), (8192, 2048), (2048, 8192)] {
+            let (bytes, _) = ggml_matrix(dtype, rows, cols, 1);
+            let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+            let x = random(tokens, cols, 2);
+            let mut out = vec![0f32; tokens * rows];
+            let mut best = f64::MAX;
+            for _ in 0..4 {
+                best = best.min(timed_seconds(|| packed.matmul(&x, &mut out).unwrap()));
+            }
+            println!(
+                "{ty:?} {tokens} tokens x {rows}x{cols}: {:.1} ms, {:.1} GFLOP/s ({} threads, {})",
+                best * 1e3,
+                2.0 * (tokens * rows * cols) as f64 / best / 1e9,
+                pool().threads(),
+                SimdLevel::detect().name()
+            );
+        }
+    }
+}
