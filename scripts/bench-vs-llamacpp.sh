@@ -155,7 +155,8 @@ for a, b in zip(http[0::2], http[1::2]):
     row(f"HTTP {c} client(s), aggregate tok/s", a["tokens_per_second"], b["tokens_per_second"], 1.5 if c >= 8 else None)
     row(f"HTTP {c} client(s), TTFT p50 ms", a["ttft_ms_p50"], b["ttft_ms_p50"], 0.5 if c >= 8 else None, higher=False)
     if a["errors"] or b["errors"]:
-        print(f"errors at {c} clients: ours {a['errors']}, llama-server {b['errors']}", file=sys.stderr)
+        print(f"errors at {c} clients: ours {a['errors']}, llama-server {b['errors']}; first: "
+              f"ours {a.get('first_error')}, llama-server {b.get('first_error')}", file=sys.stderr)
 for r in rss:
     row(f"peak RSS, MiB ({r['clients']} slots x 4096 context)", r["ours_kib"] / 1024, r["theirs_kib"] / 1024, 1.1, higher=False)
 row(f"load to first token, s (1 slot x {load['context']})", load["ours_s"], load["theirs_s"], 1.0, higher=False)

@@ -256,8 +256,12 @@ async fn http(url: &str, args: &BenchArgs) -> Result<()> {
     let endpoints: Vec<&str> = std::iter::once(url)
         .chain(args.compare.as_deref())
         .collect();
+    // A fresh connection per request: a pooled one the server has closed between two requests (as
+    // llama-server's HTTP library does after a few per connection) failed the next request before it was
+    // sent, counted against that server.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
+        .pool_max_idle_per_host(0)
         .build()?;
     let mut rows = Vec::new();
     for &concurrency in &args.concurrency {
@@ -324,7 +328,7 @@ async fn load(
             let max_tokens = args.max_tokens;
             tokio::spawn(async move {
                 let mut samples = Vec::new();
-                let mut errors = 0usize;
+                let mut errors = Vec::new();
                 loop {
                     let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if n >= requests {
@@ -332,7 +336,7 @@ async fn load(
                     }
                     match one_request(&client, &endpoint, &model, max_tokens, n).await {
                         Ok(sample) => samples.push(sample),
-                        Err(_) => errors += 1,
+                        Err(e) => errors.push(format!("{e:#}")),
                     }
                 }
                 (samples, errors)
@@ -340,11 +344,11 @@ async fn load(
         })
         .collect();
     let mut samples = Vec::new();
-    let mut errors = 0;
+    let mut errors = Vec::new();
     for worker in workers {
         let (s, e) = worker.await?;
         samples.extend(s);
-        errors += e;
+        errors.extend(e);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let tokens: usize = samples.iter().map(|s| s.tokens).sum();
@@ -354,7 +358,10 @@ async fn load(
         .flat_map(|s| s.gaps.iter().map(|g| g.as_secs_f64() * 1e3))
         .collect();
     Ok(json!({
-        "endpoint": endpoint, "concurrency": concurrency, "requests": samples.len(), "errors": errors,
+        "endpoint": endpoint, "concurrency": concurrency, "requests": samples.len(),
+        // How many failed, and the first failure's cause, so that a ratio over fewer answers is read
+        // with its reason.
+        "errors": errors.len(), "first_error": errors.first(),
         "tokens_per_second": tokens as f64 / elapsed,
         "ttft_ms_p50": percentile(&mut ttft, 0.5), "ttft_ms_p99": percentile(&mut ttft, 0.99),
         "itl_ms_p50": percentile(&mut itl, 0.5), "itl_ms_p99": percentile(&mut itl, 0.99),
@@ -409,7 +416,12 @@ async fn one_request(
         .await
         .context("request failed")?;
     if !response.status().is_success() {
-        bail!("HTTP {}", response.status());
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        bail!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        );
     }
     let mut buffer = String::new();
     let mut last: Option<Instant> = None;
