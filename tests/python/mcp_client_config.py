@@ -8,10 +8,9 @@ import json
 import os
 import tomllib
 
-import anyio
 from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
+from mcp_stdio import stdio_session
 
 client = os.environ["CLIENT"]
 if client == "codex":
@@ -69,17 +68,8 @@ async def main():
     else:
         params = StdioServerParameters(command=entry["command"], args=entry.get("args", []),
                                        env=entry.get("env"))
-        # A notification the server sends after this session closed reaches the SDK's stdio reader as a
-        # broken stream at exit (see mcp_features_client.py); `use` has finished its checks by then.
-        finished = False
-        try:
-            async with stdio_client(params) as (read, write):
-                async with ClientSession(read, write) as session:
-                    await use(session)
-                    finished = True
-        except* anyio.BrokenResourceError:
-            pass
-        assert finished, "the session ended before its checks ran"
+        async with stdio_session(params) as session:
+            await use(session)
     print("client config ok")
 
 

@@ -8,11 +8,10 @@ import asyncio
 import contextlib
 import os
 
-import anyio
 import mcp.types as types
 from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
+from mcp_stdio import stdio_session
 
 SERVER = os.environ["SERVER"]
 PREFIX = f"model-runner://{SERVER}/"
@@ -31,16 +30,9 @@ async def connect(**callbacks):
             args=["mcp", "--mcp-config", os.environ["CONFIG"]],
             env=dict(os.environ),
         )
-        # The SDK's stdio reader catches only ClosedResourceError: a notification the gateway sends after
-        # this session closed (tools/list_changed as the upstream it just started finishes loading) reaches
-        # a broken stream at exit. Each connect starts a new gateway, so this client meets it most.
-        try:
-            async with stdio_client(params) as (read, write):
-                async with ClientSession(read, write, **callbacks) as session:
-                    await session.initialize()
-                    yield session
-        except* anyio.BrokenResourceError:
-            pass
+        async with stdio_session(params, **callbacks) as session:
+            await session.initialize()
+            yield session
 
 
 def text(result):
