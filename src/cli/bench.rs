@@ -256,9 +256,9 @@ async fn http(url: &str, args: &BenchArgs) -> Result<()> {
     let endpoints: Vec<&str> = std::iter::once(url)
         .chain(args.compare.as_deref())
         .collect();
-    // A fresh connection per request: a pooled one the server has closed between two requests (as
-    // llama-server's HTTP library does after a few per connection) failed the next request before it was
-    // sent, counted against that server.
+    // A fresh connection per request: reusing a pooled keep-alive connection the server had already
+    // closed (llama-server did, a few times a run) failed the next request before it was sent, and
+    // counted it against that server.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .pool_max_idle_per_host(0)
