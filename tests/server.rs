@@ -161,6 +161,59 @@ fn errors_come_back_in_openai_shape_with_the_right_status() {
     });
 }
 
+/// `model bench --url` against a running server: every request answered and timed; requests the server
+/// refuses are counted as errors with the first one's cause (status and the start of its body).
+#[test]
+fn bench_measures_a_server_and_names_why_requests_failed() {
+    let cli = cli_with_default_model();
+    let server = Server::start(&cli, &[]);
+    let base = server.base_url();
+    let bench = |model: &str| -> Value {
+        let out = cli.ok(&[
+            "bench",
+            "--url",
+            &base,
+            "--model",
+            model,
+            "--concurrency",
+            "2",
+            "--requests",
+            "3",
+            "--max-tokens",
+            "4",
+            "--json",
+        ]);
+        let rows: Value = serde_json::from_str(&out).expect("bench prints JSON");
+        rows[0].clone()
+    };
+    let row = bench("ai/smollm2");
+    assert_eq!(
+        (row["requests"].as_u64(), row["errors"].as_u64()),
+        (Some(3), Some(0)),
+        "{row}"
+    );
+    assert!(row["first_error"].is_null(), "{row}");
+    assert!(
+        row["tokens_per_second"].as_f64().is_some_and(|t| t > 0.0),
+        "{row}"
+    );
+    assert!(
+        row["ttft_ms_p50"].as_f64().is_some_and(|t| t > 0.0),
+        "{row}"
+    );
+    let row = bench("ai/unknown");
+    assert_eq!(
+        (row["requests"].as_u64(), row["errors"].as_u64()),
+        (Some(0), Some(3)),
+        "{row}"
+    );
+    let cause = row["first_error"].as_str().unwrap_or_default();
+    assert!(
+        cause.starts_with("HTTP 404") && cause.contains("model_not_found"),
+        "{row}"
+    );
+}
+
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
     let cli = cli_with_default_model();

@@ -417,7 +417,15 @@ async fn one_request(
         .context("request failed")?;
     if !response.status().is_success() {
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        // The body's start, enough to say why: an endpoint's body is not read whole.
+        let mut head = Vec::new();
+        while head.len() < 1024 {
+            match response.chunk().await {
+                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&head[..head.len().min(1024)]);
         bail!(
             "HTTP {status}: {}",
             text.chars().take(200).collect::<String>()
