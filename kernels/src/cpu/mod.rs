@@ -312,6 +312,12 @@ const CALL_TOKENS: usize = 8;
 /// Tokens one F16 kernel call is given: a multiple of both levels' token counts (three at AVX2, four at
 /// VNNI), so that no call ends on a short group (eight tokens went three, three and two).
 const FLOAT_CALL_TOKENS: usize = 12;
+/// The larger of the two: the results one call fills.
+const MAX_CALL_TOKENS: usize = if FLOAT_CALL_TOKENS > CALL_TOKENS {
+    FLOAT_CALL_TOKENS
+} else {
+    CALL_TOKENS
+};
 /// One kernel call of `matmul_with`: a row group's tiles against a run of tokens, into their results.
 type GroupCall<'a> = dyn Fn(&[u8], Range<usize>, &mut [[f32; 4]]) + Sync + 'a;
 /// Activation bytes one task walks all its row groups with before the next tokens', so that they stay in
@@ -535,8 +541,7 @@ impl PackedMatrix {
         let blocked = |token_bytes: usize, call_tokens: usize, call: &GroupCall| {
             let token_block = (TOKEN_BLOCK_BYTES / token_bytes / call_tokens).max(1) * call_tokens;
             let run = |range: Range<usize>| {
-                // As many results as the larger of the two call sizes.
-                let mut results = [[0f32; 4]; FLOAT_CALL_TOKENS];
+                let mut results = [[0f32; 4]; MAX_CALL_TOKENS];
                 for block in (0..tokens).step_by(token_block) {
                     let block_end = (block + token_block).min(tokens);
                     for g in range.clone() {
