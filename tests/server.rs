@@ -214,6 +214,68 @@ fn bench_measures_a_server_and_names_why_requests_failed() {
     );
 }
 
+/// A hostile endpoint answering every request with an error whose body never ends (and is not UTF-8):
+/// `model bench --url` reads only the body's start, reports the status as the cause, and finishes.
+#[test]
+fn bench_reads_only_the_start_of_a_hostile_error_body() {
+    use std::io::{Read, Write};
+    const BOUND: usize = 64 << 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (sent, sizes) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { break };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                format!("HTTP/1.1 500 Internal Server Error\r\ncontent-length: {BOUND}\r\n\r\n")
+                    .as_bytes(),
+            );
+            // Until the client hangs up, or the bound (a client that read it all).
+            let chunk = [0xffu8; 16 << 10];
+            let mut written = 0;
+            while written < BOUND && stream.write_all(&chunk).is_ok() {
+                written += chunk.len();
+            }
+            let _ = sent.send(written);
+        }
+    });
+    let cli = ModelCli::new();
+    let out = cli.ok(&[
+        "bench",
+        "--url",
+        &format!("http://127.0.0.1:{port}/v1"),
+        "--concurrency",
+        "1",
+        "--requests",
+        "2",
+        "--json",
+    ]);
+    let rows: Value = serde_json::from_str(&out).expect("bench prints JSON");
+    let row = &rows[0];
+    assert_eq!(
+        (row["requests"].as_u64(), row["errors"].as_u64()),
+        (Some(0), Some(2)),
+        "{row}"
+    );
+    let cause = row["first_error"].as_str().unwrap_or_default();
+    assert!(cause.starts_with("HTTP 500"), "{row}");
+    assert!(
+        cause.chars().count() <= 200 + "HTTP 500 Internal Server Error: ".len(),
+        "{row}"
+    );
+    for _ in 0..2 {
+        let written = sizes
+            .recv_timeout(Duration::from_secs(60))
+            .expect("both requests served");
+        assert!(
+            written < BOUND,
+            "the client read the whole body ({written} bytes)"
+        );
+    }
+}
+
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
     let cli = cli_with_default_model();
