@@ -38,7 +38,9 @@ use pages::PageBuffer;
 use pool::SendPtr;
 pub use pool::{ThreadPool, pool};
 use superblocks::SuperKind;
-use tiles::{GROUP_ROWS, tile_bytes, tile_cols, write_f16_tile, write_tile};
+use tiles::{
+    F16_GROUP_ROWS, GROUP_ROWS, group_rows, tile_bytes, tile_cols, write_f16_tile, write_tile,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -309,23 +311,31 @@ pub const PREFETCH_AHEAD: usize = 2048;
 /// Tokens one kernel call is given (a kernel may take them in smaller groups): the integer kernels take
 /// up to eight at once.
 const CALL_TOKENS: usize = 8;
-/// Tokens one F16 kernel call is given: a multiple of both levels' token counts (three at AVX2, four at
-/// VNNI), so that no call ends on a short group (eight tokens went three, three and two).
+/// Tokens one F16 kernel call is given: a multiple of both levels' token counts (six at AVX2, twelve at
+/// VNNI), so that no call ends on a short pass.
 const FLOAT_CALL_TOKENS: usize = 12;
-/// The larger of the two: the results one call fills.
-const MAX_CALL_TOKENS: usize = if FLOAT_CALL_TOKENS > CALL_TOKENS {
-    FLOAT_CALL_TOKENS
-} else {
-    CALL_TOKENS
+/// F16 groups one call is given, at most (when the step has at most three tokens).
+const FLOAT_CALL_GROUPS: usize = 4;
+/// Four-row results one call fills, at most: a token's four rows for the integer tiles, its sixteen
+/// rows (four fours) for F16 ones.
+const CALL_RESULTS: usize = {
+    let float = FLOAT_CALL_TOKENS * (F16_GROUP_ROWS / GROUP_ROWS);
+    if float > CALL_TOKENS {
+        float
+    } else {
+        CALL_TOKENS
+    }
 };
-/// One kernel call of `matmul_with`: a row group's tiles against a run of tokens, into their results.
+/// One kernel call of `matmul_with`: a row group's tiles against a run of tokens, into their results
+/// (token-major, each token's rows in fours).
 type GroupCall<'a> = dyn Fn(&[u8], Range<usize>, &mut [[f32; 4]]) + Sync + 'a;
 /// Activation bytes one task walks all its row groups with before the next tokens', so that they stay in
 /// the core's cache (L2) while the weights stream past.
 const TOKEN_BLOCK_BYTES: usize = 256 << 10;
 
-/// Four F16 rows against any number of unquantized activation rows, into as many results (each token's
-/// arithmetic the same whatever else shares the call).
+/// Whole F16 groups (sixteen rows each) against any number of unquantized activation rows, into four
+/// results per token and group, token-major (rows `16g + 4q..16g + 4q + 4` of token `t` at
+/// `4 * (t * groups + g) + q`; each row's arithmetic the same whatever else shares the call).
 type FloatKernel = fn(&[u8], &[&[f32]], &mut [[f32; 4]]);
 
 fn float_kernel(level: SimdLevel) -> FloatKernel {
@@ -337,8 +347,18 @@ fn float_kernel(level: SimdLevel) -> FloatKernel {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512Vnni => |t, x, o| unsafe { x86_wide::f16_vnni(t, x, o) },
         _ => |t, x, o| {
-            for (o, x) in o.iter_mut().zip(x) {
-                *o = scalar::f16_group(t, x);
+            let fours = F16_GROUP_ROWS / GROUP_ROWS;
+            let group_bytes = x
+                .first()
+                .map_or(0, |x| x.len() / 32 * tile_bytes(TileKind::F16));
+            let groups = t.len() / group_bytes.max(1);
+            for (x, o) in x.iter().zip(o.chunks_mut(groups * fours)) {
+                for (tiles, o) in t
+                    .chunks_exact(group_bytes.max(1))
+                    .zip(o.chunks_exact_mut(fours))
+                {
+                    scalar::f16_group(tiles, x, o);
+                }
             }
         },
     }
@@ -438,10 +458,10 @@ impl PackedMatrix {
         let rows = sources.len();
         let blocks = cols / tile_cols(kind);
         let tile = tile_bytes(kind);
-        let groups = rows.div_ceil(GROUP_ROWS);
+        let groups = rows.div_ceil(group_rows(kind));
         let mut data = PageBuffer::zeroed(groups * blocks * tile);
         data.par_chunks_mut(blocks * tile)
-            .zip(sources.par_chunks(GROUP_ROWS))
+            .zip(sources.par_chunks(group_rows(kind)))
             .try_for_each(|(group, rows)| match (kind, kind.superblock()) {
                 (_, Some(layout)) => superblocks::write_group(layout, rows, group),
                 (TileKind::F16, None) => {
@@ -472,13 +492,14 @@ impl PackedMatrix {
 
     /// Row `r`, dequantized from the packed tiles.
     pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
-        let group = &self.data[(r / GROUP_ROWS) * self.group_bytes()..][..self.group_bytes()];
+        let group_rows = group_rows(self.kind);
+        let group = &self.data[(r / group_rows) * self.group_bytes()..][..self.group_bytes()];
         let mut out = vec![0f32; self.cols];
         for (tile, values) in group
             .chunks_exact(tile_bytes(self.kind))
             .zip(out.chunks_exact_mut(tile_cols(self.kind)))
         {
-            tiles::dequantize_tile_row(self.kind, tile, r % GROUP_ROWS, values);
+            tiles::dequantize_tile_row(self.kind, tile, r % group_rows, values);
         }
         out
     }
@@ -516,14 +537,17 @@ impl PackedMatrix {
                 out.len()
             )));
         }
-        let groups = self.rows.div_ceil(GROUP_ROWS);
+        let groups = self.rows.div_ceil(group_rows(self.kind));
+        // Four-row results a call gives per token.
+        let fours = group_rows(self.kind) / GROUP_ROWS;
         let out_ptr = SendPtr(out.as_mut_ptr());
-        let store = |t: usize, g: usize, values: [f32; 4]| {
+        // Rows `4 * four..4 * four + 4` of token `t`.
+        let store = |t: usize, four: usize, values: [f32; 4]| {
             for (r, v) in values.into_iter().enumerate() {
-                let row = g * GROUP_ROWS + r;
+                let row = four * GROUP_ROWS + r;
                 if row < self.rows {
                     // SAFETY: `out` has `tokens * rows` values; each (t, row) is written by the one
-                    // task that owns group `g`, and `out` outlives the tasks.
+                    // task that owns the row's group, and `out` outlives the tasks.
                     unsafe { *out_ptr.at(t * self.rows + row) = v };
                 }
             }
@@ -535,37 +559,41 @@ impl PackedMatrix {
         } else {
             groups.min(pool().threads() * 4)
         };
-        // Every row group against every token, `call_tokens` a call, the tokens in blocks whose
-        // activations (`token_bytes` each) stay in the core's cache (L2) while a task's weight tiles
-        // stream past.
-        let blocked = |token_bytes: usize, call_tokens: usize, call: &GroupCall| {
-            let token_block = (TOKEN_BLOCK_BYTES / token_bytes / call_tokens).max(1) * call_tokens;
-            let run = |range: Range<usize>| {
-                let mut results = [[0f32; 4]; MAX_CALL_TOKENS];
-                for block in (0..tokens).step_by(token_block) {
-                    let block_end = (block + token_block).min(tokens);
-                    for g in range.clone() {
-                        let tiles = &self.data[g * gb..(g + 1) * gb];
-                        for t in (block..block_end).step_by(call_tokens) {
-                            let n = call_tokens.min(block_end - t);
-                            call(tiles, t..t + n, &mut results[..n]);
-                            for (i, values) in results[..n].iter().enumerate() {
-                                store(t + i, g, *values);
+        // Every row group against every token, `call_tokens` and `call_groups` a call (at most
+        // `CALL_RESULTS` fours of results), the tokens in blocks whose activations (`token_bytes` each)
+        // stay in the core's cache (L2) while a task's weight tiles stream past.
+        let blocked =
+            |token_bytes: usize, call_tokens: usize, call_groups: usize, call: &GroupCall| {
+                let token_block =
+                    (TOKEN_BLOCK_BYTES / token_bytes / call_tokens).max(1) * call_tokens;
+                let run = |range: Range<usize>| {
+                    let mut results = [[0f32; 4]; CALL_RESULTS];
+                    for block in (0..tokens).step_by(token_block) {
+                        let block_end = (block + token_block).min(tokens);
+                        for g in range.clone().step_by(call_groups) {
+                            let ng = call_groups.min(range.end - g);
+                            let tiles = &self.data[g * gb..(g + ng) * gb];
+                            let per_token = ng * fours;
+                            for t in (block..block_end).step_by(call_tokens) {
+                                let n = call_tokens.min(block_end - t);
+                                call(tiles, t..t + n, &mut results[..n * per_token]);
+                                for (i, values) in results[..n * per_token].iter().enumerate() {
+                                    store(t + i / per_token, g * fours + i % per_token, *values);
+                                }
                             }
                         }
                     }
-                }
+                };
+                pool().run(
+                    tasks,
+                    &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
+                );
             };
-            pool().run(
-                tasks,
-                &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
-            );
-        };
         if let Some(layout) = self.kind.superblock() {
             let kernel = super_kernel(level, layout);
             let act = SuperRows::quantize(x, self.cols);
             let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
-            blocked(self.cols, CALL_TOKENS, &|tiles, t, results| {
+            blocked(self.cols, CALL_TOKENS, 1, &|tiles, t, results| {
                 kernel(tiles, &acts[t], results)
             });
             return Ok(());
@@ -574,16 +602,22 @@ impl PackedMatrix {
             Some(kernel) => {
                 let act = QuantizedRows::quantize(x, self.cols);
                 let acts: Vec<Act> = (0..tokens).map(|t| act.row(t)).collect();
-                blocked(self.cols, CALL_TOKENS, &|tiles, t, results| {
+                blocked(self.cols, CALL_TOKENS, 1, &|tiles, t, results| {
                     kernel(tiles, &acts[t], results)
                 });
             }
             None => {
                 let float = float_kernel(level);
                 let rows: Vec<&[f32]> = x.chunks_exact(self.cols).collect();
-                blocked(4 * self.cols, FLOAT_CALL_TOKENS, &|tiles, t, results| {
-                    float(tiles, &rows[t], results)
-                });
+                // A step of few tokens (a decode) gives each call several groups, as many as keep a
+                // call's results within twelve tokens' sixteen rows: the kernel needs independent sums.
+                let call_groups = (FLOAT_CALL_TOKENS / tokens.max(1)).clamp(1, FLOAT_CALL_GROUPS);
+                blocked(
+                    4 * self.cols,
+                    FLOAT_CALL_TOKENS,
+                    call_groups,
+                    &|tiles, t, results| float(tiles, &rows[t], results),
+                );
             }
         }
         Ok(())
@@ -610,7 +644,7 @@ fn pack_integer_group(
     Ok(())
 }
 
-/// Writes one group's F16 tiles from up to four F16 or BF16 rows.
+/// Writes one group's F16 tiles from up to sixteen F16 or BF16 rows.
 fn pack_float_group(rows: &[(GgmlType, &[u8])], cols: usize, group: &mut [u8]) {
     let decoded: Vec<Vec<half::f16>> = rows
         .iter()

@@ -8,7 +8,8 @@ use super::superblocks::{
     q3k_value, q4k_scale_min, q4k_value, q6k_scale, q6k_value,
 };
 use super::tiles::{
-    F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
+    F16_GROUP_ROWS, F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES,
+    read_f16, read_f32,
 };
 
 /// Four rows of a U4 tile group against one activation row: `[f32; 4]` dot products.
@@ -84,18 +85,21 @@ pub fn u8_group(tiles: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> [f32; 4] {
     out
 }
 
-/// Four rows of an F16 tile group against one unquantized activation row.
-pub fn f16_group(tiles: &[u8], x: &[f32]) -> [f32; 4] {
-    let mut out = [0f32; 4];
+/// The sixteen rows of an F16 tile group against one unquantized activation row, into four fours of
+/// results; each row's sum runs over the columns in order, as the SIMD kernels' do.
+pub fn f16_group(tiles: &[u8], x: &[f32], out: &mut [[f32; 4]]) {
+    let mut sums = [0f32; F16_GROUP_ROWS];
     for (b, tile) in tiles.chunks_exact(F16_TILE_BYTES).enumerate() {
         let a = &x[32 * b..32 * b + 32];
-        for (r, o) in out.iter_mut().enumerate() {
-            for (j, v) in a.iter().enumerate() {
-                *o += read_f16(tile, 64 * r + 2 * j) * v;
+        for (j, v) in a.iter().enumerate() {
+            for (r, sum) in sums.iter_mut().enumerate() {
+                *sum += read_f16(tile, 2 * (F16_GROUP_ROWS * j + r)) * v;
             }
         }
     }
-    out
+    for (o, sums) in out.iter_mut().zip(sums.chunks_exact(4)) {
+        o.copy_from_slice(sums);
+    }
 }
 
 /// Four rows of Q4K or Q5K super-block tiles against one activation row (`SuperRows`): per super-block

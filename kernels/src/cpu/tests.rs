@@ -311,6 +311,54 @@ fn tile_kernels_match_scalar_at_every_token_count_and_each_token_alone() {
     }
 }
 
+/// F16 and BF16 calls of one to three tokens take up to four sixteen-row groups at once: on enough groups
+/// that a task's range holds several such calls and a remainder (41 groups, the last one short), every
+/// level matches the scalar path at every token count, and each token's results are bit-identical to
+/// those it gets alone, where its call took four groups and in a batch one.
+#[test]
+fn f16_calls_of_several_groups_match_scalar_and_each_token_alone() {
+    let (rows, cols) = (16 * 40 + 5, 64);
+    for ty in [GgmlType::F16, GgmlType::BF16] {
+        let dtype = if ty == GgmlType::F16 {
+            GgmlDType::F16
+        } else {
+            GgmlDType::BF16
+        };
+        let (bytes, _) = ggml_matrix(dtype, rows, cols, 7);
+        let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        for tokens in [1, 2, 3, 4, 5, 13] {
+            let x = random(tokens, cols, 60 + tokens as u64);
+            let mut scalar = vec![0f32; tokens * rows];
+            packed
+                .matmul_with(SimdLevel::Scalar, &x, &mut scalar)
+                .unwrap();
+            for &level in SimdLevel::available() {
+                let mut got = vec![0f32; tokens * rows];
+                packed.matmul_with(level, &x, &mut got).unwrap();
+                for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{ty:?} {level:?} tokens {tokens} output {i}: {a} vs scalar {b}"
+                    );
+                }
+                for t in 0..tokens {
+                    let mut alone = vec![0f32; rows];
+                    packed
+                        .matmul_with(level, &x[t * cols..(t + 1) * cols], &mut alone)
+                        .unwrap();
+                    for (r, (a, b)) in alone.iter().zip(&got[t * rows..]).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{ty:?} {level:?} token {t} of {tokens}, row {r}: alone {a}, batched {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn k_quants_pack_into_super_block_tiles_no_larger_than_the_file() {
     for (ty, bits) in [

@@ -1,11 +1,15 @@
-//! The repacked weight layout. Rows are taken four at a time (a group); for each 32-column block a group
-//! stores one tile with the four rows' scales side by side, then their values, so one vector load brings
-//! four rows' scales and a group's tiles are contiguous in memory.
+//! The repacked weight layout. Rows are taken four at a time (a group; sixteen for F16); for each 32-column
+//! block a group stores one tile with the four rows' scales side by side, then their values, so one vector
+//! load brings four rows' scales and a group's tiles are contiguous in memory.
 //!
 //! - U4 tile, 80 bytes: `scale: [f16; 4]`, `min: [f16; 4]`, `q: [[u8; 16]; 4]` (byte `j` holds element `j`
 //!   in its low nibble and element `j + 16` in its high one, as Q4_0 does). `x = scale * q + min`.
 //! - U8 tile, 144 bytes: as U4 but `q: [[u8; 32]; 4]`, one byte per element (5-bit types). `x = scale * q + min`.
-//! - F16 tile, 256 bytes: `w: [[f16; 32]; 4]`, the rows' values as they are (F16, and BF16 narrowed).
+//! - F16 tile, 1024 bytes, of sixteen rows (an F16 group is four integer groups wide): `w: [[f16; 16]; 32]`,
+//!   column-major, the sixteen rows' values of one column side by side (F16, and BF16 narrowed). A kernel
+//!   widens a column's sixteen weights into two vectors and multiplies them by one token's value broadcast
+//!   (an outer product, as BLIS's micro-kernels do), so no horizontal sums and one conversion serves every
+//!   token's two multiply-adds.
 //! - I8 tile, 144 bytes: `scale: [[f16; 2]; 4]` (one per 16 elements), `q: [[i8; 32]; 4]`. `x = scale * q`.
 //! - Fp4 tile, 80 bytes (MXFP4, 5 bits a weight; the file 4.25): `scale: [f32; 4]` (the E8M0 power of two,
 //!   halved: exact, but for the two subnormal ones, which pack as zero), `q: [[u8; 16]; 4]` (the file's codes, nibbles as U4's). `x = scale * FP4_VALUES[q]`.
@@ -21,10 +25,20 @@ use super::superblocks::{self, SUPER};
 pub const U4_TILE_BYTES: usize = 80;
 pub const I8_TILE_BYTES: usize = 144;
 pub const U8_TILE_BYTES: usize = 144;
-pub const F16_TILE_BYTES: usize = 256;
+pub const F16_TILE_BYTES: usize = 1024;
 pub const FP4_TILE_BYTES: usize = 80;
-/// Rows per group.
+/// Rows per group of the integer tiles; a kernel call's results come in fours of rows.
 pub const GROUP_ROWS: usize = 4;
+/// Rows per group of F16 tiles.
+pub const F16_GROUP_ROWS: usize = 16;
+
+/// Rows one group of `kind`'s tiles holds.
+pub fn group_rows(kind: TileKind) -> usize {
+    match kind {
+        TileKind::F16 => F16_GROUP_ROWS,
+        _ => GROUP_ROWS,
+    }
+}
 
 pub fn tile_bytes(kind: TileKind) -> usize {
     match kind {
@@ -62,12 +76,13 @@ fn write_f16(bytes: &mut [u8], at: usize, v: f32) {
     bytes[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
 }
 
-/// Writes one F16 tile from up to four rows' 32 values each (missing rows stay zero: padding).
+/// Writes one F16 tile from up to sixteen rows' 32 values each (missing rows stay zero: padding).
 pub fn write_f16_tile(rows: &[&[f16]], tile: &mut [u8]) {
     tile.fill(0);
     for (r, values) in rows.iter().enumerate() {
         for (j, v) in values.iter().enumerate() {
-            tile[64 * r + 2 * j..64 * r + 2 * j + 2].copy_from_slice(&v.to_le_bytes());
+            let at = 2 * (F16_GROUP_ROWS * j + r);
+            tile[at..at + 2].copy_from_slice(&v.to_le_bytes());
         }
     }
 }
@@ -143,7 +158,7 @@ pub fn dequantize_tile_row(kind: TileKind, tile: &[u8], r: usize, out: &mut [f32
         }
         TileKind::F16 => {
             for (j, o) in out.iter_mut().enumerate().take(32) {
-                *o = read_f16(tile, 64 * r + 2 * j);
+                *o = read_f16(tile, 2 * (F16_GROUP_ROWS * j + r));
             }
         }
         TileKind::U8 => {

@@ -1,7 +1,8 @@
-//! x86-64 kernels for the 32-column tiles (I8, U4, U8, F16) that take up to eight tokens at once, as
-//! ggml's repacked Q8_0 / Q4_0 GEMMs and llamafile's tinyBLAS do for a prompt: each weight vector is
-//! unpacked (or widened from f16) once per call and serves every token, and the per-block float work is
-//! one conversion and one multiply-add per token for all four rows.
+//! x86-64 kernels for the 32-column tiles (I8, U4, U8, F16) that take up to eight tokens at once (twelve
+//! for F16), as ggml's repacked Q8_0 / Q4_0 GEMMs and llamafile's tinyBLAS do for a prompt: each weight
+//! vector is unpacked (or widened from f16) once per call and serves every token, and the per-block float
+//! work is one conversion and one multiply-add per token for all four rows (F16: two multiply-adds per
+//! column for all sixteen).
 //!
 //! The integer kernels regroup a tile's four rows (`regroup`) so that one `vpdpbusd` (or `vpmaddubsw`)
 //! lane holds one row's four-byte group: the activation's group is spread to the lanes with an in-lane
@@ -14,16 +15,17 @@
 
 use std::arch::x86_64::*;
 
+use super::PREFETCH_AHEAD;
 use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
-use super::x86::{Act, hsum4, load32, prefetch_ahead};
+use super::x86::{Act, load32, prefetch_ahead};
 
 /// Tokens one call of a VNNI-level kernel takes (32 vector registers).
 const VNNI_TOKENS: usize = 8;
 /// Tokens one call of an AVX2 kernel takes (16 vector registers).
 const AVX2_TOKENS: usize = 4;
 /// Tokens one call of the F16 kernels takes, at the VNNI level (32 registers) and AVX2 (16).
-const F16_VNNI_TOKENS: usize = 4;
-const F16_AVX2_TOKENS: usize = 3;
+const F16_VNNI_TOKENS: usize = 12;
+const F16_AVX2_TOKENS: usize = 6;
 
 /// A tile's four row vectors (each 32 bytes: elements 0..16 in the low lane, 16..32 in the high one)
 /// regrouped: vector `k` holds the rows' four-byte groups `k` (low lane) and `k + 4` (high lane),
@@ -404,64 +406,125 @@ wide_integer!(
     offset: true
 );
 
-/// F16 kernels over `T` tokens: each eight weights widened once for all of them, an accumulator per row
-/// and token, the same multiply-adds in the same order for every token.
+/// F16 kernels over `T` tokens and `G` groups, as outer products: each column's sixteen weights (a group's)
+/// widened into two vectors once for all the tokens, each token's value broadcast against them, two
+/// accumulators (rows 0..8 and 8..16) per token and group summed over the columns in order: the same
+/// multiply-adds in the same order for every row, whatever else shares the call. Six tokens' twelve
+/// accumulators fill AVX2's sixteen registers with the weights and the broadcast; the VNNI level's
+/// thirty-two take twelve. One to three tokens take two or four groups at once, so that enough
+/// independent sums are in flight to hide the multiply-adds' latency (one group's two were bound by it).
 macro_rules! wide_float {
-    ($name:ident, $wide:ident, $tokens:expr, $features:literal) => {
+    ($name:ident, $wide:ident, $tokens:expr, $features:literal, [$($fewer:literal)*]) => {
+        /// `T` tokens against the `G` groups (`group_bytes` each) at `tiles`' start, into
+        /// `out[t * stride + 4 * g + q]`.
         #[target_feature(enable = $features)]
-        unsafe fn $wide<const T: usize>(tiles: &[u8], x: &[&[f32]], out: &mut [[f32; 4]]) {
+        unsafe fn $wide<const T: usize, const G: usize>(
+            tiles: &[u8],
+            group_bytes: usize,
+            x: &[&[f32]],
+            out: &mut [[f32; 4]],
+            stride: usize,
+        ) {
             let x: &[&[f32]; T] = x[..T].try_into().expect("T activation rows");
-            let blocks = x
-                .iter()
-                .fold(tiles.len() / F16_TILE_BYTES, |n, x| n.min(x.len() / 32));
-            let mut acc = [[_mm256_setzero_ps(); T]; 4];
+            let blocks = x.iter().fold(
+                (tiles.len() / G).min(group_bytes) / F16_TILE_BYTES,
+                |n, x| n.min(x.len() / 32),
+            );
+            let mut acc = [[[_mm256_setzero_ps(); 2]; G]; T];
             for b in 0..blocks {
-                // SAFETY: `b` is below every row's block count and the tiles'.
+                // SAFETY: `b` is below every row's block count and each group's.
                 unsafe {
-                    let tile = tiles.as_ptr().add(b * F16_TILE_BYTES);
-                    prefetch_ahead(tile, F16_TILE_BYTES);
-                    for k in 0..4 {
-                        let xs = x.map(|x| _mm256_loadu_ps(x.as_ptr().add(32 * b + 8 * k)));
-                        for (r, acc) in acc.iter_mut().enumerate() {
-                            let w = _mm256_cvtph_ps(_mm_loadu_si128(
-                                tile.add(64 * r + 16 * k) as *const __m128i
-                            ));
+                    let tile: [*const u8; G] = std::array::from_fn(|g| {
+                        tiles.as_ptr().add(g * group_bytes + b * F16_TILE_BYTES)
+                    });
+                    let xs = x.map(|x| x.as_ptr().add(32 * b));
+                    for pair in 0..16 {
+                        // One cache line holds two columns.
+                        for tile in &tile {
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                tile.wrapping_add(PREFETCH_AHEAD + 64 * pair) as *const i8,
+                            );
+                        }
+                        for j in [2 * pair, 2 * pair + 1] {
+                            let w = tile.map(|tile| {
+                                let column = tile.add(32 * j);
+                                [
+                                    _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
+                                    _mm256_cvtph_ps(_mm_loadu_si128(
+                                        column.add(16) as *const __m128i
+                                    )),
+                                ]
+                            });
                             for (acc, xs) in acc.iter_mut().zip(&xs) {
-                                *acc = _mm256_fmadd_ps(w, *xs, *acc);
+                                let v = _mm256_broadcast_ss(&*xs.add(j));
+                                for (acc, w) in acc.iter_mut().zip(&w) {
+                                    acc[0] = _mm256_fmadd_ps(w[0], v, acc[0]);
+                                    acc[1] = _mm256_fmadd_ps(w[1], v, acc[1]);
+                                }
                             }
                         }
                     }
                 }
             }
-            for (t, o) in out.iter_mut().enumerate().take(T) {
-                // SAFETY: `o` is four f32.
-                unsafe {
-                    _mm_storeu_ps(
-                        o.as_mut_ptr(),
-                        hsum4(acc[0][t], acc[1][t], acc[2][t], acc[3][t]),
-                    )
-                };
+            for (t, acc) in acc.iter().enumerate() {
+                for (g, acc) in acc.iter().enumerate() {
+                    let o = &mut out[t * stride + 4 * g..][..4];
+                    // SAFETY: `o` is four fours of f32, sixteen in a row.
+                    unsafe {
+                        let o = o.as_mut_ptr() as *mut f32;
+                        _mm256_storeu_ps(o, acc[0]);
+                        _mm256_storeu_ps(o.add(8), acc[1]);
+                    }
+                }
             }
         }
 
-        /// Four F16 rows against any number of unquantized activation rows, into as many results.
+        /// Whole F16 groups (sixteen rows each) against any number of unquantized activation rows, into
+        /// four results per token and group, token-major (`out[4 * (t * groups + g) + q]`).
         ///
         /// # Safety
-        /// The CPU has the features named; `tiles` holds whole tiles, every row of `x` 32 values per
-        /// tile; `out` is as long as `x`.
+        /// The CPU has the features named; every row of `x` has the same length, 32 values per tile of a
+        /// group.
         #[target_feature(enable = $features)]
         pub unsafe fn $name(tiles: &[u8], x: &[&[f32]], out: &mut [[f32; 4]]) {
-            let n = x.len().min(out.len());
-            for (x, out) in x[..n].chunks($tokens).zip(out[..n].chunks_mut($tokens)) {
-                // SAFETY: as for this function.
-                unsafe {
-                    match x.len() {
-                        1 => $wide::<1>(tiles, x, out),
-                        2 => $wide::<2>(tiles, x, out),
-                        3 => $wide::<3>(tiles, x, out),
-                        _ => $wide::<4>(tiles, x, out),
+            let n = x.len();
+            let group_bytes = x.first().map_or(0, |x| x.len() / 32 * F16_TILE_BYTES);
+            if group_bytes == 0 {
+                return;
+            }
+            let groups = (tiles.len() / group_bytes).min(out.len() / (4 * n));
+            let stride = 4 * groups;
+            let mut g = 0;
+            while g < groups {
+                let tiles = &tiles[g * group_bytes..];
+                // SAFETY (each call): as for this function; every call's groups and tokens are in
+                // `tiles`, `x` and `out`.
+                g += match (n, groups - g) {
+                    (1, 4..) => {
+                        unsafe { $wide::<1, 4>(tiles, group_bytes, x, &mut out[4 * g..], stride) };
+                        4
                     }
-                }
+                    (2, 2..) => {
+                        unsafe { $wide::<2, 2>(tiles, group_bytes, x, &mut out[4 * g..], stride) };
+                        2
+                    }
+                    (3, 2..) => {
+                        unsafe { $wide::<3, 2>(tiles, group_bytes, x, &mut out[4 * g..], stride) };
+                        2
+                    }
+                    _ => {
+                        for (c, x) in x.chunks($tokens).enumerate() {
+                            let out = &mut out[c * $tokens * stride + 4 * g..];
+                            unsafe {
+                                match x.len() {
+                                    $($fewer => $wide::<$fewer, 1>(tiles, group_bytes, x, out, stride),)*
+                                    _ => $wide::<{ $tokens }, 1>(tiles, group_bytes, x, out, stride),
+                                }
+                            }
+                        }
+                        1
+                    }
+                };
             }
         }
     };
@@ -471,6 +534,13 @@ wide_float!(
     f16_vnni,
     f16_vnni_wide,
     F16_VNNI_TOKENS,
-    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni"
+    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+    [1 2 3 4 5 6 7 8 9 10 11]
 );
-wide_float!(f16_avx2, f16_avx2_wide, F16_AVX2_TOKENS, "avx2,fma,f16c");
+wide_float!(
+    f16_avx2,
+    f16_avx2_wide,
+    F16_AVX2_TOKENS,
+    "avx2,fma,f16c",
+    [1 2 3 4 5]
+);
