@@ -403,6 +403,8 @@ pub struct PackedMatrix {
 
 /// Steps with fewer multiply-adds than this run on the calling thread: waking the pool costs more.
 const SERIAL_WORK: usize = 1 << 16;
+/// Steps of at least this many tokens are split finer over the pool.
+const PROMPT_TOKENS: usize = 32;
 
 impl PackedMatrix {
     /// Packs a GGUF tensor's bytes: `rows` rows of `cols` elements of type `ty`.
@@ -541,23 +543,29 @@ impl PackedMatrix {
         // Four-row results a call gives per token.
         let fours = group_rows(self.kind) / GROUP_ROWS;
         let out_ptr = SendPtr(out.as_mut_ptr());
-        // Rows `4 * four..4 * four + 4` of token `t`.
-        let store = |t: usize, four: usize, values: [f32; 4]| {
-            for (r, v) in values.into_iter().enumerate() {
-                let row = four * GROUP_ROWS + r;
-                if row < self.rows {
-                    // SAFETY: `out` has `tokens * rows` values; each (t, row) is written by the one
-                    // task that owns the row's group, and `out` outlives the tasks.
-                    unsafe { *out_ptr.at(t * self.rows + row) = v };
-                }
+        // Token `t`'s rows from `4 * four` on, one copy (the padding rows past `rows` dropped).
+        let store = |t: usize, four: usize, values: &[[f32; 4]]| {
+            let row = four * GROUP_ROWS;
+            let values = values.as_flattened();
+            let n = values.len().min(self.rows.saturating_sub(row));
+            if n == 0 {
+                return;
             }
+            // SAFETY: `out` has `tokens * rows` values and `row + n <= rows`; each (t, row) is written
+            // by the one task that owns the row's group, and `out` outlives the tasks.
+            unsafe {
+                std::ptr::copy_nonoverlapping(values.as_ptr(), out_ptr.at(t * self.rows + row), n)
+            };
         };
         let gb = self.group_bytes();
         let work = tokens * self.rows * self.cols;
+        // A prompt's step takes many small tasks: the first thread done waits for the others' last
+        // (2.7% of a 1B F16 prompt's samples were that wait at four a thread).
+        let tasks_per_thread = if tokens >= PROMPT_TOKENS { 16 } else { 4 };
         let tasks = if work < SERIAL_WORK {
             1
         } else {
-            groups.min(pool().threads() * 4)
+            groups.min(pool().threads() * tasks_per_thread)
         };
         // Every row group against every token, `call_tokens` and `call_groups` a call (at most
         // `CALL_RESULTS` fours of results), the tokens in blocks whose activations (`token_bytes` each)
@@ -577,8 +585,10 @@ impl PackedMatrix {
                             for t in (block..block_end).step_by(call_tokens) {
                                 let n = call_tokens.min(block_end - t);
                                 call(tiles, t..t + n, &mut results[..n * per_token]);
-                                for (i, values) in results[..n * per_token].iter().enumerate() {
-                                    store(t + i / per_token, g * fours + i % per_token, *values);
+                                for (i, values) in
+                                    results[..n * per_token].chunks_exact(per_token).enumerate()
+                                {
+                                    store(t + i, g * fours, values);
                                 }
                             }
                         }
