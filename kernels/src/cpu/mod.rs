@@ -1,6 +1,6 @@
 //! Quantized matrix products on the CPU.
 //!
-//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (`tiles`, or `superblocks` for Q3_K,
+//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (sixteen-row for F16: `tiles`, or `superblocks` for Q3_K,
 //! Q4_K, Q5_K and Q6_K on x86-64, and Q2_K everywhere); `PackedMatrix::matmul` takes f32 activations, quantizes them per 32-element
 //! block, or per 256 for super-block tiles (`activations`), and computes every output with
 //! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2), `x86_superblocks` for
