@@ -245,6 +245,26 @@ fn decode_rate(engine: &mut Engine, sequences: usize, steps: usize, prompt: &[u3
     Ok((sequences * steps) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Bytes of a failed request's body read to say why it failed, and characters of it kept in the message.
+const ERROR_BODY_BYTES: usize = 1024;
+const ERROR_BODY_CHARS: usize = 200;
+
+/// Failed requests: how many, and the first one's cause (the only one reported).
+#[derive(Default)]
+struct Failures {
+    count: usize,
+    first: Option<String>,
+}
+
+impl Failures {
+    fn add(&mut self, cause: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(cause());
+        }
+    }
+}
+
 /// One streamed request's timings.
 struct Sample {
     ttft: Duration,
@@ -328,7 +348,7 @@ async fn load(
             let max_tokens = args.max_tokens;
             tokio::spawn(async move {
                 let mut samples = Vec::new();
-                let mut errors = Vec::new();
+                let mut failures = Failures::default();
                 loop {
                     let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if n >= requests {
@@ -336,19 +356,20 @@ async fn load(
                     }
                     match one_request(&client, &endpoint, &model, max_tokens, n).await {
                         Ok(sample) => samples.push(sample),
-                        Err(e) => errors.push(format!("{e:#}")),
+                        Err(e) => failures.add(|| format!("{e:#}")),
                     }
                 }
-                (samples, errors)
+                (samples, failures)
             })
         })
         .collect();
     let mut samples = Vec::new();
-    let mut errors = Vec::new();
+    let mut failures = Failures::default();
     for worker in workers {
-        let (s, e) = worker.await?;
+        let (s, f) = worker.await?;
         samples.extend(s);
-        errors.extend(e);
+        failures.count += f.count;
+        failures.first = failures.first.or(f.first);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let tokens: usize = samples.iter().map(|s| s.tokens).sum();
@@ -361,7 +382,7 @@ async fn load(
         "endpoint": endpoint, "concurrency": concurrency, "requests": samples.len(),
         // How many failed, and the first failure's cause, so that a ratio over fewer answers is read
         // with its reason.
-        "errors": errors.len(), "first_error": errors.first(),
+        "errors": failures.count, "first_error": failures.first,
         "tokens_per_second": tokens as f64 / elapsed,
         "ttft_ms_p50": percentile(&mut ttft, 0.5), "ttft_ms_p99": percentile(&mut ttft, 0.99),
         "itl_ms_p50": percentile(&mut itl, 0.5), "itl_ms_p99": percentile(&mut itl, 0.99),
@@ -417,18 +438,22 @@ async fn one_request(
         .context("request failed")?;
     if !response.status().is_success() {
         let status = response.status();
-        // The body's start, enough to say why: an endpoint's body is not read whole.
+        // The body's start, enough to say why: an endpoint's body is not read whole, nor kept past
+        // what a message shows.
         let mut head = Vec::new();
-        while head.len() < 1024 {
+        while head.len() < ERROR_BODY_BYTES {
             match response.chunk().await {
-                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                Ok(Some(chunk)) => {
+                    let room = ERROR_BODY_BYTES - head.len();
+                    head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
                 _ => break,
             }
         }
-        let text = String::from_utf8_lossy(&head[..head.len().min(1024)]);
+        let text = String::from_utf8_lossy(&head);
         bail!(
             "HTTP {status}: {}",
-            text.chars().take(200).collect::<String>()
+            text.chars().take(ERROR_BODY_CHARS).collect::<String>()
         );
     }
     let mut buffer = String::new();
