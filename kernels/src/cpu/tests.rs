@@ -266,6 +266,40 @@ fn every_kernel_level_matches_scalar_and_the_f32_product() {
     }
 }
 
+/// `x` (rows of `packed.cols()`) through every level this CPU has: each matches the scalar path, and each
+/// token's results are bit-identical to those it gets alone (a batch's rows must not depend on each other).
+fn assert_levels_match_scalar_and_each_token_alone(ty: GgmlType, packed: &PackedMatrix, x: &[f32]) {
+    let (rows, cols) = (packed.rows(), packed.cols());
+    let tokens = x.len() / cols;
+    let mut scalar = vec![0f32; tokens * rows];
+    packed
+        .matmul_with(SimdLevel::Scalar, x, &mut scalar)
+        .unwrap();
+    for &level in SimdLevel::available() {
+        let mut got = vec![0f32; tokens * rows];
+        packed.matmul_with(level, x, &mut got).unwrap();
+        for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{ty:?} {level:?} tokens {tokens} output {i}: {a} vs scalar {b}"
+            );
+        }
+        for t in 0..tokens {
+            let mut alone = vec![0f32; rows];
+            packed
+                .matmul_with(level, &x[t * cols..(t + 1) * cols], &mut alone)
+                .unwrap();
+            for (r, (a, b)) in alone.iter().zip(&got[t * rows..]).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{ty:?} {level:?} token {t} of {tokens}, row {r}: alone {a}, batched {b}"
+                );
+            }
+        }
+    }
+}
+
 /// The 32-column tiles' kernels take up to eight tokens a call: every count from 1 to 9 (and 17, a remainder
 /// after two calls) matches the scalar path at every level, on a row count that is no multiple of four;
 /// and each token's results are bit-identical to those it gets alone (a batch's rows must not depend on
@@ -280,33 +314,7 @@ fn tile_kernels_match_scalar_at_every_token_count_and_each_token_alone() {
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
         for tokens in (1..=9).chain([17]) {
             let x = random(tokens, cols, 40 + tokens as u64);
-            let mut scalar = vec![0f32; tokens * rows];
-            packed
-                .matmul_with(SimdLevel::Scalar, &x, &mut scalar)
-                .unwrap();
-            for &level in SimdLevel::available() {
-                let mut got = vec![0f32; tokens * rows];
-                packed.matmul_with(level, &x, &mut got).unwrap();
-                for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{ty:?} {level:?} tokens {tokens} output {i}: {a} vs scalar {b}"
-                    );
-                }
-                for t in 0..tokens {
-                    let mut alone = vec![0f32; rows];
-                    packed
-                        .matmul_with(level, &x[t * cols..(t + 1) * cols], &mut alone)
-                        .unwrap();
-                    for (r, (a, b)) in alone.iter().zip(&got[t * rows..]).enumerate() {
-                        assert_eq!(
-                            a.to_bits(),
-                            b.to_bits(),
-                            "{ty:?} {level:?} token {t} of {tokens}, row {r}: alone {a}, batched {b}"
-                        );
-                    }
-                }
-            }
+            assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
         }
     }
 }
@@ -318,43 +326,15 @@ fn tile_kernels_match_scalar_at_every_token_count_and_each_token_alone() {
 #[test]
 fn f16_calls_of_several_groups_match_scalar_and_each_token_alone() {
     let (rows, cols) = (16 * 40 + 5, 64);
-    for ty in [GgmlType::F16, GgmlType::BF16] {
-        let dtype = if ty == GgmlType::F16 {
-            GgmlDType::F16
-        } else {
-            GgmlDType::BF16
-        };
+    for (ty, dtype) in [
+        (GgmlType::F16, GgmlDType::F16),
+        (GgmlType::BF16, GgmlDType::BF16),
+    ] {
         let (bytes, _) = ggml_matrix(dtype, rows, cols, 7);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
         for tokens in [1, 2, 3, 4, 5, 13] {
             let x = random(tokens, cols, 60 + tokens as u64);
-            let mut scalar = vec![0f32; tokens * rows];
-            packed
-                .matmul_with(SimdLevel::Scalar, &x, &mut scalar)
-                .unwrap();
-            for &level in SimdLevel::available() {
-                let mut got = vec![0f32; tokens * rows];
-                packed.matmul_with(level, &x, &mut got).unwrap();
-                for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{ty:?} {level:?} tokens {tokens} output {i}: {a} vs scalar {b}"
-                    );
-                }
-                for t in 0..tokens {
-                    let mut alone = vec![0f32; rows];
-                    packed
-                        .matmul_with(level, &x[t * cols..(t + 1) * cols], &mut alone)
-                        .unwrap();
-                    for (r, (a, b)) in alone.iter().zip(&got[t * rows..]).enumerate() {
-                        assert_eq!(
-                            a.to_bits(),
-                            b.to_bits(),
-                            "{ty:?} {level:?} token {t} of {tokens}, row {r}: alone {a}, batched {b}"
-                        );
-                    }
-                }
-            }
+            assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
         }
     }
 }
