@@ -263,6 +263,12 @@ impl Failures {
             self.first = Some(cause());
         }
     }
+
+    /// Adds another worker's failures (its first cause kept only if this one has none yet).
+    fn merge(&mut self, other: Failures) {
+        self.count += other.count;
+        self.first = self.first.take().or(other.first);
+    }
 }
 
 /// One streamed request's timings.
@@ -368,8 +374,7 @@ async fn load(
     for worker in workers {
         let (s, f) = worker.await?;
         samples.extend(s);
-        failures.count += f.count;
-        failures.first = failures.first.or(f.first);
+        failures.merge(f);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let tokens: usize = samples.iter().map(|s| s.tokens).sum();
