@@ -39,16 +39,21 @@ quantize=$src/$build_dir/bin/llama-quantize
 if [[ ! -x $server || ! -x $llama_bench || ! -x $quantize ]]; then
   mkdir -p "$cache"
   [[ -x $cache/venv/bin/cmake ]] || { python3 -m venv "$cache/venv" && "$cache/venv/bin/pip" install -q cmake; }
-  [[ -d $src ]] || {
-    # The sdist itself, found through the simple index pip is configured with (`pip download` would
-    # build its build dependencies from source just to read its metadata). No index host is named here.
-    pip=$cache/venv/bin/pip
-    index=${PIP_INDEX_URL:-$("$pip" config get global.index-url 2>/dev/null ||
-      "$cache/venv/bin/python" -c 'from pip._internal.models.index import PyPI; print(PyPI.simple_url)')}
-    url=$(curl -sf -H "Accept: application/vnd.pypi.simple.v1+json" "${index%/}/llama-cpp-python/" |
-      python3 -c 'import json,sys; print([f["url"] for f in json.load(sys.stdin)["files"] if f["filename"] == "llama_cpp_python-0.3.36.tar.gz"][0])')
-    curl -sfL -o "$cache/llama_cpp_python-0.3.36.tar.gz" "$url"
-    tar xzf "$cache/llama_cpp_python-0.3.36.tar.gz" -C "$cache"
+  # The whole tree: scripts/fetch-xlmr-vocab.sh extracts one file of the same sdist into the same place.
+  [[ -f $src/CMakeLists.txt ]] || {
+    sdist=$cache/llama_cpp_python-0.3.36.tar.gz
+    [[ -s $sdist ]] || {
+      # The sdist itself, found through the simple index pip is configured with (`pip download` would
+      # build its build dependencies from source just to read its metadata). No index host is named here.
+      pip=$cache/venv/bin/pip
+      index=${PIP_INDEX_URL:-$("$pip" config get global.index-url 2>/dev/null ||
+        "$cache/venv/bin/python" -c 'from pip._internal.models.index import PyPI; print(PyPI.simple_url)')}
+      url=$(curl -sf -H "Accept: application/vnd.pypi.simple.v1+json" "${index%/}/llama-cpp-python/" |
+        python3 -c 'import json,sys; print([f["url"] for f in json.load(sys.stdin)["files"] if f["filename"] == "llama_cpp_python-0.3.36.tar.gz"][0])')
+      curl -sfL -o "$sdist.part" "$url"
+      mv "$sdist.part" "$sdist"
+    }
+    tar xzf "$sdist" -C "$cache"
   }
   "$cache/venv/bin/cmake" -S "$src" -B "$src/$build_dir" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DCMAKE_BUILD_TYPE=Release ${cmake_device[@]+"${cmake_device[@]}"} >"$cache/$build_dir.log" 2>&1

@@ -10,12 +10,15 @@ file=$cache/$sdist/vendor/llama.cpp/models/ggml-vocab-nomic-bert-moe.gguf
 want=90a6746926454784a98389ad36a36d89bc9cfc81db9cb0f33c941bcc959fe5f9
 if [[ ! -f $file ]]; then
   mkdir -p "$cache"
-  # The sdist through the simple index pip is configured with; no index host is named here.
-  index=${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null ||
-    python3 -c 'from pip._internal.models.index import PyPI; print(PyPI.simple_url)')}
-  url=$(curl -sf -H "Accept: application/vnd.pypi.simple.v1+json" "${index%/}/llama-cpp-python/" |
-    python3 -c 'import json,sys; print([f["url"] for f in json.load(sys.stdin)["files"] if f["filename"] == "llama_cpp_python-0.3.36.tar.gz"][0])')
-  curl -sfL -o "$cache/$sdist.tar.gz" "$url" >&2
+  if [[ ! -s $cache/$sdist.tar.gz ]]; then
+    # The sdist through the simple index pip is configured with; no index host is named here.
+    index=${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null ||
+      python3 -c 'from pip._internal.models.index import PyPI; print(PyPI.simple_url)')}
+    url=$(curl -sf -H "Accept: application/vnd.pypi.simple.v1+json" "${index%/}/llama-cpp-python/" |
+      python3 -c 'import json,sys; print([f["url"] for f in json.load(sys.stdin)["files"] if f["filename"] == "llama_cpp_python-0.3.36.tar.gz"][0])')
+    curl -sfL -o "$cache/$sdist.tar.gz.part" "$url" >&2
+    mv "$cache/$sdist.tar.gz.part" "$cache/$sdist.tar.gz"
+  fi
   tar xzf "$cache/$sdist.tar.gz" -C "$cache" "$sdist/vendor/llama.cpp/models/ggml-vocab-nomic-bert-moe.gguf"
 fi
 echo "$want  $file" | sha256sum -c --status || { echo "checksum mismatch for $file" >&2; exit 1; }
