@@ -316,10 +316,12 @@ const CALL_TOKENS: usize = 8;
 const FLOAT_CALL_TOKENS: usize = 12;
 /// F16 groups one call is given, at most (when the step has at most three tokens).
 const FLOAT_CALL_GROUPS: usize = 4;
+/// F16 groups a call of a whole `FLOAT_CALL_TOKENS` is given: AVX-512 takes twelve tokens over two groups.
+const FLOAT_PROMPT_GROUPS: usize = 2;
 /// Four-row results one call fills, at most: a token's four rows for the integer tiles, its sixteen
-/// rows (four fours) for F16 ones.
+/// rows (four fours) a group for F16 ones.
 const CALL_RESULTS: usize = {
-    let float = FLOAT_CALL_TOKENS * (F16_GROUP_ROWS / GROUP_ROWS);
+    let float = FLOAT_CALL_TOKENS * FLOAT_PROMPT_GROUPS * (F16_GROUP_ROWS / GROUP_ROWS);
     if float > CALL_TOKENS {
         float
     } else {
@@ -345,7 +347,7 @@ fn float_kernel(level: SimdLevel) -> FloatKernel {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => |t, x, o| unsafe { x86_wide::f16_avx2(t, x, o) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Vnni => |t, x, o| unsafe { x86_wide::f16_vnni(t, x, o) },
+        SimdLevel::Avx512Vnni => |t, x, o| unsafe { x86_wide::f16_avx512(t, x, o) },
         _ => |t, x, o| {
             let fours = F16_GROUP_ROWS / GROUP_ROWS;
             let group_bytes = x
@@ -621,7 +623,11 @@ impl PackedMatrix {
                 let rows: Vec<&[f32]> = x.chunks_exact(self.cols).collect();
                 // A step of few tokens (a decode) gives each call several groups, as many as keep a
                 // call's results within twelve tokens' sixteen rows: the kernel needs independent sums.
-                let call_groups = (FLOAT_CALL_TOKENS / tokens.max(1)).clamp(1, FLOAT_CALL_GROUPS);
+                let call_groups = if tokens >= FLOAT_CALL_TOKENS {
+                    FLOAT_PROMPT_GROUPS
+                } else {
+                    (FLOAT_CALL_TOKENS / tokens.max(1)).clamp(1, FLOAT_CALL_GROUPS)
+                };
                 blocked(
                     4 * self.cols,
                     FLOAT_CALL_TOKENS,

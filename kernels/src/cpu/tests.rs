@@ -319,10 +319,11 @@ fn tile_kernels_match_scalar_at_every_token_count_and_each_token_alone() {
     }
 }
 
-/// F16 and BF16 calls of one to three tokens take up to four sixteen-row groups at once: on enough groups
-/// that a task's range holds several such calls and a remainder (41 groups, the last one short), every
-/// level matches the scalar path at every token count, and each token's results are bit-identical to
-/// those it gets alone, where its call took four groups and in a batch one.
+/// F16 and BF16 calls of one to three tokens take up to four sixteen-row groups at once, and of twelve
+/// tokens two: on enough groups that a task's range holds several such calls and a remainder (41 groups,
+/// the last one short), every level matches the scalar path at every token count, and each token's
+/// results are bit-identical to those it gets alone, where its call took four groups and in a batch one
+/// or two.
 #[test]
 fn f16_calls_of_several_groups_match_scalar_and_each_token_alone() {
     let (rows, cols) = (16 * 40 + 5, 64);
@@ -332,7 +333,7 @@ fn f16_calls_of_several_groups_match_scalar_and_each_token_alone() {
     ] {
         let (bytes, _) = ggml_matrix(dtype, rows, cols, 7);
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        for tokens in [1, 2, 3, 4, 5, 13] {
+        for tokens in [1, 2, 3, 4, 5, 12, 13, 25] {
             let x = random(tokens, cols, 60 + tokens as u64);
             assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
         }

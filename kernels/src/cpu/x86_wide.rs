@@ -23,8 +23,8 @@ use super::x86::{Act, load32, prefetch_ahead};
 const VNNI_TOKENS: usize = 8;
 /// Tokens one call of an AVX2 kernel takes (16 vector registers).
 const AVX2_TOKENS: usize = 4;
-/// Tokens one call of the F16 kernels takes, at the VNNI level (32 registers) and AVX2 (16).
-const F16_VNNI_TOKENS: usize = 12;
+/// Tokens one call of the F16 kernels takes, at the VNNI level (AVX-512's 32 registers) and AVX2 (16).
+const F16_AVX512_TOKENS: usize = 12;
 const F16_AVX2_TOKENS: usize = 6;
 
 /// A tile's four row vectors (each 32 bytes: elements 0..16 in the low lane, 16..32 in the high one)
@@ -406,82 +406,135 @@ wide_integer!(
     offset: true
 );
 
-/// F16 kernels over `T` tokens and `G` groups, as outer products: each column's sixteen weights (a group's)
-/// widened into two vectors once for all the tokens, each token's value broadcast against them, two
-/// accumulators (rows 0..8 and 8..16) per token and group summed over the columns in order: the same
-/// multiply-adds in the same order for every row, whatever else shares the call. Six tokens' twelve
-/// accumulators fill AVX2's sixteen registers with the weights and the broadcast; the VNNI level's
-/// thirty-two take twelve. One to three tokens take two or four groups at once, so that enough
-/// independent sums are in flight to hide the multiply-adds' latency (one group's two were bound by it).
-macro_rules! wide_float {
-    ($name:ident, $wide:ident, $tokens:expr, $features:literal, [$($fewer:literal)*]) => {
-        /// `T` tokens against the `G` groups (`group_bytes` each) at `tiles`' start, into
-        /// `out[t * stride + 4 * g + q]`.
-        #[target_feature(enable = $features)]
-        unsafe fn $wide<const T: usize, const G: usize>(
-            tiles: &[u8],
-            group_bytes: usize,
-            x: &[&[f32]],
-            out: &mut [[f32; 4]],
-            stride: usize,
-        ) {
-            let x: &[&[f32]; T] = x[..T].try_into().expect("T activation rows");
-            let blocks = x.iter().fold(
-                (tiles.len() / G).min(group_bytes) / F16_TILE_BYTES,
-                |n, x| n.min(x.len() / 32),
-            );
-            let mut acc = [[[_mm256_setzero_ps(); 2]; G]; T];
-            for b in 0..blocks {
-                // SAFETY: `b` is below every row's block count and each group's.
-                unsafe {
-                    let tile: [*const u8; G] = std::array::from_fn(|g| {
-                        tiles.as_ptr().add(g * group_bytes + b * F16_TILE_BYTES)
-                    });
-                    let xs = x.map(|x| x.as_ptr().add(32 * b));
-                    for pair in 0..16 {
-                        // One cache line holds two columns.
-                        for tile in &tile {
-                            _mm_prefetch::<_MM_HINT_T0>(
-                                tile.wrapping_add(PREFETCH_AHEAD + 64 * pair) as *const i8,
-                            );
-                        }
-                        for j in [2 * pair, 2 * pair + 1] {
-                            let w = tile.map(|tile| {
-                                let column = tile.add(32 * j);
-                                [
-                                    _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
-                                    _mm256_cvtph_ps(_mm_loadu_si128(
-                                        column.add(16) as *const __m128i
-                                    )),
-                                ]
-                            });
-                            for (acc, xs) in acc.iter_mut().zip(&xs) {
-                                let v = _mm256_broadcast_ss(&*xs.add(j));
-                                for (acc, w) in acc.iter_mut().zip(&w) {
-                                    acc[0] = _mm256_fmadd_ps(w[0], v, acc[0]);
-                                    acc[1] = _mm256_fmadd_ps(w[1], v, acc[1]);
-                                }
-                            }
-                        }
-                    }
+/// The F16 kernels over `T` tokens and `G` groups, as outer products: each column's sixteen weights (a
+/// group's) widened once for all the tokens, each token's value broadcast against them, and one sum per
+/// row, token and group over the columns in order: the same multiply-adds in the same order for every
+/// row, whatever else shares the call (so AVX2's and AVX-512's results are the same too). `T` tokens
+/// against the `G` groups (`group_bytes` each) at `tiles`' start, into `out[t * stride + 4 * g + q]`.
+///
+/// AVX2 holds a column in two vectors (rows 0..8, 8..16), so six tokens' twelve accumulators, the
+/// weights and the broadcast fill its sixteen registers.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_avx2_wide<const T: usize, const G: usize>(
+    tiles: &[u8],
+    group_bytes: usize,
+    x: &[&[f32]],
+    out: &mut [[f32; 4]],
+    stride: usize,
+) {
+    let x: &[&[f32]; T] = x[..T].try_into().expect("T activation rows");
+    let blocks = f16_blocks(tiles, G, group_bytes, x);
+    let mut acc = [[[_mm256_setzero_ps(); 2]; G]; T];
+    for b in 0..blocks {
+        // SAFETY: `b` is below every row's block count and each group's.
+        unsafe {
+            let tile: [*const u8; G] =
+                std::array::from_fn(|g| tiles.as_ptr().add(g * group_bytes + b * F16_TILE_BYTES));
+            let xs = x.map(|x| x.as_ptr().add(32 * b));
+            for pair in 0..16 {
+                // One cache line holds two columns.
+                for tile in &tile {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        tile.wrapping_add(PREFETCH_AHEAD + 64 * pair) as *const i8
+                    );
                 }
-            }
-            for (t, acc) in acc.iter().enumerate() {
-                for (g, acc) in acc.iter().enumerate() {
-                    let o = &mut out[t * stride + 4 * g..][..4];
-                    // SAFETY: `o` is four fours of f32, sixteen in a row.
-                    unsafe {
-                        let o = o.as_mut_ptr() as *mut f32;
-                        _mm256_storeu_ps(o, acc[0]);
-                        _mm256_storeu_ps(o.add(8), acc[1]);
+                for j in [2 * pair, 2 * pair + 1] {
+                    let w = tile.map(|tile| {
+                        let column = tile.add(32 * j);
+                        [
+                            _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
+                            _mm256_cvtph_ps(_mm_loadu_si128(column.add(16) as *const __m128i)),
+                        ]
+                    });
+                    for (acc, xs) in acc.iter_mut().zip(&xs) {
+                        let v = _mm256_broadcast_ss(&*xs.add(j));
+                        for (acc, w) in acc.iter_mut().zip(&w) {
+                            acc[0] = _mm256_fmadd_ps(w[0], v, acc[0]);
+                            acc[1] = _mm256_fmadd_ps(w[1], v, acc[1]);
+                        }
                     }
                 }
             }
         }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        for (g, acc) in acc.iter().enumerate() {
+            let o = &mut out[t * stride + 4 * g..][..4];
+            // SAFETY: `o` is four fours of f32, sixteen in a row.
+            unsafe {
+                let o = o.as_mut_ptr() as *mut f32;
+                _mm256_storeu_ps(o, acc[0]);
+                _mm256_storeu_ps(o.add(8), acc[1]);
+            }
+        }
+    }
+}
 
-        /// Whole F16 groups (sixteen rows each) against any number of unquantized activation rows, into
-        /// four results per token and group, token-major (`out[4 * (t * groups + g) + q]`).
-        ///
+/// AVX-512 holds a column's sixteen weights in one vector, so a multiply-add does sixteen rows (twice
+/// AVX2's work on a CPU with full-width AVX-512 units) and its thirty-two registers take twelve tokens
+/// over two groups: twenty-four accumulators, two weight vectors and the broadcast.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn f16_avx512_wide<const T: usize, const G: usize>(
+    tiles: &[u8],
+    group_bytes: usize,
+    x: &[&[f32]],
+    out: &mut [[f32; 4]],
+    stride: usize,
+) {
+    let x: &[&[f32]; T] = x[..T].try_into().expect("T activation rows");
+    let blocks = f16_blocks(tiles, G, group_bytes, x);
+    let mut acc = [[_mm512_setzero_ps(); G]; T];
+    for b in 0..blocks {
+        // SAFETY: `b` is below every row's block count and each group's.
+        unsafe {
+            let tile: [*const u8; G] =
+                std::array::from_fn(|g| tiles.as_ptr().add(g * group_bytes + b * F16_TILE_BYTES));
+            let xs = x.map(|x| x.as_ptr().add(32 * b));
+            for pair in 0..16 {
+                // One cache line holds two columns.
+                for tile in &tile {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        tile.wrapping_add(PREFETCH_AHEAD + 64 * pair) as *const i8
+                    );
+                }
+                for j in [2 * pair, 2 * pair + 1] {
+                    let w = tile.map(|tile| {
+                        _mm512_cvtph_ps(_mm256_loadu_si256(tile.add(32 * j) as *const __m256i))
+                    });
+                    for (acc, xs) in acc.iter_mut().zip(&xs) {
+                        let v = _mm512_set1_ps(*xs.add(j));
+                        for (acc, w) in acc.iter_mut().zip(&w) {
+                            *acc = _mm512_fmadd_ps(*w, v, *acc);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        for (g, acc) in acc.iter().enumerate() {
+            let o = &mut out[t * stride + 4 * g..][..4];
+            // SAFETY: `o` is four fours of f32, sixteen in a row.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr() as *mut f32, *acc) };
+        }
+    }
+}
+
+/// The tiles every row of a call has: the fewest of each group's and each activation row's.
+fn f16_blocks(tiles: &[u8], groups: usize, group_bytes: usize, x: &[&[f32]]) -> usize {
+    x.iter().fold(
+        (tiles.len() / groups).min(group_bytes) / F16_TILE_BYTES,
+        |n, x| n.min(x.len() / 32),
+    )
+}
+
+/// Whole F16 groups (sixteen rows each) against any number of unquantized activation rows, into four
+/// results per token and group, token-major (`out[4 * (t * groups + g) + q]`), by a `$wide` kernel: calls
+/// of `$tokens` tokens over `$groups` groups for a prompt; one to three tokens take two or four groups at
+/// once, so that enough independent sums are in flight to hide the multiply-adds' latency (one group's
+/// alone were bound by it).
+macro_rules! f16_calls {
+    ($name:ident, $wide:ident, $tokens:expr, $groups:literal, $features:literal, [$($fewer:literal)*]) => {
         /// # Safety
         /// The CPU has the features named; every row of `x` has the same length, 32 values per tile of a
         /// group.
@@ -512,17 +565,20 @@ macro_rules! wide_float {
                         unsafe { $wide::<3, 2>(tiles, group_bytes, x, &mut out[4 * g..], stride) };
                         2
                     }
-                    _ => {
+                    (_, left) => {
+                        let call_groups = if left >= $groups { $groups } else { 1 };
                         for (c, x) in x.chunks($tokens).enumerate() {
                             let out = &mut out[c * $tokens * stride + 4 * g..];
                             unsafe {
-                                match x.len() {
-                                    $($fewer => $wide::<$fewer, 1>(tiles, group_bytes, x, out, stride),)*
-                                    _ => $wide::<{ $tokens }, 1>(tiles, group_bytes, x, out, stride),
+                                match (x.len(), call_groups) {
+                                    $(($fewer, 1) => $wide::<$fewer, 1>(tiles, group_bytes, x, out, stride),)*
+                                    $(($fewer, _) => $wide::<$fewer, $groups>(tiles, group_bytes, x, out, stride),)*
+                                    (_, 1) => $wide::<{ $tokens }, 1>(tiles, group_bytes, x, out, stride),
+                                    _ => $wide::<{ $tokens }, $groups>(tiles, group_bytes, x, out, stride),
                                 }
                             }
                         }
-                        1
+                        call_groups
                     }
                 };
             }
@@ -530,17 +586,19 @@ macro_rules! wide_float {
     };
 }
 
-wide_float!(
-    f16_vnni,
-    f16_vnni_wide,
-    F16_VNNI_TOKENS,
-    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+f16_calls!(
+    f16_avx512,
+    f16_avx512_wide,
+    F16_AVX512_TOKENS,
+    2,
+    "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni",
     [1 2 3 4 5 6 7 8 9 10 11]
 );
-wide_float!(
+f16_calls!(
     f16_avx2,
     f16_avx2_wide,
     F16_AVX2_TOKENS,
+    1,
     "avx2,fma,f16c",
     [1 2 3 4 5]
 );
