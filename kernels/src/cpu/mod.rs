@@ -227,13 +227,27 @@ unsafe fn fp4_pairs<const VNNI: bool>(tiles: &[u8], x: &[Act], out: &mut [[f32; 
     }
 }
 
-/// Four rows of super-block tiles against one to eight activation rows, into as many results.
+/// Four rows of super-block tiles (or `super_call_groups` groups of them) against one to eight activation
+/// rows, into as many results a group, token-major.
 type SuperKernel = fn(&[u8], &[SuperRow], &mut [[f32; 4]]);
+
+/// The groups a call of `super_kernel(level, kind)` takes: two for the 512-bit kernels, which do two
+/// groups' rows in one vector.
+fn super_call_groups(level: SimdLevel, kind: SuperKind) -> usize {
+    match (level, kind) {
+        (SimdLevel::Avx512Vnni, SuperKind::Q4K | SuperKind::Q5K)
+            if cfg!(target_arch = "x86_64") =>
+        {
+            2
+        }
+        _ => 1,
+    }
+}
 
 fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
     // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
-    // `PackedMatrix::matmul_with` passes whole tiles, activation rows of as many super-blocks, and 1 to 8
-    // of them with as many results.
+    // `PackedMatrix::matmul_with` passes whole tiles (`super_call_groups` groups at most), activation
+    // rows of as many super-blocks, and 1 to 8 of them with as many results a group.
     match (level, kind) {
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx2, SuperKind::Q4K) => {
@@ -257,11 +271,11 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
         }
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, SuperKind::Q4K) => {
-            |t, x, o| unsafe { x86_superblocks::vnni::q4k(t, x, o) }
+            |t, x, o| unsafe { x86_superblocks::avx512::q4k(t, x, o) }
         }
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, SuperKind::Q5K) => {
-            |t, x, o| unsafe { x86_superblocks::vnni::q5k(t, x, o) }
+            |t, x, o| unsafe { x86_superblocks::avx512::q5k(t, x, o) }
         }
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, SuperKind::Q6K) => {
@@ -605,9 +619,12 @@ impl PackedMatrix {
             let kernel = super_kernel(level, layout);
             let act = SuperRows::quantize(x, self.cols);
             let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
-            blocked(self.cols, CALL_TOKENS, 1, &|tiles, t, results| {
-                kernel(tiles, &acts[t], results)
-            });
+            blocked(
+                self.cols,
+                CALL_TOKENS,
+                super_call_groups(level, layout),
+                &|tiles, t, results| kernel(tiles, &acts[t], results),
+            );
             return Ok(());
         }
         match kernels(level, self.kind) {

@@ -300,6 +300,47 @@ fn assert_levels_match_scalar_and_each_token_alone(ty: GgmlType, packed: &Packed
     }
 }
 
+/// The super-block kernels' integer sums are exact and their float steps the same at every x86 width, so
+/// AVX2, the 256-bit VNNI kernels and the 512-bit ones (Q4K and Q5K: two groups a pass, an odd last
+/// group at 256 bits) give the same bits: a token's results cannot depend on how a step's groups fall
+/// into passes. On ten groups (the last one short), every token count up to nine, 17 and a prompt of 40.
+#[test]
+fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
+    let (rows, cols) = (4 * 9 + 3, 512);
+    for (ty, bytes) in every_type_matrix(rows, cols, 9) {
+        if ty.tile_kind().superblock().is_none() {
+            continue;
+        }
+        let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
+        for tokens in (1..=9).chain([17, 40]) {
+            let x = random(tokens, cols, 80 + tokens as u64);
+            assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
+            if !cfg!(target_arch = "x86_64") {
+                continue;
+            }
+            let simd: Vec<(SimdLevel, Vec<f32>)> = SimdLevel::available()
+                .iter()
+                .filter(|&&level| level > SimdLevel::Scalar)
+                .map(|&level| {
+                    let mut out = vec![0f32; tokens * rows];
+                    packed.matmul_with(level, &x, &mut out).unwrap();
+                    (level, out)
+                })
+                .collect();
+            for pair in simd.windows(2) {
+                let ((low, a), (high, b)) = (&pair[0], &pair[1]);
+                for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{ty:?} tokens {tokens} output {i}: {low:?} {a}, {high:?} {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The 32-column tiles' kernels take up to eight tokens a call: every count from 1 to 9 (and 17, a remainder
 /// after two calls) matches the scalar path at every level, on a row count that is no multiple of four;
 /// and each token's results are bit-identical to those it gets alone (a batch's rows must not depend on

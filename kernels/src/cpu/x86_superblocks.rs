@@ -542,3 +542,232 @@ pub mod vnni {
         madd_vnni
     );
 }
+
+/// Q4K and Q5K in 512-bit vectors: two groups (eight rows) a pass, each 256-bit weight vector of
+/// `q4k_tokens` beside the same vector of the next group's tile, so one `vpmaddubsw` and one `vpdpwssd`
+/// do both groups' work (twice the 256-bit kernels' on a CPU with full-width AVX-512 units). The
+/// arithmetic of every row is the 256-bit kernels', in the same order, so the results are the same bits
+/// at either width and whatever shares a call.
+pub mod avx512 {
+    use super::*;
+
+    /// Two 256-bit halves in one vector: `lo` in lanes 0..8, `hi` in 8..16.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    fn join(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+
+    /// Eight Q4K (Q5K with `FIVE`) rows, the four of `tiles[0]` and the four of `tiles[1]`, against the
+    /// first `N` activation rows of `x`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn q4k_pair_tokens<const N: usize, const FIVE: bool>(
+        tiles: [&[u8]; 2],
+        x: &[SuperRow],
+    ) -> [[[f32; 4]; 2]; N] {
+        let tb = if FIVE { Q5K_TILE_BYTES } else { Q4K_TILE_BYTES };
+        let x = &x[..N];
+        let mut supers = tiles[0].len().min(tiles[1].len()) / tb;
+        for a in x {
+            supers = supers
+                .min(a.d.len())
+                .min(a.qs.len() / 256)
+                .min(a.sums32.len() / 8);
+        }
+        let nibble = _mm512_set1_epi8(0x0F);
+        let fifth = _mm512_set1_epi8(0x10);
+        let spread = [
+            _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+            _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+        ];
+        let sign = _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0);
+        // Per token, `[d.. | -dmin..]` sums of the first tile's rows in lanes 0..8, the second's in 8..16.
+        let mut total = [_mm512_setzero_ps(); N];
+        for b in 0..supers {
+            unsafe {
+                let tile = tiles.map(|t| t.as_ptr().add(b * tb));
+                for tile in tile {
+                    prefetch_ahead(tile, tb);
+                }
+                let load_both = |at: usize| join(load32(tile[0].add(at)), load32(tile[1].add(at)));
+                let mut acts = [std::ptr::null::<u8>(); N];
+                for t in 0..N {
+                    acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                }
+                // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3] of each tile.
+                let mut acc = [_mm512_setzero_si512(); N];
+                for p in 0..4 {
+                    let scales = [0, 1].map(|h| {
+                        let spread_of = |tile: *const u8| {
+                            let eight =
+                                _mm_loadl_epi64(tile.add(Q4K_SCALES + 8 * p) as *const __m128i);
+                            _mm256_cvtepu8_epi16(_mm_shuffle_epi8(eight, spread[h]))
+                        };
+                        join(spread_of(tile[0]), spread_of(tile[1]))
+                    });
+                    let qh_shift = _mm_cvtsi32_si128(2 * p as i32);
+                    // Per 32-byte run `g`: its low nibbles (sub-block 2p) and high ones (2p + 1).
+                    let runs: [[__m512i; 2]; 4] = std::array::from_fn(|g| {
+                        let raw = load_both(Q4K_QS + 128 * p + 32 * g);
+                        let mut low = _mm512_and_si512(raw, nibble);
+                        let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
+                        if FIVE {
+                            let qh = _mm512_srl_epi16(load_both(Q5K_QH + 32 * g), qh_shift);
+                            low = _mm512_or_si512(
+                                low,
+                                _mm512_and_si512(_mm512_slli_epi16::<4>(qh), fifth),
+                            );
+                            high = _mm512_or_si512(
+                                high,
+                                _mm512_and_si512(_mm512_slli_epi16::<3>(qh), fifth),
+                            );
+                        }
+                        [low, high]
+                    });
+                    let w = [runs.map(|r| r[0]), runs.map(|r| r[1])];
+                    for h in 0..2 {
+                        for t in 0..N {
+                            let a = acts[t].add(64 * p + 32 * h) as *const i64;
+                            let product = |g: usize| {
+                                let a8 = _mm512_set1_epi64(std::ptr::read_unaligned(a.add(g)));
+                                _mm512_maddubs_epi16(w[h][g], a8)
+                            };
+                            let sum = _mm512_add_epi16(
+                                _mm512_add_epi16(product(0), product(1)),
+                                _mm512_add_epi16(product(2), product(3)),
+                            );
+                            acc[t] = _mm512_dpwssd_epi32(acc[t], sum, scales[h]);
+                        }
+                    }
+                }
+                // As `q4k_tokens`, for each tile: the mins against the tokens' 32-value sums, and the
+                // super-block's scales.
+                let mins = tile.map(|tile| {
+                    [
+                        _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS))),
+                        _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS + 16))),
+                    ]
+                });
+                let scales = tile.map(|tile| _mm256_mul_ps(_mm256_cvtph_ps(load16(tile)), sign));
+                for t in 0..N {
+                    let sums = _mm256_broadcastsi128_si256(load16(
+                        x[t].sums32.as_ptr().add(8 * b) as *const u8
+                    ));
+                    let halves = [
+                        _mm512_castsi512_si256(acc[t]),
+                        _mm512_extracti64x4_epi64::<1>(acc[t]),
+                    ];
+                    let v = [0, 1].map(|k| {
+                        let sumi = sum_pairs(halves[k]);
+                        let q = _mm256_hadd_epi32(
+                            _mm256_madd_epi16(mins[k][0], sums),
+                            _mm256_madd_epi16(mins[k][1], sums),
+                        );
+                        let q = _mm256_hadd_epi32(q, q);
+                        let summ = _mm_unpacklo_epi32(
+                            _mm256_castsi256_si128(q),
+                            _mm256_extracti128_si256::<1>(q),
+                        );
+                        _mm256_cvtepi32_ps(_mm256_set_m128i(summ, sumi))
+                    });
+                    let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
+                    let v = _mm512_castsi512_ps(join(
+                        _mm256_castps_si256(v[0]),
+                        _mm256_castps_si256(v[1]),
+                    ));
+                    let scale = _mm512_castsi512_ps(join(
+                        _mm256_castps_si256(_mm256_mul_ps(scales[0], da)),
+                        _mm256_castps_si256(_mm256_mul_ps(scales[1], da)),
+                    ));
+                    total[t] = _mm512_fmadd_ps(v, scale, total[t]);
+                }
+            }
+        }
+        let mut out = [[[0f32; 4]; 2]; N];
+        for t in 0..N {
+            let halves = [
+                _mm512_castps512_ps256(total[t]),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(total[t]))),
+            ];
+            for (o, half) in out[t].iter_mut().zip(halves) {
+                let sum = _mm_add_ps(
+                    _mm256_castps256_ps128(half),
+                    _mm256_extractf128_ps::<1>(half),
+                );
+                // SAFETY: `o` has four floats.
+                unsafe { _mm_storeu_ps(o.as_mut_ptr(), sum) };
+            }
+        }
+        out
+    }
+
+    /// Q4K (Q5K with `FIVE`) groups against 1 to 8 activation rows: the groups two at a time, a last odd
+    /// one by the 256-bit kernel, into `out[t * groups + g]`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn q4k_groups<const FIVE: bool>(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+        let tb = if FIVE { Q5K_TILE_BYTES } else { Q4K_TILE_BYTES };
+        let n = x.len().min(8);
+        let group_bytes = x.first().map_or(0, |x| x.qs.len() / 256 * tb);
+        if n == 0 || group_bytes == 0 {
+            return;
+        }
+        let groups = (tiles.len() / group_bytes).min(out.len() / n);
+        let mut g = 0;
+        while g + 2 <= groups {
+            let pair = [&tiles[g * group_bytes..], &tiles[(g + 1) * group_bytes..]];
+            macro_rules! pass {
+                ($n:literal) => {{
+                    let results = unsafe { q4k_pair_tokens::<$n, FIVE>(pair, x) };
+                    for (t, results) in results.iter().enumerate() {
+                        out[t * groups + g] = results[0];
+                        out[t * groups + g + 1] = results[1];
+                    }
+                }};
+            }
+            match n {
+                1 => pass!(1),
+                2 => pass!(2),
+                3 => pass!(3),
+                4 => pass!(4),
+                5 => pass!(5),
+                6 => pass!(6),
+                7 => pass!(7),
+                _ => pass!(8),
+            }
+            g += 2;
+        }
+        if g < groups {
+            let mut last = [[0f32; 4]; 8];
+            let tiles = &tiles[g * group_bytes..][..group_bytes];
+            unsafe {
+                if FIVE {
+                    vnni::q5k(tiles, &x[..n], &mut last[..n]);
+                } else {
+                    vnni::q4k(tiles, &x[..n], &mut last[..n]);
+                }
+            }
+            for (t, last) in last[..n].iter().enumerate() {
+                out[t * groups + g] = *last;
+            }
+        }
+    }
+
+    /// Q4K groups (any number) against 1 to 8 activation rows, into `out[t * groups + g]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 (F, VL, BW) and VNNI; the activation rows have as many super-blocks as a
+    /// group's tiles.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    pub unsafe fn q4k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+        unsafe { q4k_groups::<false>(tiles, x, out) }
+    }
+
+    /// Q5K groups against 1 to 8 activation rows.
+    ///
+    /// # Safety
+    /// As for the Q4K kernel.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    pub unsafe fn q5k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+        unsafe { q4k_groups::<true>(tiles, x, out) }
+    }
+}
