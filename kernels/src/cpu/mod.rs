@@ -232,14 +232,13 @@ unsafe fn fp4_pairs<const VNNI: bool>(tiles: &[u8], x: &[Act], out: &mut [[f32; 
 type SuperKernel = fn(&[u8], &[SuperRow], &mut [[f32; 4]]);
 
 /// The groups a call of `super_kernel(level, kind)` takes: two for the 512-bit kernels, which do two
-/// groups' rows in one vector.
+/// groups' rows in one vector (all but Q2K's).
 fn super_call_groups(level: SimdLevel, kind: SuperKind) -> usize {
     match (level, kind) {
-        (SimdLevel::Avx512Vnni, SuperKind::Q4K | SuperKind::Q5K)
-            if cfg!(target_arch = "x86_64") =>
-        {
-            2
-        }
+        (
+            SimdLevel::Avx512Vnni,
+            SuperKind::Q3K | SuperKind::Q4K | SuperKind::Q5K | SuperKind::Q6K,
+        ) if cfg!(target_arch = "x86_64") => 2,
         _ => 1,
     }
 }
@@ -279,7 +278,7 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
         }
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, SuperKind::Q6K) => {
-            |t, x, o| unsafe { x86_superblocks::vnni::q6k(t, x, o) }
+            |t, x, o| unsafe { x86_superblocks::avx512::q6k(t, x, o) }
         }
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, SuperKind::Q2K) => {
@@ -287,7 +286,7 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
         }
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, SuperKind::Q3K) => {
-            |t, x, o| unsafe { x86_superblocks::vnni::q3k(t, x, o) }
+            |t, x, o| unsafe { x86_superblocks::avx512::q3k(t, x, o) }
         }
         (_, SuperKind::Q3K) => |t, x, o| {
             for (o, x) in o.iter_mut().zip(x) {
@@ -619,12 +618,17 @@ impl PackedMatrix {
             let kernel = super_kernel(level, layout);
             let act = SuperRows::quantize(x, self.cols);
             let acts: Vec<SuperRow> = (0..tokens).map(|t| act.row(t)).collect();
-            blocked(
-                self.cols,
-                CALL_TOKENS,
-                super_call_groups(level, layout),
-                &|tiles, t, results| kernel(tiles, &acts[t], results),
-            );
+            // Steps of fewer tokens than a call holds stay at one group a call: at one token the
+            // 512-bit kernels' joins and split-up sums cost more than they save (1B Q4_K_M decode
+            // read 10-15% slower), and few tokens are bound by memory, not the multiplies.
+            let call_groups = if tokens >= CALL_TOKENS {
+                super_call_groups(level, layout)
+            } else {
+                1
+            };
+            blocked(self.cols, CALL_TOKENS, call_groups, &|tiles, t, results| {
+                kernel(tiles, &acts[t], results)
+            });
             return Ok(());
         }
         match kernels(level, self.kind) {

@@ -543,9 +543,9 @@ pub mod vnni {
     );
 }
 
-/// Q4K and Q5K in 512-bit vectors: two groups (eight rows) a pass, each 256-bit weight vector of
-/// `q4k_tokens` beside the same vector of the next group's tile, so one `vpmaddubsw` and one `vpdpwssd`
-/// do both groups' work (twice the 256-bit kernels' on a CPU with full-width AVX-512 units). The
+/// Q3K, Q4K, Q5K and Q6K in 512-bit vectors: two groups (eight rows) a pass, each 256-bit weight vector
+/// of `q4k_tokens` or `q16_tokens` beside the same vector of the next group's tile, so one `vpmaddubsw`
+/// and one `vpdpwssd` do both groups' work (twice the 256-bit kernels' on a CPU with full-width AVX-512 units). The
 /// arithmetic of every row is the 256-bit kernels', in the same order, so the results are the same bits
 /// at either width and whatever shares a call.
 pub mod avx512 {
@@ -701,51 +701,211 @@ pub mod avx512 {
         out
     }
 
-    /// Q4K (Q5K with `FIVE`) groups against 1 to 8 activation rows: the groups two at a time, a last odd
-    /// one by the 256-bit kernel, into `out[t * groups + g]`.
+    /// Eight rows of a kind with 16-value sub-blocks, Q6K (`SIX`) or Q3K, the four of `tiles[0]` and the
+    /// four of `tiles[1]`, against the first `N` activation rows of `x`: `q16_tokens` two groups wide.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn q4k_groups<const FIVE: bool>(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-        let tb = if FIVE { Q5K_TILE_BYTES } else { Q4K_TILE_BYTES };
-        let n = x.len().min(8);
-        let group_bytes = x.first().map_or(0, |x| x.qs.len() / 256 * tb);
+    unsafe fn q16_pair_tokens<const N: usize, const SIX: bool>(
+        tiles: [&[u8]; 2],
+        x: &[SuperRow],
+    ) -> [[[f32; 4]; 2]; N] {
+        let (tb, scales_at) = if SIX {
+            (Q6K_TILE_BYTES, Q6K_SCALES)
+        } else {
+            (Q3K_TILE_BYTES, Q3K_SCALES)
+        };
+        let x = &x[..N];
+        let mut supers = tiles[0].len().min(tiles[1].len()) / tb;
+        for a in x {
+            supers = supers
+                .min(a.d.len())
+                .min(a.qs.len() / 256)
+                .min(a.sums16.len() / 16);
+        }
+        let (nibble, high) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+        let (three, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
+        let spread = [
+            _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+            _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+        ];
+        let by_row = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        // Per token, the first tile's four sums in lanes 0..4, the second's in 4..8.
+        let mut total = [_mm256_setzero_ps(); N];
+        for b in 0..supers {
+            unsafe {
+                let tile = tiles.map(|t| t.as_ptr().add(b * tb));
+                for tile in tile {
+                    prefetch_ahead(tile, tb);
+                }
+                let load_both = |at: usize| join(load32(tile[0].add(at)), load32(tile[1].add(at)));
+                let mut acts = [std::ptr::null::<u8>(); N];
+                for t in 0..N {
+                    acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                }
+                // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3] of each tile.
+                let mut acc = [_mm512_setzero_si512(); N];
+                for h in 0..2 {
+                    for k in 0..4 {
+                        let scales = [0, 1].map(|s| {
+                            let spread_of = |tile: *const u8| {
+                                let pair = _mm_loadl_epi64(
+                                    tile.add(scales_at + 4 * (8 * h + 2 * k)) as *const __m128i,
+                                );
+                                _mm256_cvtepi8_epi16(_mm_shuffle_epi8(pair, spread[s]))
+                            };
+                            join(spread_of(tile[0]), spread_of(tile[1]))
+                        });
+                        let w: [__m512i; 4] = if SIX {
+                            let ql_shift = _mm_cvtsi32_si128(4 * (k as i32 >> 1));
+                            let qh_shift = _mm_cvtsi32_si128(2 * k as i32);
+                            let half = Q6K_HALVES + Q6K_HALF * h;
+                            std::array::from_fn(|g| {
+                                let ql = load_both(half + 128 * (k & 1) + 32 * g);
+                                let qh = load_both(half + Q6K_QH + 32 * g);
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srl_epi16(ql, ql_shift), nibble),
+                                    _mm512_and_si512(
+                                        _mm512_slli_epi16::<4>(_mm512_srl_epi16(qh, qh_shift)),
+                                        high,
+                                    ),
+                                )
+                            })
+                        } else {
+                            let q_shift = _mm_cvtsi32_si128(2 * k as i32);
+                            let j = (4 * h + k) as i32;
+                            let (hm_right, hm_left) = (
+                                _mm_cvtsi32_si128((j - 2).max(0)),
+                                _mm_cvtsi32_si128((2 - j).max(0)),
+                            );
+                            std::array::from_fn(|g| {
+                                let q = load_both(Q3K_QS + 128 * h + 32 * g);
+                                let hm = load_both(Q3K_HMASK + 32 * g);
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srl_epi16(q, q_shift), three),
+                                    _mm512_and_si512(
+                                        _mm512_sll_epi16(_mm512_srl_epi16(hm, hm_right), hm_left),
+                                        four,
+                                    ),
+                                )
+                            })
+                        };
+                        for t in 0..N {
+                            let a = acts[t].add(128 * h + 32 * k) as *const i64;
+                            let product = |g: usize| {
+                                let a8 = _mm512_set1_epi64(std::ptr::read_unaligned(a.add(g)));
+                                _mm512_maddubs_epi16(w[g], a8)
+                            };
+                            let lo = _mm512_add_epi16(product(0), product(1));
+                            let hi = _mm512_add_epi16(product(2), product(3));
+                            acc[t] = _mm512_dpwssd_epi32(acc[t], lo, scales[0]);
+                            acc[t] = _mm512_dpwssd_epi32(acc[t], hi, scales[1]);
+                        }
+                    }
+                }
+                // As `q16_tokens`, for each tile: the offset times each sub-block's sum taken back off.
+                let d = tile.map(|tile| _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i)));
+                let offsets = tile.map(|tile| {
+                    let quads = [0, 1, 2, 3]
+                        .map(|q| _mm_shuffle_epi8(load16(tile.add(scales_at + 16 * q)), by_row));
+                    let (t01, t23) = (
+                        _mm_unpacklo_epi32(quads[0], quads[1]),
+                        _mm_unpacklo_epi32(quads[2], quads[3]),
+                    );
+                    let (t01h, t23h) = (
+                        _mm_unpackhi_epi32(quads[0], quads[1]),
+                        _mm_unpackhi_epi32(quads[2], quads[3]),
+                    );
+                    [
+                        _mm_unpacklo_epi64(t01, t23),
+                        _mm_unpackhi_epi64(t01, t23),
+                        _mm_unpacklo_epi64(t01h, t23h),
+                        _mm_unpackhi_epi64(t01h, t23h),
+                    ]
+                    .map(|r| {
+                        let scales = _mm256_cvtepi8_epi16(r);
+                        if SIX {
+                            _mm256_slli_epi16::<5>(scales)
+                        } else {
+                            _mm256_slli_epi16::<2>(scales)
+                        }
+                    })
+                });
+                for t in 0..N {
+                    let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
+                    let halves = [
+                        _mm512_castsi512_si256(acc[t]),
+                        _mm512_extracti64x4_epi64::<1>(acc[t]),
+                    ];
+                    let sumi = [0, 1].map(|k| {
+                        let offset = sum_rows(offsets[k].map(|s| _mm256_madd_epi16(s, sums)));
+                        _mm_cvtepi32_ps(_mm_sub_epi32(sum_pairs(halves[k]), offset))
+                    });
+                    let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
+                    let scale = _mm256_set_m128(_mm_mul_ps(d[1], da), _mm_mul_ps(d[0], da));
+                    total[t] = _mm256_fmadd_ps(_mm256_set_m128(sumi[1], sumi[0]), scale, total[t]);
+                }
+            }
+        }
+        let mut out = [[[0f32; 4]; 2]; N];
+        for t in 0..N {
+            // SAFETY: `out[t]` is eight floats in a row.
+            unsafe { _mm256_storeu_ps(out[t].as_mut_ptr() as *mut f32, total[t]) };
+        }
+        out
+    }
+
+    /// `$pair::<n, $flag>` for `n = $x.len()` (1 to 8; more take 8), into `$out[t] = [first group's four,
+    /// second's]`.
+    macro_rules! pair_up_to_eight {
+        ($pair:ident, $flag:tt, $tiles:expr, $x:expr, $out:expr) => {
+            match $x.len() {
+                1 => $out[..1].copy_from_slice(&$pair::<1, $flag>($tiles, $x)),
+                2 => $out[..2].copy_from_slice(&$pair::<2, $flag>($tiles, $x)),
+                3 => $out[..3].copy_from_slice(&$pair::<3, $flag>($tiles, $x)),
+                4 => $out[..4].copy_from_slice(&$pair::<4, $flag>($tiles, $x)),
+                5 => $out[..5].copy_from_slice(&$pair::<5, $flag>($tiles, $x)),
+                6 => $out[..6].copy_from_slice(&$pair::<6, $flag>($tiles, $x)),
+                7 => $out[..7].copy_from_slice(&$pair::<7, $flag>($tiles, $x)),
+                _ => $out[..8].copy_from_slice(&$pair::<8, $flag>($tiles, $x)),
+            }
+        };
+    }
+
+    /// Groups of `tile_bytes` tiles against 1 to 8 activation rows, into `out[t * groups + g]`: two at a
+    /// time by `pair`, a last odd one by `single` (the 256-bit kernel, whose bits are the same).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn in_pairs(
+        tile_bytes: usize,
+        tiles: &[u8],
+        x: &[SuperRow],
+        out: &mut [[f32; 4]],
+        pair: impl Fn([&[u8]; 2], &[SuperRow], &mut [[[f32; 4]; 2]]),
+        single: unsafe fn(&[u8], &[SuperRow], &mut [[f32; 4]]),
+    ) {
+        let x = &x[..x.len().min(8)];
+        let n = x.len();
+        let group_bytes = x.first().map_or(0, |x| x.qs.len() / 256 * tile_bytes);
         if n == 0 || group_bytes == 0 {
             return;
         }
         let groups = (tiles.len() / group_bytes).min(out.len() / n);
+        let mut results = [[[0f32; 4]; 2]; 8];
         let mut g = 0;
         while g + 2 <= groups {
-            let pair = [&tiles[g * group_bytes..], &tiles[(g + 1) * group_bytes..]];
-            macro_rules! pass {
-                ($n:literal) => {{
-                    let results = unsafe { q4k_pair_tokens::<$n, FIVE>(pair, x) };
-                    for (t, results) in results.iter().enumerate() {
-                        out[t * groups + g] = results[0];
-                        out[t * groups + g + 1] = results[1];
-                    }
-                }};
-            }
-            match n {
-                1 => pass!(1),
-                2 => pass!(2),
-                3 => pass!(3),
-                4 => pass!(4),
-                5 => pass!(5),
-                6 => pass!(6),
-                7 => pass!(7),
-                _ => pass!(8),
+            pair(
+                [&tiles[g * group_bytes..], &tiles[(g + 1) * group_bytes..]],
+                x,
+                &mut results[..n],
+            );
+            for (t, results) in results[..n].iter().enumerate() {
+                out[t * groups + g] = results[0];
+                out[t * groups + g + 1] = results[1];
             }
             g += 2;
         }
         if g < groups {
             let mut last = [[0f32; 4]; 8];
-            let tiles = &tiles[g * group_bytes..][..group_bytes];
-            unsafe {
-                if FIVE {
-                    vnni::q5k(tiles, &x[..n], &mut last[..n]);
-                } else {
-                    vnni::q4k(tiles, &x[..n], &mut last[..n]);
-                }
-            }
+            // SAFETY: as for the caller; `single` takes one group.
+            unsafe { single(&tiles[g * group_bytes..][..group_bytes], x, &mut last[..n]) };
             for (t, last) in last[..n].iter().enumerate() {
                 out[t * groups + g] = *last;
             }
@@ -759,7 +919,10 @@ pub mod avx512 {
     /// group's tiles.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q4k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-        unsafe { q4k_groups::<false>(tiles, x, out) }
+        let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
+            pair_up_to_eight!(q4k_pair_tokens, false, t, x, o)
+        };
+        unsafe { in_pairs(Q4K_TILE_BYTES, tiles, x, out, pair, vnni::q4k) }
     }
 
     /// Q5K groups against 1 to 8 activation rows.
@@ -768,6 +931,33 @@ pub mod avx512 {
     /// As for the Q4K kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q5k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-        unsafe { q4k_groups::<true>(tiles, x, out) }
+        let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
+            pair_up_to_eight!(q4k_pair_tokens, true, t, x, o)
+        };
+        unsafe { in_pairs(Q5K_TILE_BYTES, tiles, x, out, pair, vnni::q5k) }
+    }
+
+    /// Q6K groups against 1 to 8 activation rows.
+    ///
+    /// # Safety
+    /// As for the Q4K kernel.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    pub unsafe fn q6k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+        let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
+            pair_up_to_eight!(q16_pair_tokens, true, t, x, o)
+        };
+        unsafe { in_pairs(Q6K_TILE_BYTES, tiles, x, out, pair, vnni::q6k) }
+    }
+
+    /// Q3K groups against 1 to 8 activation rows.
+    ///
+    /// # Safety
+    /// As for the Q4K kernel.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    pub unsafe fn q3k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
+        let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
+            pair_up_to_eight!(q16_pair_tokens, false, t, x, o)
+        };
+        unsafe { in_pairs(Q3K_TILE_BYTES, tiles, x, out, pair, vnni::q3k) }
     }
 }
