@@ -1,4 +1,5 @@
-//! x86-64 kernels for the super-block tiles (`superblocks`), AVX2 and AVX-512 VNNI on 256-bit vectors.
+//! x86-64 kernels for the super-block tiles (`superblocks`), AVX2 and AVX-512 VNNI on 256-bit vectors, and
+//! (`avx512`) Q3K to Q6K two groups at once in 512-bit vectors, for prompt-sized steps.
 //!
 //! Four rows against several activation rows (`SuperRows`) at once: each unpacked weight vector and
 //! sub-block scale serves every token, and the tokens' integer sums stay in registers for a whole

@@ -2,7 +2,7 @@
 //! for F16), as ggml's repacked Q8_0 / Q4_0 GEMMs and llamafile's tinyBLAS do for a prompt: each weight
 //! vector is unpacked (or widened from f16) once per call and serves every token, and the per-block float
 //! work is one conversion and one multiply-add per token for all four rows (F16: two multiply-adds per
-//! column for all sixteen).
+//! column for all sixteen at AVX2, one 512-bit one at AVX-512).
 //!
 //! The integer kernels regroup a tile's four rows (`regroup`) so that one `vpdpbusd` (or `vpmaddubsw`)
 //! lane holds one row's four-byte group: the activation's group is spread to the lanes with an in-lane
