@@ -89,6 +89,77 @@ static PAIRS: [[u8; 32]; 4] = [
     word_shuffle(6, 7),
 ];
 
+/// A Q4K or Q5K tile's mins as i16, rows 0, 1 and rows 2, 3.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_mins(tile: *const u8) -> [__m256i; 2] {
+    unsafe {
+        [
+            _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS))),
+            _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS + 16))),
+        ]
+    }
+}
+
+/// One token's super-block sums over a Q4K or Q5K tile's four rows, as floats `[sumi r0..r3 | summ
+/// r0..r3]`: its integer accumulator (i32 lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]`), and the mins against
+/// its eight 32-value sums (`sums`, in both lanes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_block_sums(acc: __m256i, mins: [__m256i; 2], sums: __m256i) -> __m256 {
+    let sumi = sum_pairs(acc);
+    let q = _mm256_hadd_epi32(
+        _mm256_madd_epi16(mins[0], sums),
+        _mm256_madd_epi16(mins[1], sums),
+    );
+    // [r0, r2, r0, r2 | r1, r3, r1, r3]
+    let q = _mm256_hadd_epi32(q, q);
+    let summ = _mm_unpacklo_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+    _mm256_cvtepi32_ps(_mm256_set_m128i(summ, sumi))
+}
+
+/// A Q6K (`SIX`) or Q3K tile's offsets: the values are stored plus 32 (Q3K: 4), so each row's sixteen
+/// scales (gathered from the `[s][row]` bytes at `scales_at`) as i16, times that, are taken back off
+/// against the 16-value sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q16_offsets<const SIX: bool>(tile: *const u8, scales_at: usize) -> [__m256i; 4] {
+    let by_row = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let quads = [0, 1, 2, 3]
+        .map(|q| _mm_shuffle_epi8(unsafe { load16(tile.add(scales_at + 16 * q)) }, by_row));
+    let (t01, t23) = (
+        _mm_unpacklo_epi32(quads[0], quads[1]),
+        _mm_unpacklo_epi32(quads[2], quads[3]),
+    );
+    let (t01h, t23h) = (
+        _mm_unpackhi_epi32(quads[0], quads[1]),
+        _mm_unpackhi_epi32(quads[2], quads[3]),
+    );
+    [
+        _mm_unpacklo_epi64(t01, t23),
+        _mm_unpackhi_epi64(t01, t23),
+        _mm_unpacklo_epi64(t01h, t23h),
+        _mm_unpackhi_epi64(t01h, t23h),
+    ]
+    .map(|r| {
+        let scales = _mm256_cvtepi8_epi16(r);
+        if SIX {
+            _mm256_slli_epi16::<5>(scales)
+        } else {
+            _mm256_slli_epi16::<2>(scales)
+        }
+    })
+}
+
+/// One token's super-block integer sums over a Q6K or Q3K tile's four rows: its accumulator less the
+/// offsets against its sixteen 16-value sums (`sums`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q16_block_sums(acc: __m256i, offsets: &[__m256i; 4], sums: __m256i) -> __m128i {
+    let offset = sum_rows(offsets.map(|s| _mm256_madd_epi16(s, sums)));
+    _mm_sub_epi32(sum_pairs(acc), offset)
+}
+
 /// `out[..n] = $kernel::<n, $flag>(tiles, x)` for `n = x.len()` (1 to 8; more take 8): the token count
 /// as the kernel's constant.
 macro_rules! up_to_eight {
@@ -304,27 +375,15 @@ macro_rules! superblock_kernels {
                             }
                         }
                     }
-                    // Rows 0, 1 and 2, 3's mins as i16, against each token's 32-value sums.
-                    let mins01 = _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS)));
-                    let mins23 = _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS + 16)));
+                    // The mins against each token's 32-value sums.
+                    let mins = q4k_mins(tile);
                     // [d0..d3, -dmin0..-dmin3]
                     let scales = _mm256_mul_ps(_mm256_cvtph_ps(load16(tile)), sign);
                     for t in 0..N {
-                        let sumi = sum_pairs(acc[t]);
                         let sums = _mm256_broadcastsi128_si256(load16(
                             x[t].sums32.as_ptr().add(8 * b) as *const u8,
                         ));
-                        let q = _mm256_hadd_epi32(
-                            _mm256_madd_epi16(mins01, sums),
-                            _mm256_madd_epi16(mins23, sums),
-                        );
-                        // [r0, r2, r0, r2 | r1, r3, r1, r3]
-                        let q = _mm256_hadd_epi32(q, q);
-                        let summ = _mm_unpacklo_epi32(
-                            _mm256_castsi256_si128(q),
-                            _mm256_extracti128_si256::<1>(q),
-                        );
-                        let v = _mm256_cvtepi32_ps(_mm256_set_m128i(summ, sumi));
+                        let v = q4k_block_sums(acc[t], mins, sums);
                         let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
                         total[t] = _mm256_fmadd_ps(v, _mm256_mul_ps(scales, da), total[t]);
                     }
@@ -371,12 +430,11 @@ macro_rules! superblock_kernels {
             let (nibble, high) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
             let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
             // `vpshufb` controls: a sub-block's four rows' scales (bytes 0..4 or 4..8 of a loaded
-            // pair) to four bytes each; and, per 16 loaded scales ([s][row]), each row's four.
+            // pair) to four bytes each.
             let spread = [
                 _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                 _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
             ];
-            let by_row = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
             let mut total = [_mm_setzero_ps(); N];
             for b in 0..supers {
                 unsafe {
@@ -450,38 +508,11 @@ macro_rules! superblock_kernels {
                             }
                         }
                     }
-                    // The values are stored plus 32 (Q3K: 4): take that times each sub-block's sum
-                    // back off, with each row's sixteen scales (gathered from the [s][row] bytes) as
-                    // i16.
                     let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
-                    let quads = [0, 1, 2, 3]
-                        .map(|q| _mm_shuffle_epi8(load16(tile.add(scales_at + 16 * q)), by_row));
-                    let (t01, t23) = (
-                        _mm_unpacklo_epi32(quads[0], quads[1]),
-                        _mm_unpacklo_epi32(quads[2], quads[3]),
-                    );
-                    let (t01h, t23h) = (
-                        _mm_unpackhi_epi32(quads[0], quads[1]),
-                        _mm_unpackhi_epi32(quads[2], quads[3]),
-                    );
-                    let rows16 = [
-                        _mm_unpacklo_epi64(t01, t23),
-                        _mm_unpackhi_epi64(t01, t23),
-                        _mm_unpacklo_epi64(t01h, t23h),
-                        _mm_unpackhi_epi64(t01h, t23h),
-                    ];
-                    let offsets = rows16.map(|r| {
-                        let scales = _mm256_cvtepi8_epi16(r);
-                        if SIX {
-                            _mm256_slli_epi16::<5>(scales)
-                        } else {
-                            _mm256_slli_epi16::<2>(scales)
-                        }
-                    });
+                    let offsets = q16_offsets::<SIX>(tile, scales_at);
                     for t in 0..N {
                         let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
-                        let offset = sum_rows(offsets.map(|s| _mm256_madd_epi16(s, sums)));
-                        let sumi = _mm_sub_epi32(sum_pairs(acc[t]), offset);
+                        let sumi = q16_block_sums(acc[t], &offsets, sums);
                         let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
                         total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
                     }
@@ -643,12 +674,7 @@ pub mod avx512 {
                 }
                 // As `q4k_tokens`, for each tile: the mins against the tokens' 32-value sums, and the
                 // super-block's scales.
-                let mins = tile.map(|tile| {
-                    [
-                        _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS))),
-                        _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS + 16))),
-                    ]
-                });
+                let mins = tile.map(|tile| q4k_mins(tile));
                 let scales = tile.map(|tile| _mm256_mul_ps(_mm256_cvtph_ps(load16(tile)), sign));
                 for t in 0..N {
                     let sums = _mm256_broadcastsi128_si256(load16(
@@ -658,19 +684,7 @@ pub mod avx512 {
                         _mm512_castsi512_si256(acc[t]),
                         _mm512_extracti64x4_epi64::<1>(acc[t]),
                     ];
-                    let v = [0, 1].map(|k| {
-                        let sumi = sum_pairs(halves[k]);
-                        let q = _mm256_hadd_epi32(
-                            _mm256_madd_epi16(mins[k][0], sums),
-                            _mm256_madd_epi16(mins[k][1], sums),
-                        );
-                        let q = _mm256_hadd_epi32(q, q);
-                        let summ = _mm_unpacklo_epi32(
-                            _mm256_castsi256_si128(q),
-                            _mm256_extracti128_si256::<1>(q),
-                        );
-                        _mm256_cvtepi32_ps(_mm256_set_m128i(summ, sumi))
-                    });
+                    let v = [0, 1].map(|k| q4k_block_sums(halves[k], mins[k], sums));
                     let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
                     let v = _mm512_castsi512_ps(join(
                         _mm256_castps_si256(v[0]),
@@ -728,7 +742,6 @@ pub mod avx512 {
             _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
             _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
         ];
-        let by_row = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         // Per token, the first tile's four sums in lanes 0..4, the second's in 4..8.
         let mut total = [_mm256_setzero_ps(); N];
         for b in 0..supers {
@@ -804,42 +817,15 @@ pub mod avx512 {
                 }
                 // As `q16_tokens`, for each tile: the offset times each sub-block's sum taken back off.
                 let d = tile.map(|tile| _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i)));
-                let offsets = tile.map(|tile| {
-                    let quads = [0, 1, 2, 3]
-                        .map(|q| _mm_shuffle_epi8(load16(tile.add(scales_at + 16 * q)), by_row));
-                    let (t01, t23) = (
-                        _mm_unpacklo_epi32(quads[0], quads[1]),
-                        _mm_unpacklo_epi32(quads[2], quads[3]),
-                    );
-                    let (t01h, t23h) = (
-                        _mm_unpackhi_epi32(quads[0], quads[1]),
-                        _mm_unpackhi_epi32(quads[2], quads[3]),
-                    );
-                    [
-                        _mm_unpacklo_epi64(t01, t23),
-                        _mm_unpackhi_epi64(t01, t23),
-                        _mm_unpacklo_epi64(t01h, t23h),
-                        _mm_unpackhi_epi64(t01h, t23h),
-                    ]
-                    .map(|r| {
-                        let scales = _mm256_cvtepi8_epi16(r);
-                        if SIX {
-                            _mm256_slli_epi16::<5>(scales)
-                        } else {
-                            _mm256_slli_epi16::<2>(scales)
-                        }
-                    })
-                });
+                let offsets = tile.map(|tile| q16_offsets::<SIX>(tile, scales_at));
                 for t in 0..N {
                     let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
                     let halves = [
                         _mm512_castsi512_si256(acc[t]),
                         _mm512_extracti64x4_epi64::<1>(acc[t]),
                     ];
-                    let sumi = [0, 1].map(|k| {
-                        let offset = sum_rows(offsets[k].map(|s| _mm256_madd_epi16(s, sums)));
-                        _mm_cvtepi32_ps(_mm_sub_epi32(sum_pairs(halves[k]), offset))
-                    });
+                    let sumi = [0, 1]
+                        .map(|k| _mm_cvtepi32_ps(q16_block_sums(halves[k], &offsets[k], sums)));
                     let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
                     let scale = _mm256_set_m128(_mm_mul_ps(d[1], da), _mm_mul_ps(d[0], da));
                     total[t] = _mm256_fmadd_ps(_mm256_set_m128(sumi[1], sumi[0]), scale, total[t]);
