@@ -300,10 +300,38 @@ fn assert_levels_match_scalar_and_each_token_alone(ty: GgmlType, packed: &Packed
     }
 }
 
+/// `x` through every SIMD level this x86 CPU has: all give the same bits (nothing on other targets, whose
+/// levels need not).
+fn assert_x86_widths_give_the_same_bits(ty: GgmlType, packed: &PackedMatrix, x: &[f32]) {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let tokens = x.len() / packed.cols();
+    let simd: Vec<(SimdLevel, Vec<f32>)> = SimdLevel::available()
+        .iter()
+        .filter(|&&level| level > SimdLevel::Scalar)
+        .map(|&level| {
+            let mut out = vec![0f32; tokens * packed.rows()];
+            packed.matmul_with(level, x, &mut out).unwrap();
+            (level, out)
+        })
+        .collect();
+    for pair in simd.windows(2) {
+        let ((low, a), (high, b)) = (&pair[0], &pair[1]);
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{ty:?} tokens {tokens} output {i}: {low:?} {a}, {high:?} {b}"
+            );
+        }
+    }
+}
+
 /// The super-block kernels' integer sums are exact and their float steps the same at every x86 width, so
-/// AVX2, the 256-bit VNNI kernels and the 512-bit ones (Q4K and Q5K: two groups a pass, an odd last
-/// group at 256 bits) give the same bits: a token's results cannot depend on how a step's groups fall
-/// into passes. On eleven groups (the last one short, and odd: the 512-bit kernels leave it to the 256-bit
+/// AVX2, the 256-bit VNNI kernels and the 512-bit ones (Q3K to Q6K: two groups a pass, an odd last group
+/// at 256 bits) give the same bits: a token's results cannot depend on how a step's groups fall into
+/// passes. On eleven groups (the last one short, and odd: the 512-bit kernels leave it to the 256-bit
 /// ones), every token count up to nine, 17 and a prompt of 40.
 #[test]
 fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
@@ -316,28 +344,7 @@ fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
         for tokens in (1..=9).chain([17, 40]) {
             let x = random(tokens, cols, 80 + tokens as u64);
             assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
-            if !cfg!(target_arch = "x86_64") {
-                continue;
-            }
-            let simd: Vec<(SimdLevel, Vec<f32>)> = SimdLevel::available()
-                .iter()
-                .filter(|&&level| level > SimdLevel::Scalar)
-                .map(|&level| {
-                    let mut out = vec![0f32; tokens * rows];
-                    packed.matmul_with(level, &x, &mut out).unwrap();
-                    (level, out)
-                })
-                .collect();
-            for pair in simd.windows(2) {
-                let ((low, a), (high, b)) = (&pair[0], &pair[1]);
-                for (i, (a, b)) in a.iter().zip(b).enumerate() {
-                    assert_eq!(
-                        a.to_bits(),
-                        b.to_bits(),
-                        "{ty:?} tokens {tokens} output {i}: {low:?} {a}, {high:?} {b}"
-                    );
-                }
-            }
+            assert_x86_widths_give_the_same_bits(ty, &packed, &x);
         }
     }
 }
@@ -365,7 +372,7 @@ fn tile_kernels_match_scalar_at_every_token_count_and_each_token_alone() {
 /// tokens two: on enough groups that a task's range holds several such calls and a remainder (41 groups,
 /// the last one short), every level matches the scalar path at every token count, and each token's
 /// results are bit-identical to those it gets alone, where its call took four groups and in a batch one
-/// or two.
+/// or two; and AVX2's two 256-bit sums a row group and AVX-512's one 512-bit sum give the same bits.
 #[test]
 fn f16_calls_of_several_groups_match_scalar_and_each_token_alone() {
     let (rows, cols) = (16 * 40 + 5, 64);
@@ -378,6 +385,7 @@ fn f16_calls_of_several_groups_match_scalar_and_each_token_alone() {
         for tokens in [1, 2, 3, 4, 5, 12, 13, 25] {
             let x = random(tokens, cols, 60 + tokens as u64);
             assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
+            assert_x86_widths_give_the_same_bits(ty, &packed, &x);
         }
     }
 }
