@@ -227,26 +227,28 @@ unsafe fn fp4_pairs<const VNNI: bool>(tiles: &[u8], x: &[Act], out: &mut [[f32; 
     }
 }
 
-/// Four rows of super-block tiles (or `super_call_groups` groups of them) against one to eight activation
-/// rows, into as many results a group, token-major.
+/// Four rows of super-block tiles (or `super_call`'s groups of them) against as many activation rows as
+/// `super_call` gives, into as many results a group, token-major.
 type SuperKernel = fn(&[u8], &[SuperRow], &mut [[f32; 4]]);
 
-/// The groups a call of `super_kernel(level, kind)` takes: two for the 512-bit kernels, which do two
-/// groups' rows in one vector (all but Q2K's).
-fn super_call_groups(level: SimdLevel, kind: SuperKind) -> usize {
+/// The tokens and groups a call of `super_kernel(level, kind)` takes in a step of `CALL_TOKENS` or more:
+/// the 512-bit kernels do two groups' rows in one vector (all but Q2K's) and unpack each super-block once
+/// for up to `SUPER_WIDE_TOKENS` tokens; the others take eight tokens and one group.
+fn super_call(level: SimdLevel, kind: SuperKind) -> (usize, usize) {
     match (level, kind) {
         (
             SimdLevel::Avx512Vnni,
             SuperKind::Q3K | SuperKind::Q4K | SuperKind::Q5K | SuperKind::Q6K,
-        ) if cfg!(target_arch = "x86_64") => 2,
-        _ => 1,
+        ) if cfg!(target_arch = "x86_64") => (SUPER_WIDE_TOKENS, 2),
+        _ => (CALL_TOKENS, 1),
     }
 }
 
 fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
     // SAFETY (every x86 arm): `SimdLevel::available` saw the features the kernel is compiled for, and
-    // `PackedMatrix::matmul_with` passes whole tiles (`super_call_groups` groups at most), activation
-    // rows of as many super-blocks, and 1 to 8 of them with as many results a group.
+    // `PackedMatrix::matmul_with` passes whole tiles (`super_call` groups at most), activation rows of
+    // as many super-blocks, and 1 to 8 of them (`super_call`'s tokens for the 512-bit kernels) with as
+    // many results a group.
     match (level, kind) {
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx2, SuperKind::Q4K) => {
@@ -324,6 +326,10 @@ pub const PREFETCH_AHEAD: usize = 2048;
 /// Tokens one kernel call is given (a kernel may take them in smaller groups): the integer kernels take
 /// up to eight at once.
 const CALL_TOKENS: usize = 8;
+/// Tokens one call of the 512-bit super-block kernels is given, at most: each super-block's weights are
+/// unpacked once for all of them (for eight, the unpacking was a quarter of Q5K's instructions and a
+/// third of Q6K's).
+const SUPER_WIDE_TOKENS: usize = 64;
 /// Tokens one F16 kernel call is given: a multiple of both levels' token counts (six at AVX2, twelve at
 /// VNNI), so that no call ends on a short pass.
 const FLOAT_CALL_TOKENS: usize = 12;
@@ -335,11 +341,8 @@ const FLOAT_PROMPT_GROUPS: usize = 2;
 /// rows (four fours) a group for F16 ones.
 const CALL_RESULTS: usize = {
     let float = FLOAT_CALL_TOKENS * FLOAT_PROMPT_GROUPS * (F16_GROUP_ROWS / GROUP_ROWS);
-    if float > CALL_TOKENS {
-        float
-    } else {
-        CALL_TOKENS
-    }
+    let wide = SUPER_WIDE_TOKENS * 2;
+    if float > wide { float } else { wide }
 };
 /// One kernel call of `matmul_with`: a row group's tiles against a run of tokens, into their results
 /// (token-major, each token's rows in fours).
@@ -621,12 +624,12 @@ impl PackedMatrix {
             // Steps of fewer tokens than a call holds stay at one group a call: at one token the
             // 512-bit kernels' joins and split-up sums cost more than they save (1B Q4_K_M decode
             // read 10-15% slower), and few tokens are bound by memory, not the multiplies.
-            let call_groups = if tokens >= CALL_TOKENS {
-                super_call_groups(level, layout)
+            let (call_tokens, call_groups) = if tokens >= CALL_TOKENS {
+                super_call(level, layout)
             } else {
-                1
+                (CALL_TOKENS, 1)
             };
-            blocked(self.cols, CALL_TOKENS, call_groups, &|tiles, t, results| {
+            blocked(self.cols, call_tokens, call_groups, &|tiles, t, results| {
                 kernel(tiles, &acts[t], results)
             });
             return Ok(());

@@ -332,7 +332,8 @@ fn assert_x86_widths_give_the_same_bits(ty: GgmlType, packed: &PackedMatrix, x: 
 /// AVX2, the 256-bit VNNI kernels and the 512-bit ones (Q3K to Q6K: two groups a pass, an odd last group
 /// at 256 bits) give the same bits: a token's results cannot depend on how a step's groups fall into
 /// passes. On eleven groups (the last one short, and odd: the 512-bit kernels leave it to the 256-bit
-/// ones), every token count up to nine, 17 and a prompt of 40.
+/// ones), every token count up to nine, 17, a prompt of 40, and 75 (a call of 64 tokens, unpacked once,
+/// and one of eleven).
 #[test]
 fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
     let (rows, cols) = (4 * 10 + 3, 512);
@@ -341,7 +342,7 @@ fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
             continue;
         }
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        for tokens in (1..=9).chain([17, 40]) {
+        for tokens in (1..=9).chain([17, 40, 75]) {
             let x = random(tokens, cols, 80 + tokens as u64);
             assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
             assert_x86_widths_give_the_same_bits(ty, &packed, &x);

@@ -20,6 +20,7 @@ use super::superblocks::{
     Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF, Q6K_HALVES, Q6K_QH,
     Q6K_SCALES, Q6K_TILE_BYTES,
 };
+use super::SUPER_WIDE_TOKENS;
 use super::x86::{load32, prefetch_ahead};
 
 #[inline]
@@ -53,17 +54,34 @@ fn sum_rows(acc: [__m256i; 4]) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
-/// An interleaved kernel's accumulator, i32 lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]`, summed to `[r0, r1,
-/// r2, r3]`.
+/// An interleaved kernel's float sums, lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]` (as its integer
+/// accumulator's), added in pairs to `[r0, r1, r2, r3]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_pairs(acc: __m256i) -> __m128i {
+fn sum_pairs(total: __m256) -> __m128 {
     // [r0, r1, r0, r1 | r2, r3, r2, r3]
-    let rows = _mm256_hadd_epi32(acc, acc);
-    _mm_unpacklo_epi64(
-        _mm256_castsi256_si128(rows),
-        _mm256_extracti128_si256::<1>(rows),
+    let rows = _mm256_hadd_ps(total, total);
+    _mm_movelh_ps(
+        _mm256_castps256_ps128(rows),
+        _mm256_extractf128_ps::<1>(rows),
     )
+}
+
+/// Four f16 at `at` as floats, each twice, in an interleaved accumulator's lanes: `[v0, v0, v1, v1 | v2,
+/// v2, v3, v3]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_pairs(at: *const u8) -> __m256 {
+    let v = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(at as *const __m128i) });
+    _mm256_set_m128(_mm_unpackhi_ps(v, v), _mm_unpacklo_ps(v, v))
+}
+
+/// Four i16 at `at` in every 64-bit lane: a token's sums of four sub-blocks, against which a row's four
+/// i16 factors give (`vpmaddwd`) the row's two lanes of an interleaved accumulator.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quad(at: *const i16) -> __m256i {
+    _mm256_set1_epi64x(unsafe { std::ptr::read_unaligned(at as *const i64) })
 }
 
 /// `vpshufb` controls that put i16 lane `lo` of a 128-bit half in the low half's eight lanes and lane `hi`
@@ -89,75 +107,41 @@ static PAIRS: [[u8; 32]; 4] = [
     word_shuffle(6, 7),
 ];
 
-/// A Q4K or Q5K tile's mins as i16, rows 0, 1 and rows 2, 3.
+/// A Q4K or Q5K tile's mins as i16 to meet a token's 32-value sums four at a time (`quad`): `[j]` holds
+/// each row's mins `4j..4j + 4`, rows in order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_mins(tile: *const u8) -> [__m256i; 2] {
-    unsafe {
-        [
-            _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS))),
-            _mm256_cvtepu8_epi16(load16(tile.add(Q4K_MINS + 16))),
-        ]
-    }
+    // A row's eight bytes: its first four, then its last four.
+    let halves = _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
+    let rows01 = _mm_shuffle_epi8(unsafe { load16(tile.add(Q4K_MINS)) }, halves);
+    let rows23 = _mm_shuffle_epi8(unsafe { load16(tile.add(Q4K_MINS + 16)) }, halves);
+    [
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(rows01, rows23)),
+        _mm256_cvtepu8_epi16(_mm_unpackhi_epi64(rows01, rows23)),
+    ]
 }
 
-/// One token's super-block sums over a Q4K or Q5K tile's four rows, as floats `[sumi r0..r3 | summ
-/// r0..r3]`: its integer accumulator (i32 lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]`), and the mins against
-/// its eight 32-value sums (`sums`, in both lanes).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q4k_block_sums(acc: __m256i, mins: [__m256i; 2], sums: __m256i) -> __m256 {
-    let sumi = sum_pairs(acc);
-    let q = _mm256_hadd_epi32(
-        _mm256_madd_epi16(mins[0], sums),
-        _mm256_madd_epi16(mins[1], sums),
-    );
-    // [r0, r2, r0, r2 | r1, r3, r1, r3]
-    let q = _mm256_hadd_epi32(q, q);
-    let summ = _mm_unpacklo_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
-    _mm256_cvtepi32_ps(_mm256_set_m128i(summ, sumi))
-}
-
-/// A Q6K (`SIX`) or Q3K tile's offsets: the values are stored plus 32 (Q3K: 4), so each row's sixteen
-/// scales (gathered from the `[s][row]` bytes at `scales_at`) as i16, times that, are taken back off
-/// against the 16-value sums.
+/// A Q6K (`SIX`) or Q3K tile's offsets, negated, to meet a token's 16-value sums four at a time (`quad`):
+/// the values are stored plus 32 (Q3K: 4), so `[k]` holds each row's scales `4k..4k + 4` (gathered from
+/// the `[s][row]` bytes at `scales_at`) times -32 (-4) as i16, rows in order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q16_offsets<const SIX: bool>(tile: *const u8, scales_at: usize) -> [__m256i; 4] {
     let by_row = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    let quads = [0, 1, 2, 3]
-        .map(|q| _mm_shuffle_epi8(unsafe { load16(tile.add(scales_at + 16 * q)) }, by_row));
-    let (t01, t23) = (
-        _mm_unpacklo_epi32(quads[0], quads[1]),
-        _mm_unpacklo_epi32(quads[2], quads[3]),
-    );
-    let (t01h, t23h) = (
-        _mm_unpackhi_epi32(quads[0], quads[1]),
-        _mm_unpackhi_epi32(quads[2], quads[3]),
-    );
-    [
-        _mm_unpacklo_epi64(t01, t23),
-        _mm_unpackhi_epi64(t01, t23),
-        _mm_unpacklo_epi64(t01h, t23h),
-        _mm_unpackhi_epi64(t01h, t23h),
-    ]
-    .map(|r| {
-        let scales = _mm256_cvtepi8_epi16(r);
+    let offsets = |k: usize| {
+        let scales = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
+            unsafe { load16(tile.add(scales_at + 16 * k)) },
+            by_row,
+        ));
+        let negated = _mm256_sub_epi16(_mm256_setzero_si256(), scales);
         if SIX {
-            _mm256_slli_epi16::<5>(scales)
+            _mm256_slli_epi16::<5>(negated)
         } else {
-            _mm256_slli_epi16::<2>(scales)
+            _mm256_slli_epi16::<2>(negated)
         }
-    })
-}
-
-/// One token's super-block integer sums over a Q6K or Q3K tile's four rows: its accumulator less the
-/// offsets against its sixteen 16-value sums (`sums`).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q16_block_sums(acc: __m256i, offsets: &[__m256i; 4], sums: __m256i) -> __m128i {
-    let offset = sum_rows(offsets.map(|s| _mm256_madd_epi16(s, sums)));
-    _mm_sub_epi32(sum_pairs(acc), offset)
+    };
+    [offsets(0), offsets(1), offsets(2), offsets(3)]
 }
 
 /// `out[..n] = $kernel::<n, $flag>(tiles, x)` for `n = x.len()` (1 to 8; more take 8): the token count
@@ -320,7 +304,7 @@ macro_rules! superblock_kernels {
                 _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                 _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
             ];
-            let sign = _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0);
+            // Per token, float lanes as the integer accumulator's.
             let mut total = [_mm256_setzero_ps(); N];
             for b in 0..supers {
                 unsafe {
@@ -375,28 +359,31 @@ macro_rules! superblock_kernels {
                             }
                         }
                     }
-                    // The mins against each token's 32-value sums.
+                    // Each token's super-block, lane by lane: `d` times the sums less `dmin` times
+                    // the mins against the token's 32-value sums, times the token's scale.
                     let mins = q4k_mins(tile);
-                    // [d0..d3, -dmin0..-dmin3]
-                    let scales = _mm256_mul_ps(_mm256_cvtph_ps(load16(tile)), sign);
+                    let (d, dmin) = (f16_pairs(tile), f16_pairs(tile.add(8)));
                     for t in 0..N {
-                        let sums = _mm256_broadcastsi128_si256(load16(
-                            x[t].sums32.as_ptr().add(8 * b) as *const u8,
-                        ));
-                        let v = q4k_block_sums(acc[t], mins, sums);
+                        let sums = x[t].sums32.as_ptr().add(8 * b);
+                        let m = $madd(
+                            _mm256_madd_epi16(mins[0], quad(sums)),
+                            mins[1],
+                            quad(sums.add(4)),
+                        );
+                        let v = _mm256_fnmadd_ps(
+                            _mm256_cvtepi32_ps(m),
+                            dmin,
+                            _mm256_mul_ps(_mm256_cvtepi32_ps(acc[t]), d),
+                        );
                         let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
-                        total[t] = _mm256_fmadd_ps(v, _mm256_mul_ps(scales, da), total[t]);
+                        total[t] = _mm256_fmadd_ps(v, da, total[t]);
                     }
                 }
             }
             let mut out = [[0f32; 4]; N];
             for t in 0..N {
-                let sum = _mm_add_ps(
-                    _mm256_castps256_ps128(total[t]),
-                    _mm256_extractf128_ps::<1>(total[t]),
-                );
                 // SAFETY: `out[t]` has four floats.
-                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), sum) };
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), sum_pairs(total[t])) };
             }
             out
         }
@@ -435,7 +422,8 @@ macro_rules! superblock_kernels {
                 _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                 _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
             ];
-            let mut total = [_mm_setzero_ps(); N];
+            // Per token, float lanes as the integer accumulator's.
+            let mut total = [_mm256_setzero_ps(); N];
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * tb);
@@ -508,20 +496,26 @@ macro_rules! superblock_kernels {
                             }
                         }
                     }
-                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
+                    // The offsets against each token's 16-value sums, then its super-block lane by
+                    // lane: `d` times the sums, times the token's scale.
                     let offsets = q16_offsets::<SIX>(tile, scales_at);
+                    let d = f16_pairs(tile);
                     for t in 0..N {
-                        let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
-                        let sumi = q16_block_sums(acc[t], &offsets, sums);
-                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
-                        total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(d, da), total[t]);
+                        let sums = x[t].sums16.as_ptr().add(16 * b);
+                        let mut sumi = acc[t];
+                        for (k, offsets) in offsets.iter().enumerate() {
+                            sumi = $madd(sumi, *offsets, quad(sums.add(4 * k)));
+                        }
+                        let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(d, da), total[t]);
                     }
                 }
             }
             let mut out = [[0f32; 4]; N];
             for t in 0..N {
                 // SAFETY: `out[t]` has four floats.
-                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), sum_pairs(total[t])) };
             }
             out
         }
@@ -590,275 +584,358 @@ pub mod avx512 {
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
     }
 
-    /// Eight Q4K (Q5K with `FIVE`) rows, the four of `tiles[0]` and the four of `tiles[1]`, against the
-    /// first `N` activation rows of `x`.
+    /// `join` for floats.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn q4k_pair_tokens<const N: usize, const FIVE: bool>(
-        tiles: [&[u8]; 2],
-        x: &[SuperRow],
-    ) -> [[[f32; 4]; 2]; N] {
-        let tb = if FIVE { Q5K_TILE_BYTES } else { Q4K_TILE_BYTES };
-        let x = &x[..N];
-        let mut supers = tiles[0].len().min(tiles[1].len()) / tb;
-        for a in x {
-            supers = supers
-                .min(a.d.len())
-                .min(a.qs.len() / 256)
-                .min(a.sums32.len() / 8);
-        }
-        let nibble = _mm512_set1_epi8(0x0F);
-        let fifth = _mm512_set1_epi8(0x10);
-        let spread = [
-            _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-            _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
-        ];
-        let sign = _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0);
-        // Per token, `[d.. | -dmin..]` sums of the first tile's rows in lanes 0..8, the second's in 8..16.
-        let mut total = [_mm512_setzero_ps(); N];
-        for b in 0..supers {
-            unsafe {
-                let tile = tiles.map(|t| t.as_ptr().add(b * tb));
-                for tile in tile {
-                    prefetch_ahead(tile, tb);
-                }
-                let load_both = |at: usize| join(load32(tile[0].add(at)), load32(tile[1].add(at)));
-                let mut acts = [std::ptr::null::<u8>(); N];
-                for t in 0..N {
-                    acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
-                }
-                // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3] of each tile.
-                let mut acc = [_mm512_setzero_si512(); N];
-                for p in 0..4 {
-                    let scales = [0, 1].map(|h| {
-                        let spread_of = |tile: *const u8| {
-                            let eight =
-                                _mm_loadl_epi64(tile.add(Q4K_SCALES + 8 * p) as *const __m128i);
-                            _mm256_cvtepu8_epi16(_mm_shuffle_epi8(eight, spread[h]))
-                        };
-                        join(spread_of(tile[0]), spread_of(tile[1]))
-                    });
-                    let qh_shift = _mm_cvtsi32_si128(2 * p as i32);
-                    // Per 32-byte run `g`: its low nibbles (sub-block 2p) and high ones (2p + 1).
-                    let runs: [[__m512i; 2]; 4] = std::array::from_fn(|g| {
-                        let raw = load_both(Q4K_QS + 128 * p + 32 * g);
-                        let mut low = _mm512_and_si512(raw, nibble);
-                        let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
-                        if FIVE {
-                            let qh = _mm512_srl_epi16(load_both(Q5K_QH + 32 * g), qh_shift);
-                            low = _mm512_or_si512(
-                                low,
-                                _mm512_and_si512(_mm512_slli_epi16::<4>(qh), fifth),
-                            );
-                            high = _mm512_or_si512(
-                                high,
-                                _mm512_and_si512(_mm512_slli_epi16::<3>(qh), fifth),
-                            );
-                        }
-                        [low, high]
-                    });
-                    let w = [runs.map(|r| r[0]), runs.map(|r| r[1])];
-                    for h in 0..2 {
-                        for t in 0..N {
-                            let a = acts[t].add(64 * p + 32 * h) as *const i64;
-                            let product = |g: usize| {
-                                let a8 = _mm512_set1_epi64(std::ptr::read_unaligned(a.add(g)));
-                                _mm512_maddubs_epi16(w[h][g], a8)
-                            };
-                            let sum = _mm512_add_epi16(
-                                _mm512_add_epi16(product(0), product(1)),
-                                _mm512_add_epi16(product(2), product(3)),
-                            );
-                            acc[t] = _mm512_dpwssd_epi32(acc[t], sum, scales[h]);
-                        }
-                    }
-                }
-                // As `q4k_tokens`, for each tile: the mins against the tokens' 32-value sums, and the
-                // super-block's scales.
-                let mins = tile.map(|tile| q4k_mins(tile));
-                let scales = tile.map(|tile| _mm256_mul_ps(_mm256_cvtph_ps(load16(tile)), sign));
-                for t in 0..N {
-                    let sums = _mm256_broadcastsi128_si256(load16(
-                        x[t].sums32.as_ptr().add(8 * b) as *const u8
-                    ));
-                    let halves = [
-                        _mm512_castsi512_si256(acc[t]),
-                        _mm512_extracti64x4_epi64::<1>(acc[t]),
-                    ];
-                    let v = [0, 1].map(|k| q4k_block_sums(halves[k], mins[k], sums));
-                    let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
-                    let v = _mm512_castsi512_ps(join(
-                        _mm256_castps_si256(v[0]),
-                        _mm256_castps_si256(v[1]),
-                    ));
-                    let scale = _mm512_castsi512_ps(join(
-                        _mm256_castps_si256(_mm256_mul_ps(scales[0], da)),
-                        _mm256_castps_si256(_mm256_mul_ps(scales[1], da)),
-                    ));
-                    total[t] = _mm512_fmadd_ps(v, scale, total[t]);
-                }
-            }
-        }
-        let mut out = [[[0f32; 4]; 2]; N];
-        for t in 0..N {
-            let halves = [
-                _mm512_castps512_ps256(total[t]),
-                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(total[t]))),
-            ];
-            for (o, half) in out[t].iter_mut().zip(halves) {
-                let sum = _mm_add_ps(
-                    _mm256_castps256_ps128(half),
-                    _mm256_extractf128_ps::<1>(half),
-                );
-                // SAFETY: `o` has four floats.
-                unsafe { _mm_storeu_ps(o.as_mut_ptr(), sum) };
-            }
-        }
-        out
+    fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+        _mm512_castsi512_ps(join(_mm256_castps_si256(lo), _mm256_castps_si256(hi)))
     }
 
-    /// Eight rows of a kind with 16-value sub-blocks, Q6K (`SIX`) or Q3K, the four of `tiles[0]` and the
-    /// four of `tiles[1]`, against the first `N` activation rows of `x`: `q16_tokens` two groups wide.
+    /// `quad` in 512 bits.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn q16_pair_tokens<const N: usize, const SIX: bool>(
-        tiles: [&[u8]; 2],
-        x: &[SuperRow],
-    ) -> [[[f32; 4]; 2]; N] {
-        let (tb, scales_at) = if SIX {
-            (Q6K_TILE_BYTES, Q6K_SCALES)
-        } else {
-            (Q3K_TILE_BYTES, Q3K_SCALES)
-        };
-        let x = &x[..N];
-        let mut supers = tiles[0].len().min(tiles[1].len()) / tb;
-        for a in x {
-            supers = supers
-                .min(a.d.len())
-                .min(a.qs.len() / 256)
-                .min(a.sums16.len() / 16);
-        }
-        let (nibble, high) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
-        let (three, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
-        let spread = [
-            _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-            _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+    unsafe fn quad(at: *const i16) -> __m512i {
+        _mm512_set1_epi64(unsafe { std::ptr::read_unaligned(at as *const i64) })
+    }
+
+    /// Each tile's four row sums from a pair kernel's float lanes (the first tile's in lanes 0..8, as
+    /// `sum_pairs` takes them, the second's in 8..16).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    fn sum_pairs_both(total: __m512) -> [[f32; 4]; 2] {
+        let halves = [
+            _mm512_castps512_ps256(total),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(total))),
         ];
-        // Per token, the first tile's four sums in lanes 0..4, the second's in 4..8.
-        let mut total = [_mm256_setzero_ps(); N];
-        for b in 0..supers {
-            unsafe {
-                let tile = tiles.map(|t| t.as_ptr().add(b * tb));
-                for tile in tile {
-                    prefetch_ahead(tile, tb);
+        halves.map(|half| {
+            let mut o = [0f32; 4];
+            // SAFETY: `o` has four floats.
+            unsafe { _mm_storeu_ps(o.as_mut_ptr(), sum_pairs(half)) };
+            o
+        })
+    }
+
+    /// One super-block of two Q4K or Q5K groups (eight rows), unpacked once for every chunk of tokens:
+    /// the values as bytes, each sub-block's scales over its rows' lanes, and the mins and f16 scales as
+    /// the epilogue takes them. The first group's rows are in each vector's low half.
+    struct Q32Unpacked {
+        /// `[p][h][g]`: values `8g..8g + 8` of sub-block `2p + h`, eight of each row.
+        values: [[[__m512i; 4]; 2]; 4],
+        /// `[p][h]`: sub-block `2p + h`'s scales, each over its row's four i16 lanes.
+        scales: [[__m512i; 2]; 4],
+        mins: [__m512i; 2],
+        d: __m512,
+        dmin: __m512,
+    }
+
+    /// Unpacks super-block `tile` of each of two Q4K (Q5K with `FIVE`) groups.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn unpack_q32<const FIVE: bool>(tile: [*const u8; 2], out: &mut Q32Unpacked) {
+        unsafe {
+            let load_both = |at: usize| join(load32(tile[0].add(at)), load32(tile[1].add(at)));
+            let nibble = _mm512_set1_epi8(0x0F);
+            let fifth = _mm512_set1_epi8(0x10);
+            let spread = [
+                _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+            ];
+            // Q5K's fifth bits, for every `p`.
+            let qh: [__m512i; 4] = if FIVE {
+                std::array::from_fn(|g| load_both(Q5K_QH + 32 * g))
+            } else {
+                [_mm512_setzero_si512(); 4]
+            };
+            for p in 0..4 {
+                for (h, spread) in spread.iter().enumerate() {
+                    let spread_of = |tile: *const u8| {
+                        let eight = _mm_loadl_epi64(tile.add(Q4K_SCALES + 8 * p) as *const __m128i);
+                        _mm256_cvtepu8_epi16(_mm_shuffle_epi8(eight, *spread))
+                    };
+                    out.scales[p][h] = join(spread_of(tile[0]), spread_of(tile[1]));
                 }
-                let load_both = |at: usize| join(load32(tile[0].add(at)), load32(tile[1].add(at)));
-                let mut acts = [std::ptr::null::<u8>(); N];
-                for t in 0..N {
-                    acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+                // Each 32-byte run `g`: its low nibbles (sub-block 2p) and high ones (2p + 1), with
+                // Q5K's fifth bits (bits 2p and 2p + 1 of `qh`) added in as 16 by mask.
+                let (low_bit, high_bit) = (
+                    _mm512_set1_epi8((1u8 << (2 * p)) as i8),
+                    _mm512_set1_epi8((2u8 << (2 * p)) as i8),
+                );
+                for (g, qh) in qh.iter().enumerate() {
+                    let raw = load_both(Q4K_QS + 128 * p + 32 * g);
+                    let mut low = _mm512_and_si512(raw, nibble);
+                    let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
+                    if FIVE {
+                        let to_low = _mm512_test_epi8_mask(*qh, low_bit);
+                        let to_high = _mm512_test_epi8_mask(*qh, high_bit);
+                        low = _mm512_mask_add_epi8(low, to_low, low, fifth);
+                        high = _mm512_mask_add_epi8(high, to_high, high, fifth);
+                    }
+                    out.values[p][0][g] = low;
+                    out.values[p][1][g] = high;
                 }
-                // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3] of each tile.
-                let mut acc = [_mm512_setzero_si512(); N];
+            }
+            let (lo, hi) = (q4k_mins(tile[0]), q4k_mins(tile[1]));
+            out.mins = [join(lo[0], hi[0]), join(lo[1], hi[1])];
+            out.d = join_ps(f16_pairs(tile[0]), f16_pairs(tile[1]));
+            out.dmin = join_ps(f16_pairs(tile[0].add(8)), f16_pairs(tile[1].add(8)));
+        }
+    }
+
+    /// Super-block `b`, unpacked in `u`, against the first `N` activation rows of `x`, added to their
+    /// sums in `total` (float lanes as the integer accumulator's): as `q4k_tokens`, eight rows a vector.
+    ///
+    /// Per sub-block, each token's eight matching activations, broadcast, meet eight values of each row
+    /// in `vpmaddubsw`, four products add up in 16 bits, and one `vpdpwssd` applies the rows' scales.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn q32_chunk<const N: usize>(
+        u: &Q32Unpacked,
+        x: &[SuperRow],
+        b: usize,
+        total: &mut [__m512],
+    ) {
+        let (x, total) = (&x[..N], &mut total[..N]);
+        unsafe {
+            let mut acts = [std::ptr::null::<u8>(); N];
+            for t in 0..N {
+                acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+            }
+            // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3] of each group.
+            let mut acc = [_mm512_setzero_si512(); N];
+            for p in 0..4 {
                 for h in 0..2 {
-                    for k in 0..4 {
-                        let scales = [0, 1].map(|s| {
-                            let spread_of = |tile: *const u8| {
-                                let pair = _mm_loadl_epi64(
-                                    tile.add(scales_at + 4 * (8 * h + 2 * k)) as *const __m128i,
-                                );
-                                _mm256_cvtepi8_epi16(_mm_shuffle_epi8(pair, spread[s]))
-                            };
-                            join(spread_of(tile[0]), spread_of(tile[1]))
-                        });
-                        let w: [__m512i; 4] = if SIX {
-                            let ql_shift = _mm_cvtsi32_si128(4 * (k as i32 >> 1));
-                            let qh_shift = _mm_cvtsi32_si128(2 * k as i32);
+                    let w = &u.values[p][h];
+                    let scales = u.scales[p][h];
+                    for t in 0..N {
+                        let a = acts[t].add(64 * p + 32 * h) as *const i64;
+                        let product = |g: usize| {
+                            let a8 = _mm512_set1_epi64(std::ptr::read_unaligned(a.add(g)));
+                            _mm512_maddubs_epi16(w[g], a8)
+                        };
+                        let sum = _mm512_add_epi16(
+                            _mm512_add_epi16(product(0), product(1)),
+                            _mm512_add_epi16(product(2), product(3)),
+                        );
+                        acc[t] = _mm512_dpwssd_epi32(acc[t], sum, scales);
+                    }
+                }
+            }
+            for t in 0..N {
+                let sums = x[t].sums32.as_ptr().add(8 * b);
+                let m = _mm512_dpwssd_epi32(
+                    _mm512_madd_epi16(u.mins[0], quad(sums)),
+                    u.mins[1],
+                    quad(sums.add(4)),
+                );
+                let v = _mm512_fnmadd_ps(
+                    _mm512_cvtepi32_ps(m),
+                    u.dmin,
+                    _mm512_mul_ps(_mm512_cvtepi32_ps(acc[t]), u.d),
+                );
+                let da = _mm512_set1_ps(*x[t].d.get_unchecked(b));
+                total[t] = _mm512_fmadd_ps(v, da, total[t]);
+            }
+        }
+    }
+
+    /// One super-block of two Q6K or Q3K groups (eight rows), unpacked once for every chunk of tokens,
+    /// as `Q32Unpacked`.
+    struct Q16Unpacked {
+        /// `[h][k][g]`: values `32k + 8g..32k + 8g + 8` of half `h`, eight of each row (unsigned).
+        values: [[[__m512i; 4]; 4]; 2],
+        /// `[h][k][s]`: the scales of the half's sub-blocks `2k + s`, each over its row's four i16 lanes.
+        scales: [[[__m512i; 2]; 4]; 2],
+        /// `q16_offsets`, both groups'.
+        offsets: [__m512i; 4],
+        d: __m512,
+    }
+
+    /// Unpacks super-block `tile` of each of two Q6K (`SIX`) or Q3K groups.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn unpack_q16<const SIX: bool>(tile: [*const u8; 2], out: &mut Q16Unpacked) {
+        unsafe {
+            let scales_at = if SIX { Q6K_SCALES } else { Q3K_SCALES };
+            let load_both = |at: usize| join(load32(tile[0].add(at)), load32(tile[1].add(at)));
+            let (nibble, high) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+            let (three, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
+            let spread = [
+                _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+            ];
+            for h in 0..2 {
+                for k in 0..4 {
+                    for (s, spread) in spread.iter().enumerate() {
+                        let spread_of = |tile: *const u8| {
+                            let pair = _mm_loadl_epi64(
+                                tile.add(scales_at + 4 * (8 * h + 2 * k)) as *const __m128i
+                            );
+                            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(pair, *spread))
+                        };
+                        out.scales[h][k][s] = join(spread_of(tile[0]), spread_of(tile[1]));
+                    }
+                    for g in 0..4 {
+                        out.values[h][k][g] = if SIX {
                             let half = Q6K_HALVES + Q6K_HALF * h;
-                            std::array::from_fn(|g| {
-                                let ql = load_both(half + 128 * (k & 1) + 32 * g);
-                                let qh = load_both(half + Q6K_QH + 32 * g);
-                                _mm512_or_si512(
-                                    _mm512_and_si512(_mm512_srl_epi16(ql, ql_shift), nibble),
-                                    _mm512_and_si512(
-                                        _mm512_slli_epi16::<4>(_mm512_srl_epi16(qh, qh_shift)),
-                                        high,
-                                    ),
-                                )
-                            })
+                            let ql = load_both(half + 128 * (k & 1) + 32 * g);
+                            let qh = load_both(half + Q6K_QH + 32 * g);
+                            // Bits 2k and 2k + 1 of `qh` to bits 4 and 5: one shift each way.
+                            let (low, high_bits) = match k {
+                                0 => (ql, _mm512_slli_epi16::<4>(qh)),
+                                1 => (ql, _mm512_slli_epi16::<2>(qh)),
+                                2 => (_mm512_srli_epi16::<4>(ql), qh),
+                                _ => (_mm512_srli_epi16::<4>(ql), _mm512_srli_epi16::<2>(qh)),
+                            };
+                            _mm512_or_si512(
+                                _mm512_and_si512(low, nibble),
+                                _mm512_and_si512(high_bits, high),
+                            )
                         } else {
                             let q_shift = _mm_cvtsi32_si128(2 * k as i32);
+                            // Bit `j` = 4h + k of each hmask byte to bit 2.
                             let j = (4 * h + k) as i32;
                             let (hm_right, hm_left) = (
                                 _mm_cvtsi32_si128((j - 2).max(0)),
                                 _mm_cvtsi32_si128((2 - j).max(0)),
                             );
-                            std::array::from_fn(|g| {
-                                let q = load_both(Q3K_QS + 128 * h + 32 * g);
-                                let hm = load_both(Q3K_HMASK + 32 * g);
-                                _mm512_or_si512(
-                                    _mm512_and_si512(_mm512_srl_epi16(q, q_shift), three),
-                                    _mm512_and_si512(
-                                        _mm512_sll_epi16(_mm512_srl_epi16(hm, hm_right), hm_left),
-                                        four,
-                                    ),
-                                )
-                            })
+                            let q = load_both(Q3K_QS + 128 * h + 32 * g);
+                            let hm = load_both(Q3K_HMASK + 32 * g);
+                            _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srl_epi16(q, q_shift), three),
+                                _mm512_and_si512(
+                                    _mm512_sll_epi16(_mm512_srl_epi16(hm, hm_right), hm_left),
+                                    four,
+                                ),
+                            )
                         };
-                        for t in 0..N {
-                            let a = acts[t].add(128 * h + 32 * k) as *const i64;
-                            let product = |g: usize| {
-                                let a8 = _mm512_set1_epi64(std::ptr::read_unaligned(a.add(g)));
-                                _mm512_maddubs_epi16(w[g], a8)
-                            };
-                            let lo = _mm512_add_epi16(product(0), product(1));
-                            let hi = _mm512_add_epi16(product(2), product(3));
-                            acc[t] = _mm512_dpwssd_epi32(acc[t], lo, scales[0]);
-                            acc[t] = _mm512_dpwssd_epi32(acc[t], hi, scales[1]);
-                        }
                     }
                 }
-                // As `q16_tokens`, for each tile: the offset times each sub-block's sum taken back off.
-                let d = tile.map(|tile| _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i)));
-                let offsets = tile.map(|tile| q16_offsets::<SIX>(tile, scales_at));
-                for t in 0..N {
-                    let sums = load32(x[t].sums16.as_ptr().add(16 * b) as *const u8);
-                    let halves = [
-                        _mm512_castsi512_si256(acc[t]),
-                        _mm512_extracti64x4_epi64::<1>(acc[t]),
-                    ];
-                    let sumi = [0, 1]
-                        .map(|k| _mm_cvtepi32_ps(q16_block_sums(halves[k], &offsets[k], sums)));
-                    let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
-                    let scale = _mm256_set_m128(_mm_mul_ps(d[1], da), _mm_mul_ps(d[0], da));
-                    total[t] = _mm256_fmadd_ps(_mm256_set_m128(sumi[1], sumi[0]), scale, total[t]);
-                }
             }
+            let (lo, hi) = (
+                q16_offsets::<SIX>(tile[0], scales_at),
+                q16_offsets::<SIX>(tile[1], scales_at),
+            );
+            out.offsets = [
+                join(lo[0], hi[0]),
+                join(lo[1], hi[1]),
+                join(lo[2], hi[2]),
+                join(lo[3], hi[3]),
+            ];
+            out.d = join_ps(f16_pairs(tile[0]), f16_pairs(tile[1]));
         }
-        let mut out = [[[0f32; 4]; 2]; N];
-        for t in 0..N {
-            // SAFETY: `out[t]` is eight floats in a row.
-            unsafe { _mm256_storeu_ps(out[t].as_mut_ptr() as *mut f32, total[t]) };
-        }
-        out
     }
 
-    /// `$pair::<n, $flag>` for `n = $x.len()` (1 to 8; more take 8), into `$out[t] = [first group's four,
-    /// second's]`.
-    macro_rules! pair_up_to_eight {
-        ($pair:ident, $flag:tt, $tiles:expr, $x:expr, $out:expr) => {
+    /// Super-block `b`, unpacked in `u`, against the first `N` activation rows of `x`, added to their
+    /// sums in `total`: as `q16_tokens`, eight rows a vector.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn q16_chunk<const N: usize>(
+        u: &Q16Unpacked,
+        x: &[SuperRow],
+        b: usize,
+        total: &mut [__m512],
+    ) {
+        let (x, total) = (&x[..N], &mut total[..N]);
+        unsafe {
+            let mut acts = [std::ptr::null::<u8>(); N];
+            for t in 0..N {
+                acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
+            }
+            // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3] of each group.
+            let mut acc = [_mm512_setzero_si512(); N];
+            for h in 0..2 {
+                for k in 0..4 {
+                    let w = &u.values[h][k];
+                    let scales = u.scales[h][k];
+                    for t in 0..N {
+                        let a = acts[t].add(128 * h + 32 * k) as *const i64;
+                        let product = |g: usize| {
+                            let a8 = _mm512_set1_epi64(std::ptr::read_unaligned(a.add(g)));
+                            _mm512_maddubs_epi16(w[g], a8)
+                        };
+                        let lo = _mm512_add_epi16(product(0), product(1));
+                        let hi = _mm512_add_epi16(product(2), product(3));
+                        acc[t] = _mm512_dpwssd_epi32(acc[t], lo, scales[0]);
+                        acc[t] = _mm512_dpwssd_epi32(acc[t], hi, scales[1]);
+                    }
+                }
+            }
+            for t in 0..N {
+                let sums = x[t].sums16.as_ptr().add(16 * b);
+                let mut sumi = acc[t];
+                for (k, offsets) in u.offsets.iter().enumerate() {
+                    sumi = _mm512_dpwssd_epi32(sumi, *offsets, quad(sums.add(4 * k)));
+                }
+                let da = _mm512_set1_ps(*x[t].d.get_unchecked(b));
+                total[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(u.d, da), total[t]);
+            }
+        }
+    }
+
+    /// `$chunk::<n>($u, $x, $b, $total)` for `n = $x.len()` (1 to 8; more take 8).
+    macro_rules! chunk_up_to_eight {
+        ($chunk:ident, $u:expr, $x:expr, $b:expr, $total:expr) => {
             match $x.len() {
-                1 => $out[..1].copy_from_slice(&$pair::<1, $flag>($tiles, $x)),
-                2 => $out[..2].copy_from_slice(&$pair::<2, $flag>($tiles, $x)),
-                3 => $out[..3].copy_from_slice(&$pair::<3, $flag>($tiles, $x)),
-                4 => $out[..4].copy_from_slice(&$pair::<4, $flag>($tiles, $x)),
-                5 => $out[..5].copy_from_slice(&$pair::<5, $flag>($tiles, $x)),
-                6 => $out[..6].copy_from_slice(&$pair::<6, $flag>($tiles, $x)),
-                7 => $out[..7].copy_from_slice(&$pair::<7, $flag>($tiles, $x)),
-                _ => $out[..8].copy_from_slice(&$pair::<8, $flag>($tiles, $x)),
+                1 => $chunk::<1>($u, $x, $b, $total),
+                2 => $chunk::<2>($u, $x, $b, $total),
+                3 => $chunk::<3>($u, $x, $b, $total),
+                4 => $chunk::<4>($u, $x, $b, $total),
+                5 => $chunk::<5>($u, $x, $b, $total),
+                6 => $chunk::<6>($u, $x, $b, $total),
+                7 => $chunk::<7>($u, $x, $b, $total),
+                _ => $chunk::<8>($u, $x, $b, $total),
             }
         };
     }
 
-    /// Groups of `tile_bytes` tiles against 1 to 8 activation rows, into `out[t * groups + g]`: two at a
-    /// time by `pair`, a last odd one by `single` (the 256-bit kernel, whose bits are the same).
+    /// Two groups of `kind`'s tiles against up to `SUPER_WIDE_TOKENS` activation rows, into `out[t] =
+    /// [first group's four, second's]`: each super-block unpacked once (`unpack`), then taken by every
+    /// chunk of eight tokens (`chunk`).
+    macro_rules! pair_wide {
+        ($name:ident, $unpacked:ident, $unpack:ident, $chunk:ident, $sums:ident, $per_super:literal) => {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+            unsafe fn $name<const FLAG: bool>(
+                tile_bytes: usize,
+                tiles: [&[u8]; 2],
+                x: &[SuperRow],
+                out: &mut [[[f32; 4]; 2]],
+            ) {
+                let n = x.len().min(out.len()).min(SUPER_WIDE_TOKENS);
+                let x = &x[..n];
+                let mut supers = tiles[0].len().min(tiles[1].len()) / tile_bytes;
+                for a in x {
+                    supers = supers
+                        .min(a.d.len())
+                        .min(a.qs.len() / 256)
+                        .min(a.$sums.len() / $per_super);
+                }
+                let mut total = [_mm512_setzero_ps(); SUPER_WIDE_TOKENS];
+                // SAFETY: all-zero bits are valid vectors.
+                let mut u: $unpacked = unsafe { std::mem::zeroed() };
+                for b in 0..supers {
+                    unsafe {
+                        let tile = [
+                            tiles[0].as_ptr().add(b * tile_bytes),
+                            tiles[1].as_ptr().add(b * tile_bytes),
+                        ];
+                        prefetch_ahead(tile[0], tile_bytes);
+                        prefetch_ahead(tile[1], tile_bytes);
+                        $unpack::<FLAG>(tile, &mut u);
+                        for c in (0..n).step_by(8) {
+                            let end = (c + 8).min(n);
+                            chunk_up_to_eight!($chunk, &u, &x[c..end], b, &mut total[c..end]);
+                        }
+                    }
+                }
+                for t in 0..n {
+                    out[t] = sum_pairs_both(total[t]);
+                }
+            }
+        };
+    }
+
+    pair_wide!(q32_pair, Q32Unpacked, unpack_q32, q32_chunk, sums32, 8);
+    pair_wide!(q16_pair, Q16Unpacked, unpack_q16, q16_chunk, sums16, 16);
+
+    /// Groups of `tile_bytes` tiles against up to `SUPER_WIDE_TOKENS` activation rows, into `out[t *
+    /// groups + g]`: two at a time by `pair`, a last odd one by `single` (the 256-bit kernel, eight tokens
+    /// a call, whose bits are the same).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     unsafe fn in_pairs(
         tile_bytes: usize,
@@ -868,14 +945,14 @@ pub mod avx512 {
         pair: impl Fn([&[u8]; 2], &[SuperRow], &mut [[[f32; 4]; 2]]),
         single: unsafe fn(&[u8], &[SuperRow], &mut [[f32; 4]]),
     ) {
-        let x = &x[..x.len().min(8)];
+        let x = &x[..x.len().min(SUPER_WIDE_TOKENS)];
         let n = x.len();
         let group_bytes = x.first().map_or(0, |x| x.qs.len() / 256 * tile_bytes);
         if n == 0 || group_bytes == 0 {
             return;
         }
         let groups = (tiles.len() / group_bytes).min(out.len() / n);
-        let mut results = [[[0f32; 4]; 2]; 8];
+        let mut results = [[[0f32; 4]; 2]; SUPER_WIDE_TOKENS];
         let mut g = 0;
         while g + 2 <= groups {
             pair(
@@ -890,16 +967,25 @@ pub mod avx512 {
             g += 2;
         }
         if g < groups {
-            let mut last = [[0f32; 4]; 8];
-            // SAFETY: as for the caller; `single` takes one group.
-            unsafe { single(&tiles[g * group_bytes..][..group_bytes], x, &mut last[..n]) };
-            for (t, last) in last[..n].iter().enumerate() {
-                out[t * groups + g] = *last;
+            for c in (0..n).step_by(8) {
+                let end = (c + 8).min(n);
+                let mut last = [[0f32; 4]; 8];
+                // SAFETY: as for the caller; `single` takes one group and 1 to 8 tokens.
+                unsafe {
+                    single(
+                        &tiles[g * group_bytes..][..group_bytes],
+                        &x[c..end],
+                        &mut last[..end - c],
+                    )
+                };
+                for (i, last) in last[..end - c].iter().enumerate() {
+                    out[(c + i) * groups + g] = *last;
+                }
             }
         }
     }
 
-    /// Q4K groups (any number) against 1 to 8 activation rows, into `out[t * groups + g]`.
+    /// Q4K groups (any number) against up to `SUPER_WIDE_TOKENS` activation rows, into `out[t * groups + g]`.
     ///
     /// # Safety
     /// The CPU has AVX-512 (F, VL, BW) and VNNI; the activation rows have as many super-blocks as a
@@ -907,43 +993,43 @@ pub mod avx512 {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q4k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
         let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
-            pair_up_to_eight!(q4k_pair_tokens, false, t, x, o)
+            q32_pair::<false>(Q4K_TILE_BYTES, t, x, o)
         };
         unsafe { in_pairs(Q4K_TILE_BYTES, tiles, x, out, pair, vnni::q4k) }
     }
 
-    /// Q5K groups against 1 to 8 activation rows.
+    /// Q5K groups against up to `SUPER_WIDE_TOKENS` activation rows.
     ///
     /// # Safety
     /// As for the Q4K kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q5k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
         let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
-            pair_up_to_eight!(q4k_pair_tokens, true, t, x, o)
+            q32_pair::<true>(Q5K_TILE_BYTES, t, x, o)
         };
         unsafe { in_pairs(Q5K_TILE_BYTES, tiles, x, out, pair, vnni::q5k) }
     }
 
-    /// Q6K groups against 1 to 8 activation rows.
+    /// Q6K groups against up to `SUPER_WIDE_TOKENS` activation rows.
     ///
     /// # Safety
     /// As for the Q4K kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q6k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
         let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
-            pair_up_to_eight!(q16_pair_tokens, true, t, x, o)
+            q16_pair::<true>(Q6K_TILE_BYTES, t, x, o)
         };
         unsafe { in_pairs(Q6K_TILE_BYTES, tiles, x, out, pair, vnni::q6k) }
     }
 
-    /// Q3K groups against 1 to 8 activation rows.
+    /// Q3K groups against up to `SUPER_WIDE_TOKENS` activation rows.
     ///
     /// # Safety
     /// As for the Q4K kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q3k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
         let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
-            pair_up_to_eight!(q16_pair_tokens, false, t, x, o)
+            q16_pair::<false>(Q3K_TILE_BYTES, t, x, o)
         };
         unsafe { in_pairs(Q3K_TILE_BYTES, tiles, x, out, pair, vnni::q3k) }
     }
