@@ -1,26 +1,37 @@
-//! x86-64 kernels for the super-block tiles (`superblocks`), AVX2 and AVX-512 VNNI on 256-bit vectors, and
-//! (`avx512`) Q3K to Q6K two groups at once in 512-bit vectors, for prompt-sized steps.
+//! x86-64 kernels for the super-block tiles (`superblocks`): AVX2 and AVX-512 VNNI on 256-bit vectors
+//! (decode-sized steps, and Q2K), and (`avx512`) Q3K to Q6K sixteen rows at once in 512-bit vectors for
+//! prompt-sized steps.
 //!
-//! Four rows against several activation rows (`SuperRows`) at once: each unpacked weight vector and
-//! sub-block scale serves every token, and the tokens' integer sums stay in registers for a whole
-//! super-block. The products are `vpmaddubsw` (u8 weights x i8 activations into i16 pairs) and a
-//! multiply-add of those pairs with the sub-block's scale into i32 (`vpdpwssd` with VNNI, `vpmaddwd` +
-//! `vpaddd` without). Q4K, Q5K and Q6K (1 to 8 tokens) interleave the rows eight values at a time, so
-//! the pairs of a sub-block (32 values; Q6K's and Q3K's 16, which take 1 to 8 tokens too) add up in 16
-//! bits before one scale multiply; Q2K (4 tokens) keeps a vector per row and multiplies every 32 values. The mins (Q4K, Q5K per 32 values,
-//! Q2K per 16), Q6K's offset of 32 and Q3K's of 4 come from the activations' per-32 and per-16 sums,
-//! once per super-block; floats appear once per super-block, row and token. Callers check the CPU's features
-//! (`SimdLevel::available`).
+//! The 256-bit kernels take four rows against one to eight activation rows (`SuperRows`) at once: each
+//! unpacked weight vector and sub-block scale serves every token, and the tokens' integer sums stay in
+//! registers for a whole super-block. The products are `vpmaddubsw` (u8 weights x i8 activations into
+//! i16 pairs) and a multiply-add of those pairs with the sub-block's scale into i32 (`vpdpwssd` with
+//! VNNI, `vpmaddwd` + `vpaddd` without). Q4K, Q5K and Q6K interleave the rows eight values at a time,
+//! so the pairs of a sub-block (32 values; Q6K's and Q3K's 16) add up in 16 bits before one scale
+//! multiply; Q2K (4 tokens) keeps a vector per row and multiplies every 32 values.
+//!
+//! The 512-bit kernels unpack a super-block of four groups once for up to `SUPER_WIDE_TOKENS` tokens, into
+//! sixteen rows' values four to a 32-bit lane (`avx512::Quads`), and take them eight tokens at a time:
+//! one `vpdpbusd` against a token's four activations (a broadcast folded into the instruction) does four
+//! values of all sixteen rows, and one `vpmulld` a sub-block applies the rows' scales: ten instructions
+//! per 512 products of a 32-value sub-block (twelve for 16-value ones), where `vpmaddubsw` with its
+//! broadcasts, 16-bit sums and `vpdpwssd` took 24.
+//!
+//! The mins (Q4K, Q5K per 32 values, Q2K per 16), Q6K's offset of 32 and Q3K's of 4 come from the
+//! activations' per-32 and per-16 sums, once per super-block. Floats appear once per super-block, row and
+//! token, in the same steps at every width (a row's integer sums, then `d`, `dmin` and the token's
+//! scale), so a token's results do not depend on which kernel its rows fell to. Callers check the CPU's
+//! features (`SimdLevel::available`).
 
 use std::arch::x86_64::*;
 
+use super::SUPER_WIDE_TOKENS;
 use super::activations::SuperRow;
 use super::superblocks::{
     Q2K_QS, Q2K_SCALES, Q2K_TILE_BYTES, Q3K_HMASK, Q3K_QS, Q3K_SCALES, Q3K_TILE_BYTES, Q4K_MINS,
     Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF, Q6K_HALVES, Q6K_QH,
     Q6K_SCALES, Q6K_TILE_BYTES,
 };
-use super::SUPER_WIDE_TOKENS;
 use super::x86::{load32, prefetch_ahead};
 
 #[inline]
@@ -54,26 +65,14 @@ fn sum_rows(acc: [__m256i; 4]) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
-/// An interleaved kernel's float sums, lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]` (as its integer
-/// accumulator's), added in pairs to `[r0, r1, r2, r3]`.
+/// An interleaved kernel's accumulator, i32 lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]`, and the same for
+/// a second sum (`other`), each row's two lanes added: `[r0, r1, r2, r3 | o0, o1, o2, o3]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_pairs(total: __m256) -> __m128 {
-    // [r0, r1, r0, r1 | r2, r3, r2, r3]
-    let rows = _mm256_hadd_ps(total, total);
-    _mm_movelh_ps(
-        _mm256_castps256_ps128(rows),
-        _mm256_extractf128_ps::<1>(rows),
-    )
-}
-
-/// Four f16 at `at` as floats, each twice, in an interleaved accumulator's lanes: `[v0, v0, v1, v1 | v2,
-/// v2, v3, v3]`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_pairs(at: *const u8) -> __m256 {
-    let v = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(at as *const __m128i) });
-    _mm256_set_m128(_mm_unpackhi_ps(v, v), _mm_unpacklo_ps(v, v))
+fn row_sums(acc: __m256i, other: __m256i) -> __m256i {
+    // [r0, r1, o0, o1 | r2, r3, o2, o3]
+    let sums = _mm256_hadd_epi32(acc, other);
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(sums)
 }
 
 /// Four i16 at `at` in every 64-bit lane: a token's sums of four sub-blocks, against which a row's four
@@ -304,8 +303,8 @@ macro_rules! superblock_kernels {
                 _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                 _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
             ];
-            // Per token, float lanes as the integer accumulator's.
-            let mut total = [_mm256_setzero_ps(); N];
+            // Per token, its four rows' sums.
+            let mut total = [_mm_setzero_ps(); N];
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * tb);
@@ -359,10 +358,12 @@ macro_rules! superblock_kernels {
                             }
                         }
                     }
-                    // Each token's super-block, lane by lane: `d` times the sums less `dmin` times
-                    // the mins against the token's 32-value sums, times the token's scale.
+                    // Each token's super-block, a row at a time: `d` times the sums less `dmin` times
+                    // the mins against the token's 32-value sums, times the token's scale (the same
+                    // steps as the 512-bit kernels', so the same bits).
                     let mins = q4k_mins(tile);
-                    let (d, dmin) = (f16_pairs(tile), f16_pairs(tile.add(8)));
+                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
+                    let dmin = _mm_cvtph_ps(_mm_loadl_epi64(tile.add(8) as *const __m128i));
                     for t in 0..N {
                         let sums = x[t].sums32.as_ptr().add(8 * b);
                         let m = $madd(
@@ -370,20 +371,21 @@ macro_rules! superblock_kernels {
                             mins[1],
                             quad(sums.add(4)),
                         );
-                        let v = _mm256_fnmadd_ps(
-                            _mm256_cvtepi32_ps(m),
+                        let rows = _mm256_cvtepi32_ps(row_sums(acc[t], m));
+                        let v = _mm_fnmadd_ps(
+                            _mm256_extractf128_ps::<1>(rows),
                             dmin,
-                            _mm256_mul_ps(_mm256_cvtepi32_ps(acc[t]), d),
+                            _mm_mul_ps(_mm256_castps256_ps128(rows), d),
                         );
-                        let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
-                        total[t] = _mm256_fmadd_ps(v, da, total[t]);
+                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] = _mm_fmadd_ps(v, da, total[t]);
                     }
                 }
             }
             let mut out = [[0f32; 4]; N];
             for t in 0..N {
                 // SAFETY: `out[t]` has four floats.
-                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), sum_pairs(total[t])) };
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
             }
             out
         }
@@ -422,8 +424,8 @@ macro_rules! superblock_kernels {
                 _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                 _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
             ];
-            // Per token, float lanes as the integer accumulator's.
-            let mut total = [_mm256_setzero_ps(); N];
+            // Per token, its four rows' sums.
+            let mut total = [_mm_setzero_ps(); N];
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * tb);
@@ -496,26 +498,26 @@ macro_rules! superblock_kernels {
                             }
                         }
                     }
-                    // The offsets against each token's 16-value sums, then its super-block lane by
-                    // lane: `d` times the sums, times the token's scale.
+                    // The offsets against each token's 16-value sums, then its super-block a row at
+                    // a time: `d` times the sums, times the token's scale.
                     let offsets = q16_offsets::<SIX>(tile, scales_at);
-                    let d = f16_pairs(tile);
+                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
                     for t in 0..N {
                         let sums = x[t].sums16.as_ptr().add(16 * b);
                         let mut sumi = acc[t];
                         for (k, offsets) in offsets.iter().enumerate() {
                             sumi = $madd(sumi, *offsets, quad(sums.add(4 * k)));
                         }
-                        let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
-                        total[t] =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(d, da), total[t]);
+                        let rows = _mm256_castsi256_si128(row_sums(sumi, sumi));
+                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(rows), _mm_mul_ps(d, da), total[t]);
                     }
                 }
             }
             let mut out = [[0f32; 4]; N];
             for t in 0..N {
                 // SAFETY: `out[t]` has four floats.
-                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), sum_pairs(total[t])) };
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
             }
             out
         }
@@ -584,149 +586,229 @@ pub mod avx512 {
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
     }
 
-    /// `join` for floats.
+    /// Gathers one 32-bit word from each of four groups' tiles, at `at`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    fn join_ps(lo: __m256, hi: __m256) -> __m512 {
-        _mm512_castsi512_ps(join(_mm256_castps_si256(lo), _mm256_castps_si256(hi)))
+    unsafe fn words(tile: [*const u8; 4], at: usize) -> __m128i {
+        let word = |g: usize| unsafe { std::ptr::read_unaligned(tile[g].add(at) as *const i32) };
+        _mm_setr_epi32(word(0), word(1), word(2), word(3))
     }
 
-    /// `quad` in 512 bits.
+    /// Four groups' four f16 (at `at`) as sixteen floats, rows in order.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn quad(at: *const i16) -> __m512i {
-        _mm512_set1_epi64(unsafe { std::ptr::read_unaligned(at as *const i64) })
+    unsafe fn f16_rows(tile: [*const u8; 4], at: usize) -> __m512 {
+        let four = |g: usize| unsafe { std::ptr::read_unaligned(tile[g].add(at) as *const i64) };
+        _mm512_cvtph_ps(_mm256_setr_epi64x(four(0), four(1), four(2), four(3)))
     }
 
-    /// Each tile's four row sums from a pair kernel's float lanes (the first tile's in lanes 0..8, as
-    /// `sum_pairs` takes them, the second's in 8..16).
+    /// The even and the odd four-value words of sixteen rows, from two groups' interleaved vectors each
+    /// (eight values of each of their four rows, as the super-block tiles store them): `lo` holds groups 0
+    /// and 1, `hi` groups 2 and 3.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    fn sum_pairs_both(total: __m512) -> [[f32; 4]; 2] {
-        let halves = [
-            _mm512_castps512_ps256(total),
-            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(total))),
-        ];
-        halves.map(|half| {
-            let mut o = [0f32; 4];
-            // SAFETY: `o` has four floats.
-            unsafe { _mm_storeu_ps(o.as_mut_ptr(), sum_pairs(half)) };
-            o
-        })
+    fn to_quads(lo: __m512i, hi: __m512i) -> [__m512i; 2] {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        [
+            _mm512_permutex2var_epi32(lo, even, hi),
+            _mm512_permutex2var_epi32(lo, odd, hi),
+        ]
     }
 
-    /// One super-block of two Q4K or Q5K groups (eight rows), unpacked once for every chunk of tokens:
-    /// the values as bytes, each sub-block's scales over its rows' lanes, and the mins and f16 scales as
-    /// the epilogue takes them. The first group's rows are in each vector's low half.
-    struct Q32Unpacked {
-        /// `[p][h][g]`: values `8g..8g + 8` of sub-block `2p + h`, eight of each row.
-        values: [[[__m512i; 4]; 2]; 4],
-        /// `[p][h]`: sub-block `2p + h`'s scales, each over its row's four i16 lanes.
-        scales: [[__m512i; 2]; 4],
-        mins: [__m512i; 2],
+    /// One super-block of four groups (sixteen rows), unpacked once for every chunk of tokens.
+    struct Quads {
+        /// Values `4q..4q + 4` of each row as bytes, one 32-bit lane a row, rows in order.
+        quads: [__m512i; 64],
+        /// Each row's scale of sub-block `s` (32 values for Q4K and Q5K, 16 for Q6K and Q3K), i32 lanes.
+        scales: [__m512i; 16],
+        /// Each row's mins (Q4K, Q5K) or negated offsets (Q6K, Q3K) of sub-blocks `2j` and `2j + 1` as two
+        /// i16, to meet a token's two sums of those sub-blocks in `vpmaddwd`.
+        pairs: [__m512i; 8],
         d: __m512,
         dmin: __m512,
     }
 
-    /// Unpacks super-block `tile` of each of two Q4K (Q5K with `FIVE`) groups.
+    /// Unpacks super-block `tile` of four Q4K (Q5K with `FIVE`) groups.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn unpack_q32<const FIVE: bool>(tile: [*const u8; 2], out: &mut Q32Unpacked) {
+    unsafe fn quads_q32<const FIVE: bool>(tile: [*const u8; 4], out: &mut Quads) {
         unsafe {
-            let load_both = |at: usize| join(load32(tile[0].add(at)), load32(tile[1].add(at)));
+            let both = |first: usize, at: usize| {
+                join(load32(tile[first].add(at)), load32(tile[first + 1].add(at)))
+            };
             let nibble = _mm512_set1_epi8(0x0F);
             let fifth = _mm512_set1_epi8(0x10);
-            let spread = [
-                _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
-            ];
-            // Q5K's fifth bits, for every `p`.
-            let qh: [__m512i; 4] = if FIVE {
-                std::array::from_fn(|g| load_both(Q5K_QH + 32 * g))
+            // Q5K's fifth bits of each pair of groups, for every `p`.
+            let qh: [[__m512i; 4]; 2] = if FIVE {
+                [0, 2].map(|first| std::array::from_fn(|g| both(first, Q5K_QH + 32 * g)))
             } else {
-                [_mm512_setzero_si512(); 4]
+                [[_mm512_setzero_si512(); 4]; 2]
             };
             for p in 0..4 {
-                for (h, spread) in spread.iter().enumerate() {
-                    let spread_of = |tile: *const u8| {
-                        let eight = _mm_loadl_epi64(tile.add(Q4K_SCALES + 8 * p) as *const __m128i);
-                        _mm256_cvtepu8_epi16(_mm_shuffle_epi8(eight, *spread))
-                    };
-                    out.scales[p][h] = join(spread_of(tile[0]), spread_of(tile[1]));
-                }
                 // Each 32-byte run `g`: its low nibbles (sub-block 2p) and high ones (2p + 1), with
                 // Q5K's fifth bits (bits 2p and 2p + 1 of `qh`) added in as 16 by mask.
                 let (low_bit, high_bit) = (
                     _mm512_set1_epi8((1u8 << (2 * p)) as i8),
                     _mm512_set1_epi8((2u8 << (2 * p)) as i8),
                 );
-                for (g, qh) in qh.iter().enumerate() {
-                    let raw = load_both(Q4K_QS + 128 * p + 32 * g);
-                    let mut low = _mm512_and_si512(raw, nibble);
-                    let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
-                    if FIVE {
-                        let to_low = _mm512_test_epi8_mask(*qh, low_bit);
-                        let to_high = _mm512_test_epi8_mask(*qh, high_bit);
-                        low = _mm512_mask_add_epi8(low, to_low, low, fifth);
-                        high = _mm512_mask_add_epi8(high, to_high, high, fifth);
+                for g in 0..4 {
+                    let [lo, hi] = [0, 1].map(|pair| {
+                        let raw = both(2 * pair, Q4K_QS + 128 * p + 32 * g);
+                        let mut low = _mm512_and_si512(raw, nibble);
+                        let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
+                        if FIVE {
+                            let qh = qh[pair][g];
+                            let to_low = _mm512_test_epi8_mask(qh, low_bit);
+                            let to_high = _mm512_test_epi8_mask(qh, high_bit);
+                            low = _mm512_mask_add_epi8(low, to_low, low, fifth);
+                            high = _mm512_mask_add_epi8(high, to_high, high, fifth);
+                        }
+                        [low, high]
+                    });
+                    for h in 0..2 {
+                        let q = (2 * p + h) * 8 + 2 * g;
+                        [out.quads[q], out.quads[q + 1]] = to_quads(lo[h], hi[h]);
                     }
-                    out.values[p][0][g] = low;
-                    out.values[p][1][g] = high;
                 }
             }
-            let (lo, hi) = (q4k_mins(tile[0]), q4k_mins(tile[1]));
-            out.mins = [join(lo[0], hi[0]), join(lo[1], hi[1])];
-            out.d = join_ps(f16_pairs(tile[0]), f16_pairs(tile[1]));
-            out.dmin = join_ps(f16_pairs(tile[0].add(8)), f16_pairs(tile[1].add(8)));
+            for s in 0..8 {
+                out.scales[s] = _mm512_cvtepu8_epi32(words(tile, Q4K_SCALES + 4 * s));
+            }
+            // A group's mins as i16, dword `4r + j` = row r's mins 2j and 2j + 1.
+            let mins: [__m512i; 4] =
+                std::array::from_fn(|g| _mm512_cvtepu8_epi16(load32(tile[g].add(Q4K_MINS))));
+            for j in 0..4 {
+                let pick = _mm512_add_epi32(
+                    _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0),
+                    _mm512_set1_epi32(j as i32),
+                );
+                let first = _mm512_permutex2var_epi32(mins[0], pick, mins[1]);
+                let second = _mm512_permutex2var_epi32(mins[2], pick, mins[3]);
+                out.pairs[j] = _mm512_inserti64x4::<1>(first, _mm512_castsi512_si256(second));
+            }
+            out.d = f16_rows(tile, 0);
+            out.dmin = f16_rows(tile, 8);
         }
     }
 
-    /// Super-block `b`, unpacked in `u`, against the first `N` activation rows of `x`, added to their
-    /// sums in `total` (float lanes as the integer accumulator's): as `q4k_tokens`, eight rows a vector.
-    ///
-    /// Per sub-block, each token's eight matching activations, broadcast, meet eight values of each row
-    /// in `vpmaddubsw`, four products add up in 16 bits, and one `vpdpwssd` applies the rows' scales.
+    /// Unpacks super-block `tile` of four Q6K (`SIX`) or Q3K groups.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn q32_chunk<const N: usize>(
-        u: &Q32Unpacked,
-        x: &[SuperRow],
-        b: usize,
-        total: &mut [__m512],
-    ) {
+    unsafe fn quads_q16<const SIX: bool>(tile: [*const u8; 4], out: &mut Quads) {
+        unsafe {
+            let scales_at = if SIX { Q6K_SCALES } else { Q3K_SCALES };
+            let both = |first: usize, at: usize| {
+                join(load32(tile[first].add(at)), load32(tile[first + 1].add(at)))
+            };
+            let (nibble, high) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+            let (three, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
+            for h in 0..2 {
+                for k in 0..4 {
+                    for g in 0..4 {
+                        let [lo, hi] = [0, 2].map(|first| {
+                            if SIX {
+                                let half = Q6K_HALVES + Q6K_HALF * h;
+                                let ql = both(first, half + 128 * (k & 1) + 32 * g);
+                                let qh = both(first, half + Q6K_QH + 32 * g);
+                                // Bits 2k and 2k + 1 of `qh` to bits 4 and 5: one shift each way.
+                                let (low, high_bits) = match k {
+                                    0 => (ql, _mm512_slli_epi16::<4>(qh)),
+                                    1 => (ql, _mm512_slli_epi16::<2>(qh)),
+                                    2 => (_mm512_srli_epi16::<4>(ql), qh),
+                                    _ => (_mm512_srli_epi16::<4>(ql), _mm512_srli_epi16::<2>(qh)),
+                                };
+                                _mm512_or_si512(
+                                    _mm512_and_si512(low, nibble),
+                                    _mm512_and_si512(high_bits, high),
+                                )
+                            } else {
+                                let q_shift = _mm_cvtsi32_si128(2 * k as i32);
+                                // Bit `j` = 4h + k of each hmask byte to bit 2.
+                                let j = (4 * h + k) as i32;
+                                let (hm_right, hm_left) = (
+                                    _mm_cvtsi32_si128((j - 2).max(0)),
+                                    _mm_cvtsi32_si128((2 - j).max(0)),
+                                );
+                                let q = both(first, Q3K_QS + 128 * h + 32 * g);
+                                let hm = both(first, Q3K_HMASK + 32 * g);
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srl_epi16(q, q_shift), three),
+                                    _mm512_and_si512(
+                                        _mm512_sll_epi16(_mm512_srl_epi16(hm, hm_right), hm_left),
+                                        four,
+                                    ),
+                                )
+                            }
+                        });
+                        let q = 32 * h + 8 * k + 2 * g;
+                        [out.quads[q], out.quads[q + 1]] = to_quads(lo, hi);
+                    }
+                }
+            }
+            for s in 0..16 {
+                out.scales[s] = _mm512_cvtepi8_epi32(words(tile, scales_at + 4 * s));
+            }
+            // The values are stored plus 32 (Q3K: 4): each sub-block's scale times that, negated, as
+            // i16, two sub-blocks a lane.
+            let offset = |s: usize| {
+                let negated = _mm512_sub_epi32(_mm512_setzero_si512(), out.scales[s]);
+                if SIX {
+                    _mm512_slli_epi32::<5>(negated)
+                } else {
+                    _mm512_slli_epi32::<2>(negated)
+                }
+            };
+            for j in 0..8 {
+                out.pairs[j] = _mm512_or_si512(
+                    _mm512_and_si512(offset(2 * j), _mm512_set1_epi32(0xFFFF)),
+                    _mm512_slli_epi32::<16>(offset(2 * j + 1)),
+                );
+            }
+            out.d = f16_rows(tile, 0);
+        }
+    }
+
+    /// `x`'s four i8 activations at `at`, in every 32-bit lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn four(at: *const u8) -> __m512i {
+        _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(at as *const i32) })
+    }
+
+    /// Super-block `b` of sixteen Q4K or Q5K rows, unpacked in `u`, against the first `N` activation rows
+    /// of `x`, added to their sums in `total` (a lane a row).
+    ///
+    /// Per 32-value sub-block and token: eight `vpdpbusd`, each the token's four activations (broadcast)
+    /// against four values of every row, then one multiply by the rows' scales. The mins meet the token's
+    /// 32-value sums in four `vpmaddwd`/`vpdpwssd`; floats once per super-block, row and token.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn q32_chunk<const N: usize>(u: &Quads, x: &[SuperRow], b: usize, total: &mut [__m512]) {
         let (x, total) = (&x[..N], &mut total[..N]);
         unsafe {
             let mut acts = [std::ptr::null::<u8>(); N];
             for t in 0..N {
                 acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
             }
-            // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3] of each group.
             let mut acc = [_mm512_setzero_si512(); N];
-            for p in 0..4 {
-                for h in 0..2 {
-                    let w = &u.values[p][h];
-                    let scales = u.scales[p][h];
-                    for t in 0..N {
-                        let a = acts[t].add(64 * p + 32 * h) as *const i64;
-                        let product = |g: usize| {
-                            let a8 = _mm512_set1_epi64(std::ptr::read_unaligned(a.add(g)));
-                            _mm512_maddubs_epi16(w[g], a8)
-                        };
-                        let sum = _mm512_add_epi16(
-                            _mm512_add_epi16(product(0), product(1)),
-                            _mm512_add_epi16(product(2), product(3)),
-                        );
-                        acc[t] = _mm512_dpwssd_epi32(acc[t], sum, scales);
+            for s in 0..8 {
+                let w: [__m512i; 8] = std::array::from_fn(|i| u.quads[8 * s + i]);
+                let scale = u.scales[s];
+                for t in 0..N {
+                    let a = acts[t].add(32 * s);
+                    let mut sub = _mm512_setzero_si512();
+                    for (i, w) in w.iter().enumerate() {
+                        sub = _mm512_dpbusd_epi32(sub, *w, four(a.add(4 * i)));
                     }
+                    acc[t] = _mm512_add_epi32(acc[t], _mm512_mullo_epi32(sub, scale));
                 }
             }
             for t in 0..N {
-                let sums = x[t].sums32.as_ptr().add(8 * b);
-                let m = _mm512_dpwssd_epi32(
-                    _mm512_madd_epi16(u.mins[0], quad(sums)),
-                    u.mins[1],
-                    quad(sums.add(4)),
-                );
+                let sums = x[t].sums32.as_ptr().add(8 * b) as *const u8;
+                let mut mins = _mm512_madd_epi16(u.pairs[0], four(sums));
+                for j in 1..4 {
+                    mins = _mm512_dpwssd_epi32(mins, u.pairs[j], four(sums.add(4 * j)));
+                }
                 let v = _mm512_fnmadd_ps(
-                    _mm512_cvtepi32_ps(m),
+                    _mm512_cvtepi32_ps(mins),
                     u.dmin,
                     _mm512_mul_ps(_mm512_cvtepi32_ps(acc[t]), u.d),
                 );
@@ -736,134 +818,39 @@ pub mod avx512 {
         }
     }
 
-    /// One super-block of two Q6K or Q3K groups (eight rows), unpacked once for every chunk of tokens,
-    /// as `Q32Unpacked`.
-    struct Q16Unpacked {
-        /// `[h][k][g]`: values `32k + 8g..32k + 8g + 8` of half `h`, eight of each row (unsigned).
-        values: [[[__m512i; 4]; 4]; 2],
-        /// `[h][k][s]`: the scales of the half's sub-blocks `2k + s`, each over its row's four i16 lanes.
-        scales: [[[__m512i; 2]; 4]; 2],
-        /// `q16_offsets`, both groups'.
-        offsets: [__m512i; 4],
-        d: __m512,
-    }
-
-    /// Unpacks super-block `tile` of each of two Q6K (`SIX`) or Q3K groups.
+    /// Super-block `b` of sixteen Q6K or Q3K rows, unpacked in `u`, against the first `N` activation rows
+    /// of `x`: as `q32_chunk`, four `vpdpbusd` per 16-value sub-block, and the offsets taken back
+    /// through the token's 16-value sums.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn unpack_q16<const SIX: bool>(tile: [*const u8; 2], out: &mut Q16Unpacked) {
-        unsafe {
-            let scales_at = if SIX { Q6K_SCALES } else { Q3K_SCALES };
-            let load_both = |at: usize| join(load32(tile[0].add(at)), load32(tile[1].add(at)));
-            let (nibble, high) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
-            let (three, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
-            let spread = [
-                _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
-            ];
-            for h in 0..2 {
-                for k in 0..4 {
-                    for (s, spread) in spread.iter().enumerate() {
-                        let spread_of = |tile: *const u8| {
-                            let pair = _mm_loadl_epi64(
-                                tile.add(scales_at + 4 * (8 * h + 2 * k)) as *const __m128i
-                            );
-                            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(pair, *spread))
-                        };
-                        out.scales[h][k][s] = join(spread_of(tile[0]), spread_of(tile[1]));
-                    }
-                    for g in 0..4 {
-                        out.values[h][k][g] = if SIX {
-                            let half = Q6K_HALVES + Q6K_HALF * h;
-                            let ql = load_both(half + 128 * (k & 1) + 32 * g);
-                            let qh = load_both(half + Q6K_QH + 32 * g);
-                            // Bits 2k and 2k + 1 of `qh` to bits 4 and 5: one shift each way.
-                            let (low, high_bits) = match k {
-                                0 => (ql, _mm512_slli_epi16::<4>(qh)),
-                                1 => (ql, _mm512_slli_epi16::<2>(qh)),
-                                2 => (_mm512_srli_epi16::<4>(ql), qh),
-                                _ => (_mm512_srli_epi16::<4>(ql), _mm512_srli_epi16::<2>(qh)),
-                            };
-                            _mm512_or_si512(
-                                _mm512_and_si512(low, nibble),
-                                _mm512_and_si512(high_bits, high),
-                            )
-                        } else {
-                            let q_shift = _mm_cvtsi32_si128(2 * k as i32);
-                            // Bit `j` = 4h + k of each hmask byte to bit 2.
-                            let j = (4 * h + k) as i32;
-                            let (hm_right, hm_left) = (
-                                _mm_cvtsi32_si128((j - 2).max(0)),
-                                _mm_cvtsi32_si128((2 - j).max(0)),
-                            );
-                            let q = load_both(Q3K_QS + 128 * h + 32 * g);
-                            let hm = load_both(Q3K_HMASK + 32 * g);
-                            _mm512_or_si512(
-                                _mm512_and_si512(_mm512_srl_epi16(q, q_shift), three),
-                                _mm512_and_si512(
-                                    _mm512_sll_epi16(_mm512_srl_epi16(hm, hm_right), hm_left),
-                                    four,
-                                ),
-                            )
-                        };
-                    }
-                }
-            }
-            let (lo, hi) = (
-                q16_offsets::<SIX>(tile[0], scales_at),
-                q16_offsets::<SIX>(tile[1], scales_at),
-            );
-            out.offsets = [
-                join(lo[0], hi[0]),
-                join(lo[1], hi[1]),
-                join(lo[2], hi[2]),
-                join(lo[3], hi[3]),
-            ];
-            out.d = join_ps(f16_pairs(tile[0]), f16_pairs(tile[1]));
-        }
-    }
-
-    /// Super-block `b`, unpacked in `u`, against the first `N` activation rows of `x`, added to their
-    /// sums in `total`: as `q16_tokens`, eight rows a vector.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn q16_chunk<const N: usize>(
-        u: &Q16Unpacked,
-        x: &[SuperRow],
-        b: usize,
-        total: &mut [__m512],
-    ) {
+    unsafe fn q16_chunk<const N: usize>(u: &Quads, x: &[SuperRow], b: usize, total: &mut [__m512]) {
         let (x, total) = (&x[..N], &mut total[..N]);
         unsafe {
             let mut acts = [std::ptr::null::<u8>(); N];
             for t in 0..N {
                 acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
             }
-            // Per token, i32 lanes [r0, r0, r1, r1 | r2, r2, r3, r3] of each group.
             let mut acc = [_mm512_setzero_si512(); N];
-            for h in 0..2 {
-                for k in 0..4 {
-                    let w = &u.values[h][k];
-                    let scales = u.scales[h][k];
-                    for t in 0..N {
-                        let a = acts[t].add(128 * h + 32 * k) as *const i64;
-                        let product = |g: usize| {
-                            let a8 = _mm512_set1_epi64(std::ptr::read_unaligned(a.add(g)));
-                            _mm512_maddubs_epi16(w[g], a8)
-                        };
-                        let lo = _mm512_add_epi16(product(0), product(1));
-                        let hi = _mm512_add_epi16(product(2), product(3));
-                        acc[t] = _mm512_dpwssd_epi32(acc[t], lo, scales[0]);
-                        acc[t] = _mm512_dpwssd_epi32(acc[t], hi, scales[1]);
+            for s in 0..16 {
+                let w: [__m512i; 4] = std::array::from_fn(|i| u.quads[4 * s + i]);
+                let scale = u.scales[s];
+                for t in 0..N {
+                    let a = acts[t].add(16 * s);
+                    let mut sub = _mm512_setzero_si512();
+                    for (i, w) in w.iter().enumerate() {
+                        sub = _mm512_dpbusd_epi32(sub, *w, four(a.add(4 * i)));
                     }
+                    acc[t] = _mm512_add_epi32(acc[t], _mm512_mullo_epi32(sub, scale));
                 }
             }
             for t in 0..N {
-                let sums = x[t].sums16.as_ptr().add(16 * b);
+                let sums = x[t].sums16.as_ptr().add(16 * b) as *const u8;
                 let mut sumi = acc[t];
-                for (k, offsets) in u.offsets.iter().enumerate() {
-                    sumi = _mm512_dpwssd_epi32(sumi, *offsets, quad(sums.add(4 * k)));
+                for j in 0..8 {
+                    sumi = _mm512_dpwssd_epi32(sumi, u.pairs[j], four(sums.add(4 * j)));
                 }
                 let da = _mm512_set1_ps(*x[t].d.get_unchecked(b));
-                total[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(u.d, da), total[t]);
+                total[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(u.d, da), total[t]);
             }
         }
     }
@@ -884,21 +871,21 @@ pub mod avx512 {
         };
     }
 
-    /// Two groups of `kind`'s tiles against up to `SUPER_WIDE_TOKENS` activation rows, into `out[t] =
-    /// [first group's four, second's]`: each super-block unpacked once (`unpack`), then taken by every
-    /// chunk of eight tokens (`chunk`).
-    macro_rules! pair_wide {
-        ($name:ident, $unpacked:ident, $unpack:ident, $chunk:ident, $sums:ident, $per_super:literal) => {
+    /// Four groups of a kind's tiles against up to `SUPER_WIDE_TOKENS` activation rows, into `out[t]`
+    /// (the sixteen rows' results, in fours): each super-block unpacked once (`$unpack`), then taken by
+    /// every chunk of eight tokens (`$chunk`).
+    macro_rules! four_groups {
+        ($name:ident, $unpack:ident, $chunk:ident, $sums:ident, $per_super:literal) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
             unsafe fn $name<const FLAG: bool>(
                 tile_bytes: usize,
-                tiles: [&[u8]; 2],
+                tiles: [&[u8]; 4],
                 x: &[SuperRow],
-                out: &mut [[[f32; 4]; 2]],
+                out: &mut [[[f32; 4]; 4]],
             ) {
                 let n = x.len().min(out.len()).min(SUPER_WIDE_TOKENS);
                 let x = &x[..n];
-                let mut supers = tiles[0].len().min(tiles[1].len()) / tile_bytes;
+                let mut supers = tiles.iter().map(|t| t.len()).min().unwrap_or(0) / tile_bytes;
                 for a in x {
                     supers = supers
                         .min(a.d.len())
@@ -907,15 +894,13 @@ pub mod avx512 {
                 }
                 let mut total = [_mm512_setzero_ps(); SUPER_WIDE_TOKENS];
                 // SAFETY: all-zero bits are valid vectors.
-                let mut u: $unpacked = unsafe { std::mem::zeroed() };
+                let mut u: Quads = unsafe { std::mem::zeroed() };
                 for b in 0..supers {
                     unsafe {
-                        let tile = [
-                            tiles[0].as_ptr().add(b * tile_bytes),
-                            tiles[1].as_ptr().add(b * tile_bytes),
-                        ];
-                        prefetch_ahead(tile[0], tile_bytes);
-                        prefetch_ahead(tile[1], tile_bytes);
+                        let tile = [0, 1, 2, 3].map(|g| tiles[g].as_ptr().add(b * tile_bytes));
+                        for tile in tile {
+                            prefetch_ahead(tile, tile_bytes);
+                        }
                         $unpack::<FLAG>(tile, &mut u);
                         for c in (0..n).step_by(8) {
                             let end = (c + 8).min(n);
@@ -924,25 +909,26 @@ pub mod avx512 {
                     }
                 }
                 for t in 0..n {
-                    out[t] = sum_pairs_both(total[t]);
+                    // SAFETY: `out[t]` is sixteen floats in a row.
+                    unsafe { _mm512_storeu_ps(out[t].as_mut_ptr() as *mut f32, total[t]) };
                 }
             }
         };
     }
 
-    pair_wide!(q32_pair, Q32Unpacked, unpack_q32, q32_chunk, sums32, 8);
-    pair_wide!(q16_pair, Q16Unpacked, unpack_q16, q16_chunk, sums16, 16);
+    four_groups!(q32_groups, quads_q32, q32_chunk, sums32, 8);
+    four_groups!(q16_groups, quads_q16, q16_chunk, sums16, 16);
 
     /// Groups of `tile_bytes` tiles against up to `SUPER_WIDE_TOKENS` activation rows, into `out[t *
-    /// groups + g]`: two at a time by `pair`, a last odd one by `single` (the 256-bit kernel, eight tokens
-    /// a call, whose bits are the same).
+    /// groups + g]`: four at a time by `four`, the rest by `single` (the 256-bit kernel, eight tokens a
+    /// call, whose bits are the same).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn in_pairs(
+    unsafe fn in_fours(
         tile_bytes: usize,
         tiles: &[u8],
         x: &[SuperRow],
         out: &mut [[f32; 4]],
-        pair: impl Fn([&[u8]; 2], &[SuperRow], &mut [[[f32; 4]; 2]]),
+        four: impl Fn([&[u8]; 4], &[SuperRow], &mut [[[f32; 4]; 4]]),
         single: unsafe fn(&[u8], &[SuperRow], &mut [[f32; 4]]),
     ) {
         let x = &x[..x.len().min(SUPER_WIDE_TOKENS)];
@@ -952,21 +938,21 @@ pub mod avx512 {
             return;
         }
         let groups = (tiles.len() / group_bytes).min(out.len() / n);
-        let mut results = [[[0f32; 4]; 2]; SUPER_WIDE_TOKENS];
+        let mut results = [[[0f32; 4]; 4]; SUPER_WIDE_TOKENS];
         let mut g = 0;
-        while g + 2 <= groups {
-            pair(
-                [&tiles[g * group_bytes..], &tiles[(g + 1) * group_bytes..]],
+        while g + 4 <= groups {
+            let group = |i: usize| &tiles[(g + i) * group_bytes..];
+            four(
+                [group(0), group(1), group(2), group(3)],
                 x,
                 &mut results[..n],
             );
             for (t, results) in results[..n].iter().enumerate() {
-                out[t * groups + g] = results[0];
-                out[t * groups + g + 1] = results[1];
+                out[t * groups + g..][..4].copy_from_slice(results);
             }
-            g += 2;
+            g += 4;
         }
-        if g < groups {
+        for g in g..groups {
             for c in (0..n).step_by(8) {
                 let end = (c + 8).min(n);
                 let mut last = [[0f32; 4]; 8];
@@ -992,10 +978,10 @@ pub mod avx512 {
     /// group's tiles.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q4k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-        let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
-            q32_pair::<false>(Q4K_TILE_BYTES, t, x, o)
+        let four = |t: [&[u8]; 4], x: &[SuperRow], o: &mut [[[f32; 4]; 4]]| unsafe {
+            q32_groups::<false>(Q4K_TILE_BYTES, t, x, o)
         };
-        unsafe { in_pairs(Q4K_TILE_BYTES, tiles, x, out, pair, vnni::q4k) }
+        unsafe { in_fours(Q4K_TILE_BYTES, tiles, x, out, four, vnni::q4k) }
     }
 
     /// Q5K groups against up to `SUPER_WIDE_TOKENS` activation rows.
@@ -1004,10 +990,10 @@ pub mod avx512 {
     /// As for the Q4K kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q5k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-        let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
-            q32_pair::<true>(Q5K_TILE_BYTES, t, x, o)
+        let four = |t: [&[u8]; 4], x: &[SuperRow], o: &mut [[[f32; 4]; 4]]| unsafe {
+            q32_groups::<true>(Q5K_TILE_BYTES, t, x, o)
         };
-        unsafe { in_pairs(Q5K_TILE_BYTES, tiles, x, out, pair, vnni::q5k) }
+        unsafe { in_fours(Q5K_TILE_BYTES, tiles, x, out, four, vnni::q5k) }
     }
 
     /// Q6K groups against up to `SUPER_WIDE_TOKENS` activation rows.
@@ -1016,10 +1002,10 @@ pub mod avx512 {
     /// As for the Q4K kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q6k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-        let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
-            q16_pair::<true>(Q6K_TILE_BYTES, t, x, o)
+        let four = |t: [&[u8]; 4], x: &[SuperRow], o: &mut [[[f32; 4]; 4]]| unsafe {
+            q16_groups::<true>(Q6K_TILE_BYTES, t, x, o)
         };
-        unsafe { in_pairs(Q6K_TILE_BYTES, tiles, x, out, pair, vnni::q6k) }
+        unsafe { in_fours(Q6K_TILE_BYTES, tiles, x, out, four, vnni::q6k) }
     }
 
     /// Q3K groups against up to `SUPER_WIDE_TOKENS` activation rows.
@@ -1028,9 +1014,9 @@ pub mod avx512 {
     /// As for the Q4K kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn q3k(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]]) {
-        let pair = |t: [&[u8]; 2], x: &[SuperRow], o: &mut [[[f32; 4]; 2]]| unsafe {
-            q16_pair::<false>(Q3K_TILE_BYTES, t, x, o)
+        let four = |t: [&[u8]; 4], x: &[SuperRow], o: &mut [[[f32; 4]; 4]]| unsafe {
+            q16_groups::<false>(Q3K_TILE_BYTES, t, x, o)
         };
-        unsafe { in_pairs(Q3K_TILE_BYTES, tiles, x, out, pair, vnni::q3k) }
+        unsafe { in_fours(Q3K_TILE_BYTES, tiles, x, out, four, vnni::q3k) }
     }
 }
