@@ -65,14 +65,31 @@ fn sum_rows(acc: [__m256i; 4]) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
-/// An interleaved kernel's accumulator, i32 lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]`, and the same for
-/// a second sum (`other`), each row's two lanes added: `[r0, r1, r2, r3 | o0, o1, o2, o3]`.
+/// An interleaved kernel's accumulator, i32 lanes `[r0, r0, r1, r1 | r2, r2, r3, r3]`, each row's two
+/// lanes added into its first (the even lanes; the odd ones are left to be ignored).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn row_sums(acc: __m256i, other: __m256i) -> __m256i {
-    // [r0, r1, o0, o1 | r2, r3, o2, o3]
-    let sums = _mm256_hadd_epi32(acc, other);
-    _mm256_permute4x64_epi64::<0b11_01_10_00>(sums)
+fn row_sums(acc: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_srli_epi64::<32>(acc))
+}
+
+/// Four f16 at `at` as floats in the even lanes (as `row_sums` leaves a row's sum), each also in the
+/// next lane: `[v0, v0, v1, v1 | v2, v2, v3, v3]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_pairs(at: *const u8) -> __m256 {
+    let v = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(at as *const __m128i) });
+    _mm256_set_m128(_mm_unpackhi_ps(v, v), _mm_unpacklo_ps(v, v))
+}
+
+/// The even lanes of `total`: four rows' sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn even_lanes(total: __m256) -> __m128 {
+    _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
+        total,
+        _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6),
+    ))
 }
 
 /// Four i16 at `at` in every 64-bit lane: a token's sums of four sub-blocks, against which a row's four
@@ -303,8 +320,8 @@ macro_rules! superblock_kernels {
                 _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                 _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
             ];
-            // Per token, its four rows' sums.
-            let mut total = [_mm_setzero_ps(); N];
+            // Per token, its four rows' sums in the even lanes.
+            let mut total = [_mm256_setzero_ps(); N];
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * tb);
@@ -358,12 +375,11 @@ macro_rules! superblock_kernels {
                             }
                         }
                     }
-                    // Each token's super-block, a row at a time: `d` times the sums less `dmin` times
-                    // the mins against the token's 32-value sums, times the token's scale (the same
-                    // steps as the 512-bit kernels', so the same bits).
+                    // Each token's super-block, a row at a time (in the even lanes): `d` times the
+                    // sums less `dmin` times the mins against the token's 32-value sums, times the
+                    // token's scale (the 512-bit kernels' steps, so the same bits).
                     let mins = q4k_mins(tile);
-                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
-                    let dmin = _mm_cvtph_ps(_mm_loadl_epi64(tile.add(8) as *const __m128i));
+                    let (d, dmin) = (f16_pairs(tile), f16_pairs(tile.add(8)));
                     for t in 0..N {
                         let sums = x[t].sums32.as_ptr().add(8 * b);
                         let m = $madd(
@@ -371,21 +387,20 @@ macro_rules! superblock_kernels {
                             mins[1],
                             quad(sums.add(4)),
                         );
-                        let rows = _mm256_cvtepi32_ps(row_sums(acc[t], m));
-                        let v = _mm_fnmadd_ps(
-                            _mm256_extractf128_ps::<1>(rows),
+                        let v = _mm256_fnmadd_ps(
+                            _mm256_cvtepi32_ps(row_sums(m)),
                             dmin,
-                            _mm_mul_ps(_mm256_castps256_ps128(rows), d),
+                            _mm256_mul_ps(_mm256_cvtepi32_ps(row_sums(acc[t])), d),
                         );
-                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
-                        total[t] = _mm_fmadd_ps(v, da, total[t]);
+                        let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] = _mm256_fmadd_ps(v, da, total[t]);
                     }
                 }
             }
             let mut out = [[0f32; 4]; N];
             for t in 0..N {
                 // SAFETY: `out[t]` has four floats.
-                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), even_lanes(total[t])) };
             }
             out
         }
@@ -424,8 +439,8 @@ macro_rules! superblock_kernels {
                 _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                 _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
             ];
-            // Per token, its four rows' sums.
-            let mut total = [_mm_setzero_ps(); N];
+            // Per token, its four rows' sums in the even lanes.
+            let mut total = [_mm256_setzero_ps(); N];
             for b in 0..supers {
                 unsafe {
                     let tile = tiles.as_ptr().add(b * tb);
@@ -499,25 +514,28 @@ macro_rules! superblock_kernels {
                         }
                     }
                     // The offsets against each token's 16-value sums, then its super-block a row at
-                    // a time: `d` times the sums, times the token's scale.
+                    // a time (in the even lanes): `d` times the sums, times the token's scale.
                     let offsets = q16_offsets::<SIX>(tile, scales_at);
-                    let d = _mm_cvtph_ps(_mm_loadl_epi64(tile as *const __m128i));
+                    let d = f16_pairs(tile);
                     for t in 0..N {
                         let sums = x[t].sums16.as_ptr().add(16 * b);
                         let mut sumi = acc[t];
                         for (k, offsets) in offsets.iter().enumerate() {
                             sumi = $madd(sumi, *offsets, quad(sums.add(4 * k)));
                         }
-                        let rows = _mm256_castsi256_si128(row_sums(sumi, sumi));
-                        let da = _mm_set1_ps(*x[t].d.get_unchecked(b));
-                        total[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(rows), _mm_mul_ps(d, da), total[t]);
+                        let da = _mm256_set1_ps(*x[t].d.get_unchecked(b));
+                        total[t] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(row_sums(sumi)),
+                            _mm256_mul_ps(d, da),
+                            total[t],
+                        );
                     }
                 }
             }
             let mut out = [[0f32; 4]; N];
             for t in 0..N {
                 // SAFETY: `out[t]` has four floats.
-                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), total[t]) };
+                unsafe { _mm_storeu_ps(out[t].as_mut_ptr(), even_lanes(total[t])) };
             }
             out
         }
@@ -938,8 +956,13 @@ pub mod avx512 {
             return;
         }
         let groups = (tiles.len() / group_bytes).min(out.len() / n);
-        let mut results = [[[0f32; 4]; 4]; SUPER_WIDE_TOKENS];
         let mut g = 0;
+        // Only where there are four groups: zeroing it took half of a one-token step's time.
+        let mut results = if groups >= 4 {
+            vec![[[0f32; 4]; 4]; n]
+        } else {
+            Vec::new()
+        };
         while g + 4 <= groups {
             let group = |i: usize| &tiles[(g + i) * group_bytes..];
             four(
