@@ -337,13 +337,6 @@ const FLOAT_CALL_TOKENS: usize = 12;
 const FLOAT_CALL_GROUPS: usize = 4;
 /// F16 groups a call of a whole `FLOAT_CALL_TOKENS` is given: AVX-512 takes twelve tokens over two groups.
 const FLOAT_PROMPT_GROUPS: usize = 2;
-/// Four-row results one call fills, at most: a token's four rows for the integer tiles, its sixteen
-/// rows (four fours) a group for F16 ones.
-const CALL_RESULTS: usize = {
-    let float = FLOAT_CALL_TOKENS * FLOAT_PROMPT_GROUPS * (F16_GROUP_ROWS / GROUP_ROWS);
-    let wide = SUPER_WIDE_TOKENS * 4;
-    if float > wide { float } else { wide }
-};
 /// One kernel call of `matmul_with`: a row group's tiles against a run of tokens, into their results
 /// (token-major, each token's rows in fours).
 type GroupCall<'a> = dyn Fn(&[u8], Range<usize>, &mut [[f32; 4]]) + Sync + 'a;
@@ -597,38 +590,41 @@ impl PackedMatrix {
         } else {
             groups.min(pool().threads() * tasks_per_thread)
         };
-        // Every row group against every token, `call_tokens` and `call_groups` a call (at most
-        // `CALL_RESULTS` fours of results), the tokens in blocks whose activations (`token_bytes` each)
-        // stay in the core's cache (L2) while a task's weight tiles stream past.
-        let blocked =
-            |token_bytes: usize, call_tokens: usize, call_groups: usize, call: &GroupCall| {
-                let token_block =
-                    (TOKEN_BLOCK_BYTES / token_bytes / call_tokens).max(1) * call_tokens;
-                let run = |range: Range<usize>| {
-                    let mut results = [[0f32; 4]; CALL_RESULTS];
-                    for block in (0..tokens).step_by(token_block) {
-                        let block_end = (block + token_block).min(tokens);
-                        for g in range.clone().step_by(call_groups) {
-                            let ng = call_groups.min(range.end - g);
-                            let tiles = &self.data[g * gb..(g + ng) * gb];
-                            let per_token = ng * fours;
-                            for t in (block..block_end).step_by(call_tokens) {
-                                let n = call_tokens.min(block_end - t);
-                                call(tiles, t..t + n, &mut results[..n * per_token]);
-                                for (i, values) in
-                                    results[..n * per_token].chunks_exact(per_token).enumerate()
-                                {
-                                    store(t + i, g * fours, values);
-                                }
+        // Every row group against every token, `call_tokens` and `call_groups` a call, the tokens in
+        // blocks whose activations (`token_bytes` each) stay in the core's cache (L2) while a task's
+        // weight tiles stream past.
+        let blocked = |token_bytes: usize,
+                       call_tokens: usize,
+                       call_groups: usize,
+                       call: &GroupCall| {
+            let token_block = (TOKEN_BLOCK_BYTES / token_bytes / call_tokens).max(1) * call_tokens;
+            let run = |range: Range<usize>| {
+                // A call's results, as many as it can fill (a fixed buffer for the largest call
+                // would be zeroed by every task of every one-token step).
+                let mut results = vec![[0f32; 4]; call_tokens.min(tokens) * call_groups * fours];
+                for block in (0..tokens).step_by(token_block) {
+                    let block_end = (block + token_block).min(tokens);
+                    for g in range.clone().step_by(call_groups) {
+                        let ng = call_groups.min(range.end - g);
+                        let tiles = &self.data[g * gb..(g + ng) * gb];
+                        let per_token = ng * fours;
+                        for t in (block..block_end).step_by(call_tokens) {
+                            let n = call_tokens.min(block_end - t);
+                            call(tiles, t..t + n, &mut results[..n * per_token]);
+                            for (i, values) in
+                                results[..n * per_token].chunks_exact(per_token).enumerate()
+                            {
+                                store(t + i, g * fours, values);
                             }
                         }
                     }
-                };
-                pool().run(
-                    tasks,
-                    &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
-                );
+                }
             };
+            pool().run(
+                tasks,
+                &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
+            );
+        };
         if let Some(layout) = self.kind.superblock() {
             let kernel = super_kernel(level, layout);
             let act = SuperRows::quantize(x, self.cols);
