@@ -329,11 +329,11 @@ fn assert_x86_widths_give_the_same_bits(ty: GgmlType, packed: &PackedMatrix, x: 
 }
 
 /// The super-block kernels' integer sums are exact and their float steps the same at every x86 width, so
-/// AVX2, the 256-bit VNNI kernels and the 512-bit ones (Q3K to Q6K: two groups a pass, an odd last group
-/// at 256 bits) give the same bits: a token's results cannot depend on how a step's groups fall into
-/// passes. On eleven groups (the last one short, and odd: the 512-bit kernels leave it to the 256-bit
-/// ones), every token count up to nine, 17, a prompt of 40, and 75 (a call of 64 tokens, unpacked once,
-/// and one of eleven).
+/// AVX2, the 256-bit VNNI kernels and the 512-bit ones (Q3K to Q6K: four groups a pass on `vpdpbusd`, the
+/// rest at 256 bits) give the same bits: a token's results cannot depend on how a step's groups fall into
+/// passes. On eleven groups (the last one short; two passes of four, then three groups the 512-bit
+/// kernels leave to the 256-bit ones), every token count up to nine, 17, a prompt of 40, and 140 (a call
+/// of 128 tokens, each super-block unpacked once for all of them, and one of twelve).
 #[test]
 fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
     let (rows, cols) = (4 * 10 + 3, 512);
@@ -342,7 +342,7 @@ fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
             continue;
         }
         let packed = PackedMatrix::pack(ty, &bytes, rows, cols).unwrap();
-        for tokens in (1..=9).chain([17, 40, 75]) {
+        for tokens in (1..=9).chain([17, 40, 140]) {
             let x = random(tokens, cols, 80 + tokens as u64);
             assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
             assert_x86_widths_give_the_same_bits(ty, &packed, &x);
