@@ -554,9 +554,9 @@ impl PackedMatrix {
         // Four-row results a call gives per token.
         let fours = group_rows(self.kind) / GROUP_ROWS;
         let out_ptr = SendPtr(out.as_mut_ptr());
-        // Token `t`'s rows from `4 * four` on, one copy (the padding rows past `rows` dropped).
-        // Whole fours are fixed-size copies, which compile to plain stores (a call to `memcpy` for each
-        // token's few results was 9% of a 1B Q5_K_M prompt).
+        // Token `t`'s rows from `4 * four` on (the padding rows past `rows` dropped). Whole fours are
+        // fixed-size copies, which compile to plain stores (a call to `memcpy` for each token's few
+        // results was 9% of a 1B Q5_K_M prompt).
         let store = |t: usize, four: usize, values: &[[f32; 4]]| {
             let row = four * GROUP_ROWS;
             let whole = values.len().min(self.rows.saturating_sub(row) / GROUP_ROWS);

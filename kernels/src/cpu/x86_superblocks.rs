@@ -792,26 +792,28 @@ pub mod avx512 {
         _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(at as *const i32) })
     }
 
-    /// Super-block `b` of sixteen Q4K or Q5K rows, unpacked in `u`, against the first `N` activation rows
-    /// of `x`, added to their sums in `total` (a lane a row).
-    ///
-    /// Per 32-value sub-block and token: eight `vpdpbusd`, each the token's four activations (broadcast)
-    /// against four values of every row, then one multiply by the rows' scales. The mins meet the token's
-    /// 32-value sums in four `vpmaddwd`/`vpdpwssd`; floats once per super-block, row and token.
+    /// The integer sums of super-block `b` of sixteen rows, unpacked in `u`, against the first `N`
+    /// activation rows of `x`, a lane a row: per sub-block of `4 * QUADS` values and token, `QUADS`
+    /// `vpdpbusd` (the token's four activations, broadcast, against four values of every row), then one
+    /// multiply by the rows' scales.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn q32_chunk<const N: usize>(u: &Quads, x: &[SuperRow], b: usize, total: &mut [__m512]) {
-        let (x, total) = (&x[..N], &mut total[..N]);
+    unsafe fn scaled_sums<const N: usize, const QUADS: usize>(
+        u: &Quads,
+        x: &[SuperRow],
+        b: usize,
+    ) -> [__m512i; N] {
+        let mut acc = [_mm512_setzero_si512(); N];
         unsafe {
             let mut acts = [std::ptr::null::<u8>(); N];
             for t in 0..N {
                 acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
             }
-            let mut acc = [_mm512_setzero_si512(); N];
-            for s in 0..8 {
-                let w: [__m512i; 8] = std::array::from_fn(|i| u.quads[8 * s + i]);
+            for s in 0..64 / QUADS {
+                let w: [__m512i; QUADS] = std::array::from_fn(|i| u.quads[QUADS * s + i]);
                 let scale = u.scales[s];
                 for t in 0..N {
-                    let a = acts[t].add(32 * s);
+                    let a = acts[t].add(4 * QUADS * s);
                     let mut sub = _mm512_setzero_si512();
                     for (i, w) in w.iter().enumerate() {
                         sub = _mm512_dpbusd_epi32(sub, *w, four(a.add(4 * i)));
@@ -819,6 +821,20 @@ pub mod avx512 {
                     acc[t] = _mm512_add_epi32(acc[t], _mm512_mullo_epi32(sub, scale));
                 }
             }
+        }
+        acc
+    }
+
+    /// Super-block `b` of sixteen Q4K or Q5K rows, unpacked in `u`, against the first `N` activation rows
+    /// of `x`, added to their sums in `total` (a lane a row).
+    ///
+    /// The rows' sums by `scaled_sums` (eight `vpdpbusd` per 32-value sub-block); the mins meet the
+    /// token's 32-value sums in four `vpmaddwd`/`vpdpwssd`; floats once per super-block, row and token.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn q32_chunk<const N: usize>(u: &Quads, x: &[SuperRow], b: usize, total: &mut [__m512]) {
+        let (x, total) = (&x[..N], &mut total[..N]);
+        unsafe {
+            let acc = scaled_sums::<N, 8>(u, x, b);
             for t in 0..N {
                 let sums = x[t].sums32.as_ptr().add(8 * b) as *const u8;
                 let mut mins = _mm512_madd_epi16(u.pairs[0], four(sums));
@@ -843,23 +859,7 @@ pub mod avx512 {
     unsafe fn q16_chunk<const N: usize>(u: &Quads, x: &[SuperRow], b: usize, total: &mut [__m512]) {
         let (x, total) = (&x[..N], &mut total[..N]);
         unsafe {
-            let mut acts = [std::ptr::null::<u8>(); N];
-            for t in 0..N {
-                acts[t] = x[t].qs.as_ptr().add(256 * b) as *const u8;
-            }
-            let mut acc = [_mm512_setzero_si512(); N];
-            for s in 0..16 {
-                let w: [__m512i; 4] = std::array::from_fn(|i| u.quads[4 * s + i]);
-                let scale = u.scales[s];
-                for t in 0..N {
-                    let a = acts[t].add(16 * s);
-                    let mut sub = _mm512_setzero_si512();
-                    for (i, w) in w.iter().enumerate() {
-                        sub = _mm512_dpbusd_epi32(sub, *w, four(a.add(4 * i)));
-                    }
-                    acc[t] = _mm512_add_epi32(acc[t], _mm512_mullo_epi32(sub, scale));
-                }
-            }
+            let acc = scaled_sums::<N, 4>(u, x, b);
             for t in 0..N {
                 let sums = x[t].sums16.as_ptr().add(16 * b) as *const u8;
                 let mut sumi = acc[t];
