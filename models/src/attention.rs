@@ -311,6 +311,14 @@ impl Attention {
         })
     }
 
+    /// `Linear::warm` for the layer's first projection.
+    pub fn warm(&self, tokens: usize) {
+        match &self.projections {
+            Projections::Separate { q, .. } => q.warm(tokens),
+            Projections::Fused(qkv) => qkv.warm(tokens),
+        }
+    }
+
     fn project(
         &self,
         x: &Tensor,
@@ -368,6 +376,7 @@ impl Attention {
         let tokens = x.dim(0)?;
         let dense_from = batch.dense_from();
         let (q, k, v) = self.project(x, dense_from)?;
+        self.output.warm(tokens);
         let q = Self::head_norm(self.q_norm.as_ref(), q, self.heads, self.head_dim)?;
         let k = Self::head_norm(self.k_norm.as_ref(), k, self.kv_heads, self.head_dim)?;
         let mut q = host_vec(&q)?;

@@ -252,7 +252,10 @@ impl Decoder {
             None => Ok(t),
         };
         let angles = self.rope.angles_on(&batch.positions, x.device())?;
+        let tokens = batch.tokens.len();
         for block in &self.blocks {
+            // Each block's next weights start streaming in before the norm that precedes them.
+            block.attention.warm(tokens);
             let attended = block.attention.forward(
                 &block.attn_norm.forward(&x)?,
                 batch,
@@ -261,11 +264,15 @@ impl Decoder {
                 cache,
             )?;
             x = (x + residual(attended)?)?;
+            if let FeedForward::Dense(mlp) = &block.mlp {
+                mlp.warm(tokens);
+            }
             let mixed = block
                 .mlp
                 .forward(&block.ffn_norm.forward(&x)?, batch.dense_from())?;
             x = (x + residual(mixed)?)?;
         }
+        self.output.warm(tokens);
         Ok(self.norm.forward(&x)?)
     }
 

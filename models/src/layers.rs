@@ -129,6 +129,15 @@ impl Linear {
         }
     }
 
+    /// Has the kernels' idle workers start reading this layer's weights for a step of `tokens`, where
+    /// such a step is bound by memory (`PackedMatrix::warm`); called before work that leaves the
+    /// memory idle (norms, attention). Nothing for weights outside the packed kernels.
+    pub fn warm(&self, tokens: usize) {
+        if let LinearWeight::Packed(packed) = &self.weight {
+            packed.warm(tokens);
+        }
+    }
+
     /// `x` is `[rows, in]`; rows from `dense_from` on are prompt rows (`StepBatch::dense_from`).
     pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
         let rows = x.dim(0)?;
@@ -411,13 +420,26 @@ impl GatedMlp {
         self
     }
 
+    /// `Linear::warm` for the block's first projection.
+    pub fn warm(&self, tokens: usize) {
+        match &self.gate_up {
+            GateUp::Separate { gate, .. } => gate.warm(tokens),
+            GateUp::Fused(gate_up) => gate_up.warm(tokens),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
+        let tokens = x.dim(0)?;
         let (gate, up) = match &self.gate_up {
             GateUp::Separate { gate, up } => {
-                (gate.forward(x, dense_from)?, up.forward(x, dense_from)?)
+                let gate = gate.forward(x, dense_from)?;
+                let up = up.forward(x, dense_from)?;
+                self.down.warm(tokens);
+                (gate, up)
             }
             GateUp::Fused(gate_up) => {
                 let both = gate_up.forward(x, dense_from)?;
+                self.down.warm(tokens);
                 let half = both.dim(candle_core::D::Minus1)? / 2;
                 (
                     both.narrow(candle_core::D::Minus1, 0, half)?,

@@ -26,7 +26,7 @@ mod x86_superblocks;
 mod x86_wide;
 
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -416,6 +416,12 @@ pub struct PackedMatrix {
 const SERIAL_WORK: usize = 1 << 16;
 /// Steps of at least this many tokens are split finer over the pool.
 const PROMPT_TOKENS: usize = 32;
+/// Ranges of row groups a thread's share of a step of fewer tokens is cut into (`share_grain`). 4 to 32
+/// streamed alike (one-token steps through 1B-shaped weights, `decode_stream_speed`).
+const DECODE_CHUNKS: usize = 8;
+/// Bytes of its next share a worker reads ahead (`PackedMatrix::warm`): about what one core reads in
+/// the 50-100 us a one-token step spends between matmuls, and within its L2.
+const WARM_BYTES: usize = 2 << 20;
 
 impl PackedMatrix {
     /// Packs a GGUF tensor's bytes: `rows` rows of `cols` elements of type `ty`.
@@ -517,6 +523,57 @@ impl PackedMatrix {
         out
     }
 
+    /// The row groups in each range the pool's threads share in a step of `tokens` (`ThreadPool::
+    /// run_shares`), a whole number of `call_groups`. A one-token step's ranges are small, so that the
+    /// threads end together; a prompt's have many tokens' work each, and ranges too small would hand
+    /// the token blocks' activations from thread to thread.
+    fn share_grain(&self, tokens: usize, call_groups: usize) -> usize {
+        let groups = self.rows.div_ceil(group_rows(self.kind));
+        if tokens * self.rows * self.cols < SERIAL_WORK {
+            return groups;
+        }
+        let chunks_per_thread = if tokens >= PROMPT_TOKENS {
+            16
+        } else {
+            DECODE_CHUNKS
+        };
+        groups
+            .div_ceil(pool().threads() * chunks_per_thread)
+            .next_multiple_of(call_groups)
+    }
+
+    /// Asks the pool's idle workers to read the start of their shares of this matrix's next step, of
+    /// `tokens` tokens, into their caches (`ThreadPool::warm`), if that step is one bound by memory: a
+    /// caller about to spend a while on other work (norms, activations, attention) before it keeps the
+    /// memory busy meanwhile. Costs nothing when the pool has no idle worker.
+    pub fn warm(self: &Arc<Self>, tokens: usize) {
+        let pool = pool();
+        let groups = self.rows.div_ceil(group_rows(self.kind));
+        // As `matmul_with` will cut the step (F16 tiles are the float kernel's; the others, at fewer
+        // than `CALL_TOKENS`, take a group a call).
+        let call_groups = match self.kind {
+            TileKind::F16 => float_call_groups(tokens),
+            _ => 1,
+        };
+        let grain = self.share_grain(tokens, call_groups);
+        if tokens >= CALL_TOKENS || grain >= groups {
+            return;
+        }
+        let chunks = groups.div_ceil(grain);
+        let parts = pool.threads().min(chunks);
+        let gb = self.group_bytes();
+        for p in 1..parts {
+            let start = p * chunks / parts * grain * gb;
+            let end = ((p + 1) * chunks / parts * grain).min(groups) * gb;
+            pool.warm(p, self.clone(), start..end.min(start + WARM_BYTES));
+        }
+    }
+
+    /// The packed tiles.
+    fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
     /// `out = x W^T`: `x` is `tokens x cols` and `out` `tokens x rows`, both row-major.
     pub fn matmul(&self, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
         self.matmul_with(SimdLevel::detect(), x, out)
@@ -581,15 +638,7 @@ impl PackedMatrix {
             }
         };
         let gb = self.group_bytes();
-        let work = tokens * self.rows * self.cols;
-        // A prompt's step takes many small tasks: the first thread done waits for the others' last
-        // (2.7% of a 1B F16 prompt's samples were that wait at four a thread).
-        let tasks_per_thread = if tokens >= PROMPT_TOKENS { 16 } else { 4 };
-        let tasks = if work < SERIAL_WORK {
-            1
-        } else {
-            groups.min(pool().threads() * tasks_per_thread)
-        };
+        let grain = |call_groups: usize| self.share_grain(tokens, call_groups);
         // Every row group against every token, `call_tokens` and `call_groups` a call, the tokens in
         // blocks whose activations (`token_bytes` each) stay in the core's cache (L2) while a task's
         // weight tiles stream past.
@@ -620,10 +669,7 @@ impl PackedMatrix {
                     }
                 }
             };
-            pool().run(
-                tasks,
-                &|c| run(c * groups / tasks..(c + 1) * groups / tasks),
-            );
+            pool().run_shares(groups, grain(call_groups), &run);
         };
         if let Some(layout) = self.kind.superblock() {
             let kernel = super_kernel(level, layout);
@@ -653,22 +699,26 @@ impl PackedMatrix {
             None => {
                 let float = float_kernel(level);
                 let rows: Vec<&[f32]> = x.chunks_exact(self.cols).collect();
-                // A step of few tokens (a decode) gives each call several groups, as many as keep a
-                // call's results within twelve tokens' sixteen rows: the kernel needs independent sums.
-                let call_groups = if tokens >= FLOAT_CALL_TOKENS {
-                    FLOAT_PROMPT_GROUPS
-                } else {
-                    (FLOAT_CALL_TOKENS / tokens.max(1)).clamp(1, FLOAT_CALL_GROUPS)
-                };
                 blocked(
                     4 * self.cols,
                     FLOAT_CALL_TOKENS,
-                    call_groups,
+                    float_call_groups(tokens),
                     &|tiles, t, results| float(tiles, &rows[t], results),
                 );
             }
         }
         Ok(())
+    }
+}
+
+/// Groups a call of the float kernel takes in a step of `tokens`: a step of few tokens (a decode) gives
+/// each call several, as many as keep a call's results within twelve tokens' sixteen rows (the kernel
+/// needs independent sums).
+fn float_call_groups(tokens: usize) -> usize {
+    if tokens >= FLOAT_CALL_TOKENS {
+        FLOAT_PROMPT_GROUPS
+    } else {
+        (FLOAT_CALL_TOKENS / tokens.max(1)).clamp(1, FLOAT_CALL_GROUPS)
     }
 }
 

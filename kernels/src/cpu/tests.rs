@@ -844,3 +844,73 @@ fn prompt_speed() {
         }
     }
 }
+
+/// Not a check but a measurement: one-token steps through a 1B-shaped Q4_K_M model's weights (16 layers
+/// of fused QKV 3072 x 2048, output 2048 x 2048 and gate/up 16384 x 2048 in Q4K, down 2048 x 8192 in
+/// Q6K: ~600 MB, far past the caches), the matmuls alone on the whole pool, in GB/s of weights read;
+/// then with 60 us of other work on the caller after each matmul (a decode's norms, activations and
+/// attention), without and with `PackedMatrix::warm` of the next matrix first. Alternated, best and
+/// median of 30: `cargo test -p model-runner-kernels --lib decode_stream_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn decode_stream_speed() {
+    let layers = 16;
+    let shapes = [
+        (GgmlType::Q4K, GgmlDType::Q4K, 3072, 2048),
+        (GgmlType::Q4K, GgmlDType::Q4K, 2048, 2048),
+        (GgmlType::Q4K, GgmlDType::Q4K, 16384, 2048),
+        (GgmlType::Q6K, GgmlDType::Q6K, 2048, 8192),
+    ];
+    let mut matrices = Vec::new();
+    for &(ty, dtype, rows, cols) in &shapes {
+        let (bytes, _) = ggml_matrix(dtype, rows, cols, 1);
+        for _ in 0..layers {
+            matrices.push(Arc::new(
+                PackedMatrix::pack(ty, &bytes, rows, cols).unwrap(),
+            ));
+        }
+    }
+    // Layer by layer, as a forward pass reads them.
+    let order: Vec<&Arc<PackedMatrix>> = (0..layers)
+        .flat_map(|l| (0..shapes.len()).map(move |s| s * layers + l))
+        .map(|i| &matrices[i])
+        .collect();
+    let bytes: usize = matrices.iter().map(|m| m.data.len()).sum();
+    let inputs: Vec<Vec<f32>> = order.iter().map(|m| random(1, m.cols(), 2)).collect();
+    let mut outputs: Vec<Vec<f32>> = order.iter().map(|m| vec![0f32; m.rows()]).collect();
+    let ways = [
+        ("back to back", 0, false),
+        ("60 us between", 60, false),
+        ("60 us between, warmed", 60, true),
+    ];
+    let mut times = vec![Vec::new(); ways.len()];
+    for _ in 0..30 {
+        for (&(_, between, warm), times) in ways.iter().zip(&mut times) {
+            let start = std::time::Instant::now();
+            for (k, ((m, x), out)) in order.iter().zip(&inputs).zip(&mut outputs).enumerate() {
+                m.matmul(x, out).unwrap();
+                if let Some(next) = order.get(k + 1).filter(|_| warm) {
+                    next.warm(1);
+                }
+                let other_work = std::time::Instant::now();
+                while other_work.elapsed().as_micros() < between {
+                    std::hint::spin_loop();
+                }
+            }
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    for ((name, _, _), times) in ways.iter().zip(&mut times) {
+        times.sort_by(f64::total_cmp);
+        let (best, median) = (times[0], times[times.len() / 2]);
+        println!(
+            "{name}: {} MB, best {:.2} ms, median {:.2} ms ({:.1} GB/s) ({} threads, {})",
+            bytes >> 20,
+            best * 1e3,
+            median * 1e3,
+            bytes as f64 / median / 1e9,
+            pool().threads(),
+            SimdLevel::detect().name()
+        );
+    }
+}
