@@ -78,10 +78,6 @@ impl TileKind {
     }
 }
 
-/// Whether the K-quants pack into super-block tiles: where their kernels have SIMD twins (x86-64).
-/// AArch64 keeps the 32-column tiles, which have NEON kernels.
-const SUPERBLOCK_TILES: bool = cfg!(not(target_arch = "aarch64"));
-
 impl GgmlType {
     /// Elements per block.
     pub fn block_elems(self) -> usize {
@@ -121,15 +117,13 @@ impl GgmlType {
     pub fn tile_kind(self) -> TileKind {
         match self {
             Self::Q2K => TileKind::Q2K,
-            Self::Q3K if SUPERBLOCK_TILES => TileKind::Q3K,
-            Self::Q4K if SUPERBLOCK_TILES => TileKind::Q4K,
-            Self::Q5K if SUPERBLOCK_TILES => TileKind::Q5K,
-            Self::Q6K if SUPERBLOCK_TILES => TileKind::Q6K,
-            Self::Q4_0 | Self::Q4_1 | Self::Q4K => TileKind::U4,
-            Self::Q5_1 | Self::Q5K => TileKind::U8,
-            Self::Q5_0 | Self::Q8_0 | Self::Q3K | Self::Q6K | Self::IQ4NL | Self::IQ4XS => {
-                TileKind::I8
-            }
+            Self::Q3K => TileKind::Q3K,
+            Self::Q4K => TileKind::Q4K,
+            Self::Q5K => TileKind::Q5K,
+            Self::Q6K => TileKind::Q6K,
+            Self::Q4_0 | Self::Q4_1 => TileKind::U4,
+            Self::Q5_1 => TileKind::U8,
+            Self::Q5_0 | Self::Q8_0 | Self::IQ4NL | Self::IQ4XS => TileKind::I8,
             Self::MXFP4 => TileKind::Fp4,
             Self::F16 | Self::BF16 => TileKind::F16,
         }

@@ -13,6 +13,8 @@ mod activations;
 mod ggml;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_superblocks;
 mod pages;
 mod pool;
 mod scalar;
@@ -56,6 +58,8 @@ pub enum SimdLevel {
     Scalar,
     /// AArch64 NEON.
     Neon,
+    /// AArch64 NEON with the dot-product extension (`sdot`: Armv8.4, and most Armv8.2 cores).
+    NeonDot,
     /// AVX2 with FMA and F16C.
     Avx2,
     /// AVX2 plus AVX-512 VNNI on 256-bit vectors (AVX512VL, and AVX512BW for byte and word operations
@@ -75,6 +79,9 @@ impl SimdLevel {
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("neon") {
             levels.push(SimdLevel::Neon);
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                levels.push(SimdLevel::NeonDot);
+            }
         }
         #[cfg(target_arch = "x86_64")]
         {
@@ -95,12 +102,13 @@ impl SimdLevel {
         levels
     }
 
-    /// The best level, detected once. `MODEL_RUNNER_SIMD=scalar|avx2` caps it (to compare paths).
+    /// The best level, detected once. `MODEL_RUNNER_SIMD=scalar|neon|avx2` caps it (to compare paths).
     pub fn detect() -> SimdLevel {
         static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
         *LEVEL.get_or_init(|| {
             let cap = match std::env::var("MODEL_RUNNER_SIMD").as_deref() {
                 Ok("scalar") => SimdLevel::Scalar,
+                Ok("neon") => SimdLevel::Neon,
                 Ok("avx2") => SimdLevel::Avx2,
                 _ => SimdLevel::Avx512Vnni,
             };
@@ -119,6 +127,7 @@ impl SimdLevel {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Neon => "neon",
+            SimdLevel::NeonDot => "neon-dotprod",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512Vnni => "avx512vnni",
         }
@@ -174,19 +183,19 @@ fn kernels(level: SimdLevel, kind: TileKind) -> Option<TileKernel> {
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512Vnni, TileKind::Fp4) => |t, x, o| unsafe { fp4_pairs::<true>(t, x, o) },
         #[cfg(target_arch = "aarch64")]
-        (SimdLevel::Neon, TileKind::U8) => {
+        (SimdLevel::Neon | SimdLevel::NeonDot, TileKind::U8) => {
             |t, x, o| each_row(o, x, |(q, d, s)| unsafe { neon::u8_group(t, q, d, s) })
         }
         #[cfg(target_arch = "aarch64")]
-        (SimdLevel::Neon, TileKind::U4) => {
+        (SimdLevel::Neon | SimdLevel::NeonDot, TileKind::U4) => {
             |t, x, o| each_row(o, x, |(q, d, s)| unsafe { neon::u4_group(t, q, d, s) })
         }
         #[cfg(target_arch = "aarch64")]
-        (SimdLevel::Neon, TileKind::I8) => {
+        (SimdLevel::Neon | SimdLevel::NeonDot, TileKind::I8) => {
             |t, x, o| each_row(o, x, |(q, d, _)| unsafe { neon::i8_group(t, q, d) })
         }
         #[cfg(target_arch = "aarch64")]
-        (SimdLevel::Neon, TileKind::Fp4) => {
+        (SimdLevel::Neon | SimdLevel::NeonDot, TileKind::Fp4) => {
             |t, x, o| each_row(o, x, |(q, d, _)| unsafe { neon::fp4_group(t, q, d) })
         }
         (_, TileKind::Fp4) => |t, x, o| each_row(o, x, |(q, d, _)| scalar::fp4_group(t, q, d)),
@@ -290,6 +299,10 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
         (SimdLevel::Avx512Vnni, SuperKind::Q3K) => {
             |t, x, o| unsafe { x86_superblocks::avx512::q3k(t, x, o) }
         }
+        #[cfg(target_arch = "aarch64")]
+        (SimdLevel::Neon | SimdLevel::NeonDot, kind) => {
+            neon_superblocks::kernel(level == SimdLevel::NeonDot, kind)
+        }
         (_, SuperKind::Q3K) => |t, x, o| {
             for (o, x) in o.iter_mut().zip(x) {
                 *o = scalar::q16_group(SuperKind::Q3K, t, *x);
@@ -357,6 +370,8 @@ fn float_kernel(level: SimdLevel) -> FloatKernel {
         SimdLevel::Avx2 => |t, x, o| unsafe { x86_wide::f16_avx2(t, x, o) },
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512Vnni => |t, x, o| unsafe { x86_wide::f16_avx512(t, x, o) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon | SimdLevel::NeonDot => |t, x, o| unsafe { neon::f16(t, x, o) },
         _ => |t, x, o| {
             let fours = F16_GROUP_ROWS / GROUP_ROWS;
             let group_bytes = x

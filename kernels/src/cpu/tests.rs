@@ -300,16 +300,18 @@ fn assert_levels_match_scalar_and_each_token_alone(ty: GgmlType, packed: &Packed
     }
 }
 
-/// `x` through every SIMD level this x86 CPU has: all give the same bits (nothing on other targets, whose
-/// levels need not).
-fn assert_x86_widths_give_the_same_bits(ty: GgmlType, packed: &PackedMatrix, x: &[f32]) {
-    if !cfg!(target_arch = "x86_64") {
-        return;
-    }
+/// `x` through every SIMD level this CPU has: all give the same bits (x86's AVX2 and AVX-512 kernels; NEON
+/// with and without the dot-product instructions). With `and_scalar`, the scalar kernels' too.
+fn assert_simd_levels_give_the_same_bits(
+    ty: GgmlType,
+    packed: &PackedMatrix,
+    x: &[f32],
+    and_scalar: bool,
+) {
     let tokens = x.len() / packed.cols();
     let simd: Vec<(SimdLevel, Vec<f32>)> = SimdLevel::available()
         .iter()
-        .filter(|&&level| level > SimdLevel::Scalar)
+        .filter(|&&level| and_scalar || level > SimdLevel::Scalar)
         .map(|&level| {
             let mut out = vec![0f32; tokens * packed.rows()];
             packed.matmul_with(level, x, &mut out).unwrap();
@@ -333,9 +335,11 @@ fn assert_x86_widths_give_the_same_bits(ty: GgmlType, packed: &PackedMatrix, x: 
 /// rest at 256 bits) give the same bits: a token's results cannot depend on how a step's groups fall into
 /// passes. On eleven groups (the last one short; two passes of four, then three groups the 512-bit
 /// kernels leave to the 256-bit ones), every token count up to nine, 17, a prompt of 40, and 140 (a call
-/// of 128 tokens, each super-block unpacked once for all of them, and one of twelve).
+/// of 128 tokens, each super-block unpacked once for all of them, and one of twelve). The NEON kernels
+/// (with `sdot` and without) take the scalar kernels' float steps too, so on AArch64 every level gives
+/// the same bits.
 #[test]
-fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
+fn super_block_kernels_give_the_same_bits_at_every_width() {
     let (rows, cols) = (4 * 10 + 3, 512);
     for (ty, bytes) in every_type_matrix(rows, cols, 9) {
         if ty.tile_kind().superblock().is_none() {
@@ -345,7 +349,8 @@ fn super_block_kernels_give_the_same_bits_at_every_x86_width() {
         for tokens in (1..=9).chain([17, 40, 140]) {
             let x = random(tokens, cols, 80 + tokens as u64);
             assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
-            assert_x86_widths_give_the_same_bits(ty, &packed, &x);
+            let and_scalar = cfg!(target_arch = "aarch64");
+            assert_simd_levels_give_the_same_bits(ty, &packed, &x, and_scalar);
         }
     }
 }
@@ -386,7 +391,7 @@ fn f16_calls_of_several_groups_match_scalar_and_each_token_alone() {
         for tokens in [1, 2, 3, 4, 5, 12, 13, 25] {
             let x = random(tokens, cols, 60 + tokens as u64);
             assert_levels_match_scalar_and_each_token_alone(ty, &packed, &x);
-            assert_x86_widths_give_the_same_bits(ty, &packed, &x);
+            assert_simd_levels_give_the_same_bits(ty, &packed, &x, false);
         }
     }
 }
@@ -399,10 +404,6 @@ fn k_quants_pack_into_super_block_tiles_no_larger_than_the_file() {
         (GgmlType::Q6K, 6.5625),
     ] {
         let kind = ty.tile_kind();
-        if cfg!(target_arch = "aarch64") {
-            assert!(kind.superblock().is_none());
-            continue;
-        }
         assert!(kind.superblock().is_some(), "{ty:?}");
         let (rows, cols) = (8, 512);
         let (bytes, _) = ggml_matrix(
@@ -463,12 +464,7 @@ fn q2k_blocks_decode_to_ggmls_values() {
 fn q3k_packs_into_super_block_tiles_of_3_5625_bits() {
     let (rows, cols) = (8, 512);
     let (bytes, _) = ggml_matrix(GgmlDType::Q3K, rows, cols, 3);
-    if cfg!(target_arch = "aarch64") {
-        // AArch64 keeps the 32-column tiles, which have NEON kernels.
-        assert_eq!(GgmlType::Q3K.tile_kind(), TileKind::I8);
-    } else {
-        assert_eq!(GgmlType::Q3K.tile_kind(), TileKind::Q3K);
-    }
+    assert_eq!(GgmlType::Q3K.tile_kind(), TileKind::Q3K);
     let packed =
         PackedMatrix::pack_into(TileKind::Q3K, &[(GgmlType::Q3K, &bytes, rows)], cols).unwrap();
     // 110 file bytes a row and super-block become 114: the sixteen scales unpacked to bytes.
