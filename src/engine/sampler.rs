@@ -169,10 +169,15 @@ impl Sampler {
         if candidates.is_empty() {
             return argmax(scores);
         }
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        // Best first, ties by token id (a total order: the same candidates whichever way they are
+        // found). Top-k by selection, then only the k kept sorted: sorting a 128k vocabulary took ~2.8
+        // ms a token, a tenth of a 1B model's decode step; selecting the best 40 ~0.25 ms.
+        let best_first = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < candidates.len() {
+            candidates.select_nth_unstable_by(p.top_k - 1, best_first);
             candidates.truncate(p.top_k);
         }
+        candidates.sort_unstable_by(best_first);
         let probabilities = softmax(candidates.iter().map(|c| c.1));
         if p.top_p < 1.0 {
             let mut total = 0.0;
@@ -282,6 +287,29 @@ mod tests {
             ..params.clone()
         };
         assert_ne!(draws(&params), draws(&other));
+    }
+
+    #[test]
+    fn top_k_draws_only_the_k_best_and_all_of_them() {
+        // A vocabulary-sized row (the rest at most 1.0) whose third best logit is tied with a fourth
+        // token's of a higher id: ties go to the lower id.
+        let mut logits: Vec<f32> = (0..50_000).map(|i| (i as f32 * 0.37).sin()).collect();
+        for (token, logit) in [(31_000, 3.1), (7, 3.2), (44_444, 3.0), (44_445, 3.0)] {
+            logits[token] = logit;
+        }
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 3,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: Some(3),
+            ..Default::default()
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            seen.insert(s.sample(&logits).id);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [7, 31_000, 44_444]);
     }
 
     #[test]
