@@ -2,9 +2,9 @@
 //!
 //! `cpu`: quantized matrix products. GGUF weights (Q4_0 to Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS, MXFP4,
 //! F16, BF16) are repacked at load into tiles of four interleaved rows (sixteen column-major for F16 and
-//! BF16; the K-quants keeping their
-//! 256-value super-blocks whole, on x86-64, and Q2_K everywhere); activations are quantized to 8 bits per 32-element block (per 256 for the K-quants' tiles); the
-//! product runs on integer SIMD (AVX-512 VNNI, AVX2, or a scalar path) picked at run time from the CPU's
+//! BF16; the K-quants keeping their 256-value super-blocks whole); activations are quantized to 8 bits
+//! per 32-element block (per 256 for the K-quants' tiles); the product runs on integer SIMD (AVX-512 VNNI,
+//! AVX2, NEON with or without `sdot`, or a scalar path) picked at run time from the CPU's
 //! features, split by output rows over a persistent thread pool. A step with many tokens reads each weight
 //! tile once for all of them.
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Shape, Tensor};
 use kernels::PackedMatrix;
 
 use crate::ModelError;
@@ -459,11 +459,64 @@ impl GatedMlp {
             let mixed = crate::cuda::gated_activation(&gate, &up, self.activation)?;
             return self.down.forward(&mixed, dense_from);
         }
-        let gate = match self.activation {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-            Activation::GeluTanh => gate.gelu()?,
+        let mixed = match self.activation {
+            Activation::Silu if gate.device().is_cpu() && gate.dtype() == DType::F32 => {
+                gate.apply_op2_no_bwd(&up, &SiluTimes)?
+            }
+            Activation::Silu => (candle_nn::ops::silu(&gate)? * up)?,
+            Activation::GeluTanh => (gate.gelu()? * up)?,
         };
-        self.down.forward(&(gate * up)?, dense_from)
+        self.down.forward(&mixed, dense_from)
+    }
+}
+
+/// `silu(gate) * up` on the CPU in one pass (`kernels::cpu::silu_times`) over `[tokens, width]` f32
+/// matrices whose rows are contiguous (a fused projection's two halves are views of one): no copy of
+/// either half, no temporary between the two operations.
+struct SiluTimes;
+
+impl CustomOp2 for SiluTimes {
+    fn name(&self) -> &'static str {
+        "silu-times"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gate: &CpuStorage,
+        gate_layout: &Layout,
+        up: &CpuStorage,
+        up_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(gate), CpuStorage::F32(up)) = (gate, up) else {
+            candle_core::bail!("silu-times takes f32 input");
+        };
+        // Where row `t` of a `[tokens, width]` matrix with contiguous rows starts, and its width.
+        let rows = |layout: &Layout| match (layout.dims(), layout.stride()) {
+            (&[tokens, width], &[stride, 1]) => {
+                Some((layout.start_offset(), stride, tokens, width))
+            }
+            _ => None,
+        };
+        let (Some((gate_at, gate_stride, tokens, width)), Some((up_at, up_stride, ..))) =
+            (rows(gate_layout), rows(up_layout))
+        else {
+            candle_core::bail!("silu-times takes matrices with contiguous rows");
+        };
+        if up_layout.dims() != gate_layout.dims() {
+            candle_core::bail!("silu-times takes two matrices of one shape");
+        }
+        let mut out = vec![0f32; tokens * width];
+        for (t, out) in out.chunks_exact_mut(width).enumerate() {
+            let gate = gate
+                .get(gate_at + t * gate_stride..)
+                .and_then(|g| g.get(..width));
+            let up = up.get(up_at + t * up_stride..).and_then(|u| u.get(..width));
+            let (Some(gate), Some(up)) = (gate, up) else {
+                candle_core::bail!("silu-times: a row lies outside its storage");
+            };
+            kernels::cpu::silu_times(gate, up, out);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((tokens, width))))
     }
 }
 
@@ -487,6 +540,54 @@ mod tests {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max)
+    }
+
+    /// The CPU's one-pass `silu(gate) * up` on the two halves of a fused projection's output (views
+    /// of one matrix, rows not contiguous with each other), and on two matrices of their own, computes
+    /// what candle's `silu` then `mul` do; a shape it cannot take is an error.
+    #[test]
+    fn silu_times_on_fused_halves_matches_candles_two_ops() {
+        let (tokens, width) = (5, 1000);
+        let both = Tensor::from_vec(
+            values(tokens * 2 * width, 9)
+                .iter()
+                .map(|v| v * 4.0)
+                .collect::<Vec<_>>(),
+            (tokens, 2 * width),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (gate, up) = (
+            both.narrow(1, 0, width).unwrap(),
+            both.narrow(1, width, width).unwrap(),
+        );
+        let want = (candle_nn::ops::silu(&gate).unwrap() * &up)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (gate, up) in [
+            (gate.clone(), up.clone()),
+            (gate.contiguous().unwrap(), up.contiguous().unwrap()),
+        ] {
+            let got = gate.apply_op2_no_bwd(&up, &SiluTimes).unwrap();
+            assert_eq!(got.dims(), [tokens, width]);
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{g} vs {w}");
+            }
+        }
+        let transposed = gate.t().unwrap();
+        assert!(
+            transposed
+                .apply_op2_no_bwd(&transposed, &SiluTimes)
+                .is_err()
+        );
+        assert!(
+            gate.apply_op2_no_bwd(&up.narrow(0, 0, 2).unwrap(), &SiluTimes)
+                .is_err()
+        );
     }
 
     /// The fused CUDA kernels' twins compute what the CPU path computes with candle.

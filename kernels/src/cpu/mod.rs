@@ -1,15 +1,17 @@
 //! Quantized matrix products on the CPU.
 //!
-//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (sixteen-row for F16: `tiles`, or `superblocks` for Q3_K,
-//! Q4_K, Q5_K and Q6_K on x86-64, and Q2_K everywhere); `PackedMatrix::matmul` takes f32 activations, quantizes them per 32-element
-//! block, or per 256 for super-block tiles (`activations`), and computes every output with
-//! the best integer kernel this CPU has (`SimdLevel`): `x86` (AVX-512 VNNI, AVX2), `x86_superblocks` for
-//! super-block tiles, or `scalar`, the reference every SIMD kernel is tested against. Work is split by
+//! `PackedMatrix::pack` turns GGUF weight bytes into four-row tiles (sixteen-row for F16: `tiles`, or
+//! `superblocks` for Q2_K to Q6_K); `PackedMatrix::matmul` takes f32 activations, quantizes them per
+//! 32-element block, or per 256 for super-block tiles (`activations`), and computes every output with
+//! the best integer kernel this CPU has (`SimdLevel`): `x86` and `x86_wide` (AVX-512 VNNI, AVX2),
+//! `x86_superblocks` for super-block tiles, `neon` and `neon_superblocks` on AArch64, or `scalar`, the
+//! reference every SIMD kernel is tested against. `elementwise` holds the step's element-wise math. Work is split by
 //! row groups over `pool`, a persistent pool with one thread per core whose workers spin between the
 //! loops of a step; each task runs all of the step's tokens against its groups, so a weight tile is read
 //! from memory once per step however many tokens share it.
 
 mod activations;
+mod elementwise;
 mod ggml;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -34,6 +36,7 @@ use rayon::prelude::*;
 
 pub use activations::QuantizedRows;
 use activations::{SuperRow, SuperRows};
+pub use elementwise::silu_times;
 use ggml::{Block32, decode_float_row, decode_row};
 pub use ggml::{FP4_VALUES, GgmlType, TileKind, dequantize_row, e8m0_half};
 use pages::PageBuffer;
