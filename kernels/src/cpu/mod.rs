@@ -5,10 +5,10 @@
 //! 32-element block, or per 256 for super-block tiles (`activations`), and computes every output with
 //! the best integer kernel this CPU has (`SimdLevel`): `x86` and `x86_wide` (AVX-512 VNNI, AVX2),
 //! `x86_superblocks` for super-block tiles, `neon` and `neon_superblocks` on AArch64, or `scalar`, the
-//! reference every SIMD kernel is tested against. `elementwise` holds the step's element-wise math. Work is split by
-//! row groups over `pool`, a persistent pool with one thread per core whose workers spin between the
-//! loops of a step; each task runs all of the step's tokens against its groups, so a weight tile is read
-//! from memory once per step however many tokens share it.
+//! reference every SIMD kernel is tested against. Work is split by row groups over `pool`, a persistent
+//! pool with one thread per core whose workers spin between the loops of a step; each task runs all of
+//! the step's tokens against its groups, so a weight tile is read from memory once per step however many
+//! tokens share it. `elementwise` holds a step's element-wise math.
 
 mod activations;
 mod elementwise;

@@ -6,7 +6,8 @@ use std::arch::asm;
 
 use super::ggml::FP4_VALUES;
 use super::tiles::{
-    F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, read_f16, read_f32,
+    F16_TILE_BYTES, FP4_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, f16_blocks,
+    f16_call, read_f16, read_f32,
 };
 
 /// `sum(w[i] * a[i])` over 16 lanes.
@@ -159,10 +160,7 @@ unsafe fn f16_wide<const T: usize, const G: usize>(
     stride: usize,
 ) {
     let x: &[&[f32]; T] = x[..T].try_into().expect("T activation rows");
-    let blocks = x.iter().fold(
-        (tiles.len() / G).min(group_bytes) / F16_TILE_BYTES,
-        |n, x| n.min(x.len() / 32),
-    );
+    let blocks = f16_blocks(tiles, G, group_bytes, x);
     let mut acc = [[[vdupq_n_f32(0.0); 4]; G]; T];
     for b in 0..blocks {
         // SAFETY: `b` is below every group's tile count and every row's.
@@ -208,12 +206,9 @@ unsafe fn f16_wide<const T: usize, const G: usize>(
 #[target_feature(enable = "neon")]
 pub unsafe fn f16(tiles: &[u8], x: &[&[f32]], out: &mut [[f32; 4]]) {
     let n = x.len();
-    let group_bytes = x.first().map_or(0, |x| x.len() / 32 * F16_TILE_BYTES);
-    if group_bytes == 0 {
+    let Some((group_bytes, groups, stride)) = f16_call(tiles, x, out) else {
         return;
-    }
-    let groups = (tiles.len() / group_bytes).min(out.len() / (4 * n));
-    let stride = 4 * groups;
+    };
     let mut g = 0;
     while g < groups {
         let tiles = &tiles[g * group_bytes..];

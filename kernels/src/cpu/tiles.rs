@@ -184,3 +184,24 @@ pub fn dequantize_tile_row(kind: TileKind, tile: &[u8], r: usize, out: &mut [f32
         TileKind::Q2K | TileKind::Q3K | TileKind::Q4K | TileKind::Q5K | TileKind::Q6K => {}
     }
 }
+
+/// The shape of an F16 kernel call (`FloatKernel`) over `tiles`, `x` and `out`: each group's bytes, the
+/// whole groups all three hold, and the stride of a token's results (four fours a group). `None` for an
+/// empty call.
+pub fn f16_call(tiles: &[u8], x: &[&[f32]], out: &[[f32; 4]]) -> Option<(usize, usize, usize)> {
+    let group_bytes = x.first().map_or(0, |x| x.len() / 32 * F16_TILE_BYTES);
+    if group_bytes == 0 {
+        return None;
+    }
+    let groups = (tiles.len() / group_bytes).min(out.len() / (4 * x.len()));
+    Some((group_bytes, groups, 4 * groups))
+}
+
+/// The tiles every row of a call of `groups` F16 groups has: the fewest of each group's and each
+/// activation row's.
+pub fn f16_blocks(tiles: &[u8], groups: usize, group_bytes: usize, x: &[&[f32]]) -> usize {
+    x.iter().fold(
+        (tiles.len() / groups).min(group_bytes) / F16_TILE_BYTES,
+        |n, x| n.min(x.len() / 32),
+    )
+}

@@ -16,7 +16,9 @@
 use std::arch::x86_64::*;
 
 use super::PREFETCH_AHEAD;
-use super::tiles::{F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES};
+use super::tiles::{
+    F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, f16_blocks, f16_call,
+};
 use super::x86::{Act, load32, prefetch_ahead};
 
 /// Tokens one call of a VNNI-level kernel takes (32 vector registers).
@@ -520,14 +522,6 @@ unsafe fn f16_avx512_wide<const T: usize, const G: usize>(
     }
 }
 
-/// The tiles every row of a call has: the fewest of each group's and each activation row's.
-fn f16_blocks(tiles: &[u8], groups: usize, group_bytes: usize, x: &[&[f32]]) -> usize {
-    x.iter().fold(
-        (tiles.len() / groups).min(group_bytes) / F16_TILE_BYTES,
-        |n, x| n.min(x.len() / 32),
-    )
-}
-
 /// Whole F16 groups (sixteen rows each) against any number of unquantized activation rows, into four
 /// results per token and group, token-major (`out[4 * (t * groups + g) + q]`), by a `$wide` kernel: calls
 /// of `$tokens` tokens over `$groups` groups for a prompt; one to three tokens take two or four groups at
@@ -541,12 +535,9 @@ macro_rules! f16_calls {
         #[target_feature(enable = $features)]
         pub unsafe fn $name(tiles: &[u8], x: &[&[f32]], out: &mut [[f32; 4]]) {
             let n = x.len();
-            let group_bytes = x.first().map_or(0, |x| x.len() / 32 * F16_TILE_BYTES);
-            if group_bytes == 0 {
+            let Some((group_bytes, groups, stride)) = f16_call(tiles, x, out) else {
                 return;
-            }
-            let groups = (tiles.len() / group_bytes).min(out.len() / (4 * n));
-            let stride = 4 * groups;
+            };
             let mut g = 0;
             while g < groups {
                 let tiles = &tiles[g * group_bytes..];
