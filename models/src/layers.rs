@@ -506,7 +506,8 @@ impl CustomOp2 for SiluTimes {
             candle_core::bail!("silu-times takes two matrices of one shape");
         }
         let mut out = vec![0f32; tokens * width];
-        for (t, out) in out.chunks_exact_mut(width).enumerate() {
+        // `max(1)`: a zero-width matrix (a hostile file's) has no rows to fill, and no chunks of zero.
+        for (t, out) in out.chunks_exact_mut(width.max(1)).enumerate() {
             let gate = gate
                 .get(gate_at + t * gate_stride..)
                 .and_then(|g| g.get(..width));
@@ -578,6 +579,9 @@ mod tests {
                 assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{g} vs {w}");
             }
         }
+        let empty = Tensor::zeros((3, 0), DType::F32, &Device::Cpu).unwrap();
+        let none = empty.apply_op2_no_bwd(&empty, &SiluTimes).unwrap();
+        assert_eq!(none.dims(), [3, 0]);
         let transposed = gate.t().unwrap();
         assert!(
             transposed
