@@ -429,6 +429,27 @@ impl GatedMlp {
     }
 
     pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
+        // A long prompt's gate and up outputs in slices of tokens small enough for the heap: glibc
+        // maps every block over 32 MiB afresh (a 1B model's 512-token output is exactly that), and
+        // faulting in 16 layers' fresh pages was ~5% of a prompt step. A token's results do not
+        // depend on the others in its step, so the slices compute the same numbers.
+        let tokens = x.dim(0)?;
+        let width = self.down.packed().map_or(0, |down| down.cols());
+        let slice = (FFN_SLICE_BYTES / (8 * width.max(1))).max(1);
+        if x.device().is_cpu() && tokens > slice {
+            let parts = (0..tokens)
+                .step_by(slice)
+                .map(|at| {
+                    let n = slice.min(tokens - at);
+                    self.forward_rows(&x.narrow(0, at, n)?, dense_from.saturating_sub(at))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            return Tensor::cat(&parts, 0);
+        }
+        self.forward_rows(x, dense_from)
+    }
+
+    fn forward_rows(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
         let tokens = x.dim(0)?;
         let (gate, up) = match &self.gate_up {
             GateUp::Separate { gate, up } => {
@@ -469,6 +490,10 @@ impl GatedMlp {
         self.down.forward(&mixed, dense_from)
     }
 }
+
+/// The most bytes a CPU feed-forward step's gate and up outputs take at once (`GatedMlp::forward`), well
+/// under glibc's 32 MiB ceiling for blocks its heaps serve.
+const FFN_SLICE_BYTES: usize = 16 << 20;
 
 /// `silu(gate) * up` on the CPU in one pass (`kernels::cpu::silu_times`) over `[tokens, width]` f32
 /// matrices whose rows are contiguous (a fused projection's two halves are views of one): no copy of
