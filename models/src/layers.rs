@@ -619,6 +619,43 @@ mod tests {
         );
     }
 
+    /// A Q8_0 matrix of `rows x cols` with fixed pseudo-random values.
+    fn q8_0_matrix(rows: usize, cols: usize, seed: u32) -> Arc<PackedMatrix> {
+        let mut bytes = Vec::new();
+        for (b, q) in values(rows * cols / 32 * 33, seed)
+            .chunks_exact(33)
+            .enumerate()
+        {
+            let scale = half::f16::from_f32(0.01 + (b % 7) as f32 * 0.003);
+            bytes.extend_from_slice(&scale.to_le_bytes());
+            bytes.extend(q[1..].iter().map(|v| (v * 60.0) as i8 as u8));
+        }
+        Arc::new(PackedMatrix::pack(kernels::GgmlType::Q8_0, &bytes, rows, cols).unwrap())
+    }
+
+    /// A prompt longer than one slice of the CPU feed-forward (4096 wide: 512 tokens a slice) gives
+    /// every token the bits it gets when the whole step runs at once.
+    #[test]
+    fn a_sliced_feed_forward_step_gives_the_same_bits_as_a_whole_one() {
+        let (hidden, width, tokens) = (64, 4096, 600);
+        let mlp = GatedMlp::from_fused(
+            Linear::from_packed(q8_0_matrix(2 * width, hidden, 5)),
+            Linear::from_packed(q8_0_matrix(hidden, width, 6)),
+            Activation::Silu,
+        );
+        assert!(tokens > FFN_SLICE_BYTES / (8 * width));
+        let x =
+            Tensor::from_vec(values(tokens * hidden, 7), (tokens, hidden), &Device::Cpu).unwrap();
+        let bits = |t: Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|v| v.to_bits()).collect()
+        };
+        let sliced = bits(mlp.forward(&x, usize::MAX).unwrap());
+        let whole = bits(mlp.forward_rows(&x, usize::MAX).unwrap());
+        assert_eq!(sliced.len(), tokens * hidden);
+        assert!(sliced == whole, "a token's results changed with its slice");
+    }
+
     /// The fused CUDA kernels' twins compute what the CPU path computes with candle.
     #[test]
     fn rms_norm_and_gated_activations_match_the_kernels_twins() {
