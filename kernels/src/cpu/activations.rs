@@ -127,6 +127,17 @@ pub struct SuperRow<'a> {
     pub sums32: &'a [i16],
 }
 
+/// Super-blocks every activation row of `x` holds whole (its values, scale and both sums), and at most
+/// `tiles`: how far a kernel may read rows of `tiles` super-block tiles against them.
+pub fn super_blocks(tiles: usize, x: &[SuperRow]) -> usize {
+    x.iter().fold(tiles, |n, x| {
+        n.min(x.d.len())
+            .min(x.qs.len() / 256)
+            .min(x.sums16.len() / 16)
+            .min(x.sums32.len() / 8)
+    })
+}
+
 impl SuperRows {
     /// Quantizes `x` (`rows * cols` values, row-major); `cols` is a multiple of 256.
     pub fn quantize(x: &[f32], cols: usize) -> Self {

@@ -12,7 +12,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::SuperKernel;
-use super::activations::SuperRow;
+use super::activations::{SuperRow, super_blocks};
 use super::superblocks::{
     Q2K_QS, Q2K_SCALES, Q2K_TILE_BYTES, Q3K_HMASK, Q3K_QS, Q3K_SCALES, Q3K_TILE_BYTES, Q4K_MINS,
     Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF, Q6K_HALVES, Q6K_QH,
@@ -104,16 +104,6 @@ fn f16x4(tile: &[u8], at: usize) -> float32x4_t {
     unsafe { vld1q_f32(v.as_ptr()) }
 }
 
-/// Super-blocks every activation row and the tiles have.
-fn super_blocks(tiles: &[u8], tile_bytes: usize, x: &[SuperRow]) -> usize {
-    x.iter().fold(tiles.len() / tile_bytes, |n, x| {
-        n.min(x.d.len())
-            .min(x.qs.len() / SUPER)
-            .min(x.sums16.len() / 16)
-            .min(x.sums32.len() / 8)
-    })
-}
-
 /// `o + (xd * d * sumi - xd * dmin * summ)`, row by row, as `scalar::q4k_group` and `q2k_group` do.
 #[inline]
 #[target_feature(enable = "neon")]
@@ -144,7 +134,7 @@ unsafe fn q4k<const DOT: bool, const Q5: bool>(tiles: &[u8], x: &[SuperRow], out
     let n = x.len().min(out.len());
     let (x, out) = (&x[..n], &mut out[..n]);
     out.fill([0.0; 4]);
-    let blocks = super_blocks(tiles, tile_bytes, x);
+    let blocks = super_blocks(tiles.len() / tile_bytes, x);
     let (low, fifth) = (vdupq_n_u8(0x0F), vdupq_n_u8(16));
     for b in 0..blocks {
         let tile = &tiles[b * tile_bytes..(b + 1) * tile_bytes];
@@ -224,7 +214,7 @@ unsafe fn q16<const DOT: bool, const Q6: bool>(tiles: &[u8], x: &[SuperRow], out
     let n = x.len().min(out.len());
     let (x, out) = (&x[..n], &mut out[..n]);
     out.fill([0.0; 4]);
-    let blocks = super_blocks(tiles, tile_bytes, x);
+    let blocks = super_blocks(tiles.len() / tile_bytes, x);
     let (low, two_bits, third) = (vdupq_n_u8(0x0F), vdupq_n_u8(3), vdupq_n_u8(4));
     for b in 0..blocks {
         let tile = &tiles[b * tile_bytes..(b + 1) * tile_bytes];
@@ -295,7 +285,7 @@ unsafe fn q2k<const DOT: bool>(tiles: &[u8], x: &[SuperRow], out: &mut [[f32; 4]
     let n = x.len().min(out.len());
     let (x, out) = (&x[..n], &mut out[..n]);
     out.fill([0.0; 4]);
-    let blocks = super_blocks(tiles, Q2K_TILE_BYTES, x);
+    let blocks = super_blocks(tiles.len() / Q2K_TILE_BYTES, x);
     let two_bits = vdupq_n_u8(3);
     for b in 0..blocks {
         let tile = &tiles[b * Q2K_TILE_BYTES..(b + 1) * Q2K_TILE_BYTES];

@@ -26,7 +26,7 @@
 use std::arch::x86_64::*;
 
 use super::SUPER_WIDE_TOKENS;
-use super::activations::SuperRow;
+use super::activations::{SuperRow, super_blocks};
 use super::superblocks::{
     Q2K_QS, Q2K_SCALES, Q2K_TILE_BYTES, Q3K_HMASK, Q3K_QS, Q3K_SCALES, Q3K_TILE_BYTES, Q4K_MINS,
     Q4K_QS, Q4K_SCALES, Q4K_TILE_BYTES, Q5K_QH, Q5K_TILE_BYTES, Q6K_HALF, Q6K_HALVES, Q6K_QH,
@@ -183,13 +183,7 @@ macro_rules! superblock_kernels {
         #[target_feature(enable = $features)]
         unsafe fn q2k_tokens<const N: usize>(tiles: &[u8], x: &[SuperRow]) -> [[f32; 4]; N] {
             let x = &x[..N];
-            let mut supers = tiles.len() / Q2K_TILE_BYTES;
-            for a in x {
-                supers = supers
-                    .min(a.d.len())
-                    .min(a.qs.len() / 256)
-                    .min(a.sums16.len() / 16);
-            }
+            let supers = super_blocks(tiles.len() / Q2K_TILE_BYTES, x);
             let three = _mm256_set1_epi8(3);
             let nibble = _mm_set1_epi8(0x0F);
             let mut total = [_mm_setzero_ps(); N];
@@ -305,13 +299,7 @@ macro_rules! superblock_kernels {
         ) -> [[f32; 4]; N] {
             let tb = if FIVE { Q5K_TILE_BYTES } else { Q4K_TILE_BYTES };
             let x = &x[..N];
-            let mut supers = tiles.len() / tb;
-            for a in x {
-                supers = supers
-                    .min(a.d.len())
-                    .min(a.qs.len() / 256)
-                    .min(a.sums32.len() / 8);
-            }
+            let supers = super_blocks(tiles.len() / tb, x);
             let nibble = _mm256_set1_epi8(0x0F);
             let fifth = _mm256_set1_epi8(0x10);
             // `vpshufb` controls that spread four bytes (a sub-block's four rows' scales: bytes 0..4 of a
@@ -424,13 +412,7 @@ macro_rules! superblock_kernels {
                 (Q3K_TILE_BYTES, Q3K_SCALES)
             };
             let x = &x[..N];
-            let mut supers = tiles.len() / tb;
-            for a in x {
-                supers = supers
-                    .min(a.d.len())
-                    .min(a.qs.len() / 256)
-                    .min(a.sums16.len() / 16);
-            }
+            let supers = super_blocks(tiles.len() / tb, x);
             let (nibble, high) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
             let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
             // `vpshufb` controls: a sub-block's four rows' scales (bytes 0..4 or 4..8 of a loaded
@@ -893,7 +875,7 @@ pub mod avx512 {
     /// (the sixteen rows' results, in fours): each super-block unpacked once (`$unpack`), then taken by
     /// every chunk of eight tokens (`$chunk`).
     macro_rules! four_groups {
-        ($name:ident, $unpack:ident, $chunk:ident, $sums:ident, $per_super:literal) => {
+        ($name:ident, $unpack:ident, $chunk:ident) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
             unsafe fn $name<const FLAG: bool>(
                 tile_bytes: usize,
@@ -903,13 +885,10 @@ pub mod avx512 {
             ) {
                 let n = x.len().min(out.len()).min(SUPER_WIDE_TOKENS);
                 let x = &x[..n];
-                let mut supers = tiles.iter().map(|t| t.len()).min().unwrap_or(0) / tile_bytes;
-                for a in x {
-                    supers = supers
-                        .min(a.d.len())
-                        .min(a.qs.len() / 256)
-                        .min(a.$sums.len() / $per_super);
-                }
+                let supers = super_blocks(
+                    tiles.iter().map(|t| t.len()).min().unwrap_or(0) / tile_bytes,
+                    x,
+                );
                 let mut total = [_mm512_setzero_ps(); SUPER_WIDE_TOKENS];
                 // SAFETY: all-zero bits are valid vectors.
                 let mut u: Quads = unsafe { std::mem::zeroed() };
@@ -934,8 +913,8 @@ pub mod avx512 {
         };
     }
 
-    four_groups!(q32_groups, quads_q32, q32_chunk, sums32, 8);
-    four_groups!(q16_groups, quads_q16, q16_chunk, sums16, 16);
+    four_groups!(q32_groups, quads_q32, q32_chunk);
+    four_groups!(q16_groups, quads_q16, q16_chunk);
 
     /// Groups of `tile_bytes` tiles against up to `SUPER_WIDE_TOKENS` activation rows, into `out[t *
     /// groups + g]`: four at a time by `four`, the rest by `single` (the 256-bit kernel, eight tokens a
