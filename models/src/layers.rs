@@ -431,7 +431,7 @@ impl GatedMlp {
     pub fn forward(&self, x: &Tensor, dense_from: usize) -> candle_core::Result<Tensor> {
         // A long prompt's gate and up outputs in slices of tokens small enough for the heap: glibc
         // maps every block over 32 MiB afresh (a 1B model's 512-token output is exactly that), and
-        // faulting in 16 layers' fresh pages was ~5% of a prompt step. A token's results do not
+        // faulting in 16 layers' fresh pages was ~6% of a prompt step. A token's results do not
         // depend on the others in its step, so the slices compute the same numbers.
         let tokens = x.dim(0)?;
         let width = self.down.packed().map_or(0, |down| down.cols());
