@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use kernels::reference::PagedAttentionShape;
 
 use crate::ModelError;
-use crate::attention_math::{KEY_BLOCK, VALUE_ROWS, VectorOps};
+use crate::attention_math::{KEY_BLOCK, SCORE_ROWS, VALUE_ROWS, VectorOps};
 use crate::batch::StepBatch;
 use crate::kv_cache::{KvLayer, PagedKvCache, Q8Block};
 use crate::layers::{Linear, RmsNorm};
@@ -599,13 +599,12 @@ fn attend<E: KvElement>(
             let scores = &mut scores[..rows * stride];
             let mut row = 0;
             while row < rows {
-                let pair = (rows - row).min(2);
-                let (qs, out) = (
-                    [query(row), query(row + pair - 1)],
-                    &mut scores[row * stride..(row + pair) * stride],
-                );
-                simd.scores(&qs[..pair], &keys_f32[..hd * stride], stride, out);
-                row += pair;
+                let take = (rows - row).min(SCORE_ROWS);
+                let qs: [&[f32]; SCORE_ROWS] =
+                    std::array::from_fn(|r| query(row + r.min(take - 1)));
+                let out = &mut scores[row * stride..(row + take) * stride];
+                simd.scores(&qs[..take], &keys_f32[..hd * stride], stride, out);
+                row += take;
             }
             // Each row's own positions in the chunk: scaled, capped, exponentiated against the running
             // maximum; the rest weigh zero.
@@ -619,18 +618,25 @@ fn attend<E: KvElement>(
                 if live.is_empty() {
                     continue;
                 }
-                let mut chunk_max = f32::NEG_INFINITY;
-                for w in live.iter_mut() {
-                    let score = *w * shape.scale;
-                    *w = if shape.softcap > 0.0 {
-                        shape.softcap * (score / shape.softcap).tanh()
-                    } else {
-                        score
-                    };
-                    chunk_max = chunk_max.max(*w);
-                }
+                let chunk_max = if shape.softcap > 0.0 {
+                    let mut chunk_max = f32::NEG_INFINITY;
+                    for w in live.iter_mut() {
+                        *w = shape.softcap * (*w * shape.scale / shape.softcap).tanh();
+                        chunk_max = chunk_max.max(*w);
+                    }
+                    chunk_max
+                } else {
+                    simd.scale_max(live, shape.scale)
+                };
                 let new_max = max[row].max(chunk_max);
-                let rescale = (max[row] - new_max).exp();
+                // Exactly what the exponential gives in the common cases, without a call per row.
+                let rescale = if max[row] == new_max {
+                    1.0
+                } else if max[row] == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (max[row] - new_max).exp()
+                };
                 let chunk_sum = simd.exp_sum(live, new_max);
                 sum[row] = sum[row] * rescale + chunk_sum;
                 max[row] = new_max;
@@ -712,7 +718,7 @@ impl KvElement for Q8Block {
             VectorOps::Baseline => Q8Block::widen_into(row, out),
             // SAFETY: `detect` saw AVX2, FMA and F16C.
             #[cfg(target_arch = "x86_64")]
-            VectorOps::Avx2 => unsafe { widen_q8_avx2(row, out) },
+            VectorOps::Avx2 | VectorOps::Avx512 => unsafe { widen_q8_avx2(row, out) },
         }
     }
 }
