@@ -3,7 +3,8 @@
 #
 # Builds llama-server and llama-bench from the llama.cpp vendored in the pinned llama-cpp-python sdist (PyPI)
 # into a cache outside the repository (native CPU build, as llama.cpp ships it), then measures:
-#   1. the engines alone: llama-bench -p 512 -n 128 against `model bench --local` (prompt 512, decode 128);
+#   1. the engines alone: llama-bench -p 512 -n 128 against `model bench --local` (prompt 512, decode 128;
+#      PROMPT_TOKENS=N measures a prompt of N tokens instead: `-p N`, `--prompt-tokens N`);
 #   2. both servers on 127.0.0.1, restarted for each concurrency with as many slots as clients and warmed
 #      with one untimed completion each (llama-server is loaded before /health answers; ours loads lazily):
 #      `model bench --url OURS --compare LLAMA` (streaming chat, a distinct prompt per request, max_tokens with ignore_eos),
@@ -76,11 +77,15 @@ export MODEL_RUNNER_HOME=$work/home
 sync
 
 load_only=${LOAD_ONLY:-0}
+prompt_tokens=${PROMPT_TOKENS:-512}
+[[ $prompt_tokens =~ ^[1-9][0-9]{0,4}$ ]] || { echo "PROMPT_TOKENS must be a number of tokens" >&2; exit 2; }
 [[ $load_only == 1 ]] && concurrency=""
 if [[ $load_only != 1 ]]; then
-  echo "engines alone on $device (prompt 512, decode 128, $threads threads)..." >&2
-  "$llama_bench" -m "$gguf" -p 512 -n 128 -t "$threads" ${offload[@]+"${offload[@]}"} -o json >"$work/llama-bench.json" 2>/dev/null
-  "$model" bench --local bench/model --device "$device" --json >"$work/ours-local.json"
+  echo "engines alone on $device (prompt $prompt_tokens, decode 128, $threads threads)..." >&2
+  # llama.cpp steps a prompt in batches of 512 (its -ub) however long; ours takes it in one step.
+  "$llama_bench" -m "$gguf" -p "$prompt_tokens" -n 128 -t "$threads" ${offload[@]+"${offload[@]}"} -o json \
+    >"$work/llama-bench.json" 2>/dev/null
+  "$model" bench --local bench/model --device "$device" --prompt-tokens "$prompt_tokens" --json >"$work/ours-local.json"
 fi
 
 # Per concurrency level, both servers start fresh with as many slots as clients (llama-server's -np, our
@@ -134,16 +139,17 @@ first_token "$p2" model; theirs_s=$(since "$start"); theirs_kib=$(rss $theirs)
 kill $theirs; wait $theirs 2>/dev/null || true
 echo "{\"context\": $load_context, \"ours_s\": $ours_s, \"theirs_s\": $theirs_s, \"ours_kib\": $ours_kib, \"theirs_kib\": $theirs_kib}" >"$work/load.json"
 
-python3 - "$work" "${BENCH_JSON:-}" <<'PY'
+python3 - "$work" "${BENCH_JSON:-}" "$prompt_tokens" <<'PY'
 import json, sys, os
-work, out = sys.argv[1], sys.argv[2]
+work, out, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pp = f"pp{prompt}"
 engines = os.path.exists(f"{work}/ours-local.json")
 theirs_local = json.load(open(f"{work}/llama-bench.json")) if engines else []
 ours_local = {r["test"]: r for r in json.load(open(f"{work}/ours-local.json"))} if engines else {}
 http = json.load(open(f"{work}/http.json"))
 rss = json.load(open(f"{work}/rss.json"))
 load = json.load(open(f"{work}/load.json"))
-tl = {("pp512" if r["n_prompt"] else "tg128"): r["avg_ts"] for r in theirs_local}
+tl = {(pp if r["n_prompt"] else "tg128"): r["avg_ts"] for r in theirs_local}
 rows = []
 def row(name, ours, theirs, target=None, higher=True):
     ratio = ours / theirs if theirs else float("nan")
@@ -153,7 +159,7 @@ def row(name, ours, theirs, target=None, higher=True):
     met = ratio >= target if higher else ratio <= target
     rows.append((name, ours, theirs, ratio, ("≥" if higher else "≤") + f"{target:g}", "yes" if met else "no"))
 if engines:
-    row("prompt 512, tok/s (engine)", ours_local["pp512"]["tokens_per_second"], tl["pp512"], 1.0)
+    row(f"prompt {prompt}, tok/s (engine)", ours_local[pp]["tokens_per_second"], tl[pp], 1.0)
     row("decode 1 stream, tok/s (engine)", ours_local["tg128"]["tokens_per_second"], tl["tg128"], 1.2)
 for a, b in zip(http[0::2], http[1::2]):
     c = a["concurrency"]
@@ -167,7 +173,7 @@ for r in rss:
 row(f"load to first token, s (1 slot x {load['context']})", load["ours_s"], load["theirs_s"], 1.0, higher=False)
 row(f"peak RSS after it, MiB (1 slot x {load['context']})", load["ours_kib"] / 1024, load["theirs_kib"] / 1024, 1.0, higher=False)
 if engines:
-    print(f"device: {ours_local['pp512'].get('device')}, CPU kernels: {ours_local['pp512'].get('kernels')}, threads: {ours_local['pp512'].get('threads')}")
+    print(f"device: {ours_local[pp].get('device')}, CPU kernels: {ours_local[pp].get('kernels')}, threads: {ours_local[pp].get('threads')}")
 print("| measure | model-runner | llama.cpp | ratio | target | met |")
 print("|---|---|---|---|---|---|")
 for name, o, t, r, target, met in rows:

@@ -161,6 +161,53 @@ fn errors_come_back_in_openai_shape_with_the_right_status() {
     });
 }
 
+/// `model bench --local` measures the engine in process: a prompt of the asked length in one step,
+/// single-stream decode against its bandwidth limit, and batched decode; a length out of range is refused.
+#[test]
+fn bench_local_measures_a_prompt_of_the_asked_length() {
+    let cli = cli_with_default_model();
+    let out = cli.ok(&[
+        "bench",
+        "--local",
+        "ai/smollm2",
+        "--prompt-tokens",
+        "1100",
+        "--json",
+    ]);
+    let rows: Value = serde_json::from_str(&out).expect("bench prints JSON");
+    let tests: Vec<&str> = rows
+        .as_array()
+        .expect("a list of tests")
+        .iter()
+        .filter_map(|r| r["test"].as_str())
+        .collect();
+    assert_eq!(
+        tests,
+        ["pp1100", "tg128", "decode x4", "decode x8", "decode x16"]
+    );
+    for row in rows.as_array().into_iter().flatten() {
+        assert!(
+            row["tokens_per_second"].as_f64().is_some_and(|t| t > 0.0),
+            "{row}"
+        );
+    }
+    assert_eq!(rows[0]["kv_cache_type"], "f16", "{rows}");
+    assert!(
+        rows[0]["threads"].as_u64().is_some_and(|t| t >= 1),
+        "{rows}"
+    );
+    assert!(
+        rows[1]["fraction_of_limit"]
+            .as_f64()
+            .is_some_and(|f| f > 0.0),
+        "{rows}"
+    );
+    for bad in ["0", "40000", "many"] {
+        let error = cli.fails(&["bench", "--local", "ai/smollm2", "--prompt-tokens", bad]);
+        assert!(error.contains("--prompt-tokens"), "{error}");
+    }
+}
+
 /// `model bench --url` against a running server: every request answered and timed; requests the server
 /// refuses are counted as errors with the first one's cause (status and the start of its body).
 #[test]

@@ -1,6 +1,7 @@
 //! `model bench`: throughput, measured two ways.
 //!
-//! - `--local REF`: the engine alone, in process: prompt processing (512 tokens), single-stream decode
+//! - `--local REF`: the engine alone, in process: prompt processing (512 tokens, or `--prompt-tokens`, in
+//!   one step), single-stream decode
 //!   (128 tokens), and aggregate decode of 4/8/16 sequences sharing each packed step. Single-stream decode
 //!   is also given as a fraction of its bandwidth limit: the weight bytes a token reads, over the memory
 //!   read bandwidth measured here and now.
@@ -51,7 +52,17 @@ pub struct BenchArgs {
     /// With --local: the KV cache's element type (f16, q8_0 or f32).
     #[arg(long, default_value = "f16", value_name = "TYPE")]
     pub kv_cache_type: models::KvType,
+    /// With --local: the prompt-processing test's length, in tokens (llama-bench's `-p`).
+    #[arg(long, default_value_t = 512, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_PROMPT_TOKENS as i64))]
+    pub prompt_tokens: u32,
 }
+
+/// The longest prompt `--prompt-tokens` takes: a long-context model's usual window.
+const MAX_PROMPT_TOKENS: u32 = 32768;
+/// The decode tests' context: a 32-token prompt and up to 128 tokens, for 16 sequences at most.
+const DECODE_CONTEXT: usize = 1024;
+const DECODE_SEQUENCES: usize = 16;
 
 pub async fn bench(store: &crate::store::Store, args: BenchArgs) -> Result<()> {
     match (&args.local, &args.url) {
@@ -64,22 +75,27 @@ pub async fn bench(store: &crate::store::Store, args: BenchArgs) -> Result<()> {
 fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Result<()> {
     let model = store.resolve(reference)?;
     let files = crate::runtime::model_files(store, &model)?;
+    let prompt_tokens = args.prompt_tokens as usize;
+    // Room for the decode tests' sequences and, beside them, one prompt of the asked length.
+    let blocks = |tokens: usize| tokens.div_ceil(crate::engine::KV_BLOCK_SIZE);
     let mut engine = Engine::load(
         &files,
         &EngineOptions {
             device: args.device.open()?,
-            context_size: Some(1024),
-            sequences: 16,
+            context_size: Some(DECODE_CONTEXT.max(prompt_tokens)),
+            kv_blocks: Some(blocks(prompt_tokens) + DECODE_SEQUENCES * blocks(DECODE_CONTEXT)),
+            sequences: DECODE_SEQUENCES,
             kv_type: args.kv_cache_type,
-            ..Default::default()
         },
     )?;
     let vocab = engine.info().vocab_size as u32;
-    let prompt: Vec<u32> = (0..512u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let prompt: Vec<u32> = (0..args.prompt_tokens)
+        .map(|i| (i.wrapping_mul(7919) + 13) % vocab.max(1))
+        .collect();
 
-    // Warm-up, then prompt processing: 512 tokens in one step, the median of three runs. The warm-up is a
-    // whole prompt, as llama-bench's: the first 512-token step grows the heap for its temporaries, and
-    // on a VM whose memory is faulted in lazily that first touch alone took a quarter of the step.
+    // Warm-up, then prompt processing: the whole prompt in one step, the median of three runs. The warm-up
+    // is a whole prompt, as llama-bench's: the first 512-token step grows the heap for its temporaries,
+    // and on a VM whose memory is faulted in lazily that first touch alone took a quarter of the step.
     timed_prefill(&mut engine, &prompt)?;
     let mut runs = [Duration::ZERO; 3];
     for run in &mut runs {
@@ -88,7 +104,7 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
     runs.sort();
     let pp = runs[1];
     let mut results = vec![json!({
-        "test": "pp512", "tokens_per_second": 512.0 / pp.as_secs_f64(),
+        "test": format!("pp{prompt_tokens}"), "tokens_per_second": prompt_tokens as f64 / pp.as_secs_f64(),
         "kernels": kernels::SimdLevel::detect().name(), "threads": kernels::pool().threads(),
         "device": device_name(engine.device()), "kv_cache_type": engine.kv_type().name(),
     })];
@@ -96,7 +112,12 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
     let bandwidth = read_bandwidth(kernels::pool().threads());
     for sequences in [1usize, 4, 8, 16] {
         let steps = if sequences == 1 { 128 } else { 64 };
-        let rate = decode_rate(&mut engine, sequences, steps, &prompt[..32])?;
+        let rate = decode_rate(
+            &mut engine,
+            sequences,
+            steps,
+            &prompt[..prompt.len().min(32)],
+        )?;
         if sequences == 1 {
             let limit = bandwidth / token_bytes as f64;
             results.push(json!({"test": "tg128", "tokens_per_second": rate,
