@@ -141,11 +141,13 @@ QWEN3_RERANK_TEMPLATE = (
     "<Query>: {query}\n<Document>: {document}<|im_end|>\n"
     "<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
-# Real shapes (from the models' config.json) for `--size`, llama3 family only.
+# Real shapes (from the models' config.json) for `--size`, llama3 family only, with their real context
+# length: llama.cpp's server caps a slot at the file's, so a smaller one would shrink its KV cache in a
+# memory comparison.
 SIZES = {
-    "1b": dict(hidden=2048, layers=16, heads=32, kv_heads=8, ff=8192),
-    "3b": dict(hidden=3072, layers=28, heads=24, kv_heads=8, ff=8192),
-    "8b": dict(hidden=4096, layers=32, heads=32, kv_heads=8, ff=14336),
+    "1b": dict(hidden=2048, layers=16, heads=32, kv_heads=8, ff=8192, context=131072),
+    "3b": dict(hidden=3072, layers=28, heads=24, kv_heads=8, ff=8192, context=131072),
+    "8b": dict(hidden=4096, layers=32, heads=32, kv_heads=8, ff=14336, context=131072),
 }
 
 TYPES = {
