@@ -13,7 +13,10 @@
 #      from its start to the end of a one-token completion (our server loads the model on that request,
 #      llama-server before its /health answers), and its peak RSS then.
 # usage: scripts/bench-vs-llamacpp.sh [CONCURRENCY]     (default 1,8,16; '' measures the engines alone)
-#   LOAD_ONLY=1 runs only step 3 (an 8B model's engine runs take long on a small machine);
+#   4. with LONG_PROMPT=1, a long prompt: each server started with one slot of LOAD_CONTEXT tokens and warmed,
+#      then one completion (one token) of a prompt of about three quarters of that context, timed, and each
+#      server's peak RSS with it.
+#   LOAD_ONLY=1 runs only steps 3 and 4 (an 8B model's engine runs take long on a small machine);
 #   BUILD_ONLY=1 builds llama.cpp's tools (llama-server, llama-bench, llama-quantize) and stops;
 #   MODEL_BIN=path/to/model skips our release build; BENCH_JSON=FILE also writes the raw figures;
 #   GGUF=path/to/model.gguf benchmarks another model (default: SmolLM2-135M-Instruct Q4_1; real sizes:
@@ -139,6 +142,32 @@ first_token "$p2" model; theirs_s=$(since "$start"); theirs_kib=$(rss $theirs)
 kill $theirs; wait $theirs 2>/dev/null || true
 echo "{\"context\": $load_context, \"ours_s\": $ours_s, \"theirs_s\": $theirs_s, \"ours_kib\": $ours_kib, \"theirs_kib\": $theirs_kib}" >"$work/load.json"
 
+echo "{}" >"$work/long.json"
+if [[ ${LONG_PROMPT:-0} == 1 ]]; then
+  words=$((load_context * 3 / 4))
+  echo "a long prompt (~$words words) in one slot x $load_context..." >&2
+  long_prompt() { # PORT MODEL: one completion of one token; prints its prompt's token count
+    python3 -c 'import json, sys
+words = "river stone light garden paper window music winter market forest".split()
+prompt = " ".join(words[i % len(words)] for i in range(int(sys.argv[2])))
+print(json.dumps({"model": sys.argv[1], "prompt": prompt, "max_tokens": 1}))' "$2" "$words" >"$work/long-body.json"
+    curl -sf "http://127.0.0.1:$1/v1/completions" -H 'content-type: application/json' -d @"$work/long-body.json" |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["usage"]["prompt_tokens"])'
+  }
+  p1=$(free_port)
+  "$model" serve --port "$p1" --parallel 1 --context-size "$load_context" --device "$device" >"$work/ours.log" 2>&1 & ours=$!
+  first_token "$p1" bench/model; start=$(date +%s.%N)
+  ours_tokens=$(long_prompt "$p1" bench/model); ours_s=$(since "$start"); ours_kib=$(rss $ours)
+  kill $ours; wait $ours 2>/dev/null || true
+  p2=$(free_port)
+  "$server" -m "$gguf" --host 127.0.0.1 --port "$p2" -np 1 -c "$load_context" -t "$threads" \
+    ${offload[@]+"${offload[@]}"} >"$work/theirs.log" 2>&1 & theirs=$!
+  first_token "$p2" model; start=$(date +%s.%N)
+  theirs_tokens=$(long_prompt "$p2" model); theirs_s=$(since "$start"); theirs_kib=$(rss $theirs)
+  kill $theirs; wait $theirs 2>/dev/null || true
+  echo "{\"context\": $load_context, \"ours_tokens\": $ours_tokens, \"theirs_tokens\": $theirs_tokens, \"ours_s\": $ours_s, \"theirs_s\": $theirs_s, \"ours_kib\": $ours_kib, \"theirs_kib\": $theirs_kib}" >"$work/long.json"
+fi
+
 python3 - "$work" "${BENCH_JSON:-}" "$prompt_tokens" <<'PY'
 import json, sys, os
 work, out, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -149,6 +178,7 @@ ours_local = {r["test"]: r for r in json.load(open(f"{work}/ours-local.json"))} 
 http = json.load(open(f"{work}/http.json"))
 rss = json.load(open(f"{work}/rss.json"))
 load = json.load(open(f"{work}/load.json"))
+long = json.load(open(f"{work}/long.json"))
 tl = {(pp if r["n_prompt"] else "tg128"): r["avg_ts"] for r in theirs_local}
 rows = []
 def row(name, ours, theirs, target=None, higher=True):
@@ -172,6 +202,12 @@ for r in rss:
     row(f"peak RSS, MiB ({r['clients']} slots x 4096 context)", r["ours_kib"] / 1024, r["theirs_kib"] / 1024, 1.1, higher=False)
 row(f"load to first token, s (1 slot x {load['context']})", load["ours_s"], load["theirs_s"], 1.0, higher=False)
 row(f"peak RSS after it, MiB (1 slot x {load['context']})", load["ours_kib"] / 1024, load["theirs_kib"] / 1024, 1.0, higher=False)
+if long:
+    n = long["ours_tokens"]
+    if n != long["theirs_tokens"]:
+        print(f"the long prompt's token counts differ: ours {n}, llama.cpp {long['theirs_tokens']}", file=sys.stderr)
+    row(f"a {n}-token prompt, s to its token (1 slot x {long['context']})", long["ours_s"], long["theirs_s"], 1.0, higher=False)
+    row(f"peak RSS with it, MiB (1 slot x {long['context']})", long["ours_kib"] / 1024, long["theirs_kib"] / 1024, 1.0, higher=False)
 if engines:
     print(f"device: {ours_local[pp].get('device')}, CPU kernels: {ours_local[pp].get('kernels')}, threads: {ours_local[pp].get('threads')}")
 print("| measure | model-runner | llama.cpp | ratio | target | met |")
@@ -179,6 +215,6 @@ print("|---|---|---|---|---|---|")
 for name, o, t, r, target, met in rows:
     print(f"| {name} | {o:.1f} | {t:.1f} | x{r:.2f} | {target} | {met} |")
 if out:
-    json.dump({"llama_bench": theirs_local, "ours_local": list(ours_local.values()), "http": http, "rss": rss, "load": load},
+    json.dump({"llama_bench": theirs_local, "ours_local": list(ours_local.values()), "http": http, "rss": rss, "load": load, "long_prompt": long},
               open(out, "w"), indent=2)
 PY
