@@ -1,10 +1,9 @@
 //! `model bench`: throughput, measured two ways.
 //!
 //! - `--local REF`: the engine alone, in process: prompt processing (512 tokens, or `--prompt-tokens`, in
-//!   one step), single-stream decode
-//!   (128 tokens), and aggregate decode of 4/8/16 sequences sharing each packed step. Single-stream decode
-//!   is also given as a fraction of its bandwidth limit: the weight bytes a token reads, over the memory
-//!   read bandwidth measured here and now.
+//!   one step), single-stream decode (128 tokens), and aggregate decode of 4/8/16 sequences sharing each
+//!   packed step. Single-stream decode is also given as a fraction of its bandwidth limit: the weight
+//!   bytes a token reads, over the memory read bandwidth measured here and now.
 //! - `--url URL`: a load test of any OpenAI-compatible endpoint (ours, llama.cpp's `llama-server`, ...):
 //!   streaming chat requests at each concurrency, reporting aggregate tok/s, time to first token and
 //!   inter-token latency percentiles, and errors. `--compare URL2` runs the same load against a second
@@ -90,7 +89,7 @@ fn local(store: &crate::store::Store, reference: &str, args: &BenchArgs) -> Resu
     )?;
     let vocab = engine.info().vocab_size as u32;
     let prompt: Vec<u32> = (0..args.prompt_tokens)
-        .map(|i| (i.wrapping_mul(7919) + 13) % vocab.max(1))
+        .map(|i| (i * 7919 + 13) % vocab.max(1))
         .collect();
 
     // Warm-up, then prompt processing: the whole prompt in one step, the median of three runs. The warm-up
