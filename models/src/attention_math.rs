@@ -20,6 +20,23 @@ pub const SCORE_ROWS: usize = 4;
 /// Rows one weighted-values step takes at most.
 pub const VALUE_ROWS: usize = 4;
 
+/// Cephes' `expf` for softmax's shifted scores (`x <= 0`), as both vector widths compute it: `n` =
+/// round(x / ln 2), `r = x - n ln 2` in two steps (`EXP_LN2`), then `1 + r + r^2 * p(r)` with `p`'s
+/// coefficients from the highest (`EXP_POLY`), times `2^n`; anything below `EXP_FLOOR` gives exp(-87).
+#[cfg(target_arch = "x86_64")]
+const EXP_LN2: [f32; 2] = [0.693_359_4, -2.121_944_4e-4];
+#[cfg(target_arch = "x86_64")]
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+#[cfg(target_arch = "x86_64")]
+const EXP_FLOOR: f32 = -87.0;
+
 /// The vector level the loops run at.
 #[derive(Clone, Copy, Debug)]
 pub enum VectorOps {
@@ -166,7 +183,7 @@ fn weighted_values(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{KEY_BLOCK, VALUE_ROWS};
+    use super::{EXP_FLOOR, EXP_LN2, EXP_POLY, KEY_BLOCK, VALUE_ROWS};
 
     /// Two rows (or one) against `KEY_BLOCK` keys: per eight dimensions, two query loads and four key
     /// loads feed eight FMAs.
@@ -248,26 +265,20 @@ mod x86 {
         out
     }
 
-    /// `exp(x)` for `x <= 0` (softmax's shifted scores), Cephes' polynomial: relative error ~1e-7,
-    /// and `exp(-87)` (~2e-38) for anything below -87.
+    /// `exp(x)` for `x <= 0` (softmax's shifted scores), Cephes' polynomial (`EXP_POLY`): relative
+    /// error ~1e-7, and `exp(-87)` (~2e-38) for anything below -87.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn exp(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        let x = _mm256_max_ps(x, _mm256_set1_ps(EXP_FLOOR));
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2[0]), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2[1]), r);
+        let mut p = _mm256_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
         }
         let p = _mm256_fmadd_ps(
             _mm256_mul_ps(p, r),
@@ -401,7 +412,7 @@ mod x86 {
 mod x86_wide {
     use std::arch::x86_64::*;
 
-    use super::{KEY_BLOCK, SCORE_ROWS, VALUE_ROWS};
+    use super::{EXP_FLOOR, EXP_LN2, EXP_POLY, KEY_BLOCK, SCORE_ROWS, VALUE_ROWS};
 
     /// Up to four rows against `KEY_BLOCK` keys: per sixteen dimensions, a load of each query and each
     /// key feeds sixteen FMAs; each row's four sums are reduced once per block.
@@ -510,25 +521,19 @@ mod x86_wide {
         ((1u32 << len.min(16)) - 1) as __mmask16
     }
 
-    /// The AVX2 loop's exponential (Cephes' polynomial, `exp(-87)` below -87) on sixteen floats.
+    /// The AVX2 loop's exponential (`EXP_POLY`, `exp(-87)` below -87) on sixteen floats.
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn exp(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        let x = _mm512_max_ps(x, _mm512_set1_ps(EXP_FLOOR));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2[0]), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2[1]), r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
         }
         let p = _mm512_fmadd_ps(
             _mm512_mul_ps(p, r),
