@@ -20,20 +20,8 @@ pub const SCORE_ROWS: usize = 4;
 /// Rows one weighted-values step takes at most.
 pub const VALUE_ROWS: usize = 4;
 
-/// Cephes' `expf` for softmax's shifted scores (`x <= 0`), as both vector widths compute it: `n` =
-/// round(x / ln 2), `r = x - n ln 2` in two steps (`EXP_LN2`), then `1 + r + r^2 * p(r)` with `p`'s
-/// coefficients from the highest (`EXP_POLY`), times `2^n`; anything below `EXP_FLOOR` gives exp(-87).
-#[cfg(target_arch = "x86_64")]
-const EXP_LN2: [f32; 2] = [0.693_359_4, -2.121_944_4e-4];
-#[cfg(target_arch = "x86_64")]
-const EXP_POLY: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
-];
+/// Softmax's exponentials take Cephes' `expf` (`kernels::cpu::CEPHES_EXP_*`) for shifted scores
+/// (`x <= 0`); anything below `EXP_FLOOR` gives exp(-87).
 #[cfg(target_arch = "x86_64")]
 const EXP_FLOOR: f32 = -87.0;
 
@@ -183,7 +171,9 @@ fn weighted_values(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{EXP_FLOOR, EXP_LN2, EXP_POLY, KEY_BLOCK, VALUE_ROWS};
+    use kernels::cpu::{CEPHES_EXP_LN2 as EXP_LN2, CEPHES_EXP_POLY as EXP_POLY};
+
+    use super::{EXP_FLOOR, KEY_BLOCK, VALUE_ROWS};
 
     /// Two rows (or one) against `KEY_BLOCK` keys: per eight dimensions, two query loads and four key
     /// loads feed eight FMAs.
@@ -412,7 +402,9 @@ mod x86 {
 mod x86_wide {
     use std::arch::x86_64::*;
 
-    use super::{EXP_FLOOR, EXP_LN2, EXP_POLY, KEY_BLOCK, SCORE_ROWS, VALUE_ROWS};
+    use kernels::cpu::{CEPHES_EXP_LN2 as EXP_LN2, CEPHES_EXP_POLY as EXP_POLY};
+
+    use super::{EXP_FLOOR, KEY_BLOCK, SCORE_ROWS, VALUE_ROWS};
 
     /// Up to four rows against `KEY_BLOCK` keys: per sixteen dimensions, a load of each query and each
     /// key feeds sixteen FMAs; each row's four sums are reduced once per block.

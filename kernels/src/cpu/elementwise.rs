@@ -27,6 +27,19 @@ fn silu_times_portable(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Cephes' `expf`: `ln 2` in two parts (`x - n ln 2` exact enough in f32), and the coefficients of the
+/// polynomial `p` in `e^r = 1 + r + r^2 p(r)`, highest first. The attention's vector exponentials use
+/// them too.
+pub const CEPHES_EXP_LN2: [f32; 2] = [0.693_359_4, -2.121_944_4e-4];
+pub const CEPHES_EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
 /// `e^x` within two units in the last place over f32's range (Cephes' `expf`: `x = n ln 2 + r`, a
 /// degree-6 polynomial in `r`, times `2^n` built in the exponent bits), without branches; `x` beyond
 /// f32's range saturates (e^88.3 and e^-87.3: `silu` of a large negative value is then ~0, as it
@@ -34,20 +47,15 @@ fn silu_times_portable(gate: &[f32], up: &[f32], out: &mut [f32]) {
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
+    let [ln2_hi, ln2_lo] = CEPHES_EXP_LN2;
     // Adding 1.5 * 2^23 rounds to an integer in the low mantissa bits, with SSE2's plain adds.
     const ROUNDER: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
     let shifted = x * LOG2E + ROUNDER;
     let n = shifted - ROUNDER;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5e-1;
+    let r = x - n * ln2_hi - n * ln2_lo;
+    let [c0, c1, c2, c3, c4, c5] = CEPHES_EXP_POLY;
+    let p = ((((c0 * r + c1) * r + c2) * r + c3) * r + c4) * r + c5;
     let e = p * r * r + r + 1.0;
     // `n` (-126..=127) sits in `shifted`'s low bits; 2^n is its biased exponent.
     let n_bits = shifted.to_bits().wrapping_sub(ROUNDER.to_bits()) as i32;

@@ -36,7 +36,7 @@ use rayon::prelude::*;
 
 pub use activations::QuantizedRows;
 use activations::{SuperRow, SuperRows};
-pub use elementwise::silu_times;
+pub use elementwise::{CEPHES_EXP_LN2, CEPHES_EXP_POLY, silu_times};
 use ggml::{Block32, decode_float_row, decode_row};
 pub use ggml::{FP4_VALUES, GgmlType, TileKind, dequantize_row, e8m0_half};
 use pages::PageBuffer;
