@@ -337,7 +337,11 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
 /// How far past the tile in use the x86 kernels ask for the weights' cache lines (bytes). With the
 /// hardware prefetcher alone, a one-token step (which streams every weight once) waited on memory: 1B
 /// Q5_K_M decode ran at 12.5 tokens/s on a Zen 3 and 17-18 with 2 KiB ahead (1-4 KiB were all near that).
-pub const PREFETCH_AHEAD: usize = 2048;
+/// A read must be asked for about a memory latency (~100 ns) before it is used, and a Zen 5 core's
+/// kernel reads at 40+ GB/s: 2 KiB ahead was too close there. With 8 KiB, 1B Q4_K_M decode on two
+/// threads went from 79 to 95 tokens/s, 3B from 30.5 to 36.2, 1B Q8_0 from 54 to 60 (16 KiB: the same;
+/// a 135M model, whose weights sit in cache, unchanged); the Zen 3 was not measured again.
+pub const PREFETCH_AHEAD: usize = 8192;
 
 /// Tokens one kernel call is given (a kernel may take them in smaller groups): the integer kernels take
 /// up to eight at once.
