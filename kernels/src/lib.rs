@@ -19,6 +19,6 @@ pub mod cuda;
 pub mod reference;
 
 pub use cpu::{
-    FP4_VALUES, GgmlType, KernelError, PREFETCH_AHEAD, PackedMatrix, QuantizedRows, SimdLevel,
-    ThreadPool, TileKind, dequantize_row, e8m0_half, pool, timed_seconds,
+    FP4_VALUES, GgmlType, KernelError, PackedMatrix, QuantizedRows, SimdLevel, ThreadPool,
+    TileKind, dequantize_row, e8m0_half, pool, prefetch_ahead_bytes, timed_seconds,
 };

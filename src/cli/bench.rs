@@ -207,11 +207,11 @@ fn read_bandwidth(threads: usize) -> f64 {
 }
 
 /// The wrapping sum of `words`, read as the CPU kernels read weights: asking for the cache lines
-/// `kernels::PREFETCH_AHEAD` bytes ahead (as they do on x86-64), so that the bandwidth limit is what a
+/// `kernels::prefetch_ahead_bytes()` ahead (as they do on x86-64), so that the bandwidth limit is what a
 /// kernel could reach. Eight sums, one per word of a cache line: a single chain of adds, one word a
 /// cycle, read a Zen 5 core at 12 GB/s, a third of what the eight (a vector's adds) read.
 fn prefetched_sum(words: &[u64]) -> u64 {
-    const AHEAD_WORDS: usize = kernels::PREFETCH_AHEAD / 8;
+    let ahead_words = kernels::prefetch_ahead_bytes() / 8;
     let mut sums = [0u64; 8];
     let lines = words.chunks_exact(8);
     let tail = lines.remainder();
@@ -219,7 +219,7 @@ fn prefetched_sum(words: &[u64]) -> u64 {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let ahead = words.as_ptr().wrapping_add(8 * i + AHEAD_WORDS);
+            let ahead = words.as_ptr().wrapping_add(8 * i + ahead_words);
             // SAFETY: every x86-64 CPU has SSE; a prefetch is a hint that never faults, so past the
             // end it names nothing that is read.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8) };

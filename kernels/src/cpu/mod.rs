@@ -334,14 +334,58 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
     }
 }
 
-/// How far past the tile in use the x86 kernels ask for the weights' cache lines (bytes). With the
-/// hardware prefetcher alone, a one-token step (which streams every weight once) waited on memory: 1B
-/// Q5_K_M decode ran at 12.5 tokens/s on a Zen 3 and 17-18 with 2 KiB ahead (1-4 KiB were all near that).
-/// A read must be asked for about a memory latency (~100 ns) before it is used, and a Zen 5 core's
-/// kernel reads at 40+ GB/s: 2 KiB ahead was too close there. With 8 KiB, 1B Q4_K_M decode on two
-/// threads went from 79 to 95 tokens/s, 3B from 30.5 to 36.2, 1B Q8_0 from 54 to 60 (16 KiB: the same;
-/// a 135M model, whose weights sit in cache, unchanged); the Zen 3 was not measured again.
-pub const PREFETCH_AHEAD: usize = 8192;
+/// How far past the tile in use the x86 kernels ask for the weights' cache lines (bytes), chosen once
+/// for this core. With the hardware prefetcher alone, a one-token step (which streams every weight once)
+/// waited on memory: 1B Q5_K_M decode ran at 12.5 tokens/s on a Zen 3 and 17-18 with 2 KiB ahead (1-4
+/// KiB were all near that). A read must be asked for about a memory latency before it is used, and a Zen
+/// 5 core's kernels read at 40+ GB/s: there 8 KiB ahead took 1B Q4_K_M decode on two threads from 79 to
+/// 95 tokens/s and 3B from 30.5 to 36.2 (16 KiB: the same). But the lines land in the L1 data cache,
+/// and a kernel streams up to four groups of rows at once: on a Zen 4 (32 KiB L1) 8 KiB ahead evicted
+/// lines before their use and 1B decode fell from 44-56 to 43 tokens/s. So 8 KiB where the L1 data
+/// cache holds 48 KiB or more, 2 KiB otherwise.
+pub fn prefetch_ahead_bytes() -> usize {
+    static AHEAD: OnceLock<usize> = OnceLock::new();
+    *AHEAD.get_or_init(|| match l1_data_cache_bytes() {
+        Some(bytes) if bytes >= 48 << 10 => 8 << 10,
+        _ => 2 << 10,
+    })
+}
+
+/// The first core's level-1 data cache, from `cpuid`: Intel's deterministic cache leaf (4), else AMD's
+/// L1 leaf (0x8000_0005, whose ECX[31:24] is the size in KiB). `None` where neither says.
+#[cfg(target_arch = "x86_64")]
+fn l1_data_cache_bytes() -> Option<usize> {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    let max_leaf = __cpuid(0).eax;
+    if max_leaf >= 4 {
+        for subleaf in 0..8 {
+            let r = __cpuid_count(4, subleaf);
+            let (kind, level) = (r.eax & 0x1f, (r.eax >> 5) & 0x7);
+            if kind == 0 {
+                break;
+            }
+            if kind == 1 && level == 1 {
+                let ways = (r.ebx >> 22) as usize + 1;
+                let partitions = ((r.ebx >> 12) & 0x3ff) as usize + 1;
+                let line = (r.ebx & 0xfff) as usize + 1;
+                let sets = r.ecx as usize + 1;
+                return Some(ways * partitions * line * sets);
+            }
+        }
+    }
+    if __cpuid(0x8000_0000).eax >= 0x8000_0005 {
+        let kib = (__cpuid(0x8000_0005).ecx >> 24) as usize;
+        if kib > 0 {
+            return Some(kib << 10);
+        }
+    }
+    None
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn l1_data_cache_bytes() -> Option<usize> {
+    None
+}
 
 /// Tokens one kernel call is given (a kernel may take them in smaller groups): the integer kernels take
 /// up to eight at once.

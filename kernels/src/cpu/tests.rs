@@ -910,3 +910,26 @@ fn decode_stream_speed() {
         );
     }
 }
+
+#[test]
+fn prefetch_distance_follows_the_l1_data_cache() {
+    let l1 = l1_data_cache_bytes();
+    if cfg!(target_arch = "x86_64") {
+        // Every x86-64 CPU this runs on names its L1 data cache in one of the two leaves.
+        let bytes = l1.expect("cpuid names the L1 data cache");
+        assert!(
+            (16 << 10..=256 << 10).contains(&bytes),
+            "L1 data cache of {bytes} bytes"
+        );
+    }
+    let expected = if l1.is_some_and(|b| b >= 48 << 10) {
+        8 << 10
+    } else {
+        2 << 10
+    };
+    assert_eq!(prefetch_ahead_bytes(), expected);
+    eprintln!(
+        "L1 data cache {l1:?}, prefetching {} bytes ahead",
+        prefetch_ahead_bytes()
+    );
+}

@@ -8,8 +8,8 @@
 
 use std::arch::x86_64::*;
 
-use super::PREFETCH_AHEAD;
 use super::ggml::FP4_VALUES;
+use super::prefetch_ahead_bytes;
 use super::tiles::FP4_TILE_BYTES;
 
 /// Sums each of four 8-lane vectors: `[sum(a), sum(b), sum(c), sum(d)]`.
@@ -36,14 +36,15 @@ pub(super) unsafe fn load32(at: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(at as *const __m256i) }
 }
 
-/// Asks the cache for the lines from `PREFETCH_AHEAD` to `PREFETCH_AHEAD + bytes` past `tile`. A hint,
+/// Asks the cache for `bytes` of lines, `prefetch_ahead_bytes()` past `tile`. A hint,
 /// which never faults: near the end of a matrix it may name addresses past it (so `wrapping_add`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn prefetch_ahead(tile: *const u8, bytes: usize) {
+    let ahead = prefetch_ahead_bytes();
     let mut offset = 0;
     while offset < bytes {
-        _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(PREFETCH_AHEAD + offset) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(ahead + offset) as *const i8);
         offset += 64;
     }
 }

@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::PREFETCH_AHEAD;
+use super::prefetch_ahead_bytes;
 use super::tiles::{
     F16_TILE_BYTES, I8_TILE_BYTES, U4_TILE_BYTES, U8_TILE_BYTES, f16_blocks, f16_call,
 };
@@ -426,6 +426,7 @@ unsafe fn f16_avx2_wide<const T: usize, const G: usize>(
 ) {
     let x: &[&[f32]; T] = x[..T].try_into().expect("T activation rows");
     let blocks = f16_blocks(tiles, G, group_bytes, x);
+    let ahead = prefetch_ahead_bytes();
     let mut acc = [[[_mm256_setzero_ps(); 2]; G]; T];
     for b in 0..blocks {
         // SAFETY: `b` is below every row's block count and each group's.
@@ -436,9 +437,7 @@ unsafe fn f16_avx2_wide<const T: usize, const G: usize>(
             for pair in 0..16 {
                 // One cache line holds two columns.
                 for tile in &tile {
-                    _mm_prefetch::<_MM_HINT_T0>(
-                        tile.wrapping_add(PREFETCH_AHEAD + 64 * pair) as *const i8
-                    );
+                    _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(ahead + 64 * pair) as *const i8);
                 }
                 for j in [2 * pair, 2 * pair + 1] {
                     let w = tile.map(|tile| {
@@ -485,6 +484,7 @@ unsafe fn f16_avx512_wide<const T: usize, const G: usize>(
 ) {
     let x: &[&[f32]; T] = x[..T].try_into().expect("T activation rows");
     let blocks = f16_blocks(tiles, G, group_bytes, x);
+    let ahead = prefetch_ahead_bytes();
     let mut acc = [[_mm512_setzero_ps(); G]; T];
     for b in 0..blocks {
         // SAFETY: `b` is below every row's block count and each group's.
@@ -495,9 +495,7 @@ unsafe fn f16_avx512_wide<const T: usize, const G: usize>(
             for pair in 0..16 {
                 // One cache line holds two columns.
                 for tile in &tile {
-                    _mm_prefetch::<_MM_HINT_T0>(
-                        tile.wrapping_add(PREFETCH_AHEAD + 64 * pair) as *const i8
-                    );
+                    _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(ahead + 64 * pair) as *const i8);
                 }
                 for j in [2 * pair, 2 * pair + 1] {
                     let w = tile.map(|tile| {
