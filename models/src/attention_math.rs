@@ -647,18 +647,22 @@ mod tests {
     use super::*;
     use crate::attention::tests::values;
 
+    /// The baseline and, on x86-64, every vector level this CPU runs.
     fn levels() -> Vec<VectorOps> {
-        let mut levels = vec![VectorOps::Baseline];
         #[cfg(target_arch = "x86_64")]
         {
-            if !matches!(VectorOps::detect(), VectorOps::Baseline) {
+            let detected = VectorOps::detect();
+            let mut levels = vec![VectorOps::Baseline];
+            if !matches!(detected, VectorOps::Baseline) {
                 levels.push(VectorOps::Avx2);
             }
-            if matches!(VectorOps::detect(), VectorOps::Avx512) {
+            if matches!(detected, VectorOps::Avx512) {
                 levels.push(VectorOps::Avx512);
             }
+            levels
         }
-        levels
+        #[cfg(not(target_arch = "x86_64"))]
+        vec![VectorOps::Baseline]
     }
 
     /// Every level's scores and weighted values equal plain sums, for each row count and head sizes
