@@ -345,10 +345,15 @@ fn super_kernel(level: SimdLevel, kind: SuperKind) -> SuperKernel {
 /// cache holds 48 KiB or more, 2 KiB otherwise.
 pub fn prefetch_ahead_bytes() -> usize {
     static AHEAD: OnceLock<usize> = OnceLock::new();
-    *AHEAD.get_or_init(|| match l1_data_cache_bytes() {
+    *AHEAD.get_or_init(|| prefetch_distance_for(l1_data_cache_bytes()))
+}
+
+/// The prefetch distance for a core whose L1 data cache holds `l1_bytes` (`None`: unknown).
+fn prefetch_distance_for(l1_bytes: Option<usize>) -> usize {
+    match l1_bytes {
         Some(bytes) if bytes >= 48 << 10 => 8 << 10,
         _ => 2 << 10,
-    })
+    }
 }
 
 /// The first core's level-1 data cache, from `cpuid`: Intel's deterministic cache leaf (4), else AMD's

@@ -922,12 +922,15 @@ fn prefetch_distance_follows_the_l1_data_cache() {
             "L1 data cache of {bytes} bytes"
         );
     }
-    let expected = if l1.is_some_and(|b| b >= 48 << 10) {
-        8 << 10
-    } else {
-        2 << 10
-    };
-    assert_eq!(prefetch_ahead_bytes(), expected);
+    for (l1_kib, ahead) in [(32, 2 << 10), (47, 2 << 10), (48, 8 << 10), (64, 8 << 10)] {
+        assert_eq!(
+            prefetch_distance_for(Some(l1_kib << 10)),
+            ahead,
+            "{l1_kib} KiB L1"
+        );
+    }
+    assert_eq!(prefetch_distance_for(None), 2 << 10);
+    assert_eq!(prefetch_ahead_bytes(), prefetch_distance_for(l1));
     eprintln!(
         "L1 data cache {l1:?}, prefetching {} bytes ahead",
         prefetch_ahead_bytes()
